@@ -1,0 +1,44 @@
+# Shared by scripts/run and scripts/test: install steps, each safe to repeat.
+
+ensure_venv() {
+  local python="${PYTHON:-python3}"
+  if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+  fi
+  local stamp=.venv/.installed
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    touch "$stamp"
+  fi
+}
+
+postgres_ready() {
+  pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null
+}
+
+ensure_postgres() {
+  if postgres_ready; then return 0; fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "PostgreSQL is not installed: installing it from Debian's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  echo "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 60); do
+    if postgres_ready; then return 0; fi
+    sleep 0.5
+  done
+  echo "PostgreSQL did not start" >&2
+  return 1
+}
+
+ensure_chromium() {
+  # Browser tests use Debian's Chromium through Playwright (never a downloaded browser).
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  echo "installing Debian's chromium for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "warning: chromium could not be installed; browser tests will be skipped" >&2
+}

@@ -1,0 +1,96 @@
+"""Every error hetuflow raises on purpose, under one root.
+
+The REST layer maps the intermediate classes (``NotFound``, ``Conflict``, ``InvalidInput``,
+``TooLarge``) to HTTP statuses in one table; nothing else needs to know about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class HetuflowError(Exception):
+    """Root of every error hetuflow raises on purpose."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+# --- kinds (mapped to HTTP statuses in one place) -------------------------------------------
+
+
+class NotFound(HetuflowError):
+    code = "not_found"
+
+
+class Conflict(HetuflowError):
+    code = "conflict"
+
+
+class InvalidInput(HetuflowError):
+    code = "invalid_input"
+
+
+class TooLarge(HetuflowError):
+    code = "too_large"
+
+
+class Unavailable(HetuflowError):
+    code = "unavailable"
+
+
+# --- concrete problems ------------------------------------------------------------------------
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+
+
+class CronJobNotFound(NotFound):
+    code = "cron_job_not_found"
+
+
+class TaskAlreadyFinished(Conflict):
+    code = "task_already_finished"
+
+
+class AgentNameTaken(Conflict):
+    code = "agent_name_taken"
+
+
+class CronJobNameTaken(Conflict):
+    code = "cron_job_name_taken"
+
+
+class StatusTransitionInvalid(Conflict):
+    code = "status_transition_invalid"
+
+
+class CronExpressionInvalid(InvalidInput):
+    code = "cron_expression_invalid"
+
+
+class TimeZoneInvalid(InvalidInput):
+    code = "time_zone_invalid"
+
+
+class PayloadTooLarge(TooLarge):
+    code = "payload_too_large"
+
+
+class ConfigInvalid(HetuflowError):
+    code = "config_invalid"
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+
+
+class MigrationFailed(HetuflowError):
+    code = "migration_failed"

@@ -1,0 +1,505 @@
+"""The domain: tasks, attempts, agents, cron jobs and their statuses.
+
+Objects here are frozen; a change is a new object made by the Store. Every status enum knows
+its legal transitions, and ``check_transition`` is the one place they are enforced in Python
+(the stores enforce the same rules in SQL with conditional updates).
+
+Vocabulary (see docs/glossary.md): task, task type, payload, priority, capability, agent,
+cron job, attempt, dispatch, result, cancel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Generic, TypeAlias, TypeVar
+from uuid import UUID
+
+from hetuflow.errors import StatusTransitionInvalid
+
+JSONValue: TypeAlias = Any
+"""A value that JSON can carry (dict, list, str, int, float, bool, None)."""
+JSONObject: TypeAlias = dict[str, Any]
+
+
+class Priority(StrEnum):
+    """How urgent a task is. Higher ranks dispatch first; ties go to the oldest task."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """The integer stored in the database so ordering by priority is an index scan."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        return _RANK_PRIORITY[rank]
+
+
+_PRIORITY_RANK = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
+_RANK_PRIORITY = {rank: priority for priority, rank in _PRIORITY_RANK.items()}
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life.
+
+    ``pending`` covers waiting to be dispatched, waiting for ``scheduled_at`` and waiting
+    between retries. ``dispatched`` means an agent was handed the current attempt and has not
+    yet said it started. ``cancelling`` means a cancel was asked for while an agent held the
+    task; the agent's confirmation moves it to ``cancelled``.
+    """
+
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        """Held by an agent: counts against slots and the global concurrency limit."""
+        return self in ACTIVE_TASK_STATUSES
+
+
+TERMINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
+)
+ACTIVE_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.CANCELLING})
+
+TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.DISPATCHED, TaskStatus.CANCELLED}),
+    TaskStatus.DISPATCHED: frozenset(
+        {
+            TaskStatus.RUNNING,
+            TaskStatus.PENDING,  # agent lost, or the attempt failed and a retry is due
+            TaskStatus.CANCELLING,
+            TaskStatus.SUCCEEDED,  # a result may arrive before (or instead of) the start
+            TaskStatus.FAILED,
+            TaskStatus.TIMED_OUT,
+            TaskStatus.CANCELLED,
+        }
+    ),
+    TaskStatus.RUNNING: frozenset(
+        {
+            TaskStatus.PENDING,
+            TaskStatus.CANCELLING,
+            TaskStatus.SUCCEEDED,
+            TaskStatus.FAILED,
+            TaskStatus.TIMED_OUT,
+            TaskStatus.CANCELLED,
+        }
+    ),
+    TaskStatus.CANCELLING: frozenset(
+        {TaskStatus.CANCELLED, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT}
+    ),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.TIMED_OUT: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended. ``lost`` means its agent vanished before reporting."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+class AgentStatus(StrEnum):
+    """Connection state of an agent, kept by the server node holding its WebSocket."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    DRAINING = "draining"
+
+
+AGENT_TRANSITIONS: Mapping[AgentStatus, frozenset[AgentStatus]] = {
+    AgentStatus.OFFLINE: frozenset({AgentStatus.ONLINE}),
+    AgentStatus.ONLINE: frozenset({AgentStatus.OFFLINE, AgentStatus.DRAINING, AgentStatus.ONLINE}),
+    AgentStatus.DRAINING: frozenset({AgentStatus.OFFLINE, AgentStatus.ONLINE}),
+}
+
+
+def check_transition(current: TaskStatus, target: TaskStatus) -> None:
+    """Raise ``StatusTransitionInvalid`` unless ``current -> target`` is a legal task move."""
+    if target not in TASK_TRANSITIONS[current]:
+        raise StatusTransitionInvalid(f"a {current} task cannot become {target}", field="status")
+
+
+def check_agent_transition(current: AgentStatus, target: AgentStatus) -> None:
+    if target not in AGENT_TRANSITIONS[current]:
+        raise StatusTransitionInvalid(f"a {current} agent cannot become {target}", field="status")
+
+
+class PendingReason(StrEnum):
+    """Why a pending task is not running yet (shown by the API)."""
+
+    SCHEDULED = "scheduled"  # scheduled_at is in the future (delayed start or retry backoff)
+    NO_AGENT_FOR_TASK_TYPE = "no_agent_for_task_type"
+    NO_AGENT_WITH_CAPABILITIES = "no_agent_with_capabilities"
+    AGENTS_BUSY = "agents_busy"
+    GLOBAL_LIMIT = "global_limit"
+    QUEUED = "queued"  # eligible and about to be dispatched
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries after a failed or timed-out attempt: ``base * factor**(n-1)``, capped."""
+
+    max_retries: int = 0
+    backoff_seconds: float = 60.0
+    backoff_factor: float = 2.0
+    max_backoff_seconds: float = 3600.0
+
+    def delay_after(self, attempt: int) -> timedelta:
+        """The wait before retrying after attempt number ``attempt`` (1-based) failed."""
+        exponent = max(attempt - 1, 0)
+        try:
+            seconds = self.backoff_seconds * math.pow(self.backoff_factor, exponent)
+        except OverflowError:
+            seconds = self.max_backoff_seconds
+        return timedelta(seconds=min(seconds, self.max_backoff_seconds))
+
+    def allows_retry_after(self, attempt: int) -> bool:
+        """Whether a failed attempt number ``attempt`` may be followed by another one."""
+        return attempt <= self.max_retries
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a client asks for; the Store turns it into a ``Task``."""
+
+    name: str
+    task_type: str
+    payload: JSONObject = field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    required_capabilities: tuple[str, ...] = ()
+    scheduled_at: datetime | None = None  # None: as soon as possible
+    timeout_seconds: float | None = None  # None: no execution limit
+    retry: RetryPolicy = RetryPolicy()
+    idempotency_key: str | None = None
+    cron_job_id: UUID | None = None
+    cron_tick_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: UUID
+    name: str
+    task_type: str
+    priority: Priority
+    payload: JSONObject
+    required_capabilities: tuple[str, ...]
+    status: TaskStatus
+    scheduled_at: datetime
+    timeout_seconds: float | None
+    retry: RetryPolicy
+    idempotency_key: str | None
+    result: JSONValue
+    error: str | None
+    attempts: int  # number of the current (or last) attempt; 0 before the first dispatch
+    agent_id: UUID | None  # agent holding (or that last held) the current attempt
+    cron_job_id: UUID | None
+    cron_tick_at: datetime | None
+    progress: float | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One dispatch of a task to an agent. ``number`` fences it: only the current one counts."""
+
+    task_id: UUID
+    number: int
+    agent_id: UUID | None
+    dispatched_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: AttemptOutcome | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A task claimed for one agent, with the attempt number that fences it."""
+
+    task: Task
+    attempt: int
+    agent_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRef:
+    """Names one attempt as reported by an agent."""
+
+    task_id: UUID
+    attempt: int
+    agent_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    ref: AttemptRef
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What an agent reported at the end of an attempt."""
+
+    ref: AttemptRef
+    outcome: AttemptOutcome
+    result: JSONValue = None
+    error: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishOutcome:
+    """What the Store did with one ``AttemptResult``.
+
+    ``accepted`` is False when the attempt was superseded (another attempt is current, the
+    task is finished, or the agent does not hold it): the agent must stop that work.
+    ``task`` is the task after the change (None if the task no longer exists).
+    """
+
+    ref: AttemptRef
+    accepted: bool
+    task: Task | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    task_id: UUID
+    attempt: int
+    stream: str  # "stdout", "stderr" or "log"
+    line: str
+    at: datetime
+    seq: int = 0  # assigned by the Store; increasing per task
+
+
+@dataclass(frozen=True, slots=True)
+class SlotOffer:
+    """Free slots of one connected agent, offered to the dispatcher."""
+
+    agent_id: UUID
+    free_slots: int
+    running: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimGroup:
+    """Agents with the same task types and capabilities, claimed for together."""
+
+    task_types: frozenset[str]
+    capabilities: frozenset[str]
+    offers: tuple[SlotOffer, ...]
+
+    @property
+    def free_slots(self) -> int:
+        return sum(offer.free_slots for offer in self.offers)
+
+
+def assign_least_loaded(count: int, offers: Sequence[SlotOffer]) -> list[UUID]:
+    """Agent ids for ``count`` claimed tasks, in claim order: each to the least loaded agent.
+
+    Load is ``running`` plus what this call already assigned; ties keep the offers' order.
+    Never gives an agent more than its free slots; returns fewer ids if slots run out.
+    """
+    load = [offer.running for offer in offers]
+    left = [offer.free_slots for offer in offers]
+    assigned: list[UUID] = []
+    for _ in range(count):
+        best = -1
+        for index, free in enumerate(left):
+            if free > 0 and (best < 0 or load[index] < load[best]):
+                best = index
+        if best < 0:
+            break
+        assigned.append(offers[best].agent_id)
+        load[best] += 1
+        left[best] -= 1
+    return assigned
+
+
+# --- agents -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewAgent:
+    name: str
+    capabilities: tuple[str, ...] = ()
+    supported_task_types: tuple[str, ...] = ()
+    max_concurrent_tasks: int = 1
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRegistration:
+    """What a connecting agent declares (the ``AgentCapabilities`` message).
+
+    ``agent_id`` or ``name`` name a known agent to connect as; with neither, a new agent is
+    registered under a generated name.
+    """
+
+    capabilities: tuple[str, ...]
+    supported_task_types: tuple[str, ...]
+    max_concurrent_tasks: int
+    agent_id: UUID | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    id: UUID
+    name: str
+    capabilities: tuple[str, ...]
+    supported_task_types: tuple[str, ...]
+    max_concurrent_tasks: int
+    enabled: bool
+    status: AgentStatus
+    node_id: str | None  # the server node holding its connection
+    session: int  # bumped on every connection; fences a stale disconnect
+    running: int  # tasks it holds (dispatched, running or cancelling)
+    last_heartbeat_at: datetime | None
+    connected_at: datetime | None
+    created_at: datetime
+
+    def can_run(self, task_type: str, required_capabilities: Sequence[str]) -> bool:
+        return task_type in self.supported_task_types and set(required_capabilities) <= set(
+            self.capabilities
+        )
+
+
+# --- cron jobs --------------------------------------------------------------------------------
+
+
+class MisfirePolicy(StrEnum):
+    """Ticks missed while no server ran or the job was disabled."""
+
+    SKIP = "skip"  # drop them all; next fire is the next future tick
+    RUN_ONCE = "run_once"  # run one task for all of them, now
+    CATCH_UP = "catch_up"  # run one task per missed tick, at most ``catch_up_limit``
+
+
+class OverlapPolicy(StrEnum):
+    """What a tick does while the job's previous task is still pending or running."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    QUEUE = "queue"  # keep at most one waiting behind the running one
+    CANCEL_PREVIOUS = "cancel_previous"
+
+
+class TickOutcome(StrEnum):
+    FIRED = "fired"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class NewCronJob:
+    name: str
+    cron_expression: str
+    task_type: str
+    payload: JSONObject = field(default_factory=dict)
+    timezone: str = "UTC"
+    priority: Priority = Priority.NORMAL
+    required_capabilities: tuple[str, ...] = ()
+    timeout_seconds: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    enabled: bool = True
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    catch_up_limit: int = 1
+    overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    start_deadline_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CronJob:
+    id: UUID
+    name: str
+    cron_expression: str
+    timezone: str
+    task_type: str
+    payload: JSONObject
+    priority: Priority
+    required_capabilities: tuple[str, ...]
+    timeout_seconds: float | None
+    retry: RetryPolicy
+    enabled: bool
+    misfire_policy: MisfirePolicy
+    catch_up_limit: int
+    overlap_policy: OverlapPolicy
+    start_deadline_seconds: float | None
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_task_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CronTick:
+    cron_job_id: UUID
+    tick_at: datetime
+    outcome: TickOutcome
+    task_id: UUID | None
+    reason: str | None
+    recorded_at: datetime
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    statuses: tuple[TaskStatus, ...] = ()
+    task_type: str | None = None
+    agent_id: UUID | None = None
+    cron_job_id: UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    text: str | None = None  # substring of the name or the task type
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    tasks_by_status: dict[TaskStatus, int]
+    agents_online: int
+    agents_total: int
+    cron_jobs_enabled: int

@@ -1,0 +1,273 @@
+"""The agent protocol: every WebSocket message as a typed variant tagged by ``type``.
+
+JSON text frames; one frame carries one message. The three messages of the seed
+(``AgentCapabilities``, ``AgentHeartbeat``, ``TaskResult``) are accepted exactly as written
+there; every other field they may carry is optional. Batching is by message, not by frame:
+``TaskDispatch`` carries many tasks, ``TaskResults`` and ``TaskLogs`` many entries.
+
+``decode_agent_message`` / ``decode_server_message`` are the only ways in; both raise
+``ProtocolViolation`` with a message naming the problem. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from hetuflow.errors import HetuflowError
+
+PROTOCOL_VERSION = 1
+"""Bumped on incompatible changes. Agents send theirs in ``AgentCapabilities``."""
+
+
+class ProtocolViolation(HetuflowError):
+    """A frame that is not valid JSON, has an unknown ``type`` or a malformed field."""
+
+    code = "protocol_violation"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# --- shared parts -----------------------------------------------------------------------------
+
+
+class CapabilitySet(_Message):
+    capabilities: list[str] = Field(default_factory=list, max_length=256)
+    max_concurrent_tasks: int = Field(default=1, ge=0, le=100_000)
+    supported_task_types: list[str] = Field(default_factory=list, max_length=1024)
+
+
+class RunningAttempt(_Message):
+    """An attempt an agent is working on, reported on reconnect and in heartbeats."""
+
+    task_id: str
+    attempt: int = Field(ge=1)
+
+
+class TaskOutcomeField(_Message):
+    """Common fields of a result, alone (``TaskResult``) or batched (``TaskResults``)."""
+
+    task_id: str
+    attempt: int | None = Field(default=None, ge=1)
+    result: Any = None
+    error: str | None = None
+    outcome: Literal["succeeded", "failed", "timed_out", "cancelled"] | None = None
+    exit_code: int | None = None
+    finished_at: datetime | None = None
+
+    def resolved_outcome(self) -> str:
+        """The outcome, defaulting as the seed implies: no error means success."""
+        if self.outcome is not None:
+            return self.outcome
+        return "succeeded" if self.error is None else "failed"
+
+
+class LogEntry(_Message):
+    task_id: str
+    attempt: int = Field(ge=1)
+    stream: Literal["stdout", "stderr", "log"] = "log"
+    line: str
+    at: datetime | None = None
+
+
+# --- agent -> server --------------------------------------------------------------------------
+
+
+class AgentCapabilities(_Message):
+    """Registration. First message on a connection; may be repeated to update capabilities."""
+
+    type: Literal["AgentCapabilities"] = "AgentCapabilities"
+    capabilities: CapabilitySet
+    agent_id: str | None = None
+    name: str | None = Field(default=None, max_length=200)
+    protocol_version: int = PROTOCOL_VERSION
+    running: list[RunningAttempt] = Field(default_factory=list)
+
+
+class AgentHeartbeat(_Message):
+    type: Literal["AgentHeartbeat"] = "AgentHeartbeat"
+    agent_id: str | None = None
+    timestamp: datetime | None = None
+    running: list[RunningAttempt] | None = None
+
+
+class TaskAccepted(_Message):
+    """The agent holds the attempt and will start it at ``start_at`` (two-level scheduling)."""
+
+    type: Literal["TaskAccepted"] = "TaskAccepted"
+    task_id: str
+    attempt: int = Field(ge=1)
+
+
+class TaskStarted(_Message):
+    type: Literal["TaskStarted"] = "TaskStarted"
+    task_id: str
+    attempt: int = Field(ge=1)
+    started_at: datetime | None = None
+
+
+class TaskProgress(_Message):
+    type: Literal["TaskProgress"] = "TaskProgress"
+    task_id: str
+    attempt: int = Field(ge=1)
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str | None = None
+
+
+class TaskLogs(_Message):
+    type: Literal["TaskLogs"] = "TaskLogs"
+    lines: list[LogEntry]
+
+
+class TaskResult(TaskOutcomeField):
+    type: Literal["TaskResult"] = "TaskResult"
+
+
+class TaskResults(_Message):
+    type: Literal["TaskResults"] = "TaskResults"
+    results: list[TaskOutcomeField]
+
+
+class AgentDraining(_Message):
+    """The agent takes no new tasks; running ones finish (sent on SIGTERM)."""
+
+    type: Literal["AgentDraining"] = "AgentDraining"
+
+
+class Pong(_Message):
+    type: Literal["Pong"] = "Pong"
+    timestamp: datetime | None = None
+
+
+AgentMessage: TypeAlias = Annotated[
+    AgentCapabilities
+    | AgentHeartbeat
+    | TaskAccepted
+    | TaskStarted
+    | TaskProgress
+    | TaskLogs
+    | TaskResult
+    | TaskResults
+    | AgentDraining
+    | Pong,
+    Field(discriminator="type"),
+]
+
+# --- server -> agent --------------------------------------------------------------------------
+
+
+class AgentRegistered(_Message):
+    """Acknowledges ``AgentCapabilities``: the id the server knows this agent by."""
+
+    type: Literal["AgentRegistered"] = "AgentRegistered"
+    agent_id: str
+    name: str
+    protocol_version: int = PROTOCOL_VERSION
+    heartbeat_interval_seconds: float
+    server_time: datetime
+    superseded: list[RunningAttempt] = Field(default_factory=list)
+
+
+class DispatchedTask(_Message):
+    task_id: str
+    attempt: int
+    name: str
+    task_type: str
+    payload: dict[str, Any]
+    priority: str = "normal"
+    timeout_seconds: float | None = None
+    start_at: datetime | None = None  # None: start now; else not one moment earlier
+
+
+class TaskDispatch(_Message):
+    type: Literal["TaskDispatch"] = "TaskDispatch"
+    tasks: list[DispatchedTask]
+
+
+class TaskCancel(_Message):
+    """Stop this attempt. ``reason``: ``cancelled`` (asked by a user) or ``superseded``."""
+
+    type: Literal["TaskCancel"] = "TaskCancel"
+    task_id: str
+    attempt: int
+    reason: Literal["cancelled", "superseded", "timed_out"] = "cancelled"
+
+
+class Ping(_Message):
+    type: Literal["Ping"] = "Ping"
+    timestamp: datetime
+
+
+class Error(_Message):
+    """The server could not act on a message; the connection carries on."""
+
+    type: Literal["Error"] = "Error"
+    code: str
+    message: str
+    message_type: str | None = None
+    task_id: str | None = None
+
+
+ServerMessage: TypeAlias = Annotated[
+    AgentRegistered | TaskDispatch | TaskCancel | Ping | Error,
+    Field(discriminator="type"),
+]
+
+_agent_adapter: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
+_server_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+AGENT_MESSAGE_TYPES = frozenset(
+    {
+        "AgentCapabilities",
+        "AgentHeartbeat",
+        "TaskAccepted",
+        "TaskStarted",
+        "TaskProgress",
+        "TaskLogs",
+        "TaskResult",
+        "TaskResults",
+        "AgentDraining",
+        "Pong",
+    }
+)
+SERVER_MESSAGE_TYPES = frozenset({"AgentRegistered", "TaskDispatch", "TaskCancel", "Ping", "Error"})
+
+
+def _describe(error: ValidationError, known: frozenset[str]) -> str:
+    first = error.errors()[0]
+    kind = first["type"]
+    if kind == "union_tag_invalid":
+        tag = first.get("ctx", {}).get("tag", "?")
+        return f"unknown message type {tag!r}; expected one of {', '.join(sorted(known))}"
+    if kind == "union_tag_not_found":
+        return "message has no 'type' field"
+    if kind in ("json_invalid", "json_type"):
+        return f"frame is not valid JSON: {first['msg']}"
+    if kind == "model_attributes_type":
+        return "message must be a JSON object"
+    location = ".".join(str(part) for part in first["loc"][1:]) or "message"
+    return f"{location}: {first['msg']}"
+
+
+def decode_agent_message(frame: str | bytes) -> AgentMessage:
+    """Parse one agent frame. Raises ``ProtocolViolation`` naming the problem."""
+    try:
+        return _agent_adapter.validate_json(frame)
+    except ValidationError as error:
+        raise ProtocolViolation(_describe(error, AGENT_MESSAGE_TYPES)) from None
+
+
+def decode_server_message(frame: str | bytes) -> ServerMessage:
+    """Parse one server frame (used by the agent). Raises ``ProtocolViolation``."""
+    try:
+        return _server_adapter.validate_json(frame)
+    except ValidationError as error:
+        raise ProtocolViolation(_describe(error, SERVER_MESSAGE_TYPES)) from None
+
+
+def encode(message: _Message) -> str:
+    """One message as a JSON text frame."""
+    return message.model_dump_json(exclude_none=False)

@@ -1,0 +1,77 @@
+"""The app factory: the one place where server objects are wired together.
+
+``create_app`` builds a FastAPI app around a Store and a Notifier; the lifespan opens them,
+runs the SchedulerEngine's loops in a task group, and on shutdown cancels and awaits them.
+Nothing here is a module-level singleton: a test builds the app with the store it wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from hetuflow import __version__
+from hetuflow.clock import Clock, SystemClock
+from hetuflow.config import Config
+from hetuflow.server.context import ServerContext
+from hetuflow.server.engine import SchedulerEngine
+from hetuflow.store import create_notifier, create_store
+from hetuflow.store.base import Notifier, Store
+
+API_DESCRIPTION = """\
+hetuflow stores tasks durably and pushes each one to a capable agent over WebSocket (`/ws`).
+
+Tasks are created here (or by cron jobs), dispatched by priority to agents that support their
+task type and have every required capability, and end `succeeded`, `failed`, `timed_out` or
+`cancelled`. Errors share one JSON shape: `{"error": {"code", "message", "field"}}`.
+"""
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    notifier: Notifier | None = None,
+    clock: Clock | None = None,
+    node_id: str | None = None,
+) -> FastAPI:
+    """Build the server app. The store and notifier are opened by the app's lifespan."""
+    context = ServerContext(
+        config=config,
+        store=store if store is not None else create_store(config.database),
+        notifier=notifier if notifier is not None else create_notifier(config.database),
+        clock=clock if clock is not None else SystemClock(),
+        node_id=node_id or config.server.node_id or f"node-{uuid.uuid4().hex[:8]}",
+    )
+    engine = SchedulerEngine(context)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await context.store.open()
+        try:
+            await context.notifier.open()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    runner = group.create_task(engine.run(), name="scheduler-engine")
+                    await engine.started.wait()
+                    yield
+                    runner.cancel()
+            finally:
+                await context.notifier.close()
+        finally:
+            await context.store.close()
+
+    app = FastAPI(
+        title="hetuflow",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    app.state.engine = engine
+    app.add_api_websocket_route("/ws", engine.gateway.endpoint)
+    return app

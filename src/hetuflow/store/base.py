@@ -1,0 +1,283 @@
+"""The Store seam: durable state in domain terms, one implementation per database.
+
+Every method is a coroutine and a single transaction unless said otherwise. The docstrings say
+what concurrent callers (other coroutines, other server processes on the same PostgreSQL) can
+rely on. Exclusivity comes from the database (unique keys, conditional updates,
+``FOR UPDATE SKIP LOCKED``), never from check-then-write in Python.
+
+Batching is the norm on hot paths: methods that the dispatcher and gateway call per task take
+sequences, so one call (one round trip, one commit) serves many tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from hetuflow.models import (
+    Agent,
+    AgentRegistration,
+    AgentStatus,
+    Attempt,
+    AttemptRef,
+    AttemptResult,
+    AttemptStart,
+    ClaimGroup,
+    CronJob,
+    CronTick,
+    Dispatch,
+    FinishOutcome,
+    LogLine,
+    NewAgent,
+    NewCronJob,
+    NewTask,
+    Page,
+    Stats,
+    Task,
+    TaskFilter,
+    TickOutcome,
+)
+
+
+class Store(Protocol):
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect (create the pool / open the file). Does not migrate."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers a trivial query."""
+        ...
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    async def create_tasks(self, tasks: Sequence[NewTask], *, now: datetime) -> list[tuple[Task, bool]]:
+        """Insert tasks in one transaction, in order; return each with ``created``.
+
+        A task whose ``idempotency_key`` already exists is not inserted: the existing task is
+        returned with ``created=False``. Two concurrent calls with the same key yield one task
+        (the unique key decides). ``scheduled_at`` None means ``now``. All or nothing.
+        """
+        ...
+
+    async def get_task(self, task_id: UUID) -> Task | None: ...
+
+    async def list_tasks(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
+        """Newest first (``created_at`` descending, then id), with the total matching count."""
+        ...
+
+    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
+        """Cancel one task with a conditional update.
+
+        pending -> cancelled at once; dispatched/running -> cancelling (the agent holding it
+        must stop it and confirm through ``finish_attempts``); cancelling -> unchanged.
+        Raises ``TaskNotFound``, or ``TaskAlreadyFinished`` for a terminal task.
+        """
+        ...
+
+    async def claim_tasks(
+        self,
+        groups: Sequence[ClaimGroup],
+        *,
+        now: datetime,
+        until: datetime | None = None,
+        global_limit: int | None = None,
+    ) -> list[Dispatch]:
+        """Claim pending tasks for connected agents, atomically.
+
+        For each group, take up to ``group.free_slots`` pending tasks with
+        ``scheduled_at <= until`` (default ``now``; a later ``until`` hands tasks out ahead so
+        the agent starts them at ``scheduled_at``), ``task_type`` in the group's task types and
+        every required capability in the group's capabilities; highest priority first, then
+        oldest ``created_at``. Assign them with ``assign_least_loaded``, set them dispatched
+        to that agent, increment ``attempts`` and insert the attempt row.
+
+        Never lets the number of active tasks (dispatched, running, cancelling) across all
+        nodes exceed ``global_limit``. A task is claimed by at most one caller, even with
+        several server processes claiming at once (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+        the single writer on SQLite).
+        """
+        ...
+
+    async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
+        """The earliest ``scheduled_at`` after ``now`` among pending tasks (dispatcher timer)."""
+        ...
+
+    async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
+        """Mark attempts started: dispatched -> running, only when the attempt is current and
+        held by that agent. Returns, per start, whether it was accepted. Idempotent."""
+        ...
+
+    async def finish_attempts(
+        self, results: Sequence[AttemptResult], *, now: datetime
+    ) -> list[FinishOutcome]:
+        """Record attempt results in one transaction (fenced by attempt number and agent).
+
+        Accepted only when the attempt is the task's current one, held by that agent, and the
+        task is active. Then: succeeded -> task succeeded with the result; cancelled, or any
+        outcome while cancelling -> cancelled; failed/timed_out -> pending again with
+        ``scheduled_at = now + retry.delay_after(attempt)`` if ``retry.allows_retry_after``,
+        else failed/timed_out. Rejected results change nothing. A second identical result is
+        rejected (the attempt already ended).
+        """
+        ...
+
+    async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
+        """Store the latest progress (0..1) of current attempts; others are ignored."""
+        ...
+
+    async def release_agent(
+        self, agent_id: UUID, *, now: datetime, keep: Sequence[AttemptRef] = ()
+    ) -> list[UUID]:
+        """Give back the active attempts an agent holds, except those in ``keep``.
+
+        Their attempts end ``lost``; dispatched/running tasks go back to pending (ready now,
+        retry budget untouched); cancelling ones become cancelled. Returns the ids of the
+        tasks that went back to pending. Safe to call concurrently and repeatedly.
+        """
+        ...
+
+    async def list_attempts(self, task_id: UUID) -> list[Attempt]: ...
+
+    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+        """Append log lines (one insert for the batch); ``seq`` is assigned per task."""
+        ...
+
+    async def list_logs(
+        self, task_id: UUID, *, after_seq: int = 0, attempt: int | None = None, limit: int = 1000
+    ) -> list[LogLine]:
+        """Log lines of a task in ``seq`` order, after ``after_seq``."""
+        ...
+
+    async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` terminal tasks finished before the instant, with their
+        attempts and logs; return how many. Short transactions: never blocks dispatch long."""
+        ...
+
+    async def stats(self) -> Stats: ...
+
+    # --- agents ---------------------------------------------------------------------------
+
+    async def create_agent(self, agent: NewAgent, *, now: datetime) -> Agent:
+        """Pre-create an agent (offline until it connects). ``AgentNameTaken`` if the name exists."""
+        ...
+
+    async def get_agent(self, agent_id: UUID) -> Agent | None: ...
+
+    async def get_agent_by_name(self, name: str) -> Agent | None: ...
+
+    async def list_agents(self, *, statuses: Sequence[AgentStatus] = ()) -> list[Agent]:
+        """Agents by name, with ``running`` counted from their active tasks."""
+        ...
+
+    async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
+        """Forget an agent; its active attempts are released first. ``AgentNotFound``."""
+        ...
+
+    async def connect_agent(
+        self, registration: AgentRegistration, *, node_id: str, now: datetime
+    ) -> Agent:
+        """Record a connection: find the agent by id, else by name, else create it (generated
+        name when none given); update its declared capabilities; set it online on ``node_id``;
+        bump ``session``. Concurrent connects of one agent serialise; the last one wins.
+        Raises ``AgentNotFound`` for an unknown ``agent_id``."""
+        ...
+
+    async def set_agent_status(
+        self, agent_id: UUID, status: AgentStatus, *, session: int, now: datetime
+    ) -> bool:
+        """Change the connection status if ``session`` is still the agent's current one
+        (a stale connection cannot mark a newer one offline). Returns whether it changed."""
+        ...
+
+    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
+        """Set ``last_heartbeat_at`` for many agents in one statement."""
+        ...
+
+    async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
+        """Mark online/draining agents whose last heartbeat is older than ``stale_before``
+        offline and release their attempts, in one transaction; return their ids. Only one
+        concurrent caller gets each agent."""
+        ...
+
+    # --- cron jobs ------------------------------------------------------------------------
+
+    async def create_cron_job(
+        self, job: NewCronJob, *, next_fire_at: datetime | None, now: datetime
+    ) -> CronJob:
+        """``CronJobNameTaken`` if the name exists."""
+        ...
+
+    async def get_cron_job(self, cron_job_id: UUID) -> CronJob | None: ...
+
+    async def list_cron_jobs(self) -> list[CronJob]: ...
+
+    async def update_cron_job(
+        self, cron_job_id: UUID, changes: dict[str, Any], *, now: datetime
+    ) -> CronJob:
+        """Apply field changes (names as in ``CronJob``). ``CronJobNotFound``/``CronJobNameTaken``."""
+        ...
+
+    async def delete_cron_job(self, cron_job_id: UUID) -> None: ...
+
+    async def due_cron_jobs(self, *, until: datetime, limit: int) -> list[CronJob]:
+        """Enabled jobs whose ``next_fire_at <= until``, earliest first."""
+        ...
+
+    async def fire_cron_tick(
+        self,
+        cron_job_id: UUID,
+        *,
+        tick_at: datetime,
+        next_fire_at: datetime | None,
+        task: NewTask | None,
+        outcome: TickOutcome,
+        reason: str | None,
+        now: datetime,
+    ) -> Task | None:
+        """Record one tick, create its task (if ``task``), advance the job to ``next_fire_at``.
+
+        Exactly once per (job, tick) across all nodes: the tick's unique key decides; a caller
+        that loses returns None and changes nothing.
+        """
+        ...
+
+    async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
+        """Newest first."""
+        ...
+
+
+class Notifier(Protocol):
+    """Wakes engine loops, in this process and on other nodes. Separate from state.
+
+    ``publish`` after a commit; subscribers get the channel's payloads. Delivery is a hint: a
+    loop that wakes must re-read the Store, and must also be correct if a wake-up is lost.
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, channel: str, payload: str = "") -> None: ...
+
+    def subscribe(self, channel: str, callback: NotifyCallback) -> None:
+        """Call ``callback(payload)`` (synchronously, on the event loop) for each message."""
+        ...
+
+
+class NotifyCallback(Protocol):
+    def __call__(self, payload: str) -> None: ...
+
+
+# Channels
+TASKS_READY = "hetuflow_tasks_ready"
+"""New pending tasks (or tasks back to pending): dispatchers should claim."""
+TASK_CANCEL = "hetuflow_task_cancel"
+"""Payload ``<task_id>:<attempt>:<agent_id>``: the node holding that agent sends TaskCancel."""
+CRON_CHANGED = "hetuflow_cron_changed"
+"""A cron job was created or changed: cron loops should re-read the next fire time."""
