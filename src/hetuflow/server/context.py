@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hetuflow.clock import Clock
 from hetuflow.config import Config
+from hetuflow.server.metrics import Metrics
 from hetuflow.store.base import Notifier, Store
 
 
@@ -16,3 +17,5 @@ class ServerContext:
     notifier: Notifier
     clock: Clock
     node_id: str
+    metrics: Metrics = field(default_factory=Metrics)
+    """This app's Prometheus metrics (its own registry); components call its methods."""

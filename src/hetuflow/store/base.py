@@ -37,6 +37,7 @@ from hetuflow.models import (
     Stats,
     Task,
     TaskFilter,
+    TaskStatus,
     TickOutcome,
 )
 
@@ -160,6 +161,27 @@ class Store(Protocol):
         ...
 
     async def stats(self) -> Stats: ...
+
+    async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
+        """How many tasks are in any of ``statuses``, by task type (``/metrics`` pending gauge).
+
+        Task types with no such task are absent. One read; no lock; a snapshot that concurrent
+        writes may change right after.
+        """
+        ...
+
+    async def count_finished_tasks(
+        self, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, TaskStatus, int]]:
+        """Terminal tasks by the minute they finished, for the console's throughput chart.
+
+        Counts tasks with a terminal status whose ``finished_at`` is in ``[since, until)``,
+        grouped by ``finished_at`` truncated to the whole UTC minute and by status. Returns
+        ``(minute, status, count)`` with ``minute`` aware UTC (seconds and microseconds zero),
+        ordered by minute then status; minutes and statuses with no task are absent. One read;
+        no lock. (Tasks deleted by the cleanup loop are no longer counted.)
+        """
+        ...
 
     # --- agents ---------------------------------------------------------------------------
 

@@ -1,0 +1,204 @@
+"""Prometheus metrics of one server node, in a registry owned by the app (no global state).
+
+The components that see an event call one ``Metrics`` method (``docs/monitoring.md`` lists
+which component calls which). Values that live in the database (pending tasks by task type)
+are read from the Store when ``/metrics`` is scraped, so every node reports the same numbers
+for them; counters and histograms count what happened on this node, and Prometheus sums them
+across nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from hetuflow.errors import HetuflowError
+from hetuflow.models import TaskStatus
+from hetuflow.store.base import Store
+
+Direction = Literal["in", "out"]
+
+DISPATCH_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+RUN_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
+
+
+class Metrics:
+    """Every hetuflow metric, registered in ``self.registry`` (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self._submitted = Counter(
+            "hetuflow_tasks_submitted",
+            "Tasks created (REST, CLI, SDK or cron), by task type.",
+            ["task_type"],
+            registry=registry,
+        )
+        self._dispatched = Counter(
+            "hetuflow_tasks_dispatched",
+            "Attempts handed to an agent, by task type.",
+            ["task_type"],
+            registry=registry,
+        )
+        self._started = Counter(
+            "hetuflow_tasks_started",
+            "Attempts an agent reported started, by task type.",
+            ["task_type"],
+            registry=registry,
+        )
+        self._finished = Counter(
+            "hetuflow_tasks_finished",
+            "Attempts that ended, by task type and outcome "
+            "(succeeded, failed, timed_out, cancelled, lost).",
+            ["task_type", "outcome"],
+            registry=registry,
+        )
+        self._dispatch_latency = Histogram(
+            "hetuflow_task_dispatch_latency_seconds",
+            "From the moment a task was due (created or scheduled_at) to its dispatch.",
+            ["task_type"],
+            buckets=DISPATCH_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._run_duration = Histogram(
+            "hetuflow_task_run_duration_seconds",
+            "From an attempt's start to its result, by task type and outcome.",
+            ["task_type", "outcome"],
+            buckets=RUN_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._pending = Gauge(
+            "hetuflow_tasks_pending",
+            "Tasks waiting to be dispatched, by task type (read from the database at scrape).",
+            ["task_type"],
+            registry=registry,
+        )
+        self._agents_connected = Gauge(
+            "hetuflow_agents_connected",
+            "Agents whose WebSocket is open on this node.",
+            registry=registry,
+        )
+        self._cron_fires = Counter(
+            "hetuflow_cron_fires",
+            "Cron ticks that created a task.",
+            registry=registry,
+        )
+        self._cron_misfires = Counter(
+            "hetuflow_cron_misfires",
+            "Cron ticks not fired on time, by what the misfire or overlap policy did "
+            "(skipped, run_once, catch_up, overlap_skipped, ...).",
+            ["action"],
+            registry=registry,
+        )
+        self._ws_messages = Counter(
+            "hetuflow_ws_messages",
+            "WebSocket messages by direction (in: from an agent, out: to an agent) and type.",
+            ["direction", "type"],
+            registry=registry,
+        )
+        self._database_errors = Counter(
+            "hetuflow_database_errors",
+            "Store calls that failed because the database did not answer or refused, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self._pending_types: set[str] = set()
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    def task_submitted(self, task_type: str, count: int = 1) -> None:
+        """``count`` new tasks of ``task_type`` were created (not idempotent replays)."""
+        self._submitted.labels(task_type).inc(count)
+
+    def task_dispatched(self, task_type: str, latency_seconds: float) -> None:
+        """One attempt was dispatched, ``latency_seconds`` after the task became due."""
+        self._dispatched.labels(task_type).inc()
+        self._dispatch_latency.labels(task_type).observe(max(latency_seconds, 0.0))
+
+    def task_started(self, task_type: str) -> None:
+        """An agent reported that an attempt started."""
+        self._started.labels(task_type).inc()
+
+    def task_finished(self, task_type: str, outcome: str, run_seconds: float | None) -> None:
+        """An attempt ended with ``outcome`` (an ``AttemptOutcome`` value).
+
+        ``run_seconds`` is the time from its start to its result (None if it never started).
+        """
+        self._finished.labels(task_type, outcome).inc()
+        if run_seconds is not None:
+            self._run_duration.labels(task_type, outcome).observe(max(run_seconds, 0.0))
+
+    def set_pending(self, counts: dict[str, int]) -> None:
+        """Pending tasks by task type; task types that are gone drop to zero."""
+        for task_type in self._pending_types - counts.keys():
+            self._pending.labels(task_type).set(0)
+        for task_type, count in counts.items():
+            self._pending.labels(task_type).set(count)
+        self._pending_types |= counts.keys()
+
+    # --- agents, cron, transport ------------------------------------------------------------
+
+    def agent_connected(self) -> None:
+        self._agents_connected.inc()
+
+    def agent_disconnected(self) -> None:
+        self._agents_connected.dec()
+
+    def cron_fired(self, count: int = 1) -> None:
+        """``count`` cron ticks created a task."""
+        self._cron_fires.inc(count)
+
+    def cron_misfired(self, action: str, count: int = 1) -> None:
+        """``count`` ticks were late or blocked; ``action`` says what the policy did."""
+        self._cron_misfires.labels(action).inc(count)
+
+    def ws_message(self, direction: Direction, message_type: str) -> None:
+        """One WebSocket message went ``in`` (from an agent) or ``out`` (to an agent)."""
+        self._ws_messages.labels(direction, message_type).inc()
+
+    def ws_messages(self, direction: Direction, message_types: Iterable[str]) -> None:
+        """Several messages at once (e.g. one per item of a batched frame)."""
+        for message_type in message_types:
+            self._ws_messages.labels(direction, message_type).inc()
+
+    def database_error(self, operation: str) -> None:
+        """A Store call failed (``StoreUnavailable`` or a driver error); ``operation`` names it."""
+        self._database_errors.labels(operation).inc()
+
+    # --- scrape -----------------------------------------------------------------------------
+
+    async def refresh_from_store(self, store: Store) -> None:
+        """Read the values that live in the database. A failing store counts a database
+        error and leaves the previous values, so a scrape still answers."""
+        try:
+            counts = await store.count_tasks_by_type(statuses=(TaskStatus.PENDING,))
+        except (HetuflowError, OSError):
+            self.database_error("metrics_scrape")
+            return
+        self.set_pending(counts)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+router = APIRouter(tags=["monitoring"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def scrape_metrics(request: Request) -> Response:
+    """Prometheus scrape endpoint (text exposition format)."""
+    context = request.app.state.context
+    metrics: Metrics = context.metrics
+    await metrics.refresh_from_store(context.store)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
