@@ -1,0 +1,1 @@
+"""Command-line entry points: ``hetuflow-server`` (server.py) and ``hetuflow-agent`` (agent.py)."""
