@@ -1,0 +1,155 @@
+"""``GET /api/events``: a Server-Sent Events stream of dashboard snapshots for the console.
+
+Each ``snapshot`` event carries the counts of tasks by status, agents online and busy, tasks
+finished per minute over the last hour by status (throughput and failures), and the next cron
+fires. A snapshot is sent when it differs from the last one sent, checked every second, and at
+least every ``KEEPALIVE_SECONDS``. Snapshots are built at most once per second per app,
+however many consoles are watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from hetuflow.errors import HetuflowError
+from hetuflow.models import TERMINAL_TASK_STATUSES, AgentStatus, TaskStatus
+from hetuflow.server.context import ServerContext
+
+router = APIRouter(tags=["monitoring"])
+
+POLL_SECONDS = 1.0
+KEEPALIVE_SECONDS = 15.0
+WINDOW_MINUTES = 60
+NEXT_FIRES = 5
+RETRY_MILLISECONDS = 2000
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+async def build_snapshot(context: ServerContext) -> dict[str, Any]:
+    """The dashboard's numbers, read from the Store (a few reads, no lock)."""
+    store = context.store
+    now = context.clock.now()
+    first_minute = now.replace(second=0, microsecond=0) - timedelta(minutes=WINDOW_MINUTES - 1)
+    stats = await store.stats()
+    agents = await store.list_agents(statuses=(AgentStatus.ONLINE, AgentStatus.DRAINING))
+    finished = await store.count_finished_tasks(since=first_minute, until=now)
+    jobs = await store.list_cron_jobs()
+
+    minutes = [first_minute + timedelta(minutes=index) for index in range(WINDOW_MINUTES)]
+    series: dict[str, list[int]] = {
+        status.value: [0] * WINDOW_MINUTES for status in sorted(TERMINAL_TASK_STATUSES)
+    }
+    for minute, status, count in finished:
+        index = int((minute - first_minute).total_seconds() // 60)
+        if 0 <= index < WINDOW_MINUTES and status.value in series:
+            series[status.value][index] += count
+
+    upcoming = sorted(
+        ((job.next_fire_at, job) for job in jobs if job.enabled and job.next_fire_at is not None),
+        key=lambda pair: (pair[0], pair[1].name),
+    )[:NEXT_FIRES]
+    return {
+        "tasks_by_status": {
+            status.value: stats.tasks_by_status.get(status, 0) for status in TaskStatus
+        },
+        "agents": {
+            "online": sum(1 for agent in agents if agent.status is AgentStatus.ONLINE),
+            "draining": sum(1 for agent in agents if agent.status is AgentStatus.DRAINING),
+            "busy": sum(1 for agent in agents if agent.running > 0),
+            "total": stats.agents_total,
+            "slots_used": sum(agent.running for agent in agents),
+            "slots_total": sum(agent.max_concurrent_tasks for agent in agents),
+        },
+        "throughput": {"minutes": [_iso(minute) for minute in minutes], **series},
+        "next_fires": [
+            {
+                "cron_job_id": str(job.id),
+                "name": job.name,
+                "task_type": job.task_type,
+                "timezone": job.timezone,
+                "next_fire_at": _iso(fire_at),
+            }
+            for fire_at, job in upcoming
+        ],
+        "cron_jobs_enabled": stats.cron_jobs_enabled,
+    }
+
+
+@dataclass
+class SnapshotCache:
+    """Shares one snapshot per ``POLL_SECONDS`` between every open stream of an app."""
+
+    context: ServerContext
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    taken_at: float | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+    async def get(self) -> dict[str, Any]:
+        async with self.lock:
+            monotonic = self.context.clock.monotonic()
+            if self.taken_at is None or monotonic - self.taken_at >= POLL_SECONDS * 0.9:
+                try:
+                    self.snapshot = await build_snapshot(self.context)
+                except (HetuflowError, OSError) as error:
+                    self.context.metrics.database_error("events_snapshot")
+                    self.snapshot = {"error": {"code": "store_unavailable", "message": str(error)}}
+                self.taken_at = monotonic
+            return self.snapshot
+
+
+def _cache(request: Request) -> SnapshotCache:
+    state = request.app.state
+    cache: SnapshotCache | None = getattr(state, "events_cache", None)
+    if cache is None:
+        cache = SnapshotCache(state.context)
+        state.events_cache = cache
+    return cache
+
+
+def _event(snapshot: dict[str, Any], now: datetime) -> bytes:
+    body = orjson.dumps({**snapshot, "generated_at": _iso(now)})
+    return b"event: snapshot\ndata: " + body + b"\n\n"
+
+
+async def _stream(cache: SnapshotCache) -> AsyncIterator[bytes]:
+    """Runs until the client goes away (Starlette then cancels it)."""
+    context = cache.context
+    yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+    last: dict[str, Any] | None = None
+    last_sent = 0.0
+    while True:
+        snapshot = await cache.get()
+        monotonic = context.clock.monotonic()
+        if snapshot != last or monotonic - last_sent >= KEEPALIVE_SECONDS:
+            yield _event(snapshot, context.clock.now())
+            last, last_sent = snapshot, monotonic
+        await asyncio.sleep(POLL_SECONDS)
+
+
+@router.get(
+    "/api/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_events(request: Request) -> StreamingResponse:
+    """Dashboard snapshots as Server-Sent Events (``event: snapshot``, JSON ``data``).
+
+    The first snapshot comes at once; later ones when something changed (checked every
+    second) and at least every 15 seconds.
+    """
+    return StreamingResponse(
+        _stream(_cache(request)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
