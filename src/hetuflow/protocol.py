@@ -58,6 +58,8 @@ class TaskOutcomeField(_Message):
     outcome: Literal["succeeded", "failed", "timed_out", "cancelled"] | None = None
     exit_code: int | None = None
     finished_at: datetime | None = None
+    started_at: datetime | None = None  # when the attempt started (a result may come without
+    # a TaskStarted: the agent folds an unsent TaskStarted into the result)
 
     def resolved_outcome(self) -> str:
         """The outcome, defaulting as the seed implies: no error means success."""
