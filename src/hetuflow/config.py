@@ -36,6 +36,8 @@ class ServerConfig(_Section):
     workers: int = Field(default=1, ge=1, le=64)
     """Server processes. On PostgreSQL they share the database as separate nodes; SQLite runs one."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch_tasks: int = Field(default=1000, ge=1, le=100_000)
+    """Most tasks one ``POST /api/tasks/batch`` may create."""
     node_id: str | None = None
     """Name of this node in a cluster; generated when absent."""
     log_format: Literal["text", "json"] = "text"
