@@ -17,8 +17,13 @@ from fastapi import FastAPI
 from hetuflow import __version__
 from hetuflow.clock import Clock, SystemClock
 from hetuflow.config import Config
+from hetuflow.server import metrics
+from hetuflow.server.api import router as api_router
+from hetuflow.server.api.errors import install_error_handlers
+from hetuflow.server.console import mount_console
 from hetuflow.server.context import ServerContext
 from hetuflow.server.engine import SchedulerEngine
+from hetuflow.server.tasks import TaskQueue
 from hetuflow.store import create_notifier, create_store
 from hetuflow.store.base import Notifier, Store
 
@@ -48,6 +53,13 @@ def create_app(
         node_id=node_id or config.server.node_id or f"node-{uuid.uuid4().hex[:8]}",
     )
     engine = SchedulerEngine(context)
+    task_queue = TaskQueue(
+        context.store,
+        context.notifier,
+        context.clock,
+        config.scheduler,
+        max_batch_tasks=config.server.max_batch_tasks,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -73,5 +85,10 @@ def create_app(
     )
     app.state.context = context
     app.state.engine = engine
+    app.state.task_queue = task_queue
+    install_error_handlers(app)
     app.add_api_websocket_route("/ws", engine.gateway.endpoint)
+    app.include_router(api_router)
+    app.include_router(metrics.router)
+    mount_console(app)
     return app

@@ -1,0 +1,15 @@
+"""The REST API: thin routes over the TaskQueue and the Store, one error table."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from hetuflow.server.api import agents, system, tasks
+
+router = APIRouter()
+"""Every REST route, combined; the app factory includes this one router."""
+router.include_router(tasks.router)
+router.include_router(agents.router)
+router.include_router(system.router)
+
+__all__ = ["router"]

@@ -1,0 +1,77 @@
+"""Agent routes: list (with connection status), pre-create, get, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response
+
+from hetuflow.errors import AgentNotFound
+from hetuflow.models import AgentStatus
+from hetuflow.server.api.deps import Context
+from hetuflow.server.api.errors import error_responses
+from hetuflow.server.api.schemas import AgentCreate, AgentList, AgentOut
+from hetuflow.store.base import TASKS_READY
+
+router = APIRouter(prefix="/api/agents", tags=["agents"])
+
+
+@router.get("", response_model=AgentList, summary="List agents", responses=error_responses(422))
+async def list_agents(
+    context: Context,
+    online: Annotated[
+        bool | None,
+        Query(description="true: connected agents (online or draining); false: offline ones."),
+    ] = None,
+    status: Annotated[
+        list[AgentStatus] | None, Query(description="Only these statuses (repeatable).")
+    ] = None,
+) -> AgentList:
+    """Agents by name, each with its connection status, last heartbeat and running count."""
+    statuses: list[AgentStatus] = list(dict.fromkeys(status or ()))
+    if online is not None:
+        wanted = {AgentStatus.ONLINE, AgentStatus.DRAINING} if online else {AgentStatus.OFFLINE}
+        statuses = [item for item in statuses if item in wanted] if statuses else sorted(wanted)
+        if not statuses:
+            return AgentList(items=[])
+    agents = await context.store.list_agents(statuses=statuses)
+    return AgentList(items=[AgentOut.of(agent) for agent in agents])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AgentOut,
+    summary="Create an agent",
+    responses=error_responses(400, 409, 413, 422),
+)
+async def create_agent(body: AgentCreate, context: Context) -> AgentOut:
+    """Pre-create an agent (offline until a process connects as it). **409** if the name is
+    taken."""
+    agent = await context.store.create_agent(body.to_new_agent(), now=context.clock.now())
+    return AgentOut.of(agent)
+
+
+@router.get(
+    "/{agent_id}", response_model=AgentOut, summary="Get an agent", responses=error_responses(404)
+)
+async def get_agent(agent_id: UUID, context: Context) -> AgentOut:
+    agent = await context.store.get_agent(agent_id)
+    if agent is None:
+        raise AgentNotFound(f"no agent with id {agent_id}", field="agent_id")
+    return AgentOut.of(agent)
+
+
+@router.delete(
+    "/{agent_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete an agent",
+    responses=error_responses(404),
+)
+async def delete_agent(agent_id: UUID, context: Context) -> Response:
+    """Forget an agent. Tasks it held go back to pending and are dispatched elsewhere."""
+    await context.store.delete_agent(agent_id, now=context.clock.now())
+    await context.notifier.publish(TASKS_READY)
+    return Response(status_code=204)

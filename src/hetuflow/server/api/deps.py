@@ -1,0 +1,24 @@
+"""Route dependencies: the services wired by the app factory, looked up on ``app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hetuflow.server.context import ServerContext
+from hetuflow.server.tasks import TaskQueue
+
+
+def get_context(request: Request) -> ServerContext:
+    context: ServerContext = request.app.state.context
+    return context
+
+
+def get_task_queue(request: Request) -> TaskQueue:
+    queue: TaskQueue = request.app.state.task_queue
+    return queue
+
+
+Context = Annotated[ServerContext, Depends(get_context)]
+Queue = Annotated[TaskQueue, Depends(get_task_queue)]

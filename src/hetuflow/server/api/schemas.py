@@ -1,0 +1,425 @@
+"""Request and response bodies of the REST API (pydantic), and their mapping to the domain.
+
+Inputs forbid unknown fields (a typo is a 422 naming the field, not a silently ignored
+option). Every string that reaches the database is checked to be storable on both databases
+(no NUL character, no lone surrogate), and every payload to be plain JSON (finite numbers,
+integers within 64 bits), so no input can fail later inside the store.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from hetuflow.models import (
+    Agent,
+    AgentStatus,
+    Attempt,
+    AttemptOutcome,
+    JSONObject,
+    LogLine,
+    NewAgent,
+    NewTask,
+    PendingReason,
+    Priority,
+    RetryPolicy,
+    Stats,
+    Task,
+    TaskStatus,
+)
+
+MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0
+MAX_TIMEOUT_SECONDS = 365 * 24 * 3600.0
+MAX_BACKOFF_SECONDS = 30 * 24 * 3600.0
+MAX_RETRIES = 1000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+# --- storable values --------------------------------------------------------------------------
+
+
+def storable_text(value: str) -> str:
+    """Refuse what PostgreSQL or SQLite could not store as text."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogate escapes)") from None
+    return value
+
+
+def storable_json(value: Any) -> Any:
+    """Refuse JSON values the stores cannot keep: NaN/Infinity, huge integers, bad text."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        where = f" (at {path})" if path else ""
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, f"{path}.{key}" if path else str(key), "a key")
+                stack.append((child, f"{path}.{key}" if path else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+        elif isinstance(item, str):
+            _check_text(item, path, "a string")
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not _INT64_MIN <= item <= _INT64_MAX:
+                raise ValueError(f"integers must fit in 64 bits{where}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"numbers must be finite (no NaN or Infinity){where}")
+    return value
+
+
+def _check_text(text: str, path: str, what: str) -> None:
+    try:
+        storable_text(text)
+    except ValueError as error:
+        where = f" (at {path})" if path else ""
+        raise ValueError(f"{what} {error}{where}") from None
+
+
+def utc_datetime(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("datetime is out of range") from None
+
+
+Text = Annotated[str, AfterValidator(storable_text)]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable_text)
+]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), AfterValidator(storable_text)
+]
+Payload = Annotated[JSONObject, AfterValidator(storable_json)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+class TaskCreate(_Input):
+    """A task to run. Only `task_type` is required; the seed sends name, task_type, priority,
+    payload."""
+
+    name: Name | None = Field(
+        default=None,
+        description="Label for people; defaults to the task type.",
+        examples=["test-task"],
+    )
+    task_type: Name = Field(
+        description="Which handler runs it; agents declare the task types they support.",
+        examples=["data-processing"],
+    )
+    priority: Priority = Field(
+        default=Priority.NORMAL, description="Higher dispatches first; ties go to the oldest."
+    )
+    payload: Payload = Field(
+        default_factory=dict,
+        description="JSON object handed to the handler.",
+        examples=[{"data": "test"}],
+    )
+    required_capabilities: list[Label] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Only agents with every one of these capabilities may run it.",
+        examples=[["chrome", "headless"]],
+    )
+    scheduled_at: UtcDatetime | None = Field(
+        default=None, description="Do not start before this instant (ISO-8601 with offset)."
+    )
+    delay_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_SECONDS,
+        description="Do not start before now + this many seconds (instead of scheduled_at).",
+    )
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="Execution time limit of one attempt; none by default.",
+    )
+    max_retries: int = Field(
+        default=0, ge=0, le=MAX_RETRIES, description="Further attempts after a failure or timeout."
+    )
+    retry_backoff_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_BACKOFF_SECONDS,
+        description="Wait before the first retry, doubled for each next one; default "
+        "`[scheduler] retry_interval_seconds`.",
+    )
+    idempotency_key: Label | None = Field(
+        default=None,
+        description="A second create with the same key returns the existing task (200, not 201).",
+    )
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> TaskCreate:
+        if self.scheduled_at is not None and self.delay_seconds is not None:
+            raise ValueError("give scheduled_at or delay_seconds, not both")
+        return self
+
+    def to_new_task(self, *, now: datetime, default_backoff_seconds: float) -> NewTask:
+        scheduled_at = self.scheduled_at
+        if self.delay_seconds is not None:
+            scheduled_at = now + timedelta(seconds=self.delay_seconds)
+        backoff = self.retry_backoff_seconds
+        return NewTask(
+            name=self.name or self.task_type,
+            task_type=self.task_type,
+            payload=self.payload,
+            priority=self.priority,
+            required_capabilities=tuple(dict.fromkeys(self.required_capabilities)),
+            scheduled_at=scheduled_at,
+            timeout_seconds=self.timeout_seconds,
+            retry=RetryPolicy(
+                max_retries=self.max_retries,
+                backoff_seconds=default_backoff_seconds if backoff is None else backoff,
+            ),
+            idempotency_key=self.idempotency_key,
+        )
+
+
+class TaskBatchCreate(_Input):
+    tasks: list[TaskCreate] = Field(
+        min_length=1, description="Tasks created together in one transaction, all or none."
+    )
+
+
+class TaskOut(_Output):
+    id: UUID
+    name: str
+    task_type: str
+    priority: Priority
+    payload: JSONObject
+    required_capabilities: list[str]
+    status: TaskStatus
+    pending_reason: PendingReason | None = Field(
+        default=None,
+        description="Why a pending task is not running yet: `scheduled` (waiting for "
+        "scheduled_at or a retry backoff), `no_agent_for_task_type`, "
+        "`no_agent_with_capabilities`, `agents_busy`, `global_limit` or `queued` (about to be "
+        "dispatched). Null unless the task is pending.",
+    )
+    scheduled_at: datetime
+    timeout_seconds: float | None
+    max_retries: int
+    retry_backoff_seconds: float
+    idempotency_key: str | None
+    result: Any = Field(description="What the handler returned (succeeded tasks).")
+    error: str | None = Field(description="Why the last attempt failed, if it did.")
+    attempts: int = Field(description="Number of the current or last attempt; 0 before dispatch.")
+    agent_id: UUID | None = Field(description="Agent holding, or that last held, the task.")
+    cron_job_id: UUID | None
+    cron_tick_at: datetime | None
+    progress: float | None = Field(description="Last progress (0..1) reported by the agent.")
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, task: Task, reason: PendingReason | None = None) -> TaskOut:
+        return cls(
+            id=task.id,
+            name=task.name,
+            task_type=task.task_type,
+            priority=task.priority,
+            payload=task.payload,
+            required_capabilities=list(task.required_capabilities),
+            status=task.status,
+            pending_reason=reason if task.status is TaskStatus.PENDING else None,
+            scheduled_at=task.scheduled_at,
+            timeout_seconds=task.timeout_seconds,
+            max_retries=task.retry.max_retries,
+            retry_backoff_seconds=task.retry.backoff_seconds,
+            idempotency_key=task.idempotency_key,
+            result=task.result,
+            error=task.error,
+            attempts=task.attempts,
+            agent_id=task.agent_id,
+            cron_job_id=task.cron_job_id,
+            cron_tick_at=task.cron_tick_at,
+            progress=task.progress,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            started_at=task.started_at,
+            finished_at=task.finished_at,
+        )
+
+
+class TaskPage(_Output):
+    items: list[TaskOut]
+    total: int = Field(description="Tasks matching the filters, over all pages.")
+    limit: int
+    offset: int
+
+
+class TaskBatchOut(_Output):
+    items: list[TaskOut] = Field(description="The tasks, in the order they were sent.")
+    created: list[bool] = Field(
+        description="Per task: false when an idempotency key matched an existing task."
+    )
+
+
+class AttemptOut(_Output):
+    task_id: UUID
+    number: int = Field(description="1 for the first dispatch; fences results of old attempts.")
+    agent_id: UUID | None
+    dispatched_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: AttemptOutcome | None = Field(description="Null while the attempt runs.")
+    error: str | None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptOut:
+        return cls(
+            task_id=attempt.task_id,
+            number=attempt.number,
+            agent_id=attempt.agent_id,
+            dispatched_at=attempt.dispatched_at,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+            outcome=attempt.outcome,
+            error=attempt.error,
+        )
+
+
+class AttemptList(_Output):
+    items: list[AttemptOut]
+
+
+class LogLineOut(_Output):
+    seq: int = Field(description="Increasing per task; pass the last one as `after_seq`.")
+    attempt: int
+    stream: str = Field(description="`stdout`, `stderr` or `log`.")
+    line: str
+    at: datetime
+
+    @classmethod
+    def of(cls, line: LogLine) -> LogLineOut:
+        return cls(
+            seq=line.seq, attempt=line.attempt, stream=line.stream, line=line.line, at=line.at
+        )
+
+
+class LogPage(_Output):
+    items: list[LogLineOut]
+    next_after_seq: int = Field(description="The `after_seq` that fetches the lines after these.")
+
+
+# --- agents -----------------------------------------------------------------------------------
+
+
+class AgentCreate(_Input):
+    """Pre-create an agent; a process connecting with this name becomes it."""
+
+    name: Name = Field(examples=["agent-1"])
+    capabilities: list[Label] = Field(
+        default_factory=list, max_length=256, examples=[["chrome", "headless"]]
+    )
+    status: Literal["active", "disabled"] = Field(
+        default="active",
+        description="`active`: may receive tasks once connected; `disabled`: never receives any.",
+    )
+    supported_task_types: list[Name] = Field(default_factory=list, max_length=1024)
+    max_concurrent_tasks: int = Field(default=1, ge=1, le=100_000)
+
+    def to_new_agent(self) -> NewAgent:
+        return NewAgent(
+            name=self.name,
+            capabilities=tuple(dict.fromkeys(self.capabilities)),
+            supported_task_types=tuple(dict.fromkeys(self.supported_task_types)),
+            max_concurrent_tasks=self.max_concurrent_tasks,
+            enabled=self.status == "active",
+        )
+
+
+class AgentOut(_Output):
+    id: UUID
+    name: str
+    status: AgentStatus = Field(description="Connection state: online, offline or draining.")
+    enabled: bool = Field(description="False for an agent created with status `disabled`.")
+    capabilities: list[str]
+    supported_task_types: list[str]
+    max_concurrent_tasks: int
+    running: int = Field(description="Tasks it holds now (dispatched, running or cancelling).")
+    last_heartbeat_at: datetime | None
+    connected_at: datetime | None
+    node_id: str | None = Field(description="Server node holding its connection.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentOut:
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            status=agent.status,
+            enabled=agent.enabled,
+            capabilities=list(agent.capabilities),
+            supported_task_types=list(agent.supported_task_types),
+            max_concurrent_tasks=agent.max_concurrent_tasks,
+            running=agent.running,
+            last_heartbeat_at=agent.last_heartbeat_at,
+            connected_at=agent.connected_at,
+            node_id=agent.node_id,
+            created_at=agent.created_at,
+        )
+
+
+class AgentList(_Output):
+    items: list[AgentOut]
+
+
+# --- system -----------------------------------------------------------------------------------
+
+
+class StatsOut(_Output):
+    tasks_by_status: dict[TaskStatus, int] = Field(description="Every status, zero included.")
+    tasks_total: int
+    agents_online: int
+    agents_total: int
+    cron_jobs_enabled: int
+
+    @classmethod
+    def of(cls, stats: Stats) -> StatsOut:
+        counts = {status: stats.tasks_by_status.get(status, 0) for status in TaskStatus}
+        return cls(
+            tasks_by_status=counts,
+            tasks_total=sum(counts.values()),
+            agents_online=stats.agents_online,
+            agents_total=stats.agents_total,
+            cron_jobs_enabled=stats.cron_jobs_enabled,
+        )
+
+
+class Health(_Output):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None

@@ -1,0 +1,269 @@
+"""Task routes: create (one or a batch), list, get, cancel, retry, attempts, logs (and follow)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator, AwareDatetime, StringConstraints
+
+from hetuflow.models import TaskFilter, TaskStatus
+from hetuflow.server.api.deps import Context, Queue
+from hetuflow.server.api.errors import error_responses
+from hetuflow.server.api.schemas import (
+    AttemptList,
+    AttemptOut,
+    LogLineOut,
+    LogPage,
+    TaskBatchCreate,
+    TaskBatchOut,
+    TaskCreate,
+    TaskOut,
+    TaskPage,
+    storable_text,
+    utc_datetime,
+)
+from hetuflow.server.tasks import TaskQueue
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+
+LOG_POLL_INTERVAL_SECONDS = 0.25
+"""How often a live log stream looks for new lines while the task runs."""
+KEEPALIVE_SECONDS = 15.0
+"""A comment line is sent this often on an idle stream, so proxies keep it open."""
+_STREAM_PAGE = 500
+
+QueryText = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable_text)
+]
+QueryDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TaskOut,
+    summary="Create a task",
+    responses={
+        200: {"model": TaskOut, "description": "The idempotency key matched: the existing task"},
+        **error_responses(400, 413, 422),
+    },
+)
+async def create_task(
+    body: TaskCreate, queue: Queue, context: Context, response: Response
+) -> TaskOut:
+    """Store a task and wake the dispatchers. **201** with the new task; **200** with the
+    existing one when `idempotency_key` was already used."""
+    new = body.to_new_task(
+        now=context.clock.now(),
+        default_backoff_seconds=context.config.scheduler.retry_interval_seconds,
+    )
+    task, created = await queue.create(new)
+    if not created:
+        response.status_code = 200
+    return TaskOut.of(task, (await queue.explain([task])).get(task.id))
+
+
+@router.post(
+    "/batch",
+    status_code=201,
+    response_model=TaskBatchOut,
+    summary="Create many tasks in one transaction",
+    responses=error_responses(400, 413, 422),
+)
+async def create_tasks(body: TaskBatchCreate, queue: Queue, context: Context) -> TaskBatchOut:
+    """All the tasks are created, or none (one transaction). At most
+    `[server] max_batch_tasks` per request."""
+    now = context.clock.now()
+    backoff = context.config.scheduler.retry_interval_seconds
+    results = await queue.create_many(
+        [item.to_new_task(now=now, default_backoff_seconds=backoff) for item in body.tasks]
+    )
+    return TaskBatchOut(
+        items=[TaskOut.of(task) for task, _ in results],
+        created=[created for _, created in results],
+    )
+
+
+@router.get("", response_model=TaskPage, summary="List tasks", responses=error_responses(422))
+async def list_tasks(
+    queue: Queue,
+    status: Annotated[
+        list[TaskStatus] | None, Query(description="Only these statuses (repeatable).")
+    ] = None,
+    task_type: Annotated[QueryText | None, Query()] = None,
+    agent_id: Annotated[UUID | None, Query(description="Tasks held (or last held) by it.")] = None,
+    cron_job_id: Annotated[UUID | None, Query(description="Tasks fired by this cron job.")] = None,
+    created_after: Annotated[QueryDatetime | None, Query()] = None,
+    created_before: Annotated[QueryDatetime | None, Query()] = None,
+    q: Annotated[QueryText | None, Query(description="Text in the name or task type.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> TaskPage:
+    """Newest first, with the total number of matching tasks."""
+    query = TaskFilter(
+        statuses=tuple(dict.fromkeys(status or ())),
+        task_type=task_type,
+        agent_id=agent_id,
+        cron_job_id=cron_job_id,
+        created_after=created_after,
+        created_before=created_before,
+        text=q,
+    )
+    page = await queue.list(query, limit=limit, offset=offset)
+    reasons = await queue.explain(page.items)
+    return TaskPage(
+        items=[TaskOut.of(task, reasons.get(task.id)) for task in page.items],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get(
+    "/{task_id}", response_model=TaskOut, summary="Get a task", responses=error_responses(404)
+)
+async def get_task(task_id: UUID, queue: Queue) -> TaskOut:
+    """A pending task says why it is not running in `pending_reason`."""
+    task = await queue.get(task_id)
+    return TaskOut.of(task, (await queue.explain([task])).get(task.id))
+
+
+@router.delete(
+    "/{task_id}",
+    response_model=TaskOut,
+    summary="Cancel a task",
+    responses=error_responses(404, 409),
+)
+async def cancel_task(task_id: UUID, queue: Queue) -> TaskOut:
+    """A pending task becomes `cancelled` at once. A dispatched or running one becomes
+    `cancelling`: its agent is told to stop the work and confirms, then it is `cancelled`.
+    **409** for a task that already finished."""
+    return TaskOut.of(await queue.cancel(task_id))
+
+
+@router.post(
+    "/{task_id}/retry",
+    status_code=201,
+    response_model=TaskOut,
+    summary="Run a finished task again",
+    responses=error_responses(404, 409),
+)
+async def retry_task(task_id: UUID, queue: Queue) -> TaskOut:
+    """Create a new task with the same spec as a `failed`, `timed_out` or `cancelled` one
+    and return it. **409** for any other status."""
+    task = await queue.retry(task_id)
+    return TaskOut.of(task, (await queue.explain([task])).get(task.id))
+
+
+@router.get(
+    "/{task_id}/attempts",
+    response_model=AttemptList,
+    summary="List a task's attempts",
+    responses=error_responses(404),
+)
+async def list_attempts(task_id: UUID, queue: Queue, context: Context) -> AttemptList:
+    """One entry per dispatch, oldest first: which agent, when, and how it ended."""
+    await queue.get(task_id)
+    attempts = await context.store.list_attempts(task_id)
+    return AttemptList(items=[AttemptOut.of(attempt) for attempt in attempts])
+
+
+@router.get(
+    "/{task_id}/logs",
+    response_model=LogPage,
+    summary="Read a task's log lines",
+    responses=error_responses(404, 422),
+)
+async def list_logs(
+    task_id: UUID,
+    queue: Queue,
+    context: Context,
+    after_seq: Annotated[int, Query(ge=0, le=2**62, description="Lines after this seq.")] = 0,
+    attempt: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="Only this attempt.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> LogPage:
+    """Lines in order; page with `after_seq` = the previous page's `next_after_seq`."""
+    await queue.get(task_id)
+    lines = await context.store.list_logs(
+        task_id, after_seq=after_seq, attempt=attempt, limit=limit
+    )
+    return LogPage(
+        items=[LogLineOut.of(line) for line in lines],
+        next_after_seq=lines[-1].seq if lines else after_seq,
+    )
+
+
+@router.get(
+    "/{task_id}/logs/stream",
+    summary="Follow a task's logs live (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: log` per line (`id` = seq, `data` = the line as JSON), "
+            'then one `event: end` with `{"status": ...}` when the task has finished.',
+        },
+        **error_responses(404, 422),
+    },
+)
+async def stream_logs(
+    task_id: UUID,
+    queue: Queue,
+    after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    attempt: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> StreamingResponse:
+    """Sends the existing lines, then new ones as they arrive; ends when the task is
+    finished. Reconnecting clients resume from `Last-Event-ID`."""
+    await queue.get(task_id)
+    if last_event_id is not None and last_event_id.isdigit():
+        after_seq = max(after_seq, min(int(last_event_id), 2**62))
+    return StreamingResponse(
+        _follow(queue, task_id, after_seq=after_seq, attempt=attempt),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _follow(
+    queue: TaskQueue, task_id: UUID, *, after_seq: int, attempt: int | None
+) -> AsyncIterator[str]:
+    store = queue.store
+    last = after_seq
+    idle_since = queue.clock.monotonic()
+    finished = False
+    while True:
+        lines = await store.list_logs(task_id, after_seq=last, attempt=attempt, limit=_STREAM_PAGE)
+        for line in lines:
+            last = line.seq
+            yield _event("log", LogLineOut.of(line).model_dump_json(), event_id=str(line.seq))
+        if lines:
+            idle_since = queue.clock.monotonic()
+            if len(lines) == _STREAM_PAGE:
+                continue
+        if finished:
+            break
+        task = await store.get_task(task_id)
+        if task is None or task.status.is_terminal:
+            finished = True  # one more read: lines committed before the result
+            continue
+        if queue.clock.monotonic() - idle_since >= KEEPALIVE_SECONDS:
+            idle_since = queue.clock.monotonic()
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(LOG_POLL_INTERVAL_SECONDS)
+    task = await store.get_task(task_id)
+    status = task.status if task is not None else None
+    yield _event("end", json.dumps({"status": status, "next_after_seq": last}))
+
+
+def _event(name: str, data: str, *, event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {data}\n\n"

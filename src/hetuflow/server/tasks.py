@@ -1,0 +1,174 @@
+"""TaskQueue: the service that creates, reads, cancels, retries and explains tasks.
+
+Used by the REST routes (and by anything else in the server that creates tasks). It owns no
+state: the Store keeps the tasks, the Notifier wakes the dispatchers of every node after a
+commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from uuid import UUID
+
+from hetuflow.clock import Clock
+from hetuflow.config import SchedulerConfig
+from hetuflow.errors import Conflict, InvalidInput, TaskNotFound
+from hetuflow.models import (
+    ACTIVE_TASK_STATUSES,
+    Agent,
+    AgentStatus,
+    NewTask,
+    Page,
+    PendingReason,
+    Task,
+    TaskFilter,
+    TaskStatus,
+)
+from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
+
+log = logging.getLogger("hetuflow.tasks")
+
+RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED})
+
+
+class TaskNotRetryable(Conflict):
+    code = "task_not_retryable"
+
+
+class TaskQueue:
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        clock: Clock,
+        scheduler: SchedulerConfig,
+        *,
+        max_batch_tasks: int = 1000,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self.scheduler = scheduler
+        self.max_batch_tasks = max_batch_tasks
+
+    # --- create -----------------------------------------------------------------------------
+
+    async def create(self, task: NewTask) -> tuple[Task, bool]:
+        """Create one task; ``created`` is False when its idempotency key already existed."""
+        [result] = await self.create_many([task])
+        return result
+
+    async def create_many(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+        """Create tasks in one transaction (all or none), then wake the dispatchers."""
+        if not tasks:
+            raise InvalidInput("give at least one task", field="tasks")
+        if len(tasks) > self.max_batch_tasks:
+            raise InvalidInput(
+                f"at most {self.max_batch_tasks} tasks per batch, got {len(tasks)}", field="tasks"
+            )
+        results = await self.store.create_tasks(tasks, now=self.clock.now())
+        if any(created for _, created in results):
+            await self._publish(TASKS_READY)
+        return results
+
+    async def retry(self, task_id: UUID) -> Task:
+        """A new task with the same spec as a failed, timed-out or cancelled one."""
+        task = await self.get(task_id)
+        if task.status not in RETRYABLE_STATUSES:
+            raise TaskNotRetryable(
+                "only failed, timed_out or cancelled tasks can be retried;"
+                f" this one is {task.status}",
+                field="task_id",
+            )
+        again = NewTask(
+            name=task.name,
+            task_type=task.task_type,
+            payload=task.payload,
+            priority=task.priority,
+            required_capabilities=task.required_capabilities,
+            timeout_seconds=task.timeout_seconds,
+            retry=task.retry,
+        )
+        created, _ = await self.create(again)
+        return created
+
+    # --- read -------------------------------------------------------------------------------
+
+    async def get(self, task_id: UUID) -> Task:
+        task = await self.store.get_task(task_id)
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+        return task
+
+    async def list(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
+        return await self.store.list_tasks(query, limit=limit, offset=offset)
+
+    async def explain(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
+        """Why each pending task in ``tasks`` is not running, from one look at the agents.
+
+        In order: its start time is in the future; no online agent supports its task type;
+        none of those has every required capability; all of those are full; the global
+        ``max_concurrent_tasks`` is reached; otherwise it is queued for dispatch.
+        """
+        pending = [task for task in tasks if task.status is TaskStatus.PENDING]
+        if not pending:
+            return {}
+        now = self.clock.now()
+        agents = [
+            agent
+            for agent in await self.store.list_agents(statuses=[AgentStatus.ONLINE])
+            if agent.enabled
+        ]
+        global_full: bool | None = None
+        reasons: dict[UUID, PendingReason] = {}
+        for task in pending:
+            if task.scheduled_at > now:
+                reasons[task.id] = PendingReason.SCHEDULED
+                continue
+            reason = _agent_reason(task, agents)
+            if reason is None:
+                if global_full is None:
+                    global_full = await self._global_limit_reached()
+                reason = PendingReason.GLOBAL_LIMIT if global_full else PendingReason.QUEUED
+            reasons[task.id] = reason
+        return reasons
+
+    async def _global_limit_reached(self) -> bool:
+        stats = await self.store.stats()
+        active = sum(stats.tasks_by_status.get(status, 0) for status in ACTIVE_TASK_STATUSES)
+        return active >= self.scheduler.max_concurrent_tasks
+
+    # --- cancel -----------------------------------------------------------------------------
+
+    async def cancel(self, task_id: UUID) -> Task:
+        """pending -> cancelled; dispatched/running -> cancelling, and the node holding the
+        agent is told to stop it (``TASK_CANCEL``). ``TaskAlreadyFinished`` for a finished task.
+        Cancelling a task that is already cancelling repeats the stop request."""
+        task = await self.store.cancel_task(task_id, now=self.clock.now())
+        if task.status is TaskStatus.CANCELLING and task.agent_id is not None:
+            await self._publish(TASK_CANCEL, f"{task.id}:{task.attempts}:{task.agent_id}")
+        return task
+
+    async def _publish(self, channel: str, payload: str = "") -> None:
+        # The change is committed; a lost wake-up only delays work (loops also re-check), so a
+        # notifier hiccup must not turn a successful request into an error.
+        try:
+            await self.notifier.publish(channel, payload)
+        except Exception:
+            log.warning("could not publish %s %r", channel, payload, exc_info=True)
+
+
+def _agent_reason(task: Task, agents: Sequence[Agent]) -> PendingReason | None:
+    """The agent-side reason a due task waits, or None if some capable agent has a free slot."""
+    supporting = [agent for agent in agents if task.task_type in agent.supported_task_types]
+    if not supporting:
+        return PendingReason.NO_AGENT_FOR_TASK_TYPE
+    capable = [
+        agent for agent in supporting if agent.can_run(task.task_type, task.required_capabilities)
+    ]
+    if not capable:
+        return PendingReason.NO_AGENT_WITH_CAPABILITIES
+    if all(agent.running >= agent.max_concurrent_tasks for agent in capable):
+        return PendingReason.AGENTS_BUSY
+    return None
