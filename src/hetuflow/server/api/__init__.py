@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from hetuflow.server.api import agents, system, tasks
+from hetuflow.server.api import agents, events, system, tasks
 
 router = APIRouter()
 """Every REST route, combined; the app factory includes this one router."""
 router.include_router(tasks.router)
 router.include_router(agents.router)
 router.include_router(system.router)
+router.include_router(events.router)
 
 __all__ = ["router"]
