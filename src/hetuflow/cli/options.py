@@ -3,7 +3,8 @@
 Click has no ``nargs=-1`` for options, so a multi-value option is a ``multiple=True`` option
 plus a command class that rewrites the argument list before click parses it::
 
-    --capabilities chrome headless --name a1   ->   --capabilities chrome --capabilities headless --name a1
+    --capabilities chrome headless --name a1
+    -> --capabilities chrome --capabilities headless --name a1
 
 Every value up to the next token that looks like an option (``-x``, ``--x``) or ``--`` belongs
 to the option. A value may also list several items separated by commas

@@ -1,0 +1,146 @@
+"""Agent configuration: a TOML file, then the environment, then command-line flags.
+
+The file holds the keys of ``AgentConfig`` in an ``[agent]`` table (top-level keys are accepted
+too)::
+
+    [agent]
+    server = "ws://scheduler.internal:8080/ws"
+    name = "scraper-1"
+    capabilities = ["chrome", "headless"]
+    task_types = ["shell", "web-scraping"]
+    max_concurrent_tasks = 3
+    modules = ["my_project.handlers"]
+
+Every key can be set from the environment as ``HETUFLOW_AGENT_<KEY>``
+(``HETUFLOW_AGENT_SERVER``, ``HETUFLOW_AGENT_NAME``, ``HETUFLOW_AGENT_MAX_CONCURRENT_TASKS``…);
+lists there are separated by commas or spaces. ``HETUFLOW_AGENT_CONFIG`` names the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hetuflow.errors import ConfigInvalid
+
+ENV_PREFIX = "HETUFLOW_AGENT_"
+CONFIG_ENV = "HETUFLOW_AGENT_CONFIG"
+
+
+class AgentConfig(BaseModel):
+    """Everything an agent process can be configured with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server: str = "ws://127.0.0.1:8080/ws"
+    """The server's WebSocket endpoint."""
+    name: str | None = Field(default=None, max_length=200)
+    """The agent's name; with none the server registers a new agent under a generated name."""
+    agent_id: str | None = None
+    """Connect as this known agent (for example one made with ``POST /api/agents``)."""
+    token: str | None = None
+    """Sent as ``Authorization: Bearer <token>`` on the WebSocket handshake."""
+    capabilities: list[str] = Field(default_factory=list)
+    task_types: list[str] | None = None
+    """Task types to declare; None: every task type with a handler (``shell`` is built in)."""
+    max_concurrent_tasks: int = Field(default=1, ge=1, le=100_000)
+    modules: list[str] = Field(default_factory=list)
+    """Python modules imported at start that register handlers (see docs/agent.md)."""
+    shell: bool = True
+    """Offer the built-in ``shell`` task type."""
+    kill_grace_seconds: float = Field(default=5.0, ge=0)
+    """Between SIGTERM and SIGKILL when a shell task is stopped; also how long a sync handler
+    has to notice a cancel before its slot is freed anyway."""
+    drain_grace_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM/SIGINT, how long running tasks may finish before they are stopped."""
+    reconnect_min_seconds: float = Field(default=0.1, gt=0)
+    reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    register_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long to wait for ``AgentRegistered`` before reconnecting."""
+    max_log_line_bytes: int = Field(default=16 * 1024, ge=80)
+    """Longer log lines are cut and marked ``… [truncated]``."""
+    log_flush_seconds: float = Field(default=0.02, ge=0)
+    """Log lines wait at most this long to share a ``TaskLogs`` frame with later ones."""
+    max_buffered_log_lines: int = Field(default=100_000, ge=100)
+    """While disconnected, log lines past this many are dropped (oldest first)."""
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @field_validator("capabilities", "task_types", "modules", mode="before")
+    @classmethod
+    def _split_words(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [word for word in value.replace(",", " ").split() if word]
+        return value
+
+    @field_validator("server")
+    @classmethod
+    def _check_server(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("ws", "wss"):
+            raise ValueError(f"{value!r} is not a WebSocket URL: use ws://host:port/ws")
+        return value
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    lines = [f"invalid agent configuration ({source}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "agent"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigInvalid(f"agent config file {str(path)!r} does not exist", field="config")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigInvalid(f"{path}: not valid TOML: {error}", field="config") from None
+    table = values.get("agent", values)
+    if not isinstance(table, dict):
+        raise ConfigInvalid(f"{path}: [agent] must be a table", field="config")
+    return dict(table)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in AgentConfig.model_fields:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None and raw != "":
+            values[key] = raw
+    return values
+
+
+def load_agent_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """File (``path``, else ``$HETUFLOW_AGENT_CONFIG``), then environment, then ``overrides``.
+
+    ``overrides`` holds flag values; ``None`` values are ignored. Raises ``ConfigInvalid``
+    naming the key and the problem.
+    """
+    environ = os.environ if env is None else env
+    chosen = path if path is not None else environ.get(CONFIG_ENV) or None
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if chosen is not None:
+        values.update(_read_file(Path(chosen)))
+        source = str(chosen)
+    from_env = _from_env(environ)
+    if from_env:
+        source += " + environment"
+    values.update(from_env)
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return AgentConfig.model_validate(values)
+    except ValidationError as error:
+        raise ConfigInvalid(_explain(error, source)) from None

@@ -1,0 +1,398 @@
+"""The ``Agent``: handlers, slots and a connection that comes back after every drop.
+
+::
+
+    agent = Agent(server="ws://127.0.0.1:8080/ws", name="a1", capabilities=["chrome"],
+                  max_concurrent_tasks=3)
+
+    @agent.handler("web-scraping")
+    async def scrape(payload, ctx):
+        ctx.log(f"fetching {payload['url']}")
+        return {"title": ...}
+
+    agent.run_forever()          # or: await agent.run()
+
+``run`` connects, registers and runs tasks until ``drain`` (SIGTERM/SIGINT under
+``run_forever``) finishes. A dropped connection is retried with exponential backoff and
+jitter; running attempts carry on, are reported in the next ``AgentCapabilities.running``, and
+their results wait in the outbox until the agent is registered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import random
+import signal
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from hetuflow import __version__
+from hetuflow.agent.config import AgentConfig
+from hetuflow.agent.connection import Connection, RegistrationRefused
+from hetuflow.agent.handlers import F, HandlerFunc, Handlers, load_module
+from hetuflow.agent.outbox import Outbox
+from hetuflow.agent.shell import run_shell
+from hetuflow.agent.slots import Slots
+from hetuflow.errors import ConfigInvalid
+from hetuflow.protocol import (
+    PROTOCOL_VERSION,
+    AgentCapabilities,
+    AgentDraining,
+    AgentRegistered,
+    CapabilitySet,
+    ProtocolViolation,
+)
+
+log = logging.getLogger("hetuflow.agent")
+
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+FLUSH_ON_EXIT_SECONDS = 5.0
+
+
+class Agent:
+    """A hetuflow agent. See the module docstring and docs/agent.md."""
+
+    def __init__(
+        self,
+        server: str | None = None,
+        name: str | None = None,
+        *,
+        capabilities: Sequence[str] = (),
+        max_concurrent_tasks: int = 1,
+        task_types: Sequence[str] | None = None,
+        token: str | None = None,
+        config: AgentConfig | None = None,
+        **options: Any,
+    ) -> None:
+        """Arguments override ``config`` (default ``AgentConfig()``); ``options`` are any
+        other ``AgentConfig`` fields (``drain_grace_seconds=5``…)."""
+        values = (config or AgentConfig()).model_dump()
+        given: dict[str, Any] = {"server": server, "name": name, "token": token, **options}
+        values.update({key: value for key, value in given.items() if value is not None})
+        if capabilities:
+            values["capabilities"] = list(capabilities)
+        if max_concurrent_tasks != 1:
+            values["max_concurrent_tasks"] = max_concurrent_tasks
+        if task_types is not None:
+            values["task_types"] = list(task_types)
+        self.config = AgentConfig.model_validate(values)
+        self.handlers = Handlers()
+        if self.config.shell:
+            self.handlers.add("shell", self._shell)
+        self.agent_id: str | None = self.config.agent_id
+        """The id the server knows this agent by (from ``AgentRegistered``)."""
+        self.registrations = 0
+        """How many times the agent registered (1 + reconnects)."""
+        self._outbox: Outbox | None = None
+        self._slots: Slots | None = None
+        self._connection: Connection | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._registered = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._started = False
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> Agent:
+        """An agent from configuration, with the handlers of ``config.modules`` loaded."""
+        agent = cls(config=config)
+        for name in config.modules:
+            agent.load_module(name)
+        return agent
+
+    # --- handlers --------------------------------------------------------------------------
+
+    def handler(self, task_type: str) -> Callable[[F], F]:
+        """Decorator registering an async or sync handler for ``task_type``."""
+        return self.handlers.handler(task_type)
+
+    def add_handler(self, task_type: str, func: HandlerFunc) -> None:
+        self.handlers.add(task_type, func)
+
+    def include(self, handlers: Handlers) -> None:
+        """Take every handler of ``handlers`` (e.g. a module-level ``Handlers()``)."""
+        self.handlers.include(handlers)
+
+    def load_module(self, name: str) -> ModuleType:
+        """Import a module and take its handlers: it may define ``register(agent)``, and/or
+        hold ``Handlers`` objects at module level."""
+
+        def register(module: ModuleType) -> int:
+            before = {handler.task_type: handler for handler in self.handlers}
+            for value in list(vars(module).values()):
+                if isinstance(value, Handlers) and value is not self.handlers:
+                    self.include(value)
+            hook = getattr(module, "register", None)
+            if callable(hook):
+                hook(self)
+            after = {handler.task_type: handler for handler in self.handlers}
+            return sum(1 for key, value in after.items() if before.get(key) is not value)
+
+        return load_module(name, register)
+
+    async def _shell(self, payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return await run_shell(
+            payload,
+            ctx,
+            kill_grace_seconds=self.config.kill_grace_seconds,
+            max_line_bytes=self.config.max_log_line_bytes,
+        )
+
+    def supported_task_types(self) -> list[str]:
+        """Task types offered to the server: the declared ones that have a handler, or every
+        handler's when none are declared."""
+        declared = self.config.task_types
+        if declared is None:
+            return self.handlers.task_types()
+        missing = [task_type for task_type in declared if task_type not in self.handlers]
+        if missing:
+            log.warning("no handler for task type(s) %s: not offered", ", ".join(missing))
+        return [task_type for task_type in dict.fromkeys(declared) if task_type in self.handlers]
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def running_count(self) -> int:
+        return len(self._slots) if self._slots is not None else 0
+
+    async def wait_registered(self) -> None:
+        """Until the agent is registered on a connection (for tests and embedding)."""
+        await self._registered.wait()
+
+    def _thread_pool(self) -> concurrent.futures.Executor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.config.max_concurrent_tasks + 4,
+                thread_name_prefix="hetuflow-handler",
+            )
+        return self._pool
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, register and run tasks until ``drain`` or ``stop`` has finished."""
+        if self._started:
+            raise RuntimeError("an Agent runs once; make a new one")
+        self._started = True
+        task_types = self.supported_task_types()
+        if not task_types:
+            raise ConfigInvalid("the agent offers no task type: register a handler or enable shell")
+        loop = asyncio.get_running_loop()
+        self._outbox = Outbox(
+            log_flush_seconds=self.config.log_flush_seconds,
+            max_log_lines=self.config.max_buffered_log_lines,
+        )
+        self._outbox.bind(loop)
+        self._slots = Slots(
+            self.handlers,
+            self._outbox,
+            max_concurrent_tasks=self.config.max_concurrent_tasks,
+            kill_grace_seconds=self.config.kill_grace_seconds,
+            max_log_line_bytes=self.config.max_log_line_bytes,
+            thread_pool=self._thread_pool,
+        )
+        log.info(
+            "agent %s starting: server %s, task types %s, capabilities %s, %d slot(s)",
+            self.config.name or "(unnamed)",
+            self.config.server,
+            ", ".join(task_types),
+            ", ".join(self.config.capabilities) or "none",
+            self.config.max_concurrent_tasks,
+        )
+        connector = asyncio.create_task(self._connect_loop(task_types), name="hetuflow-agent")
+        try:
+            await self._closing.wait()
+        finally:
+            self._closing.set()
+            if self._drain_task is not None and not self._drain_task.done():
+                self._drain_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._drain_task
+            await self._slots.close()
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            log.info("agent stopped")
+
+    def _hello(self, task_types: list[str]) -> AgentCapabilities:
+        assert self._slots is not None
+        return AgentCapabilities(
+            capabilities=CapabilitySet(
+                capabilities=list(self.config.capabilities),
+                max_concurrent_tasks=self.config.max_concurrent_tasks,
+                supported_task_types=task_types,
+            ),
+            agent_id=self.agent_id,
+            name=self.config.name,
+            protocol_version=PROTOCOL_VERSION,
+            running=self._slots.held(),
+        )
+
+    def _on_registered(self, registered: AgentRegistered) -> None:
+        assert self._slots is not None
+        assert self._outbox is not None
+        self.agent_id = registered.agent_id
+        if registered.protocol_version != PROTOCOL_VERSION:
+            log.warning(
+                "server speaks protocol %d, this agent %d",
+                registered.protocol_version,
+                PROTOCOL_VERSION,
+            )
+        for attempt in registered.superseded:
+            self._slots.stop(attempt.task_id, attempt.attempt, "superseded")
+        self._outbox.forget_connection(self._slots.held_keys())
+        if self._draining:
+            self._outbox.control(AgentDraining())
+
+    async def _connect_loop(self, task_types: list[str]) -> None:
+        assert self._outbox is not None
+        assert self._slots is not None
+        delay = self.config.reconnect_min_seconds
+        headers = {"User-Agent": f"hetuflow-agent/{__version__}"}
+        if self.config.token:
+            headers["Authorization"] = f"Bearer {self.config.token}"
+        while not self._closing.is_set():
+            try:
+                async with connect(
+                    self.config.server,
+                    additional_headers=headers,
+                    user_agent_header=None,
+                    compression=None,
+                    max_size=MAX_FRAME_BYTES,
+                    open_timeout=self.config.register_timeout_seconds,
+                ) as websocket:
+                    connection = Connection(
+                        websocket,
+                        self._outbox,
+                        self._slots,
+                        agent_id=lambda: self.agent_id,
+                        on_registered=self._on_registered,
+                    )
+                    registered = await connection.register(
+                        self._hello(task_types), self.config.register_timeout_seconds
+                    )
+                    self._on_registered(registered)
+                    self.registrations += 1
+                    log.info(
+                        "registered as %s (%s), holding %d attempt(s)",
+                        registered.name,
+                        registered.agent_id,
+                        len(self._slots),
+                    )
+                    delay = self.config.reconnect_min_seconds
+                    self._connection = connection
+                    self._registered.set()
+                    try:
+                        await connection.serve()
+                    finally:
+                        self._connection = None
+                        self._registered.clear()
+                if not self._draining:
+                    log.warning("connection to %s closed", self.config.server)
+            except InvalidStatus as error:
+                status = error.response.status_code
+                log.error("server refused the connection: HTTP %d", status)
+            except RegistrationRefused as error:
+                log.error("server refused the registration: %s", error.message)
+            except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as error:
+                log.warning("connection to %s failed: %s", self.config.server, error or repr(error))
+            if self._closing.is_set():
+                return
+            pause = random.uniform(delay / 2, delay)
+            delay = min(delay * 2, self.config.reconnect_max_seconds)
+            log.info("reconnecting in %.2f s", pause)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._closing.wait()
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def request_drain(self, grace_seconds: float | None = None) -> None:
+        """Start draining (from a signal handler or the loop); a second call hurries it."""
+        if not self._started or self._closing.is_set():
+            return
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace_seconds))
+        else:
+            log.warning("second stop request: stopping running tasks now")
+            self._hurry.set()
+
+    async def drain(self, grace_seconds: float | None = None) -> None:
+        """Take no new tasks, tell the server (``AgentDraining``), let running tasks finish for
+        ``grace_seconds`` (default ``drain_grace_seconds``), stop the rest (unreported: the
+        server re-dispatches them), send what is buffered, and end ``run``."""
+        assert self._slots is not None
+        assert self._outbox is not None
+        if self._draining:
+            await self._closing.wait()
+            return
+        grace = self.config.drain_grace_seconds if grace_seconds is None else grace_seconds
+        self._draining = True
+        self._slots.accepting = False
+        log.info("draining: %d running task(s), grace %.1f s", len(self._slots), grace)
+        self._outbox.control(AgentDraining())
+        for job_key in [key for key, job in self._slots.jobs() if job.started_at is None]:
+            self._slots.stop(job_key[0], job_key[1], "released")
+        hurry = asyncio.create_task(self._hurry.wait())
+        empty = asyncio.create_task(self._slots.wait_empty(grace))
+        try:
+            await asyncio.wait({hurry, empty}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurry.cancel()
+            empty.cancel()
+        if len(self._slots):
+            log.warning("drain grace over: stopping %d task(s)", len(self._slots))
+            self._slots.stop_all("released")
+            await self._slots.wait_empty(self.config.kill_grace_seconds + 5.0)
+        if self._connection is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_ON_EXIT_SECONDS):
+                    await self._outbox.wait_idle()
+            await self._connection.close()
+        self._closing.set()
+
+    async def stop(self) -> None:
+        """Drain with no grace."""
+        await self.drain(0)
+
+    def run_forever(self) -> None:
+        """Run on a new event loop (uvloop when installed) until SIGTERM/SIGINT drain it."""
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+            pass
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(self._run_with_signals())
+
+    async def _run_with_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, self.request_drain)
+        try:
+            await self.run()
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)

@@ -1,0 +1,261 @@
+"""The built-in ``shell`` task type: run a command in its own process group.
+
+Payload::
+
+    {"command": "make test"}                 # run with /bin/sh -c
+    {"args": ["python", "-m", "job"]}        # run directly, no shell
+    "env": {"K": "V"}                        # merged over the agent's environment
+    "cwd": "/srv/app"                        # working directory
+    "timeout_seconds": 60                    # ends the attempt timed_out
+
+stdout and stderr stream to the server line by line (long lines cut). Exit code 0 succeeds with
+``{"exit_code": 0, "duration_seconds": …, "stdout_tail": …}``; another exit code fails with the
+code and the tail of stderr in the error. The command runs in a new session (its own process
+group); when it is stopped (cancel, timeout, agent shutdown) the whole group gets SIGTERM, then
+SIGKILL after the grace period. When the command exits, whatever it left running in its group
+is stopped the same way, so no process outlives its task (a process that starts its own session
+escapes this, as with any process-group based runner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut, cut_line
+
+STDOUT_TAIL_CHARS = 4000
+STDERR_TAIL_CHARS = 2000
+READ_CHUNK_BYTES = 64 * 1024
+_GROUP_POLL_SECONDS = 0.02
+PIPE_DRAIN_SECONDS = 2.0
+
+
+class ShellPayloadInvalid(TaskFailed):
+    code = "shell_payload_invalid"
+
+
+def _parse(
+    payload: Mapping[str, Any],
+) -> tuple[list[str], dict[str, str], str | None, float | None]:
+    command = payload.get("command")
+    args = payload.get("args")
+    if command is not None and args is not None:
+        raise ShellPayloadInvalid("shell payload: give either 'command' or 'args', not both")
+    if isinstance(command, str) and command.strip():
+        argv = ["/bin/sh", "-c", command]
+    elif isinstance(args, list) and args and all(isinstance(arg, str) for arg in args):
+        argv = list(args)
+    else:
+        raise ShellPayloadInvalid(
+            "shell payload needs 'command' (a non-empty string) or 'args' (a list of strings)"
+        )
+    env = dict(os.environ)
+    extra_env = payload.get("env") or {}
+    if not isinstance(extra_env, dict):
+        raise ShellPayloadInvalid("shell payload: 'env' must be an object of strings")
+    env.update({str(key): str(value) for key, value in extra_env.items()})
+    cwd = payload.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not Path(cwd).is_dir()):
+        raise ShellPayloadInvalid(f"shell payload: cwd {cwd!r} is not a directory")
+    timeout = payload.get("timeout_seconds")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise ShellPayloadInvalid("shell payload: 'timeout_seconds' must be a positive number")
+    return argv, env, cwd, float(timeout) if timeout is not None else None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is alive (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+async def _wait_group_gone(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_GROUP_POLL_SECONDS)
+    return True
+
+
+async def stop_group(process: asyncio.subprocess.Process, grace_seconds: float) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace_seconds``; wait for the process."""
+    pgid = process.pid
+    if process.returncode is None or _group_alive(pgid):
+        _signal_group(pgid, signal.SIGTERM)
+        if not await _wait_group_gone(pgid, grace_seconds):
+            _signal_group(pgid, signal.SIGKILL)
+            await _wait_group_gone(pgid, 5.0)
+    await process.wait()
+
+
+class _Stream:
+    """Reads one pipe, sends each line as a log line, keeps a tail."""
+
+    def __init__(
+        self,
+        name: Literal["stdout", "stderr"],
+        ctx: TaskContext,
+        max_line_bytes: int,
+        tail_chars: int,
+    ) -> None:
+        self.name = name
+        self.ctx = ctx
+        self.max_line_bytes = max_line_bytes
+        self.tail: deque[str] = deque()
+        self.tail_chars = tail_chars
+        self._tail_size = 0
+
+    def _emit(self, raw: bytes) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        line = cut_line(raw.decode("utf-8", "replace"), self.max_line_bytes)
+        self.ctx.log(line, stream=self.name)
+        self.tail.append(line)
+        self._tail_size += len(line) + 1
+        while self._tail_size > self.tail_chars and len(self.tail) > 1:
+            self._tail_size -= len(self.tail.popleft()) + 1
+
+    async def pump(self, reader: asyncio.StreamReader) -> None:
+        pending = b""
+        skipping = False  # inside a line already cut
+        while chunk := await reader.read(READ_CHUNK_BYTES):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for index, line in enumerate(lines):
+                if skipping and index == 0:
+                    skipping = False
+                    continue
+                self._emit(line)
+            if len(pending) > self.max_line_bytes:
+                if not skipping:
+                    self._emit(pending)  # cut and marked by cut_line
+                skipping = True
+                pending = b""
+        if pending and not skipping:
+            self._emit(pending)
+
+    def text(self) -> str:
+        text = "\n".join(self.tail)
+        return text[-self.tail_chars :]
+
+
+async def _finish_reading(readers: asyncio.Future[Any], ctx: TaskContext) -> None:
+    """Read the pipes to their end; a process that left the group may hold them open."""
+    done, _ = await asyncio.wait({readers}, timeout=PIPE_DRAIN_SECONDS)
+    if not done:
+        readers.cancel()
+        with contextlib.suppress(BaseException):
+            await readers
+        ctx.log("output pipes still open after the command ended; stopped reading", stream="log")
+    else:
+        readers.result()
+
+
+async def run_shell(
+    payload: dict[str, Any], ctx: TaskContext, *, kill_grace_seconds: float, max_line_bytes: int
+) -> dict[str, Any]:
+    """Run the payload's command; see the module docstring."""
+    argv, env, cwd, timeout_seconds = _parse(payload)
+    started = time.monotonic()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise TaskFailed(f"cannot start {argv[0]!r}: {error}") from None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    out = _Stream("stdout", ctx, max_line_bytes, STDOUT_TAIL_CHARS)
+    err = _Stream("stderr", ctx, max_line_bytes, STDERR_TAIL_CHARS)
+    readers: asyncio.Future[Any] = asyncio.gather(
+        out.pump(process.stdout), err.pump(process.stderr)
+    )
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await process.wait()
+        except TimeoutError:
+            timed_out = True
+        # the command is done (or timed out): nothing of its group may outlive it
+        await stop_group(process, kill_grace_seconds)
+        await _finish_reading(readers, ctx)
+    except BaseException:
+        # cancelled (cancel, execution timeout, agent shutdown): stop the group, even if
+        # cancelled again meanwhile
+        stopping = asyncio.ensure_future(stop_group(process, kill_grace_seconds))
+        try:
+            await asyncio.shield(stopping)
+        except BaseException:
+            _signal_group(process.pid, signal.SIGKILL)
+            raise
+        finally:
+            readers.cancel()
+            with contextlib.suppress(BaseException):
+                await readers
+        raise
+    duration = round(time.monotonic() - started, 3)
+    code = process.returncode if process.returncode is not None else -1
+    details = {
+        "exit_code": code,
+        "duration_seconds": duration,
+        "stdout_tail": out.text(),
+    }
+    if timed_out:
+        raise TaskTimedOut(
+            f"command timed out after {timeout_seconds:g} s", exit_code=code, result=details
+        )
+    if code == 0:
+        return details
+    details["stderr_tail"] = err.text()
+    if code < 0:
+        try:
+            reason = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            reason = f"killed by signal {-code}"
+    else:
+        reason = f"exited with code {code}"
+    tail = err.text()
+    raise TaskFailed(
+        f"command {reason}" + (f"; stderr: {tail}" if tail else ""), exit_code=code, result=details
+    )

@@ -1,0 +1,323 @@
+"""The attempts an agent holds, one per slot, and the asyncio task running each.
+
+``Slots.dispatch`` takes the tasks of a ``TaskDispatch``: each is accepted (``TaskAccepted``),
+waits for its ``start_at`` if that is in the future (never a moment early), starts
+(``TaskStarted``), runs its handler under the execution timeout and reports a result. Never
+more than ``max_concurrent_tasks`` attempts are held: a dispatch beyond that is answered at once
+with a failed result, error ``"agent has no free slot"``.
+
+Stopping an attempt (``Slots.stop``) cancels its asyncio task; the reason decides the report:
+``cancelled`` → outcome ``cancelled``, ``timed_out`` → ``timed_out``, ``superseded`` and
+``released`` (agent shutting down) → no result at all (the server owns the attempt's fate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic_core import to_jsonable_python
+
+from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut
+from hetuflow.agent.handlers import Handler, Handlers
+from hetuflow.agent.outbox import AttemptKey, Outbox
+from hetuflow.protocol import (
+    DispatchedTask,
+    RunningAttempt,
+    TaskAccepted,
+    TaskOutcomeField,
+    TaskStarted,
+)
+
+log = logging.getLogger("hetuflow.agent")
+
+StopReason = Literal["cancelled", "superseded", "timed_out", "released"]
+NO_FREE_SLOT = "agent has no free slot"
+FINAL_WAIT_SECONDS = 0.002
+"""``start_at`` waits sleep until this close, then yield to the loop until the instant."""
+
+_PLAIN = (str, int, float, bool)
+
+
+async def wait_until(instant: datetime) -> None:
+    """Return at ``instant`` (aware), never earlier by ``time.time()``, within ~1 ms after."""
+    target = instant.timestamp()
+    while (remaining := target - time.time()) > 0:
+        if remaining > FINAL_WAIT_SECONDS:
+            await asyncio.sleep(remaining - FINAL_WAIT_SECONDS / 2)
+        else:
+            await asyncio.sleep(0)
+
+
+class Job:
+    """One held attempt."""
+
+    __slots__ = ("ctx", "handler", "key", "runner", "started_at", "stop_reason", "task")
+
+    def __init__(self, task: DispatchedTask, handler: Handler, ctx: TaskContext) -> None:
+        self.task = task
+        self.key: AttemptKey = (task.task_id, task.attempt)
+        self.handler = handler
+        self.ctx = ctx
+        self.runner: asyncio.Task[None] | None = None
+        self.started_at: datetime | None = None
+        self.stop_reason: StopReason | None = None
+
+
+def _failed(task_id: str, attempt: int, error: str) -> TaskOutcomeField:
+    return TaskOutcomeField(
+        task_id=task_id,
+        attempt=attempt,
+        outcome="failed",
+        error=error,
+        finished_at=datetime.now(UTC),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, _PLAIN):
+        return value
+    return to_jsonable_python(value)
+
+
+class Slots:
+    """Held attempts and their runners."""
+
+    def __init__(
+        self,
+        handlers: Handlers,
+        outbox: Outbox,
+        *,
+        max_concurrent_tasks: int,
+        kill_grace_seconds: float,
+        max_log_line_bytes: int,
+        thread_pool: Callable[[], concurrent.futures.Executor],
+    ) -> None:
+        self.handlers = handlers
+        self.outbox = outbox
+        self.capacity = max_concurrent_tasks
+        self.kill_grace_seconds = kill_grace_seconds
+        self.max_log_line_bytes = max_log_line_bytes
+        self._thread_pool = thread_pool
+        self._jobs: dict[AttemptKey, Job] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.accepting = True
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def held(self) -> list[RunningAttempt]:
+        return [RunningAttempt(task_id=key[0], attempt=key[1]) for key in self._jobs]
+
+    def held_keys(self) -> set[AttemptKey]:
+        return set(self._jobs)
+
+    def jobs(self) -> list[tuple[AttemptKey, Job]]:
+        return list(self._jobs.items())
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def dispatch(self, tasks: Iterable[DispatchedTask]) -> None:
+        """Take the tasks of one ``TaskDispatch`` (event-loop thread; does not block)."""
+        for task in tasks:
+            key = (task.task_id, task.attempt)
+            if key in self._jobs:
+                continue  # the same attempt again (e.g. after a reconnect): already held
+            if not self.accepting:
+                log.info("not taking task %s attempt %d: draining", task.task_id, task.attempt)
+                continue  # unanswered: the server re-dispatches it when this agent leaves
+            if len(self._jobs) >= self.capacity:
+                log.warning(
+                    "task %s attempt %d dispatched with no free slot (%d held)",
+                    task.task_id,
+                    task.attempt,
+                    len(self._jobs),
+                )
+                self.outbox.result(_failed(task.task_id, task.attempt, NO_FREE_SLOT))
+                continue
+            handler = self.handlers.get(task.task_type)
+            if handler is None:
+                self.outbox.result(
+                    _failed(
+                        task.task_id,
+                        task.attempt,
+                        f"no handler for task type {task.task_type!r} on this agent",
+                    )
+                )
+                continue
+            ctx = TaskContext(
+                task_id=task.task_id,
+                attempt=task.attempt,
+                name=task.name,
+                task_type=task.task_type,
+                payload=task.payload,
+                priority=task.priority,
+                timeout_seconds=task.timeout_seconds,
+                outbox=self.outbox,
+                max_line_bytes=self.max_log_line_bytes,
+            )
+            job = Job(task, handler, ctx)
+            self._jobs[key] = job
+            self._empty.clear()
+            self.outbox.control(
+                TaskAccepted.model_construct(task_id=task.task_id, attempt=task.attempt)
+            )
+            job.runner = asyncio.create_task(self._run(job))
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def stop(self, task_id: str, attempt: int, reason: StopReason) -> bool:
+        """Stop one attempt; False if it is not held (already finished or never seen)."""
+        job = self._jobs.get((task_id, attempt))
+        if job is None:
+            return False
+        if job.stop_reason is None or reason == "superseded":
+            job.stop_reason = reason
+        job.ctx.request_cancel()
+        if job.runner is not None:
+            job.runner.cancel()
+        return True
+
+    def stop_all(self, reason: StopReason) -> None:
+        for task_id, attempt in list(self._jobs):
+            self.stop(task_id, attempt, reason)
+
+    async def wait_empty(self, timeout_seconds: float | None = None) -> bool:
+        """Until no attempt is held; False if ``timeout_seconds`` passed first."""
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self._empty.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Release every attempt (no results) and wait for the runners to end."""
+        self.accepting = False
+        self.stop_all("released")
+        runners = [job.runner for job in self._jobs.values() if job.runner is not None]
+        if runners:
+            await asyncio.gather(*runners, return_exceptions=True)
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        task = job.task
+        entry: TaskOutcomeField | None
+        try:
+            entry = await self._execute(job)
+        except asyncio.CancelledError:
+            entry = self._stopped(job, None)
+        except BaseException:  # pragma: no cover - _execute catches handler errors
+            log.exception("runner of task %s attempt %d crashed", task.task_id, task.attempt)
+            entry = _failed(task.task_id, task.attempt, "agent error while running the task")
+        finally:
+            if self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
+                if not self._jobs:
+                    self._empty.set()
+        if entry is not None:
+            self.outbox.result(entry)
+
+    def _finished(
+        self,
+        job: Job,
+        outcome: Literal["succeeded", "failed", "timed_out", "cancelled"],
+        *,
+        result: Any = None,
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> TaskOutcomeField:
+        return TaskOutcomeField.model_construct(
+            task_id=job.task.task_id,
+            attempt=job.task.attempt,
+            result=result,
+            error=error,
+            outcome=outcome,
+            exit_code=exit_code,
+            finished_at=datetime.now(UTC),
+            started_at=job.started_at,
+        )
+
+    def _stopped(self, job: Job, timeout_seconds: float | None) -> TaskOutcomeField | None:
+        reason = job.stop_reason
+        if reason == "cancelled":
+            return self._finished(job, "cancelled", error="cancelled")
+        if reason == "timed_out" or (reason is None and timeout_seconds is not None):
+            limit = job.task.timeout_seconds
+            error = f"timed out after {limit:g} s" if limit is not None else "timed out"
+            return self._finished(job, "timed_out", error=error)
+        return None  # superseded or released: nothing to report
+
+    async def _execute(self, job: Job) -> TaskOutcomeField | None:
+        task = job.task
+        if task.start_at is not None and task.start_at.timestamp() > time.time():
+            await wait_until(task.start_at)
+        job.started_at = job.ctx.started_at = datetime.now(UTC)
+        self.outbox.control(
+            TaskStarted.model_construct(
+                task_id=task.task_id, attempt=task.attempt, started_at=job.started_at
+            )
+        )
+        timeout = asyncio.timeout(task.timeout_seconds)
+        try:
+            async with timeout:
+                value = await job.handler.invoke(
+                    task.payload, job.ctx, self._thread_pool, self.kill_grace_seconds
+                )
+        except TimeoutError as error:
+            if timeout.expired():
+                return self._stopped(job, task.timeout_seconds)
+            return self._error(job, error)
+        except asyncio.CancelledError:
+            if job.stop_reason is None:
+                raise
+            return self._stopped(job, None)
+        except TaskTimedOut as stop:
+            return self._finished(
+                job,
+                "timed_out",
+                error=stop.message,
+                exit_code=stop.exit_code,
+                result=_safe_jsonable(stop.result),
+            )
+        except TaskFailed as failure:
+            return self._finished(
+                job,
+                "failed",
+                error=failure.message,
+                exit_code=failure.exit_code,
+                result=_safe_jsonable(failure.result),
+            )
+        except Exception as error:
+            return self._error(job, error)
+        if job.stop_reason == "superseded":
+            return None
+        try:
+            result = _jsonable(value)
+        except Exception as error:
+            return self._finished(job, "failed", error=f"result is not JSON serialisable: {error}")
+        return self._finished(job, "succeeded", result=result)
+
+    def _error(self, job: Job, error: BaseException) -> TaskOutcomeField:
+        """A handler raised: the traceback goes to the task's log, ``Type: message`` to the
+        result's error."""
+        job.ctx.log("".join(traceback.format_exception(error)).rstrip(), stream="log")
+        summary = "".join(traceback.format_exception_only(error)).strip()
+        return self._finished(job, "failed", error=summary)
+
+
+def _safe_jsonable(value: Any) -> Any:
+    try:
+        return _jsonable(value)
+    except Exception:
+        return None
