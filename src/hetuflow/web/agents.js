@@ -1,0 +1,74 @@
+// Agents: what each one can run, how busy it is, when it was last heard from; drain.
+import { api, badge, chips, delay, errorText, fill, h, relative, setLive, toast, when } from "./lib.js";
+
+let drainSupported = null; // whether the server has POST /api/agents/{agent_id}/drain
+
+async function canDrain(signal) {
+  if (drainSupported === null) {
+    try {
+      const spec = await api("GET", "/openapi.json", undefined, { signal });
+      drainSupported = Boolean(spec.paths && spec.paths["/api/agents/{agent_id}/drain"]);
+    } catch {
+      return false;
+    }
+  }
+  return drainSupported;
+}
+
+export async function renderAgents(view, { signal }) {
+  const body = h("tbody");
+  const summary = h("span", { class: "muted small" });
+  fill(view,
+    h("div", { class: "spread" }, h("h1", {}, "Agents"), summary),
+    h("section", { class: "panel" }, h("div", { class: "table-wrap" }, h("table", { id: "agent-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Agent"), h("th", {}, "Status"), h("th", {}, "Slots"), h("th", {}, "Heartbeat"),
+        h("th", { class: "wide" }, "Capabilities"), h("th", { class: "wide" }, "Task types"), h("th", {}, ""))),
+      body))),
+    h("p", { class: "small muted" }, "Agents connect to the server with ", h("code", {}, "hetuflow-agent start --server ws://HOST:PORT/ws"), "."));
+
+  const drain = await canDrain(signal);
+  let agents = [];
+  const draw = () => {
+    const now = Date.now();
+    fill(body, agents.length ? agents.map((agent) => h("tr", { dataset: { id: agent.id } },
+      h("td", {}, h("strong", {}, agent.name), h("div", { class: "small muted mono" }, agent.node_id ? `on ${agent.node_id}` : "")),
+      h("td", {}, badge(agent.status), agent.enabled ? null : [" ", badge("disabled")]),
+      h("td", { class: "num" }, meter(agent.running, agent.max_concurrent_tasks), ` ${agent.running}/${agent.max_concurrent_tasks}`),
+      h("td", { title: when(agent.last_heartbeat_at) }, agent.last_heartbeat_at ? relative(agent.last_heartbeat_at, now) : "never"),
+      h("td", { class: "wide" }, chips(agent.capabilities)),
+      h("td", { class: "wide" }, chips(agent.supported_task_types)),
+      h("td", {}, drain && agent.status === "online" ? h("button", { onclick: () => drainAgent(agent) }, "Drain") : null,
+        h("a", { class: "small", href: `#/tasks?agent_id=${agent.id}` }, " Tasks")))) : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No agent yet.")));
+    const online = agents.filter((a) => a.status === "online").length;
+    summary.textContent = `${online} online of ${agents.length}`;
+  };
+  const drainAgent = async (agent) => {
+    try {
+      await api("POST", `/api/agents/${agent.id}/drain`);
+      toast(`${agent.name} is draining: it finishes its tasks and takes no new ones`);
+    } catch (error) {
+      toast(errorText(error), true);
+    }
+  };
+  let ticks = 0;
+  while (!signal.aborted) {
+    if (ticks % 2 === 0) {
+      try {
+        agents = (await api("GET", "/api/agents", undefined, { signal })).items;
+        setLive(true);
+      } catch (error) {
+        if (signal.aborted) return;
+        setLive(false);
+      }
+    }
+    draw(); // heartbeat ages move every second
+    ticks += 1;
+    await delay(1000, signal);
+  }
+}
+
+function meter(used, total) {
+  const bar = h("span");
+  bar.style.width = `${Math.min(100, Math.round((100 * used) / Math.max(total, 1)))}%`;
+  return h("span", { class: "meter", role: "img", "aria-label": `${used} of ${total} slots in use` }, bar);
+}

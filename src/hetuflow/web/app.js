@@ -1,0 +1,65 @@
+// The console's entry point: hash routing, theme toggle, live indicator.
+import { renderAgents } from "./agents.js";
+import { renderCronForm, renderCronJobs } from "./cron.js";
+import { renderDashboard } from "./dashboard.js";
+import { fill, h, setLive } from "./lib.js";
+import { renderTask, renderTaskForm, renderTasks } from "./tasks.js";
+
+const ROUTES = [
+  [/^\/?$/, "dashboard", renderDashboard],
+  [/^\/tasks\/new$/, "tasks", renderTaskForm],
+  [/^\/tasks\/([0-9a-f-]{36})$/i, "tasks", renderTask],
+  [/^\/tasks$/, "tasks", renderTasks],
+  [/^\/agents$/, "agents", renderAgents],
+  [/^\/cron\/new$/, "cron", renderCronForm],
+  [/^\/cron\/([0-9a-f-]{36})$/i, "cron", renderCronForm],
+  [/^\/cron$/, "cron", renderCronJobs],
+];
+
+const view = document.getElementById("view");
+let current = null; // AbortController of the page on screen
+
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query = ""] = hash.split("?");
+  current?.abort();
+  current = new AbortController();
+  setLive(null);
+  for (const [pattern, page, render] of ROUTES) {
+    const match = pattern.exec(path);
+    if (!match) continue;
+    for (const link of document.querySelectorAll("nav.main a")) {
+      link.classList.toggle("active", link.dataset.page === page);
+    }
+    fill(view);
+    view.dataset.page = page;
+    render(view, { id: match[1], query: new URLSearchParams(query), signal: current.signal });
+    return;
+  }
+  fill(view, h("div", { class: "panel" }, h("h1", {}, "Not found"), h("a", { href: "#/" }, "Back to the dashboard")));
+}
+
+function setupTheme() {
+  const button = document.getElementById("theme-toggle");
+  const label = () => {
+    const dark = document.documentElement.dataset.theme === "dark";
+    button.textContent = dark ? "Light" : "Dark";
+    button.setAttribute("aria-label", dark ? "Switch to the light theme" : "Switch to the dark theme");
+  };
+  button.addEventListener("click", () => {
+    const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+    document.documentElement.dataset.theme = next;
+    localStorage.setItem("hetuflow.theme", next);
+    label();
+  });
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", (event) => {
+    if (localStorage.getItem("hetuflow.theme")) return;
+    document.documentElement.dataset.theme = event.matches ? "dark" : "light";
+    label();
+  });
+  label();
+}
+
+setupTheme();
+window.addEventListener("hashchange", route);
+route();

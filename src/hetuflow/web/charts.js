@@ -1,0 +1,100 @@
+// Small SVG charts drawn from numbers: stacked bars per minute, a line, horizontal bars.
+import { h } from "./lib.js";
+
+const W = 600;
+const PAD = { left: 34, right: 8, top: 8, bottom: 20 };
+
+function niceMax(value) {
+  if (value <= 4) return 4;
+  const power = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
+  return 10 * power;
+}
+
+function axis(height, max, format) {
+  const inner = height - PAD.top - PAD.bottom;
+  return [0, 0.5, 1].map((f) => {
+    const y = PAD.top + inner * (1 - f);
+    return h("svg:g", {},
+      h("svg:line", { class: "gridline", x1: PAD.left, x2: W - PAD.right, y1: y, y2: y }),
+      h("svg:text", { x: PAD.left - 4, y: y + 3, "text-anchor": "end" }, format(max * f)));
+  });
+}
+
+function timeLabels(minutes, height) {
+  const inner = W - PAD.left - PAD.right;
+  const step = inner / minutes.length;
+  const labels = [];
+  for (let i = 0; i < minutes.length; i += 15) {
+    const date = new Date(minutes[i]);
+    const text = date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    labels.push(h("svg:text", { x: PAD.left + i * step, y: height - 5 }, text));
+  }
+  labels.push(h("svg:text", { x: W - PAD.right, y: height - 5, "text-anchor": "end" }, "now"));
+  return labels;
+}
+
+/** Stacked bars: series is [[name, values[]], ...], one value per minute. */
+export function stackedBars(minutes, series, { height = 170, label = "" } = {}) {
+  const totals = minutes.map((_, i) => series.reduce((sum, [, values]) => sum + (values[i] || 0), 0));
+  const max = niceMax(Math.max(0, ...totals));
+  const inner = { w: W - PAD.left - PAD.right, h: height - PAD.top - PAD.bottom };
+  const step = inner.w / minutes.length;
+  const bars = [];
+  minutes.forEach((minute, i) => {
+    let y = PAD.top + inner.h;
+    for (const [name, values] of series) {
+      const value = values[i] || 0;
+      if (!value) continue;
+      const barHeight = (value / max) * inner.h;
+      y -= barHeight;
+      bars.push(h("svg:rect", { class: `fill-${name}`, x: PAD.left + i * step + 0.5, y, width: Math.max(step - 1, 1), height: barHeight },
+        h("svg:title", {}, `${new Date(minute).toLocaleTimeString()}: ${value} ${name.replace("_", " ")}`)));
+    }
+  });
+  return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },
+    axis(height, max, (v) => String(Math.round(v))), bars, timeLabels(minutes, height));
+}
+
+/** A line of ratios (0..1, or null where there is nothing to measure). */
+export function ratioLine(minutes, ratios, { height = 130, label = "" } = {}) {
+  const inner = { w: W - PAD.left - PAD.right, h: height - PAD.top - PAD.bottom };
+  const step = inner.w / minutes.length;
+  const segments = [];
+  let points = [];
+  ratios.forEach((ratio, i) => {
+    if (ratio === null) {
+      if (points.length) segments.push(points);
+      points = [];
+      return;
+    }
+    points.push(`${(PAD.left + (i + 0.5) * step).toFixed(1)},${(PAD.top + inner.h * (1 - ratio)).toFixed(1)}`);
+  });
+  if (points.length) segments.push(points);
+  const shapes = segments.map((pts) => pts.length === 1
+    ? h("svg:circle", { class: "fill-failed", cx: pts[0].split(",")[0], cy: pts[0].split(",")[1], r: 2.5 })
+    : h("svg:polyline", { class: "line", points: pts.join(" ") }));
+  return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },
+    axis(height, 1, (v) => `${Math.round(v * 100)}%`), shapes, timeLabels(minutes, height));
+}
+
+/** Horizontal bars, one per [name, value]; each bar links to `href(name)`. */
+export function hbars(entries, href) {
+  const max = Math.max(1, ...entries.map(([, value]) => value));
+  const rowHeight = 22;
+  const labelWidth = 90;
+  const height = entries.length * rowHeight;
+  const rows = entries.map(([name, value], i) => {
+    const width = ((W - labelWidth - 50) * value) / max;
+    const y = i * rowHeight;
+    return h("svg:a", { href: href(name) },
+      h("svg:text", { x: 0, y: y + 15 }, name.replace("_", " ")),
+      h("svg:rect", { class: `fill-${name}`, x: labelWidth, y: y + 4, width: Math.max(width, value ? 2 : 0), height: rowHeight - 8, rx: 3 }),
+      h("svg:text", { x: labelWidth + width + 6, y: y + 15 }, String(value)));
+  });
+  return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": "Tasks by status" }, rows);
+}
+
+export function legend(names) {
+  return h("div", { class: "legend" }, names.map((name) => h("span", {}, h("i", { class: `fill-${name}` }), name.replace("_", " "))));
+}

@@ -1,0 +1,79 @@
+// Dashboard: live snapshots from GET /api/events (SSE); nothing to refresh by hand.
+import { hbars, legend, ratioLine, stackedBars } from "./charts.js";
+import { STATUSES, fill, follow, h, relative, setLive, viewerZone, when } from "./lib.js";
+
+const OUTCOMES = ["succeeded", "failed", "timed_out", "cancelled"];
+
+export function renderDashboard(view, { signal }) {
+  const tiles = h("div", { class: "tiles", id: "status-tiles" });
+  const byStatus = h("div", { id: "status-chart" });
+  const agents = h("div", { id: "agents-summary" });
+  const throughput = h("div", { id: "throughput-chart" });
+  const failures = h("div", { id: "failure-chart" });
+  const fires = h("div", { id: "next-fires" });
+  const problem = h("p", { class: "error", hidden: true });
+  fill(view,
+    h("div", { class: "spread" }, h("h1", {}, "Dashboard"), h("a", { class: "button primary", href: "#/tasks/new" }, "New task")),
+    problem,
+    h("div", { class: "stack" },
+      tiles,
+      h("div", { class: "grid" },
+        h("section", { class: "panel" }, h("h2", {}, "Tasks by status"), byStatus),
+        h("section", { class: "panel" }, h("h2", {}, "Agents"), agents)),
+      h("div", { class: "grid" },
+        h("section", { class: "panel" }, h("h2", {}, "Throughput (tasks finished per minute, last hour)"), throughput, legend(OUTCOMES)),
+        h("section", { class: "panel" }, h("h2", {}, "Failure rate (failed or timed out, per minute)"), failures)),
+      h("section", { class: "panel" }, h("h2", {}, "Next cron fires"), fires)));
+
+  let last = null;
+  const draw = (snapshot) => {
+    if (snapshot.error) {
+      problem.hidden = false;
+      problem.textContent = `The server cannot read its database: ${snapshot.error.message}`;
+      return;
+    }
+    problem.hidden = true;
+    last = snapshot;
+    const counts = snapshot.tasks_by_status;
+    fill(tiles, STATUSES.map((status) => h("a", { class: "tile", href: `#/tasks?status=${status}`, dataset: { status } },
+      h("span", { class: "n" }, String(counts[status] ?? 0)), h("span", { class: "l" }, status.replace("_", " ")))));
+    fill(byStatus, hbars(STATUSES.map((status) => [status, counts[status] ?? 0]), (status) => `#/tasks?status=${status}`));
+    const a = snapshot.agents;
+    fill(agents, h("div", { class: "tiles" },
+      tile(a.online, "online", "agents-online"), tile(a.busy, "busy", "agents-busy"),
+      tile(a.draining, "draining"), tile(`${a.slots_used}/${a.slots_total}`, "slots in use")),
+      h("p", { class: "small muted" }, `${a.total} agent${a.total === 1 ? "" : "s"} known. `, h("a", { href: "#/agents" }, "See agents")));
+    const t = snapshot.throughput;
+    const finished = t.minutes.map((_, i) => OUTCOMES.reduce((sum, name) => sum + t[name][i], 0));
+    const total = finished.reduce((x, y) => x + y, 0);
+    const failed = t.minutes.map((_, i) => t.failed[i] + t.timed_out[i]);
+    const failedTotal = failed.reduce((x, y) => x + y, 0);
+    fill(throughput, stackedBars(t.minutes, OUTCOMES.map((name) => [name, t[name]]), { label: "Tasks finished per minute" }),
+      h("p", { class: "small muted", id: "throughput-total" }, `${total} finished in the last hour`));
+    fill(failures, ratioLine(t.minutes, finished.map((n, i) => (n ? failed[i] / n : null)), { label: "Failure rate per minute" }),
+      h("p", { class: "small muted" }, total ? `${failedTotal} of ${total} failed or timed out (${Math.round((100 * failedTotal) / total)}%)` : "Nothing finished in the last hour"));
+    drawFires();
+  };
+  const drawFires = () => {
+    if (!last) return;
+    const list = last.next_fires;
+    fill(fires, list.length
+      ? h("div", { class: "table-wrap" }, h("table", {},
+        h("thead", {}, h("tr", {}, h("th", {}, "Cron job"), h("th", {}, "Next fire"), h("th", { class: "wide" }, `Your time (${viewerZone})`))),
+        h("tbody", {}, list.map((fire) => h("tr", {},
+          h("td", {}, h("a", { href: `#/cron/${fire.cron_job_id}` }, fire.name), h("div", { class: "small muted" }, fire.task_type)),
+          h("td", {}, relative(fire.next_fire_at), h("div", { class: "small muted" }, `${when(fire.next_fire_at, fire.timezone)} (${fire.timezone})`)),
+          h("td", { class: "wide" }, when(fire.next_fire_at)))))))
+      : h("p", { class: "empty" }, "No enabled cron job. ", h("a", { href: "#/cron/new" }, "Create one")));
+  };
+
+  const stop = follow("/api/events", (event, data) => {
+    if (event === "snapshot") draw(data);
+  }, setLive);
+  const ticker = setInterval(drawFires, 1000);
+  signal.addEventListener("abort", () => { stop(); clearInterval(ticker); });
+}
+
+function tile(value, label, id) {
+  return h("div", { class: "tile", id }, h("span", { class: "n" }, String(value)), h("span", { class: "l" }, label));
+}

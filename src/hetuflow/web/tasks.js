@@ -1,0 +1,316 @@
+// Tasks: the filtered list, one task's page (payload, result or error, attempts, live logs,
+// cancel / retry), and the create form.
+import {
+  STATUSES, TERMINAL, api, badge, chips, delay, duration, errorText, fill, follow, h,
+  parsePayload, pretty, relative, setLive, toast, when, words,
+} from "./lib.js";
+
+const PAGE = 50;
+const PRIORITIES = ["low", "normal", "high", "critical"];
+
+// --- list -------------------------------------------------------------------------------------
+
+export async function renderTasks(view, { query, signal }) {
+  const selected = new Set(query.getAll("status"));
+  const offset = Number(query.get("offset") || 0);
+  const text = h("input", { type: "search", name: "q", placeholder: "Search name or task type", value: query.get("q") || "", "aria-label": "Search" });
+  const type = h("input", { name: "task_type", placeholder: "Task type", value: query.get("task_type") || "", "aria-label": "Task type", list: "task-types" });
+  const agent = h("select", { name: "agent_id", "aria-label": "Agent" }, h("option", { value: "" }, "Any agent"));
+  const statusBoxes = STATUSES.map((status) => h("label", {},
+    h("input", { type: "checkbox", name: "status", value: status, checked: selected.has(status) }), status.replace("_", " ")));
+  const body = h("tbody");
+  const summary = h("span", { class: "muted small" });
+  const pager = h("div", { class: "row" });
+  const types = h("datalist", { id: "task-types" });
+
+  const apply = (event) => {
+    event?.preventDefault();
+    const params = new URLSearchParams();
+    for (const box of statusBoxes) if (box.firstChild.checked) params.append("status", box.firstChild.value);
+    if (type.value.trim()) params.set("task_type", type.value.trim());
+    if (agent.value) params.set("agent_id", agent.value);
+    if (text.value.trim()) params.set("q", text.value.trim());
+    location.hash = `#/tasks${params.size ? `?${params}` : ""}`;
+  };
+  for (const box of statusBoxes) box.firstChild.addEventListener("change", apply);
+  agent.addEventListener("change", apply);
+
+  fill(view,
+    h("div", { class: "spread" }, h("h1", {}, "Tasks"), h("a", { class: "button primary", href: "#/tasks/new" }, "New task")),
+    h("section", { class: "panel" },
+      h("form", { id: "task-filters", onsubmit: apply },
+        h("div", { class: "statuses", role: "group", "aria-label": "Status" }, statusBoxes),
+        h("div", { class: "filters" }, text, type, agent),
+        h("div", { class: "row" }, h("button", { type: "submit" }, "Apply"), h("a", { href: "#/tasks" }, "Clear"), summary)),
+      types),
+    h("section", { class: "panel" },
+      h("div", { class: "table-wrap" }, h("table", { id: "task-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Status"), h("th", {}, "Type"), h("th", { class: "wide" }, "Priority"),
+          h("th", { class: "wide" }, "Agent"), h("th", { class: "wide" }, "Attempts"), h("th", {}, "Created"))),
+        body)),
+      pager));
+
+  let agentNames = new Map();
+  try {
+    const agents = (await api("GET", "/api/agents", undefined, { signal })).items;
+    agentNames = new Map(agents.map((a) => [a.id, a.name]));
+    for (const a of agents) agent.append(h("option", { value: a.id, selected: a.id === query.get("agent_id") }, a.name));
+    const known = new Set(agents.flatMap((a) => a.supported_task_types));
+    fill(types, [...known].sort().map((name) => h("option", { value: name })));
+  } catch (error) {
+    if (signal.aborted) return;
+  }
+
+  const load = async () => {
+    const params = new URLSearchParams(query);
+    params.set("limit", String(PAGE));
+    params.set("offset", String(offset));
+    const page = await api("GET", `/api/tasks?${params}`, undefined, { signal });
+    fill(body, page.items.length ? page.items.map((task) => h("tr", { class: "link", dataset: { id: task.id }, onclick: () => { location.hash = `#/tasks/${task.id}`; } },
+      h("td", {}, h("a", { href: `#/tasks/${task.id}` }, task.name), task.pending_reason ? h("div", { class: "small muted" }, reasonText(task.pending_reason)) : null),
+      h("td", {}, badge(task.status)),
+      h("td", {}, task.task_type),
+      h("td", { class: "wide" }, task.priority),
+      h("td", { class: "wide" }, task.agent_id ? agentNames.get(task.agent_id) || task.agent_id.slice(0, 8) : "—"),
+      h("td", { class: "wide num" }, String(task.attempts)),
+      h("td", { title: when(task.created_at) }, relative(task.created_at)))) : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No task matches.")));
+    summary.textContent = `${page.total} task${page.total === 1 ? "" : "s"}`;
+    const link = (label, to) => {
+      const params = new URLSearchParams(query);
+      params.set("offset", String(to));
+      return h("a", { class: "button", href: `#/tasks?${params}` }, label);
+    };
+    fill(pager,
+      offset > 0 ? link("Previous", Math.max(0, offset - PAGE)) : null,
+      page.total ? h("span", { class: "muted small" }, `${offset + 1}–${Math.min(offset + PAGE, page.total)} of ${page.total}`) : null,
+      offset + PAGE < page.total ? link("Next", offset + PAGE) : null);
+  };
+  // The list follows changes: reload every 2 seconds while on screen.
+  while (!signal.aborted) {
+    try {
+      await load();
+      setLive(true);
+    } catch (error) {
+      if (signal.aborted) return;
+      setLive(false);
+      toast(errorText(error), true);
+    }
+    await delay(2000, signal);
+  }
+}
+
+const REASONS = {
+  scheduled: "waiting for its start time",
+  no_agent_for_task_type: "no agent supports this task type",
+  no_agent_with_capabilities: "no agent has the required capabilities",
+  agents_busy: "every eligible agent is busy",
+  global_limit: "the global concurrency limit is reached",
+  queued: "about to be dispatched",
+};
+function reasonText(reason) {
+  return REASONS[reason] || reason;
+}
+
+// --- one task ---------------------------------------------------------------------------------
+
+export async function renderTask(view, { id, signal }) {
+  const header = h("div", { class: "spread" });
+  const details = h("dl", { class: "kv", id: "task-details" });
+  const payload = h("pre", { id: "task-payload" });
+  const outcome = h("div", { id: "task-outcome" });
+  const attempts = h("ol", { class: "timeline", id: "task-attempts" });
+  const logs = h("pre", { class: "logs", id: "task-logs", "aria-live": "off" });
+  const logState = h("span", { class: "muted small", id: "log-state" }, "connecting…");
+  fill(view, header,
+    h("div", { class: "grid" },
+      h("section", { class: "panel" }, h("h2", {}, "Details"), details),
+      h("section", { class: "panel" }, h("h2", {}, "Result"), outcome)),
+    h("div", { class: "grid" },
+      h("section", { class: "panel" }, h("h2", {}, "Payload"), payload),
+      h("section", { class: "panel" }, h("h2", {}, "Attempts"), attempts)),
+    h("section", { class: "panel" }, h("div", { class: "spread" }, h("h2", {}, "Logs"), logState), logs));
+
+  let task = null;
+  let agentNames = new Map();
+  const agentName = (agentId) => (agentId ? agentNames.get(agentId) || agentId.slice(0, 8) : "—");
+
+  const act = async (label, method, path, after) => {
+    try {
+      const result = await api(method, path);
+      toast(label);
+      after(result);
+    } catch (error) {
+      toast(errorText(error), true);
+    }
+  };
+
+  const draw = (attemptList) => {
+    const terminal = TERMINAL.has(task.status);
+    fill(header,
+      h("div", {}, h("h1", { id: "task-name" }, task.name, " ", h("span", { id: "task-status" }, badge(task.status))),
+        h("div", { class: "small muted mono" }, task.id)),
+      h("div", { class: "row" },
+        !terminal ? h("button", { class: "danger", id: "cancel-task", disabled: task.status === "cancelling",
+          onclick: () => act("Cancel requested", "DELETE", `/api/tasks/${task.id}`, (t) => { task = t; refresh(); }) }, task.status === "cancelling" ? "Cancelling…" : "Cancel") : null,
+        terminal && task.status !== "succeeded" ? h("button", { id: "retry-task",
+          onclick: () => act("Retried as a new task", "POST", `/api/tasks/${task.id}/retry`, (t) => { location.hash = `#/tasks/${t.id}`; }) }, "Retry") : null,
+        h("a", { class: "button", href: "#/tasks" }, "All tasks")));
+    fill(details,
+      h("dt", {}, "Task type"), h("dd", {}, task.task_type),
+      h("dt", {}, "Priority"), h("dd", {}, task.priority),
+      h("dt", {}, "Capabilities"), h("dd", {}, chips(task.required_capabilities)),
+      task.pending_reason ? [h("dt", {}, "Waiting"), h("dd", { id: "pending-reason" }, reasonText(task.pending_reason))] : null,
+      h("dt", {}, "Agent"), h("dd", {}, agentName(task.agent_id)),
+      h("dt", {}, "Attempts"), h("dd", {}, `${task.attempts} (retries allowed: ${task.max_retries})`),
+      task.progress !== null && task.progress !== undefined ? [h("dt", {}, "Progress"), h("dd", {},
+        h("div", { class: "progress" }, h("span", { style: null, dataset: { p: task.progress } })), `${Math.round(task.progress * 100)}%`)] : null,
+      h("dt", {}, "Created"), h("dd", {}, when(task.created_at)),
+      h("dt", {}, "Scheduled"), h("dd", {}, when(task.scheduled_at)),
+      h("dt", {}, "Started"), h("dd", {}, when(task.started_at)),
+      h("dt", {}, "Finished"), h("dd", {}, when(task.finished_at), task.started_at && task.finished_at ? ` (ran ${duration(task.started_at, task.finished_at)})` : ""),
+      task.timeout_seconds ? [h("dt", {}, "Timeout"), h("dd", {}, `${task.timeout_seconds} s`)] : null,
+      task.cron_job_id ? [h("dt", {}, "Cron job"), h("dd", {}, h("a", { href: `#/cron/${task.cron_job_id}` }, "fired by a cron job"))] : null);
+    for (const bar of details.querySelectorAll(".progress span")) bar.style.width = `${Math.round(Number(bar.dataset.p) * 100)}%`;
+    payload.textContent = pretty(task.payload);
+    if (task.error) fill(outcome, h("p", { class: "error" }, "Error"), h("pre", { id: "task-error" }, task.error));
+    else if (task.status === "succeeded") fill(outcome, h("pre", { id: "task-result" }, pretty(task.result)));
+    else fill(outcome, h("p", { class: "empty" }, terminal ? "No result." : "Not finished yet."));
+    fill(attempts, attemptList.length ? attemptList.map((a) => h("li", { class: a.outcome || (a.started_at ? "running" : "dispatched") },
+      h("div", {}, h("strong", {}, `Attempt ${a.number}`), " ", a.outcome ? badge(a.outcome) : badge(a.started_at ? "running" : "dispatched"), " on ", agentName(a.agent_id)),
+      h("div", { class: "small muted" }, `dispatched ${when(a.dispatched_at)}`,
+        a.started_at ? ` · started after ${duration(a.dispatched_at, a.started_at)}` : "",
+        a.finished_at ? ` · ${a.started_at ? "ran" : "ended after"} ${duration(a.started_at || a.dispatched_at, a.finished_at)}` : ""),
+      a.error ? h("div", { class: "small error" }, a.error) : null)) : h("li", { class: "muted" }, "Not dispatched yet."));
+  };
+
+  const refresh = async () => {
+    const [fresh, list] = await Promise.all([
+      api("GET", `/api/tasks/${id}`, undefined, { signal }),
+      api("GET", `/api/tasks/${id}/attempts`, undefined, { signal }),
+    ]);
+    task = fresh;
+    draw(list.items);
+  };
+
+  try {
+    agentNames = new Map((await api("GET", "/api/agents", undefined, { signal })).items.map((a) => [a.id, a.name]));
+    await refresh();
+  } catch (error) {
+    if (signal.aborted) return;
+    fill(view, h("section", { class: "panel" }, h("h1", {}, "Task"), h("p", { class: "error" }, errorText(error)), h("a", { href: "#/tasks" }, "All tasks")));
+    return;
+  }
+
+  // Live log tail: the SSE stream sends every line, then `end` once the task finished.
+  let lastSeq = 0;
+  let ended = false;
+  const stop = follow(() => `/api/tasks/${id}/logs/stream?after_seq=${lastSeq}`, (event, data) => {
+    if (event === "log") {
+      lastSeq = Math.max(lastSeq, data.seq);
+      const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 8;
+      logs.append(h("span", { class: data.stream }, h("span", { class: "seq" }, `${data.attempt}│ `), data.line, "\n"));
+      if (atBottom) logs.scrollTop = logs.scrollHeight;
+      logState.textContent = `${lastSeq} line${lastSeq === 1 ? "" : "s"}, following`;
+    } else if (event === "end") {
+      ended = true;
+      logState.textContent = `${logs.childElementCount} line${logs.childElementCount === 1 ? "" : "s"}, task ${String(data.status).replace("_", " ")}`;
+      return false;
+    }
+    return true;
+  }, (connected) => {
+    setLive(connected || ended ? true : false);
+    if (connected && !logs.childElementCount) logState.textContent = "waiting for output…";
+  });
+  signal.addEventListener("abort", stop);
+
+  // Status, attempts and progress: re-read every second until the task has finished.
+  while (!signal.aborted && !TERMINAL.has(task.status)) {
+    await delay(1000, signal);
+    if (signal.aborted) break;
+    try {
+      await refresh();
+    } catch (error) {
+      if (!signal.aborted) setLive(false);
+    }
+  }
+}
+
+// --- create -----------------------------------------------------------------------------------
+
+export async function renderTaskForm(view, { signal }) {
+  const taskType = h("input", { name: "task_type", required: true, list: "known-task-types", placeholder: "shell", autocomplete: "off" });
+  const name = h("input", { name: "name", placeholder: "defaults to the task type" });
+  const priority = h("select", { name: "priority" }, PRIORITIES.map((p) => h("option", { value: p, selected: p === "normal" }, p)));
+  const capabilities = h("input", { name: "capabilities", placeholder: "e.g. chrome headless" });
+  const payload = h("textarea", { name: "payload", spellcheck: "false" }, '{\n  "command": "echo hello"\n}');
+  const payloadHint = h("div", { class: "hint", id: "payload-hint" });
+  const timeout = h("input", { name: "timeout_seconds", type: "number", min: "0", step: "any", placeholder: "none" });
+  const retries = h("input", { name: "max_retries", type: "number", min: "0", step: "1", value: "0" });
+  const delaySeconds = h("input", { name: "delay_seconds", type: "number", min: "0", step: "any", placeholder: "0" });
+  const formError = h("p", { class: "error", id: "form-error", hidden: true });
+  const submit = h("button", { class: "primary", type: "submit" }, "Create task");
+  const types = h("datalist", { id: "known-task-types" });
+
+  const check = () => {
+    const parsed = parsePayload(payload.value);
+    payload.setAttribute("aria-invalid", parsed.error ? "true" : "false");
+    payloadHint.className = `hint ${parsed.error ? "bad" : "good"}`;
+    payloadHint.textContent = parsed.error || "Valid JSON object";
+    submit.disabled = Boolean(parsed.error);
+    return parsed;
+  };
+  payload.addEventListener("input", check);
+
+  const onsubmit = async (event) => {
+    event.preventDefault();
+    const parsed = check();
+    if (parsed.error) return;
+    const body = { task_type: taskType.value.trim(), priority: priority.value, payload: parsed.value, required_capabilities: words(capabilities.value) };
+    if (name.value.trim()) body.name = name.value.trim();
+    if (timeout.value) body.timeout_seconds = Number(timeout.value);
+    if (retries.value) body.max_retries = Number(retries.value);
+    if (delaySeconds.value) body.delay_seconds = Number(delaySeconds.value);
+    submit.disabled = true;
+    formError.hidden = true;
+    try {
+      const task = await api("POST", "/api/tasks", body);
+      toast(`Task ${task.name} created`);
+      location.hash = `#/tasks/${task.id}`;
+    } catch (error) {
+      formError.hidden = false;
+      formError.textContent = errorText(error);
+      const field = error.field && view.querySelector(`[name="${CSS.escape(error.field === "required_capabilities" ? "capabilities" : error.field.split(/[.[]/)[0])}"]`);
+      field?.setAttribute("aria-invalid", "true");
+      field?.focus();
+      submit.disabled = false;
+    }
+  };
+
+  fill(view,
+    h("div", { class: "spread" }, h("h1", {}, "New task"), h("a", { href: "#/tasks" }, "All tasks")),
+    h("section", { class: "panel" },
+      h("form", { class: "fields", id: "task-form", onsubmit, novalidate: true },
+        h("div", { class: "two" },
+          h("label", {}, h("span", {}, "Task type"), taskType),
+          h("label", {}, h("span", {}, "Name"), name)),
+        h("div", { class: "two" },
+          h("label", {}, h("span", {}, "Priority"), priority),
+          h("label", {}, h("span", {}, "Required capabilities (space separated)"), capabilities)),
+        h("label", {}, h("span", {}, "Payload (JSON object)"), payload, payloadHint),
+        h("div", { class: "two" },
+          h("label", {}, h("span", {}, "Timeout (seconds)"), timeout),
+          h("label", {}, h("span", {}, "Retries after a failure"), retries)),
+        h("label", {}, h("span", {}, "Start after (seconds)"), delaySeconds),
+        formError,
+        h("div", { class: "row" }, submit, h("a", { href: "#/tasks" }, "Cancel"))),
+      types));
+  check();
+  taskType.focus();
+  try {
+    const agents = (await api("GET", "/api/agents", undefined, { signal })).items;
+    const known = new Set(["shell", ...agents.flatMap((a) => a.supported_task_types)]);
+    fill(types, [...known].sort().map((t) => h("option", { value: t })));
+  } catch {
+    /* suggestions only */
+  }
+}
