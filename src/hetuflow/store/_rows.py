@@ -1,0 +1,235 @@
+"""Rows <-> domain objects, shared by both stores.
+
+Each dialect stores values its own way (SQLite: INTEGER microseconds, JSON text, UUID text;
+PostgreSQL: timestamptz, jsonb, uuid, text[]). A ``Codec`` hides that difference, so one set of
+builders turns a row of either database into a domain object. The tables and column names are
+the same in both dialects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from hetuflow.errors import InvalidInput
+from hetuflow.models import (
+    Agent,
+    AgentStatus,
+    Attempt,
+    AttemptOutcome,
+    CronJob,
+    CronTick,
+    LogLine,
+    MisfirePolicy,
+    OverlapPolicy,
+    Priority,
+    RetryPolicy,
+    Task,
+    TaskStatus,
+    TickOutcome,
+)
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Codec(Protocol):
+    """Converts one dialect's column values to Python values and back."""
+
+    def time(self, value: Any) -> datetime | None: ...
+    def json(self, value: Any) -> Any: ...
+    def texts(self, value: Any) -> tuple[str, ...]: ...
+    def uuid(self, value: Any) -> UUID | None: ...
+    def put_time(self, value: datetime | None) -> Any: ...
+    def put_json(self, value: Any) -> Any: ...
+    def put_texts(self, value: Sequence[str]) -> Any: ...
+    def put_uuid(self, value: UUID | None) -> Any: ...
+
+
+def _must_time(codec: Codec, value: Any) -> datetime:
+    decoded = codec.time(value)
+    if decoded is None:
+        raise ValueError("a required timestamp column is NULL")
+    return decoded
+
+
+def _must_uuid(codec: Codec, value: Any) -> UUID:
+    decoded = codec.uuid(value)
+    if decoded is None:
+        raise ValueError("a required uuid column is NULL")
+    return decoded
+
+
+def retry_of(row: Row) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=row["max_retries"],
+        backoff_seconds=row["backoff_seconds"],
+        backoff_factor=row["backoff_factor"],
+        max_backoff_seconds=row["max_backoff_seconds"],
+    )
+
+
+def task_from(row: Row, codec: Codec) -> Task:
+    result = row["result"]
+    return Task(
+        id=_must_uuid(codec, row["id"]),
+        name=row["name"],
+        task_type=row["task_type"],
+        priority=Priority.from_rank(row["priority"]),
+        payload=codec.json(row["payload"]),
+        required_capabilities=codec.texts(row["required_capabilities"]),
+        status=TaskStatus(row["status"]),
+        scheduled_at=_must_time(codec, row["scheduled_at"]),
+        timeout_seconds=row["timeout_seconds"],
+        retry=retry_of(row),
+        idempotency_key=row["idempotency_key"],
+        result=None if result is None else codec.json(result),
+        error=row["error"],
+        attempts=row["attempts"],
+        agent_id=codec.uuid(row["agent_id"]),
+        cron_job_id=codec.uuid(row["cron_job_id"]),
+        cron_tick_at=codec.time(row["cron_tick_at"]),
+        progress=row["progress"],
+        created_at=_must_time(codec, row["created_at"]),
+        updated_at=_must_time(codec, row["updated_at"]),
+        started_at=codec.time(row["started_at"]),
+        finished_at=codec.time(row["finished_at"]),
+    )
+
+
+def attempt_from(row: Row, codec: Codec) -> Attempt:
+    outcome = row["outcome"]
+    return Attempt(
+        task_id=_must_uuid(codec, row["task_id"]),
+        number=row["number"],
+        agent_id=codec.uuid(row["agent_id"]),
+        dispatched_at=_must_time(codec, row["dispatched_at"]),
+        started_at=codec.time(row["started_at"]),
+        finished_at=codec.time(row["finished_at"]),
+        outcome=None if outcome is None else AttemptOutcome(outcome),
+        error=row["error"],
+    )
+
+
+def log_from(row: Row, codec: Codec) -> LogLine:
+    return LogLine(
+        task_id=_must_uuid(codec, row["task_id"]),
+        attempt=row["attempt"],
+        stream=row["stream"],
+        line=row["line"],
+        at=_must_time(codec, row["at"]),
+        seq=row["seq"],
+    )
+
+
+def agent_from(row: Row, codec: Codec) -> Agent:
+    """An agent row joined with its ``running`` count."""
+    return Agent(
+        id=_must_uuid(codec, row["id"]),
+        name=row["name"],
+        capabilities=codec.texts(row["capabilities"]),
+        supported_task_types=codec.texts(row["supported_task_types"]),
+        max_concurrent_tasks=row["max_concurrent_tasks"],
+        enabled=bool(row["enabled"]),
+        status=AgentStatus(row["status"]),
+        node_id=row["node_id"],
+        session=row["session"],
+        running=row["running"] or 0,
+        last_heartbeat_at=codec.time(row["last_heartbeat_at"]),
+        connected_at=codec.time(row["connected_at"]),
+        created_at=_must_time(codec, row["created_at"]),
+    )
+
+
+def cron_job_from(row: Row, codec: Codec) -> CronJob:
+    return CronJob(
+        id=_must_uuid(codec, row["id"]),
+        name=row["name"],
+        cron_expression=row["cron_expression"],
+        timezone=row["timezone"],
+        task_type=row["task_type"],
+        payload=codec.json(row["payload"]),
+        priority=Priority.from_rank(row["priority"]),
+        required_capabilities=codec.texts(row["required_capabilities"]),
+        timeout_seconds=row["timeout_seconds"],
+        retry=retry_of(row),
+        enabled=bool(row["enabled"]),
+        misfire_policy=MisfirePolicy(row["misfire_policy"]),
+        catch_up_limit=row["catch_up_limit"],
+        overlap_policy=OverlapPolicy(row["overlap_policy"]),
+        start_deadline_seconds=row["start_deadline_seconds"],
+        next_fire_at=codec.time(row["next_fire_at"]),
+        last_fire_at=codec.time(row["last_fire_at"]),
+        last_task_id=codec.uuid(row["last_task_id"]),
+        created_at=_must_time(codec, row["created_at"]),
+        updated_at=_must_time(codec, row["updated_at"]),
+    )
+
+
+def cron_tick_from(row: Row, codec: Codec) -> CronTick:
+    return CronTick(
+        cron_job_id=_must_uuid(codec, row["cron_job_id"]),
+        tick_at=_must_time(codec, row["tick_at"]),
+        outcome=TickOutcome(row["outcome"]),
+        task_id=codec.uuid(row["task_id"]),
+        reason=row["reason"],
+        recorded_at=_must_time(codec, row["recorded_at"]),
+    )
+
+
+# --- cron job changes -------------------------------------------------------------------------
+
+_CRON_PLAIN = frozenset(
+    {
+        "name",
+        "cron_expression",
+        "timezone",
+        "task_type",
+        "timeout_seconds",
+        "catch_up_limit",
+        "start_deadline_seconds",
+    }
+)
+_CRON_TIMES = frozenset({"next_fire_at", "last_fire_at"})
+
+
+def cron_columns(changes: dict[str, Any], codec: Codec) -> dict[str, Any]:
+    """``update_cron_job`` changes (``CronJob`` field names) as column values for ``codec``."""
+    columns: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in _CRON_PLAIN:
+            columns[key] = value
+        elif key in _CRON_TIMES:
+            columns[key] = codec.put_time(value)
+        elif key == "enabled":
+            columns[key] = bool(value)
+        elif key == "payload":
+            columns[key] = codec.put_json(value)
+        elif key == "required_capabilities":
+            columns[key] = codec.put_texts(tuple(value))
+        elif key == "priority":
+            columns[key] = Priority(value).rank
+        elif key == "misfire_policy":
+            columns[key] = MisfirePolicy(value).value
+        elif key == "overlap_policy":
+            columns[key] = OverlapPolicy(value).value
+        elif key == "last_task_id":
+            columns[key] = codec.put_uuid(value)
+        elif key == "retry":
+            retry: RetryPolicy = value
+            columns["max_retries"] = retry.max_retries
+            columns["backoff_seconds"] = retry.backoff_seconds
+            columns["backoff_factor"] = retry.backoff_factor
+            columns["max_backoff_seconds"] = retry.max_backoff_seconds
+        else:
+            raise InvalidInput(f"a cron job has no changeable field {key!r}", field=key)
+    return columns
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` as a substring (``\\`` escapes ``%`` and ``_``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

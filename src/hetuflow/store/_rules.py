@@ -1,0 +1,94 @@
+"""Decisions both stores make the same way, as pure functions of a task's state.
+
+The stores read the rows (locked on PostgreSQL, under the single writer on SQLite), ask these
+functions what the new state is, and write it back with a conditional update.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from hetuflow.models import (
+    ACTIVE_TASK_STATUSES,
+    AGENT_TRANSITIONS,
+    AgentStatus,
+    AttemptOutcome,
+    AttemptRef,
+    AttemptResult,
+    RetryPolicy,
+    TaskStatus,
+)
+
+ACTIVE = tuple(sorted(ACTIVE_TASK_STATUSES))
+"""Statuses that hold an agent slot, for ``IN (...)`` lists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What the fence needs to know about a task row."""
+
+    status: TaskStatus
+    attempts: int
+    agent_id: object  # UUID (PostgreSQL) or its text (SQLite), compared as stored
+    failures: int
+    retry: RetryPolicy
+
+
+def holds(held: Held, ref: AttemptRef, agent_key: object) -> bool:
+    """Whether ``ref`` is the task's current attempt, held by that agent, still active."""
+    return (
+        held.status in ACTIVE_TASK_STATUSES
+        and held.attempts == ref.attempt
+        and held.agent_id == agent_key
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The task's new state after an accepted result."""
+
+    status: TaskStatus
+    failures: int
+    retry_at: datetime | None  # set when the task goes back to pending
+    finished: bool
+
+
+def decide_finish(held: Held, result: AttemptResult, now: datetime) -> Finish:
+    """succeeded -> succeeded; cancelled or anything while cancelling -> cancelled;
+    failed/timed_out -> pending after ``retry.delay_after(failures)`` while
+    ``retry.allows_retry_after(failures)``, else failed/timed_out.
+
+    ``failures`` counts failed and timed-out attempts only: a lost attempt (agent gone) does
+    not spend the retry budget.
+    """
+    outcome = result.outcome
+    if held.status is TaskStatus.CANCELLING or outcome is AttemptOutcome.CANCELLED:
+        return Finish(TaskStatus.CANCELLED, held.failures, None, finished=True)
+    if outcome is AttemptOutcome.SUCCEEDED:
+        return Finish(TaskStatus.SUCCEEDED, held.failures, None, finished=True)
+    if outcome is AttemptOutcome.LOST:
+        return Finish(TaskStatus.PENDING, held.failures, now, finished=False)
+    failures = held.failures + 1
+    if held.retry.allows_retry_after(failures):
+        return Finish(
+            TaskStatus.PENDING, failures, now + held.retry.delay_after(failures), finished=False
+        )
+    final = TaskStatus.FAILED if outcome is AttemptOutcome.FAILED else TaskStatus.TIMED_OUT
+    return Finish(final, failures, None, finished=True)
+
+
+def agent_sources(target: AgentStatus) -> tuple[str, ...]:
+    """Statuses an agent may move to ``target`` from (a real change, not a repeat)."""
+    return tuple(
+        sorted(
+            source.value
+            for source, targets in AGENT_TRANSITIONS.items()
+            if target in targets and source is not target
+        )
+    )
+
+
+def generated_agent_name() -> str:
+    return f"agent-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,169 @@
+"""SQLite: agents (create, connect, status, heartbeats, reaping)."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from hetuflow.errors import AgentNameTaken, AgentNotFound
+from hetuflow.models import Agent, AgentRegistration, AgentStatus, NewAgent
+from hetuflow.store._rows import agent_from
+from hetuflow.store._rules import agent_sources, generated_agent_name
+from hetuflow.store._sqlite_attempts import release
+from hetuflow.store._sqlite_db import ACTIVE_SQL, CODEC, id_list, micros
+
+_SELECT_AGENTS = f"""
+SELECT a.*, (SELECT count(*) FROM tasks AS t
+             WHERE t.agent_id = a.id AND t.status IN {ACTIVE_SQL}) AS running
+FROM agents AS a"""
+
+
+def _one(connection: sqlite3.Connection, where: str, value: str) -> Agent | None:
+    row = connection.execute(f"{_SELECT_AGENTS} WHERE {where}", (value,)).fetchone()
+    return None if row is None else agent_from(row, CODEC)
+
+
+def get_agent(connection: sqlite3.Connection, agent_id: UUID) -> Agent | None:
+    return _one(connection, "a.id = ?", str(agent_id))
+
+
+def get_agent_by_name(connection: sqlite3.Connection, name: str) -> Agent | None:
+    return _one(connection, "a.name = ?", name)
+
+
+def _must_get(connection: sqlite3.Connection, agent_id: UUID | str) -> Agent:
+    agent = _one(connection, "a.id = ?", str(agent_id))
+    if agent is None:
+        raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+    return agent
+
+
+def list_agents(connection: sqlite3.Connection, statuses: Sequence[AgentStatus]) -> list[Agent]:
+    where = ""
+    params: list[str] = []
+    if statuses:
+        where = f" WHERE a.status IN ({', '.join('?' for _ in statuses)})"
+        params = [status.value for status in statuses]
+    rows = connection.execute(f"{_SELECT_AGENTS}{where} ORDER BY a.name", params)
+    return [agent_from(row, CODEC) for row in rows]
+
+
+def create_agent(connection: sqlite3.Connection, agent: NewAgent, now: datetime) -> Agent:
+    agent_id = str(uuid.uuid4())
+    try:
+        connection.execute(
+            """
+            INSERT INTO agents (id, name, capabilities, supported_task_types,
+                                max_concurrent_tasks, enabled, status, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, 'offline', ?)""",
+            (
+                agent_id,
+                agent.name,
+                CODEC.put_texts(agent.capabilities),
+                CODEC.put_texts(agent.supported_task_types),
+                agent.max_concurrent_tasks,
+                agent.enabled,
+                micros(now),
+            ),
+        )
+    except sqlite3.IntegrityError as error:
+        raise AgentNameTaken(f"an agent named {agent.name!r} exists", field="name") from error
+    return _must_get(connection, agent_id)
+
+
+def delete_agent(connection: sqlite3.Connection, agent_id: UUID, now: datetime) -> None:
+    release(connection, [agent_id], now)
+    if connection.execute("DELETE FROM agents WHERE id = ?", (str(agent_id),)).rowcount == 0:
+        raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+
+
+def connect_agent(
+    connection: sqlite3.Connection, registration: AgentRegistration, node_id: str, now: datetime
+) -> Agent:
+    stamp = micros(now)
+    declared = (
+        CODEC.put_texts(registration.capabilities),
+        CODEC.put_texts(registration.supported_task_types),
+        registration.max_concurrent_tasks,
+    )
+    if registration.agent_id is not None:
+        row = connection.execute(
+            """
+            UPDATE agents
+            SET capabilities = ?, supported_task_types = ?, max_concurrent_tasks = ?,
+                status = 'online', node_id = ?, session = session + 1,
+                connected_at = ?, last_heartbeat_at = ?
+            WHERE id = ?
+            RETURNING id""",
+            (*declared, node_id, stamp, stamp, str(registration.agent_id)),
+        ).fetchone()
+        if row is None:
+            raise AgentNotFound(f"agent {registration.agent_id} does not exist", field="agent_id")
+    else:
+        row = connection.execute(
+            """
+            INSERT INTO agents (id, name, capabilities, supported_task_types,
+                                max_concurrent_tasks, status, node_id, session,
+                                connected_at, last_heartbeat_at, created_at)
+            VALUES (?, ?, ?, ?, ?, 'online', ?, 1, ?, ?, ?)
+            ON CONFLICT (name) DO UPDATE
+            SET capabilities = excluded.capabilities,
+                supported_task_types = excluded.supported_task_types,
+                max_concurrent_tasks = excluded.max_concurrent_tasks,
+                status = 'online', node_id = excluded.node_id, session = agents.session + 1,
+                connected_at = excluded.connected_at, last_heartbeat_at = excluded.connected_at
+            RETURNING id""",
+            (
+                str(uuid.uuid4()),
+                registration.name or generated_agent_name(),
+                *declared,
+                node_id,
+                stamp,
+                stamp,
+                stamp,
+            ),
+        ).fetchone()
+    return _must_get(connection, row["id"])
+
+
+def set_agent_status(
+    connection: sqlite3.Connection, agent_id: UUID, status: AgentStatus, session: int
+) -> bool:
+    sources = agent_sources(status)
+    cursor = connection.execute(
+        f"""
+        UPDATE agents
+        SET status = ?, node_id = CASE WHEN ? = 'offline' THEN NULL ELSE node_id END
+        WHERE id = ? AND session = ? AND status IN ({", ".join("?" for _ in sources)})""",
+        (status.value, status.value, str(agent_id), session, *sources),
+    )
+    return cursor.rowcount > 0
+
+
+def record_heartbeats(
+    connection: sqlite3.Connection, agent_ids: Sequence[UUID], now: datetime
+) -> None:
+    connection.execute(
+        "UPDATE agents SET last_heartbeat_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+        (micros(now), id_list(agent_ids)),
+    )
+
+
+def reap_agents(
+    connection: sqlite3.Connection, stale_before: datetime, now: datetime
+) -> list[UUID]:
+    rows = connection.execute(
+        """
+        UPDATE agents SET status = 'offline', node_id = NULL
+        WHERE status IN ('online', 'draining')
+          AND coalesce(last_heartbeat_at, connected_at, created_at) < ?
+        RETURNING id""",
+        (micros(stale_before),),
+    ).fetchall()
+    reaped = sorted(row["id"] for row in rows)
+    if reaped:
+        release(connection, reaped, now)
+    return [UUID(agent_id) for agent_id in reaped]

@@ -1,0 +1,169 @@
+"""SQLite: cron jobs and their ticks."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hetuflow.errors import CronJobNameTaken, CronJobNotFound
+from hetuflow.models import CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
+from hetuflow.store._sqlite_db import CODEC, micros
+from hetuflow.store._sqlite_tasks import insert_task
+
+
+def _name_taken(name: object) -> CronJobNameTaken:
+    return CronJobNameTaken(f"a cron job named {name!r} exists", field="name")
+
+
+def create_cron_job(
+    connection: sqlite3.Connection, job: NewCronJob, next_fire_at: datetime | None, now: datetime
+) -> CronJob:
+    job_id = str(uuid.uuid4())
+    stamp = micros(now)
+    try:
+        row = connection.execute(
+            """
+            INSERT INTO cron_jobs (
+                id, name, cron_expression, timezone, task_type, payload, priority,
+                required_capabilities, timeout_seconds, max_retries, backoff_seconds,
+                backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
+                overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            RETURNING *""",
+            (
+                job_id,
+                job.name,
+                job.cron_expression,
+                job.timezone,
+                job.task_type,
+                CODEC.put_json(job.payload),
+                job.priority.rank,
+                CODEC.put_texts(job.required_capabilities),
+                job.timeout_seconds,
+                job.retry.max_retries,
+                job.retry.backoff_seconds,
+                job.retry.backoff_factor,
+                job.retry.max_backoff_seconds,
+                job.enabled,
+                job.misfire_policy.value,
+                job.catch_up_limit,
+                job.overlap_policy.value,
+                job.start_deadline_seconds,
+                CODEC.put_time(next_fire_at),
+                stamp,
+                stamp,
+            ),
+        ).fetchone()
+    except sqlite3.IntegrityError as error:
+        raise _name_taken(job.name) from error
+    return cron_job_from(row, CODEC)
+
+
+def get_cron_job(connection: sqlite3.Connection, cron_job_id: UUID) -> CronJob | None:
+    row = connection.execute("SELECT * FROM cron_jobs WHERE id = ?", (str(cron_job_id),)).fetchone()
+    return None if row is None else cron_job_from(row, CODEC)
+
+
+def list_cron_jobs(connection: sqlite3.Connection) -> list[CronJob]:
+    rows = connection.execute("SELECT * FROM cron_jobs ORDER BY name")
+    return [cron_job_from(row, CODEC) for row in rows]
+
+
+def update_cron_job(
+    connection: sqlite3.Connection, cron_job_id: UUID, changes: dict[str, Any], now: datetime
+) -> CronJob:
+    columns = cron_columns(changes, CODEC)
+    columns["updated_at"] = micros(now)
+    assignments = ", ".join(f"{column} = ?" for column in columns)
+    try:
+        row = connection.execute(
+            f"UPDATE cron_jobs SET {assignments} WHERE id = ? RETURNING *",
+            (*columns.values(), str(cron_job_id)),
+        ).fetchone()
+    except sqlite3.IntegrityError as error:
+        raise _name_taken(changes.get("name")) from error
+    if row is None:
+        raise CronJobNotFound(f"cron job {cron_job_id} does not exist", field="cron_job_id")
+    return cron_job_from(row, CODEC)
+
+
+def delete_cron_job(connection: sqlite3.Connection, cron_job_id: UUID) -> None:
+    cursor = connection.execute("DELETE FROM cron_jobs WHERE id = ?", (str(cron_job_id),))
+    if cursor.rowcount == 0:
+        raise CronJobNotFound(f"cron job {cron_job_id} does not exist", field="cron_job_id")
+
+
+def due_cron_jobs(connection: sqlite3.Connection, until: datetime, limit: int) -> list[CronJob]:
+    rows = connection.execute(
+        "SELECT * FROM cron_jobs WHERE enabled = 1 AND next_fire_at <= ?"
+        " ORDER BY next_fire_at, id LIMIT ?",
+        (micros(until), limit),
+    )
+    return [cron_job_from(row, CODEC) for row in rows]
+
+
+def fire_cron_tick(
+    connection: sqlite3.Connection,
+    cron_job_id: UUID,
+    tick_at: datetime,
+    next_fire_at: datetime | None,
+    task: NewTask | None,
+    outcome: TickOutcome,
+    reason: str | None,
+    now: datetime,
+) -> Task | None:
+    job_key, tick_key, stamp = str(cron_job_id), micros(tick_at), micros(now)
+    try:
+        won = connection.execute(
+            """
+            INSERT INTO cron_ticks (cron_job_id, tick_at, outcome, reason, recorded_at)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (cron_job_id, tick_at) DO NOTHING
+            RETURNING cron_job_id""",
+            (job_key, tick_key, outcome.value, reason, stamp),
+        ).fetchone()
+    except sqlite3.IntegrityError as error:
+        raise CronJobNotFound(
+            f"cron job {cron_job_id} does not exist", field="cron_job_id"
+        ) from error
+    if won is None:
+        return None
+    created: Task | None = None
+    if task is not None:
+        created, _ = insert_task(connection, task, now)
+        connection.execute(
+            "UPDATE cron_ticks SET task_id = ? WHERE cron_job_id = ? AND tick_at = ?",
+            (str(created.id), job_key, tick_key),
+        )
+    connection.execute(
+        """
+        UPDATE cron_jobs
+        SET next_fire_at = ?,
+            last_fire_at = CASE WHEN ? = 'fired' THEN ? ELSE last_fire_at END,
+            last_task_id = coalesce(?, last_task_id),
+            updated_at = ?
+        WHERE id = ?""",
+        (
+            CODEC.put_time(next_fire_at),
+            outcome.value,
+            tick_key,
+            None if created is None else str(created.id),
+            stamp,
+            job_key,
+        ),
+    )
+    return created
+
+
+def list_cron_ticks(
+    connection: sqlite3.Connection, cron_job_id: UUID, limit: int
+) -> list[CronTick]:
+    rows = connection.execute(
+        "SELECT * FROM cron_ticks WHERE cron_job_id = ? ORDER BY tick_at DESC LIMIT ?",
+        (str(cron_job_id), limit),
+    )
+    return [cron_tick_from(row, CODEC) for row in rows]

@@ -1,0 +1,162 @@
+"""SQLite plumbing: the value codec and the two dedicated threads (one writer, one reader).
+
+Every Store method runs as one plain function on a thread that owns its connection, inside
+one transaction: writes take ``BEGIN IMMEDIATE`` (the single writer; other processes wait on
+``busy_timeout``), reads take a deferred ``BEGIN`` for a consistent snapshot while WAL lets
+them run beside the writer. Commits are durable (``synchronous=FULL``); batching amortises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from uuid import UUID
+
+import orjson
+
+from hetuflow.clock import utc
+from hetuflow.errors import StoreUnavailable
+from hetuflow.store._rules import ACTIVE
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+ACTIVE_SQL = "(" + ", ".join(f"'{status}'" for status in ACTIVE) + ")"
+"""``('cancelling', 'dispatched', 'running')`` for ``status IN ...``."""
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class SqliteCodec:
+    """INTEGER microseconds since the epoch (UTC), JSON text, UUID text."""
+
+    def time(self, value: Any) -> datetime | None:
+        return None if value is None else EPOCH + timedelta(microseconds=value)
+
+    def json(self, value: Any) -> Any:
+        return orjson.loads(value)
+
+    def texts(self, value: Any) -> tuple[str, ...]:
+        return tuple(orjson.loads(value))
+
+    def uuid(self, value: Any) -> UUID | None:
+        return None if value is None else UUID(value)
+
+    def put_time(self, value: datetime | None) -> int | None:
+        return None if value is None else (utc(value) - EPOCH) // MICROSECOND
+
+    def put_json(self, value: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    def put_texts(self, value: Sequence[str]) -> str:
+        return orjson.dumps(list(value)).decode()
+
+    def put_uuid(self, value: UUID | None) -> str | None:
+        return None if value is None else str(value)
+
+
+CODEC = SqliteCodec()
+
+
+def micros(value: datetime) -> int:
+    """An aware datetime as stored (never None)."""
+    return (utc(value) - EPOCH) // MICROSECOND
+
+
+def id_list(ids: Sequence[UUID | str]) -> str:
+    """Ids as a JSON array, for ``IN (SELECT value FROM json_each(?))``."""
+    return orjson.dumps([str(value) for value in ids]).decode()
+
+
+class SqliteDatabase:
+    """One writer thread and one reader thread, each with its own connection."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._connections: dict[str, sqlite3.Connection] = {}
+
+    def _connect(self, role: str) -> None:
+        connection = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA synchronous=FULL")
+        self._connections[role] = connection
+
+    async def open(self) -> None:
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="hetuflow-sqlite-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="hetuflow-sqlite-reader")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._writer, self._connect, "writer")
+            await loop.run_in_executor(self._reader, self._connect, "reader")
+        except sqlite3.Error as error:
+            await self.close()
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {error}") from error
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for role, executor in (("writer", self._writer), ("reader", self._reader)):
+            if executor is None:
+                continue
+            connection = self._connections.pop(role, None)
+            if connection is not None:
+                await loop.run_in_executor(executor, connection.close)
+            executor.shutdown(wait=True)
+        self._writer = self._reader = None
+
+    async def write(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(connection, ...)`` in one write transaction on the writer thread."""
+        return await self._run("writer", "BEGIN IMMEDIATE", lambda c: fn(c, *args, **kwargs))
+
+    async def read(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(connection, ...)`` in one read transaction (a snapshot) on the reader thread."""
+        return await self._run("reader", "BEGIN", lambda c: fn(c, *args, **kwargs))
+
+    async def _run(self, role: str, begin: str, call: Callable[[sqlite3.Connection], T]) -> T:
+        executor = self._writer if role == "writer" else self._reader
+        connection = self._connections.get(role)
+        if executor is None or connection is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, _transaction, connection, begin, call)
+
+
+def _transaction(
+    connection: sqlite3.Connection, begin: str, call: Callable[[sqlite3.Connection], T]
+) -> T:
+    try:
+        connection.execute(begin)
+    except sqlite3.Error as error:
+        raise StoreUnavailable(f"SQLite is not available: {error}") from error
+    try:
+        result = call(connection)
+        connection.execute("COMMIT")
+        return result
+    except BaseException as error:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        if isinstance(error, sqlite3.OperationalError):
+            raise StoreUnavailable(f"SQLite error: {error}") from error
+        raise

@@ -1,0 +1,277 @@
+"""SQLite: tasks (create, read, list, cancel, claim, cleanup, stats).
+
+Plain functions of a connection, each called inside one transaction by ``SqliteDatabase``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hetuflow.errors import CronJobNotFound, TaskAlreadyFinished, TaskNotFound
+from hetuflow.models import (
+    TERMINAL_TASK_STATUSES,
+    ClaimGroup,
+    Dispatch,
+    NewTask,
+    Page,
+    Stats,
+    Task,
+    TaskFilter,
+    TaskStatus,
+    assign_least_loaded,
+)
+from hetuflow.store._rows import like_pattern, task_from
+from hetuflow.store._sqlite_db import ACTIVE_SQL, CODEC, id_list, micros
+
+MINUTE = 60_000_000  # microseconds
+TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
+
+_INSERT_TASK = """
+INSERT INTO tasks (
+    id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
+    timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
+    idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *"""
+
+_CANDIDATES = """
+SELECT id FROM tasks
+WHERE status = 'pending'
+  AND scheduled_at <= ?
+  AND task_type IN (SELECT value FROM json_each(?))
+  AND NOT EXISTS (
+      SELECT 1 FROM json_each(tasks.required_capabilities) AS need
+      WHERE need.value NOT IN (SELECT value FROM json_each(?)))
+ORDER BY priority DESC, created_at, id
+LIMIT ?"""
+
+_DISPATCH = """
+UPDATE tasks
+SET status = 'dispatched', agent_id = ?, attempts = attempts + 1, progress = NULL,
+    updated_at = ?
+WHERE id = ? AND status = 'pending'
+RETURNING *"""
+
+
+def insert_task(connection: sqlite3.Connection, new: NewTask, now: datetime) -> tuple[Task, bool]:
+    """Insert one task, or return the one holding its idempotency key."""
+    stamp = micros(now)
+    retry = new.retry
+    try:
+        row = connection.execute(
+            _INSERT_TASK,
+            (
+                str(uuid.uuid4()),
+                new.name,
+                new.task_type,
+                new.priority.rank,
+                CODEC.put_json(new.payload),
+                CODEC.put_texts(new.required_capabilities),
+                micros(new.scheduled_at) if new.scheduled_at is not None else stamp,
+                new.timeout_seconds,
+                retry.max_retries,
+                retry.backoff_seconds,
+                retry.backoff_factor,
+                retry.max_backoff_seconds,
+                new.idempotency_key,
+                CODEC.put_uuid(new.cron_job_id),
+                CODEC.put_time(new.cron_tick_at),
+                stamp,
+                stamp,
+            ),
+        ).fetchone()
+    except sqlite3.IntegrityError as error:
+        raise CronJobNotFound(
+            f"cron job {new.cron_job_id} does not exist", field="cron_job_id"
+        ) from error
+    if row is not None:
+        return task_from(row, CODEC), True
+    existing = connection.execute(
+        "SELECT * FROM tasks WHERE idempotency_key = ?", (new.idempotency_key,)
+    ).fetchone()
+    return task_from(existing, CODEC), False
+
+
+def create_tasks(
+    connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
+) -> list[tuple[Task, bool]]:
+    return [insert_task(connection, new, now) for new in tasks]
+
+
+def get_task(connection: sqlite3.Connection, task_id: UUID) -> Task | None:
+    row = connection.execute("SELECT * FROM tasks WHERE id = ?", (str(task_id),)).fetchone()
+    return None if row is None else task_from(row, CODEC)
+
+
+def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.statuses:
+        clauses.append(f"status IN ({', '.join('?' for _ in query.statuses)})")
+        params.extend(status.value for status in query.statuses)
+    if query.task_type is not None:
+        clauses.append("task_type = ?")
+        params.append(query.task_type)
+    if query.agent_id is not None:
+        clauses.append("agent_id = ?")
+        params.append(str(query.agent_id))
+    if query.cron_job_id is not None:
+        clauses.append("cron_job_id = ?")
+        params.append(str(query.cron_job_id))
+    if query.created_after is not None:
+        clauses.append("created_at >= ?")
+        params.append(micros(query.created_after))
+    if query.created_before is not None:
+        clauses.append("created_at < ?")
+        params.append(micros(query.created_before))
+    if query.text:
+        clauses.append("(name LIKE ? ESCAPE '\\' OR task_type LIKE ? ESCAPE '\\')")
+        params.extend([like_pattern(query.text)] * 2)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def list_tasks(
+    connection: sqlite3.Connection, query: TaskFilter, limit: int, offset: int
+) -> Page[Task]:
+    where, params = _filter(query)
+    total = connection.execute(f"SELECT count(*) FROM tasks{where}", params).fetchone()[0]
+    rows = connection.execute(
+        f"SELECT * FROM tasks{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    ).fetchall()
+    return Page([task_from(row, CODEC) for row in rows], total, limit, offset)
+
+
+def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime) -> Task:
+    stamp = micros(now)
+    row = connection.execute(
+        """
+        UPDATE tasks
+        SET status = CASE status WHEN 'pending' THEN 'cancelled' ELSE 'cancelling' END,
+            finished_at = CASE status WHEN 'pending' THEN ? ELSE finished_at END,
+            updated_at = ?
+        WHERE id = ? AND status IN ('pending', 'dispatched', 'running')
+        RETURNING *""",
+        (stamp, stamp, str(task_id)),
+    ).fetchone()
+    if row is not None:
+        return task_from(row, CODEC)
+    task = get_task(connection, task_id)
+    if task is None:
+        raise TaskNotFound(f"task {task_id} does not exist", field="task_id")
+    if task.status.is_terminal:
+        raise TaskAlreadyFinished(f"task {task_id} already {task.status}", field="task_id")
+    return task  # already cancelling
+
+
+def claim_tasks(
+    connection: sqlite3.Connection,
+    groups: Sequence[ClaimGroup],
+    now: datetime,
+    until: datetime | None,
+    global_limit: int | None,
+) -> list[Dispatch]:
+    horizon = micros(until if until is not None else now)
+    stamp = micros(now)
+    remaining: int | None = None
+    if global_limit is not None:
+        active = connection.execute(
+            f"SELECT count(*) FROM tasks WHERE status IN {ACTIVE_SQL}"
+        ).fetchone()[0]
+        remaining = max(global_limit - active, 0)
+    dispatches: list[Dispatch] = []
+    for group in groups:
+        want = group.free_slots if remaining is None else min(group.free_slots, remaining)
+        if want <= 0 or not group.task_types:
+            continue
+        rows = connection.execute(
+            _CANDIDATES,
+            (horizon, id_list(sorted(group.task_types)), id_list(sorted(group.capabilities)), want),
+        ).fetchall()
+        agents = assign_least_loaded(len(rows), group.offers)
+        attempts = []
+        for row, agent_id in zip(rows, agents, strict=False):
+            updated = connection.execute(_DISPATCH, (str(agent_id), stamp, row["id"])).fetchone()
+            task = task_from(updated, CODEC)
+            attempts.append((row["id"], task.attempts, str(agent_id), stamp))
+            dispatches.append(Dispatch(task=task, attempt=task.attempts, agent_id=agent_id))
+        connection.executemany(
+            "INSERT INTO attempts (task_id, number, agent_id, dispatched_at) VALUES (?, ?, ?, ?)",
+            attempts,
+        )
+        if remaining is not None:
+            remaining -= len(attempts)
+    return dispatches
+
+
+def next_scheduled_at(connection: sqlite3.Connection, now: datetime) -> datetime | None:
+    value = connection.execute(
+        "SELECT min(scheduled_at) FROM tasks WHERE status = 'pending' AND scheduled_at > ?",
+        (micros(now),),
+    ).fetchone()[0]
+    return CODEC.time(value)
+
+
+def delete_finished_tasks(
+    connection: sqlite3.Connection, finished_before: datetime, limit: int
+) -> int:
+    cursor = connection.execute(
+        f"""
+        DELETE FROM tasks WHERE id IN (
+            SELECT id FROM tasks
+            WHERE finished_at < ? AND status IN {TERMINAL_SQL}
+            ORDER BY finished_at LIMIT ?)""",
+        (micros(finished_before), limit),
+    )
+    return cursor.rowcount
+
+
+def stats(connection: sqlite3.Connection) -> Stats:
+    by_status = dict.fromkeys(TaskStatus, 0)
+    for row in connection.execute("SELECT status, count(*) FROM tasks GROUP BY status"):
+        by_status[TaskStatus(row[0])] = row[1]
+    online, total = connection.execute(
+        "SELECT coalesce(sum(status <> 'offline'), 0), count(*) FROM agents"
+    ).fetchone()
+    enabled = connection.execute("SELECT count(*) FROM cron_jobs WHERE enabled = 1").fetchone()[0]
+    return Stats(by_status, agents_online=online, agents_total=total, cron_jobs_enabled=enabled)
+
+
+def count_tasks_by_type(
+    connection: sqlite3.Connection, statuses: Sequence[TaskStatus]
+) -> dict[str, int]:
+    if not statuses:
+        return {}
+    marks = ", ".join("?" for _ in statuses)
+    rows = connection.execute(
+        f"SELECT task_type, count(*) FROM tasks WHERE status IN ({marks}) GROUP BY task_type",
+        [status.value for status in statuses],
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def count_finished_tasks(
+    connection: sqlite3.Connection, since: datetime, until: datetime
+) -> list[tuple[datetime, TaskStatus, int]]:
+    rows = connection.execute(
+        f"""
+        SELECT finished_at / {MINUTE} * {MINUTE} AS minute, status, count(*)
+        FROM tasks
+        WHERE finished_at >= ? AND finished_at < ? AND status IN {TERMINAL_SQL}
+        GROUP BY minute, status
+        ORDER BY minute, status""",
+        (micros(since), micros(until)),
+    )
+    return [(_must(CODEC.time(row[0])), TaskStatus(row[1]), row[2]) for row in rows]
+
+
+def _must(value: datetime | None) -> datetime:
+    if value is None:
+        raise ValueError("a grouped minute is NULL")
+    return value

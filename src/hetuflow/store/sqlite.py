@@ -1,0 +1,222 @@
+"""SqliteStore: the embedded default, one file in WAL mode with a single writer.
+
+Each method is one transaction run on a dedicated thread (see ``_sqlite_db``): writes go
+through the one writer thread, so claims, fences and unique keys are decided one at a time;
+``BEGIN IMMEDIATE`` and the unique keys keep that true even if another process opens the file.
+The SQL lives in ``_sqlite_tasks``, ``_sqlite_attempts``, ``_sqlite_agents`` and
+``_sqlite_cron``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hetuflow.config import DatabaseConfig
+from hetuflow.models import (
+    Agent,
+    AgentRegistration,
+    AgentStatus,
+    Attempt,
+    AttemptRef,
+    AttemptResult,
+    AttemptStart,
+    ClaimGroup,
+    CronJob,
+    CronTick,
+    Dispatch,
+    FinishOutcome,
+    LogLine,
+    NewAgent,
+    NewCronJob,
+    NewTask,
+    Page,
+    Stats,
+    Task,
+    TaskFilter,
+    TaskStatus,
+    TickOutcome,
+)
+from hetuflow.store import _sqlite_agents as agent_sql
+from hetuflow.store import _sqlite_attempts as attempt_sql
+from hetuflow.store import _sqlite_cron as cron_sql
+from hetuflow.store import _sqlite_tasks as task_sql
+from hetuflow.store._sqlite_db import SqliteDatabase
+
+
+def _ping(connection: sqlite3.Connection) -> None:
+    connection.execute("SELECT 1 FROM hetuflow_migrations LIMIT 1").fetchall()
+
+
+class SqliteStore:
+    def __init__(self, database: DatabaseConfig) -> None:
+        self.config = database
+        self._db = SqliteDatabase(database.sqlite_path)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        await self._db.read(_ping)
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    async def create_tasks(
+        self, tasks: Sequence[NewTask], *, now: datetime
+    ) -> list[tuple[Task, bool]]:
+        return await self._db.write(task_sql.create_tasks, tasks, now)
+
+    async def get_task(self, task_id: UUID) -> Task | None:
+        return await self._db.read(task_sql.get_task, task_id)
+
+    async def list_tasks(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
+        return await self._db.read(task_sql.list_tasks, query, limit, offset)
+
+    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
+        return await self._db.write(task_sql.cancel_task, task_id, now)
+
+    async def claim_tasks(
+        self,
+        groups: Sequence[ClaimGroup],
+        *,
+        now: datetime,
+        until: datetime | None = None,
+        global_limit: int | None = None,
+    ) -> list[Dispatch]:
+        if not groups:
+            return []
+        return await self._db.write(task_sql.claim_tasks, groups, now, until, global_limit)
+
+    async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
+        return await self._db.read(task_sql.next_scheduled_at, now)
+
+    async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
+        if not starts:
+            return []
+        return await self._db.write(attempt_sql.start_attempts, starts)
+
+    async def finish_attempts(
+        self, results: Sequence[AttemptResult], *, now: datetime
+    ) -> list[FinishOutcome]:
+        if not results:
+            return []
+        return await self._db.write(attempt_sql.finish_attempts, results, now)
+
+    async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
+        if refs:
+            await self._db.write(attempt_sql.set_progress, refs)
+
+    async def release_agent(
+        self, agent_id: UUID, *, now: datetime, keep: Sequence[AttemptRef] = ()
+    ) -> list[UUID]:
+        return await self._db.write(attempt_sql.release, [agent_id], now, keep)
+
+    async def list_attempts(self, task_id: UUID) -> list[Attempt]:
+        return await self._db.read(attempt_sql.list_attempts, task_id)
+
+    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+        if lines:
+            await self._db.write(attempt_sql.append_logs, lines)
+
+    async def list_logs(
+        self, task_id: UUID, *, after_seq: int = 0, attempt: int | None = None, limit: int = 1000
+    ) -> list[LogLine]:
+        return await self._db.read(attempt_sql.list_logs, task_id, after_seq, attempt, limit)
+
+    async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
+        return await self._db.write(task_sql.delete_finished_tasks, finished_before, limit)
+
+    async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
+        return await self._db.read(task_sql.count_tasks_by_type, statuses)
+
+    async def count_finished_tasks(
+        self, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, TaskStatus, int]]:
+        return await self._db.read(task_sql.count_finished_tasks, since, until)
+
+    async def stats(self) -> Stats:
+        return await self._db.read(task_sql.stats)
+
+    # --- agents -------------------------------------------------------------------------------
+
+    async def create_agent(self, agent: NewAgent, *, now: datetime) -> Agent:
+        return await self._db.write(agent_sql.create_agent, agent, now)
+
+    async def get_agent(self, agent_id: UUID) -> Agent | None:
+        return await self._db.read(agent_sql.get_agent, agent_id)
+
+    async def get_agent_by_name(self, name: str) -> Agent | None:
+        return await self._db.read(agent_sql.get_agent_by_name, name)
+
+    async def list_agents(self, *, statuses: Sequence[AgentStatus] = ()) -> list[Agent]:
+        return await self._db.read(agent_sql.list_agents, statuses)
+
+    async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
+        await self._db.write(agent_sql.delete_agent, agent_id, now)
+
+    async def connect_agent(
+        self, registration: AgentRegistration, *, node_id: str, now: datetime
+    ) -> Agent:
+        return await self._db.write(agent_sql.connect_agent, registration, node_id, now)
+
+    async def set_agent_status(
+        self, agent_id: UUID, status: AgentStatus, *, session: int, now: datetime
+    ) -> bool:
+        return await self._db.write(agent_sql.set_agent_status, agent_id, status, session)
+
+    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
+        if agent_ids:
+            await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
+
+    async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
+        return await self._db.write(agent_sql.reap_agents, stale_before, now)
+
+    # --- cron jobs ----------------------------------------------------------------------------
+
+    async def create_cron_job(
+        self, job: NewCronJob, *, next_fire_at: datetime | None, now: datetime
+    ) -> CronJob:
+        return await self._db.write(cron_sql.create_cron_job, job, next_fire_at, now)
+
+    async def get_cron_job(self, cron_job_id: UUID) -> CronJob | None:
+        return await self._db.read(cron_sql.get_cron_job, cron_job_id)
+
+    async def list_cron_jobs(self) -> list[CronJob]:
+        return await self._db.read(cron_sql.list_cron_jobs)
+
+    async def update_cron_job(
+        self, cron_job_id: UUID, changes: dict[str, Any], *, now: datetime
+    ) -> CronJob:
+        return await self._db.write(cron_sql.update_cron_job, cron_job_id, changes, now)
+
+    async def delete_cron_job(self, cron_job_id: UUID) -> None:
+        await self._db.write(cron_sql.delete_cron_job, cron_job_id)
+
+    async def due_cron_jobs(self, *, until: datetime, limit: int) -> list[CronJob]:
+        return await self._db.read(cron_sql.due_cron_jobs, until, limit)
+
+    async def fire_cron_tick(
+        self,
+        cron_job_id: UUID,
+        *,
+        tick_at: datetime,
+        next_fire_at: datetime | None,
+        task: NewTask | None,
+        outcome: TickOutcome,
+        reason: str | None,
+        now: datetime,
+    ) -> Task | None:
+        return await self._db.write(
+            cron_sql.fire_cron_tick, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now
+        )
+
+    async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
+        return await self._db.read(cron_sql.list_cron_ticks, cron_job_id, limit)

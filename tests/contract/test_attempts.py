@@ -1,0 +1,209 @@
+"""Contract: starting and finishing attempts (fenced), retries, progress, release, logs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from hetuflow.models import (
+    Agent,
+    AttemptOutcome,
+    AttemptRef,
+    AttemptResult,
+    AttemptStart,
+    Dispatch,
+    LogLine,
+    NewTask,
+    RetryPolicy,
+    TaskStatus,
+)
+from hetuflow.store.base import Store
+
+from ._support import T0, ConnectAgent, group
+
+
+async def _dispatch(store: Store, agent: Agent, task: NewTask) -> Dispatch:
+    await store.create_tasks([task], now=T0)
+    [dispatch] = await store.claim_tasks([group([agent], free=1)], now=T0 + timedelta(hours=1))
+    return dispatch
+
+
+def _ref(dispatch: Dispatch, *, attempt: int | None = None) -> AttemptRef:
+    number = dispatch.attempt if attempt is None else attempt
+    return AttemptRef(dispatch.task.id, number, dispatch.agent_id)
+
+
+async def test_start_is_fenced_and_idempotent(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    other = await connect("a2")
+    dispatch = await _dispatch(store, agent, NewTask("n", "t"))
+    started = T0 + timedelta(seconds=3)
+    stale = AttemptStart(_ref(dispatch, attempt=2), started)
+    wrong_agent = AttemptStart(AttemptRef(dispatch.task.id, 1, other.id), started)
+    good = AttemptStart(_ref(dispatch), started)
+    assert await store.start_attempts([stale, wrong_agent, good, good]) == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    task = await store.get_task(dispatch.task.id)
+    assert task is not None
+    assert task.status is TaskStatus.RUNNING
+    assert task.started_at == started
+    [attempt] = await store.list_attempts(dispatch.task.id)
+    assert attempt.started_at == started
+
+
+async def test_success_is_recorded_once(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    dispatch = await _dispatch(store, agent, NewTask("n", "t"))
+    now = T0 + timedelta(hours=2)
+    result = AttemptResult(_ref(dispatch), AttemptOutcome.SUCCEEDED, result={"rows": 3})
+    first, duplicate = await store.finish_attempts([result, result], now=now)
+    assert first.accepted
+    assert not duplicate.accepted
+    assert first.task is not None
+    assert first.task.status is TaskStatus.SUCCEEDED
+    assert first.task.result == {"rows": 3}
+    assert first.task.finished_at == now
+    [again] = await store.finish_attempts([result], now=now)
+    assert not again.accepted
+    assert again.task == first.task
+    [attempt] = await store.list_attempts(dispatch.task.id)
+    assert attempt.outcome is AttemptOutcome.SUCCEEDED
+    assert attempt.finished_at == now
+    assert (await store.get_agent(agent.id)).running == 0  # type: ignore[union-attr]
+    [unknown] = await store.finish_attempts(
+        [AttemptResult(AttemptRef(uuid.uuid4(), 1, agent.id), AttemptOutcome.SUCCEEDED)], now=now
+    )
+    assert not unknown.accepted
+    assert unknown.task is None
+
+
+async def test_stale_attempt_and_wrong_agent_are_rejected(
+    store: Store, connect: ConnectAgent
+) -> None:
+    agent = await connect("a1")
+    other = await connect("a2")
+    dispatch = await _dispatch(store, agent, NewTask("n", "t"))
+    assert await store.release_agent(agent.id, now=T0) == [dispatch.task.id]
+    [second] = await store.claim_tasks([group([other], free=1)], now=T0 + timedelta(hours=1))
+    assert second.attempt == 2
+    stale = AttemptResult(_ref(dispatch), AttemptOutcome.SUCCEEDED, result="old")
+    impostor = AttemptResult(AttemptRef(second.task.id, 2, agent.id), AttemptOutcome.FAILED)
+    rejected = await store.finish_attempts([stale, impostor], now=T0)
+    assert [outcome.accepted for outcome in rejected] == [False, False]
+    task = await store.get_task(second.task.id)
+    assert task is not None
+    assert task.status is TaskStatus.DISPATCHED
+    assert task.result is None
+
+
+async def test_failure_retries_with_backoff_then_fails(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    retry = RetryPolicy(max_retries=2, backoff_seconds=10, backoff_factor=3)
+    dispatch = await _dispatch(store, agent, NewTask("n", "t", retry=retry))
+    now = T0 + timedelta(hours=2)
+    [first] = await store.finish_attempts(
+        [AttemptResult(_ref(dispatch), AttemptOutcome.FAILED, error="boom")], now=now
+    )
+    assert first.accepted
+    assert first.task is not None
+    assert first.task.status is TaskStatus.PENDING
+    assert first.task.error == "boom"
+    assert first.task.scheduled_at == now + timedelta(seconds=10)
+    assert first.task.finished_at is None
+    assert await store.claim_tasks([group([agent])], now=now + timedelta(seconds=9)) == []
+    [second] = await store.claim_tasks([group([agent])], now=now + timedelta(seconds=10))
+    assert second.attempt == 2
+    [timed_out] = await store.finish_attempts(
+        [AttemptResult(_ref(second), AttemptOutcome.TIMED_OUT)], now=now
+    )
+    assert timed_out.task is not None
+    assert timed_out.task.status is TaskStatus.PENDING
+    assert timed_out.task.scheduled_at == now + timedelta(seconds=30)
+    [third] = await store.claim_tasks([group([agent])], now=now + timedelta(minutes=1))
+    [final] = await store.finish_attempts(
+        [AttemptResult(_ref(third), AttemptOutcome.TIMED_OUT, error="slow")], now=now
+    )
+    assert final.task is not None
+    assert final.task.status is TaskStatus.TIMED_OUT
+    assert final.task.finished_at == now
+    assert final.task.attempts == 3
+    outcomes = [attempt.outcome for attempt in await store.list_attempts(dispatch.task.id)]
+    assert outcomes == [AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.TIMED_OUT]
+
+
+async def test_failure_without_retries_fails(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    dispatch = await _dispatch(store, agent, NewTask("n", "t"))
+    [done] = await store.finish_attempts(
+        [AttemptResult(_ref(dispatch), AttemptOutcome.FAILED, error="x")], now=T0
+    )
+    assert done.task is not None
+    assert done.task.status is TaskStatus.FAILED
+
+
+async def test_progress_only_for_the_current_attempt(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    dispatch = await _dispatch(store, agent, NewTask("n", "t"))
+    await store.set_progress([(_ref(dispatch), 0.4), (_ref(dispatch, attempt=7), 0.9)])
+    task = await store.get_task(dispatch.task.id)
+    assert task is not None
+    assert task.progress == 0.4
+
+
+async def test_release_agent_returns_tasks_and_keeps_some(
+    store: Store, connect: ConnectAgent
+) -> None:
+    agent = await connect("a1")
+    retry = RetryPolicy(max_retries=1)
+    await store.create_tasks([NewTask(f"n{i}", "t", retry=retry) for i in range(3)], now=T0)
+    held = await store.claim_tasks([group([agent], free=3)], now=T0)
+    kept, back, cancelling = held
+    await store.cancel_task(cancelling.task.id, now=T0)
+    released = await store.release_agent(agent.id, now=T0, keep=[_ref(kept)])
+    assert released == [back.task.id]
+    assert (await store.get_task(kept.task.id)).status is TaskStatus.DISPATCHED  # type: ignore[union-attr]
+    assert (await store.get_task(back.task.id)).status is TaskStatus.PENDING  # type: ignore[union-attr]
+    assert (await store.get_task(cancelling.task.id)).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+    [lost] = await store.list_attempts(back.task.id)
+    assert lost.outcome is AttemptOutcome.LOST
+    assert lost.finished_at == T0
+    assert await store.release_agent(agent.id, now=T0, keep=[_ref(kept)]) == []
+    # a lost attempt does not spend the retry budget: one failure still gets its retry
+    [again] = await store.claim_tasks([group([agent], free=1)], now=T0)
+    assert again.task.id == back.task.id
+    assert again.attempt == 2
+    [failed] = await store.finish_attempts(
+        [AttemptResult(_ref(again), AttemptOutcome.FAILED)], now=T0
+    )
+    assert failed.task is not None
+    assert failed.task.status is TaskStatus.PENDING
+
+
+async def test_logs_keep_order_per_task(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    dispatch = await _dispatch(store, agent, NewTask("n", "t"))
+    task_id = dispatch.task.id
+    await store.append_logs(
+        [LogLine(task_id, 1, "stdout", f"line {i}", T0 + timedelta(seconds=i)) for i in range(3)]
+    )
+    await store.append_logs(
+        [
+            LogLine(task_id, 2, "stderr", "retry line", T0),
+            LogLine(uuid.uuid4(), 1, "stdout", "for a task that is gone", T0),
+        ]
+    )
+    lines = await store.list_logs(task_id)
+    assert [(line.seq, line.line) for line in lines] == [
+        (1, "line 0"),
+        (2, "line 1"),
+        (3, "line 2"),
+        (4, "retry line"),
+    ]
+    assert lines[1].at == T0 + timedelta(seconds=1)
+    assert lines[3].stream == "stderr"
+    assert [line.seq for line in await store.list_logs(task_id, after_seq=2, limit=1)] == [3]
+    assert [line.line for line in await store.list_logs(task_id, attempt=2)] == ["retry line"]

@@ -1,0 +1,169 @@
+"""Contract: cron jobs and ticks (each tick fires exactly once across nodes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from hetuflow.errors import CronJobNameTaken, CronJobNotFound, InvalidInput
+from hetuflow.models import (
+    MisfirePolicy,
+    NewCronJob,
+    NewTask,
+    OverlapPolicy,
+    Priority,
+    RetryPolicy,
+    TaskFilter,
+    TickOutcome,
+)
+from hetuflow.store.base import Store
+
+from ._support import T0, OpenStore
+
+BACKUP = NewCronJob(
+    name="daily-backup",
+    cron_expression="0 2 * * *",
+    task_type="backup",
+    payload={"type": "full"},
+    timezone="Asia/Shanghai",
+    priority=Priority.HIGH,
+    required_capabilities=("disk",),
+    retry=RetryPolicy(max_retries=3),
+    misfire_policy=MisfirePolicy.CATCH_UP,
+    catch_up_limit=5,
+    overlap_policy=OverlapPolicy.SKIP,
+    start_deadline_seconds=60.0,
+)
+
+
+async def test_create_read_update_delete(store: Store) -> None:
+    fire = T0 + timedelta(hours=1)
+    job = await store.create_cron_job(BACKUP, next_fire_at=fire, now=T0)
+    assert (job.name, job.payload, job.timezone, job.priority) == (
+        "daily-backup",
+        {"type": "full"},
+        "Asia/Shanghai",
+        Priority.HIGH,
+    )
+    assert job.required_capabilities == ("disk",)
+    assert job.retry.max_retries == 3
+    assert job.misfire_policy is MisfirePolicy.CATCH_UP
+    assert job.catch_up_limit == 5
+    assert job.overlap_policy is OverlapPolicy.SKIP
+    assert job.start_deadline_seconds == 60.0
+    assert job.next_fire_at == fire
+    assert job.last_fire_at is None
+    assert job.enabled
+    assert await store.get_cron_job(job.id) == job
+    with pytest.raises(CronJobNameTaken):
+        await store.create_cron_job(BACKUP, next_fire_at=None, now=T0)
+    other = await store.create_cron_job(
+        NewCronJob("a-first", "* * * * *", "t"), next_fire_at=None, now=T0
+    )
+    assert [j.name for j in await store.list_cron_jobs()] == ["a-first", "daily-backup"]
+    later = T0 + timedelta(minutes=5)
+    changed = await store.update_cron_job(
+        job.id,
+        {"enabled": False, "priority": Priority.LOW, "retry": RetryPolicy(), "payload": {}},
+        now=later,
+    )
+    assert not changed.enabled
+    assert changed.priority is Priority.LOW
+    assert changed.payload == {}
+    assert changed.retry == RetryPolicy()
+    assert changed.updated_at == later
+    with pytest.raises(CronJobNameTaken):
+        await store.update_cron_job(other.id, {"name": "daily-backup"}, now=later)
+    with pytest.raises(CronJobNotFound):
+        await store.update_cron_job(uuid.uuid4(), {"enabled": True}, now=later)
+    with pytest.raises(InvalidInput):
+        await store.update_cron_job(job.id, {"id": uuid.uuid4()}, now=later)
+    await store.delete_cron_job(job.id)
+    assert await store.get_cron_job(job.id) is None
+    with pytest.raises(CronJobNotFound):
+        await store.delete_cron_job(job.id)
+
+
+async def test_due_jobs_earliest_first_and_enabled_only(store: Store) -> None:
+    for name, minutes, enabled in [("late", 9, True), ("early", 1, True), ("off", 0, False)]:
+        job = NewCronJob(name, "* * * * *", "t", enabled=enabled)
+        await store.create_cron_job(job, next_fire_at=T0 + timedelta(minutes=minutes), now=T0)
+    await store.create_cron_job(NewCronJob("never", "* * * * *", "t"), next_fire_at=None, now=T0)
+    due = await store.due_cron_jobs(until=T0 + timedelta(minutes=10), limit=10)
+    assert [job.name for job in due] == ["early", "late"]
+    assert [
+        j.name for j in await store.due_cron_jobs(until=T0 + timedelta(minutes=5), limit=1)
+    ] == ["early"]
+
+
+async def test_a_tick_fires_exactly_once_under_concurrency(
+    store: Store, open_store: OpenStore
+) -> None:
+    job = await store.create_cron_job(BACKUP, next_fire_at=T0, now=T0)
+    stores = [store, *[await open_store() for _ in range(3)]]
+    task = NewTask("daily-backup", "backup", cron_job_id=job.id, cron_tick_at=T0)
+    nxt = T0 + timedelta(days=1)
+    results = await asyncio.gather(
+        *(
+            s.fire_cron_tick(
+                job.id,
+                tick_at=T0,
+                next_fire_at=nxt,
+                task=task,
+                outcome=TickOutcome.FIRED,
+                reason=None,
+                now=T0,
+            )
+            for s in stores * 2
+        )
+    )
+    fired = [result for result in results if result is not None]
+    assert len(fired) == 1
+    assert fired[0].cron_job_id == job.id
+    assert fired[0].cron_tick_at == T0
+    tasks = await store.list_tasks(TaskFilter(cron_job_id=job.id), limit=10, offset=0)
+    assert tasks.total == 1
+    after = await store.get_cron_job(job.id)
+    assert after is not None
+    assert after.next_fire_at == nxt
+    assert after.last_fire_at == T0
+    assert after.last_task_id == fired[0].id
+    [tick] = await store.list_cron_ticks(job.id, limit=10)
+    assert (tick.tick_at, tick.outcome, tick.task_id) == (T0, TickOutcome.FIRED, fired[0].id)
+
+
+async def test_skipped_ticks_are_recorded_newest_first(store: Store) -> None:
+    job = await store.create_cron_job(BACKUP, next_fire_at=T0, now=T0)
+    for hours in range(3):
+        tick = T0 + timedelta(hours=hours)
+        result = await store.fire_cron_tick(
+            job.id,
+            tick_at=tick,
+            next_fire_at=tick + timedelta(hours=1),
+            task=None,
+            outcome=TickOutcome.SKIPPED,
+            reason="overlap",
+            now=tick,
+        )
+        assert result is None
+    ticks = await store.list_cron_ticks(job.id, limit=2)
+    assert [t.tick_at for t in ticks] == [T0 + timedelta(hours=2), T0 + timedelta(hours=1)]
+    assert ticks[0].reason == "overlap"
+    assert ticks[0].task_id is None
+    after = await store.get_cron_job(job.id)
+    assert after is not None
+    assert after.last_fire_at is None
+    assert after.next_fire_at == T0 + timedelta(hours=3)
+    with pytest.raises(CronJobNotFound):
+        await store.fire_cron_tick(
+            uuid.uuid4(),
+            tick_at=T0,
+            next_fire_at=None,
+            task=None,
+            outcome=TickOutcome.SKIPPED,
+            reason=None,
+            now=T0,
+        )
