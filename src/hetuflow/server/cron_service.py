@@ -1,0 +1,439 @@
+"""CronService: fires the due ticks of cron jobs, exactly once per (job, tick) across nodes.
+
+Every server node runs ``CronService(context).run()`` in the engine's task group. Each pass
+reads the enabled jobs whose ``next_fire_at`` falls within one dispatch lookahead from now
+(``Store.due_cron_jobs``) and settles each job's next tick with one ``Store.fire_cron_tick``
+call: fired (a task is created with ``scheduled_at = tick``) or skipped (with the reason).
+The database's unique key on (job, tick) lets exactly one node record a tick; the others
+lose and change nothing. A job moves forward one tick per call, so every node always races
+on the same key: the one the job points at.
+
+Two-level scheduling: a tick is fired ``[scheduler] dispatch_lookahead_seconds`` before it is
+due, the dispatcher hands its task to an agent at once, and the agent starts it at
+``scheduled_at``: never before, and not whenever a loop next wakes up.
+
+Policies (defaults in ``models.NewCronJob``; see docs/cron.md):
+
+* A tick more than ``MISFIRE_GRACE`` late was *missed* (no server ran, the job was disabled):
+  ``misfire_policy`` skip records them skipped; run_once runs one task now for all of them;
+  catch_up runs one task per missed tick, at most ``catch_up_limit`` (the most recent ones).
+* ``start_deadline_seconds``: a tick whose task could start only later than this after the
+  tick is recorded skipped, with how late it was.
+* ``overlap_policy`` when the job's previous task has not finished at the tick: allow; skip
+  the tick; queue (wait for it to finish, then run; ticks during its run are dropped, and a
+  tick while one run already waits is skipped); cancel_previous (cancel it, then fire).
+  A tick whose job has a running previous task is not fired ahead: it is decided at the tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from hetuflow.cron import CronSchedule, parse
+from hetuflow.errors import (
+    CronExpressionInvalid,
+    HetuflowError,
+    TaskAlreadyFinished,
+    TimeZoneInvalid,
+)
+from hetuflow.models import (
+    CronJob,
+    MisfirePolicy,
+    NewTask,
+    OverlapPolicy,
+    Task,
+    TaskStatus,
+    TickOutcome,
+)
+from hetuflow.server.context import ServerContext
+from hetuflow.server.tasks import TaskQueue
+from hetuflow.store.base import CRON_CHANGED, TASKS_READY
+
+log = logging.getLogger("hetuflow.cron")
+
+MISFIRE_GRACE = timedelta(seconds=1)
+"""A tick later than this when its job is looked at was missed (the misfire policy decides)."""
+MAX_SLEEP = timedelta(seconds=10)
+"""Longest wait between passes, in case a ``CRON_CHANGED`` wake-up is lost."""
+QUEUE_POLL = timedelta(milliseconds=250)
+"""How often a tick queued behind a running task checks whether that task finished."""
+RETRY_AFTER_ERROR = timedelta(seconds=1)
+BATCH = 200
+"""Jobs read per ``due_cron_jobs`` call; ``TASKS_READY`` is published after each batch."""
+MISSED_SCAN_LIMIT = 100_000
+"""Missed ticks counted at most per call (a per-second job down for a day has 86,400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What to record for the job's current tick, or ``defer_until`` to decide later."""
+
+    outcome: TickOutcome | None = None
+    reason: str | None = None
+    next_fire_at: datetime | None = None
+    task: NewTask | None = None
+    defer_until: datetime | None = None
+    cancel: Task | None = None
+    late: str | None = None  # for the misfire metric: what a policy did with a late tick
+
+
+class CronService:
+    """Fires due cron ticks for one server node. See the module docstring."""
+
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        self.store = context.store
+        self.clock = context.clock
+        self.lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
+        self.tasks = TaskQueue(
+            context.store, context.notifier, context.clock, context.config.scheduler
+        )
+        self._wake = asyncio.Event()
+        self._deferred: dict[UUID, datetime] = {}
+        self._schedules: dict[tuple[str, str], CronSchedule] = {}
+        self._order_salt = context.node_id.encode()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fire due ticks until cancelled; sleep until the next one is due (minus the
+        lookahead) or a ``CRON_CHANGED`` notification arrives."""
+        self.context.notifier.subscribe(CRON_CHANGED, self._on_changed)
+        while True:
+            try:
+                wake_at = await self.fire_due()
+            except Exception:
+                log.exception("cron pass failed; retrying in %s", RETRY_AFTER_ERROR)
+                self.context.metrics.database_error("cron_pass")
+                wake_at = self.clock.now() + RETRY_AFTER_ERROR
+            delay = (wake_at - self.clock.now()).total_seconds()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Re-read the jobs now (a job was created, changed, enabled or deleted)."""
+        self._deferred.clear()
+        self._wake.set()
+
+    def _on_changed(self, payload: str) -> None:
+        self.wake()
+
+    async def fire_due(self) -> datetime:
+        """Settle every tick due within the lookahead; return when the next pass is needed.
+
+        Called by ``run``; tests call it directly with a frozen clock.
+        """
+        settled: set[tuple[UUID, datetime | None]] = set()
+        while True:
+            now = self.clock.now()
+            jobs = await self.store.due_cron_jobs(
+                until=now + self.lookahead, limit=BATCH + len(self._deferred)
+            )
+            ready = [job for job in jobs if self._deferred.get(job.id, now) <= now]
+            ready.sort(key=lambda job: self._order(job, now))
+            progressed = False
+            fired: list[Task] = []
+            for job in ready[:BATCH]:
+                self._deferred.pop(job.id, None)
+                if (job.id, job.next_fire_at) in settled:
+                    # Recorded, yet the job still points at that tick: do not spin on it.
+                    log.warning("cron job %s did not advance past %s", job.id, job.next_fire_at)
+                    self._deferred[job.id] = now + RETRY_AFTER_ERROR
+                    continue
+                settled.add((job.id, job.next_fire_at))
+                try:
+                    wrote, task = await self._settle(job, now)
+                except HetuflowError as error:
+                    log.warning("cron job %s (%s): %s", job.name, job.id, error.message)
+                    self.context.metrics.database_error("fire_cron_tick")
+                    self._deferred[job.id] = now + RETRY_AFTER_ERROR
+                    continue
+                progressed |= wrote
+                if task is not None:
+                    fired.append(task)
+            if fired:
+                self.context.metrics.cron_fired(len(fired))
+                await self._publish(TASKS_READY)
+            if not progressed:
+                return await self._next_wake(now)
+
+    def _order(self, job: CronJob, now: datetime) -> tuple[datetime, bytes]:
+        # Earliest tick first; among jobs due at the same instant each node starts at a
+        # different place, so several nodes spread the work instead of queueing on one row.
+        digest = hashlib.blake2b(job.id.bytes, key=self._order_salt[:64], digest_size=8)
+        return job.next_fire_at or now, digest.digest()
+
+    async def _next_wake(self, now: datetime) -> datetime:
+        wake_at = now + MAX_SLEEP
+        for until in self._deferred.values():
+            wake_at = min(wake_at, until)
+        upcoming = await self.store.due_cron_jobs(
+            until=now + MAX_SLEEP + self.lookahead, limit=len(self._deferred) + 1
+        )
+        for job in upcoming:
+            if job.id not in self._deferred and job.next_fire_at is not None:
+                wake_at = min(wake_at, job.next_fire_at - self.lookahead)
+                break
+        return wake_at
+
+    # --- one job --------------------------------------------------------------------------
+
+    async def _settle(self, job: CronJob, now: datetime) -> tuple[bool, Task | None]:
+        """Decide and record the job's current tick. Returns (wrote, task created)."""
+        tick = job.next_fire_at
+        if tick is None:
+            return False, None
+        decision = await self._decide(job, tick, now)
+        if decision.defer_until is not None:
+            self._deferred[job.id] = decision.defer_until
+            return False, None
+        if decision.cancel is not None:
+            with contextlib.suppress(TaskAlreadyFinished):
+                await self.tasks.cancel(decision.cancel.id)
+        assert decision.outcome is not None
+        task = await self.store.fire_cron_tick(
+            job.id,
+            tick_at=tick,
+            next_fire_at=decision.next_fire_at,
+            task=decision.task,
+            outcome=decision.outcome,
+            reason=decision.reason,
+            now=now,
+        )
+        if decision.outcome is TickOutcome.SKIPPED:
+            self.context.metrics.cron_misfired("skipped")
+        elif decision.late is not None:
+            self.context.metrics.cron_misfired(decision.late)
+        if task is None:
+            await self._unstick(job, tick)
+        return True, task
+
+    async def _unstick(self, job: CronJob, tick: datetime) -> None:
+        """After a lost (or skipped) record: if the job still points at the same tick, the
+        tick was recorded before without advancing the job (its schedule was changed back
+        onto an old tick); move it past that tick so it cannot stall."""
+        current = await self.store.get_cron_job(job.id)
+        if current is None or current.next_fire_at != tick:
+            return
+        ticks = await self.store.list_cron_ticks(job.id, limit=1)
+        if not ticks or ticks[0].tick_at < tick:
+            return
+        schedule = self._schedule(current)
+        log.warning("cron job %s pointed at already recorded tick %s; moving on", job.id, tick)
+        await self.store.update_cron_job(
+            job.id, {"next_fire_at": schedule.next_after(ticks[0].tick_at)}, now=self.clock.now()
+        )
+
+    def _schedule(self, job: CronJob) -> CronSchedule:
+        key = (job.cron_expression, job.timezone)
+        schedule = self._schedules.get(key)
+        if schedule is None:
+            if len(self._schedules) > 10_000:
+                self._schedules.clear()
+            schedule = self._schedules[key] = parse(job.cron_expression, job.timezone)
+        return schedule
+
+    async def _decide(self, job: CronJob, tick: datetime, now: datetime) -> _Decision:
+        try:
+            schedule = self._schedule(job)
+        except (CronExpressionInvalid, TimeZoneInvalid) as error:
+            return _skip(f"cannot be scheduled: {error.message}; fix it to resume", None)
+        previous = await self._previous(job)
+        if job.overlap_policy is OverlapPolicy.QUEUE and previous is not None and tick <= now:
+            queued = _queued(job, schedule, tick, now, previous)
+            if queued is not None:
+                return queued
+        if tick < now - MISFIRE_GRACE:
+            return self._missed(job, schedule, tick, now, previous)
+        next_fire_at = _next(schedule, tick)
+        if job.start_deadline_seconds is not None:
+            late = now - tick
+            if late > timedelta(seconds=job.start_deadline_seconds):
+                return _skip(_deadline_reason(job, late), next_fire_at)
+        return _run(job, tick, tick, next_fire_at, now, previous, reason=None)
+
+    async def _previous(self, job: CronJob) -> Task | None:
+        """The job's last task if it has not finished and the overlap policy cares (or, for
+        ``queue``, also a finished one: when it finished tells which ticks waited for it)."""
+        if job.overlap_policy is OverlapPolicy.ALLOW or job.last_task_id is None:
+            return None
+        task = await self.store.get_task(job.last_task_id)
+        if task is None:
+            return None
+        if task.status.is_terminal and job.overlap_policy is not OverlapPolicy.QUEUE:
+            return None
+        return task
+
+    def _missed(
+        self,
+        job: CronJob,
+        schedule: CronSchedule,
+        tick: datetime,
+        now: datetime,
+        previous: Task | None,
+    ) -> _Decision:
+        """``tick`` and maybe more ticks are missed; the misfire policy decides."""
+        cutoff = now - MISFIRE_GRACE - timedelta(microseconds=1)
+        missed = [tick, *schedule.ticks_between(tick, cutoff, MISSED_SCAN_LIMIT)]
+        span = _span(missed)
+        after = _next(schedule, missed[-1])
+        if job.misfire_policy is MisfirePolicy.SKIP:
+            return _skip(
+                f"missed {span} (no server ran or the job was disabled); misfire_policy=skip", after
+            )
+        if job.misfire_policy is MisfirePolicy.RUN_ONCE:
+            reason = f"ran once now for {span}" if len(missed) > 1 else "ran late (missed tick)"
+            return self._late_run(job, missed[-1], tick, after, now, previous, reason)
+        limit = max(job.catch_up_limit, 0)
+        if len(missed) > limit:
+            dropped = len(missed) - limit
+            resume = missed[dropped] if limit else after
+            return _skip(
+                f"missed {span}; catch_up_limit={limit}: the oldest {dropped} skipped", resume
+            )
+        return self._late_run(job, tick, tick, _next(schedule, tick), now, previous, "caught up")
+
+    def _late_run(
+        self,
+        job: CronJob,
+        latest: datetime,
+        tick: datetime,
+        next_fire_at: datetime | None,
+        now: datetime,
+        previous: Task | None,
+        reason: str,
+    ) -> _Decision:
+        if job.start_deadline_seconds is not None:
+            late = now - latest
+            if late > timedelta(seconds=job.start_deadline_seconds):
+                return _skip(_deadline_reason(job, late), next_fire_at)
+        decision = _run(job, tick, None, next_fire_at, now, previous, reason=reason)
+        if decision.outcome is TickOutcome.FIRED:
+            return replace(decision, late=job.misfire_policy.value)
+        return decision
+
+    async def _publish(self, channel: str) -> None:
+        try:
+            await self.context.notifier.publish(channel)
+        except Exception:
+            log.warning("could not publish %s", channel, exc_info=True)
+
+
+# --- decisions (pure) ---------------------------------------------------------------------
+
+
+def _queued(
+    job: CronJob, schedule: CronSchedule, tick: datetime, now: datetime, previous: Task
+) -> _Decision | None:
+    """``overlap_policy=queue`` with the tick due: wait, skip or run the queued tick.
+
+    None when the previous task finished before the tick (nothing was queued)."""
+    if previous.status is TaskStatus.PENDING:
+        return _skip(
+            f"overlap_policy=queue: task {previous.id} already waits to run", _next(schedule, tick)
+        )
+    if not previous.status.is_terminal:
+        return _Decision(defer_until=now + QUEUE_POLL)
+    finished = previous.finished_at or previous.updated_at
+    if finished <= tick:
+        return None
+    dropped = schedule.ticks_between(tick, finished, MISSED_SCAN_LIMIT)
+    reason = f"waited for task {previous.id} to finish"
+    if dropped:
+        reason += f"; {_span(dropped)} during its run dropped"
+    next_fire_at = _next(schedule, dropped[-1] if dropped else tick)
+    return _Decision(
+        outcome=TickOutcome.FIRED,
+        reason=reason,
+        next_fire_at=next_fire_at,
+        task=_new_task(job, tick, None),
+        late="queued",
+    )
+
+
+def _run(
+    job: CronJob,
+    tick: datetime,
+    scheduled_at: datetime | None,
+    next_fire_at: datetime | None,
+    now: datetime,
+    previous: Task | None,
+    *,
+    reason: str | None,
+) -> _Decision:
+    """Fire the tick, unless the previous task is still busy and the overlap policy says no."""
+    busy = previous is not None and not previous.status.is_terminal
+    cancel: Task | None = None
+    if busy and previous is not None and job.overlap_policy is not OverlapPolicy.ALLOW:
+        if tick > now:
+            return _Decision(defer_until=tick)  # decide at the tick, not ahead
+        if job.overlap_policy is OverlapPolicy.SKIP:
+            return _skip(
+                f"overlap_policy=skip: task {previous.id} is still {previous.status}",
+                next_fire_at,
+            )
+        if job.overlap_policy is OverlapPolicy.CANCEL_PREVIOUS:
+            cancel = previous
+            note = f"cancelled task {previous.id} ({previous.status})"
+            reason = f"{reason}; {note}" if reason else note
+    return _Decision(
+        outcome=TickOutcome.FIRED,
+        reason=reason,
+        next_fire_at=next_fire_at,
+        task=_new_task(job, tick, scheduled_at),
+        cancel=cancel,
+    )
+
+
+def _new_task(job: CronJob, tick: datetime, scheduled_at: datetime | None) -> NewTask:
+    return NewTask(
+        name=job.name,
+        task_type=job.task_type,
+        payload=job.payload,
+        priority=job.priority,
+        required_capabilities=job.required_capabilities,
+        scheduled_at=scheduled_at,
+        timeout_seconds=job.timeout_seconds,
+        retry=job.retry,
+        cron_job_id=job.id,
+        cron_tick_at=tick,
+    )
+
+
+def _skip(reason: str, next_fire_at: datetime | None) -> _Decision:
+    return _Decision(outcome=TickOutcome.SKIPPED, reason=reason, next_fire_at=next_fire_at)
+
+
+def _next(schedule: CronSchedule, after: datetime) -> datetime | None:
+    try:
+        return schedule.next_after(after)
+    except CronExpressionInvalid:
+        return None
+
+
+def _span(ticks: Sequence[datetime]) -> str:
+    first, last = ticks[0], ticks[-1]
+    more = "+" if len(ticks) >= MISSED_SCAN_LIMIT else ""
+    if len(ticks) == 1:
+        return f"1 tick ({_iso(first)})"
+    return f"{len(ticks)}{more} ticks ({_iso(first)} to {_iso(last)})"
+
+
+def _deadline_reason(job: CronJob, late: timedelta) -> str:
+    return (
+        f"start deadline of {job.start_deadline_seconds:g}s passed: "
+        f"{late.total_seconds():.3f}s late"
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
