@@ -1,28 +1,106 @@
-"""SchedulerEngine: owns the background loops of one server node.
+"""SchedulerEngine: the background loops of one server node, in one task group.
 
-PLACEHOLDER while the agents issue is built: runs no loop yet.
+Built once by the app factory. ``run`` subscribes to the Notifier channels, starts every loop
+(dispatcher, result writer, heartbeat flush, reaper, grace, cancel routing, cleanup and, when
+present, the cron service) in one ``asyncio.TaskGroup``, sets ``started`` and runs until
+cancelled. On the way out it closes every agent connection with 1001 (going away) so agents
+reconnect, to another node if there is one, and writes the reports still queued.
 """
 
 from __future__ import annotations
 
 import asyncio
-
-from fastapi import WebSocket
+import contextlib
+import importlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from hetuflow.server.context import ServerContext
+from hetuflow.server.dispatch import TaskDispatcher
+from hetuflow.server.gateway import AGENT_CONNECTED, GatewaySvc
+from hetuflow.server.lifecycle import LifecycleSvc
+from hetuflow.server.reconcile import Reconciler
+from hetuflow.server.registry import CLOSE_GOING_AWAY, AgentSvc
+from hetuflow.server.results import LogBudget, ResultWriter
+from hetuflow.store.base import TASK_CANCEL, TASKS_READY
 
-
-class _Gateway:
-    async def endpoint(self, websocket: WebSocket) -> None:
-        await websocket.close(code=1013)
+logger = logging.getLogger(__name__)
 
 
 class SchedulerEngine:
     def __init__(self, context: ServerContext) -> None:
         self.context = context
         self.started = asyncio.Event()
-        self.gateway = _Gateway()
+        scheduler = context.config.scheduler
+        self.agents = AgentSvc(context.metrics)
+        self.dispatcher = TaskDispatcher(context, self.agents)
+        self.results = ResultWriter(
+            context.store,
+            context.clock,
+            context.metrics,
+            LogBudget(scheduler.max_log_bytes_per_attempt, scheduler.max_log_line_bytes),
+            self._attempts_finished,
+        )
+        self.lifecycle = LifecycleSvc(context, self.agents)
+        self.reconciler = Reconciler(context, self.agents, self.results)
+        self.gateway = GatewaySvc(
+            context,
+            self.agents,
+            self.results,
+            self.dispatcher,
+            self.reconciler,
+            on_disconnect=self.lifecycle.begin_grace,
+        )
+
+    async def _attempts_finished(self) -> None:
+        """Results were accepted: slots are free here, and retries or the global limit may
+        let any node dispatch more."""
+        self.dispatcher.wake()
+        await self.context.notifier.publish(TASKS_READY, "")
+
+    def _loops(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]]:
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]] = [
+            ("dispatcher", self.dispatcher.run),
+            ("result-writer", self.results.run),
+            ("heartbeats", self.gateway.run_heartbeats),
+            ("reaper", self.lifecycle.run_reaper),
+            ("reconnect-grace", self.lifecycle.run_grace),
+            ("cancel-routing", self.lifecycle.run_cancels),
+            ("cleanup", self.lifecycle.run_cleanup),
+        ]
+        cron = _cron_service(self.context)
+        if cron is not None:
+            loops.append(("cron", cron))
+        return loops
 
     async def run(self) -> None:
-        self.started.set()
-        await asyncio.Event().wait()
+        notifier = self.context.notifier
+        notifier.subscribe(TASKS_READY, self.dispatcher.wake)
+        notifier.subscribe(TASK_CANCEL, self.lifecycle.on_task_cancel)
+        notifier.subscribe(AGENT_CONNECTED, self.gateway.on_agent_connected)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, loop in self._loops():
+                    group.create_task(loop(), name=f"hetuflow-{name}")
+                self.started.set()
+        finally:
+            await asyncio.shield(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        await self.gateway.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        with contextlib.suppress(Exception):
+            await self.results.flush()
+
+
+def _cron_service(context: ServerContext) -> Callable[[], Coroutine[Any, Any, Any]] | None:
+    """``CronService(context).run`` once the cron module exists (built by another issue)."""
+    try:
+        module = importlib.import_module("hetuflow.server.cron_service")
+    except ModuleNotFoundError as missing:
+        if missing.name != "hetuflow.server.cron_service":
+            raise
+        return None
+    service = module.CronService(context)
+    run: Callable[[], Coroutine[Any, Any, Any]] = service.run
+    return run

@@ -1,0 +1,140 @@
+"""TaskDispatcher: event-driven claim and push.
+
+The dispatcher sleeps until something can change what is dispatchable: tasks became ready
+(``TASKS_READY`` from this node or, through PostgreSQL ``LISTEN/NOTIFY``, from any node), a
+slot was freed, an agent connected, or the earliest future ``scheduled_at`` comes within the
+lookahead window. There is no polling timer.
+
+A round makes one ``claim_tasks`` call for every group of agents with free slots and pushes
+one ``TaskDispatch`` frame per agent. Tasks due within ``dispatch_lookahead_seconds`` are
+handed out early with ``start_at`` so the agent starts them on the exact instant. While a
+round fills every offered slot another round follows at once (more work may be waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from hetuflow.models import Dispatch
+from hetuflow.server.context import ServerContext
+from hetuflow.server.registry import AgentConnection, AgentSvc
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_ERROR_SECONDS = 0.5
+
+
+class TaskDispatcher:
+    def __init__(self, context: ServerContext, agents: AgentSvc) -> None:
+        self._context = context
+        self._agents = agents
+        self._wake = asyncio.Event()
+        self.rounds = 0
+
+    def wake(self, payload: str = "") -> None:
+        """Ask for a dispatch round (a Notifier callback, or called directly)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        clock = self._context.clock
+        deadline: float | None = None
+        self._wake.set()
+        while True:
+            if deadline is None:
+                await self._wake.wait()
+            else:
+                try:
+                    async with asyncio.timeout(max(deadline - clock.monotonic(), 0.0)):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            try:
+                deadline = await self.dispatch()
+            except Exception:
+                self._context.metrics.database_error("claim_tasks")
+                logger.exception("dispatch round failed; retrying")
+                deadline = clock.monotonic() + RETRY_AFTER_ERROR_SECONDS
+
+    async def dispatch(self) -> float | None:
+        """Claim and push until no offered slot is left or nothing more is ready.
+
+        Returns the monotonic instant at which a round is next due because a task's
+        ``scheduled_at`` enters the lookahead window (None: nothing scheduled, or no free slot
+        that such a task could take: a freed slot wakes the dispatcher anyway).
+        """
+        while True:
+            claimed, offered = await self._round()
+            if offered == 0:
+                return None
+            if claimed < offered:
+                return await self._next_due()
+
+    async def _round(self) -> tuple[int, int]:
+        scheduler = self._context.config.scheduler
+        clock = self._context.clock
+        async with self._agents.lock:
+            groups = self._agents.claim_groups()
+            offered = sum(group.free_slots for group in groups)
+            if offered == 0:
+                return 0, 0
+            now = clock.now()
+            dispatches = await self._context.store.claim_tasks(
+                groups,
+                now=now,
+                until=now + timedelta(seconds=scheduler.dispatch_lookahead_seconds),
+                global_limit=scheduler.max_concurrent_tasks,
+            )
+            self.rounds += 1
+            self._route(dispatches)
+        return len(dispatches), offered
+
+    def _route(self, dispatches: list[Dispatch]) -> None:
+        """Record each claimed attempt on its agent's connection and queue one frame each."""
+        if not dispatches:
+            return
+        now = self._context.clock.now()
+        metrics = self._context.metrics
+        frames: dict[UUID, tuple[AgentConnection, list[dict[str, Any]]]] = {}
+        for dispatch in dispatches:
+            task = dispatch.task
+            entry = frames.get(dispatch.agent_id)
+            if entry is None:
+                connection = self._agents.current(dispatch.agent_id)
+                if connection is None:
+                    # Gone since the offer: its disconnect (grace, then release) gives the
+                    # attempt back; it cannot be pushed anywhere else.
+                    continue
+                entry = frames[dispatch.agent_id] = (connection, [])
+            connection = entry[0]
+            connection.held[task.id] = (dispatch.attempt, task.task_type)
+            start_at = task.scheduled_at if task.scheduled_at > now else None
+            entry[1].append(
+                {
+                    "task_id": str(task.id),
+                    "attempt": dispatch.attempt,
+                    "name": task.name,
+                    "task_type": task.task_type,
+                    "payload": task.payload,
+                    "priority": task.priority.value,
+                    "timeout_seconds": task.timeout_seconds,
+                    "start_at": start_at,
+                }
+            )
+            metrics.task_dispatched(task.task_type, (now - task.scheduled_at).total_seconds())
+        for connection, tasks in frames.values():
+            connection.send_dispatch(tasks)
+
+    async def _next_due(self) -> float | None:
+        context = self._context
+        lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
+        now = context.clock.now()
+        upcoming = await context.store.next_scheduled_at(now=now + lookahead)
+        if upcoming is None:
+            return None
+        wait = (upcoming - lookahead - now).total_seconds()
+        return context.clock.monotonic() + max(wait, 0.0)

@@ -1,0 +1,529 @@
+"""GatewaySvc: the ``/ws`` endpoint that agents connect to (docs/protocol.md).
+
+Per connection, one reader and one writer coroutine, both owned by the endpoint call (no
+task outlives it). The reader decodes each frame and acts on it without waiting for the
+database: reports go to the ResultWriter's batches, frames to the connection's outbox. The
+writer drains the outbox and sends everything pending back to back.
+
+A frame that is not valid JSON, has an unknown type or a bad field, or comes out of order gets
+an ``Error`` naming the problem and the connection carries on; more than ``bad_frame_limit``
+of them within ``bad_frame_window_seconds`` close it with 1008 (policy violation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from fastapi import WebSocket
+
+from hetuflow.errors import AgentNotFound
+from hetuflow.models import (
+    AgentRegistration,
+    AgentStatus,
+    AttemptOutcome,
+    AttemptRef,
+    AttemptResult,
+    AttemptStart,
+    LogLine,
+)
+from hetuflow.protocol import (
+    PROTOCOL_VERSION,
+    AgentCapabilities,
+    AgentDraining,
+    AgentHeartbeat,
+    AgentMessage,
+    ProtocolViolation,
+    TaskLogs,
+    TaskOutcomeField,
+    TaskProgress,
+    TaskResult,
+    TaskResults,
+    TaskStarted,
+    decode_agent_message,
+)
+from hetuflow.server.context import ServerContext
+from hetuflow.server.dispatch import TaskDispatcher
+from hetuflow.server.reconcile import Reconciler, parse_uuid
+from hetuflow.server.registry import (
+    CLOSE_AGENT_NOT_FOUND,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_VERSION,
+    CLOSE_REGISTRATION_TIMEOUT,
+    CLOSE_SUPERSEDED,
+    CLOSE_TRY_AGAIN_LATER,
+    AgentConnection,
+    AgentSvc,
+    encode_frame,
+)
+from hetuflow.server.results import ResultWriter
+
+logger = logging.getLogger(__name__)
+
+AGENT_CONNECTED = "hetuflow_agent_connected"
+"""Notifier channel, payload ``<agent_id>:<session>``: a node holding an older connection of
+that agent closes it (the agent reconnected elsewhere)."""
+
+CLOSE_SERVICE_RESTART = 1012  # uvicorn closes every WebSocket with it when the server stops
+
+
+class GatewaySvc:
+    def __init__(
+        self,
+        context: ServerContext,
+        agents: AgentSvc,
+        results: ResultWriter,
+        dispatcher: TaskDispatcher,
+        reconciler: Reconciler,
+        *,
+        on_disconnect: Callable[[AgentConnection], None],
+        bad_frame_limit: int = 20,
+        bad_frame_window_seconds: float = 10.0,
+    ) -> None:
+        self._context = context
+        self._agents = agents
+        self._results = results
+        self._dispatcher = dispatcher
+        self._reconciler = reconciler
+        self._on_disconnect = on_disconnect
+        self.bad_frame_limit = bad_frame_limit
+        self.bad_frame_window_seconds = bad_frame_window_seconds
+        self.connections: set[AgentConnection] = set()
+        """Every open WebSocket of the node, registered or not."""
+        self.stopping = False
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+
+    # --- the endpoint -------------------------------------------------------------------
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        """Serve one agent connection until either side closes it."""
+        await websocket.accept()
+        connection = AgentConnection(websocket, self._context.clock.monotonic())
+        if self.stopping:
+            connection.close(1001, "server shutting down")
+        self.connections.add(connection)
+        self._all_closed.clear()
+        try:
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(self._read(connection))
+                writer = group.create_task(self._write(connection))
+
+                def reader_done(_: asyncio.Task[None]) -> None:
+                    if connection.disconnect_code is not None:
+                        writer.cancel()  # the peer is gone: nothing more to send
+
+                reader.add_done_callback(reader_done)
+                writer.add_done_callback(lambda _: reader.cancel())
+        finally:
+            self.connections.discard(connection)
+            if not self.connections:
+                self._all_closed.set()
+            self._disconnected(connection)
+
+    def _disconnected(self, connection: AgentConnection) -> None:
+        if not self._agents.detach(connection):
+            return  # never registered, or superseded by a newer connection
+        if self.stopping or connection.disconnect_code == CLOSE_SERVICE_RESTART:
+            return  # this node stops: the agent reconnects elsewhere with its work
+        self._on_disconnect(connection)
+
+    async def _write(self, connection: AgentConnection) -> None:
+        websocket = connection.websocket
+        metrics = self._context.metrics
+        try:
+            while True:
+                frames = await connection.next_frames()
+                for message_type, item in frames:
+                    if message_type == "TaskDispatch":
+                        item = encode_frame({"type": "TaskDispatch", "tasks": item})
+                    await websocket.send_text(item)
+                    metrics.ws_message("out", message_type)
+                if connection.close_code is not None:
+                    await websocket.close(connection.close_code, connection.close_reason)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the socket failed: the reader sees the disconnect
+            logger.debug("writing to agent %s failed: %r", connection.name, error)
+
+    async def _read(self, connection: AgentConnection) -> None:
+        websocket = connection.websocket
+        clock = self._context.clock
+        scheduler = self._context.config.scheduler
+        deadline = clock.monotonic() + scheduler.heartbeat_interval_seconds * (
+            scheduler.heartbeat_misses
+        )
+        while connection.close_code is None:
+            try:
+                if connection.registered:
+                    message = await websocket.receive()
+                else:
+                    async with asyncio.timeout(max(deadline - clock.monotonic(), 0.0)):
+                        message = await websocket.receive()
+            except TimeoutError:
+                connection.close(CLOSE_REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
+                return
+            except Exception:  # the transport broke
+                connection.disconnect_code = 1006
+                return
+            if message["type"] == "websocket.disconnect":
+                connection.disconnect_code = int(message.get("code") or 1005)
+                return
+            frame = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            connection.last_seen = clock.monotonic()
+            connection.seen = True
+            try:
+                decoded = decode_agent_message(frame)
+            except ProtocolViolation as problem:
+                self._bad_frame(connection, "protocol_violation", problem.message, None)
+                continue
+            self._context.metrics.ws_message("in", decoded.type)
+            await self._handle(connection, decoded)
+
+    def _bad_frame(
+        self,
+        connection: AgentConnection,
+        code: str,
+        problem: str,
+        message_type: str | None,
+        task_id: str | None = None,
+    ) -> None:
+        connection.send_error(code, problem, message_type=message_type, task_id=task_id)
+        now = self._context.clock.monotonic()
+        frames = connection.bad_frames
+        frames.append(now)
+        while frames and frames[0] < now - self.bad_frame_window_seconds:
+            frames.popleft()
+        if len(frames) > self.bad_frame_limit:
+            connection.close(
+                CLOSE_POLICY_VIOLATION,
+                f"more than {self.bad_frame_limit} bad frames in "
+                f"{self.bad_frame_window_seconds:g} s",
+            )
+
+    # --- messages -----------------------------------------------------------------------
+
+    async def _handle(self, connection: AgentConnection, message: AgentMessage) -> None:
+        if isinstance(message, AgentCapabilities):
+            await self._register(connection, message)
+            return
+        if not connection.registered:
+            self._bad_frame(
+                connection,
+                "not_registered",
+                f"{message.type} before registration: send AgentCapabilities first",
+                message.type,
+            )
+            return
+        if isinstance(message, TaskResult):
+            self._on_results(connection, (message,), message.type)
+        elif isinstance(message, TaskResults):
+            self._on_results(connection, message.results, message.type)
+        elif isinstance(message, TaskLogs):
+            self._on_logs(connection, message)
+        elif isinstance(message, TaskStarted):
+            self._on_started(connection, message)
+        elif isinstance(message, TaskProgress):
+            self._on_progress(connection, message)
+        elif isinstance(message, AgentHeartbeat):
+            self._on_heartbeat(connection, message)
+        elif isinstance(message, AgentDraining):
+            await self._on_draining(connection)
+        # TaskAccepted and Pong only prove the agent is alive (last_seen, set above).
+
+    async def _register(self, connection: AgentConnection, message: AgentCapabilities) -> None:
+        context = self._context
+        if message.protocol_version != PROTOCOL_VERSION:
+            connection.send_error(
+                "protocol_version_unsupported",
+                f"protocol version {message.protocol_version} is not supported; "
+                f"this server speaks version {PROTOCOL_VERSION}",
+                message_type=message.type,
+            )
+            connection.close(CLOSE_PROTOCOL_VERSION, "protocol version not supported")
+            return
+        registration = self._registration(connection, message)
+        if registration is None:
+            return
+        try:
+            agent = await context.store.connect_agent(
+                registration, node_id=context.node_id, now=context.clock.now()
+            )
+        except AgentNotFound as problem:
+            connection.send_error("agent_not_found", problem.message, message_type=message.type)
+            connection.close(CLOSE_AGENT_NOT_FOUND, "unknown agent id")
+            return
+        except Exception:
+            logger.exception("registering agent failed")
+            context.metrics.database_error("connect_agent")
+            connection.send_error(
+                "store_unavailable", "the server could not record the registration; retry"
+            )
+            connection.close(CLOSE_TRY_AGAIN_LATER, "database unavailable")
+            return
+        if connection.registered:
+            # A repeated AgentCapabilities updates what the agent declares.
+            connection.session = agent.session
+            connection.task_types = frozenset(agent.supported_task_types)
+            connection.capabilities = frozenset(agent.capabilities)
+            connection.max_slots = agent.max_concurrent_tasks
+            connection.enabled = agent.enabled
+            connection.send_message(self._registered_frame(connection))
+        else:
+            unreported = await self._reconciler.attach(connection, agent, message.running)
+            if unreported is None:
+                return
+            # Unreported attempts get one heartbeat interval for their buffered results.
+            connection.next_reconcile = context.clock.monotonic() + (
+                context.config.scheduler.heartbeat_interval_seconds
+                if unreported
+                else reconcile_interval(context)
+            )
+            logger.info("agent %s (%s) connected", agent.name, agent.id)
+            await context.notifier.publish(AGENT_CONNECTED, f"{agent.id}:{agent.session}")
+        self._dispatcher.wake()
+
+    def _registration(
+        self, connection: AgentConnection, message: AgentCapabilities
+    ) -> AgentRegistration | None:
+        capabilities = message.capabilities
+        agent_id: UUID | None = connection.agent_id
+        name = message.name
+        if agent_id is None and message.agent_id:
+            agent_id = parse_uuid(message.agent_id)
+            if agent_id is None:
+                name = name or message.agent_id  # a name where an id was expected
+        return AgentRegistration(
+            capabilities=tuple(capabilities.capabilities),
+            supported_task_types=tuple(capabilities.supported_task_types),
+            max_concurrent_tasks=capabilities.max_concurrent_tasks,
+            agent_id=agent_id,
+            name=None if connection.registered else name,
+        )
+
+    def _registered_frame(self, connection: AgentConnection) -> dict[str, Any]:
+        return {
+            "type": "AgentRegistered",
+            "agent_id": str(connection.agent_id),
+            "name": connection.name,
+            "protocol_version": PROTOCOL_VERSION,
+            "heartbeat_interval_seconds": self._context.config.scheduler.heartbeat_interval_seconds,
+            "server_time": self._context.clock.now().isoformat(),
+            "superseded": [],
+        }
+
+    def _task_id(self, connection: AgentConnection, text: str, message_type: str) -> UUID | None:
+        task_id = parse_uuid(text)
+        if task_id is None:
+            self._bad_frame(
+                connection,
+                "invalid_task_id",
+                f"task_id {text!r} is not a task id",
+                message_type,
+                text[:100],
+            )
+        return task_id
+
+    def _on_results(
+        self,
+        connection: AgentConnection,
+        entries: tuple[TaskOutcomeField, ...] | list[TaskOutcomeField],
+        message_type: str,
+    ) -> None:
+        now = self._context.clock.now()
+        agent_id = connection.agent_id
+        assert agent_id is not None
+        for entry in entries:
+            task_id = self._task_id(connection, entry.task_id, message_type)
+            if task_id is None:
+                continue
+            attempt = entry.attempt
+            held = connection.held.get(task_id)
+            held_type = held[1] if held is not None else "unknown"
+            if attempt is None:
+                if held is None:
+                    self._bad_frame(
+                        connection,
+                        "unknown_attempt",
+                        "this agent holds no attempt of that task; a result for an earlier "
+                        "attempt must name it in 'attempt'",
+                        message_type,
+                        entry.task_id,
+                    )
+                    continue
+                attempt = held[0]
+            connection.finished(task_id, attempt)
+            if entry.started_at is not None:  # a start folded into the result
+                self._results.add_start(
+                    AttemptStart(
+                        AttemptRef(task_id, attempt, agent_id), _aware(entry.started_at, now)
+                    ),
+                    held_type,
+                    connection,
+                    quiet=True,
+                )
+            outcome = AttemptOutcome(entry.resolved_outcome())
+            error = entry.error
+            if error is None and entry.exit_code and outcome is not AttemptOutcome.SUCCEEDED:
+                error = f"exit code {entry.exit_code}"
+            self._results.add_result(
+                AttemptResult(
+                    ref=AttemptRef(task_id, attempt, agent_id),
+                    outcome=outcome,
+                    result=entry.result,
+                    error=error,
+                    finished_at=_aware(entry.finished_at, now),
+                ),
+                connection,
+            )
+
+    def _on_started(self, connection: AgentConnection, message: TaskStarted) -> None:
+        task_id = self._task_id(connection, message.task_id, message.type)
+        if task_id is None:
+            return
+        assert connection.agent_id is not None
+        held = connection.held.get(task_id)
+        self._results.add_start(
+            AttemptStart(
+                ref=AttemptRef(task_id, message.attempt, connection.agent_id),
+                started_at=_aware(message.started_at, self._context.clock.now()),
+            ),
+            held[1] if held is not None else "unknown",
+            connection,
+        )
+
+    def _on_progress(self, connection: AgentConnection, message: TaskProgress) -> None:
+        task_id = self._task_id(connection, message.task_id, message.type)
+        if task_id is None:
+            return
+        assert connection.agent_id is not None
+        if connection.holds(task_id, message.attempt):
+            ref = AttemptRef(task_id, message.attempt, connection.agent_id)
+            self._results.add_progress(ref, message.progress)
+        elif (task_id, message.attempt) not in connection.recently_finished:
+            connection.send_cancel(task_id, message.attempt, "superseded")
+
+    def _on_logs(self, connection: AgentConnection, message: TaskLogs) -> None:
+        now = self._context.clock.now()
+        budget = self._results.budget
+        lines: list[LogLine] = []
+        for entry in message.lines:
+            task_id = self._task_id(connection, entry.task_id, message.type)
+            if task_id is None:
+                continue
+            attempt = entry.attempt
+            if (
+                not connection.holds(task_id, attempt)
+                and (task_id, attempt) not in connection.recently_finished
+            ):
+                connection.send_cancel(task_id, attempt, "superseded")
+                continue
+            text = budget.admit(task_id, attempt, entry.line)
+            if text is not None:
+                lines.append(LogLine(task_id, attempt, entry.stream, text, _aware(entry.at, now)))
+        self._results.add_logs(lines)
+
+    def _on_heartbeat(self, connection: AgentConnection, message: AgentHeartbeat) -> None:
+        if message.running is None:
+            return
+        for item in message.running:
+            task_id = parse_uuid(item.task_id)
+            if task_id is None or connection.holds(task_id, item.attempt):
+                continue
+            if (task_id, item.attempt) not in connection.recently_finished:
+                connection.send_cancel(task_id, item.attempt, "superseded")
+
+    async def _on_draining(self, connection: AgentConnection) -> None:
+        connection.draining = True
+        assert connection.agent_id is not None
+        context = self._context
+        try:
+            await context.store.set_agent_status(
+                connection.agent_id,
+                AgentStatus.DRAINING,
+                session=connection.session,
+                now=context.clock.now(),
+            )
+        except Exception:
+            context.metrics.database_error("set_agent_status")
+            logger.exception("recording that agent %s drains failed", connection.name)
+
+    # --- node-wide ------------------------------------------------------------------------
+
+    def on_agent_connected(self, payload: str) -> None:
+        """Notifier callback: an agent registered somewhere; drop an older connection here."""
+        agent_text, _, session_text = payload.partition(":")
+        agent_id = parse_uuid(agent_text)
+        if agent_id is None or not session_text.isdigit():
+            return
+        connection = self._agents.current(agent_id)
+        if connection is not None and connection.session < int(session_text):
+            self._agents.detach(connection)
+            connection.close(CLOSE_SUPERSEDED, "superseded by a newer connection of this agent")
+
+    async def flush_heartbeats(self) -> None:
+        """Record a heartbeat for every agent heard from since the last flush (one call)."""
+        seen = [c for c in self._agents if c.seen and c.agent_id is not None]
+        if not seen:
+            return
+        for connection in seen:
+            connection.seen = False
+        try:
+            await self._context.store.record_heartbeats(
+                [c.agent_id for c in seen if c.agent_id is not None], now=self._context.clock.now()
+            )
+        except BaseException:
+            for connection in seen:
+                connection.seen = True
+            raise
+
+    async def run_heartbeats(self) -> None:
+        """Engine loop: flush heartbeats every couple of seconds, and reconcile when due."""
+        scheduler = self._context.config.scheduler
+        period = min(2.0, scheduler.heartbeat_interval_seconds / 2)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.flush_heartbeats()
+                await self._reconcile_due()
+            except Exception:
+                self._context.metrics.database_error("record_heartbeats")
+                logger.exception("recording heartbeats failed")
+
+    async def _reconcile_due(self) -> None:
+        now = self._context.clock.monotonic()
+        for connection in self._agents:
+            if connection.next_reconcile <= now and not connection.closing:
+                connection.next_reconcile = now + reconcile_interval(self._context)
+                await self._reconciler.reconcile(connection, set())
+
+    async def close_all(self, code: int, reason: str, timeout_seconds: float = 2.0) -> None:
+        """Close every connection (shutdown) and wait for their endpoints to finish."""
+        self.stopping = True
+        for connection in list(self.connections):
+            connection.close(code, reason)
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self._all_closed.wait()
+        except TimeoutError:
+            logger.warning("%d agent connection(s) still open at shutdown", len(self.connections))
+
+
+def reconcile_interval(context: ServerContext) -> float:
+    scheduler = context.config.scheduler
+    return scheduler.heartbeat_interval_seconds * scheduler.heartbeat_misses * 2
+
+
+def _aware(value: datetime | None, default: datetime) -> datetime:
+    if value is None or value.tzinfo is None or value.utcoffset() is None:
+        return default
+    if value.utcoffset() == timedelta(0) and value.tzinfo is UTC:
+        return value
+    return value.astimezone(UTC)

@@ -1,0 +1,166 @@
+"""Registration and reconciliation: what an agent runs versus what the database says it holds.
+
+On registration the agent lists the attempts it is still running (``AgentCapabilities.running``).
+Each one is compared with the database: an attempt that is still the task's current one and
+held by this agent is kept (it continues, nothing runs twice); any other is superseded and
+listed in ``AgentRegistered.superseded`` so the agent stops it. Attempts the database says the
+agent holds but it does not report are released (back to pending, re-dispatched at once).
+
+Periodically (every ``heartbeat_interval * heartbeat_misses * 2``) the same comparison runs for
+each connected agent, keeping what the connection holds plus what the agent last reported:
+an attempt claimed for the agent through a stale connection on another node (which the agent
+never received) is given back instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from uuid import UUID
+
+from hetuflow.models import (
+    ACTIVE_TASK_STATUSES,
+    Agent,
+    AttemptRef,
+    Task,
+    TaskFilter,
+    TaskStatus,
+)
+from hetuflow.protocol import PROTOCOL_VERSION, RunningAttempt
+from hetuflow.server.context import ServerContext
+from hetuflow.server.registry import CLOSE_SUPERSEDED, AgentConnection, AgentSvc
+from hetuflow.server.results import ResultWriter
+from hetuflow.store.base import TASKS_READY
+
+logger = logging.getLogger(__name__)
+
+MAX_HELD_LISTED = 100_000
+
+
+def parse_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+def iso(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat()
+
+
+class Reconciler:
+    def __init__(self, context: ServerContext, agents: AgentSvc, results: ResultWriter) -> None:
+        self._context = context
+        self._agents = agents
+        self._results = results
+
+    async def _held_in_store(self, agent_id: UUID) -> dict[UUID, Task]:
+        page = await self._context.store.list_tasks(
+            TaskFilter(statuses=tuple(ACTIVE_TASK_STATUSES), agent_id=agent_id),
+            limit=MAX_HELD_LISTED,
+            offset=0,
+        )
+        return {task.id: task for task in page.items if task.agent_id == agent_id}
+
+    async def attach(
+        self, connection: AgentConnection, agent: Agent, running: Iterable[RunningAttempt]
+    ) -> int | None:
+        """Attach a freshly registered connection: keep and supersede attempts, send
+        ``AgentRegistered`` as its first frame. Returns how many attempts the store gives the
+        agent that it did not report (None if a newer connection of the same agent is already
+        attached here: this one is then closed).
+
+        Those unreported attempts are not released at once: an agent buffers the results of
+        work that ended while it was disconnected and sends them right after registering. The
+        caller schedules a ``reconcile`` a little later, which releases what is still missing.
+        """
+        context = self._context
+        # Results the agent sent on a previous connection are written before we compare.
+        await self._results.drain()
+        async with self._agents.lock:
+            held = await self._held_in_store(agent.id)
+            kept: dict[UUID, tuple[int, str]] = {}
+            superseded: list[dict[str, object]] = []
+            cancelling: list[tuple[UUID, int]] = []
+            for item in running:
+                task_id = parse_uuid(item.task_id)
+                task = held.get(task_id) if task_id is not None else None
+                if task is None or task.attempts != item.attempt:
+                    superseded.append({"task_id": item.task_id, "attempt": item.attempt})
+                    continue
+                kept[task.id] = (item.attempt, task.task_type)
+                if task.status == TaskStatus.CANCELLING:
+                    cancelling.append((task.id, item.attempt))
+            connection.agent_id = agent.id
+            connection.name = agent.name
+            connection.session = agent.session
+            connection.task_types = frozenset(agent.supported_task_types)
+            connection.capabilities = frozenset(agent.capabilities)
+            connection.max_slots = agent.max_concurrent_tasks
+            connection.enabled = agent.enabled
+            connection.held = kept
+            connection.registered = True
+            replaced = self._agents.attach(connection)
+            if replaced is connection:
+                connection.close(CLOSE_SUPERSEDED, "a newer connection of this agent is open")
+                return None
+            if replaced is not None:
+                replaced.close(CLOSE_SUPERSEDED, "superseded by a newer connection of this agent")
+            connection.send_message(
+                {
+                    "type": "AgentRegistered",
+                    "agent_id": str(agent.id),
+                    "name": agent.name,
+                    "protocol_version": PROTOCOL_VERSION,
+                    "heartbeat_interval_seconds": (
+                        context.config.scheduler.heartbeat_interval_seconds
+                    ),
+                    "server_time": iso(context.clock.now()),
+                    "superseded": superseded,
+                }
+            )
+            for task_id, attempt in cancelling:
+                connection.send_cancel(task_id, attempt, "cancelled")
+        return len(held) - len(kept)
+
+    async def reconcile(self, connection: AgentConnection, reported: set[tuple[UUID, int]]) -> None:
+        """Give back attempts the store says this agent holds but that neither this
+        connection dispatched nor the agent reports; cancel reported ones that are stale."""
+        agent_id = connection.agent_id
+        if agent_id is None:
+            return
+        await self._results.drain()
+        released: list[UUID] = []
+        async with self._agents.lock:
+            if not self._agents.is_current(connection):
+                return
+            held = await self._held_in_store(agent_id)
+            keep: dict[UUID, tuple[int, str]] = {}
+            for task_id, task in held.items():
+                if connection.holds(task_id, task.attempts) or (task_id, task.attempts) in reported:
+                    keep[task_id] = (task.attempts, task.task_type)
+            for task_id, attempt in reported - connection.recently_finished.keys():
+                if task_id not in keep or keep[task_id][0] != attempt:
+                    connection.send_cancel(task_id, attempt, "superseded")
+            # Attempts the store no longer gives this agent (released elsewhere) free their
+            # slot and are stopped; reported work this connection did not know of is held.
+            for task_id, (attempt, _) in list(connection.held.items()):
+                if task_id not in keep:
+                    del connection.held[task_id]
+                    connection.send_cancel(task_id, attempt, "superseded")
+            for task_id, entry in keep.items():
+                connection.held.setdefault(task_id, entry)
+            if len(held) > len(keep):
+                released = await self._release(agent_id, keep)
+        if released:
+            await self._context.notifier.publish(TASKS_READY, "")
+
+    async def _release(self, agent_id: UUID, keep: dict[UUID, tuple[int, str]]) -> list[UUID]:
+        refs = [AttemptRef(task_id, attempt, agent_id) for task_id, (attempt, _) in keep.items()]
+        released = await self._context.store.release_agent(
+            agent_id, now=self._context.clock.now(), keep=refs
+        )
+        if released:
+            logger.info("agent %s: %d attempt(s) it does not run released", agent_id, len(released))
+        return released

@@ -1,0 +1,265 @@
+"""AgentSvc: the agents connected to this node, their slots and the attempts they hold.
+
+One ``AgentConnection`` per WebSocket. Connections are keyed by agent id, but a connection is
+identified by the object itself (never by the agent id alone): when an agent connects twice,
+the newer connection replaces the older one in the registry, and the older one's teardown can
+no longer remove or mark offline the newer one (the original's registry bug).
+
+The registry is in memory and local to the node. Its ``lock`` serialises the few operations
+that must not interleave on this node: a dispatch round (claim + route), a registration (read
++ release + attach), a cancel being routed, and the release at the end of a reconnect grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import orjson
+from fastapi import WebSocket
+
+from hetuflow.models import ClaimGroup, SlotOffer
+from hetuflow.server.metrics import Metrics
+
+# Close codes (docs/protocol.md). 1000-range codes are the standard ones.
+CLOSE_GOING_AWAY = 1001  # this node shuts down: reconnect (to another node)
+CLOSE_POLICY_VIOLATION = 1008  # too many bad frames
+CLOSE_TRY_AGAIN_LATER = 1013  # the database did not answer during registration
+CLOSE_SUPERSEDED = 4000  # a newer connection of the same agent took over
+CLOSE_HEARTBEAT_TIMEOUT = 4002  # nothing heard for heartbeat_interval * heartbeat_misses
+CLOSE_PROTOCOL_VERSION = 4003  # protocol version not supported
+CLOSE_AGENT_NOT_FOUND = 4004  # AgentCapabilities named an unknown agent id
+CLOSE_REGISTRATION_TIMEOUT = 4008  # no AgentCapabilities in time
+CLOSE_DECLARED_OFFLINE = 4009  # the cluster declared the agent offline; register again
+
+
+def encode_frame(message: dict[str, Any]) -> str:
+    """One server message (a dict shaped like its ``protocol`` model) as a JSON text frame.
+
+    The hot paths build plain dicts and encode them with orjson once; a test checks every
+    shape against ``protocol.decode_server_message``.
+    """
+    return orjson.dumps(message).decode()
+
+
+class AgentConnection:
+    """One agent's WebSocket on this node: identity, slots, held attempts and the outbox.
+
+    Frames are queued with ``send`` (never awaited by the caller) and written by the
+    connection's writer coroutine, which drains everything pending back to back and merges
+    adjacent dispatches into one ``TaskDispatch`` frame.
+    """
+
+    __slots__ = (
+        "_outbox",
+        "_ready",
+        "agent_id",
+        "bad_frames",
+        "capabilities",
+        "close_code",
+        "close_reason",
+        "disconnect_code",
+        "draining",
+        "enabled",
+        "held",
+        "last_seen",
+        "max_slots",
+        "name",
+        "next_reconcile",
+        "recently_finished",
+        "registered",
+        "seen",
+        "session",
+        "superseded_sent",
+        "task_types",
+        "websocket",
+    )
+
+    def __init__(self, websocket: WebSocket, now_monotonic: float) -> None:
+        self.websocket = websocket
+        self.agent_id: UUID | None = None
+        self.name = ""
+        self.session = 0
+        self.registered = False
+        self.task_types: frozenset[str] = frozenset()
+        self.capabilities: frozenset[str] = frozenset()
+        self.max_slots = 0
+        self.enabled = True
+        self.draining = False
+        self.held: dict[UUID, tuple[int, str]] = {}
+        """task id -> (attempt, task type) of every attempt dispatched to (or kept by) this
+        agent and not reported finished: one waiting for ``start_at`` takes a slot too."""
+        self.last_seen = now_monotonic
+        self.seen = True  # heard from since the last heartbeat flush
+        self.bad_frames: deque[float] = deque()
+        self.superseded_sent: set[tuple[UUID, int]] = set()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._outbox: deque[tuple[str, Any]] = deque()  # (type, frame; task dicts if dispatch)
+        self.recently_finished: dict[tuple[UUID, int], None] = {}
+        """Attempts this connection reported finished lately: late log lines are still kept."""
+        self.disconnect_code: int | None = None
+        self.next_reconcile = now_monotonic
+        self._ready = asyncio.Event()
+
+    # --- slots --------------------------------------------------------------------------
+
+    @property
+    def free_slots(self) -> int:
+        if not self.registered or self.draining or not self.enabled or self.closing:
+            return 0
+        return max(self.max_slots - len(self.held), 0)
+
+    # --- outbox -------------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def send(self, frame: str, message_type: str) -> None:
+        """Queue one encoded frame; dropped once the connection is closing."""
+        if self.close_code is None:
+            self._outbox.append((message_type, frame))
+            self._ready.set()
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        self.send(encode_frame(message), message["type"])
+
+    def send_dispatch(self, tasks: list[dict[str, Any]]) -> None:
+        """Queue dispatched tasks; adjacent ones still pending share one ``TaskDispatch``."""
+        if self.close_code is None:
+            if self._outbox and self._outbox[-1][0] == "TaskDispatch":
+                self._outbox[-1][1].extend(tasks)
+            else:
+                self._outbox.append(("TaskDispatch", tasks))
+            self._ready.set()
+
+    def holds(self, task_id: UUID, attempt: int) -> bool:
+        entry = self.held.get(task_id)
+        return entry is not None and entry[0] == attempt
+
+    def send_cancel(self, task_id: UUID, attempt: int, reason: str) -> None:
+        if reason == "superseded":
+            key = (task_id, attempt)
+            if key in self.superseded_sent:
+                return
+            if len(self.superseded_sent) > 10_000:
+                self.superseded_sent.clear()
+            self.superseded_sent.add(key)
+        self.send_message(
+            {"type": "TaskCancel", "task_id": str(task_id), "attempt": attempt, "reason": reason}
+        )
+
+    def send_error(
+        self,
+        code: str,
+        message: str,
+        *,
+        message_type: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self.send_message(
+            {
+                "type": "Error",
+                "code": code,
+                "message": message,
+                "message_type": message_type,
+                "task_id": task_id,
+            }
+        )
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the writer to send what is queued, then close with ``code``. First call wins."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason[:120]
+            self._ready.set()
+
+    def finished(self, task_id: UUID, attempt: int) -> None:
+        """The agent reported this attempt finished: its slot is free."""
+        entry = self.held.get(task_id)
+        if entry is not None and entry[0] == attempt:
+            del self.held[task_id]
+        recent = self.recently_finished
+        recent[(task_id, attempt)] = None
+        if len(recent) > 1024:
+            del recent[next(iter(recent))]
+
+    async def next_frames(self) -> list[tuple[str, Any]]:
+        """Wait for queued frames (or a close request) and take them all."""
+        await self._ready.wait()
+        self._ready.clear()
+        frames = list(self._outbox)
+        self._outbox.clear()
+        return frames
+
+
+class AgentSvc:
+    """The registry of this node's connected agents."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._by_agent: dict[UUID, AgentConnection] = {}
+        self.lock = asyncio.Lock()
+
+    def __len__(self) -> int:
+        return len(self._by_agent)
+
+    def __iter__(self) -> Iterator[AgentConnection]:
+        return iter(list(self._by_agent.values()))
+
+    def current(self, agent_id: UUID) -> AgentConnection | None:
+        return self._by_agent.get(agent_id)
+
+    def is_current(self, connection: AgentConnection) -> bool:
+        return (
+            connection.agent_id is not None
+            and self._by_agent.get(connection.agent_id) is connection
+        )
+
+    def attach(self, connection: AgentConnection) -> AgentConnection | None:
+        """Make ``connection`` its agent's current one; return the one it replaces.
+
+        The caller closes the replaced connection. If the registry already holds a newer
+        session of the agent, ``connection`` is the stale one: it is not attached and is
+        returned itself.
+        """
+        assert connection.agent_id is not None
+        previous = self._by_agent.get(connection.agent_id)
+        if previous is not None and previous.session > connection.session:
+            return connection
+        self._by_agent[connection.agent_id] = connection
+        if previous is None:
+            self._metrics.agent_connected()
+        return previous
+
+    def detach(self, connection: AgentConnection) -> bool:
+        """Remove ``connection`` if it is still its agent's current one; return whether."""
+        if self.is_current(connection):
+            assert connection.agent_id is not None
+            del self._by_agent[connection.agent_id]
+            self._metrics.agent_disconnected()
+            return True
+        return False
+
+    def claim_groups(self) -> list[ClaimGroup]:
+        """Agents with free slots grouped by (task types, capabilities), least loaded first."""
+        grouped: dict[tuple[frozenset[str], frozenset[str]], list[SlotOffer]] = {}
+        for connection in self._by_agent.values():
+            free = connection.free_slots
+            if free <= 0 or not connection.task_types:
+                continue
+            assert connection.agent_id is not None
+            offer = SlotOffer(connection.agent_id, free, len(connection.held))
+            grouped.setdefault((connection.task_types, connection.capabilities), []).append(offer)
+        return [
+            ClaimGroup(
+                task_types=task_types,
+                capabilities=capabilities,
+                offers=tuple(sorted(offers, key=lambda offer: offer.running)),
+            )
+            for (task_types, capabilities), offers in grouped.items()
+        ]
