@@ -1,7 +1,6 @@
 // Small SVG charts drawn from numbers: stacked bars per minute, a line, horizontal bars.
 import { h } from "./lib.js";
 
-const W = 600;
 const PAD = { left: 34, right: 8, top: 8, bottom: 20 };
 
 function niceMax(value) {
@@ -11,7 +10,8 @@ function niceMax(value) {
   return 10 * power;
 }
 
-function axis(height, max, format) {
+// Charts are drawn at the width of their container (in CSS pixels) so text keeps its size.
+function axis(W, height, max, format) {
   const inner = height - PAD.top - PAD.bottom;
   return [0, 0.5, 1].map((f) => {
     const y = PAD.top + inner * (1 - f);
@@ -21,11 +21,12 @@ function axis(height, max, format) {
   });
 }
 
-function timeLabels(minutes, height) {
+function timeLabels(W, minutes, height) {
   const inner = W - PAD.left - PAD.right;
   const step = inner / minutes.length;
   const labels = [];
-  for (let i = 0; i < minutes.length; i += 15) {
+  const every = W < 420 ? 30 : 15;
+  for (let i = 0; i < minutes.length; i += every) {
     const date = new Date(minutes[i]);
     const text = date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
     labels.push(h("svg:text", { x: PAD.left + i * step, y: height - 5 }, text));
@@ -35,7 +36,8 @@ function timeLabels(minutes, height) {
 }
 
 /** Stacked bars: series is [[name, values[]], ...], one value per minute. */
-export function stackedBars(minutes, series, { height = 170, label = "" } = {}) {
+export function stackedBars(minutes, series, { width = 600, height = 170, label = "" } = {}) {
+  const W = Math.max(width, 240);
   const totals = minutes.map((_, i) => series.reduce((sum, [, values]) => sum + (values[i] || 0), 0));
   const max = niceMax(Math.max(0, ...totals));
   const inner = { w: W - PAD.left - PAD.right, h: height - PAD.top - PAD.bottom };
@@ -53,11 +55,12 @@ export function stackedBars(minutes, series, { height = 170, label = "" } = {}) 
     }
   });
   return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },
-    axis(height, max, (v) => String(Math.round(v))), bars, timeLabels(minutes, height));
+    axis(W, height, max, (v) => String(Math.round(v))), bars, timeLabels(W, minutes, height));
 }
 
 /** A line of ratios (0..1, or null where there is nothing to measure). */
-export function ratioLine(minutes, ratios, { height = 130, label = "" } = {}) {
+export function ratioLine(minutes, ratios, { width = 600, height = 130, label = "" } = {}) {
+  const W = Math.max(width, 240);
   const inner = { w: W - PAD.left - PAD.right, h: height - PAD.top - PAD.bottom };
   const step = inner.w / minutes.length;
   const segments = [];
@@ -75,22 +78,23 @@ export function ratioLine(minutes, ratios, { height = 130, label = "" } = {}) {
     ? h("svg:circle", { class: "fill-failed", cx: pts[0].split(",")[0], cy: pts[0].split(",")[1], r: 2.5 })
     : h("svg:polyline", { class: "line", points: pts.join(" ") }));
   return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },
-    axis(height, 1, (v) => `${Math.round(v * 100)}%`), shapes, timeLabels(minutes, height));
+    axis(W, height, 1, (v) => `${Math.round(v * 100)}%`), shapes, timeLabels(W, minutes, height));
 }
 
 /** Horizontal bars, one per [name, value]; each bar links to `href(name)`. */
-export function hbars(entries, href) {
+export function hbars(entries, href, { width = 600 } = {}) {
+  const W = Math.max(width, 240);
   const max = Math.max(1, ...entries.map(([, value]) => value));
   const rowHeight = 22;
-  const labelWidth = 90;
+  const labelWidth = 84;
   const height = entries.length * rowHeight;
   const rows = entries.map(([name, value], i) => {
-    const width = ((W - labelWidth - 50) * value) / max;
+    const barWidth = ((W - labelWidth - 50) * value) / max;
     const y = i * rowHeight;
     return h("svg:a", { href: href(name) },
       h("svg:text", { x: 0, y: y + 15 }, name.replace("_", " ")),
-      h("svg:rect", { class: `fill-${name}`, x: labelWidth, y: y + 4, width: Math.max(width, value ? 2 : 0), height: rowHeight - 8, rx: 3 }),
-      h("svg:text", { x: labelWidth + width + 6, y: y + 15 }, String(value)));
+      h("svg:rect", { class: `fill-${name}`, x: labelWidth, y: y + 4, width: Math.max(barWidth, value ? 2 : 0), height: rowHeight - 8, rx: 3 }),
+      h("svg:text", { x: labelWidth + barWidth + 6, y: y + 15 }, String(value)));
   });
   return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": "Tasks by status" }, rows);
 }

@@ -37,7 +37,7 @@ export function renderDashboard(view, { signal }) {
     const counts = snapshot.tasks_by_status;
     fill(tiles, STATUSES.map((status) => h("a", { class: "tile", href: `#/tasks?status=${status}`, dataset: { status } },
       h("span", { class: "n" }, String(counts[status] ?? 0)), h("span", { class: "l" }, status.replace("_", " ")))));
-    fill(byStatus, hbars(STATUSES.map((status) => [status, counts[status] ?? 0]), (status) => `#/tasks?status=${status}`));
+    fill(byStatus, hbars(STATUSES.map((status) => [status, counts[status] ?? 0]), (status) => `#/tasks?status=${status}`, { width: byStatus.clientWidth }));
     const a = snapshot.agents;
     fill(agents, h("div", { class: "tiles" },
       tile(a.online, "online", "agents-online"), tile(a.busy, "busy", "agents-busy"),
@@ -48,9 +48,9 @@ export function renderDashboard(view, { signal }) {
     const total = finished.reduce((x, y) => x + y, 0);
     const failed = t.minutes.map((_, i) => t.failed[i] + t.timed_out[i]);
     const failedTotal = failed.reduce((x, y) => x + y, 0);
-    fill(throughput, stackedBars(t.minutes, OUTCOMES.map((name) => [name, t[name]]), { label: "Tasks finished per minute" }),
+    fill(throughput, stackedBars(t.minutes, OUTCOMES.map((name) => [name, t[name]]), { width: throughput.clientWidth, label: "Tasks finished per minute" }),
       h("p", { class: "small muted", id: "throughput-total" }, `${total} finished in the last hour`));
-    fill(failures, ratioLine(t.minutes, finished.map((n, i) => (n ? failed[i] / n : null)), { label: "Failure rate per minute" }),
+    fill(failures, ratioLine(t.minutes, finished.map((n, i) => (n ? failed[i] / n : null)), { width: failures.clientWidth, label: "Failure rate per minute" }),
       h("p", { class: "small muted" }, total ? `${failedTotal} of ${total} failed or timed out (${Math.round((100 * failedTotal) / total)}%)` : "Nothing finished in the last hour"));
     drawFires();
   };
@@ -71,7 +71,10 @@ export function renderDashboard(view, { signal }) {
     if (event === "snapshot") draw(data);
   }, setLive);
   const ticker = setInterval(drawFires, 1000);
-  signal.addEventListener("abort", () => { stop(); clearInterval(ticker); });
+  let resizeTimer = 0;
+  const onResize = () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => last && draw(last), 150); };
+  window.addEventListener("resize", onResize);
+  signal.addEventListener("abort", () => { stop(); clearInterval(ticker); window.removeEventListener("resize", onResize); });
 }
 
 function tile(value, label, id) {
