@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -92,3 +93,16 @@ def create_app(
     app.include_router(metrics.router)
     mount_console(app)
     return app
+
+
+CONFIG_ENV = "HETUFLOW_CONFIG_JSON"
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one worker process of ``hetuflow-server start --workers N`` (a uvicorn
+    factory): the parent resolved the config and passed it as JSON in ``$HETUFLOW_CONFIG_JSON``."""
+    from hetuflow.logging import configure_logging
+
+    config = Config.model_validate_json(os.environ[CONFIG_ENV])
+    configure_logging(config.server.log_format, config.server.log_level)
+    return create_app(config)

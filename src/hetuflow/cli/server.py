@@ -1,0 +1,369 @@
+"""``hetuflow-server``: run the server, manage migrations, and talk to a running server.
+
+``start`` and ``migrate`` work on the configuration (``config.toml``, the environment, flags);
+every other command is a client of the REST API (see ``hetuflow.cli.common``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+from rich.markup import escape
+
+from hetuflow import __version__
+from hetuflow.cli import agents as agent_commands
+from hetuflow.cli import tasks as task_commands
+from hetuflow.cli.common import (
+    EXIT_USAGE,
+    Cli,
+    client_command,
+    details,
+    fail,
+    stdout,
+    styled,
+    table,
+)
+from hetuflow.config import Config, DatabaseConfig, load_config
+from hetuflow.errors import HetuflowError
+from hetuflow.server.app import CONFIG_ENV
+
+AGENT_STOP_SECONDS = 10.0
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hetuflow-server")
+def main() -> None:
+    """hetuflow: a distributed task-scheduling server.
+
+    `start` runs the server; the other commands talk to a running one over its REST API
+    (--server, env HETUFLOW_SERVER, default http://127.0.0.1:8080).
+    """
+
+
+task_commands.register(main)
+agent_commands.register(main)
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def _config_options(func: Any) -> Any:
+    func = click.option(
+        "--database-url",
+        help="postgresql://user:pass@host:5432/db or sqlite:///path (wins over config and env).",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        help="TOML config file (default: ./config.toml if present).",
+    )(func)
+    return func
+
+
+def load(
+    config_path: str | None, database_url: str | None, extra: Mapping[str, Mapping[str, Any]]
+) -> Config:
+    overrides: dict[str, dict[str, Any]] = {
+        section: dict(values) for section, values in extra.items()
+    }
+    if database_url:
+        overrides.setdefault("database", {})["url"] = database_url
+    try:
+        return load_config(config_path, overrides=overrides)
+    except HetuflowError as error:
+        click.echo(f"error: {error.message}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def describe_database(database: DatabaseConfig) -> str:
+    if database.kind == "sqlite":
+        return f"SQLite {Path(database.sqlite_path).resolve()}"
+    parts = urlsplit(database.dsn)
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return "PostgreSQL " + urlunsplit(parts._replace(netloc=netloc, query=""))
+
+
+def _migrate(database: DatabaseConfig) -> list[str]:
+    from hetuflow.store.migrate import migrate_up
+
+    try:
+        return asyncio.run(migrate_up(database))
+    except (HetuflowError, OSError) as error:
+        fail(f"cannot migrate {describe_database(database)}: {error}")
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--bind", metavar="HOST:PORT", help="Listen address (default 127.0.0.1:8080).")
+@_config_options
+@click.option("--local-agent", is_flag=True, help="Also run an agent for `shell` tasks.")
+@click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations first.")
+@click.option("--workers", type=click.IntRange(1, 64), help="Server processes (PostgreSQL only).")
+def start(
+    bind: str | None,
+    config_path: str | None,
+    database_url: str | None,
+    local_agent: bool,
+    no_migrate: bool,
+    workers: int | None,
+) -> None:
+    """Run the server: REST API, console, agent gateway and scheduler."""
+    server: dict[str, Any] = {}
+    if bind is not None:
+        server["bind_address"] = bind
+    if workers is not None:
+        server["workers"] = workers
+    config = load(config_path, database_url, {"server": server} if server else {})
+
+    from hetuflow.logging import configure_logging
+
+    configure_logging(config.server.log_format, config.server.log_level)
+    applied = [] if no_migrate else _migrate(config.database)
+    processes = config.server.workers
+    note = None
+    if processes > 1 and config.database.kind == "sqlite":
+        note = (
+            f"SQLite runs one server process ([server] workers = {processes} applies to PostgreSQL)"
+        )
+        processes = 1
+    _banner(config, processes, applied, note, local_agent)
+    if processes == 1:
+        code = asyncio.run(_serve(config, local_agent))
+    else:
+        code = _serve_many(config, processes, local_agent)
+    sys.exit(code)
+
+
+def _public_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _banner(
+    config: Config, processes: int, applied: list[str], note: str | None, local_agent: bool
+) -> None:
+    host, port = config.server.host, config.server.port
+    url = f"http://{_public_host(host)}:{port}"
+    pairs = [
+        ("console", f"{url}/"),
+        ("API docs", f"{url}/docs"),
+        ("agents", f"ws://{_public_host(host)}:{port}/ws"),
+        ("listening", f"{config.server.bind_address}"),
+        ("database", escape(describe_database(config.database))),
+        ("processes", str(processes)),
+    ]
+    if applied:
+        pairs.append(("migrated", ", ".join(applied)))
+    if local_agent:
+        pairs.append(("local agent", "runs `shell` tasks"))
+    console = stdout()
+    console.print(f"[bold]hetuflow {__version__}[/bold]")
+    console.print(details(pairs))
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    sys.stdout.flush()
+
+
+def _agent_command(config: Config) -> list[str]:
+    url = f"ws://{_public_host(config.server.host)}:{config.server.port}/ws"
+    sibling = Path(sys.executable).with_name("hetuflow-agent")
+    if sibling.exists():
+        program = [str(sibling)]
+    elif found := shutil.which("hetuflow-agent"):
+        program = [found]
+    else:
+        program = [sys.executable, "-c", "from hetuflow.cli.agent import main; main()"]
+    return [*program, "start", "--server", url, "--name", "local", "--task-types", "shell"]
+
+
+def _start_agent(config: Config) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(_agent_command(config))
+
+
+def _stop_agent(agent: subprocess.Popen[bytes] | None) -> None:
+    if agent is None or agent.poll() is not None:
+        return
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(timeout=AGENT_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
+def _uvicorn_config(config: Config, app: Any, **extra: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        log_config=None,
+        log_level=config.server.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        **extra,
+    )
+
+
+async def _serve(config: Config, local_agent: bool) -> int:
+    import uvicorn
+
+    from hetuflow.server.app import create_app
+
+    class Server(uvicorn.Server):
+        listening = asyncio.Event()
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                self.listening.set()
+
+    server = Server(_uvicorn_config(config, create_app(config)))
+    serving = asyncio.create_task(server.serve())
+    agent = None
+    try:
+        if local_agent:
+            listening = asyncio.create_task(server.listening.wait())
+            await asyncio.wait([serving, listening], return_when=asyncio.FIRST_COMPLETED)
+            listening.cancel()
+            if server.started:
+                agent = await asyncio.to_thread(_start_agent, config)
+        await serving
+    finally:
+        await asyncio.to_thread(_stop_agent, agent)
+    return 0 if server.started else 1
+
+
+def _serve_many(config: Config, processes: int, local_agent: bool) -> int:
+    import uvicorn
+
+    os.environ[CONFIG_ENV] = config.model_dump_json()
+    agent = _start_agent(config) if local_agent else None  # it reconnects until we listen
+    try:
+        uvicorn.run(
+            "hetuflow.server.app:create_app_from_environment",
+            factory=True,
+            workers=processes,
+            host=config.server.host,
+            port=config.server.port,
+            log_config=None,
+            log_level=config.server.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        _stop_agent(agent)
+    return 0
+
+
+# --- migrate ----------------------------------------------------------------------------------
+
+
+@main.group()
+def migrate() -> None:
+    """Database migrations: run, revert, add NAME, status."""
+
+
+@migrate.command("run")
+@_config_options
+@click.option("--target", help="Stop at this migration (NNNN or NNNN_name).")
+def migrate_run(config_path: str | None, database_url: str | None, target: str | None) -> None:
+    """Apply pending migrations."""
+    from hetuflow.store.migrate import migrate_up
+
+    config = load(config_path, database_url, {})
+    try:
+        applied = asyncio.run(migrate_up(config.database, target))
+    except (HetuflowError, OSError) as error:
+        fail(str(error))
+    where = describe_database(config.database)
+    click.echo(f"applied {', '.join(applied)} on {where}" if applied else f"{where} is up to date")
+
+
+@migrate.command("revert")
+@_config_options
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True)
+def migrate_revert(config_path: str | None, database_url: str | None, steps: int) -> None:
+    """Revert the last applied migration (or --steps N)."""
+    from hetuflow.store.migrate import migrate_down
+
+    config = load(config_path, database_url, {})
+    try:
+        reverted = asyncio.run(migrate_down(config.database, steps))
+    except (HetuflowError, OSError) as error:
+        fail(str(error))
+    click.echo(f"reverted {', '.join(reverted)}" if reverted else "nothing to revert")
+
+
+@migrate.command("add")
+@click.argument("name")
+def migrate_add(name: str) -> None:
+    """Create empty up/down SQL files for a new migration, for both databases."""
+    from hetuflow.store.migrate import add_migration
+
+    try:
+        paths = add_migration(name)
+    except HetuflowError as error:
+        fail(error.message, EXIT_USAGE)
+    for path in paths:
+        click.echo(f"created {path}")
+
+
+@migrate.command("status")
+@_config_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def migrate_status(config_path: str | None, database_url: str | None, as_json: bool) -> None:
+    """List migrations and whether each is applied."""
+    import json
+
+    from hetuflow.store.migrate import migration_status
+
+    config = load(config_path, database_url, {})
+    try:
+        status = asyncio.run(migration_status(config.database))
+    except (HetuflowError, OSError) as error:
+        fail(str(error))
+    if as_json:
+        click.echo(json.dumps([{"migration": m, "applied": a} for m, a in status], indent=2))
+        return
+    rows = [[label, "[green]applied[/green]" if done else "pending"] for label, done in status]
+    stdout().print(table(["MIGRATION", "APPLIED"], rows, title=describe_database(config.database)))
+
+
+# --- stats ------------------------------------------------------------------------------------
+
+
+@main.command()
+@client_command
+def stats(cli: Cli) -> None:
+    """Counts of tasks by status, agents online, enabled cron jobs."""
+    numbers = cli.client.stats()
+    if cli.as_json:
+        cli.emit_json(numbers)
+        return
+    pairs = [(styled(status), str(count)) for status, count in numbers.tasks_by_status.items()]
+    pairs += [
+        ("tasks", str(numbers.tasks_total)),
+        ("agents online", f"{numbers.agents_online} of {numbers.agents_total}"),
+        ("cron jobs enabled", str(numbers.cron_jobs_enabled)),
+    ]
+    stdout().print(details(pairs))

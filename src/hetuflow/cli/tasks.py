@@ -1,0 +1,317 @@
+"""Task commands of ``hetuflow-server``: create-task, dispatch-task, list-tasks, show-task,
+cancel-task, retry-task, logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from hetuflow.cli.common import (
+    EXIT_USAGE,
+    Cli,
+    client_command,
+    details,
+    fail,
+    parse_datetime,
+    parse_json_object,
+    stdout,
+    styled,
+    table,
+    when,
+)
+from hetuflow.cli.options import MultiValueCommand, MultiValueOption
+from hetuflow.client import LogLine, Task, WaitTimeout
+from hetuflow.models import Priority, TaskStatus
+
+PRIORITIES = click.Choice([priority.value for priority in Priority])
+STATUSES = [status.value for status in TaskStatus]
+
+
+def register(group: click.Group) -> None:
+    for command in (
+        create_task,
+        dispatch_task,
+        list_tasks,
+        show_task,
+        cancel_task,
+        retry_task,
+        logs,
+    ):
+        group.add_command(command)
+
+
+def _task_options(func: Any) -> Any:
+    """Options shared by create-task and dispatch-task."""
+    options = [
+        click.option("--name", help="Label for people (default: the task type)."),
+        click.option("--task-type", required=True, help="Handler that runs it, e.g. shell."),
+        click.option(
+            "--priority", type=PRIORITIES, default="normal", show_default=True, help="Urgency."
+        ),
+        click.option(
+            "--payload", default="{}", show_default=True, help="JSON object given to the handler."
+        ),
+        click.option("--delay", type=click.FloatRange(min=0), help="Start no sooner than N s."),
+        click.option("--scheduled-at", help="Start no sooner than this ISO-8601 time."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds."),
+        click.option("--max-retries", type=click.IntRange(min=0), help="Retries after failure."),
+        click.option("--idempotency-key", help="Return the existing task for a repeated key."),
+        click.option(
+            "--wait", is_flag=True, help="Wait until it finishes; exit 1 unless it succeeded."
+        ),
+        click.option(
+            "--wait-timeout", type=click.FloatRange(min=0), default=300, show_default=True
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
+    payload = parse_json_object(options["payload"], "--payload")
+    scheduled_at = parse_datetime(options["scheduled_at"], "--scheduled-at")
+    if scheduled_at is not None and options["delay"] is not None:
+        fail("give --delay or --scheduled-at, not both", EXIT_USAGE)
+    task = cli.client.submit(
+        options["task_type"],
+        payload,
+        name=options["name"],
+        priority=options["priority"],
+        required_capabilities=capabilities,
+        scheduled_at=scheduled_at,
+        delay_seconds=options["delay"],
+        timeout_seconds=options["timeout"],
+        max_retries=options["max_retries"],
+        idempotency_key=options["idempotency_key"],
+    )
+    if options["wait"]:
+        try:
+            task = cli.client.wait(task.id, timeout_seconds=options["wait_timeout"])
+        except WaitTimeout as error:
+            fail(error.message)
+    if cli.as_json:
+        cli.emit_json(task)
+    else:
+        verb = "finished" if options["wait"] else "created"
+        reason = f" ({task.pending_reason})" if task.pending_reason else ""
+        stdout().print(f"{verb} task [bold]{task.id}[/bold]: {styled(task.status)}{reason}")
+        if options["wait"] and task.error:
+            stdout().print(f"error: {escape(task.error)}")
+    if options["wait"] and task.status is not TaskStatus.SUCCEEDED:
+        raise SystemExit(1)
+
+
+@click.command("create-task", cls=MultiValueCommand)
+@_task_options
+@click.option(
+    "--capabilities",
+    cls=MultiValueOption,
+    help="Capabilities the agent must have (space-separated).",
+)
+@client_command
+def create_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
+    """Create a task.
+
+    \b
+    hetuflow-server create-task --name "test-task" --task-type "data-processing" \\
+        --priority high --payload '{"data": "test"}'
+    """
+    _submit(cli, capabilities, **options)
+
+
+@click.command("dispatch-task", cls=MultiValueCommand)
+@_task_options
+@click.option(
+    "--capabilities",
+    cls=MultiValueOption,
+    help="Capabilities the agent must have: --capabilities chrome headless.",
+)
+@client_command
+def dispatch_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
+    """Create a task that only an agent with every given capability may run.
+
+    \b
+    hetuflow-server dispatch-task --task-type "web-scraping" \\
+        --payload '{"url": "https://example.com"}' --capabilities chrome headless
+    """
+    _submit(cli, capabilities, **options)
+
+
+@click.command("list-tasks", cls=MultiValueCommand)
+@click.option(
+    "--status",
+    cls=MultiValueOption,
+    help=f"Only these statuses (space-separated): {', '.join(STATUSES)}.",
+)
+@click.option("--task-type", help="Only this task type.")
+@click.option("--agent", "agent_id", help="Only tasks held (or last held) by this agent id.")
+@click.option("--cron-job", "cron_job_id", help="Only tasks fired by this cron job id.")
+@click.option("--created-after", help="ISO-8601 date-time.")
+@click.option("--created-before", help="ISO-8601 date-time.")
+@click.option("--search", "-q", "text", help="Text in the name or task type.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@client_command
+def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
+    """List tasks, newest first."""
+    unknown = [item for item in status if item not in STATUSES]
+    if unknown:
+        fail(f"--status {unknown[0]!r} is not one of {', '.join(STATUSES)}", EXIT_USAGE)
+    page = cli.client.list_tasks(
+        status=list(status) or None,
+        task_type=options["task_type"],
+        agent_id=options["agent_id"],
+        cron_job_id=options["cron_job_id"],
+        created_after=parse_datetime(options["created_after"], "--created-after"),
+        created_before=parse_datetime(options["created_before"], "--created-before"),
+        q=options["text"],
+        limit=options["limit"],
+        offset=options["offset"],
+    )
+    if cli.as_json:
+        cli.emit_json(page)
+        return
+    rows = [
+        [
+            str(task.id),
+            escape(task.name),
+            escape(task.task_type),
+            task.priority,
+            styled(task.status) + (f" ({task.pending_reason})" if task.pending_reason else ""),
+            str(task.attempts),
+            when(task.created_at),
+        ]
+        for task in page.items
+    ]
+    shown = f"{page.offset + 1}-{page.offset + len(page.items)}" if page.items else "0"
+    console = stdout()
+    console.print(
+        table(
+            ["ID", "NAME", "TYPE", "PRIORITY", "STATUS", "ATTEMPTS", "CREATED"],
+            rows,
+            title=f"Tasks {shown} of {page.total}",
+        )
+    )
+
+
+def _show(task: Task) -> list[tuple[str, str]]:
+    status = styled(task.status) + (f" ({task.pending_reason})" if task.pending_reason else "")
+    pairs = [
+        ("id", str(task.id)),
+        ("name", escape(task.name)),
+        ("task type", escape(task.task_type)),
+        ("priority", task.priority),
+        ("status", status),
+        ("capabilities", escape(" ".join(task.required_capabilities)) or "-"),
+        ("payload", escape(_compact(task.payload))),
+        ("attempts", f"{task.attempts} (max retries {task.max_retries})"),
+        ("agent", str(task.agent_id or "-")),
+        ("scheduled at", when(task.scheduled_at)),
+        ("created at", when(task.created_at)),
+        ("started at", when(task.started_at)),
+        ("finished at", when(task.finished_at)),
+    ]
+    if task.timeout_seconds is not None:
+        pairs.append(("timeout", f"{task.timeout_seconds:g} s"))
+    if task.result is not None:
+        pairs.append(("result", escape(_compact(task.result))))
+    if task.error:
+        pairs.append(("error", f"[red]{escape(task.error)}[/red]"))
+    return pairs
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@click.command("show-task")
+@click.argument("task_id")
+@client_command
+def show_task(cli: Cli, task_id: str) -> None:
+    """Show one task, with its attempts."""
+    task = cli.client.get_task(task_id)
+    if cli.as_json:
+        cli.emit_json(task)
+        return
+    attempts = cli.client.attempts(task.id)
+    console = stdout()
+    console.print(details(_show(task)))
+    if attempts:
+        rows = [
+            [
+                str(attempt.number),
+                str(attempt.agent_id or "-"),
+                when(attempt.dispatched_at),
+                when(attempt.finished_at),
+                styled(attempt.outcome) if attempt.outcome else "running",
+                escape(attempt.error or ""),
+            ]
+            for attempt in attempts
+        ]
+        console.print(
+            table(
+                ["#", "AGENT", "DISPATCHED", "FINISHED", "OUTCOME", "ERROR"], rows, title="Attempts"
+            )
+        )
+
+
+@click.command("cancel-task")
+@click.argument("task_id")
+@client_command
+def cancel_task(cli: Cli, task_id: str) -> None:
+    """Cancel a task; a running one is stopped on its agent."""
+    task = cli.client.cancel_task(task_id)
+    if cli.as_json:
+        cli.emit_json(task)
+    else:
+        stdout().print(f"task [bold]{task.id}[/bold]: {styled(task.status)}")
+
+
+@click.command("retry-task")
+@click.argument("task_id")
+@client_command
+def retry_task(cli: Cli, task_id: str) -> None:
+    """Run a failed, timed-out or cancelled task again (as a new task)."""
+    task = cli.client.retry_task(task_id)
+    if cli.as_json:
+        cli.emit_json(task)
+    else:
+        stdout().print(f"created task [bold]{task.id}[/bold]: {styled(task.status)}")
+
+
+@click.command("logs")
+@click.argument("task_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the task ends.")
+@click.option("--attempt", type=click.IntRange(min=1), help="Only this attempt's lines.")
+@click.option("--after-seq", type=click.IntRange(min=0), default=0, help="Lines after this seq.")
+@client_command
+def logs(cli: Cli, task_id: str, follow: bool, attempt: int | None, after_seq: int) -> None:
+    """Print a task's log lines (JSON Lines with --json)."""
+    if follow:
+        lines = cli.client.follow_logs(task_id, after_seq=after_seq, attempt=attempt)
+    else:
+        cli.client.get_task(task_id)
+        lines = _all_lines(cli, task_id, after_seq, attempt)
+    for line in lines:
+        if cli.as_json:
+            click.echo(line.model_dump_json())
+        else:
+            click.echo(line.line, err=line.stream == "stderr")
+        if follow:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+
+def _all_lines(cli: Cli, task_id: str, after_seq: int, attempt: int | None) -> Iterator[LogLine]:
+    while True:
+        page = cli.client.logs(task_id, after_seq=after_seq, attempt=attempt, limit=1000)
+        yield from page
+        if len(page) < 1000:
+            return
+        after_seq = page[-1].seq
