@@ -238,7 +238,7 @@ def test_a_401_asks_for_a_token_and_sends_it_from_then_on(page: Page) -> None:
             route.fulfill(
                 status=401,
                 content_type="application/json",
-                body='{"error": {"code": "unauthorized", "message": "token needed", "field": null}}',
+                body='{"error": {"code": "unauthorized", "message": "token", "field": null}}',
             )
         else:
             route.continue_()
