@@ -139,8 +139,11 @@ async def test_failure_without_retries_fails(store: Store, connect: ConnectAgent
     agent = await connect("a1")
     dispatch = await _dispatch(store, agent, NewTask("n", "t"))
     [done] = await store.finish_attempts(
-        [AttemptResult(_ref(dispatch), AttemptOutcome.FAILED, error="x")], now=T0
+        [AttemptResult(_ref(dispatch), AttemptOutcome.FAILED, result=[1, [2, "x"]], error="x")],
+        now=T0,
     )
+    assert done.task is not None
+    assert done.task.result == [1, [2, "x"]]
     assert done.task is not None
     assert done.task.status is TaskStatus.FAILED
 

@@ -22,7 +22,10 @@ from hetuflow.models import (
 )
 
 ACTIVE = tuple(sorted(ACTIVE_TASK_STATUSES))
-"""Statuses that hold an agent slot, for ``IN (...)`` lists."""
+"""Statuses that hold an agent slot."""
+ACTIVE_SQL = "(" + ", ".join(f"'{status}'" for status in ACTIVE) + ")"
+"""``('cancelling', 'dispatched', 'running')``, written exactly as in the partial index
+``tasks_active_agent`` so both planners can use it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ from uuid import UUID
 from hetuflow.errors import AgentNameTaken, AgentNotFound
 from hetuflow.models import Agent, AgentRegistration, AgentStatus, NewAgent
 from hetuflow.store._rows import agent_from
-from hetuflow.store._rules import agent_sources, generated_agent_name
+from hetuflow.store._rules import ACTIVE_SQL, agent_sources, generated_agent_name
 from hetuflow.store._sqlite_attempts import release
-from hetuflow.store._sqlite_db import ACTIVE_SQL, CODEC, id_list, micros
+from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
 _SELECT_AGENTS = f"""
 SELECT a.*, (SELECT count(*) FROM tasks AS t

@@ -22,8 +22,8 @@ from hetuflow.models import (
     TaskStatus,
 )
 from hetuflow.store._rows import Row, attempt_from, log_from, retry_of, task_from
-from hetuflow.store._rules import Held, decide_finish, holds
-from hetuflow.store._sqlite_db import ACTIVE_SQL, CODEC, id_list, micros
+from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
+from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
 _FENCE = f"id = ? AND attempts = ? AND agent_id = ? AND status IN {ACTIVE_SQL}"
 

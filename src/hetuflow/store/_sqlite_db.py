@@ -20,15 +20,12 @@ import orjson
 
 from hetuflow.clock import utc
 from hetuflow.errors import StoreUnavailable
-from hetuflow.store._rules import ACTIVE
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
-ACTIVE_SQL = "(" + ", ".join(f"'{status}'" for status in ACTIVE) + ")"
-"""``('cancelling', 'dispatched', 'running')`` for ``status IN ...``."""
 
 BUSY_TIMEOUT_MS = 10_000
 

@@ -26,7 +26,8 @@ from hetuflow.models import (
     assign_least_loaded,
 )
 from hetuflow.store._rows import like_pattern, task_from
-from hetuflow.store._sqlite_db import ACTIVE_SQL, CODEC, id_list, micros
+from hetuflow.store._rules import ACTIVE_SQL
+from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
 MINUTE = 60_000_000  # microseconds
 TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"

@@ -85,7 +85,7 @@ CREATE INDEX tasks_scheduled ON tasks (scheduled_at) WHERE status = 'pending';
 CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tasks_active_agent ON tasks (agent_id)
-    WHERE status IN ('dispatched', 'running', 'cancelling');
+    WHERE status IN ('cancelling', 'dispatched', 'running');
 CREATE INDEX tasks_created ON tasks (created_at DESC, id DESC);
 CREATE INDEX tasks_status_created ON tasks (status, created_at DESC);
 CREATE INDEX tasks_type_created ON tasks (task_type, created_at DESC);

@@ -1,0 +1,157 @@
+"""PostgreSQL: agents (create, connect, status, heartbeats, reaping)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from hetuflow.clock import utc
+from hetuflow.errors import AgentNameTaken, AgentNotFound
+from hetuflow.models import Agent, AgentRegistration, AgentStatus, NewAgent
+from hetuflow.store._pg_attempts import release
+from hetuflow.store._pg_db import CODEC, Conn, uid
+from hetuflow.store._rows import agent_from
+from hetuflow.store._rules import ACTIVE_SQL, agent_sources, generated_agent_name
+
+_SELECT_AGENTS = f"""
+SELECT a.*, (SELECT count(*) FROM tasks AS t
+             WHERE t.agent_id = a.id AND t.status IN {ACTIVE_SQL}) AS running
+FROM agents AS a"""
+
+_CONNECT_BY_ID = """
+UPDATE agents
+SET capabilities = $1, supported_task_types = $2, max_concurrent_tasks = $3,
+    status = 'online', node_id = $4, session = session + 1,
+    connected_at = $5, last_heartbeat_at = $5
+WHERE id = $6
+RETURNING id"""
+
+_CONNECT_BY_NAME = """
+INSERT INTO agents (id, name, capabilities, supported_task_types, max_concurrent_tasks,
+                    status, node_id, session, connected_at, last_heartbeat_at, created_at)
+VALUES ($6, $7, $1, $2, $3, 'online', $4, 1, $5, $5, $5)
+ON CONFLICT (name) DO UPDATE
+SET capabilities = excluded.capabilities,
+    supported_task_types = excluded.supported_task_types,
+    max_concurrent_tasks = excluded.max_concurrent_tasks,
+    status = 'online', node_id = excluded.node_id, session = agents.session + 1,
+    connected_at = excluded.connected_at, last_heartbeat_at = excluded.connected_at
+RETURNING id"""
+
+
+async def get_agent(connection: Conn, agent_id: UUID) -> Agent | None:
+    row = await connection.fetchrow(f"{_SELECT_AGENTS} WHERE a.id = $1", agent_id)
+    return None if row is None else agent_from(row, CODEC)
+
+
+async def get_agent_by_name(connection: Conn, name: str) -> Agent | None:
+    row = await connection.fetchrow(f"{_SELECT_AGENTS} WHERE a.name = $1", name)
+    return None if row is None else agent_from(row, CODEC)
+
+
+async def _must_get(connection: Conn, agent_id: UUID) -> Agent:
+    agent = await get_agent(connection, agent_id)
+    if agent is None:
+        raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+    return agent
+
+
+async def list_agents(connection: Conn, statuses: Sequence[AgentStatus]) -> list[Agent]:
+    if statuses:
+        rows = await connection.fetch(
+            f"{_SELECT_AGENTS} WHERE a.status = ANY($1::text[]) ORDER BY a.name",
+            [status.value for status in statuses],
+        )
+    else:
+        rows = await connection.fetch(f"{_SELECT_AGENTS} ORDER BY a.name")
+    return [agent_from(row, CODEC) for row in rows]
+
+
+async def create_agent(connection: Conn, agent: NewAgent, now: datetime) -> Agent:
+    agent_id = uuid.uuid4()
+    try:
+        await connection.execute(
+            """
+            INSERT INTO agents (id, name, capabilities, supported_task_types,
+                                max_concurrent_tasks, enabled, status, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, 'offline', $7)""",
+            agent_id,
+            agent.name,
+            list(agent.capabilities),
+            list(agent.supported_task_types),
+            agent.max_concurrent_tasks,
+            agent.enabled,
+            utc(now),
+        )
+    except asyncpg.UniqueViolationError as error:
+        raise AgentNameTaken(f"an agent named {agent.name!r} exists", field="name") from error
+    return await _must_get(connection, agent_id)
+
+
+async def delete_agent(connection: Conn, agent_id: UUID, now: datetime) -> None:
+    await release(connection, [agent_id], now)
+    if await connection.execute("DELETE FROM agents WHERE id = $1", agent_id) == "DELETE 0":
+        raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+
+
+async def connect_agent(
+    connection: Conn, registration: AgentRegistration, node_id: str, now: datetime
+) -> Agent:
+    declared = (
+        list(registration.capabilities),
+        list(registration.supported_task_types),
+        registration.max_concurrent_tasks,
+        node_id,
+        utc(now),
+    )
+    if registration.agent_id is not None:
+        agent_id = await connection.fetchval(_CONNECT_BY_ID, *declared, registration.agent_id)
+        if agent_id is None:
+            raise AgentNotFound(f"agent {registration.agent_id} does not exist", field="agent_id")
+    else:
+        name = registration.name or generated_agent_name()
+        agent_id = await connection.fetchval(_CONNECT_BY_NAME, *declared, uuid.uuid4(), name)
+    return await _must_get(connection, uid(agent_id))
+
+
+async def set_agent_status(
+    connection: Conn, agent_id: UUID, status: AgentStatus, session: int
+) -> bool:
+    result = await connection.execute(
+        """
+        UPDATE agents
+        SET status = $1, node_id = CASE WHEN $1 = 'offline' THEN NULL ELSE node_id END
+        WHERE id = $2 AND session = $3 AND status = ANY($4::text[])""",
+        status.value,
+        agent_id,
+        session,
+        list(agent_sources(status)),
+    )
+    return result != "UPDATE 0"
+
+
+async def record_heartbeats(connection: Conn, agent_ids: Sequence[UUID], now: datetime) -> None:
+    await connection.execute(
+        "UPDATE agents SET last_heartbeat_at = $1 WHERE id = ANY($2::uuid[])",
+        utc(now),
+        sorted(set(agent_ids)),
+    )
+
+
+async def reap_agents(connection: Conn, stale_before: datetime, now: datetime) -> list[UUID]:
+    rows = await connection.fetch(
+        """
+        UPDATE agents SET status = 'offline', node_id = NULL
+        WHERE status IN ('online', 'draining')
+          AND coalesce(last_heartbeat_at, connected_at, created_at) < $1
+        RETURNING id""",
+        utc(stale_before),
+    )
+    reaped = sorted(uid(row["id"]) for row in rows)
+    if reaped:
+        await release(connection, reaped, now)
+    return reaped

@@ -1,0 +1,253 @@
+"""PostgreSQL: attempts (start, finish, progress, release) and task logs, in batches.
+
+Fences are conditional updates on the task row (current attempt number, holding agent,
+active status); ``finish_attempts`` locks its task rows in id order before deciding.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hetuflow.clock import utc
+from hetuflow.models import (
+    Attempt,
+    AttemptRef,
+    AttemptResult,
+    AttemptStart,
+    FinishOutcome,
+    LogLine,
+    Task,
+    TaskStatus,
+)
+from hetuflow.store._pg_db import CODEC, Conn, dumps, uid
+from hetuflow.store._rows import attempt_from, log_from, retry_of, task_from
+from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
+
+_START = f"""
+WITH started AS (
+    UPDATE tasks AS t
+    SET status = CASE WHEN t.status = 'dispatched' THEN 'running' ELSE t.status END,
+        started_at = coalesce(t.started_at, s.started_at),
+        updated_at = greatest(t.updated_at, s.started_at)
+    FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::timestamptz[])
+         AS s(task_id, number, agent_id, started_at)
+    WHERE t.id = s.task_id AND t.attempts = s.number AND t.agent_id = s.agent_id
+      AND t.status IN {ACTIVE_SQL}
+    RETURNING t.id, t.attempts, t.agent_id, s.started_at
+), recorded AS (
+    UPDATE attempts AS a SET started_at = coalesce(a.started_at, started.started_at)
+    FROM started WHERE a.task_id = started.id AND a.number = started.attempts
+)
+SELECT id, attempts, agent_id FROM started"""
+
+_FINISH_TASKS = """
+UPDATE tasks AS t
+SET status = c.status, result = c.result::jsonb, error = c.error, failures = c.failures,
+    scheduled_at = coalesce(c.retry_at, t.scheduled_at),
+    finished_at = c.finished_at,
+    progress = CASE WHEN c.finished THEN t.progress ELSE NULL END,
+    updated_at = $9
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
+            $7::timestamptz[], $8::bool[])
+     AS c(id, status, result, error, failures, retry_at, finished_at, finished)
+WHERE t.id = c.id
+RETURNING t.*"""
+
+_FINISH_ATTEMPTS = """
+UPDATE attempts AS a SET finished_at = c.finished_at, outcome = c.outcome, error = c.error
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
+     AS c(task_id, number, finished_at, outcome, error)
+WHERE a.task_id = c.task_id AND a.number = c.number"""
+
+_RELEASE = f"""
+WITH released AS (
+    UPDATE tasks AS t
+    SET status = CASE WHEN t.status = 'cancelling' THEN 'cancelled' ELSE 'pending' END,
+        finished_at = CASE WHEN t.status = 'cancelling' THEN $2 ELSE t.finished_at END,
+        progress = CASE WHEN t.status = 'cancelling' THEN t.progress ELSE NULL END,
+        updated_at = $2
+    WHERE t.agent_id = ANY($1::uuid[]) AND t.status IN {ACTIVE_SQL}
+      AND (t.id, t.attempts) NOT IN (
+          SELECT k.id, k.number FROM unnest($3::uuid[], $4::int[]) AS k(id, number))
+    RETURNING t.id, t.attempts, t.status
+), lost AS (
+    UPDATE attempts AS a SET finished_at = $2, outcome = 'lost'
+    FROM released AS r
+    WHERE a.task_id = r.id AND a.number = r.attempts AND a.finished_at IS NULL
+)
+SELECT id FROM released WHERE status = 'pending' ORDER BY id"""
+
+
+async def start_attempts(connection: Conn, starts: Sequence[AttemptStart]) -> list[bool]:
+    rows = await connection.fetch(
+        _START,
+        [s.ref.task_id for s in starts],
+        [s.ref.attempt for s in starts],
+        [s.ref.agent_id for s in starts],
+        [utc(s.started_at) for s in starts],
+    )
+    accepted = {(uid(row["id"]), row["attempts"], uid(row["agent_id"])) for row in rows}
+    return [(s.ref.task_id, s.ref.attempt, s.ref.agent_id) in accepted for s in starts]
+
+
+async def finish_attempts(
+    connection: Conn, results: Sequence[AttemptResult], now: datetime
+) -> list[FinishOutcome]:
+    stamp = utc(now)
+    rows = await connection.fetch(
+        "SELECT * FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        list({r.ref.task_id for r in results}),
+    )
+    tasks: dict[UUID, Task] = {uid(row["id"]): task_from(row, CODEC) for row in rows}
+    held = {
+        uid(row["id"]): Held(
+            TaskStatus(row["status"]),
+            row["attempts"],
+            CODEC.uuid(row["agent_id"]),
+            row["failures"],
+            retry_of(row),
+        )
+        for row in rows
+    }
+    accepted: list[bool] = []
+    task_changes: list[list[Any]] = [[] for _ in range(8)]
+    attempt_changes: list[list[Any]] = [[] for _ in range(5)]
+    for result in results:
+        ref = result.ref
+        state = held.get(ref.task_id)
+        if state is None or not holds(state, ref, ref.agent_id):
+            accepted.append(False)
+            continue
+        finish = decide_finish(state, result, stamp)
+        held[ref.task_id] = Held(
+            finish.status, state.attempts, state.agent_id, finish.failures, state.retry
+        )
+        accepted.append(True)
+        for column, value in zip(
+            task_changes,
+            (
+                ref.task_id,
+                finish.status.value,
+                None if result.result is None else dumps(result.result),
+                result.error,
+                finish.failures,
+                finish.retry_at,
+                stamp if finish.finished else None,
+                finish.finished,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+        for column, value in zip(
+            attempt_changes,
+            (
+                ref.task_id,
+                ref.attempt,
+                utc(result.finished_at or stamp),
+                result.outcome.value,
+                result.error,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    if task_changes[0]:
+        for row in await connection.fetch(_FINISH_TASKS, *task_changes, stamp):
+            tasks[uid(row["id"])] = task_from(row, CODEC)
+        await connection.execute(_FINISH_ATTEMPTS, *attempt_changes)
+    return [
+        FinishOutcome(result.ref, accepted=ok, task=tasks.get(result.ref.task_id))
+        for result, ok in zip(results, accepted, strict=True)
+    ]
+
+
+async def set_progress(connection: Conn, refs: Sequence[tuple[AttemptRef, float]]) -> None:
+    await connection.execute(
+        f"""
+        UPDATE tasks AS t SET progress = p.progress
+        FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::float8[])
+             AS p(task_id, number, agent_id, progress)
+        WHERE t.id = p.task_id AND t.attempts = p.number AND t.agent_id = p.agent_id
+          AND t.status IN {ACTIVE_SQL}""",
+        [ref.task_id for ref, _ in refs],
+        [ref.attempt for ref, _ in refs],
+        [ref.agent_id for ref, _ in refs],
+        [min(max(progress, 0.0), 1.0) for _, progress in refs],
+    )
+
+
+async def release(
+    connection: Conn,
+    agent_ids: Sequence[UUID],
+    now: datetime,
+    keep: Sequence[AttemptRef] = (),
+) -> list[UUID]:
+    """End the agents' active attempts as lost (except ``keep``); return tasks made pending."""
+    rows = await connection.fetch(
+        _RELEASE,
+        list(agent_ids),
+        utc(now),
+        [ref.task_id for ref in keep],
+        [ref.attempt for ref in keep],
+    )
+    return [uid(row["id"]) for row in rows]
+
+
+async def list_attempts(connection: Conn, task_id: UUID) -> list[Attempt]:
+    rows = await connection.fetch(
+        "SELECT * FROM attempts WHERE task_id = $1 ORDER BY number", task_id
+    )
+    return [attempt_from(row, CODEC) for row in rows]
+
+
+async def append_logs(connection: Conn, lines: Sequence[LogLine]) -> None:
+    """Reserve a block of ``seq`` numbers per task (row lock on the task), then insert the
+    batch; lines of tasks that no longer exist are dropped."""
+    counts = Counter(line.task_id for line in lines)
+    ordered = sorted(counts)
+    rows = await connection.fetch(
+        """
+        UPDATE tasks AS t SET log_seq = t.log_seq + c.n
+        FROM unnest($1::uuid[], $2::int[]) AS c(id, n)
+        WHERE t.id = c.id
+        RETURNING t.id, t.log_seq""",
+        ordered,
+        [counts[task_id] for task_id in ordered],
+    )
+    next_seq = {uid(row["id"]): row["log_seq"] - counts[uid(row["id"])] + 1 for row in rows}
+    columns: list[list[Any]] = [[] for _ in range(6)]
+    for line in lines:
+        seq = next_seq.get(line.task_id)
+        if seq is None:
+            continue
+        next_seq[line.task_id] = seq + 1
+        values = (line.task_id, seq, line.attempt, line.stream, line.line, utc(line.at))
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    if columns[0]:
+        await connection.execute(
+            """
+            INSERT INTO task_logs (task_id, seq, attempt, stream, line, at)
+            SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[],
+                                 $6::timestamptz[])""",
+            *columns,
+        )
+
+
+async def list_logs(
+    connection: Conn, task_id: UUID, after_seq: int, attempt: int | None, limit: int
+) -> list[LogLine]:
+    rows = await connection.fetch(
+        """
+        SELECT * FROM task_logs
+        WHERE task_id = $1 AND seq > $2 AND ($3::int IS NULL OR attempt = $3)
+        ORDER BY seq LIMIT $4""",
+        task_id,
+        after_seq,
+        attempt,
+        limit,
+    )
+    return [log_from(row, CODEC) for row in rows]

@@ -1,0 +1,176 @@
+"""PostgreSQL: cron jobs and their ticks.
+
+A tick's primary key ``(cron_job_id, tick_at)`` decides which node fires it: the loser's
+``INSERT ... ON CONFLICT DO NOTHING`` waits for the winner's commit and inserts nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from hetuflow.clock import utc
+from hetuflow.errors import CronJobNameTaken, CronJobNotFound
+from hetuflow.models import CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.store._pg_db import CODEC, Conn
+from hetuflow.store._pg_tasks import insert_tasks
+from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
+
+
+def _not_found(cron_job_id: UUID) -> CronJobNotFound:
+    return CronJobNotFound(f"cron job {cron_job_id} does not exist", field="cron_job_id")
+
+
+async def create_cron_job(
+    connection: Conn, job: NewCronJob, next_fire_at: datetime | None, now: datetime
+) -> CronJob:
+    try:
+        row = await connection.fetchrow(
+            """
+            INSERT INTO cron_jobs (
+                id, name, cron_expression, timezone, task_type, payload, priority,
+                required_capabilities, timeout_seconds, max_retries, backoff_seconds,
+                backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
+                overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17, $18, $19, $20, $20)
+            RETURNING *""",
+            uuid.uuid4(),
+            job.name,
+            job.cron_expression,
+            job.timezone,
+            job.task_type,
+            job.payload,
+            job.priority.rank,
+            list(job.required_capabilities),
+            job.timeout_seconds,
+            job.retry.max_retries,
+            job.retry.backoff_seconds,
+            job.retry.backoff_factor,
+            job.retry.max_backoff_seconds,
+            job.enabled,
+            job.misfire_policy.value,
+            job.catch_up_limit,
+            job.overlap_policy.value,
+            job.start_deadline_seconds,
+            CODEC.put_time(next_fire_at),
+            utc(now),
+        )
+    except asyncpg.UniqueViolationError as error:
+        raise CronJobNameTaken(f"a cron job named {job.name!r} exists", field="name") from error
+    if row is None:
+        raise ValueError("INSERT ... RETURNING gave no row")
+    return cron_job_from(row, CODEC)
+
+
+async def get_cron_job(connection: Conn, cron_job_id: UUID) -> CronJob | None:
+    row = await connection.fetchrow("SELECT * FROM cron_jobs WHERE id = $1", cron_job_id)
+    return None if row is None else cron_job_from(row, CODEC)
+
+
+async def list_cron_jobs(connection: Conn) -> list[CronJob]:
+    rows = await connection.fetch("SELECT * FROM cron_jobs ORDER BY name")
+    return [cron_job_from(row, CODEC) for row in rows]
+
+
+async def update_cron_job(
+    connection: Conn, cron_job_id: UUID, changes: dict[str, Any], now: datetime
+) -> CronJob:
+    columns = cron_columns(changes, CODEC)
+    columns["updated_at"] = utc(now)
+    assignments = ", ".join(f"{column} = ${index}" for index, column in enumerate(columns, 2))
+    try:
+        row = await connection.fetchrow(
+            f"UPDATE cron_jobs SET {assignments} WHERE id = $1 RETURNING *",
+            cron_job_id,
+            *columns.values(),
+        )
+    except asyncpg.UniqueViolationError as error:
+        name = changes.get("name")
+        raise CronJobNameTaken(f"a cron job named {name!r} exists", field="name") from error
+    if row is None:
+        raise _not_found(cron_job_id)
+    return cron_job_from(row, CODEC)
+
+
+async def delete_cron_job(connection: Conn, cron_job_id: UUID) -> None:
+    if await connection.execute("DELETE FROM cron_jobs WHERE id = $1", cron_job_id) == "DELETE 0":
+        raise _not_found(cron_job_id)
+
+
+async def due_cron_jobs(connection: Conn, until: datetime, limit: int) -> list[CronJob]:
+    rows = await connection.fetch(
+        "SELECT * FROM cron_jobs WHERE enabled AND next_fire_at <= $1"
+        " ORDER BY next_fire_at, id LIMIT $2",
+        utc(until),
+        limit,
+    )
+    return [cron_job_from(row, CODEC) for row in rows]
+
+
+async def fire_cron_tick(
+    connection: Conn,
+    cron_job_id: UUID,
+    tick_at: datetime,
+    next_fire_at: datetime | None,
+    task: NewTask | None,
+    outcome: TickOutcome,
+    reason: str | None,
+    now: datetime,
+) -> Task | None:
+    tick, stamp = utc(tick_at), utc(now)
+    try:
+        won = await connection.fetchval(
+            """
+            INSERT INTO cron_ticks (cron_job_id, tick_at, outcome, reason, recorded_at)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (cron_job_id, tick_at) DO NOTHING
+            RETURNING true""",
+            cron_job_id,
+            tick,
+            outcome.value,
+            reason,
+            stamp,
+        )
+    except asyncpg.ForeignKeyViolationError as error:
+        raise _not_found(cron_job_id) from error
+    if not won:
+        return None
+    created: Task | None = None
+    if task is not None:
+        [(created, _)] = await insert_tasks(connection, [task], now)
+        await connection.execute(
+            "UPDATE cron_ticks SET task_id = $3 WHERE cron_job_id = $1 AND tick_at = $2",
+            cron_job_id,
+            tick,
+            created.id,
+        )
+    await connection.execute(
+        """
+        UPDATE cron_jobs
+        SET next_fire_at = $2,
+            last_fire_at = CASE WHEN $3 = 'fired' THEN $4 ELSE last_fire_at END,
+            last_task_id = coalesce($5, last_task_id),
+            updated_at = $6
+        WHERE id = $1""",
+        cron_job_id,
+        CODEC.put_time(next_fire_at),
+        outcome.value,
+        tick,
+        None if created is None else created.id,
+        stamp,
+    )
+    return created
+
+
+async def list_cron_ticks(connection: Conn, cron_job_id: UUID, limit: int) -> list[CronTick]:
+    rows = await connection.fetch(
+        "SELECT * FROM cron_ticks WHERE cron_job_id = $1 ORDER BY tick_at DESC LIMIT $2",
+        cron_job_id,
+        limit,
+    )
+    return [cron_tick_from(row, CODEC) for row in rows]

@@ -1,0 +1,301 @@
+"""PostgreSQL: tasks (create, read, list, cancel, claim, cleanup, stats).
+
+Batches travel as arrays (``unnest``) so one statement serves many tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from hetuflow.clock import utc
+from hetuflow.errors import CronJobNotFound, TaskAlreadyFinished, TaskNotFound
+from hetuflow.models import (
+    TERMINAL_TASK_STATUSES,
+    ClaimGroup,
+    Dispatch,
+    NewTask,
+    Page,
+    Stats,
+    Task,
+    TaskFilter,
+    TaskStatus,
+    assign_least_loaded,
+)
+from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, dumps, uid
+from hetuflow.store._rows import like_pattern, task_from
+from hetuflow.store._rules import ACTIVE_SQL
+
+TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
+
+_INSERT_TASKS = """
+INSERT INTO tasks (
+    id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
+    timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
+    idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at)
+SELECT n.id, n.name, n.task_type, n.priority, n.payload::jsonb,
+       ARRAY(SELECT jsonb_array_elements_text(n.capabilities::jsonb)), 'pending',
+       coalesce(n.scheduled_at, $16), n.timeout_seconds, n.max_retries, n.backoff_seconds,
+       n.backoff_factor, n.max_backoff_seconds, n.idempotency_key, n.cron_job_id,
+       n.cron_tick_at, $16, $16
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::float8[], $9::int[], $10::float8[], $11::float8[],
+            $12::float8[], $13::text[], $14::uuid[], $15::timestamptz[])
+     WITH ORDINALITY AS n(id, name, task_type, priority, payload, capabilities, scheduled_at,
+                          timeout_seconds, max_retries, backoff_seconds, backoff_factor,
+                          max_backoff_seconds, idempotency_key, cron_job_id, cron_tick_at, ord)
+ORDER BY n.ord
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *"""
+
+_CANDIDATES = """
+SELECT id FROM tasks
+WHERE status = 'pending'
+  AND scheduled_at <= $1
+  AND task_type = ANY($2::text[])
+  AND required_capabilities <@ $3::text[]
+  AND NOT (id = ANY($4::uuid[]))
+ORDER BY priority DESC, created_at, id
+LIMIT $5
+FOR UPDATE SKIP LOCKED"""
+
+_DISPATCH = """
+WITH dispatched AS (
+    UPDATE tasks AS t
+    SET status = 'dispatched', agent_id = c.agent_id, attempts = t.attempts + 1,
+        progress = NULL, updated_at = $3
+    FROM unnest($1::uuid[], $2::uuid[]) AS c(id, agent_id)
+    WHERE t.id = c.id AND t.status = 'pending'
+    RETURNING t.*
+), recorded AS (
+    INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
+    SELECT id, attempts, agent_id, $3 FROM dispatched
+)
+SELECT * FROM dispatched"""
+
+
+async def insert_tasks(
+    connection: Conn, tasks: Sequence[NewTask], now: datetime
+) -> list[tuple[Task, bool]]:
+    """Insert tasks in order; those whose idempotency key exists come back with False."""
+    ids = [uuid.uuid4() for _ in tasks]
+    columns: list[list[Any]] = [
+        ids,
+        [t.name for t in tasks],
+        [t.task_type for t in tasks],
+        [t.priority.rank for t in tasks],
+        [dumps(t.payload) for t in tasks],  # JSON text: nested lists would read as 2-D arrays
+        [dumps(list(t.required_capabilities)) for t in tasks],
+        [CODEC.put_time(t.scheduled_at) for t in tasks],
+        [t.timeout_seconds for t in tasks],
+        [t.retry.max_retries for t in tasks],
+        [t.retry.backoff_seconds for t in tasks],
+        [t.retry.backoff_factor for t in tasks],
+        [t.retry.max_backoff_seconds for t in tasks],
+        [t.idempotency_key for t in tasks],
+        [t.cron_job_id for t in tasks],
+        [CODEC.put_time(t.cron_tick_at) for t in tasks],
+    ]
+    try:
+        rows = await connection.fetch(_INSERT_TASKS, *columns, utc(now))
+    except asyncpg.ForeignKeyViolationError as error:
+        raise CronJobNotFound(
+            "a task names a cron job that does not exist", field="cron_job_id"
+        ) from error
+    inserted = {uid(row["id"]): task_from(row, CODEC) for row in rows}
+    keys = [t.idempotency_key for t, i in zip(tasks, ids, strict=True) if i not in inserted]
+    existing: dict[str, Task] = {}
+    if keys:
+        found = await connection.fetch(
+            "SELECT * FROM tasks WHERE idempotency_key = ANY($1::text[])", keys
+        )
+        existing = {row["idempotency_key"]: task_from(row, CODEC) for row in found}
+    results: list[tuple[Task, bool]] = []
+    for new, task_id in zip(tasks, ids, strict=True):
+        if task_id in inserted:
+            results.append((inserted[task_id], True))
+        else:
+            results.append((existing[new.idempotency_key or ""], False))
+    return results
+
+
+async def get_task(connection: Conn, task_id: UUID) -> Task | None:
+    row = await connection.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
+    return None if row is None else task_from(row, CODEC)
+
+
+def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(sql: str, value: Any) -> None:
+        params.append(value)
+        clauses.append(sql.replace("?", f"${len(params)}"))
+
+    if query.statuses:
+        add("status = ANY(?::text[])", [status.value for status in query.statuses])
+    if query.task_type is not None:
+        add("task_type = ?", query.task_type)
+    if query.agent_id is not None:
+        add("agent_id = ?", query.agent_id)
+    if query.cron_job_id is not None:
+        add("cron_job_id = ?", query.cron_job_id)
+    if query.created_after is not None:
+        add("created_at >= ?", utc(query.created_after))
+    if query.created_before is not None:
+        add("created_at < ?", utc(query.created_before))
+    if query.text:
+        add("(name ILIKE ? OR task_type ILIKE ?)", like_pattern(query.text))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+async def list_tasks(connection: Conn, query: TaskFilter, limit: int, offset: int) -> Page[Task]:
+    where, params = _filter(query)
+    total = await connection.fetchval(f"SELECT count(*) FROM tasks{where}", *params)
+    n = len(params)
+    rows = await connection.fetch(
+        f"SELECT * FROM tasks{where} ORDER BY created_at DESC, id DESC"
+        f" LIMIT ${n + 1} OFFSET ${n + 2}",
+        *params,
+        limit,
+        offset,
+    )
+    return Page([task_from(row, CODEC) for row in rows], total, limit, offset)
+
+
+async def cancel_task(connection: Conn, task_id: UUID, now: datetime) -> Task:
+    row = await connection.fetchrow(
+        """
+        UPDATE tasks
+        SET status = CASE status WHEN 'pending' THEN 'cancelled' ELSE 'cancelling' END,
+            finished_at = CASE status WHEN 'pending' THEN $2 ELSE finished_at END,
+            updated_at = $2
+        WHERE id = $1 AND status IN ('pending', 'dispatched', 'running')
+        RETURNING *""",
+        task_id,
+        utc(now),
+    )
+    if row is not None:
+        return task_from(row, CODEC)
+    task = await get_task(connection, task_id)
+    if task is None:
+        raise TaskNotFound(f"task {task_id} does not exist", field="task_id")
+    if task.status.is_terminal:
+        raise TaskAlreadyFinished(f"task {task_id} already {task.status}", field="task_id")
+    return task  # already cancelling
+
+
+async def claim_tasks(
+    connection: Conn,
+    groups: Sequence[ClaimGroup],
+    now: datetime,
+    until: datetime | None,
+    global_limit: int | None,
+) -> list[Dispatch]:
+    horizon = utc(until if until is not None else now)
+    remaining: int | None = None
+    if global_limit is not None:
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+        active = await connection.fetchval(
+            f"SELECT count(*) FROM tasks WHERE status IN {ACTIVE_SQL}"
+        )
+        remaining = max(global_limit - active, 0)
+    chosen: list[UUID] = []
+    agents: list[UUID] = []
+    for group in groups:
+        want = group.free_slots if remaining is None else min(group.free_slots, remaining)
+        if want <= 0 or not group.task_types:
+            continue
+        rows = await connection.fetch(
+            _CANDIDATES,
+            horizon,
+            sorted(group.task_types),
+            sorted(group.capabilities),
+            chosen,
+            want,
+        )
+        assigned = assign_least_loaded(len(rows), group.offers)
+        chosen.extend(uid(row["id"]) for row in rows[: len(assigned)])
+        agents.extend(assigned)
+        if remaining is not None:
+            remaining -= len(assigned)
+    if not chosen:
+        return []
+    rows = await connection.fetch(_DISPATCH, chosen, agents, utc(now))
+    by_id = {uid(row["id"]): task_from(row, CODEC) for row in rows}
+    return [
+        Dispatch(task=by_id[task_id], attempt=by_id[task_id].attempts, agent_id=agent_id)
+        for task_id, agent_id in zip(chosen, agents, strict=True)
+        if task_id in by_id
+    ]
+
+
+async def next_scheduled_at(connection: Conn, now: datetime) -> datetime | None:
+    value = await connection.fetchval(
+        "SELECT min(scheduled_at) FROM tasks WHERE status = 'pending' AND scheduled_at > $1",
+        utc(now),
+    )
+    return CODEC.time(value)
+
+
+async def delete_finished_tasks(connection: Conn, finished_before: datetime, limit: int) -> int:
+    status = await connection.execute(
+        f"""
+        DELETE FROM tasks WHERE id IN (
+            SELECT id FROM tasks
+            WHERE finished_at < $1 AND status IN {TERMINAL_SQL}
+            ORDER BY finished_at LIMIT $2
+            FOR UPDATE SKIP LOCKED)""",
+        utc(finished_before),
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def stats(connection: Conn) -> Stats:
+    by_status = dict.fromkeys(TaskStatus, 0)
+    for row in await connection.fetch("SELECT status, count(*) FROM tasks GROUP BY status"):
+        by_status[TaskStatus(row[0])] = row[1]
+    agents = await connection.fetchrow(
+        "SELECT count(*) FILTER (WHERE status <> 'offline') AS online, count(*) AS total"
+        " FROM agents"
+    )
+    enabled = await connection.fetchval("SELECT count(*) FROM cron_jobs WHERE enabled")
+    if agents is None:
+        raise ValueError("an aggregate returned no row")
+    return Stats(
+        by_status,
+        agents_online=agents["online"],
+        agents_total=agents["total"],
+        cron_jobs_enabled=enabled,
+    )
+
+
+async def count_tasks_by_type(connection: Conn, statuses: Sequence[TaskStatus]) -> dict[str, int]:
+    rows = await connection.fetch(
+        "SELECT task_type, count(*) FROM tasks WHERE status = ANY($1::text[]) GROUP BY task_type",
+        [status.value for status in statuses],
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def count_finished_tasks(
+    connection: Conn, since: datetime, until: datetime
+) -> list[tuple[datetime, TaskStatus, int]]:
+    rows = await connection.fetch(
+        f"""
+        SELECT date_trunc('minute', finished_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS minute,
+               status, count(*)
+        FROM tasks
+        WHERE finished_at >= $1 AND finished_at < $2 AND status IN {TERMINAL_SQL}
+        GROUP BY 1, 2
+        ORDER BY 1, 2""",
+        utc(since),
+        utc(until),
+    )
+    return [(utc(row[0]), TaskStatus(row[1]), row[2]) for row in rows]

@@ -1,0 +1,254 @@
+"""PostgresStore: the production store, shared by every server node (asyncpg pool).
+
+Each write method is one transaction on a pooled connection. Exclusivity comes from the
+database: ``FOR UPDATE SKIP LOCKED`` for claims (plus a transaction-scoped advisory lock when a
+global limit must be exact across nodes), conditional updates for fences, unique keys for
+names, idempotency keys and cron ticks. The SQL lives in ``_pg_tasks``, ``_pg_attempts``,
+``_pg_agents`` and ``_pg_cron``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hetuflow.config import DatabaseConfig
+from hetuflow.models import (
+    Agent,
+    AgentRegistration,
+    AgentStatus,
+    Attempt,
+    AttemptRef,
+    AttemptResult,
+    AttemptStart,
+    ClaimGroup,
+    CronJob,
+    CronTick,
+    Dispatch,
+    FinishOutcome,
+    LogLine,
+    NewAgent,
+    NewCronJob,
+    NewTask,
+    Page,
+    Stats,
+    Task,
+    TaskFilter,
+    TaskStatus,
+    TickOutcome,
+)
+from hetuflow.store import _pg_agents as agent_sql
+from hetuflow.store import _pg_attempts as attempt_sql
+from hetuflow.store import _pg_cron as cron_sql
+from hetuflow.store import _pg_tasks as task_sql
+from hetuflow.store._pg_db import PgDatabase
+
+
+class PostgresStore:
+    def __init__(self, database: DatabaseConfig) -> None:
+        self.config = database
+        self._db = PgDatabase(database.dsn, database.max_connections)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        async with self._db.connection() as connection:
+            await connection.fetchval("SELECT 1 FROM hetuflow_migrations LIMIT 1")
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    async def create_tasks(
+        self, tasks: Sequence[NewTask], *, now: datetime
+    ) -> list[tuple[Task, bool]]:
+        if not tasks:
+            return []
+        async with self._db.transaction() as c:
+            return await task_sql.insert_tasks(c, tasks, now)
+
+    async def get_task(self, task_id: UUID) -> Task | None:
+        async with self._db.connection() as c:
+            return await task_sql.get_task(c, task_id)
+
+    async def list_tasks(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
+        async with self._db.transaction() as c:
+            return await task_sql.list_tasks(c, query, limit, offset)
+
+    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
+        async with self._db.transaction() as c:
+            return await task_sql.cancel_task(c, task_id, now)
+
+    async def claim_tasks(
+        self,
+        groups: Sequence[ClaimGroup],
+        *,
+        now: datetime,
+        until: datetime | None = None,
+        global_limit: int | None = None,
+    ) -> list[Dispatch]:
+        if not groups:
+            return []
+        async with self._db.transaction() as c:
+            return await task_sql.claim_tasks(c, groups, now, until, global_limit)
+
+    async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
+        async with self._db.connection() as c:
+            return await task_sql.next_scheduled_at(c, now)
+
+    async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
+        if not starts:
+            return []
+        async with self._db.transaction() as c:
+            return await attempt_sql.start_attempts(c, starts)
+
+    async def finish_attempts(
+        self, results: Sequence[AttemptResult], *, now: datetime
+    ) -> list[FinishOutcome]:
+        if not results:
+            return []
+        async with self._db.transaction() as c:
+            return await attempt_sql.finish_attempts(c, results, now)
+
+    async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
+        if refs:
+            async with self._db.transaction() as c:
+                await attempt_sql.set_progress(c, refs)
+
+    async def release_agent(
+        self, agent_id: UUID, *, now: datetime, keep: Sequence[AttemptRef] = ()
+    ) -> list[UUID]:
+        async with self._db.transaction() as c:
+            return await attempt_sql.release(c, [agent_id], now, keep)
+
+    async def list_attempts(self, task_id: UUID) -> list[Attempt]:
+        async with self._db.connection() as c:
+            return await attempt_sql.list_attempts(c, task_id)
+
+    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+        if lines:
+            async with self._db.transaction() as c:
+                await attempt_sql.append_logs(c, lines)
+
+    async def list_logs(
+        self, task_id: UUID, *, after_seq: int = 0, attempt: int | None = None, limit: int = 1000
+    ) -> list[LogLine]:
+        async with self._db.connection() as c:
+            return await attempt_sql.list_logs(c, task_id, after_seq, attempt, limit)
+
+    async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
+        async with self._db.transaction() as c:
+            return await task_sql.delete_finished_tasks(c, finished_before, limit)
+
+    async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
+        async with self._db.connection() as c:
+            return await task_sql.count_tasks_by_type(c, statuses)
+
+    async def count_finished_tasks(
+        self, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, TaskStatus, int]]:
+        async with self._db.connection() as c:
+            return await task_sql.count_finished_tasks(c, since, until)
+
+    async def stats(self) -> Stats:
+        async with self._db.connection() as c:
+            return await task_sql.stats(c)
+
+    # --- agents -------------------------------------------------------------------------------
+
+    async def create_agent(self, agent: NewAgent, *, now: datetime) -> Agent:
+        async with self._db.transaction() as c:
+            return await agent_sql.create_agent(c, agent, now)
+
+    async def get_agent(self, agent_id: UUID) -> Agent | None:
+        async with self._db.connection() as c:
+            return await agent_sql.get_agent(c, agent_id)
+
+    async def get_agent_by_name(self, name: str) -> Agent | None:
+        async with self._db.connection() as c:
+            return await agent_sql.get_agent_by_name(c, name)
+
+    async def list_agents(self, *, statuses: Sequence[AgentStatus] = ()) -> list[Agent]:
+        async with self._db.connection() as c:
+            return await agent_sql.list_agents(c, statuses)
+
+    async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
+        async with self._db.transaction() as c:
+            await agent_sql.delete_agent(c, agent_id, now)
+
+    async def connect_agent(
+        self, registration: AgentRegistration, *, node_id: str, now: datetime
+    ) -> Agent:
+        async with self._db.transaction() as c:
+            return await agent_sql.connect_agent(c, registration, node_id, now)
+
+    async def set_agent_status(
+        self, agent_id: UUID, status: AgentStatus, *, session: int, now: datetime
+    ) -> bool:
+        async with self._db.transaction() as c:
+            return await agent_sql.set_agent_status(c, agent_id, status, session)
+
+    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
+        if agent_ids:
+            async with self._db.transaction() as c:
+                await agent_sql.record_heartbeats(c, agent_ids, now)
+
+    async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
+        async with self._db.transaction() as c:
+            return await agent_sql.reap_agents(c, stale_before, now)
+
+    # --- cron jobs ----------------------------------------------------------------------------
+
+    async def create_cron_job(
+        self, job: NewCronJob, *, next_fire_at: datetime | None, now: datetime
+    ) -> CronJob:
+        async with self._db.transaction() as c:
+            return await cron_sql.create_cron_job(c, job, next_fire_at, now)
+
+    async def get_cron_job(self, cron_job_id: UUID) -> CronJob | None:
+        async with self._db.connection() as c:
+            return await cron_sql.get_cron_job(c, cron_job_id)
+
+    async def list_cron_jobs(self) -> list[CronJob]:
+        async with self._db.connection() as c:
+            return await cron_sql.list_cron_jobs(c)
+
+    async def update_cron_job(
+        self, cron_job_id: UUID, changes: dict[str, Any], *, now: datetime
+    ) -> CronJob:
+        async with self._db.transaction() as c:
+            return await cron_sql.update_cron_job(c, cron_job_id, changes, now)
+
+    async def delete_cron_job(self, cron_job_id: UUID) -> None:
+        async with self._db.transaction() as c:
+            await cron_sql.delete_cron_job(c, cron_job_id)
+
+    async def due_cron_jobs(self, *, until: datetime, limit: int) -> list[CronJob]:
+        async with self._db.connection() as c:
+            return await cron_sql.due_cron_jobs(c, until, limit)
+
+    async def fire_cron_tick(
+        self,
+        cron_job_id: UUID,
+        *,
+        tick_at: datetime,
+        next_fire_at: datetime | None,
+        task: NewTask | None,
+        outcome: TickOutcome,
+        reason: str | None,
+        now: datetime,
+    ) -> Task | None:
+        async with self._db.transaction() as c:
+            return await cron_sql.fire_cron_tick(
+                c, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now
+            )
+
+    async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
+        async with self._db.connection() as c:
+            return await cron_sql.list_cron_ticks(c, cron_job_id, limit)
