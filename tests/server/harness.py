@@ -113,7 +113,7 @@ async def serve(config: Config, node_id: str = "node-test") -> AsyncIterator[Ser
         sock.close()
 
 
-@dataclass
+@dataclass(eq=False)
 class Agent:
     """A test agent: a raw WebSocket connection speaking the protocol."""
 
@@ -236,5 +236,7 @@ async def agent(
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_seconds: float = 5.0) -> None:
     async with asyncio.timeout(timeout_seconds):
-        while not await check():
+        while True:
+            if await check():
+                return
             await asyncio.sleep(0.02)

@@ -11,6 +11,7 @@ import pytest
 from hetuflow.config import DatabaseConfig
 from hetuflow.models import AgentStatus, NewAgent, TaskStatus
 from hetuflow.protocol import PROTOCOL_VERSION
+
 from .harness import Server, agent, capabilities, eventually, fast_config, serve
 
 
@@ -149,7 +150,9 @@ async def test_reported_attempts_that_are_not_current_are_superseded(server: Ser
 
 
 async def test_a_heartbeat_is_recorded(server: Server) -> None:
-    await server.context.store.create_agent(NewAgent(name="beating"), now=server.context.clock.now())
+    await server.context.store.create_agent(
+        NewAgent(name="beating"), now=server.context.clock.now()
+    )
     async with agent(server, "echo", name="beating") as client:
         before = await server.context.store.get_agent(UUID(client.agent_id))
         assert before is not None
@@ -158,7 +161,8 @@ async def test_a_heartbeat_is_recorded(server: Server) -> None:
             after = await server.context.store.get_agent(UUID(client.agent_id))
             assert after is not None
             return after.last_heartbeat_at is not None and (
-                before.last_heartbeat_at is None or after.last_heartbeat_at > before.last_heartbeat_at
+                before.last_heartbeat_at is None
+                or after.last_heartbeat_at > before.last_heartbeat_at
             )
 
         await client.send({"type": "AgentHeartbeat", "agent_id": "beating"})

@@ -47,9 +47,10 @@ class LogBudget:
             return None  # the marker was written already
         encoded = line.encode("utf-8", "replace")
         if len(encoded) > self.max_line_bytes:
-            cut = encoded[: self.max_line_bytes].decode("utf-8", "ignore")
-            line = f"{cut}… [line cut at {self.max_line_bytes} bytes]"
-            encoded = line.encode("utf-8", "replace")
+            suffix = f" …[cut at {self.max_line_bytes} bytes]"
+            keep = self.max_line_bytes - len(suffix.encode())
+            line = encoded[:keep].decode("utf-8", "ignore") + suffix
+            encoded = line.encode("utf-8")
         if used + len(encoded) > self.max_bytes:
             self._used[key] = -1
             return (

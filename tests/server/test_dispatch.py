@@ -1,0 +1,121 @@
+"""Push dispatch over a real socket: task types, capabilities, slots, priority, limits, time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import pytest
+
+from hetuflow.config import DatabaseConfig
+from hetuflow.models import AgentStatus, TaskStatus
+
+from .harness import Server, agent, eventually, fast_config, serve
+
+
+@pytest.fixture
+async def server(database: DatabaseConfig) -> AsyncIterator[Server]:
+    async with serve(fast_config(database)) as running:
+        yield running
+
+
+async def test_tasks_go_only_to_agents_with_their_type_and_capabilities(server: Server) -> None:
+    async with (
+        agent(server, "scrape", capabilities=["chrome"]) as chrome,
+        agent(server, "crunch", capabilities=["gpu", "big"]) as gpu,
+    ):
+        scrape = await server.create_task(task_type="scrape", required_capabilities=["chrome"])
+        crunch = await server.create_task(task_type="crunch", required_capabilities=["gpu"])
+        nobody = await server.create_task(task_type="crunch", required_capabilities=["tpu"])
+        [to_chrome] = await chrome.dispatched(1)
+        [to_gpu] = await gpu.dispatched(1)
+        assert UUID(to_chrome["task_id"]) == scrape
+        assert UUID(to_gpu["task_id"]) == crunch
+        assert to_gpu["attempt"] == 1
+        assert to_gpu["start_at"] is None
+        assert (await server.task(nobody)).status == TaskStatus.PENDING
+        response = await server.http.get(f"/api/tasks/{nobody}")
+        assert response.json()["pending_reason"] == "no_agent_with_capabilities"
+        assert await chrome.quiet(0.2) == []
+        assert await gpu.quiet(0.0) == []
+        # An agent with the capabilities connects: the waiting task runs at once.
+        async with agent(server, "crunch", capabilities=["tpu"]) as tpu:
+            [late] = await tpu.dispatched(1)
+            assert UUID(late["task_id"]) == nobody
+
+
+async def test_an_agent_never_holds_more_than_its_slots(server: Server) -> None:
+    async with agent(server, "echo", slots=2) as client:
+        ids = [await server.create_task(task_type="echo") for _ in range(5)]
+        first = await client.dispatched(2)
+        assert await client.quiet(0.3) == []
+        await client.result(first[0])
+        [third] = await client.dispatched(1)
+        assert {UUID(t["task_id"]) for t in [*first, third]} <= set(ids)
+        assert await client.quiet(0.2) == []
+
+
+async def test_higher_priority_first_then_oldest(server: Server) -> None:
+    order = ["low", "normal", "critical", "high", "normal"]
+    ids = [await server.create_task(task_type="echo", priority=p) for p in order]
+    async with agent(server, "echo", slots=1) as client:
+        seen: list[UUID] = []
+        for _ in order:
+            [task] = await client.dispatched(1)
+            seen.append(UUID(task["task_id"]))
+            await client.result(task)
+    assert seen == [ids[2], ids[3], ids[1], ids[4], ids[0]]
+
+
+async def test_least_loaded_agent_first(server: Server) -> None:
+    async with agent(server, "echo", slots=4) as one, agent(server, "echo", slots=4) as two:
+        for _ in range(4):
+            await server.create_task(task_type="echo")
+        got_one = await one.dispatched(2)
+        got_two = await two.dispatched(2)
+        assert len(got_one) == len(got_two) == 2
+
+
+async def test_global_limit_is_respected(database: DatabaseConfig) -> None:
+    async with (
+        serve(fast_config(database, max_concurrent_tasks=2)) as server,
+        agent(server, "echo", slots=3) as one,
+        agent(server, "echo", slots=3) as two,
+    ):
+        for _ in range(5):
+            await server.create_task(task_type="echo")
+        got = {client: await client.quiet(0.4) for client in (one, two)}
+        held = [(c, t) for c, frames in got.items() for f in frames for t in f["tasks"]]
+        assert len(held) == 2
+        owner, task = held[0]
+        await owner.result(task)
+        more = [f for client in (one, two) for f in await client.quiet(0.4)]
+        assert sum(len(f["tasks"]) for f in more) == 1
+
+
+async def test_a_future_task_is_handed_out_early_with_its_start_time(server: Server) -> None:
+    async with agent(server, "echo") as client:
+        due = datetime.now().astimezone() + timedelta(seconds=1.5)
+        task_id = await server.create_task(task_type="echo", scheduled_at=due.isoformat())
+        assert await client.quiet(0.6) == []  # not before scheduled_at - lookahead (0.5 s)
+        [task] = await client.dispatched(1, timeout_seconds=2)
+        received = datetime.now().astimezone()
+        start_at = datetime.fromisoformat(task["start_at"])
+        assert abs((start_at - due).total_seconds()) < 0.001
+        assert received < start_at  # handed out ahead: the agent starts it on time
+        assert UUID(task["task_id"]) == task_id
+
+
+async def test_a_draining_agent_gets_nothing(server: Server) -> None:
+    async with agent(server, "echo") as client:
+        await client.send({"type": "AgentDraining"})
+
+        async def draining() -> bool:
+            stored = await server.context.store.get_agent(UUID(client.agent_id))
+            return stored is not None and stored.status == AgentStatus.DRAINING
+
+        await eventually(draining)
+        task_id = await server.create_task(task_type="echo")
+        assert await client.quiet(0.3) == []
+        assert (await server.task(task_id)).status == TaskStatus.PENDING
