@@ -1,0 +1,169 @@
+"""PostgresNotifier: wakes subscribers here at once and on every other node via LISTEN/NOTIFY.
+
+One dedicated connection both LISTENs and sends ``pg_notify``; notifications whose sender is
+that same backend are ignored, because ``publish`` already delivered them locally (a node is
+not woken twice). A supervisor task owned by ``open``/``close`` watches the connection: when it
+drops (termination callback, failed publish or failed health check) it reconnects with backoff,
+LISTENs again and calls every subscriber once with payload ``""``, since a wake-up may have
+been lost meanwhile. Delivery stays a hint; loops re-read the Store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from hetuflow.config import DatabaseConfig
+from hetuflow.errors import StoreUnavailable
+from hetuflow.store.base import NotifyCallback
+from hetuflow.store.notify_local import Subscribers
+
+log = logging.getLogger(__name__)
+
+_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class PostgresNotifier:
+    def __init__(
+        self,
+        database: DatabaseConfig,
+        *,
+        health_check_interval_seconds: float = 15.0,
+        reconnect_delay_seconds: float = 0.2,
+        max_reconnect_delay_seconds: float = 10.0,
+    ) -> None:
+        self._dsn = database.dsn
+        self._health_interval = health_check_interval_seconds
+        self._first_delay = reconnect_delay_seconds
+        self._max_delay = max_reconnect_delay_seconds
+        self._subscribers = Subscribers()
+        self._connection: asyncpg.Connection | None = None
+        self._listening: set[str] = set()
+        self._pid: int | None = None
+        self._lock = asyncio.Lock()  # one operation at a time on the connection
+        self._wake = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process id of the LISTEN connection (None while disconnected)."""
+        return self._pid
+
+    async def open(self) -> None:
+        self._closing = False
+        try:
+            await self._connect()
+        except _FAILURES as error:
+            raise StoreUnavailable(f"cannot LISTEN on PostgreSQL: {error}") from error
+        self._supervisor = asyncio.create_task(self._supervise(), name="hetuflow-notify")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        connection, self._connection, self._pid = self._connection, None, None
+        if connection is not None and not connection.is_closed():
+            try:
+                await connection.close(timeout=5)
+            except _FAILURES:
+                connection.terminate()
+
+    async def publish(self, channel: str, payload: str = "") -> None:
+        self._subscribers.deliver(channel, payload)
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            self._wake.set()
+            return
+        try:
+            async with self._lock:
+                await connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+        except _FAILURES as error:
+            log.warning(
+                "could not NOTIFY %s (other nodes wake on their own timers): %s", channel, error
+            )
+            self._wake.set()
+
+    def subscribe(self, channel: str, callback: NotifyCallback) -> None:
+        self._subscribers.add(channel, callback)
+        if self._connection is not None and channel not in self._listening:
+            self._wake.set()  # the supervisor LISTENs on the new channel
+
+    # --- the connection -----------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        connection = await asyncpg.connect(
+            self._dsn, server_settings={"application_name": "hetuflow-notify"}
+        )
+        try:
+            connection.add_termination_listener(self._on_terminated)
+            self._connection, self._pid, self._listening = connection, None, set()
+            await self._listen_all()
+            self._pid = connection.get_server_pid()
+        except BaseException:
+            connection.terminate()
+            self._connection = None
+            raise
+
+    async def _listen_all(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        async with self._lock:
+            for channel in self._subscribers.channels:
+                if channel not in self._listening:
+                    await connection.add_listener(channel, self._on_notification)
+                    self._listening.add(channel)
+
+    def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        if pid == self._pid:
+            return  # ours: publish() delivered it locally already
+        self._subscribers.deliver(channel, str(payload))
+
+    def _on_terminated(self, connection: object) -> None:
+        if not self._closing and connection is self._connection:
+            log.warning("LISTEN connection to PostgreSQL lost; reconnecting")
+            self._wake.set()
+
+    async def _healthy(self) -> bool:
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            return False
+        try:
+            async with self._lock:
+                await connection.fetchval("SELECT 1", timeout=self._health_interval)
+            await self._listen_all()
+        except _FAILURES as error:
+            log.warning("LISTEN connection to PostgreSQL failed a check: %s", error)
+            return False
+        return True
+
+    async def _supervise(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._health_interval)
+            self._wake.clear()
+            if not await self._healthy():
+                await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        old, self._connection, self._pid = self._connection, None, None
+        if old is not None:
+            old.terminate()
+        delay = self._first_delay
+        while True:
+            try:
+                await self._connect()
+                break
+            except _FAILURES as error:
+                log.warning("reconnecting to PostgreSQL for LISTEN failed: %s", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_delay)
+        log.warning("LISTEN connection to PostgreSQL re-established; waking every subscriber")
+        self._subscribers.deliver_everywhere("")
