@@ -1,0 +1,459 @@
+"""Cron job routes: create, list, get, change, delete, enable/disable, run now, next fires,
+preview an expression, tick history. Thin: each parses, calls ``CronJobs``, serialises."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from hetuflow.errors import InvalidInput
+from hetuflow.models import (
+    CronJob,
+    CronTick,
+    MisfirePolicy,
+    NewCronJob,
+    OverlapPolicy,
+    Priority,
+    RetryPolicy,
+    TaskStatus,
+    TickOutcome,
+)
+from hetuflow.server.api.errors import error_responses
+from hetuflow.server.api.schemas import (
+    MAX_BACKOFF_SECONDS,
+    MAX_RETRIES,
+    MAX_TIMEOUT_SECONDS,
+    Label,
+    Name,
+    Payload,
+    TaskOut,
+    storable_text,
+)
+from hetuflow.server.context import ServerContext
+from hetuflow.server.cron_service import CronJobs
+
+router = APIRouter(prefix="/api/cron-jobs", tags=["cron jobs"])
+
+MAX_FIRE_TIMES = 100
+MAX_TICKS = 1000
+MAX_CATCH_UP = 10_000
+MAX_DEADLINE_SECONDS = 365 * 24 * 3600.0
+_NULLABLE = frozenset({"timeout_seconds", "start_deadline_seconds"})
+
+Expression = Annotated[
+    str, StringConstraints(min_length=1, max_length=256), AfterValidator(storable_text)
+]
+TimeZone = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(storable_text)
+]
+
+_EXPRESSION = (
+    "5 fields (minute hour day-of-month month day-of-week), 6 with a leading seconds field, "
+    "or a macro: @hourly @daily @midnight @weekly @monthly @yearly @annually. Checked when "
+    "saved; a mistake is a 422 naming the field and why."
+)
+_TIMEZONE = (
+    "IANA time zone the expression is read in. DST: a local time that does not exist fires "
+    "once at the first instant after the gap; a repeated local time fires once (its first "
+    "occurrence) unless the hour field is `*` or `*/n`, which follows elapsed time."
+)
+_MISFIRE = (
+    "Ticks missed while no server ran or the job was disabled: `skip` them all, `run_once` "
+    "(one task now for all of them; the default) or `catch_up` (one task per missed tick, the "
+    "most recent `catch_up_limit`)."
+)
+_OVERLAP = (
+    "A tick while the job's previous task is still pending or running: `allow` (default), "
+    "`skip` the tick, `queue` (wait for it, at most one waiting) or `cancel_previous`."
+)
+_DEADLINE = (
+    "Skip a tick (recorded as skipped, with why) when its task could only start more than "
+    "this many seconds after the tick. None: no deadline."
+)
+
+
+def _jobs(request: Request) -> CronJobs:
+    context: ServerContext = request.app.state.context
+    return CronJobs(context)
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class CronJobCreate(_Input):
+    """A cron job. The seed sends name, cron_expression, task_type, payload, enabled."""
+
+    name: Name = Field(description="Unique name of the cron job.", examples=["daily-backup"])
+    cron_expression: Expression = Field(description=_EXPRESSION, examples=["0 2 * * *"])
+    task_type: Name = Field(description="Task type of the tasks it creates.", examples=["backup"])
+    payload: Payload = Field(
+        default_factory=dict,
+        description="JSON object given to every task it creates.",
+        examples=[{"type": "full"}],
+    )
+    enabled: bool = Field(default=True, description="Disabled jobs do not fire.")
+    timezone: TimeZone = Field(default="UTC", description=_TIMEZONE, examples=["Europe/Berlin"])
+    priority: Priority = Field(default=Priority.NORMAL, description="Priority of its tasks.")
+    required_capabilities: list[Label] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Only agents with every one of these capabilities run its tasks.",
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="Execution limit of one attempt."
+    )
+    max_retries: int = Field(
+        default=0, ge=0, le=MAX_RETRIES, description="Further attempts after a failure."
+    )
+    retry_backoff_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_BACKOFF_SECONDS,
+        description="Wait before the first retry, doubled each time; default "
+        "`[scheduler] retry_interval_seconds`.",
+    )
+    misfire_policy: MisfirePolicy = Field(default=MisfirePolicy.RUN_ONCE, description=_MISFIRE)
+    catch_up_limit: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_CATCH_UP,
+        description="Most missed ticks run by `misfire_policy=catch_up`.",
+    )
+    overlap_policy: OverlapPolicy = Field(default=OverlapPolicy.ALLOW, description=_OVERLAP)
+    start_deadline_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=_DEADLINE
+    )
+
+    def to_new_cron_job(self, default_backoff_seconds: float) -> NewCronJob:
+        backoff = self.retry_backoff_seconds
+        return NewCronJob(
+            name=self.name,
+            cron_expression=self.cron_expression,
+            task_type=self.task_type,
+            payload=self.payload,
+            timezone=self.timezone,
+            priority=self.priority,
+            required_capabilities=tuple(dict.fromkeys(self.required_capabilities)),
+            timeout_seconds=self.timeout_seconds,
+            retry=RetryPolicy(
+                max_retries=self.max_retries,
+                backoff_seconds=default_backoff_seconds if backoff is None else backoff,
+            ),
+            enabled=self.enabled,
+            misfire_policy=self.misfire_policy,
+            catch_up_limit=self.catch_up_limit,
+            overlap_policy=self.overlap_policy,
+            start_deadline_seconds=self.start_deadline_seconds,
+        )
+
+
+class CronJobUpdate(_Input):
+    """Fields to change; those left out stay as they are. Changing the expression or the time
+    zone restarts the schedule from now."""
+
+    name: Name | None = None
+    cron_expression: Expression | None = Field(default=None, description=_EXPRESSION)
+    task_type: Name | None = None
+    payload: Payload | None = None
+    enabled: bool | None = None
+    timezone: TimeZone | None = Field(default=None, description=_TIMEZONE)
+    priority: Priority | None = None
+    required_capabilities: list[Label] | None = Field(default=None, max_length=64)
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="null removes the limit."
+    )
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
+    retry_backoff_seconds: float | None = Field(default=None, ge=0, le=MAX_BACKOFF_SECONDS)
+    misfire_policy: MisfirePolicy | None = Field(default=None, description=_MISFIRE)
+    catch_up_limit: int | None = Field(default=None, ge=0, le=MAX_CATCH_UP)
+    overlap_policy: OverlapPolicy | None = Field(default=None, description=_OVERLAP)
+    start_deadline_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=f"{_DEADLINE} null removes it."
+    )
+
+    def to_changes(self, job: CronJob) -> dict[str, Any]:
+        """``update_cron_job`` changes (``CronJob`` field names) for the fields sent."""
+        changes: dict[str, Any] = {}
+        for key in self.model_fields_set:
+            value = getattr(self, key)
+            if value is None and key not in _NULLABLE:
+                raise InvalidInput(f"{key} cannot be null", field=key)
+            if key in ("max_retries", "retry_backoff_seconds"):
+                continue
+            if key == "required_capabilities":
+                value = tuple(dict.fromkeys(value))
+            changes[key] = value
+        if {"max_retries", "retry_backoff_seconds"} & self.model_fields_set:
+            retry = job.retry
+            changes["retry"] = RetryPolicy(
+                max_retries=self.max_retries if self.max_retries is not None else retry.max_retries,
+                backoff_seconds=(
+                    self.retry_backoff_seconds
+                    if self.retry_backoff_seconds is not None
+                    else retry.backoff_seconds
+                ),
+                backoff_factor=retry.backoff_factor,
+                max_backoff_seconds=retry.max_backoff_seconds,
+            )
+        return changes
+
+
+class CronJobOut(_Output):
+    id: UUID
+    name: str
+    cron_expression: str
+    timezone: str
+    task_type: str
+    payload: dict[str, Any]
+    priority: Priority
+    required_capabilities: list[str]
+    timeout_seconds: float | None
+    max_retries: int
+    retry_backoff_seconds: float
+    enabled: bool
+    misfire_policy: MisfirePolicy
+    catch_up_limit: int
+    overlap_policy: OverlapPolicy
+    start_deadline_seconds: float | None
+    next_fire_at: datetime | None = Field(
+        description="The next tick to be settled (fired or skipped). Null when disabled "
+        "before its first tick."
+    )
+    last_fire_at: datetime | None = Field(description="Tick of the last task it created.")
+    last_task_id: UUID | None = Field(description="Its last task (a tick's or a manual run).")
+    last_outcome: TaskStatus | None = Field(
+        description="Status of the last task; null if it never ran."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: CronJob, last_outcome: TaskStatus | None) -> CronJobOut:
+        return cls(
+            id=job.id,
+            name=job.name,
+            cron_expression=job.cron_expression,
+            timezone=job.timezone,
+            task_type=job.task_type,
+            payload=job.payload,
+            priority=job.priority,
+            required_capabilities=list(job.required_capabilities),
+            timeout_seconds=job.timeout_seconds,
+            max_retries=job.retry.max_retries,
+            retry_backoff_seconds=job.retry.backoff_seconds,
+            enabled=job.enabled,
+            misfire_policy=job.misfire_policy,
+            catch_up_limit=job.catch_up_limit,
+            overlap_policy=job.overlap_policy,
+            start_deadline_seconds=job.start_deadline_seconds,
+            next_fire_at=job.next_fire_at,
+            last_fire_at=job.last_fire_at,
+            last_task_id=job.last_task_id,
+            last_outcome=last_outcome,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+        )
+
+
+class CronJobList(_Output):
+    items: list[CronJobOut] = Field(description="Cron jobs by name.")
+    total: int
+
+
+class PreviewRequest(_Input):
+    cron_expression: Expression = Field(description=_EXPRESSION, examples=["*/15 9-17 * * MON-FRI"])
+    timezone: TimeZone = Field(default="UTC", description=_TIMEZONE)
+    count: int = Field(default=5, ge=1, le=MAX_FIRE_TIMES, description="How many fire times.")
+
+
+class FireTimes(_Output):
+    cron_expression: str
+    timezone: str
+    fire_times: list[datetime] = Field(description="Next fire times after now, in UTC.")
+
+
+class CronTickOut(_Output):
+    cron_job_id: UUID
+    tick_at: datetime = Field(description="The instant the schedule named.")
+    outcome: TickOutcome = Field(description="`fired` (a task was created) or `skipped`.")
+    task_id: UUID | None
+    reason: str | None = Field(description="Why it was skipped, or how a late tick ran.")
+    recorded_at: datetime
+
+    @classmethod
+    def of(cls, tick: CronTick) -> CronTickOut:
+        return cls(
+            cron_job_id=tick.cron_job_id,
+            tick_at=tick.tick_at,
+            outcome=tick.outcome,
+            task_id=tick.task_id,
+            reason=tick.reason,
+            recorded_at=tick.recorded_at,
+        )
+
+
+class CronTickList(_Output):
+    items: list[CronTickOut] = Field(description="Newest tick first.")
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+async def _out(jobs: CronJobs, job: CronJob) -> CronJobOut:
+    outcomes = await jobs.last_outcomes([job])
+    return CronJobOut.of(job, outcomes.get(job.id))
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CronJobOut,
+    summary="Create a cron job",
+    responses=error_responses(400, 409, 413, 422),
+)
+async def create_cron_job(body: CronJobCreate, request: Request) -> CronJobOut:
+    """Create a cron job. **422** for an invalid expression or time zone, **409** if the
+    name is taken."""
+    jobs = _jobs(request)
+    backoff = jobs.context.config.scheduler.retry_interval_seconds
+    job = await jobs.create(body.to_new_cron_job(backoff))
+    return CronJobOut.of(job, None)
+
+
+@router.get("", response_model=CronJobList, summary="List cron jobs")
+async def list_cron_jobs(request: Request) -> CronJobList:
+    """Every cron job, by name, with its next and last fire and the last task's status."""
+    jobs = _jobs(request)
+    found = await jobs.list_jobs()
+    outcomes = await jobs.last_outcomes(found)
+    items = [CronJobOut.of(job, outcomes.get(job.id)) for job in found]
+    return CronJobList(items=items, total=len(items))
+
+
+@router.post(
+    "/preview",
+    response_model=FireTimes,
+    summary="Preview an expression",
+    responses=error_responses(400, 422),
+)
+async def preview(body: PreviewRequest, request: Request) -> FireTimes:
+    """The next fire times of an expression in a time zone, without saving anything."""
+    times = _jobs(request).preview(body.cron_expression, body.timezone, body.count)
+    return FireTimes(cron_expression=body.cron_expression, timezone=body.timezone, fire_times=times)
+
+
+@router.get(
+    "/{cron_job_id}",
+    response_model=CronJobOut,
+    summary="Get a cron job",
+    responses=error_responses(404, 422),
+)
+async def get_cron_job(cron_job_id: UUID, request: Request) -> CronJobOut:
+    jobs = _jobs(request)
+    return await _out(jobs, await jobs.get(cron_job_id))
+
+
+@router.patch(
+    "/{cron_job_id}",
+    response_model=CronJobOut,
+    summary="Change a cron job",
+    responses=error_responses(400, 404, 409, 413, 422),
+)
+async def update_cron_job(cron_job_id: UUID, body: CronJobUpdate, request: Request) -> CronJobOut:
+    """Change the fields sent. A new expression or time zone restarts the schedule from now."""
+    jobs = _jobs(request)
+    job = await jobs.get(cron_job_id)
+    return await _out(jobs, await jobs.update(cron_job_id, body.to_changes(job)))
+
+
+@router.delete(
+    "/{cron_job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a cron job",
+    responses=error_responses(404, 422),
+)
+async def delete_cron_job(cron_job_id: UUID, request: Request) -> Response:
+    """Delete the job and its tick history. Tasks it created are kept."""
+    await _jobs(request).delete(cron_job_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{cron_job_id}/enable",
+    response_model=CronJobOut,
+    summary="Enable a cron job",
+    responses=error_responses(404, 422),
+)
+async def enable_cron_job(cron_job_id: UUID, request: Request) -> CronJobOut:
+    """Ticks missed while it was disabled are handled by its misfire policy."""
+    jobs = _jobs(request)
+    return await _out(jobs, await jobs.set_enabled(cron_job_id, True))
+
+
+@router.post(
+    "/{cron_job_id}/disable",
+    response_model=CronJobOut,
+    summary="Disable a cron job",
+    responses=error_responses(404, 422),
+)
+async def disable_cron_job(cron_job_id: UUID, request: Request) -> CronJobOut:
+    jobs = _jobs(request)
+    return await _out(jobs, await jobs.set_enabled(cron_job_id, False))
+
+
+@router.post(
+    "/{cron_job_id}/trigger",
+    status_code=201,
+    response_model=TaskOut,
+    summary="Run a cron job now",
+    responses=error_responses(404, 422),
+)
+async def trigger_cron_job(cron_job_id: UUID, request: Request) -> TaskOut:
+    """Create one task from the job now, outside its schedule (also when disabled)."""
+    return TaskOut.of(await _jobs(request).trigger(cron_job_id))
+
+
+@router.get(
+    "/{cron_job_id}/next-fires",
+    response_model=FireTimes,
+    summary="Next fire times of a cron job",
+    responses=error_responses(404, 422),
+)
+async def next_fires(
+    cron_job_id: UUID,
+    request: Request,
+    count: Annotated[int, Query(ge=1, le=MAX_FIRE_TIMES, description="How many.")] = 5,
+) -> FireTimes:
+    jobs = _jobs(request)
+    job = await jobs.get(cron_job_id)
+    times = jobs.preview(job.cron_expression, job.timezone, count)
+    return FireTimes(cron_expression=job.cron_expression, timezone=job.timezone, fire_times=times)
+
+
+@router.get(
+    "/{cron_job_id}/ticks",
+    response_model=CronTickList,
+    summary="Tick history of a cron job",
+    responses=error_responses(404, 422),
+)
+async def ticks(
+    cron_job_id: UUID,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=MAX_TICKS, description="Most recent ticks.")] = 50,
+) -> CronTickList:
+    """Settled ticks, newest first: fired (with the task) or skipped (with why)."""
+    found = await _jobs(request).ticks(cron_job_id, limit)
+    return CronTickList(items=[CronTickOut.of(tick) for tick in found])
