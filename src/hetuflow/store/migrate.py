@@ -14,7 +14,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +28,7 @@ DIALECTS: tuple[Literal["sqlite", "postgres"], ...] = ("sqlite", "postgres")
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _PG_LOCK_KEY = 0x6865_7475_6D69  # "hetumi": the migration advisory lock
+_MICRO = timedelta(microseconds=1)
 
 _TABLE_SQLITE = """CREATE TABLE IF NOT EXISTS hetuflow_migrations (
     version TEXT PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"""
@@ -139,10 +140,10 @@ def _sqlite_step(connection: sqlite3.Connection, migration: Migration, *, up: bo
         raise MigrationFailed(f"migration {migration.label} failed: {error}") from error
 
 
-def _sqlite_run(db: DatabaseConfig, plan: _Plan) -> list[str]:
+def _sqlite_run(db: DatabaseConfig, plan: _Plan, root: Path) -> list[str]:
     connection = _sqlite_connect(db)
     try:
-        migrations = load_migrations("sqlite")
+        migrations = load_migrations("sqlite", root)
         applied = _sqlite_applied(connection)
         done = []
         for migration in plan.choose(migrations, applied):
@@ -175,7 +176,7 @@ async def _pg_applied(connection: asyncpg.Connection) -> set[str]:
     return {row[0] for row in await connection.fetch("SELECT version FROM hetuflow_migrations")}
 
 
-async def _pg_run(db: DatabaseConfig, plan: _Plan) -> list[str]:
+async def _pg_run(db: DatabaseConfig, plan: _Plan, root: Path) -> list[str]:
     connection = await _pg_connect(db)
     try:
         await connection.execute("SELECT pg_advisory_lock($1)", _PG_LOCK_KEY)
@@ -183,7 +184,7 @@ async def _pg_run(db: DatabaseConfig, plan: _Plan) -> list[str]:
             await connection.execute(_TABLE_PG)
             applied = await _pg_applied(connection)
             done = []
-            for migration in plan.choose(load_migrations("postgres"), applied):
+            for migration in plan.choose(load_migrations("postgres", root), applied):
                 path = migration.up if plan.up else migration.down
                 try:
                     async with connection.transaction():
@@ -223,8 +224,6 @@ async def _pg_status(db: DatabaseConfig) -> set[str]:
 
 # --- the public functions ---------------------------------------------------------------------
 
-_MICRO = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
@@ -239,30 +238,38 @@ class _Plan:
         return list(reversed(done))[: self.steps]
 
 
-async def migrate_up(db: DatabaseConfig, target: str | None = None) -> list[str]:
+async def _run(db: DatabaseConfig, plan: _Plan, root: Path) -> list[str]:
+    if db.kind == "postgres":
+        return await _pg_run(db, plan, root)
+    return await asyncio.to_thread(_sqlite_run, db, plan, root)
+
+
+async def migrate_up(
+    db: DatabaseConfig, target: str | None = None, *, root: Path = MIGRATIONS_ROOT
+) -> list[str]:
     """Apply pending migrations (up to ``target``: a version or ``NNNN_name``); return their
     labels in order. Concurrent callers apply each migration once."""
-    if db.kind == "postgres":
-        return await _pg_run(db, _Plan(up=True, target=target))
-    return await asyncio.to_thread(_sqlite_run, db, _Plan(up=True, target=target))
+    return await _run(db, _Plan(up=True, target=target), root)
 
 
-async def migrate_down(db: DatabaseConfig, steps: int = 1) -> list[str]:
+async def migrate_down(
+    db: DatabaseConfig, steps: int = 1, *, root: Path = MIGRATIONS_ROOT
+) -> list[str]:
     """Revert the last ``steps`` applied migrations, newest first; return their labels."""
     if steps < 0:
         raise InvalidInput("steps must be 0 or more", field="steps")
-    if db.kind == "postgres":
-        return await _pg_run(db, _Plan(up=False, steps=steps))
-    return await asyncio.to_thread(_sqlite_run, db, _Plan(up=False, steps=steps))
+    return await _run(db, _Plan(up=False, steps=steps), root)
 
 
-async def migration_status(db: DatabaseConfig) -> list[tuple[str, bool]]:
+async def migration_status(
+    db: DatabaseConfig, *, root: Path = MIGRATIONS_ROOT
+) -> list[tuple[str, bool]]:
     """Every known migration as (``NNNN_name``, applied), oldest first."""
     if db.kind == "postgres":
         applied = await _pg_status(db)
     else:
         applied = await asyncio.to_thread(_sqlite_status, db)
-    return [(m.label, m.version in applied) for m in load_migrations(db.kind)]
+    return [(m.label, m.version in applied) for m in load_migrations(db.kind, root)]
 
 
 def add_migration(name: str, *, root: Path = MIGRATIONS_ROOT) -> list[Path]:

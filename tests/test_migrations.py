@@ -1,0 +1,162 @@
+"""Migrations: replaying them gives a fresh install's schema, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from hetuflow.config import DatabaseConfig
+from hetuflow.errors import InvalidInput, MigrationFailed
+from hetuflow.store.migrate import (
+    MIGRATIONS_ROOT,
+    add_migration,
+    load_migrations,
+    migrate_down,
+    migrate_up,
+    migration_status,
+)
+
+ALL = [migration.label for migration in load_migrations("sqlite")]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseConfig:
+    """A database with no schema at all, once per dialect."""
+    if request.param == "sqlite":
+        return DatabaseConfig(type="sqlite", path=str(tmp_path / "empty.db"))
+    config: DatabaseConfig = request.getfixturevalue("pg_empty_database")
+    return config
+
+
+def _sqlite_schema(path: str) -> list[tuple[Any, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        rows = connection.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master"
+            " WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        ).fetchall()
+        return [tuple(row) for row in rows]
+    finally:
+        connection.close()
+
+
+async def _pg_schema(dsn: str) -> list[tuple[Any, ...]]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        columns = await connection.fetch(
+            """
+            SELECT table_name, column_name, ordinal_position, data_type, udt_name,
+                   is_nullable, column_default
+            FROM information_schema.columns WHERE table_schema = 'public'
+            ORDER BY table_name, column_name"""
+        )
+        indexes = await connection.fetch(
+            "SELECT tablename, indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = 'public' ORDER BY indexname"
+        )
+        constraints = await connection.fetch(
+            """
+            SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+            FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+            ORDER BY 1, 2"""
+        )
+        return (
+            [("column", *r) for r in columns]
+            + [("index", *r) for r in indexes]
+            + [("constraint", *r) for r in constraints]
+        )
+    finally:
+        await connection.close()
+
+
+async def _schema(db: DatabaseConfig) -> list[tuple[Any, ...]]:
+    if db.kind == "postgres":
+        return await _pg_schema(db.dsn)
+    return await asyncio.to_thread(_sqlite_schema, db.sqlite_path)
+
+
+def _tables(schema: list[tuple[Any, ...]]) -> set[str]:
+    """Table names: SQLite rows are ("table", name, ...), PostgreSQL ("column", table, ...)."""
+    return {row[1] for row in schema if row[0] in ("table", "column")}
+
+
+async def test_replaying_all_migrations_gives_the_fresh_schema(
+    empty_database: DatabaseConfig,
+) -> None:
+    assert await migration_status(empty_database) == [(label, False) for label in ALL]
+    assert await migrate_up(empty_database) == ALL
+    fresh = await _schema(empty_database)
+    assert {"tasks", "attempts", "task_logs", "agents", "cron_jobs", "cron_ticks"} <= _tables(fresh)
+    assert await migrate_up(empty_database) == []
+    assert await migration_status(empty_database) == [(label, True) for label in ALL]
+
+    assert await migrate_down(empty_database, steps=len(ALL) + 5) == list(reversed(ALL))
+    assert _tables(await _schema(empty_database)) == {"hetuflow_migrations"}
+    assert await migration_status(empty_database) == [(label, False) for label in ALL]
+
+    assert await migrate_up(empty_database) == ALL
+    assert await _schema(empty_database) == fresh
+
+
+async def test_up_to_a_target_and_down_one_step(empty_database: DatabaseConfig) -> None:
+    first = ALL[0]
+    assert await migrate_up(empty_database, target=first.split("_")[0]) == [first]
+    with pytest.raises(InvalidInput):
+        await migrate_up(empty_database, target="9999_nothing")
+    assert await migrate_down(empty_database) == [first]
+    assert await migrate_down(empty_database) == []
+    assert await migration_status(empty_database) == [(label, False) for label in ALL]
+
+
+async def test_concurrent_migrators_apply_each_migration_once(
+    empty_database: DatabaseConfig,
+) -> None:
+    results = await asyncio.gather(*(migrate_up(empty_database) for _ in range(4)))
+    applied = [label for batch in results for label in batch]
+    assert sorted(applied) == sorted(ALL)
+    assert await migration_status(empty_database) == [(label, True) for label in ALL]
+
+
+async def test_a_failing_migration_is_rolled_back(
+    empty_database: DatabaseConfig, tmp_path: Path
+) -> None:
+    root = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_ROOT, root)
+    add_migration("broken", root=root)
+    for path in root.glob("*/0*_broken.up.sql"):
+        path.write_text(
+            "CREATE TABLE half_done (id integer);\nSELECT * FROM no_such_table;\n",
+            encoding="utf-8",
+        )
+    with pytest.raises(MigrationFailed):
+        await migrate_up(empty_database, root=root)
+    status = dict(await migration_status(empty_database, root=root))
+    assert status[ALL[-1]] is True
+    assert [applied for label, applied in status.items() if label.endswith("_broken")] == [False]
+    assert "half_done" not in _tables(await _schema(empty_database))
+
+
+def test_add_creates_the_next_pair_for_both_dialects(tmp_path: Path) -> None:
+    root = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_ROOT, root)
+    paths = add_migration("create_new_table", root=root)
+    number = f"{len(ALL) + 1:04d}"
+    assert sorted(p.relative_to(root).as_posix() for p in paths) == [
+        f"postgres/{number}_create_new_table.down.sql",
+        f"postgres/{number}_create_new_table.up.sql",
+        f"sqlite/{number}_create_new_table.down.sql",
+        f"sqlite/{number}_create_new_table.up.sql",
+    ]
+    assert [m.label for m in load_migrations("postgres", root)][-1] == f"{number}_create_new_table"
+    again = add_migration("second", root=root)
+    assert all(p.name.startswith(f"{len(ALL) + 2:04d}_second") for p in again)
+    with pytest.raises(InvalidInput):
+        add_migration("Bad Name", root=root)
+    # the package's own directory is untouched
+    assert [m.label for m in load_migrations("sqlite")] == ALL
