@@ -124,6 +124,8 @@ def test_cron_job_form_validates_and_previews_next_fires(page: Page, server: Ser
 
     page.fill("[name=cron_expression]", "61 * * * *")
     expect(page.locator("#expression-hint")).to_have_class(re.compile(r"\bbad\b"))
+    expect(page.locator("#expression-hint")).to_contain_text("61 is outside 0-59")
+    expect(page.locator("[name=cron_expression]")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#cron-form button[type=submit]")).to_be_disabled()
     expect(page.locator("#cron-preview li")).to_have_count(0)
 
