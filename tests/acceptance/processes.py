@@ -249,7 +249,9 @@ async def api(server: ServerProcess) -> AsyncIterator[Api]:
 async def wait_gone(pid: int, timeout_seconds: float = 10.0) -> None:
     """Wait until no process ``pid`` exists (zombies of other parents count as gone)."""
     async with asyncio.timeout(timeout_seconds):
-        while _alive(pid):
+        while True:
+            if not _alive(pid):
+                return
             await asyncio.sleep(0.05)
 
 
