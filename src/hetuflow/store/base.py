@@ -293,7 +293,7 @@ class Notifier(Protocol):
 
 
 class NotifyCallback(Protocol):
-    def __call__(self, payload: str) -> None: ...
+    def __call__(self, payload: str, /) -> None: ...
 
 
 # Channels
