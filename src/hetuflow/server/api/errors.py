@@ -208,9 +208,20 @@ async def _http_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(status, code, message, headers=dict(error.headers or {}))
 
 
+async def _unicode_error(_: Request, error: Exception) -> JSONResponse:
+    # pydantic-core cannot read a str holding a lone surrogate (JSON "\ud800"): it is input
+    # that no store could keep either, so it is the client's mistake, not a server error.
+    return error_response(
+        422,
+        "invalid_input",
+        "request contains text that is not valid Unicode (a lone surrogate escape like \\ud800)",
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the exception handlers and the two middlewares on ``app``."""
     app.add_exception_handler(HetuflowError, _hetuflow_error)
+    app.add_exception_handler(UnicodeEncodeError, _unicode_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(CatchAll)

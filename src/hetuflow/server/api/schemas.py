@@ -341,16 +341,25 @@ class LogPage(_Output):
 class AgentCreate(_Input):
     """Pre-create an agent; a process connecting with this name becomes it."""
 
-    name: Name = Field(examples=["agent-1"])
+    name: Name = Field(description="Unique agent name.", examples=["agent-1"])
     capabilities: list[Label] = Field(
-        default_factory=list, max_length=256, examples=[["chrome", "headless"]]
+        default_factory=list,
+        max_length=256,
+        description="What it offers; a task runs only where all its required ones are.",
+        examples=[["chrome", "headless"]],
     )
     status: Literal["active", "disabled"] = Field(
         default="active",
         description="`active`: may receive tasks once connected; `disabled`: never receives any.",
     )
-    supported_task_types: list[Name] = Field(default_factory=list, max_length=1024)
-    max_concurrent_tasks: int = Field(default=1, ge=1, le=100_000)
+    supported_task_types: list[Name] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Task types it runs (the connecting agent declares its own as well).",
+    )
+    max_concurrent_tasks: int = Field(
+        default=1, ge=1, le=100_000, description="Tasks it may hold at once (its slots)."
+    )
 
     def to_new_agent(self) -> NewAgent:
         return NewAgent(
