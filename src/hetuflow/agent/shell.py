@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -33,7 +34,6 @@ from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut, cut_li
 
 STDOUT_TAIL_CHARS = 4000
 STDERR_TAIL_CHARS = 2000
-READ_CHUNK_BYTES = 64 * 1024
 _GROUP_POLL_SECONDS = 0.02
 PIPE_DRAIN_SECONDS = 2.0
 
@@ -111,19 +111,8 @@ async def _wait_group_gone(pgid: int, seconds: float) -> bool:
     return True
 
 
-async def stop_group(process: asyncio.subprocess.Process, grace_seconds: float) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace_seconds``; wait for the process."""
-    pgid = process.pid
-    if process.returncode is None or _group_alive(pgid):
-        _signal_group(pgid, signal.SIGTERM)
-        if not await _wait_group_gone(pgid, grace_seconds):
-            _signal_group(pgid, signal.SIGKILL)
-            await _wait_group_gone(pgid, 5.0)
-    await process.wait()
-
-
 class _Stream:
-    """Reads one pipe, sends each line as a log line, keeps a tail."""
+    """One output pipe: splits it into lines, sends each as a log line, keeps a tail."""
 
     def __init__(
         self,
@@ -132,12 +121,14 @@ class _Stream:
         max_line_bytes: int,
         tail_chars: int,
     ) -> None:
-        self.name = name
+        self.name: Literal["stdout", "stderr"] = name
         self.ctx = ctx
         self.max_line_bytes = max_line_bytes
         self.tail: deque[str] = deque()
         self.tail_chars = tail_chars
         self._tail_size = 0
+        self._pending = b""
+        self._skipping = False  # inside a line already cut
 
     def _emit(self, raw: bytes) -> None:
         if raw.endswith(b"\r"):
@@ -149,40 +140,87 @@ class _Stream:
         while self._tail_size > self.tail_chars and len(self.tail) > 1:
             self._tail_size -= len(self.tail.popleft()) + 1
 
-    async def pump(self, reader: asyncio.StreamReader) -> None:
-        pending = b""
-        skipping = False  # inside a line already cut
-        while chunk := await reader.read(READ_CHUNK_BYTES):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for index, line in enumerate(lines):
-                if skipping and index == 0:
-                    skipping = False
-                    continue
-                self._emit(line)
-            if len(pending) > self.max_line_bytes:
-                if not skipping:
-                    self._emit(pending)  # cut and marked by cut_line
-                skipping = True
-                pending = b""
-        if pending and not skipping:
-            self._emit(pending)
+    def feed(self, data: bytes) -> None:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for index, line in enumerate(lines):
+            if self._skipping and index == 0:
+                self._skipping = False
+                continue
+            self._emit(line)
+        if len(self._pending) > self.max_line_bytes:
+            if not self._skipping:
+                self._emit(self._pending)  # cut and marked by cut_line
+            self._skipping = True
+            self._pending = b""
+
+    def close(self) -> None:
+        if self._pending and not self._skipping:
+            self._emit(self._pending)
+        self._pending = b""
 
     def text(self) -> str:
         text = "\n".join(self.tail)
         return text[-self.tail_chars :]
 
 
-async def _finish_reading(readers: asyncio.Future[Any], ctx: TaskContext) -> None:
-    """Read the pipes to their end; a process that left the group may hold them open."""
-    done, _ = await asyncio.wait({readers}, timeout=PIPE_DRAIN_SECONDS)
-    if not done:
-        readers.cancel()
-        with contextlib.suppress(BaseException):
-            await readers
-        ctx.log("output pipes still open after the command ended; stopped reading", stream="log")
-    else:
-        readers.result()
+class _ShellProtocol(asyncio.SubprocessProtocol):
+    """Feeds the pipes to their streams; tells when the process exited and the pipes closed.
+
+    ``Process.wait()`` of asyncio also waits for the pipes, which a background process left by
+    the command may hold open; this protocol sees the exit itself."""
+
+    def __init__(self, out: _Stream, err: _Stream) -> None:
+        self.streams = {1: out, 2: err}
+        self.exited = asyncio.Event()
+        self.pipes_closed = asyncio.Event()
+        self._open = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.streams[fd].feed(data if isinstance(data, bytes) else data.encode())
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd in self._open:
+            self.streams[fd].close()
+            self._open.discard(fd)
+            if not self._open:
+                self.pipes_closed.set()
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+
+async def _wait_event(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def stop_group(pgid: int, exited: asyncio.Event, grace_seconds: float) -> None:
+    """SIGTERM process group ``pgid``, SIGKILL it after ``grace_seconds``; return once the
+    leader has exited and no process of the group is left."""
+    if not exited.is_set() or _group_alive(pgid):
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        stopped = await _wait_event(exited, grace_seconds) and await _wait_group_gone(
+            pgid, max(deadline - time.monotonic(), 0.0)
+        )
+        if not stopped:
+            _signal_group(pgid, signal.SIGKILL)
+            await _wait_group_gone(pgid, 5.0)
+    await _wait_event(exited, 5.0)
+
+
+async def _stop_shielded(pgid: int, exited: asyncio.Event, grace_seconds: float) -> None:
+    """``stop_group`` that a second cancel cannot interrupt halfway (it SIGKILLs instead)."""
+    stopping = asyncio.ensure_future(stop_group(pgid, exited, grace_seconds))
+    try:
+        await asyncio.shield(stopping)
+    except BaseException:
+        _signal_group(pgid, signal.SIGKILL)
+        raise
 
 
 async def run_shell(
@@ -191,51 +229,43 @@ async def run_shell(
     """Run the payload's command; see the module docstring."""
     argv, env, cwd, timeout_seconds = _parse(payload)
     started = time.monotonic()
+    out = _Stream("stdout", ctx, max_line_bytes, STDOUT_TAIL_CHARS)
+    err = _Stream("stderr", ctx, max_line_bytes, STDERR_TAIL_CHARS)
+    loop = asyncio.get_running_loop()
     try:
-        process = await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ShellProtocol(out, err),
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=env,
             cwd=cwd,
             start_new_session=True,
         )
     except OSError as error:
         raise TaskFailed(f"cannot start {argv[0]!r}: {error}") from None
-    assert process.stdout is not None
-    assert process.stderr is not None
-    out = _Stream("stdout", ctx, max_line_bytes, STDOUT_TAIL_CHARS)
-    err = _Stream("stderr", ctx, max_line_bytes, STDERR_TAIL_CHARS)
-    readers: asyncio.Future[Any] = asyncio.gather(
-        out.pump(process.stdout), err.pump(process.stderr)
-    )
+    pgid = transport.get_pid()
     timed_out = False
     try:
         try:
             async with asyncio.timeout(timeout_seconds):
-                await process.wait()
+                await protocol.exited.wait()
         except TimeoutError:
             timed_out = True
         # the command is done (or timed out): nothing of its group may outlive it
-        await stop_group(process, kill_grace_seconds)
-        await _finish_reading(readers, ctx)
+        await _stop_shielded(pgid, protocol.exited, kill_grace_seconds)
+        if not await _wait_event(protocol.pipes_closed, PIPE_DRAIN_SECONDS):
+            ctx.log("output pipes still open after the command ended; stopped reading")
     except BaseException:
-        # cancelled (cancel, execution timeout, agent shutdown): stop the group, even if
-        # cancelled again meanwhile
-        stopping = asyncio.ensure_future(stop_group(process, kill_grace_seconds))
-        try:
-            await asyncio.shield(stopping)
-        except BaseException:
-            _signal_group(process.pid, signal.SIGKILL)
-            raise
-        finally:
-            readers.cancel()
-            with contextlib.suppress(BaseException):
-                await readers
+        # cancelled (cancel, execution timeout, agent shutdown): stop the whole group
+        await _stop_shielded(pgid, protocol.exited, kill_grace_seconds)
         raise
+    finally:
+        transport.close()
     duration = round(time.monotonic() - started, 3)
-    code = process.returncode if process.returncode is not None else -1
+    returncode = transport.get_returncode()
+    code = returncode if returncode is not None else -1
     details = {
         "exit_code": code,
         "duration_seconds": duration,
