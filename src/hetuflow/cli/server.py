@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from hetuflow import __version__
 from hetuflow.cli import agents as agent_commands
+from hetuflow.cli import cron_jobs as cron_commands
 from hetuflow.cli import tasks as task_commands
 from hetuflow.cli.common import (
     EXIT_USAGE,
@@ -52,6 +53,7 @@ def main() -> None:
 
 task_commands.register(main)
 agent_commands.register(main)
+cron_commands.register(main)
 
 
 # --- configuration ----------------------------------------------------------------------------
