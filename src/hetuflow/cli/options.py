@@ -50,7 +50,10 @@ def _looks_like_option(token: str) -> bool:
 
 
 def expand_multi_value_args(args: Sequence[str], option_names: set[str]) -> list[str]:
-    """Repeat each multi-value option before each of its values (see the module docstring)."""
+    """Repeat each multi-value option before each of its values (see the module docstring).
+
+    Raises ``click.BadOptionUsage`` for such an option followed by no value.
+    """
     expanded: list[str] = []
     index = 0
     while index < len(args):
@@ -68,7 +71,7 @@ def expand_multi_value_args(args: Sequence[str], option_names: set[str]) -> list
             values.append(args[index])
             index += 1
         if not values:
-            expanded.append(token)  # click reports the missing value
+            raise click.BadOptionUsage(name, f"Option {name!r} requires at least one value.")
         for value in values:
             expanded.extend((name, value))
     return expanded
