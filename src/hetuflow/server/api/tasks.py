@@ -84,8 +84,9 @@ async def create_tasks(body: TaskBatchCreate, queue: Queue, context: Context) ->
     results = await queue.create_many(
         [item.to_new_task(now=now, default_backoff_seconds=backoff) for item in body.tasks]
     )
+    reasons = await queue.explain([task for task, _ in results])
     return TaskBatchOut(
-        items=[TaskOut.of(task) for task, _ in results],
+        items=[TaskOut.of(task, reasons.get(task.id)) for task, _ in results],
         created=[created for _, created in results],
     )
 

@@ -1,0 +1,224 @@
+"""The SDK against a real server: typed results, errors with status/code/field, wait, logs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from hetuflow import AsyncClient, Client
+from hetuflow.client import ClientError, ServerUnreachable, Task, WaitTimeout
+from hetuflow.models import (
+    AgentRegistration,
+    AttemptOutcome,
+    AttemptRef,
+    AttemptResult,
+    ClaimGroup,
+    LogLine,
+    PendingReason,
+    Priority,
+    SlotOffer,
+    TaskStatus,
+)
+from hetuflow.server.context import ServerContext
+
+from .conftest import free_port
+
+
+def test_submit_get_list_cancel(client: Client) -> None:
+    task = client.submit(
+        "data-processing",
+        {"data": "test"},
+        name="test-task",
+        priority="high",
+        required_capabilities=["chrome"],
+        timeout_seconds=30,
+        max_retries=2,
+    )
+    assert isinstance(task, Task)
+    assert (task.priority, task.status) == (Priority.HIGH, TaskStatus.PENDING)
+    assert task.pending_reason is PendingReason.NO_AGENT_FOR_TASK_TYPE
+    assert client.get_task(task.id) == task
+    page = client.list_tasks(status="pending", task_type="data-processing")
+    assert [item.id for item in page.items] == [task.id]
+    assert page.total == 1
+    cancelled = client.cancel_task(str(task.id))
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert cancelled.is_finished
+    assert client.list_tasks(status=[TaskStatus.PENDING]).total == 0
+
+
+def test_submit_many_and_idempotency(client: Client) -> None:
+    tasks = client.submit_many(
+        [
+            {"task_type": "a", "payload": {"n": 1}},
+            {
+                "task_type": "b",
+                "idempotency_key": "k",
+                "scheduled_at": datetime(2099, 1, 1, tzinfo=UTC),
+            },
+        ]
+    )
+    assert [task.task_type for task in tasks] == ["a", "b"]
+    assert tasks[1].pending_reason is PendingReason.SCHEDULED
+    again = client.submit("zzz", idempotency_key="k")
+    assert again.id == tasks[1].id
+
+
+def test_errors_carry_status_code_and_field(client: Client) -> None:
+    with pytest.raises(ClientError) as invalid:
+        client.submit("t", priority="urgent")
+    assert (invalid.value.status, invalid.value.code, invalid.value.field) == (
+        422,
+        "invalid_input",
+        "priority",
+    )
+    with pytest.raises(ClientError) as missing:
+        client.get_task("00000000-0000-4000-8000-000000000000")
+    assert (missing.value.status, missing.value.code) == (404, "task_not_found")
+    task = client.submit("t")
+    client.cancel_task(task.id)
+    with pytest.raises(ClientError) as finished:
+        client.cancel_task(task.id)
+    assert finished.value.status == 409
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with Client(url) as client, pytest.raises(ServerUnreachable) as error:
+        client.stats()
+    assert f"server not reachable at {url}" in str(error.value)
+    assert error.value.status is None
+
+
+def test_wait_times_out_on_a_pending_task(client: Client) -> None:
+    task = client.submit("nobody-runs-this")
+    with pytest.raises(WaitTimeout):
+        client.wait(task.id, timeout_seconds=0.3, poll_interval_seconds=0.05)
+
+
+def test_agents_stats_and_generic_request(client: Client) -> None:
+    agent = client.create_agent("agent-1", ["chrome", "headless"], supported_task_types=["x"])
+    assert agent.capabilities == ["chrome", "headless"]
+    assert [item.name for item in client.list_agents()] == ["agent-1"]
+    assert client.list_agents(online=True) == []
+    assert client.get_agent(agent.id) == agent
+    stats = client.stats()
+    assert (stats.agents_total, stats.tasks_total) == (1, 0)
+    client.delete_agent(agent.id)
+    assert client.list_agents() == []
+    assert client.request("GET", "/healthz") == {"status": "ok", "detail": None}
+    with pytest.raises(ClientError) as error:
+        client.request("POST", "/api/agents", json={"name": ""})
+    assert error.value.field == "name"
+
+
+def test_cron_job_methods(client: Client) -> None:
+    job = client.create_cron_job("daily-backup", "0 2 * * *", "backup", {"type": "full"})
+    assert (job.name, job.enabled, job.next_fire_at is not None) == ("daily-backup", True, True)
+    assert [item.id for item in client.list_cron_jobs()] == [job.id]
+    assert client.disable_cron_job(job.id).enabled is False
+    assert client.enable_cron_job(job.id).enabled is True
+    assert (
+        client.update_cron_job(job.id, cron_expression="0 3 * * *").cron_expression == "0 3 * * *"
+    )
+    assert client.get_cron_job(job.id).cron_expression == "0 3 * * *"
+    fires = client.cron_job_next_fires(job.id, count=3)
+    assert len(fires["fire_times"]) == 3
+    assert len(client.preview_cron("*/5 * * * *", count=2)["fire_times"]) == 2
+    task = client.trigger_cron_job(job.id)
+    assert client.get_task(task["id"]).cron_job_id == job.id
+    assert isinstance(client.cron_job_ticks(job.id)["items"], list)
+    client.delete_cron_job(job.id)
+    assert client.list_cron_jobs() == []
+
+
+async def _run_one(app: FastAPI, task_type: str, outcome: AttemptOutcome) -> None:
+    context: ServerContext = app.state.context
+    now = context.clock.now()
+    agent = await context.store.connect_agent(
+        AgentRegistration(
+            capabilities=(), supported_task_types=(task_type,), max_concurrent_tasks=1, name="w"
+        ),
+        node_id="node-elsewhere",
+        now=now,
+    )
+    group = ClaimGroup(
+        frozenset({task_type}),
+        frozenset(),
+        (SlotOffer(agent_id=agent.id, free_slots=1, running=0),),
+    )
+    [dispatch] = await context.store.claim_tasks([group], now=now)
+    ref = AttemptRef(dispatch.task.id, dispatch.attempt, dispatch.agent_id)
+    await context.store.append_logs([LogLine(ref.task_id, 1, "stdout", "hello", now)])
+    await context.store.finish_attempts(
+        [AttemptResult(ref=ref, outcome=outcome, result={"ok": 1}, error="bad")],
+        now=now + timedelta(seconds=1),
+    )
+
+
+async def test_async_client_lifecycle(async_client: AsyncClient, app: FastAPI) -> None:
+    task = await async_client.submit("t", {"x": 1})
+    await _run_one(app, "t", AttemptOutcome.FAILED)
+    done = await async_client.wait(task.id, timeout_seconds=5, poll_interval_seconds=0.05)
+    assert (done.status, done.error) == (TaskStatus.FAILED, "bad")
+    assert [line.line for line in await async_client.logs(task.id)] == ["hello"]
+    assert [line.line async for line in async_client.follow_logs(task.id)] == ["hello"]
+    attempts = await async_client.attempts(task.id)
+    assert [(a.number, a.outcome) for a in attempts] == [(1, AttemptOutcome.FAILED)]
+    again = await async_client.retry_task(task.id)
+    assert again.id != task.id
+    assert again.status is TaskStatus.PENDING
+    page = await async_client.list_tasks(status=["failed"])
+    assert [item.id for item in page.items] == [task.id]
+    many = await async_client.submit_many([{"task_type": "m"}] * 3)
+    assert len(many) == 3
+    with pytest.raises(ClientError) as error:
+        await async_client.cancel_task(task.id)
+    assert error.value.code == "task_already_finished"
+
+
+def test_follow_logs_sync(client: Client, server_url: str) -> None:
+    task = client.submit("t")
+    client.cancel_task(task.id)
+    assert list(client.follow_logs(task.id)) == []  # finished: the stream ends at once
+
+
+def test_response_models_match_the_server_schemas(client: Client) -> None:
+    """The client's typed views name only fields the server sends (catches drift)."""
+    from hetuflow import client as sdk
+
+    document = client.request("GET", "/openapi.json")
+    schemas = document["components"]["schemas"]
+    pairs: list[tuple[type[BaseModel], str]] = [
+        (sdk.Task, "TaskOut"),
+        (sdk.TaskPage, "TaskPage"),
+        (sdk.Attempt, "AttemptOut"),
+        (sdk.LogLine, "LogLineOut"),
+        (sdk.Agent, "AgentOut"),
+        (sdk.Stats, "StatsOut"),
+        (sdk.CronJob, "CronJobOut"),
+    ]
+    for model, schema in pairs:
+        missing = set(model.model_fields) - set(schemas[schema]["properties"])
+        assert not missing, f"{model.__name__} has fields the server does not send: {missing}"
+
+
+def test_client_reads_server_and_token_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    monkeypatch.setenv("HETUFLOW_SERVER", "http://example.invalid:9999/")
+    monkeypatch.setenv("HETUFLOW_TOKEN", "s3cret")
+    with Client(transport=httpx.MockTransport(handler)) as client:
+        client.request("GET", "/healthz")
+    assert str(seen[0].url) == "http://example.invalid:9999/healthz"
+    assert seen[0].headers["authorization"] == "Bearer s3cret"
