@@ -97,26 +97,31 @@ class Cluster:
         self.ledger = workdir / "ledger.txt"
         self.env["HETUFLOW_ACK_LEDGER"] = str(self.ledger)
 
-    async def _spawn(self, name: str, *argv: str) -> tuple[asyncio.subprocess.Process, Path]:
+    async def _spawn(
+        self, name: str, *argv: str, env: Mapping[str, str] | None = None
+    ) -> tuple[asyncio.subprocess.Process, Path]:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as sink:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=HERE,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=sink,
                 stderr=asyncio.subprocess.STDOUT,
             )
         return process, log
 
-    async def server(self, name: str = "server", *, migrate: bool = True) -> ServerProcess:
+    async def server(
+        self, name: str = "server", *, migrate: bool = True, node_id: str | None = None
+    ) -> ServerProcess:
         port = free_port()
         argv = [str(BIN / "hetuflow-server"), "start", "--bind", f"127.0.0.1:{port}"]
         argv += ["--database-url", database_url(self.database)]
         if not migrate:
             argv.append("--no-migrate")
-        process, log = await self._spawn(name, *argv)
+        env = {"HETUFLOW_SERVER__NODE_ID": node_id} if node_id else None
+        process, log = await self._spawn(name, *argv, env=env)
         server = ServerProcess(name, process, log, port)
         self.processes.append(server)
         self.servers.append(server)
@@ -152,7 +157,7 @@ class Cluster:
             argv += ["--capabilities", capabilities]
         for module in modules:
             argv += ["--module", module]
-        process, log = await self._spawn(name, *argv)
+        process, log = await self._spawn(name, *argv, env={"HETUFLOW_ACK_AGENT": name})
         agent = Process(name, process, log)
         self.processes.append(agent)
         return agent
