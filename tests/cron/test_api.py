@@ -16,7 +16,6 @@ from fastapi import FastAPI
 
 from hetuflow.clock import FrozenClock
 from hetuflow.config import Config, SchedulerConfig
-from hetuflow.server.api import cron_jobs
 from hetuflow.server.app import create_app
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_service import CronService
@@ -42,8 +41,6 @@ def clock() -> FrozenClock:
 def app(store: Store, clock: FrozenClock) -> FastAPI:
     config = Config(scheduler=SchedulerConfig(retry_interval_seconds=7))
     application = create_app(config, store=store, notifier=LocalNotifier(), clock=clock)
-    if not any(getattr(route, "path", "") == "/api/cron-jobs" for route in application.routes):
-        application.include_router(cron_jobs.router)  # until the API router includes it
     return application
 
 

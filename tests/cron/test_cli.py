@@ -1,4 +1,5 @@
-"""The cron job commands against a real server (uvicorn on a free port, SQLite) over HTTP."""
+"""The cron job commands of ``hetuflow-server`` against a real server (uvicorn on a free port,
+SQLite) over HTTP."""
 
 from __future__ import annotations
 
@@ -6,22 +7,18 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 
-import click
 import pytest
 import uvicorn
 from click.testing import CliRunner, Result
 
-from hetuflow.cli import cron_jobs
+from hetuflow.cli.server import main
 from hetuflow.config import Config, DatabaseConfig
-from hetuflow.server.api import cron_jobs as cron_routes
 from hetuflow.server.app import create_app
 
 
 @pytest.fixture
 def server(sqlite_database: DatabaseConfig) -> Iterator[str]:
     app = create_app(Config(database=sqlite_database))
-    if not any(getattr(route, "path", "") == "/api/cron-jobs" for route in app.routes):
-        app.include_router(cron_routes.router)  # until the API router includes it
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, name="test-server")
@@ -44,11 +41,8 @@ Invoke = Callable[..., Result]
 
 @pytest.fixture
 def cli(server: str) -> Invoke:
-    group = click.Group("hetuflow-server")
-    cron_jobs.register(group)
-
     def invoke(*args: str) -> Result:
-        return CliRunner().invoke(group, [*args, "--server", server], catch_exceptions=False)
+        return CliRunner().invoke(main, [*args, "--server", server], catch_exceptions=False)
 
     return invoke
 

@@ -525,10 +525,6 @@ class CronJobs:
         await self._changed()
         return task
 
-    async def next_fires(self, cron_job_id: UUID, count: int) -> list[datetime]:
-        job = await self.get(cron_job_id)
-        return self.preview(job.cron_expression, job.timezone, count)
-
     def preview(self, expression: str, timezone: str, count: int) -> list[datetime]:
         """The next ``count`` fire times after now of an expression in a time zone."""
         return parse(expression, timezone).fire_times(self.clock.now(), count)
