@@ -212,7 +212,7 @@ export async function renderCronForm(view, { id, signal }) {
           h("div", { class: "two" },
             h("label", {}, h("span", {}, "Missed ticks"), misfire),
             h("label", {}, h("span", {}, "While the previous task runs"), overlap)),
-          h("label", { class: "row" }, enabled, "Enabled"),
+          h("label", { class: "check" }, enabled, "Enabled"),
           formError,
           h("div", { class: "row" }, submit, h("a", { href: "#/cron" }, "Cancel")))),
       job ? extra : null));

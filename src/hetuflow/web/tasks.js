@@ -210,7 +210,7 @@ export async function renderTask(view, { id, signal }) {
       const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 8;
       logs.append(h("span", { class: data.stream }, h("span", { class: "seq" }, `${data.attempt}│ `), data.line, "\n"));
       if (atBottom) logs.scrollTop = logs.scrollHeight;
-      logState.textContent = `${lastSeq} line${lastSeq === 1 ? "" : "s"}, following`;
+      logState.textContent = `${logs.childElementCount} line${logs.childElementCount === 1 ? "" : "s"}, following`;
     } else if (event === "end") {
       ended = true;
       logState.textContent = `${logs.childElementCount} line${logs.childElementCount === 1 ? "" : "s"}, task ${String(data.status).replace("_", " ")}`;
