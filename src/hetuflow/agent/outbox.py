@@ -5,8 +5,9 @@ Everything the agent says after registration goes through the ``Outbox``; one wr
 (``TaskAccepted``, ``TaskStarted``, the latest ``TaskProgress`` of each attempt, ``Pong``,
 ``AgentHeartbeat``, ``AgentDraining``), then the log lines as ``TaskLogs``, then the results
 as one ``TaskResult`` or a ``TaskResults``. Results and logs wake the writer at once or after
-``log_flush_seconds``; a result waits only for the current turn of the event loop, so results
-finishing together share a frame and a lone one is not delayed.
+``log_flush_seconds``; a result waits only while the next turn of the event loop brings more
+(at most ``MAX_GATHER_TURNS`` turns), so results finishing together share a frame and a lone
+one is not delayed.
 
 An attempt whose result is in the same flush as its unsent ``TaskAccepted``/``TaskStarted``
 sends only the result (which carries ``started_at``): the protocol allows a result without a
@@ -46,6 +47,8 @@ log = logging.getLogger("hetuflow.agent")
 AttemptKey = tuple[str, int]
 Control = TaskAccepted | TaskStarted | Pong | AgentHeartbeat | AgentDraining
 MAX_ENTRIES_PER_FRAME = 2000
+MAX_GATHER_TURNS = 4
+"""A flush waits while each turn of the event loop adds more, at most this many turns."""
 
 
 class Outbox:
@@ -61,6 +64,7 @@ class Outbox:
         self._thread_logs: deque[LogEntry] = deque()
         self._thread_wake_pending = False
         self._log_timer: asyncio.TimerHandle | None = None
+        self._added = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -133,6 +137,7 @@ class Outbox:
         self._wake.set()
 
     def _poke(self) -> None:
+        self._added += 1
         self._idle.clear()
         self._wake.set()
 
@@ -194,6 +199,16 @@ class Outbox:
                 frames.append(encode(TaskResults(results=batch)))
         return frames, results
 
+    async def _gather(self) -> None:
+        """Yield to the loop while that brings more to send (tasks dispatched in this turn
+        finish in the next), so they share a flush; a few turns at most."""
+        seen = -1
+        turns = 0
+        while seen != self._added and turns < MAX_GATHER_TURNS:
+            seen = self._added
+            turns += 1
+            await asyncio.sleep(0)
+
     async def pump(self, send: Callable[[str], Awaitable[None]]) -> None:
         """Send buffered messages over one connection until cancelled or the send fails.
 
@@ -207,7 +222,7 @@ class Outbox:
             if self._log_timer is not None:
                 self._log_timer.cancel()
                 self._log_timer = None
-            await asyncio.sleep(0)  # let work finishing in this turn join the batch
+            await self._gather()
             frames, results = self._take_frames()
             try:
                 for frame in frames:
