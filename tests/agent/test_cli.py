@@ -61,6 +61,7 @@ def _probe(
             "[]|['shell', 'web-scraping']|a1|[]",
         ),
         (["--capabilities=chrome", "gpu", "-c", "x,y"], "['chrome', 'gpu', 'x', 'y']|[]|None|[]"),
+        (["--task-types", "shell echo"], "[]|['shell', 'echo']|None|[]"),
         (["--capabilities", "a", "--", "b"], "['a']|[]|None|['b']"),
         ([], "[]|[]|None|[]"),
     ],

@@ -7,8 +7,8 @@ plus a command class that rewrites the argument list before click parses it::
     -> --capabilities chrome --capabilities headless --name a1
 
 Every value up to the next token that looks like an option (``-x``, ``--x``) or ``--`` belongs
-to the option. A value may also list several items separated by commas
-(``--capabilities chrome,headless``). Usage::
+to the option. One value may also hold several items separated by commas or spaces
+(``--capabilities chrome,headless``, ``--capabilities "chrome headless"``). Usage::
 
     @click.command(cls=MultiValueCommand)
     @click.option("--capabilities", cls=MultiValueOption, help="...")
@@ -41,8 +41,8 @@ class MultiValueOption(click.Option):
             return ()
         items: list[str] = []
         for raw in value:
-            items.extend(part for part in str(raw).split(",") if part.strip())
-        return tuple(item.strip() for item in items)
+            items.extend(str(raw).replace(",", " ").split())
+        return tuple(items)
 
 
 def _looks_like_option(token: str) -> bool:
