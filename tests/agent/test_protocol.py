@@ -512,3 +512,43 @@ async def test_drain_grace_over_stops_tasks_without_reporting(server: FakeServer
         assert 0.2 <= time.monotonic() - started < 5
         await asyncio.wait_for(runner, 10)
         assert server.result_entries() == []
+
+
+async def test_same_attempt_twice_runs_once_and_server_timeout_cancel(server: FakeServer) -> None:
+    calls: list[str] = []
+    agent = make_agent(server)
+
+    @agent.handler("wait")
+    async def wait(payload: dict[str, Any], ctx: TaskContext) -> None:
+        calls.append(ctx.task_id)
+        await asyncio.sleep(600)
+
+    async with running(agent):
+        held = task("wait")
+        await server.dispatch(held)
+        await server.dispatch(held)
+        await server.next(TaskStarted)
+        assert agent.running_count == 1
+        await server.send(TaskCancel(task_id=held.task_id, attempt=1, reason="timed_out"))
+        [result] = await server.results(1)
+        assert (result.task_id, result.outcome, result.error) == (
+            held.task_id,
+            "timed_out",
+            "timed out",
+        )
+        assert calls == [held.task_id]
+
+
+async def test_drain_releases_attempts_waiting_for_start_at(server: FakeServer) -> None:
+    agent = make_agent(server)
+    ran: list[str] = []
+    agent.add_handler("later", lambda payload: ran.append("ran"))
+    async with running(agent) as runner:
+        await server.dispatch(task("later", start_at=datetime.now(UTC) + timedelta(seconds=60)))
+        await server.next(TaskAccepted)
+        started = time.monotonic()
+        await agent.drain(30)
+        assert time.monotonic() - started < 5  # nothing running: no grace to wait out
+        await asyncio.wait_for(runner, 10)
+        assert ran == []
+        assert server.result_entries() == []
