@@ -167,7 +167,11 @@ class Cluster:
             await process.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes)
+        def tail(process: Process) -> str:
+            lines = [line for line in process.output().splitlines() if "uvicorn.access" not in line]
+            return "\n".join(lines[-60:])
+
+        return "\n".join(f"--- {p.name}\n{tail(p)}" for p in self.processes)
 
 
 @contextlib.asynccontextmanager
