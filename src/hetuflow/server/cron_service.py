@@ -8,6 +8,9 @@ The database's unique key on (job, tick) lets exactly one node record a tick; th
 lose and change nothing. A job moves forward one tick per call, so every node always races
 on the same key: the one the job points at.
 
+Managing the jobs themselves (create, change, enable, run now, preview) is
+``hetuflow.server.cron_jobs.CronJobs``.
+
 Two-level scheduling: a tick is fired ``[scheduler] dispatch_lookahead_seconds`` before it is
 due, the dispatcher hands its task to an agent at once, and the agent starts it at
 ``scheduled_at``: never before, and not whenever a loop next wakes up.
@@ -34,22 +37,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from hetuflow.cron import CronSchedule, parse
 from hetuflow.errors import (
     CronExpressionInvalid,
-    CronJobNotFound,
     HetuflowError,
     TaskAlreadyFinished,
     TimeZoneInvalid,
 )
 from hetuflow.models import (
     CronJob,
-    CronTick,
     MisfirePolicy,
-    NewCronJob,
     NewTask,
     OverlapPolicy,
     Task,
@@ -359,7 +358,7 @@ def _queued(
         outcome=TickOutcome.FIRED,
         reason=reason,
         next_fire_at=next_fire_at,
-        task=_new_task(job, tick, None),
+        task=cron_task(job, tick, None),
         late="queued",
     )
 
@@ -393,12 +392,14 @@ def _run(
         outcome=TickOutcome.FIRED,
         reason=reason,
         next_fire_at=next_fire_at,
-        task=_new_task(job, tick, scheduled_at),
+        task=cron_task(job, tick, scheduled_at),
         cancel=cancel,
     )
 
 
-def _new_task(job: CronJob, tick: datetime | None, scheduled_at: datetime | None) -> NewTask:
+def cron_task(job: CronJob, tick: datetime | None, scheduled_at: datetime | None) -> NewTask:
+    """The task a cron job creates: for a tick (``tick``; ``scheduled_at`` to start it at an
+    instant) or a manual run (``tick`` None)."""
     return NewTask(
         name=job.name,
         task_type=job.task_type,
@@ -441,110 +442,3 @@ def _deadline_reason(job: CronJob, late: timedelta) -> str:
 
 def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
-
-
-# --- managing cron jobs (used by the REST routes) -----------------------------------------
-
-
-class CronJobs:
-    """Create, change, enable, disable, delete and run cron jobs; preview fire times.
-
-    Every change is validated here (``CronExpressionInvalid``, ``TimeZoneInvalid``) and
-    followed by ``CRON_CHANGED`` so the cron loop of every node re-reads the next fire time.
-
-    ``next_fire_at`` rules: a new enabled job starts at its first tick after now; a job
-    created disabled, or whose schedule changes while disabled, has none until it is enabled
-    (it starts fresh then); a job disabled after it was scheduled keeps its ``next_fire_at``,
-    so enabling it again applies the misfire policy to the ticks missed meanwhile.
-    """
-
-    def __init__(self, context: ServerContext) -> None:
-        self.context = context
-        self.store = context.store
-        self.clock = context.clock
-        self.tasks = TaskQueue(
-            context.store, context.notifier, context.clock, context.config.scheduler
-        )
-
-    async def create(self, job: NewCronJob) -> CronJob:
-        schedule = parse(job.cron_expression, job.timezone)
-        now = self.clock.now()
-        first = schedule.next_after(now) if job.enabled else None
-        created = await self.store.create_cron_job(job, next_fire_at=first, now=now)
-        await self._changed()
-        return created
-
-    async def get(self, cron_job_id: UUID) -> CronJob:
-        job = await self.store.get_cron_job(cron_job_id)
-        if job is None:
-            raise CronJobNotFound(f"no cron job with id {cron_job_id}", field="cron_job_id")
-        return job
-
-    async def list_jobs(self) -> list[CronJob]:
-        return await self.store.list_cron_jobs()
-
-    async def update(self, cron_job_id: UUID, changes: dict[str, Any]) -> CronJob:
-        """Apply ``changes`` (``CronJob`` field names; ``enabled`` included)."""
-        job = await self.get(cron_job_id)
-        changes = dict(changes)
-        expression = changes.get("cron_expression", job.cron_expression)
-        timezone = changes.get("timezone", job.timezone)
-        schedule = parse(expression, timezone)
-        enabled = changes.get("enabled", job.enabled)
-        rescheduled = expression != job.cron_expression or timezone != job.timezone
-        now = self.clock.now()
-        if not enabled:
-            if rescheduled:
-                changes["next_fire_at"] = None
-        elif rescheduled or job.next_fire_at is None:
-            # Start fresh after the last recorded fire (ticks may be fired ahead of now).
-            start = max(now, job.last_fire_at) if job.last_fire_at is not None else now
-            changes["next_fire_at"] = schedule.next_after(start)
-        if not changes:
-            return job
-        updated = await self.store.update_cron_job(cron_job_id, changes, now=now)
-        await self._changed()
-        return updated
-
-    async def set_enabled(self, cron_job_id: UUID, enabled: bool) -> CronJob:
-        return await self.update(cron_job_id, {"enabled": enabled})
-
-    async def delete(self, cron_job_id: UUID) -> None:
-        await self.store.delete_cron_job(cron_job_id)
-        await self._changed()
-
-    async def trigger(self, cron_job_id: UUID) -> Task:
-        """Run the job now, outside its schedule: a task linked to the job, no tick.
-
-        It becomes the job's last task, so the overlap policy of the next tick sees it."""
-        job = await self.get(cron_job_id)
-        task, _ = await self.tasks.create(_new_task(job, None, None))
-        await self.store.update_cron_job(
-            cron_job_id, {"last_task_id": task.id}, now=self.clock.now()
-        )
-        await self._changed()
-        return task
-
-    def preview(self, expression: str, timezone: str, count: int) -> list[datetime]:
-        """The next ``count`` fire times after now of an expression in a time zone."""
-        return parse(expression, timezone).fire_times(self.clock.now(), count)
-
-    async def ticks(self, cron_job_id: UUID, limit: int) -> list[CronTick]:
-        await self.get(cron_job_id)
-        return await self.store.list_cron_ticks(cron_job_id, limit=limit)
-
-    async def last_outcomes(self, jobs: Sequence[CronJob]) -> dict[UUID, TaskStatus]:
-        """The status of each job's last task (jobs that never ran are left out)."""
-        outcomes: dict[UUID, TaskStatus] = {}
-        for job in jobs:
-            if job.last_task_id is not None:
-                task = await self.store.get_task(job.last_task_id)
-                if task is not None:
-                    outcomes[job.id] = task.status
-        return outcomes
-
-    async def _changed(self) -> None:
-        try:
-            await self.context.notifier.publish(CRON_CHANGED)
-        except Exception:
-            log.warning("could not publish %s", CRON_CHANGED, exc_info=True)

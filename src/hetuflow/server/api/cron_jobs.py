@@ -34,7 +34,7 @@ from hetuflow.server.api.schemas import (
     storable_text,
 )
 from hetuflow.server.context import ServerContext
-from hetuflow.server.cron_service import CronJobs
+from hetuflow.server.cron_jobs import CronJobs
 
 router = APIRouter(prefix="/api/cron-jobs", tags=["cron jobs"])
 

@@ -1,0 +1,127 @@
+"""CronJobs: create, change, enable, disable, delete and run cron jobs; preview fire times.
+
+Used by the REST routes (``hetuflow.server.api.cron_jobs``). Firing the ticks is the loop's
+job: ``hetuflow.server.cron_service.CronService``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hetuflow.cron import parse
+from hetuflow.errors import CronJobNotFound
+from hetuflow.models import CronJob, CronTick, NewCronJob, Task, TaskStatus
+from hetuflow.server.context import ServerContext
+from hetuflow.server.cron_service import cron_task
+from hetuflow.server.tasks import TaskQueue
+from hetuflow.store.base import CRON_CHANGED
+
+log = logging.getLogger("hetuflow.cron")
+
+
+class CronJobs:
+    """Create, change, enable, disable, delete and run cron jobs; preview fire times.
+
+    Every change is validated here (``CronExpressionInvalid``, ``TimeZoneInvalid``) and
+    followed by ``CRON_CHANGED`` so the cron loop of every node re-reads the next fire time.
+
+    ``next_fire_at`` rules: a new enabled job starts at its first tick after now; a job
+    created disabled, or whose schedule changes while disabled, has none until it is enabled
+    (it starts fresh then); a job disabled after it was scheduled keeps its ``next_fire_at``,
+    so enabling it again applies the misfire policy to the ticks missed meanwhile.
+    """
+
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        self.store = context.store
+        self.clock = context.clock
+        self.tasks = TaskQueue(
+            context.store, context.notifier, context.clock, context.config.scheduler
+        )
+
+    async def create(self, job: NewCronJob) -> CronJob:
+        schedule = parse(job.cron_expression, job.timezone)
+        now = self.clock.now()
+        first = schedule.next_after(now) if job.enabled else None
+        created = await self.store.create_cron_job(job, next_fire_at=first, now=now)
+        await self._changed()
+        return created
+
+    async def get(self, cron_job_id: UUID) -> CronJob:
+        job = await self.store.get_cron_job(cron_job_id)
+        if job is None:
+            raise CronJobNotFound(f"no cron job with id {cron_job_id}", field="cron_job_id")
+        return job
+
+    async def list_jobs(self) -> list[CronJob]:
+        return await self.store.list_cron_jobs()
+
+    async def update(self, cron_job_id: UUID, changes: dict[str, Any]) -> CronJob:
+        """Apply ``changes`` (``CronJob`` field names; ``enabled`` included)."""
+        job = await self.get(cron_job_id)
+        changes = dict(changes)
+        expression = changes.get("cron_expression", job.cron_expression)
+        timezone = changes.get("timezone", job.timezone)
+        schedule = parse(expression, timezone)
+        enabled = changes.get("enabled", job.enabled)
+        rescheduled = expression != job.cron_expression or timezone != job.timezone
+        now = self.clock.now()
+        if not enabled:
+            if rescheduled:
+                changes["next_fire_at"] = None
+        elif rescheduled or job.next_fire_at is None:
+            # Start fresh after the last recorded fire (ticks may be fired ahead of now).
+            start = max(now, job.last_fire_at) if job.last_fire_at is not None else now
+            changes["next_fire_at"] = schedule.next_after(start)
+        if not changes:
+            return job
+        updated = await self.store.update_cron_job(cron_job_id, changes, now=now)
+        await self._changed()
+        return updated
+
+    async def set_enabled(self, cron_job_id: UUID, enabled: bool) -> CronJob:
+        return await self.update(cron_job_id, {"enabled": enabled})
+
+    async def delete(self, cron_job_id: UUID) -> None:
+        await self.store.delete_cron_job(cron_job_id)
+        await self._changed()
+
+    async def trigger(self, cron_job_id: UUID) -> Task:
+        """Run the job now, outside its schedule: a task linked to the job, no tick.
+
+        It becomes the job's last task, so the overlap policy of the next tick sees it."""
+        job = await self.get(cron_job_id)
+        task, _ = await self.tasks.create(cron_task(job, None, None))
+        await self.store.update_cron_job(
+            cron_job_id, {"last_task_id": task.id}, now=self.clock.now()
+        )
+        await self._changed()
+        return task
+
+    def preview(self, expression: str, timezone: str, count: int) -> list[datetime]:
+        """The next ``count`` fire times after now of an expression in a time zone."""
+        return parse(expression, timezone).fire_times(self.clock.now(), count)
+
+    async def ticks(self, cron_job_id: UUID, limit: int) -> list[CronTick]:
+        await self.get(cron_job_id)
+        return await self.store.list_cron_ticks(cron_job_id, limit=limit)
+
+    async def last_outcomes(self, jobs: Sequence[CronJob]) -> dict[UUID, TaskStatus]:
+        """The status of each job's last task (jobs that never ran are left out)."""
+        outcomes: dict[UUID, TaskStatus] = {}
+        for job in jobs:
+            if job.last_task_id is not None:
+                task = await self.store.get_task(job.last_task_id)
+                if task is not None:
+                    outcomes[job.id] = task.status
+        return outcomes
+
+    async def _changed(self) -> None:
+        try:
+            await self.context.notifier.publish(CRON_CHANGED)
+        except Exception:
+            log.warning("could not publish %s", CRON_CHANGED, exc_info=True)
