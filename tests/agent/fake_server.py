@@ -112,9 +112,9 @@ class FakeServer:
     async def dispatch(self, *tasks: DispatchedTask) -> None:
         await self.send(TaskDispatch(tasks=list(tasks)))
 
-    async def drop(self) -> None:
+    async def drop(self, code: int = 1000, reason: str = "") -> None:
         """Close the newest connection from the server side."""
-        await self._connections[-1].close()
+        await self._connections[-1].close(code, reason)
 
     async def next(self, kind: type[M], timeout_seconds: float = 10.0) -> M:
         """The next received message of ``kind`` (others are skipped but kept in ``received``)."""

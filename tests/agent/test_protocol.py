@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hetuflow.agent import NO_FREE_SLOT, Agent, TaskContext
+from hetuflow.agent import NO_FREE_SLOT, Agent, AgentRejected, TaskContext
 from hetuflow.protocol import (
     PROTOCOL_VERSION,
     AgentCapabilities,
@@ -341,7 +341,7 @@ async def test_start_at_is_waited_for_and_never_early(server: FakeServer) -> Non
         assert ran_at[0] >= start_at.timestamp()
         assert result.started_at is not None
         assert result.started_at >= start_at
-        assert ran_at[0] - start_at.timestamp() < 0.1
+        assert ran_at[0] - start_at.timestamp() < 0.2
 
 
 async def test_dispatch_beyond_the_slots_fails_with_no_free_slot(server: FakeServer) -> None:
@@ -552,3 +552,36 @@ async def test_drain_releases_attempts_waiting_for_start_at(server: FakeServer) 
         await asyncio.wait_for(runner, 10)
         assert ran == []
         assert server.result_entries() == []
+
+
+async def test_taken_over_by_another_connection_stops_the_agent(server: FakeServer) -> None:
+    agent = make_agent(server)
+    stopped = asyncio.Event()
+
+    @agent.handler("wait")
+    async def wait(payload: dict[str, Any]) -> None:
+        try:
+            await asyncio.sleep(600)
+        finally:
+            stopped.set()
+
+    runner = asyncio.create_task(agent.run())
+    await asyncio.wait_for(agent.wait_registered(), 10)
+    await server.dispatch(task("wait"))
+    await server.next(TaskStarted)
+    await server.drop(4000, "superseded by a newer connection of this agent")
+    with pytest.raises(AgentRejected, match="another connection took over"):
+        await asyncio.wait_for(runner, 10)
+    assert stopped.is_set()
+    assert server.connection_count == 1
+    assert server.result_entries() == []
+
+
+async def test_unknown_learned_agent_id_registers_anew(server: FakeServer) -> None:
+    agent = make_agent(server)
+    async with running(agent):
+        await server.next(AgentCapabilities)
+        await server.drop(4004, "unknown agent id")
+        hello = await server.next(AgentCapabilities)
+        assert hello.agent_id is None
+        assert hello.name == "agent-under-test"

@@ -19,13 +19,14 @@ from __future__ import annotations
 from hetuflow.agent.config import AgentConfig, load_agent_config
 from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut
 from hetuflow.agent.handlers import Handler, Handlers
-from hetuflow.agent.runtime import Agent
+from hetuflow.agent.runtime import Agent, AgentRejected
 from hetuflow.agent.slots import NO_FREE_SLOT
 
 __all__ = [
     "NO_FREE_SLOT",
     "Agent",
     "AgentConfig",
+    "AgentRejected",
     "Handler",
     "Handlers",
     "TaskContext",

@@ -37,10 +37,21 @@ from hetuflow.protocol import (
 log = logging.getLogger("hetuflow.agent")
 
 
+# Close codes the server uses (docs/protocol.md; the server defines them in server/registry.py)
+CLOSE_SUPERSEDED = 4000
+"""A newer connection of the same agent took over: another process runs as this agent."""
+CLOSE_PROTOCOL_VERSION = 4003
+CLOSE_AGENT_NOT_FOUND = 4004
+
+
 class RegistrationRefused(HetuflowError):
     """The server answered the registration with an ``Error``."""
 
     code = "registration_refused"
+
+    def __init__(self, message: str, *, error_code: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
 
 
 class Connection:
@@ -76,7 +87,9 @@ class Connection:
                     self.heartbeat_interval_seconds = message.heartbeat_interval_seconds
                     return message
                 if isinstance(message, Error):
-                    raise RegistrationRefused(f"{message.code}: {message.message}")
+                    raise RegistrationRefused(
+                        f"{message.code}: {message.message}", error_code=message.code
+                    )
                 if isinstance(message, Ping):
                     await self.websocket.send(encode(Pong(timestamp=datetime.now(UTC))))
                 elif message is not None:

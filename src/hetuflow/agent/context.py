@@ -179,6 +179,8 @@ class TaskContext:
 
     def set_progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0.0 to 1.0, clamped); any thread. Only the latest is sent."""
+        if fraction != fraction:  # NaN: nothing to report
+            return
         report = TaskProgress(
             task_id=self.task_id,
             attempt=self.attempt,

@@ -30,17 +30,23 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from hetuflow import __version__
 from hetuflow.agent.config import AgentConfig
-from hetuflow.agent.connection import Connection, RegistrationRefused
+from hetuflow.agent.connection import (
+    CLOSE_AGENT_NOT_FOUND,
+    CLOSE_PROTOCOL_VERSION,
+    CLOSE_SUPERSEDED,
+    Connection,
+    RegistrationRefused,
+)
 from hetuflow.agent.handlers import F, HandlerFunc, Handlers, load_module
 from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.shell import run_shell
 from hetuflow.agent.slots import Slots
-from hetuflow.errors import ConfigInvalid
+from hetuflow.errors import ConfigInvalid, HetuflowError
 from hetuflow.protocol import (
     PROTOCOL_VERSION,
     AgentCapabilities,
@@ -56,6 +62,13 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 FLUSH_ON_EXIT_SECONDS = 5.0
 
 
+class AgentRejected(HetuflowError):
+    """The server will not have this agent: another process took over its identity, it names
+    an unknown agent id, or it speaks an unsupported protocol version. ``run`` raises it."""
+
+    code = "agent_rejected"
+
+
 class Agent:
     """A hetuflow agent. See the module docstring and docs/agent.md."""
 
@@ -65,7 +78,7 @@ class Agent:
         name: str | None = None,
         *,
         capabilities: Sequence[str] = (),
-        max_concurrent_tasks: int = 1,
+        max_concurrent_tasks: int | None = None,
         task_types: Sequence[str] | None = None,
         token: str | None = None,
         config: AgentConfig | None = None,
@@ -78,7 +91,7 @@ class Agent:
         values.update({key: value for key, value in given.items() if value is not None})
         if capabilities:
             values["capabilities"] = list(capabilities)
-        if max_concurrent_tasks != 1:
+        if max_concurrent_tasks is not None:
             values["max_concurrent_tasks"] = max_concurrent_tasks
         if task_types is not None:
             values["task_types"] = list(task_types)
@@ -100,6 +113,7 @@ class Agent:
         self._started = False
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
+        self._rejected: AgentRejected | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> Agent:
@@ -232,6 +246,8 @@ class Agent:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             log.info("agent stopped")
+        if self._rejected is not None:
+            raise self._rejected
 
     def _hello(self, task_types: list[str]) -> AgentCapabilities:
         assert self._slots is not None
@@ -271,6 +287,8 @@ class Agent:
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
         while not self._closing.is_set():
+            close_code: int | None = None
+            registrations = self.registrations
             try:
                 async with connect(
                     self.config.server,
@@ -280,41 +298,24 @@ class Agent:
                     max_size=MAX_FRAME_BYTES,
                     open_timeout=self.config.register_timeout_seconds,
                 ) as websocket:
-                    connection = Connection(
-                        websocket,
-                        self._outbox,
-                        self._slots,
-                        agent_id=lambda: self.agent_id,
-                        on_registered=self._on_registered,
-                    )
-                    registered = await connection.register(
-                        self._hello(task_types), self.config.register_timeout_seconds
-                    )
-                    self._on_registered(registered)
-                    self.registrations += 1
-                    log.info(
-                        "registered as %s (%s), holding %d attempt(s)",
-                        registered.name,
-                        registered.agent_id,
-                        len(self._slots),
-                    )
-                    delay = self.config.reconnect_min_seconds
-                    self._connection = connection
-                    self._registered.set()
                     try:
-                        await connection.serve()
+                        await self._session(websocket, task_types)
                     finally:
-                        self._connection = None
-                        self._registered.clear()
+                        close_code = websocket.close_code
                 if not self._draining:
-                    log.warning("connection to %s closed", self.config.server)
+                    log.warning("connection to %s closed (%s)", self.config.server, close_code)
             except InvalidStatus as error:
                 status = error.response.status_code
                 log.error("server refused the connection: HTTP %d", status)
             except RegistrationRefused as error:
                 log.error("server refused the registration: %s", error.message)
+                if error.error_code == "agent_not_found":
+                    close_code = CLOSE_AGENT_NOT_FOUND
             except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as error:
                 log.warning("connection to %s failed: %s", self.config.server, error or repr(error))
+            self._check_close_code(close_code)
+            if self.registrations > registrations:
+                delay = self.config.reconnect_min_seconds
             if self._closing.is_set():
                 return
             pause = random.uniform(delay / 2, delay)
@@ -323,6 +324,56 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self._closing.wait()
+
+    async def _session(self, websocket: ClientConnection, task_types: list[str]) -> None:
+        """Register on ``websocket`` and serve it until it closes."""
+        assert self._outbox is not None
+        assert self._slots is not None
+        connection = Connection(
+            websocket,
+            self._outbox,
+            self._slots,
+            agent_id=lambda: self.agent_id,
+            on_registered=self._on_registered,
+        )
+        registered = await connection.register(
+            self._hello(task_types), self.config.register_timeout_seconds
+        )
+        self._on_registered(registered)
+        self.registrations += 1
+        log.info(
+            "registered as %s (%s), holding %d attempt(s)",
+            registered.name,
+            registered.agent_id,
+            len(self._slots),
+        )
+        self._connection = connection
+        self._registered.set()
+        try:
+            await connection.serve()
+        finally:
+            self._connection = None
+            self._registered.clear()
+
+    def _check_close_code(self, close_code: int | None) -> None:
+        """Act on the server's reason for closing: some mean "do not come back as is"."""
+        problem: str | None = None
+        if close_code == CLOSE_SUPERSEDED:
+            problem = "another connection took over this agent (same name or id): stopping"
+        elif close_code == CLOSE_PROTOCOL_VERSION:
+            problem = f"the server does not support protocol version {PROTOCOL_VERSION}"
+        elif close_code == CLOSE_AGENT_NOT_FOUND:
+            if self.agent_id is not None and self.agent_id != self.config.agent_id:
+                log.warning(
+                    "the server no longer knows agent id %s: registering anew", self.agent_id
+                )
+                self.agent_id = None
+                return
+            problem = f"the server knows no agent with id {self.agent_id}"
+        if problem is not None:
+            log.error("%s", problem)
+            self._rejected = AgentRejected(problem)
+            self._closing.set()
 
     # --- stopping --------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import click
 from hetuflow import __version__
 from hetuflow.agent import Agent, load_agent_config
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
-from hetuflow.errors import ConfigInvalid
+from hetuflow.errors import HetuflowError
 from hetuflow.logging import configure_logging
 
 
@@ -80,5 +80,5 @@ def start(
         sys.path.insert(0, "")  # --module names resolve from the working directory
         agent = Agent.from_config(config)
         agent.run_forever()
-    except (ConfigInvalid, ValueError) as error:
+    except (HetuflowError, ValueError) as error:
         raise click.ClickException(str(error)) from None
