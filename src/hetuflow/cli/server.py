@@ -7,13 +7,15 @@ every other command is a client of the REST API (see ``hetuflow.cli.common``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -146,10 +148,11 @@ def start(
         )
         processes = 1
     _banner(config, processes, applied, note, local_agent)
-    if processes == 1:
-        code = asyncio.run(_serve(config, local_agent))
-    else:
-        code = _serve_many(config, processes, local_agent)
+    with _signals_absorbed():
+        if processes == 1:
+            code = asyncio.run(_serve(config, local_agent))
+        else:
+            code = _serve_many(config, processes, local_agent)
     sys.exit(code)
 
 
@@ -209,6 +212,23 @@ def _stop_agent(agent: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         agent.kill()
         agent.wait()
+
+
+@contextlib.contextmanager
+def _signals_absorbed() -> Iterator[list[int]]:
+    """uvicorn shuts down on SIGINT/SIGTERM and then re-raises the signal; absorb that so the
+    code after the server (stopping the local agent) still runs. Yields the signals seen."""
+    seen: list[int] = []
+
+    def remember(signum: int, _: FrameType | None) -> None:
+        seen.append(signum)
+
+    previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _uvicorn_config(config: Config, app: Any, **extra: Any) -> Any:
