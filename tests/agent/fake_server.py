@@ -50,6 +50,7 @@ class FakeServer:
     frames: int = 0
     agent_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     received: list[Received] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
     _queue: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
     _server: Server | None = None
     _connections: list[ServerConnection] = field(default_factory=list)
@@ -76,6 +77,8 @@ class FakeServer:
     async def _handle(self, websocket: ServerConnection) -> None:
         self._connections.append(websocket)
         number = len(self._connections)
+        request = websocket.request
+        self.authorizations.append(request.headers.get("Authorization") if request else None)
         first = True
         async for frame in websocket:
             self.frames += 1

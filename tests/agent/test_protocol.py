@@ -60,6 +60,11 @@ async def test_registers_with_its_capabilities_and_keeps_the_agent_id(server: Fa
         assert agent.agent_id == server.agent_id
 
 
+async def test_token_is_sent_as_a_bearer_header(server: FakeServer) -> None:
+    async with running(make_agent(server, token="s3cret")):
+        assert server.authorizations == ["Bearer s3cret"]
+
+
 async def test_declared_task_types_limit_what_is_offered(server: FakeServer) -> None:
     agent = make_agent(server, task_types=["web-scraping", "no-such-handler"])
     agent.add_handler("web-scraping", lambda payload: None)
