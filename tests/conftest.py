@@ -62,7 +62,9 @@ def pg_database(pg_admin_url: str, pg_template: str) -> Iterator[DatabaseConfig]
     """A fresh, migrated PostgreSQL database for one test."""
     name = f"hetuflow_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    yield DatabaseConfig(type="postgres", url=_with_database(pg_admin_url, name), max_connections=10)
+    yield DatabaseConfig(
+        type="postgres", url=_with_database(pg_admin_url, name), max_connections=10
+    )
     asyncio.run(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

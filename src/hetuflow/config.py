@@ -34,7 +34,7 @@ class _Section(BaseModel):
 class ServerConfig(_Section):
     bind_address: str = "127.0.0.1:8080"
     workers: int = Field(default=1, ge=1, le=64)
-    """Server processes. On PostgreSQL they share the database as separate nodes; SQLite runs one."""
+    """Server processes. On PostgreSQL each is a node sharing the database; SQLite runs one."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(default=1000, ge=1, le=100_000)
     """Most tasks one ``POST /api/tasks/batch`` may create."""

@@ -57,7 +57,9 @@ class Store(Protocol):
 
     # --- tasks ----------------------------------------------------------------------------
 
-    async def create_tasks(self, tasks: Sequence[NewTask], *, now: datetime) -> list[tuple[Task, bool]]:
+    async def create_tasks(
+        self, tasks: Sequence[NewTask], *, now: datetime
+    ) -> list[tuple[Task, bool]]:
         """Insert tasks in one transaction, in order; return each with ``created``.
 
         A task whose ``idempotency_key`` already exists is not inserted: the existing task is
@@ -186,7 +188,7 @@ class Store(Protocol):
     # --- agents ---------------------------------------------------------------------------
 
     async def create_agent(self, agent: NewAgent, *, now: datetime) -> Agent:
-        """Pre-create an agent (offline until it connects). ``AgentNameTaken`` if the name exists."""
+        """Pre-create an agent, offline until it connects; ``AgentNameTaken`` if the name exists."""
         ...
 
     async def get_agent(self, agent_id: UUID) -> Agent | None: ...
@@ -242,7 +244,10 @@ class Store(Protocol):
     async def update_cron_job(
         self, cron_job_id: UUID, changes: dict[str, Any], *, now: datetime
     ) -> CronJob:
-        """Apply field changes (names as in ``CronJob``). ``CronJobNotFound``/``CronJobNameTaken``."""
+        """Apply field changes (names as in ``CronJob``).
+
+        Raises ``CronJobNotFound`` or ``CronJobNameTaken``.
+        """
         ...
 
     async def delete_cron_job(self, cron_job_id: UUID) -> None: ...
