@@ -1,0 +1,67 @@
+"""Summaries of a py-spy ``--format raw`` profile (collapsed stacks: ``f1;f2;f3 count``)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+TOP = 25
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/src/", "lib/python3"):
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return tail if marker != "lib/python3" else "stdlib" + tail[tail.find("/") :]
+    return path
+
+
+def _name(frame: str) -> str:
+    """``function (file)`` without the line number, with a short path."""
+    match = _FRAME.match(frame.strip())
+    if match is None:
+        return frame.strip()
+    return f"{match['function']} ({_short(match['file'])})"
+
+
+def summarise(raw: Path, out: Path) -> dict[str, Any]:
+    """Top functions by own samples and by samples with them on the stack; written to
+    ``out`` (a ``.summary.txt`` next to it) and returned."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_name(frame) for frame in stack.split(";") if frame]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+
+    def table(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"function": name, "samples": n, "percent": round(100 * n / max(total, 1), 1)}
+            for name, n in counter.most_common(TOP)
+        ]
+
+    top_self, top_inclusive = table(own), table(inclusive)
+    summary = out.with_suffix(".summary.txt")
+    lines = [f"py-spy samples: {total}", "", "own time (top of the stack):"]
+    lines += [f"  {row['percent']:5.1f}%  {row['function']}" for row in top_self]
+    lines += ["", "total time (anywhere on the stack):"]
+    lines += [f"  {row['percent']:5.1f}%  {row['function']}" for row in top_inclusive]
+    summary.write_text("\n".join(lines) + "\n")
+    return {
+        "samples": total,
+        "summary": str(summary),
+        "top_self": top_self,
+        "top_inclusive": top_inclusive,
+    }

@@ -1,0 +1,202 @@
+"""The machine, the versions, and the readable table (each number next to its target)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+PACKAGES = (
+    "hetuflow",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "websockets",
+    "pydantic",
+    "orjson",
+    "asyncpg",
+    "aiosqlite",
+    "httpx",
+)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kb = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def versions() -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _get(result: dict[str, Any], path: str) -> Any:
+    value: Any = result
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    label: str
+    path: str
+    unit: str
+    target: str
+    check: Callable[[float, str], bool] | None = None
+
+
+def _at_most(sqlite: float, postgres: float | None = None) -> Callable[[float, str], bool]:
+    return lambda value, db: value <= (sqlite if db == "sqlite" or postgres is None else postgres)
+
+
+def _at_least(limit: float) -> Callable[[float, str], bool]:
+    return lambda value, _db: value >= limit
+
+
+ROWS = (
+    Row("throughput", "batch submit, end to end", "batch.tasks_per_second", "tasks/s",
+        ">= 10,000", _at_least(10_000)),
+    Row("throughput", "batch, steady 10-90 %", "batch.steady_tasks_per_second", "tasks/s", ""),
+    Row("throughput", "batch, server CPU", "batch.cpu_percent.server", "% core", ""),
+    Row("throughput", "one per request, end to end", "single.tasks_per_second", "tasks/s",
+        ">= 10,000", _at_least(10_000)),
+    Row("throughput", "one per request, server CPU", "single.cpu_percent.server", "% core", ""),
+    Row("latency", "10/s p50", "rate_10.latency.p50_ms", "ms", ""),
+    Row("latency", "10/s p99", "rate_10.latency.p99_ms", "ms", ""),
+    Row("latency", "100/s p50", "rate_100.latency.p50_ms", "ms", "<= 1.5 (SQLite)",
+        _at_most(1.5, 1e9)),
+    Row("latency", "100/s p99", "rate_100.latency.p99_ms", "ms", "<= 2 SQLite / 4 PG",
+        _at_most(2, 4)),
+    Row("latency", "100/s max", "rate_100.latency.max_ms", "ms", ""),
+    Row("latency", "half throughput: rate", "half.rate_per_second", "/s", ""),
+    Row("latency", "half throughput p50", "half.latency.p50_ms", "ms", ""),
+    Row("latency", "half throughput p99", "half.latency.p99_ms", "ms", "<= 25", _at_most(25)),
+    Row("cron", "1 job every second p50", "one_job.lateness.p50_ms", "ms", "<= 1", _at_most(1)),
+    Row("cron", "1 job every second p99", "one_job.lateness.p99_ms", "ms", "<= 3", _at_most(3)),
+    Row("cron", "1 job: early starts", "one_job.early", "", "0", _at_most(0)),
+    Row("cron", "burst: jobs started", "burst.started", "", ""),
+    Row("cron", "burst p50", "burst.lateness.p50_ms", "ms", ""),
+    Row("cron", "burst p99", "burst.lateness.p99_ms", "ms", "<= 250", _at_most(250)),
+    Row("cron", "burst: early starts", "burst.early", "", "0", _at_most(0)),
+    Row("agents", "agents held (online)", "held", "", ">= 10,000", _at_least(10_000)),
+    Row("agents", "server RSS per agent", "kib_per_agent", "KiB", "<= 30 KB",
+        _at_most(30 * 1000 / 1024)),
+    Row("agents", "server CPU, idle agents", "hold_cpu_percent", "% core", ""),
+    Row("recovery", "clean kill p50", "clean.recovery.p50_ms", "ms", ""),
+    Row("recovery", "clean kill p99", "clean.recovery.p99_ms", "ms", "<= 2000", _at_most(2000)),
+    Row("recovery", "silent (SIGSTOP) p99", "silent.recovery.p99_ms", "ms", "<= 15000",
+        _at_most(15000)),
+    Row("recovery", "lost", "lost", "", "0", _at_most(0)),
+    Row("recovery", "duplicated", "duplicated", "", "0", _at_most(0)),
+)  # fmt: skip
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per row and database: the value, the target, and whether it is met."""
+    out = []
+    for row in ROWS:
+        for db, run in results.items():
+            scenario = run["scenarios"].get(row.scenario)
+            if scenario is None:
+                continue
+            value = _get(scenario, row.path)
+            met = None
+            if row.check is not None and isinstance(value, int | float):
+                met = row.check(float(value), db)
+            out.append(
+                {
+                    "database": db,
+                    "scenario": row.scenario,
+                    "measure": row.label,
+                    "value": value,
+                    "unit": row.unit,
+                    "target": row.target,
+                    "met": met,
+                }
+            )
+    return out
+
+
+def table(results: dict[str, Any]) -> Table:
+    databases = list(results)
+    view = Table(title="hetuflow benchmarks", show_lines=False)
+    view.add_column("scenario")
+    view.add_column("measure")
+    for db in databases:
+        view.add_column(db, justify="right")
+    view.add_column("unit")
+    view.add_column("target")
+    for row in ROWS:
+        cells = []
+        shown = False
+        for db in databases:
+            scenario = results[db]["scenarios"].get(row.scenario)
+            if scenario is None:
+                cells.append("")
+                continue
+            shown = True
+            if "error" in scenario:
+                cells.append("[red]failed[/red]")
+                continue
+            value = _get(scenario, row.path)
+            text = _format(value)
+            if row.check is not None and isinstance(value, int | float):
+                ok = row.check(float(value), db)
+                text = f"[green]{text} ✓[/green]" if ok else f"[red]{text} ✗[/red]"
+            cells.append(text)
+        if shown:
+            view.add_row(row.scenario, row.label, *cells, row.unit, row.target)
+    return view
+
+
+def print_table(results: dict[str, Any]) -> None:
+    console = Console(width=max(Console().width, 110))
+    console.print(table(results))
+    for db, run in results.items():
+        for name, scenario in run["scenarios"].items():
+            if "error" in scenario:
+                console.print(f"[red]{db} {name} failed:[/red] {scenario['error']}")

@@ -1,0 +1,103 @@
+"""A tiny run of the benchmark suite (``python -m benchmarks run --smoke``), so it never rots.
+
+It starts real servers, agents and simulated agents like the full suite does, with tiny sizes.
+It checks that every scenario measured something and reported it in the JSON; the size of the
+numbers is the full run's business (docs/benchmarks.md), not a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _suite(tmp_path: Path, *args: str) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "HETUFLOW_BENCH_DATABASE_URL": os.environ.get(
+            "HETUFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--smoke", "--json", "-", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report: dict[str, Any] = json.loads(completed.stdout)
+    return report
+
+
+def _number(value: Any) -> float:
+    assert isinstance(value, int | float), value
+    assert math.isfinite(value), value
+    return float(value)
+
+
+def _latency(summary: dict[str, Any]) -> None:
+    assert summary["count"] > 0
+    for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
+        _number(summary[key])
+
+
+@pytest.mark.timeout(240)
+def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
+    report = _suite(tmp_path, "--db", "sqlite", "--workdir", str(tmp_path))
+    assert report["machine"]["nproc"] >= 1
+    assert report["versions"]["python"]
+    scenarios = report["results"]["sqlite"]["scenarios"]
+    assert set(scenarios) == {"throughput", "latency", "cron", "agents", "recovery"}
+
+    throughput = scenarios["throughput"]
+    for mode in ("batch", "single"):
+        assert _number(throughput[mode]["tasks_per_second"]) > 0
+        assert _number(throughput[mode]["cpu_percent"]["server"]) >= 0
+        assert throughput[mode]["bound"]
+
+    latency = scenarios["latency"]
+    for phase in ("rate_20", "half"):
+        assert latency[phase]["tasks"] > 0
+        assert latency[phase]["not_started"] == 0
+        _latency(latency[phase]["latency"])
+
+    cron = scenarios["cron"]
+    for part in ("one_job", "burst"):
+        assert cron[part]["started"] > 0
+        _latency(cron[part]["lateness"])
+        assert isinstance(cron[part]["early"], int)
+
+    agents = scenarios["agents"]
+    assert agents["held"] > 0
+    _number(agents["kib_per_agent"])
+
+    recovery = scenarios["recovery"]
+    _latency(recovery["clean"]["recovery"])
+    _latency(recovery["silent"]["recovery"])
+    assert isinstance(recovery["lost"], int)
+    assert isinstance(recovery["duplicated"], int)
+
+    rows = {(v["scenario"], v["measure"]) for v in report["verdicts"]}
+    assert ("throughput", "batch submit, end to end") in rows
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_throughput_runs_on_a_fresh_postgres_database(tmp_path: Path) -> None:
+    report = _suite(tmp_path, "--db", "postgres", "--only", "throughput")
+    run = report["results"]["postgres"]
+    assert run["database"]["synchronous_commit"] == "on"
+    for mode in ("batch", "single"):
+        assert _number(run["scenarios"]["throughput"][mode]["tasks_per_second"]) > 0
