@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -25,11 +24,6 @@ from hetuflow.errors import AgentNotFound
 from hetuflow.models import (
     AgentRegistration,
     AgentStatus,
-    AttemptOutcome,
-    AttemptRef,
-    AttemptResult,
-    AttemptStart,
-    LogLine,
 )
 from hetuflow.protocol import (
     PROTOCOL_VERSION,
@@ -39,7 +33,6 @@ from hetuflow.protocol import (
     AgentMessage,
     ProtocolViolation,
     TaskLogs,
-    TaskOutcomeField,
     TaskProgress,
     TaskResult,
     TaskResults,
@@ -60,6 +53,7 @@ from hetuflow.server.registry import (
     AgentSvc,
     encode_frame,
 )
+from hetuflow.server.reports import Reports
 from hetuflow.server.results import ResultWriter
 
 logger = logging.getLogger(__name__)
@@ -94,6 +88,7 @@ class GatewaySvc:
         self.bad_frame_window_seconds = bad_frame_window_seconds
         self.connections: set[AgentConnection] = set()
         """Every open WebSocket of the node, registered or not."""
+        self._reports = Reports(context.clock, results, self._bad_frame)
         self.stopping = False
         self._all_closed = asyncio.Event()
         self._all_closed.set()
@@ -222,18 +217,19 @@ class GatewaySvc:
                 message.type,
             )
             return
+        reports = self._reports
         if isinstance(message, TaskResult):
-            self._on_results(connection, (message,), message.type)
+            reports.results(connection, (message,), message.type)
         elif isinstance(message, TaskResults):
-            self._on_results(connection, message.results, message.type)
+            reports.results(connection, message.results, message.type)
         elif isinstance(message, TaskLogs):
-            self._on_logs(connection, message)
+            reports.logs(connection, message)
         elif isinstance(message, TaskStarted):
-            self._on_started(connection, message)
+            reports.started(connection, message)
         elif isinstance(message, TaskProgress):
-            self._on_progress(connection, message)
+            reports.progress(connection, message)
         elif isinstance(message, AgentHeartbeat):
-            self._on_heartbeat(connection, message)
+            reports.heartbeat(connection, message)
         elif isinstance(message, AgentDraining):
             await self._on_draining(connection)
         # TaskAccepted and Pong only prove the agent is alive (last_seen, set above).
@@ -319,127 +315,6 @@ class GatewaySvc:
             "superseded": [],
         }
 
-    def _task_id(self, connection: AgentConnection, text: str, message_type: str) -> UUID | None:
-        task_id = parse_uuid(text)
-        if task_id is None:
-            self._bad_frame(
-                connection,
-                "invalid_task_id",
-                f"task_id {text!r} is not a task id",
-                message_type,
-                text[:100],
-            )
-        return task_id
-
-    def _on_results(
-        self,
-        connection: AgentConnection,
-        entries: tuple[TaskOutcomeField, ...] | list[TaskOutcomeField],
-        message_type: str,
-    ) -> None:
-        now = self._context.clock.now()
-        agent_id = connection.agent_id
-        assert agent_id is not None
-        for entry in entries:
-            task_id = self._task_id(connection, entry.task_id, message_type)
-            if task_id is None:
-                continue
-            attempt = entry.attempt
-            held = connection.held.get(task_id)
-            held_type = held[1] if held is not None else "unknown"
-            if attempt is None:
-                if held is None:
-                    self._bad_frame(
-                        connection,
-                        "unknown_attempt",
-                        "this agent holds no attempt of that task; a result for an earlier "
-                        "attempt must name it in 'attempt'",
-                        message_type,
-                        entry.task_id,
-                    )
-                    continue
-                attempt = held[0]
-            connection.finished(task_id, attempt)
-            if entry.started_at is not None:  # a start folded into the result
-                self._results.add_start(
-                    AttemptStart(
-                        AttemptRef(task_id, attempt, agent_id), _aware(entry.started_at, now)
-                    ),
-                    held_type,
-                    connection,
-                    quiet=True,
-                )
-            outcome = AttemptOutcome(entry.resolved_outcome())
-            error = entry.error
-            if error is None and entry.exit_code and outcome is not AttemptOutcome.SUCCEEDED:
-                error = f"exit code {entry.exit_code}"
-            self._results.add_result(
-                AttemptResult(
-                    ref=AttemptRef(task_id, attempt, agent_id),
-                    outcome=outcome,
-                    result=entry.result,
-                    error=error,
-                    finished_at=_aware(entry.finished_at, now),
-                ),
-                connection,
-            )
-
-    def _on_started(self, connection: AgentConnection, message: TaskStarted) -> None:
-        task_id = self._task_id(connection, message.task_id, message.type)
-        if task_id is None:
-            return
-        assert connection.agent_id is not None
-        held = connection.held.get(task_id)
-        self._results.add_start(
-            AttemptStart(
-                ref=AttemptRef(task_id, message.attempt, connection.agent_id),
-                started_at=_aware(message.started_at, self._context.clock.now()),
-            ),
-            held[1] if held is not None else "unknown",
-            connection,
-        )
-
-    def _on_progress(self, connection: AgentConnection, message: TaskProgress) -> None:
-        task_id = self._task_id(connection, message.task_id, message.type)
-        if task_id is None:
-            return
-        assert connection.agent_id is not None
-        if connection.holds(task_id, message.attempt):
-            ref = AttemptRef(task_id, message.attempt, connection.agent_id)
-            self._results.add_progress(ref, message.progress)
-        elif (task_id, message.attempt) not in connection.recently_finished:
-            connection.send_cancel(task_id, message.attempt, "superseded")
-
-    def _on_logs(self, connection: AgentConnection, message: TaskLogs) -> None:
-        now = self._context.clock.now()
-        budget = self._results.budget
-        lines: list[LogLine] = []
-        for entry in message.lines:
-            task_id = self._task_id(connection, entry.task_id, message.type)
-            if task_id is None:
-                continue
-            attempt = entry.attempt
-            if (
-                not connection.holds(task_id, attempt)
-                and (task_id, attempt) not in connection.recently_finished
-            ):
-                connection.send_cancel(task_id, attempt, "superseded")
-                continue
-            text = budget.admit(task_id, attempt, entry.line)
-            if text is not None:
-                lines.append(LogLine(task_id, attempt, entry.stream, text, _aware(entry.at, now)))
-        self._results.add_logs(lines)
-
-    def _on_heartbeat(self, connection: AgentConnection, message: AgentHeartbeat) -> None:
-        if message.running is None:
-            return
-        for item in message.running:
-            task_id = parse_uuid(item.task_id)
-            if task_id is None or connection.holds(task_id, item.attempt):
-                continue
-            if (task_id, item.attempt) not in connection.recently_finished:
-                connection.send_cancel(task_id, item.attempt, "superseded")
-
     async def _on_draining(self, connection: AgentConnection) -> None:
         connection.draining = True
         assert connection.agent_id is not None
@@ -519,11 +394,3 @@ class GatewaySvc:
 def reconcile_interval(context: ServerContext) -> float:
     scheduler = context.config.scheduler
     return scheduler.heartbeat_interval_seconds * scheduler.heartbeat_misses * 2
-
-
-def _aware(value: datetime | None, default: datetime) -> datetime:
-    if value is None or value.tzinfo is None or value.utcoffset() is None:
-        return default
-    if value.utcoffset() == timedelta(0) and value.tzinfo is UTC:
-        return value
-    return value.astimezone(UTC)

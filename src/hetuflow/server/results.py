@@ -161,15 +161,16 @@ class ResultWriter:
             if starts:
                 await self._write_starts(starts)
                 starts = []
-            if results:
-                await self._write_results(results)
-                results = []
+            # Log lines and progress before results: a task seen finished has all its lines.
             if logs:
                 await self._store.append_logs(logs)
                 logs = []
             if progress:
                 await self._store.set_progress(list(progress.values()))
                 progress = {}
+            if results:
+                await self._write_results(results)
+                results = []
         except BaseException:
             self._starts[:0] = starts
             self._results[:0] = results
