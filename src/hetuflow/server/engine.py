@@ -1,8 +1,8 @@
 """SchedulerEngine: the background loops of one server node, in one task group.
 
 Built once by the app factory. ``run`` subscribes to the Notifier channels, starts every loop
-(dispatcher, result writer, heartbeat flush, reaper, grace, cancel routing, cleanup and, when
-present, the cron service) in one ``asyncio.TaskGroup``, sets ``started`` and runs until
+(dispatcher, result writer, heartbeat flush, reaper, grace, cancel routing, cleanup and the
+cron service) in one ``asyncio.TaskGroup``, sets ``started`` and runs until
 cancelled. On the way out it closes every agent connection with 1001 (going away) so agents
 reconnect, to another node if there is one, and writes the reports still queued.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hetuflow.server.context import ServerContext
+from hetuflow.server.cron_service import CronService
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.gateway import AGENT_CONNECTED, GatewaySvc
 from hetuflow.server.lifecycle import LifecycleSvc
@@ -60,7 +60,7 @@ class SchedulerEngine:
         await self.context.notifier.publish(TASKS_READY, "")
 
     def _loops(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]]:
-        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]] = [
+        return [
             ("dispatcher", self.dispatcher.run),
             ("result-writer", self.results.run),
             ("heartbeats", self.gateway.run_heartbeats),
@@ -68,11 +68,8 @@ class SchedulerEngine:
             ("reconnect-grace", self.lifecycle.run_grace),
             ("cancel-routing", self.lifecycle.run_cancels),
             ("cleanup", self.lifecycle.run_cleanup),
+            ("cron", CronService(self.context).run),
         ]
-        cron = _cron_service(self.context)
-        if cron is not None:
-            loops.append(("cron", cron))
-        return loops
 
     async def run(self) -> None:
         notifier = self.context.notifier
@@ -91,16 +88,3 @@ class SchedulerEngine:
         await self.gateway.close_all(CLOSE_GOING_AWAY, "server shutting down")
         with contextlib.suppress(Exception):
             await self.results.flush()
-
-
-def _cron_service(context: ServerContext) -> Callable[[], Coroutine[Any, Any, Any]] | None:
-    """``CronService(context).run`` once the cron module exists (built by another issue)."""
-    try:
-        module = importlib.import_module("hetuflow.server.cron_service")
-    except ModuleNotFoundError as missing:
-        if missing.name != "hetuflow.server.cron_service":
-            raise
-        return None
-    service = module.CronService(context)
-    run: Callable[[], Coroutine[Any, Any, Any]] = service.run
-    return run
