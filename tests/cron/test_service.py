@@ -189,6 +189,27 @@ async def test_two_nodes_on_one_postgres_fire_each_tick_once(pg_database: Databa
             await opened.close()
 
 
+def misfires(service: CronService, action: str) -> float:
+    value = service.context.metrics.registry.get_sample_value(
+        "hetuflow_cron_misfires_total", {"action": action}
+    )
+    return value or 0.0
+
+
+async def test_a_late_or_skipped_tick_is_counted_once_across_nodes(store: Store) -> None:
+    clock_a = FrozenClock(at(9, 30))
+    skipped = await add_job(store, clock_a, "0 * * * *", misfire_policy=MisfirePolicy.SKIP)
+    once = await add_job(store, clock_a, "30 * * * *", misfire_policy=MisfirePolicy.RUN_ONCE)
+    clock_a.set(at(13, 45))
+    clock_b = FrozenClock(at(13, 45) + timedelta(microseconds=1))  # real clocks differ
+    nodes = [make_service(store, clock_a, node="node-a"), make_service(store, clock_b, node="b")]
+    await asyncio.gather(*(node.fire_due() for node in nodes))
+    assert len(await store.list_cron_ticks(skipped.id, limit=10)) == 1
+    assert len(await tasks_of(store, once)) == 1
+    assert sum(misfires(node, "skipped") for node in nodes) == 1
+    assert sum(misfires(node, "run_once") for node in nodes) == 1
+
+
 async def test_disabled_job_does_not_fire(store: Store) -> None:
     clock = FrozenClock(T0)
     service = make_service(store, clock)

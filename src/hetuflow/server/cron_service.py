@@ -212,13 +212,24 @@ class CronService:
             reason=decision.reason,
             now=now,
         )
-        if decision.outcome is TickOutcome.SKIPPED:
+        # Count only what this node recorded: with several nodes the losers of the race
+        # decided the same, and must not count it again.
+        if task is not None:
+            if decision.late is not None:
+                self.context.metrics.cron_misfired(decision.late)
+        elif decision.outcome is TickOutcome.SKIPPED and await self._recorded_here(job, tick, now):
             self.context.metrics.cron_misfired("skipped")
-        elif decision.late is not None:
-            self.context.metrics.cron_misfired(decision.late)
         if task is None:
             await self._unstick(job, tick)
         return True, task
+
+    async def _recorded_here(self, job: CronJob, tick: datetime, now: datetime) -> bool:
+        """Whether this call recorded ``tick`` (a skip creates no task to tell): the row
+        carries the ``now`` this node passed (nodes' clocks differ in the microseconds)."""
+        for recorded in await self.store.list_cron_ticks(job.id, limit=10):
+            if recorded.tick_at == tick:
+                return recorded.recorded_at == now
+        return False
 
     async def _unstick(self, job: CronJob, tick: datetime) -> None:
         """After a lost (or skipped) record: if the job still points at the same tick, the
