@@ -508,6 +508,8 @@ class _SseParser:
 
 
 _FOLLOW_TIMEOUT = httpx.Timeout(10.0, read=None)
+_FOLLOW_RETRIES = 3
+_STREAM_LOST = "the log stream of task {} kept closing before the task finished"
 
 
 # --- the sync client --------------------------------------------------------------------------
@@ -666,21 +668,33 @@ class Client:
     def follow_logs(
         self, task_id: UUID | str, *, after_seq: int = 0, attempt: int | None = None
     ) -> Iterator[LogLine]:
-        """Yield the task's log lines, then new ones as they come, until the task finishes."""
-        params = _filters(after_seq=after_seq, attempt=attempt)
+        """Yield the task's log lines, then new ones as they come, until the task finishes.
+        A dropped stream is resumed from the last line (up to ``_FOLLOW_RETRIES`` times)."""
         path = f"/api/tasks/{task_id}/logs/stream"
-        try:
-            with self._http.stream("GET", path, params=params, timeout=_FOLLOW_TIMEOUT) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise _error_from(response)
-                for event, data in _sse_events(response.iter_lines()):
-                    if event == "log":
-                        yield LogLine.model_validate_json(data)
-                    elif event == "end":
-                        return
-        except httpx.TransportError as error:
-            raise _transport_error(self.server, error) from None
+        last, retries = after_seq, 0
+        while True:
+            params = _filters(after_seq=last, attempt=attempt)
+            try:
+                with self._http.stream(
+                    "GET", path, params=params, timeout=_FOLLOW_TIMEOUT
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise _error_from(response)
+                    for event, data in _sse_events(response.iter_lines()):
+                        if event == "log":
+                            line = LogLine.model_validate_json(data)
+                            last, retries = line.seq, 0
+                            yield line
+                        elif event == "end":
+                            return
+            except httpx.ConnectError as error:
+                raise _transport_error(self.server, error) from None
+            except httpx.TransportError:
+                pass
+            retries += 1
+            if retries > _FOLLOW_RETRIES:
+                raise ClientError(_STREAM_LOST.format(task_id), code="stream_interrupted")
 
     # agents
 
@@ -921,27 +935,36 @@ class AsyncClient:
     async def follow_logs(
         self, task_id: UUID | str, *, after_seq: int = 0, attempt: int | None = None
     ) -> AsyncIterator[LogLine]:
-        params = _filters(after_seq=after_seq, attempt=attempt)
         path = f"/api/tasks/{task_id}/logs/stream"
-        parser = _SseParser()
-        try:
-            async with self._http.stream(
-                "GET", path, params=params, timeout=_FOLLOW_TIMEOUT
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise _error_from(response)
-                async for line in response.aiter_lines():
-                    found = parser.feed(line)
-                    if found is None:
-                        continue
-                    event, data = found
-                    if event == "log":
-                        yield LogLine.model_validate_json(data)
-                    elif event == "end":
-                        return
-        except httpx.TransportError as error:
-            raise _transport_error(self.server, error) from None
+        last, retries = after_seq, 0
+        while True:
+            params = _filters(after_seq=last, attempt=attempt)
+            parser = _SseParser()
+            try:
+                async with self._http.stream(
+                    "GET", path, params=params, timeout=_FOLLOW_TIMEOUT
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _error_from(response)
+                    async for text in response.aiter_lines():
+                        found = parser.feed(text)
+                        if found is None:
+                            continue
+                        event, data = found
+                        if event == "log":
+                            line = LogLine.model_validate_json(data)
+                            last, retries = line.seq, 0
+                            yield line
+                        elif event == "end":
+                            return
+            except httpx.ConnectError as error:
+                raise _transport_error(self.server, error) from None
+            except httpx.TransportError:
+                pass
+            retries += 1
+            if retries > _FOLLOW_RETRIES:
+                raise ClientError(_STREAM_LOST.format(task_id), code="stream_interrupted")
 
     # agents
 

@@ -45,9 +45,12 @@ def test_local_agent_runs_a_shell_task_and_logs_follow(tmp_path: Path) -> None:
             first = follow.stdout.readline()  # arrives while the task still runs
             assert first == "line1\n"
             assert client.get_task(task_id).status in ("running", "dispatched", "succeeded")
-            rest, errors = follow.communicate(timeout=30)
-            assert follow.returncode == 0, errors
-            assert rest.splitlines() == ["line2", "line3"]
+            rest = follow.stdout.read()  # same buffered reader: nothing read ahead is lost
+            assert follow.wait(timeout=30) == 0, follow.stderr.read() if follow.stderr else ""
+            if follow.stderr is not None:
+                follow.stderr.close()
+            follow.stdout.close()
+            assert rest.splitlines() == ["line2", "line3"], running.output()
 
             done = client.wait(task_id, timeout_seconds=30, poll_interval_seconds=0.1)
             assert done.status == "succeeded"
