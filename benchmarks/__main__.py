@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import raise_fd_limit
-from benchmarks.report import machine, print_table, verdicts, versions
+from benchmarks.report import machine, markdown, print_table, verdicts, versions
 from benchmarks.suite import MODES, SCENARIOS, run_database
 
 
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", dest="json_path", help="write results here ('-': stdout)")
     run.add_argument("--profile", type=Path, help="py-spy the server under throughput load")
     run.add_argument("--workdir", type=Path, help="keep logs and databases here")
+    merge = commands.add_parser("markdown", help="the table of result files, in Markdown")
+    merge.add_argument("files", nargs="+", type=Path, help="--json outputs of earlier runs")
     return parser
 
 
@@ -74,6 +76,12 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "markdown":
+        results: dict[str, Any] = {}
+        for path in args.files:
+            results.update(json.loads(path.read_text())["results"])
+        print(markdown(results))
+        return 0
     raise_fd_limit()
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)

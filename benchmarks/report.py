@@ -115,6 +115,7 @@ ROWS = (
     Row("cron", "burst p99", "burst.lateness.p99_ms", "ms", "<= 250", _at_most(250)),
     Row("cron", "burst: early starts", "burst.early", "", "0", _at_most(0)),
     Row("agents", "agents held (online)", "held", "", ">= 10,000", _at_least(10_000)),
+    Row("agents", "most online at once", "most_online", "", ""),
     Row("agents", "server RSS per agent", "kib_per_agent", "KiB", "<= 30 KB",
         _at_most(30 * 1000 / 1024)),
     Row("agents", "server CPU, idle agents", "hold_cpu_percent", "% core", ""),
@@ -191,6 +192,32 @@ def table(results: dict[str, Any]) -> Table:
         if shown:
             view.add_row(row.scenario, row.label, *cells, row.unit, row.target)
     return view
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The same table in Markdown (for docs/benchmarks.md)."""
+    databases = list(results)
+    lines = [
+        "| scenario | measure | " + " | ".join(databases) + " | unit | target |",
+        "|---|---|" + "---:|" * len(databases) + "---|---|",
+    ]
+    for row in ROWS:
+        cells = []
+        for db in databases:
+            scenario = results[db]["scenarios"].get(row.scenario)
+            if scenario is None or "error" in scenario:
+                cells.append("failed" if scenario else "")
+                continue
+            value = _get(scenario, row.path)
+            text = _format(value)
+            if row.check is not None and isinstance(value, int | float):
+                text += " ✓" if row.check(float(value), db) else " **✗**"
+            cells.append(text)
+        lines.append(
+            f"| {row.scenario} | {row.label} | " + " | ".join(cells) + f" | {row.unit} | "
+            f"{row.target} |"
+        )
+    return "\n".join(lines)
 
 
 def print_table(results: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ class Sizes:
     tp_batch_tasks: int = 30_000
     tp_batch_size: int = 500
     tp_batch_in_flight: int = 2
-    tp_single_tasks: int = 6_000
+    tp_single_tasks: int = 3_000
     tp_single_in_flight: int = 32
     tp_agents: int = 2
     tp_slots: int = 1000

@@ -27,7 +27,7 @@ from benchmarks.harness import BIN, CpuMeter, ScenarioFailed, machine_load, stat
 from benchmarks.profile import summarise
 from benchmarks.suite import Cluster, Context
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.1
 NOOP = {"task_type": "bench-noop", "name": "bench"}
 
 
