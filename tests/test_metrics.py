@@ -47,6 +47,27 @@ async def test_a_store_that_cannot_answer_counts_a_database_error(tmp_path: Path
     assert sample(second.text, "hetuflow_database_errors_total", errors) == 2
 
 
+async def test_created_tasks_count_as_submitted_and_idempotent_replays_do_not(
+    sqlite_database: DatabaseConfig,
+) -> None:
+    app = create_app(Config(database=sqlite_database))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        one = {"task_type": "report", "idempotency_key": "nightly"}
+        assert (await client.post("/api/tasks", json=one)).status_code == 201
+        assert (await client.post("/api/tasks", json=one)).status_code == 200  # a replay
+        batch = [one, {"task_type": "report"}, {"task_type": "mail"}, {"task_type": "mail"}]
+        response = await client.post("/api/tasks/batch", json={"tasks": batch})
+        assert response.json()["created"] == [False, True, True, True]
+        text = (await client.get("/metrics")).text
+    submitted = "hetuflow_tasks_submitted_total"
+    assert sample(text, submitted, {"task_type": "report"}) == 2
+    assert sample(text, submitted, {"task_type": "mail"}) == 2
+
+
 def test_each_metrics_object_has_its_own_registry() -> None:
     one, other = Metrics(), Metrics()
     one.task_submitted("shell", 3)

@@ -60,6 +60,7 @@ def create_app(
         context.clock,
         config.scheduler,
         max_batch_tasks=config.server.max_batch_tasks,
+        metrics=context.metrics,
     )
 
     @contextlib.asynccontextmanager

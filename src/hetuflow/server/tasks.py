@@ -8,6 +8,7 @@ commit.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -25,6 +26,7 @@ from hetuflow.models import (
     TaskFilter,
     TaskStatus,
 )
+from hetuflow.server.metrics import Metrics
 from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
 
 log = logging.getLogger("hetuflow.tasks")
@@ -45,12 +47,14 @@ class TaskQueue:
         scheduler: SchedulerConfig,
         *,
         max_batch_tasks: int = 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.clock = clock
         self.scheduler = scheduler
         self.max_batch_tasks = max_batch_tasks
+        self.metrics = metrics
 
     # --- create -----------------------------------------------------------------------------
 
@@ -60,7 +64,10 @@ class TaskQueue:
         return result
 
     async def create_many(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
-        """Create tasks in one transaction (all or none), then wake the dispatchers."""
+        """Create tasks in one transaction (all or none), then wake the dispatchers.
+
+        Each task actually created counts in ``hetuflow_tasks_submitted_total`` (when the
+        queue was given ``metrics``); an idempotent replay does not."""
         if not tasks:
             raise InvalidInput("give at least one task", field="tasks")
         if len(tasks) > self.max_batch_tasks:
@@ -68,7 +75,11 @@ class TaskQueue:
                 f"at most {self.max_batch_tasks} tasks per batch, got {len(tasks)}", field="tasks"
             )
         results = await self.store.create_tasks(tasks, now=self.clock.now())
-        if any(created for _, created in results):
+        submitted = Counter(task.task_type for task, created in results if created)
+        if self.metrics is not None:
+            for task_type, count in submitted.items():
+                self.metrics.task_submitted(task_type, count)
+        if submitted:
             await self._publish(TASKS_READY)
         return results
 
