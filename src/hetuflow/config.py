@@ -12,6 +12,7 @@ Environment: ``DATABASE_URL`` (``postgresql://…`` or ``sqlite:///path``) and
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hetuflow.errors import ConfigInvalid
 
@@ -38,6 +46,17 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(default=1000, ge=1, le=100_000)
     """Most tasks one ``POST /api/tasks/batch`` may create."""
+    max_payload_bytes: int = Field(default=256 * 1024, ge=2)
+    """Largest payload of one task, as compact JSON (413 ``payload_too_large`` beyond)."""
+    max_frame_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    """Largest WebSocket frame an agent may send (uvicorn closes the connection with 1009)."""
+    max_bad_frames: int = Field(default=20, ge=1)
+    """Bad frames an agent may send within ``bad_frame_window_seconds`` before it is
+    disconnected (1008)."""
+    bad_frame_window_seconds: float = Field(default=10.0, gt=0)
+    tls_cert_file: str | None = None
+    """Serve HTTPS and WSS with this PEM certificate (chain) and ``tls_key_file``."""
+    tls_key_file: str | None = None
     node_id: str | None = None
     """Name of this node in a cluster; generated when absent."""
     log_format: Literal["text", "json"] = "text"
@@ -128,6 +147,8 @@ class SchedulerConfig(_Section):
 class AuthConfig(_Section):
     enabled: bool | None = None
     """None: on when the server listens on a non-loopback address."""
+    metrics_open: bool = False
+    """With auth on, serve ``/metrics`` without a token (else a viewer token is needed)."""
 
 
 class Config(_Section):
@@ -135,6 +156,30 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     auth: AuthConfig = AuthConfig()
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Config:
+        server = self.server
+        if (server.tls_cert_file is None) != (server.tls_key_file is None):
+            raise ValueError("[server] tls_cert_file and tls_key_file go together: set both")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """``[auth] enabled``, or when unset: on unless the server listens on loopback only."""
+        if self.auth.enabled is not None:
+            return self.auth.enabled
+        return not is_loopback(self.server.host)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``; ``0.0.0.0``, ``::`` and names are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_bind(value: str) -> tuple[str, int]:

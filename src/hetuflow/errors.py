@@ -41,6 +41,18 @@ class Unavailable(HetuflowError):
     code = "unavailable"
 
 
+class Unauthenticated(HetuflowError):
+    """No token, or one that is unknown, expired or revoked (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+class PermissionDenied(HetuflowError):
+    """A valid token whose role does not allow the request (HTTP 403)."""
+
+    code = "forbidden"
+
+
 # --- concrete problems ------------------------------------------------------------------------
 
 
@@ -54,6 +66,10 @@ class AgentNotFound(NotFound):
 
 class CronJobNotFound(NotFound):
     code = "cron_job_not_found"
+
+
+class TokenNotFound(NotFound):
+    code = "token_not_found"
 
 
 class TaskAlreadyFinished(Conflict):

@@ -30,6 +30,7 @@ from hetuflow.models import (
     TaskStatus,
     TickOutcome,
 )
+from hetuflow.tokens import ApiToken, Role
 
 
 class Row(Protocol):
@@ -177,6 +178,19 @@ def cron_tick_from(row: Row, codec: Codec) -> CronTick:
         task_id=codec.uuid(row["task_id"]),
         reason=row["reason"],
         recorded_at=_must_time(codec, row["recorded_at"]),
+    )
+
+
+def token_from(row: Row, codec: Codec) -> ApiToken:
+    return ApiToken(
+        id=_must_uuid(codec, row["id"]),
+        name=row["name"],
+        role=Role(row["role"]),
+        hint=row["hint"],
+        agent_id=codec.uuid(row["agent_id"]),
+        created_at=_must_time(codec, row["created_at"]),
+        expires_at=codec.time(row["expires_at"]),
+        revoked_at=codec.time(row["revoked_at"]),
     )
 
 

@@ -40,6 +40,7 @@ from hetuflow.models import (
     TaskStatus,
     TickOutcome,
 )
+from hetuflow.tokens import ApiToken, NewApiToken
 
 
 class Store(Protocol):
@@ -276,6 +277,28 @@ class Store(Protocol):
 
     async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
         """Newest first."""
+        ...
+
+    # --- API and agent tokens ---------------------------------------------------------------
+
+    async def create_api_token(self, token: NewApiToken, *, now: datetime) -> ApiToken:
+        """Store a token: its hash, never its secret. Raises ``AgentNotFound`` when an agent
+        token names no agent. Two tokens never share a hash (unique key)."""
+        ...
+
+    async def find_api_token(self, secret_hash: str) -> ApiToken | None:
+        """The token whose secret hashes to ``secret_hash``, revoked and expired ones too
+        (the caller decides); one indexed read, no lock. Sees a revocation as soon as it is
+        committed, on any node."""
+        ...
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        """Every token, revoked and expired ones included, newest first."""
+        ...
+
+    async def revoke_api_token(self, token_id: UUID, *, now: datetime) -> ApiToken:
+        """Mark a token revoked at ``now`` and return it. Idempotent: an already revoked
+        token keeps its first ``revoked_at``. Raises ``TokenNotFound``."""
         ...
 
 

@@ -43,7 +43,9 @@ from hetuflow.store import _pg_agents as agent_sql
 from hetuflow.store import _pg_attempts as attempt_sql
 from hetuflow.store import _pg_cron as cron_sql
 from hetuflow.store import _pg_tasks as task_sql
+from hetuflow.store import _pg_tokens as token_sql
 from hetuflow.store._pg_db import PgDatabase
+from hetuflow.tokens import ApiToken, NewApiToken
 
 
 class PostgresStore:
@@ -252,3 +254,21 @@ class PostgresStore:
     async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
         async with self._db.connection() as c:
             return await cron_sql.list_cron_ticks(c, cron_job_id, limit)
+
+    # --- API and agent tokens -------------------------------------------------------------
+
+    async def create_api_token(self, token: NewApiToken, *, now: datetime) -> ApiToken:
+        async with self._db.transaction() as c:
+            return await token_sql.create_api_token(c, token, now)
+
+    async def find_api_token(self, secret_hash: str) -> ApiToken | None:
+        async with self._db.connection() as c:
+            return await token_sql.find_api_token(c, secret_hash)
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        async with self._db.connection() as c:
+            return await token_sql.list_api_tokens(c)
+
+    async def revoke_api_token(self, token_id: UUID, *, now: datetime) -> ApiToken:
+        async with self._db.transaction() as c:
+            return await token_sql.revoke_api_token(c, token_id, now)

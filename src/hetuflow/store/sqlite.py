@@ -44,7 +44,9 @@ from hetuflow.store import _sqlite_agents as agent_sql
 from hetuflow.store import _sqlite_attempts as attempt_sql
 from hetuflow.store import _sqlite_cron as cron_sql
 from hetuflow.store import _sqlite_tasks as task_sql
+from hetuflow.store import _sqlite_tokens as token_sql
 from hetuflow.store._sqlite_db import SqliteDatabase
+from hetuflow.tokens import ApiToken, NewApiToken
 
 
 def _ping(connection: sqlite3.Connection) -> None:
@@ -220,3 +222,17 @@ class SqliteStore:
 
     async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
         return await self._db.read(cron_sql.list_cron_ticks, cron_job_id, limit)
+
+    # --- API and agent tokens -------------------------------------------------------------
+
+    async def create_api_token(self, token: NewApiToken, *, now: datetime) -> ApiToken:
+        return await self._db.write(token_sql.create_api_token, token, now)
+
+    async def find_api_token(self, secret_hash: str) -> ApiToken | None:
+        return await self._db.read(token_sql.find_api_token, secret_hash)
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        return await self._db.read(token_sql.list_api_tokens)
+
+    async def revoke_api_token(self, token_id: UUID, *, now: datetime) -> ApiToken:
+        return await self._db.write(token_sql.revoke_api_token, token_id, now)
