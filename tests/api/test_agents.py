@@ -25,6 +25,7 @@ async def test_create_with_every_field_and_get(client: httpx.AsyncClient) -> Non
     agent = response.json()
     assert (agent["enabled"], agent["max_concurrent_tasks"], agent["running"]) == (False, 8, 0)
     assert agent["supported_task_types"] == ["shell", "train"]
+    assert agent.pop("token").startswith("hf_")  # the agent token, in this answer only
     fetched = await client.get(f"/api/agents/{agent['id']}")
     assert fetched.json() == agent
 

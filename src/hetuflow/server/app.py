@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from hetuflow import __version__
 from hetuflow.clock import Clock, SystemClock
@@ -21,6 +21,7 @@ from hetuflow.config import Config
 from hetuflow.server import metrics
 from hetuflow.server.api import router as api_router
 from hetuflow.server.api.errors import install_error_handlers
+from hetuflow.server.auth import Authenticator, authorize_metrics
 from hetuflow.server.console import mount_console
 from hetuflow.server.context import ServerContext
 from hetuflow.server.engine import SchedulerEngine
@@ -34,6 +35,11 @@ hetuflow stores tasks durably and pushes each one to a capable agent over WebSoc
 Tasks are created here (or by cron jobs), dispatched by priority to agents that support their
 task type and have every required capability, and end `succeeded`, `failed`, `timed_out` or
 `cancelled`. Errors share one JSON shape: `{"error": {"code", "message", "field"}}`.
+
+When auth is on (always when the server listens beyond loopback), send
+`Authorization: Bearer <token>`: a `viewer` token reads, an `operator` token also changes
+tasks, cron jobs and agents, an `admin` token also manages tokens. 401 without a valid token,
+403 when its role is too low. See docs/security.md.
 """
 
 
@@ -88,10 +94,16 @@ def create_app(
     app.state.context = context
     app.state.engine = engine
     app.state.task_queue = task_queue
+    app.state.authenticator = Authenticator(
+        context.store,
+        context.clock,
+        enabled=config.auth_enabled,
+        metrics_open=config.auth.metrics_open,
+    )
     install_error_handlers(app)
     app.add_api_websocket_route("/ws", engine.gateway.endpoint)
     app.include_router(api_router)
-    app.include_router(metrics.router)
+    app.include_router(metrics.router, dependencies=[Depends(authorize_metrics)])
     mount_console(app)
     return app
 

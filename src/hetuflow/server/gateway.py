@@ -7,7 +7,13 @@ writer drains the outbox and sends everything pending back to back.
 
 A frame that is not valid JSON, has an unknown type or a bad field, or comes out of order gets
 an ``Error`` naming the problem and the connection carries on; more than ``bad_frame_limit``
-of them within ``bad_frame_window_seconds`` close it with 1008 (policy violation).
+of them within ``bad_frame_window_seconds`` close it with 1008 (policy violation); both are
+``[server] max_bad_frames`` and ``bad_frame_window_seconds``.
+
+With auth on, the handshake must carry an agent token (or an admin token): without a valid one
+the connection is refused before it is accepted (HTTP 401/403 with the API's error body), so it
+never sees a task. An agent token binds the connection to its agent: registering as another
+one gets ``agent_token_mismatch`` and close code 4001.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import WebSocket
+from fastapi.responses import JSONResponse
 
-from hetuflow.errors import AgentNotFound
+from hetuflow.errors import AgentNotFound, PermissionDenied, Unauthenticated
 from hetuflow.models import (
     AgentRegistration,
     AgentStatus,
@@ -39,6 +46,7 @@ from hetuflow.protocol import (
     TaskStarted,
     decode_agent_message,
 )
+from hetuflow.server.auth import AgentAccess, Authenticator, authenticate_agent
 from hetuflow.server.context import ServerContext
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.reconcile import Reconciler, parse_uuid
@@ -49,6 +57,7 @@ from hetuflow.server.registry import (
     CLOSE_REGISTRATION_TIMEOUT,
     CLOSE_SUPERSEDED,
     CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHORIZED,
     AgentConnection,
     AgentSvc,
     encode_frame,
@@ -75,8 +84,8 @@ class GatewaySvc:
         reconciler: Reconciler,
         *,
         on_disconnect: Callable[[AgentConnection], None],
-        bad_frame_limit: int = 20,
-        bad_frame_window_seconds: float = 10.0,
+        bad_frame_limit: int | None = None,
+        bad_frame_window_seconds: float | None = None,
     ) -> None:
         self._context = context
         self._agents = agents
@@ -84,8 +93,9 @@ class GatewaySvc:
         self._dispatcher = dispatcher
         self._reconciler = reconciler
         self._on_disconnect = on_disconnect
-        self.bad_frame_limit = bad_frame_limit
-        self.bad_frame_window_seconds = bad_frame_window_seconds
+        server = context.config.server
+        self.bad_frame_limit = bad_frame_limit or server.max_bad_frames
+        self.bad_frame_window_seconds = bad_frame_window_seconds or server.bad_frame_window_seconds
         self.connections: set[AgentConnection] = set()
         """Every open WebSocket of the node, registered or not."""
         self._reports = Reports(context.clock, results, self._bad_frame)
@@ -97,8 +107,12 @@ class GatewaySvc:
 
     async def endpoint(self, websocket: WebSocket) -> None:
         """Serve one agent connection until either side closes it."""
+        access = await self._admit(websocket)
+        if access is None:
+            return
         await websocket.accept()
         connection = AgentConnection(websocket, self._context.clock.monotonic())
+        connection.bound_agent_id, connection.bound_name = access.agent_id, access.agent_name
         if self.stopping:
             connection.close(1001, "server shutting down")
         self.connections.add(connection)
@@ -119,6 +133,20 @@ class GatewaySvc:
             if not self.connections:
                 self._all_closed.set()
             self._disconnected(connection)
+
+    async def _admit(self, websocket: WebSocket) -> AgentAccess | None:
+        """Check the handshake's token; refuse the connection (not accepted) without one."""
+        authenticator: Authenticator = websocket.app.state.authenticator
+        try:
+            return await authenticate_agent(authenticator, websocket)
+        except (Unauthenticated, PermissionDenied) as problem:
+            status = 401 if isinstance(problem, Unauthenticated) else 403
+            await _refuse(websocket, status, problem.code, problem.message)
+        except Exception:
+            logger.exception("checking an agent's token failed")
+            self._context.metrics.database_error("find_api_token")
+            await _refuse(websocket, 503, "store_unavailable", "could not check the token; retry")
+        return None
 
     def _disconnected(self, connection: AgentConnection) -> None:
         if not self._agents.detach(connection):
@@ -296,6 +324,20 @@ class GatewaySvc:
             agent_id = parse_uuid(message.agent_id)
             if agent_id is None:
                 name = name or message.agent_id  # a name where an id was expected
+        bound = connection.bound_agent_id
+        if bound is not None:
+            if (agent_id is not None and agent_id != bound) or (
+                name is not None and name != connection.bound_name
+            ):
+                connection.send_error(
+                    "agent_token_mismatch",
+                    f"this token belongs to agent {connection.bound_name!r}; it cannot register"
+                    f" as {name or str(agent_id)!r}",
+                    message_type=message.type,
+                )
+                connection.close(CLOSE_UNAUTHORIZED, "the token belongs to another agent")
+                return None
+            agent_id, name = bound, None
         return AgentRegistration(
             capabilities=tuple(capabilities.capabilities),
             supported_task_types=tuple(capabilities.supported_task_types),
@@ -394,3 +436,14 @@ class GatewaySvc:
 def reconcile_interval(context: ServerContext) -> float:
     scheduler = context.config.scheduler
     return scheduler.heartbeat_interval_seconds * scheduler.heartbeat_misses * 2
+
+
+async def _refuse(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse a handshake with an HTTP answer in the API's error shape (the denial response
+    extension); servers without it get a close before accept (HTTP 403)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        headers = {"WWW-Authenticate": 'Bearer realm="hetuflow"'} if status == 401 else None
+        body = {"error": {"code": code, "message": message, "field": None}}
+        await websocket.send_denial_response(JSONResponse(body, status, headers=headers))
+    else:
+        await websocket.close(CLOSE_UNAUTHORIZED, message[:120])

@@ -29,6 +29,7 @@ CLOSE_GOING_AWAY = 1001  # this node shuts down: reconnect (to another node)
 CLOSE_POLICY_VIOLATION = 1008  # too many bad frames
 CLOSE_TRY_AGAIN_LATER = 1013  # the database did not answer during registration
 CLOSE_SUPERSEDED = 4000  # a newer connection of the same agent took over
+CLOSE_UNAUTHORIZED = 4001  # the token does not allow this (e.g. it belongs to another agent)
 CLOSE_HEARTBEAT_TIMEOUT = 4002  # nothing heard for heartbeat_interval * heartbeat_misses
 CLOSE_PROTOCOL_VERSION = 4003  # protocol version not supported
 CLOSE_AGENT_NOT_FOUND = 4004  # AgentCapabilities named an unknown agent id
@@ -58,6 +59,8 @@ class AgentConnection:
         "_ready",
         "agent_id",
         "bad_frames",
+        "bound_agent_id",
+        "bound_name",
         "capabilities",
         "close_code",
         "close_reason",
@@ -82,6 +85,9 @@ class AgentConnection:
         self.websocket = websocket
         self.agent_id: UUID | None = None
         self.name = ""
+        self.bound_agent_id: UUID | None = None
+        """The agent the handshake's token belongs to (None: any, or auth off)."""
+        self.bound_name: str | None = None
         self.session = 0
         self.registered = False
         self.task_types: frozenset[str] = frozenset()

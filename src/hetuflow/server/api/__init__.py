@@ -1,17 +1,26 @@
-"""The REST API: thin routes over the TaskQueue and the Store, one error table."""
+"""The REST API: thin routes over the TaskQueue and the Store, one error table.
+
+Every route but ``/healthz`` and ``/readyz`` is behind ``server.auth.authorize`` (a viewer
+token to read, an operator token to change; the token routes need an admin token); with auth
+off the check lets everything through.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from hetuflow.server.api import agents, cron_jobs, events, system, tasks
+from hetuflow.server.api import agents, cron_jobs, events, system, tasks, tokens
+from hetuflow.server.auth import authorize, authorize_admin
 
 router = APIRouter()
 """Every REST route, combined; the app factory includes this one router."""
-router.include_router(tasks.router)
-router.include_router(agents.router)
-router.include_router(cron_jobs.router)
-router.include_router(system.router)
-router.include_router(events.router)
+_protected = [Depends(authorize)]
+router.include_router(tasks.router, dependencies=_protected)
+router.include_router(agents.router, dependencies=_protected)
+router.include_router(cron_jobs.router, dependencies=_protected)
+router.include_router(system.stats_router, dependencies=_protected)
+router.include_router(events.router, dependencies=_protected)
+router.include_router(tokens.router, dependencies=[Depends(authorize_admin)])
+router.include_router(system.router)  # /healthz and /readyz: always open
 
 __all__ = ["router"]

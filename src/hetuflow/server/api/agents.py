@@ -11,8 +11,10 @@ from hetuflow.errors import AgentNotFound
 from hetuflow.models import AgentStatus
 from hetuflow.server.api.deps import Context
 from hetuflow.server.api.errors import error_responses
-from hetuflow.server.api.schemas import AgentCreate, AgentList, AgentOut
+from hetuflow.server.api.schemas import AgentCreate, AgentCreated, AgentList, AgentOut
+from hetuflow.server.auth import issue_token
 from hetuflow.store.base import TASKS_READY
+from hetuflow.tokens import Role
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 
@@ -42,15 +44,19 @@ async def list_agents(
 @router.post(
     "",
     status_code=201,
-    response_model=AgentOut,
+    response_model=AgentCreated,
     summary="Create an agent",
     responses=error_responses(400, 409, 413, 422),
 )
-async def create_agent(body: AgentCreate, context: Context) -> AgentOut:
+async def create_agent(body: AgentCreate, context: Context) -> AgentCreated:
     """Pre-create an agent (offline until a process connects as it). **409** if the name is
-    taken."""
-    agent = await context.store.create_agent(body.to_new_agent(), now=context.clock.now())
-    return AgentOut.of(agent)
+    taken. The answer carries the agent's token (`token`), shown this once."""
+    now = context.clock.now()
+    agent = await context.store.create_agent(body.to_new_agent(), now=now)
+    secret, _ = await issue_token(
+        context.store, name=agent.name, role=Role.AGENT, now=now, agent_id=agent.id
+    )
+    return AgentCreated(**AgentOut.of(agent).model_dump(), token=secret)
 
 
 @router.get(

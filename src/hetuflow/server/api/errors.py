@@ -34,13 +34,17 @@ from hetuflow.errors import (
     HetuflowError,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     TooLarge,
+    Unauthenticated,
     Unavailable,
 )
 
 log = logging.getLogger("hetuflow.api")
 
 STATUS_BY_KIND: dict[type[HetuflowError], int] = {
+    Unauthenticated: 401,
+    PermissionDenied: 403,
     NotFound: 404,
     Conflict: 409,
     InvalidInput: 422,
@@ -67,7 +71,12 @@ CODE_BY_STATUS: dict[int, str] = {
 }
 """Codes for errors raised by the HTTP layer itself (unknown route, wrong method, …)."""
 
-_RESOURCE_BY_PATH_PARAM = {"task_id": "task", "agent_id": "agent", "cron_job_id": "cron_job"}
+_RESOURCE_BY_PATH_PARAM = {
+    "task_id": "task",
+    "agent_id": "agent",
+    "cron_job_id": "cron_job",
+    "token_id": "token",
+}
 
 
 class ErrorDetail(BaseModel):
@@ -108,6 +117,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting the error shape for ``statuses``."""
     descriptions = {
         400: "Malformed JSON body",
+        401: "No token, or an unknown, expired or revoked one (auth on)",
+        403: "The token's role does not allow this",
         404: "No such resource",
         409: "Conflict with the resource's current state",
         413: "Request body larger than `[server] max_body_bytes`",
@@ -128,7 +139,8 @@ async def _hetuflow_error(_: Request, error: Exception) -> JSONResponse:
     status = status_for(error)
     if status >= 500:
         log.error("request failed: %s", error, exc_info=error)
-    return error_response(status, error.code, error.message, error.field)
+    headers = {"WWW-Authenticate": 'Bearer realm="hetuflow"'} if status == 401 else None
+    return error_response(status, error.code, error.message, error.field, headers)
 
 
 def _field_name(loc: Sequence[int | str]) -> str | None:

@@ -403,6 +403,13 @@ class AgentOut(_Output):
         )
 
 
+class AgentCreated(AgentOut):
+    token: str = Field(
+        description="The agent's token (`hetuflow-agent --token`), shown this once: the server "
+        "keeps only its hash."
+    )
+
+
 class AgentList(_Output):
     items: list[AgentOut]
 

@@ -1,4 +1,4 @@
-"""System routes: statistics, liveness and readiness."""
+"""System routes: statistics, liveness and readiness (the last two always open)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from hetuflow.server.api.deps import Context
 from hetuflow.server.api.schemas import Health, StatsOut
 
 router = APIRouter(tags=["system"])
+"""``/healthz`` and ``/readyz``: open even when auth is on."""
+stats_router = APIRouter(tags=["system"])
+"""``/api/stats``: behind the token check like the rest of the API."""
 
 
-@router.get("/api/stats", response_model=StatsOut, summary="Counts of tasks, agents, cron jobs")
+@stats_router.get(
+    "/api/stats", response_model=StatsOut, summary="Counts of tasks, agents, cron jobs"
+)
 async def stats(context: Context) -> StatsOut:
     """Tasks by status (every status listed), agents online and in total, enabled cron jobs."""
     return StatsOut.of(await context.store.stats())
