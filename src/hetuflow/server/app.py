@@ -67,6 +67,7 @@ def create_app(
         config.scheduler,
         max_batch_tasks=config.server.max_batch_tasks,
         metrics=context.metrics,
+        max_payload_bytes=config.server.max_payload_bytes,
     )
 
     @contextlib.asynccontextmanager

@@ -12,9 +12,11 @@ from collections import Counter
 from collections.abc import Sequence
 from uuid import UUID
 
+import orjson
+
 from hetuflow.clock import Clock
 from hetuflow.config import SchedulerConfig
-from hetuflow.errors import Conflict, InvalidInput, TaskNotFound
+from hetuflow.errors import Conflict, InvalidInput, PayloadTooLarge, TaskNotFound
 from hetuflow.models import (
     ACTIVE_TASK_STATUSES,
     Agent,
@@ -48,6 +50,7 @@ class TaskQueue:
         *,
         max_batch_tasks: int = 1000,
         metrics: Metrics | None = None,
+        max_payload_bytes: int | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -55,6 +58,7 @@ class TaskQueue:
         self.scheduler = scheduler
         self.max_batch_tasks = max_batch_tasks
         self.metrics = metrics
+        self.max_payload_bytes = max_payload_bytes
 
     # --- create -----------------------------------------------------------------------------
 
@@ -74,6 +78,7 @@ class TaskQueue:
             raise InvalidInput(
                 f"at most {self.max_batch_tasks} tasks per batch, got {len(tasks)}", field="tasks"
             )
+        self._check_payloads(tasks)
         results = await self.store.create_tasks(tasks, now=self.clock.now())
         submitted = Counter(task.task_type for task, created in results if created)
         if self.metrics is not None:
@@ -82,6 +87,20 @@ class TaskQueue:
         if submitted:
             await self._publish(TASKS_READY)
         return results
+
+    def _check_payloads(self, tasks: Sequence[NewTask]) -> None:
+        """``PayloadTooLarge`` for a payload over ``max_payload_bytes`` as compact JSON."""
+        limit = self.max_payload_bytes
+        if limit is None:
+            return
+        for index, task in enumerate(tasks):
+            size = len(orjson.dumps(task.payload))
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the payload is {size} bytes as JSON; the limit is {limit} bytes"
+                    " ([server] max_payload_bytes)",
+                    field="payload" if len(tasks) == 1 else f"tasks[{index}].payload",
+                )
 
     async def retry(self, task_id: UUID) -> Task:
         """A new task with the same spec as a failed, timed-out or cancelled one."""
