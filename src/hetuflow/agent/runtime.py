@@ -24,8 +24,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import random
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -425,8 +427,12 @@ class Agent:
         """Drain with no grace."""
         await self.drain(0)
 
-    def run_forever(self) -> None:
-        """Run on a new event loop (uvloop when installed) until SIGTERM/SIGINT drain it."""
+    def run_forever(self, *, stop_on_stdin_eof: bool = False) -> None:
+        """Run on a new event loop (uvloop when installed) until SIGTERM/SIGINT drain it.
+
+        ``stop_on_stdin_eof``: also drain when standard input (a pipe from a supervising
+        process, e.g. the server of ``start --local-agent``) reaches its end, which happens
+        when that process is gone, even SIGKILLed."""
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
         try:
             import uvloop
@@ -435,15 +441,40 @@ class Agent:
         except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
             pass
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(self._run_with_signals())
+            runner.run(self._run_with_signals(stop_on_stdin_eof))
 
-    async def _run_with_signals(self) -> None:
+    async def _run_with_signals(self, stop_on_stdin_eof: bool = False) -> None:
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:
             loop.add_signal_handler(signum, self.request_drain)
+        stdin: asyncio.BaseTransport | None = None
+        if stop_on_stdin_eof:
+            pipe = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+            stdin, _ = await loop.connect_read_pipe(lambda: _EndOfInput(self._on_stdin_eof), pipe)
         try:
             await self.run()
         finally:
+            if stdin is not None:
+                stdin.close()
             for signum in signals:
                 loop.remove_signal_handler(signum)
+
+    def _on_stdin_eof(self) -> None:
+        if self._drain_task is None and not self._closing.is_set():
+            log.warning("standard input closed (the supervising process is gone): draining")
+            self.request_drain()
+
+
+class _EndOfInput(asyncio.Protocol):
+    """Ignores what a pipe carries; calls ``on_end`` once it reaches its end."""
+
+    def __init__(self, on_end: Callable[[], None]) -> None:
+        self.on_end = on_end
+
+    def eof_received(self) -> bool | None:
+        self.on_end()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_end()

@@ -56,12 +56,19 @@ def main() -> None:
 @click.option("--kill-grace-seconds", type=float, help="SIGTERM to SIGKILL for shell tasks.")
 @click.option("--log-level", help="debug, info, warning, error.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Agent log format.")
+@click.option(
+    "--stop-on-stdin-eof",
+    is_flag=True,
+    hidden=True,
+    help="Drain when standard input closes (a pipe held by a supervising process).",
+)
 def start(
     config_path: str | None,
     capabilities: tuple[str, ...],
     task_types: tuple[str, ...],
     modules: tuple[str, ...],
     no_shell: bool | None,
+    stop_on_stdin_eof: bool,
     **flags: Any,
 ) -> None:
     """Connect to the server and run tasks until SIGTERM/SIGINT."""
@@ -79,6 +86,6 @@ def start(
         configure_logging("json" if config.log_format == "json" else "text", config.log_level)
         sys.path.insert(0, "")  # --module names resolve from the working directory
         agent = Agent.from_config(config)
-        agent.run_forever()
+        agent.run_forever(stop_on_stdin_eof=stop_on_stdin_eof)
     except (HetuflowError, ValueError) as error:
         raise click.ClickException(str(error)) from None

@@ -40,7 +40,14 @@ from hetuflow.config import Config, DatabaseConfig, load_config
 from hetuflow.errors import HetuflowError
 from hetuflow.server.app import CONFIG_ENV
 
-AGENT_STOP_SECONDS = 10.0
+LOCAL_AGENT_DRAIN_GRACE_SECONDS = 3.0
+"""How long the local agent's running tasks may finish once the server stops."""
+LOCAL_AGENT_KILL_GRACE_SECONDS = 2.0
+"""SIGTERM to SIGKILL for the local agent's shell tasks."""
+AGENT_STOP_SECONDS = LOCAL_AGENT_DRAIN_GRACE_SECONDS + LOCAL_AGENT_KILL_GRACE_SECONDS + 10.0
+"""How long the server waits for its local agent to drain before it SIGKILLs it: longer than
+the agent's drain and kill graces, so the agent stops its shell tasks itself (they run in
+their own sessions and would outlive a SIGKILLed agent)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,11 +203,27 @@ def _agent_command(config: Config) -> list[str]:
         program = [found]
     else:
         program = [sys.executable, "-c", "from hetuflow.cli.agent import main; main()"]
-    return [*program, "start", "--server", url, "--name", "local", "--task-types", "shell"]
+    return [
+        *program,
+        "start",
+        "--server",
+        url,
+        "--name",
+        "local",
+        "--task-types",
+        "shell",
+        "--drain-grace-seconds",
+        f"{LOCAL_AGENT_DRAIN_GRACE_SECONDS:g}",
+        "--kill-grace-seconds",
+        f"{LOCAL_AGENT_KILL_GRACE_SECONDS:g}",
+        "--stop-on-stdin-eof",
+    ]
 
 
 def _start_agent(config: Config) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(_agent_command(config))
+    """The local agent reads its stdin, a pipe only this process holds: when the server is
+    gone, even SIGKILLed, the agent sees the end of it and drains like on SIGTERM."""
+    return subprocess.Popen(_agent_command(config), stdin=subprocess.PIPE)
 
 
 def _stop_agent(agent: subprocess.Popen[bytes] | None) -> None:
