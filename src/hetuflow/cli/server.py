@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from hetuflow import __version__
 from hetuflow.cli import agents as agent_commands
+from hetuflow.cli import auth as auth_commands
 from hetuflow.cli import cron_jobs as cron_commands
 from hetuflow.cli import tasks as task_commands
 from hetuflow.cli.common import (
@@ -173,11 +174,12 @@ def _banner(
     config: Config, processes: int, applied: list[str], note: str | None, local_agent: bool
 ) -> None:
     host, port = config.server.host, config.server.port
-    url = f"http://{_public_host(host)}:{port}"
+    tls = config.server.tls_cert_file is not None
+    url = f"{'https' if tls else 'http'}://{_public_host(host)}:{port}"
     pairs = [
         ("console", f"{url}/"),
         ("API docs", f"{url}/docs"),
-        ("agents", f"ws://{_public_host(host)}:{port}/ws"),
+        ("agents", f"{'wss' if tls else 'ws'}://{_public_host(host)}:{port}/ws"),
         ("listening", f"{config.server.bind_address}"),
         ("database", escape(describe_database(config.database))),
         ("processes", str(processes)),
@@ -186,16 +188,24 @@ def _banner(
         pairs.append(("migrated", ", ".join(applied)))
     if local_agent:
         pairs.append(("local agent", "runs `shell` tasks"))
+    pairs.append(("auth", auth_commands.auth_summary(config)))
     console = stdout()
     console.print(f"[bold]hetuflow {__version__}[/bold]")
     console.print(details(pairs))
     if note:
         console.print(f"[yellow]note:[/yellow] {note}")
+    if config.auth_enabled and not asyncio.run(auth_commands.has_admin_token(config)):
+        console.print(
+            "[yellow]note:[/yellow] no admin token yet; make one with"
+            " `hetuflow-server create-token --role admin` (same config), then send it as"
+            " `Authorization: Bearer <token>` (CLI: --token or $HETUFLOW_TOKEN)"
+        )
     sys.stdout.flush()
 
 
 def _agent_command(config: Config) -> list[str]:
-    url = f"ws://{_public_host(config.server.host)}:{config.server.port}/ws"
+    scheme = "wss" if config.server.tls_cert_file is not None else "ws"
+    url = f"{scheme}://{_public_host(config.server.host)}:{config.server.port}/ws"
     sibling = Path(sys.executable).with_name("hetuflow-agent")
     if sibling.exists():
         program = [str(sibling)]
@@ -222,8 +232,12 @@ def _agent_command(config: Config) -> list[str]:
 
 def _start_agent(config: Config) -> subprocess.Popen[bytes]:
     """The local agent reads its stdin, a pipe only this process holds: when the server is
-    gone, even SIGKILLed, the agent sees the end of it and drains like on SIGTERM."""
-    return subprocess.Popen(_agent_command(config), stdin=subprocess.PIPE)
+    gone, even SIGKILLed, the agent sees the end of it and drains like on SIGTERM. With auth
+    on it gets a fresh agent token in its environment (never on its command line)."""
+    env = None
+    if config.auth_enabled:
+        env = {**os.environ, "HETUFLOW_AGENT_TOKEN": auth_commands.local_agent_token(config)}
+    return subprocess.Popen(_agent_command(config), stdin=subprocess.PIPE, env=env)
 
 
 def _stop_agent(agent: subprocess.Popen[bytes] | None) -> None:
@@ -254,6 +268,16 @@ def _signals_absorbed() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
+def _transport_options(config: Config) -> dict[str, Any]:
+    """uvicorn options from ``[server]``: the WebSocket frame limit and TLS."""
+    server = config.server
+    options: dict[str, Any] = {"ws_max_size": server.max_frame_bytes}
+    if server.tls_cert_file is not None:
+        options["ssl_certfile"] = server.tls_cert_file
+        options["ssl_keyfile"] = server.tls_key_file
+    return options
+
+
 def _uvicorn_config(config: Config, app: Any, **extra: Any) -> Any:
     import uvicorn
 
@@ -265,6 +289,7 @@ def _uvicorn_config(config: Config, app: Any, **extra: Any) -> Any:
         log_level=config.server.log_level,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        **_transport_options(config),
         **extra,
     )
 
@@ -314,6 +339,7 @@ def _serve_many(config: Config, processes: int, local_agent: bool) -> int:
             log_level=config.server.log_level,
             lifespan="on",
             timeout_graceful_shutdown=10,
+            **_transport_options(config),
         )
     finally:
         _stop_agent(agent)
@@ -412,3 +438,6 @@ def stats(cli: Cli) -> None:
         ("cron jobs enabled", str(numbers.cron_jobs_enabled)),
     ]
     stdout().print(details(pairs))
+
+
+auth_commands.register(main, _config_options, load)
