@@ -61,6 +61,8 @@ class AgentConfig(BaseModel):
     """On SIGTERM/SIGINT, how long running tasks may finish before they are stopped."""
     reconnect_min_seconds: float = Field(default=0.1, gt=0)
     reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    max_frame_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    """Largest frame accepted from the server (a bigger one closes the connection, 1009)."""
     register_timeout_seconds: float = Field(default=10.0, gt=0)
     """How long to wait for ``AgentRegistered`` before reconnecting."""
     max_log_line_bytes: int = Field(default=16 * 1024, ge=80)

@@ -40,6 +40,8 @@ log = logging.getLogger("hetuflow.agent")
 # Close codes the server uses (docs/protocol.md; the server defines them in server/registry.py)
 CLOSE_SUPERSEDED = 4000
 """A newer connection of the same agent took over: another process runs as this agent."""
+CLOSE_UNAUTHORIZED = 4001
+"""The agent token belongs to another agent than the one this agent registers as."""
 CLOSE_PROTOCOL_VERSION = 4003
 CLOSE_AGENT_NOT_FOUND = 4004
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import os
 import random
@@ -41,6 +42,7 @@ from hetuflow.agent.connection import (
     CLOSE_AGENT_NOT_FOUND,
     CLOSE_PROTOCOL_VERSION,
     CLOSE_SUPERSEDED,
+    CLOSE_UNAUTHORIZED,
     Connection,
     RegistrationRefused,
 )
@@ -60,7 +62,6 @@ from hetuflow.protocol import (
 
 log = logging.getLogger("hetuflow.agent")
 
-MAX_FRAME_BYTES = 64 * 1024 * 1024
 FLUSH_ON_EXIT_SECONDS = 5.0
 
 
@@ -297,7 +298,7 @@ class Agent:
                     additional_headers=headers,
                     user_agent_header=None,
                     compression=None,
-                    max_size=MAX_FRAME_BYTES,
+                    max_size=self.config.max_frame_bytes,
                     open_timeout=self.config.register_timeout_seconds,
                 ) as websocket:
                     try:
@@ -309,6 +310,8 @@ class Agent:
             except InvalidStatus as error:
                 status = error.response.status_code
                 log.error("server refused the connection: HTTP %d", status)
+                if status in (401, 403):
+                    self._refused_token(status, error.response.body)
             except RegistrationRefused as error:
                 log.error("server refused the registration: %s", error.message)
                 if error.error_code == "agent_not_found":
@@ -357,11 +360,23 @@ class Agent:
             self._connection = None
             self._registered.clear()
 
+    def _refused_token(self, status: int, body: bytes | bytearray | None) -> None:
+        """The handshake was refused for the token: retrying with it cannot help, so stop."""
+        reason = "missing, invalid, expired or revoked" if status == 401 else "not an agent token"
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+            reason = json.loads(body or b"")["error"]["message"]
+        problem = f"the server refused this agent's token (HTTP {status}): {reason}"
+        log.error("%s", problem)
+        self._rejected = AgentRejected(problem)
+        self._closing.set()
+
     def _check_close_code(self, close_code: int | None) -> None:
         """Act on the server's reason for closing: some mean "do not come back as is"."""
         problem: str | None = None
         if close_code == CLOSE_SUPERSEDED:
             problem = "another connection took over this agent (same name or id): stopping"
+        elif close_code == CLOSE_UNAUTHORIZED:
+            problem = "the server refused this agent's token for this agent (name or id)"
         elif close_code == CLOSE_PROTOCOL_VERSION:
             problem = f"the server does not support protocol version {PROTOCOL_VERSION}"
         elif close_code == CLOSE_AGENT_NOT_FOUND:
