@@ -50,6 +50,7 @@ from hetuflow.agent.handlers import F, HandlerFunc, Handlers, load_module
 from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.shell import run_shell
 from hetuflow.agent.slots import Slots
+from hetuflow.agent.watchdog import ShellWatchdog
 from hetuflow.errors import ConfigInvalid, HetuflowError
 from hetuflow.protocol import (
     PROTOCOL_VERSION,
@@ -110,6 +111,7 @@ class Agent:
         self._slots: Slots | None = None
         self._connection: Connection | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._watchdog = ShellWatchdog(self.config.kill_grace_seconds)
         self._registered = asyncio.Event()
         self._closing = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -162,6 +164,7 @@ class Agent:
             ctx,
             kill_grace_seconds=self.config.kill_grace_seconds,
             max_line_bytes=self.config.max_log_line_bytes,
+            watchdog=self._watchdog,
         )
 
     def supported_task_types(self) -> list[str]:
@@ -248,6 +251,7 @@ class Agent:
                 await connector
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
+            await self._watchdog.close()
             log.info("agent stopped")
         if self._rejected is not None:
             raise self._rejected

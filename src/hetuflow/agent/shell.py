@@ -14,7 +14,8 @@ code and the tail of stderr in the error. The command runs in a new session (its
 group); when it is stopped (cancel, timeout, agent shutdown) the whole group gets SIGTERM, then
 SIGKILL after the grace period. When the command exits, whatever it left running in its group
 is stopped the same way, so no process outlives its task (a process that starts its own session
-escapes this, as with any process-group based runner).
+escapes this, as with any process-group based runner). If the agent dies without stopping it
+(SIGKILL), the agent's ``ShellWatchdog`` (``agent/watchdog.py``) stops the group.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut, cut_line
+from hetuflow.agent.watchdog import ShellWatchdog
 
 STDOUT_TAIL_CHARS = 4000
 STDERR_TAIL_CHARS = 2000
@@ -224,9 +226,15 @@ async def _stop_shielded(pgid: int, exited: asyncio.Event, grace_seconds: float)
 
 
 async def run_shell(
-    payload: dict[str, Any], ctx: TaskContext, *, kill_grace_seconds: float, max_line_bytes: int
+    payload: dict[str, Any],
+    ctx: TaskContext,
+    *,
+    kill_grace_seconds: float,
+    max_line_bytes: int,
+    watchdog: ShellWatchdog | None = None,
 ) -> dict[str, Any]:
-    """Run the payload's command; see the module docstring."""
+    """Run the payload's command; see the module docstring. ``watchdog`` stops the command's
+    process group if the agent dies first."""
     argv, env, cwd, timeout_seconds = _parse(payload)
     started = time.monotonic()
     out = _Stream("stdout", ctx, max_line_bytes, STDOUT_TAIL_CHARS)
@@ -248,6 +256,8 @@ async def run_shell(
     pgid = transport.get_pid()
     timed_out = False
     try:
+        if watchdog is not None:
+            await watchdog.watch(pgid)
         try:
             async with asyncio.timeout(timeout_seconds):
                 await protocol.exited.wait()
@@ -263,6 +273,8 @@ async def run_shell(
         raise
     finally:
         transport.close()
+        if watchdog is not None:
+            watchdog.release(pgid)
     duration = round(time.monotonic() - started, 3)
     returncode = transport.get_returncode()
     code = returncode if returncode is not None else -1
