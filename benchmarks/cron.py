@@ -77,7 +77,7 @@ async def burst(cluster: Cluster, jobs: int) -> dict[str, Any]:
     """``jobs`` jobs whose ticks are all due in the same second."""
     http = cluster.http
     # Creating jobs takes time on a loaded machine: aim a generous margin ahead.
-    lead = 6.0 + jobs * 0.02
+    lead = 8.0 + jobs * 0.035
     tick = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
     expression = f"{tick.second} {tick.minute} {tick.hour} * * *"
     limit = asyncio.Semaphore(CREATE_IN_FLIGHT)

@@ -28,6 +28,7 @@ from benchmarks.profile import summarise
 from benchmarks.suite import Cluster, Context
 
 POLL_SECONDS = 0.1
+SATURATED_PERCENT = 85.0
 NOOP = {"task_type": "bench-noop", "name": "bench"}
 
 
@@ -147,6 +148,11 @@ async def measure(cluster: Cluster, mode: str, total: int) -> dict[str, Any]:
 
 def _bound(server: float, agents: dict[str, float], generator: float) -> str:
     busiest = max(agents.values(), default=0.0)
+    if max(server, busiest, generator) < SATURATED_PERCENT:
+        return (
+            f"no process saturates a core (server {server:.0f}%, busiest agent {busiest:.0f}%, "
+            f"generator {generator:.0f}%): waits bound it (serial commits, or a busy machine)"
+        )
     if server >= max(busiest, generator):
         return (
             f"server ({server:.0f}% of a core; busiest agent {busiest:.0f}%, "
