@@ -20,6 +20,8 @@ from hetuflow.errors import HetuflowError
 
 PROTOCOL_VERSION = 1
 """Bumped on incompatible changes. Agents send theirs in ``AgentCapabilities``."""
+MAX_ATTEMPT = 2**31 - 1
+"""Attempt numbers are 32-bit in the database; a larger one names no attempt."""
 
 
 class ProtocolViolation(HetuflowError):
@@ -45,14 +47,14 @@ class RunningAttempt(_Message):
     """An attempt an agent is working on, reported on reconnect and in heartbeats."""
 
     task_id: str
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
 
 
 class TaskOutcomeField(_Message):
     """Common fields of a result, alone (``TaskResult``) or batched (``TaskResults``)."""
 
     task_id: str
-    attempt: int | None = Field(default=None, ge=1)
+    attempt: int | None = Field(default=None, ge=1, le=MAX_ATTEMPT)
     result: Any = None
     error: str | None = None
     outcome: Literal["succeeded", "failed", "timed_out", "cancelled"] | None = None
@@ -70,7 +72,7 @@ class TaskOutcomeField(_Message):
 
 class LogEntry(_Message):
     task_id: str
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     stream: Literal["stdout", "stderr", "log"] = "log"
     line: str
     at: datetime | None = None
@@ -102,20 +104,20 @@ class TaskAccepted(_Message):
 
     type: Literal["TaskAccepted"] = "TaskAccepted"
     task_id: str
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
 
 
 class TaskStarted(_Message):
     type: Literal["TaskStarted"] = "TaskStarted"
     task_id: str
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     started_at: datetime | None = None
 
 
 class TaskProgress(_Message):
     type: Literal["TaskProgress"] = "TaskProgress"
     task_id: str
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     progress: float = Field(ge=0.0, le=1.0)
     message: str | None = None
 

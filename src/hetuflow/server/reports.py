@@ -8,8 +8,10 @@ progress of an attempt it has just reported finished.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from hetuflow.clock import Clock
@@ -79,14 +81,14 @@ class Reports:
                     quiet=True,
                 )
             outcome = AttemptOutcome(entry.resolved_outcome())
-            error = entry.error
+            error = None if entry.error is None else storable_text(entry.error)
             if error is None and entry.exit_code and outcome is not AttemptOutcome.SUCCEEDED:
                 error = f"exit code {entry.exit_code}"
             self._results.add_result(
                 AttemptResult(
                     ref=AttemptRef(task_id, attempt, agent_id),
                     outcome=outcome,
-                    result=entry.result,
+                    result=storable_json(entry.result),
                     error=error,
                     finished_at=aware(entry.finished_at, now),
                 ),
@@ -134,7 +136,7 @@ class Reports:
             ):
                 connection.send_cancel(task_id, attempt, "superseded")
                 continue
-            text = budget.admit(task_id, attempt, entry.line)
+            text = budget.admit(task_id, attempt, storable_text(entry.line))
             if text is not None:
                 lines.append(LogLine(task_id, attempt, entry.stream, text, aware(entry.at, now)))
         self._results.add_logs(lines)
@@ -151,7 +153,46 @@ class Reports:
 
 
 def aware(value: datetime | None, default: datetime) -> datetime:
-    """``value`` as aware UTC; ``default`` when absent or without an offset (not trusted)."""
+    """``value`` as aware UTC; ``default`` when absent, without an offset or out of range
+    (not trusted)."""
     if value is None or value.tzinfo is None or value.utcoffset() is None:
         return default
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return default
+
+
+# --- what an agent reports must fit in both databases --------------------------------------
+
+MAX_RESULT_DEPTH = 64
+_INT64 = 2**63
+
+
+def storable_text(text: str) -> str:
+    """``text`` without NUL characters (neither database stores them): each becomes U+FFFD.
+    (Lone surrogates never get here: the frame decoder refuses them.)"""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def storable_json(value: Any, depth: int = 0) -> Any:
+    """An agent's result made storable instead of poisoning a batch write: NUL in text is
+    replaced, integers beyond 64 bits become strings, NaN and infinities become null, and
+    nesting deeper than ``MAX_RESULT_DEPTH`` is cut (replaced by null)."""
+    if depth > MAX_RESULT_DEPTH:
+        return None
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [storable_json(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {
+            storable_text(str(key)): storable_json(item, depth + 1) for key, item in value.items()
+        }
+    return storable_text(str(value))
