@@ -68,6 +68,7 @@ def create_app(
         max_batch_tasks=config.server.max_batch_tasks,
         metrics=context.metrics,
         max_payload_bytes=config.server.max_payload_bytes,
+        agents=engine.agents,
     )
 
     @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -249,6 +249,22 @@ class AgentSvc:
             del self._by_agent[connection.agent_id]
             self._metrics.agent_disconnected()
             return True
+        return False
+
+    def held_count(self) -> int:
+        """Attempts held by the agents connected here."""
+        return sum(len(connection.held) for connection in self._by_agent.values())
+
+    def can_start(self, task_type: str, required_capabilities: Iterable[str]) -> bool:
+        """Whether an agent connected here has a free slot for a task of this type that
+        needs these capabilities."""
+        for connection in self._by_agent.values():
+            if (
+                task_type in connection.task_types
+                and connection.free_slots > 0
+                and connection.capabilities.issuperset(required_capabilities)
+            ):
+                return True
         return False
 
     def claim_groups(self) -> list[ClaimGroup]:

@@ -29,6 +29,7 @@ from hetuflow.models import (
     TaskStatus,
 )
 from hetuflow.server.metrics import Metrics
+from hetuflow.server.registry import AgentSvc
 from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
 
 log = logging.getLogger("hetuflow.tasks")
@@ -51,6 +52,7 @@ class TaskQueue:
         max_batch_tasks: int = 1000,
         metrics: Metrics | None = None,
         max_payload_bytes: int | None = None,
+        agents: AgentSvc | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -59,6 +61,8 @@ class TaskQueue:
         self.max_batch_tasks = max_batch_tasks
         self.metrics = metrics
         self.max_payload_bytes = max_payload_bytes
+        self.agents = agents
+        """This node's connected agents (``explain_created``); None: always ask the store."""
 
     # --- create -----------------------------------------------------------------------------
 
@@ -164,10 +168,38 @@ class TaskQueue:
             reasons[task.id] = reason
         return reasons
 
+    async def explain_created(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
+        """``explain`` for tasks just created, cheap on the hot path: a due task that an agent
+        connected to this node can start now is ``queued`` without reading the store (the
+        dispatcher was woken and claims it at once). Other nodes' held tasks are not counted
+        against the global limit here; ``GET /api/tasks/{id}`` gives the full answer."""
+        now = self.clock.now()
+        agents = self.agents
+        room = agents is not None and agents.held_count() < self.scheduler.max_concurrent_tasks
+        startable: dict[tuple[str, tuple[str, ...]], bool] = {}
+        reasons: dict[UUID, PendingReason] = {}
+        rest: list[Task] = []
+        for task in tasks:
+            if task.status is not TaskStatus.PENDING:
+                continue
+            if task.scheduled_at > now:
+                reasons[task.id] = PendingReason.SCHEDULED
+                continue
+            key = (task.task_type, task.required_capabilities)
+            local = startable.get(key)
+            if local is None:
+                local = startable[key] = room and agents is not None and agents.can_start(*key)
+            if local:
+                reasons[task.id] = PendingReason.QUEUED
+            else:
+                rest.append(task)
+        if rest:
+            reasons.update(await self.explain(rest))
+        return reasons
+
     async def _global_limit_reached(self) -> bool:
-        stats = await self.store.stats()
-        active = sum(stats.tasks_by_status.get(status, 0) for status in ACTIVE_TASK_STATUSES)
-        return active >= self.scheduler.max_concurrent_tasks
+        counts = await self.store.count_tasks_by_type(statuses=sorted(ACTIVE_TASK_STATUSES))
+        return sum(counts.values()) >= self.scheduler.max_concurrent_tasks
 
     # --- cancel -----------------------------------------------------------------------------
 

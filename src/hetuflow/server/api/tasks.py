@@ -66,7 +66,7 @@ async def create_task(
     task, created = await queue.create(new)
     if not created:
         response.status_code = 200
-    return TaskOut.of(task, (await queue.explain([task])).get(task.id))
+    return TaskOut.of(task, (await queue.explain_created([task])).get(task.id))
 
 
 @router.post(
@@ -84,7 +84,7 @@ async def create_tasks(body: TaskBatchCreate, queue: Queue, context: Context) ->
     results = await queue.create_many(
         [item.to_new_task(now=now, default_backoff_seconds=backoff) for item in body.tasks]
     )
-    reasons = await queue.explain([task for task, _ in results])
+    reasons = await queue.explain_created([task for task, _ in results])
     return TaskBatchOut(
         items=[TaskOut.of(task, reasons.get(task.id)) for task, _ in results],
         created=[created for _, created in results],
