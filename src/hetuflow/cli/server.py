@@ -297,7 +297,9 @@ def _uvicorn_config(config: Config, app: Any, **extra: Any) -> Any:
 async def _serve(config: Config, local_agent: bool) -> int:
     import uvicorn
 
-    from hetuflow.server.app import create_app
+    from hetuflow.server.app import begin_stopping, create_app
+
+    app = create_app(config)
 
     class Server(uvicorn.Server):
         listening = asyncio.Event()
@@ -307,7 +309,11 @@ async def _serve(config: Config, local_agent: bool) -> int:
             if self.started:
                 self.listening.set()
 
-    server = Server(_uvicorn_config(config, create_app(config)))
+        async def shutdown(self, sockets: Any = None) -> None:
+            begin_stopping(app)  # open event/log streams end now, not at the graceful timeout
+            await super().shutdown(sockets)
+
+    server = Server(_uvicorn_config(config, app))
     serving = asyncio.create_task(server.serve())
     agent = None
     try:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -81,6 +84,7 @@ def create_app(
                     runner = group.create_task(engine.run(), name="scheduler-engine")
                     await engine.started.wait()
                     yield
+                    context.stopping.set()
                     runner.cancel()
             finally:
                 await context.notifier.close()
@@ -113,11 +117,41 @@ def create_app(
 CONFIG_ENV = "HETUFLOW_CONFIG_JSON"
 
 
+def begin_stopping(app: FastAPI) -> None:
+    """The HTTP server is shutting down: end the app's open streams now. Safe to call from a
+    signal handler of the thread running the event loop."""
+    stopping = app.state.context.stopping
+    try:
+        asyncio.get_running_loop().call_soon_threadsafe(stopping.set)
+    except RuntimeError:  # no loop running here: nothing is waiting on the event yet
+        stopping.set()
+
+
+def stop_streams_on_signals(app: FastAPI) -> None:
+    """Chain ``begin_stopping`` before the SIGINT/SIGTERM handlers installed now (uvicorn's,
+    which only start its graceful shutdown). For servers run by uvicorn itself (workers)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(
+            sig: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            begin_stopping(app)
+            previous(sig, frame)
+
+        signal.signal(signum, handler)
+
+
 def create_app_from_environment() -> FastAPI:
     """The app of one worker process of ``hetuflow-server start --workers N`` (a uvicorn
-    factory): the parent resolved the config and passed it as JSON in ``$HETUFLOW_CONFIG_JSON``."""
+    factory): the parent resolved the config and passed it as JSON in ``$HETUFLOW_CONFIG_JSON``.
+    uvicorn calls it after installing its signal handlers, which get ``begin_stopping`` first."""
     from hetuflow.logging import configure_logging
 
     config = Config.model_validate_json(os.environ[CONFIG_ENV])
     configure_logging(config.server.log_format, config.server.log_level)
-    return create_app(config)
+    app = create_app(config)
+    stop_streams_on_signals(app)
+    return app

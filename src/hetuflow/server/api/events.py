@@ -123,7 +123,8 @@ def _event(snapshot: dict[str, Any], now: datetime) -> bytes:
 
 
 async def _stream(cache: SnapshotCache) -> AsyncIterator[bytes]:
-    """Runs until the client goes away (Starlette then cancels it)."""
+    """Runs until the client goes away (Starlette then cancels it) or the server stops (the
+    console's EventSource reconnects after ``retry``)."""
     context = cache.context
     yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
     last: dict[str, Any] | None = None
@@ -134,7 +135,8 @@ async def _stream(cache: SnapshotCache) -> AsyncIterator[bytes]:
         if snapshot != last or monotonic - last_sent >= KEEPALIVE_SECONDS:
             yield _event(snapshot, context.clock.now())
             last, last_sent = snapshot, monotonic
-        await asyncio.sleep(POLL_SECONDS)
+        if await context.sleep_unless_stopping(POLL_SECONDS):
+            return
 
 
 @router.get(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -28,6 +27,7 @@ from hetuflow.server.api.schemas import (
     storable_text,
     utc_datetime,
 )
+from hetuflow.server.context import ServerContext
 from hetuflow.server.tasks import TaskQueue
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
@@ -218,24 +218,26 @@ async def list_logs(
 async def stream_logs(
     task_id: UUID,
     queue: Queue,
+    context: Context,
     after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
     attempt: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> StreamingResponse:
     """Sends the existing lines, then new ones as they arrive; ends when the task is
-    finished. Reconnecting clients resume from `Last-Event-ID`."""
+    finished (with `event: end`), or without `end` when the server stops. Reconnecting clients
+    resume from `Last-Event-ID`."""
     await queue.get(task_id)
     if last_event_id is not None and last_event_id.isdigit():
         after_seq = max(after_seq, min(int(last_event_id), 2**62))
     return StreamingResponse(
-        _follow(queue, task_id, after_seq=after_seq, attempt=attempt),
+        _follow(queue, context, task_id, after_seq=after_seq, attempt=attempt),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _follow(
-    queue: TaskQueue, task_id: UUID, *, after_seq: int, attempt: int | None
+    queue: TaskQueue, context: ServerContext, task_id: UUID, *, after_seq: int, attempt: int | None
 ) -> AsyncIterator[str]:
     store = queue.store
     last = after_seq
@@ -259,7 +261,8 @@ async def _follow(
         if queue.clock.monotonic() - idle_since >= KEEPALIVE_SECONDS:
             idle_since = queue.clock.monotonic()
             yield ": keep-alive\n\n"
-        await asyncio.sleep(LOG_POLL_INTERVAL_SECONDS)
+        if await context.sleep_unless_stopping(LOG_POLL_INTERVAL_SECONDS):
+            return  # the server stops: the client resumes from the last id elsewhere
     task = await store.get_task(task_id)
     status = task.status if task is not None else None
     yield _event("end", json.dumps({"status": status, "next_after_seq": last}))
