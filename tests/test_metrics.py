@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hetuflow.config import Config, DatabaseConfig
-from hetuflow.logging import configure_logging
+from hetuflow.logging import LogFormat, configure_logging
 from hetuflow.server.app import create_app
 from hetuflow.server.metrics import Metrics
 
@@ -122,3 +122,20 @@ def test_text_logs_append_the_extra_fields_and_bad_settings_are_refused() -> Non
         configure_logging("xml", "info")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="log level"):
         configure_logging("json", "chatty")
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_uvicorns_colour_copy_of_a_message_is_not_logged(log_format: LogFormat) -> None:
+    stream = io.StringIO()
+    configure_logging(log_format, "info", stream=stream)
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]",
+        42,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]", "node": "n1"},
+    )
+    [line] = stream.getvalue().splitlines()
+    assert "Started server process [42]" in line
+    assert "color_message" not in line
+    assert "\x1b" not in line
+    assert "n1" in line  # other extra fields are still shown

@@ -19,9 +19,10 @@ import orjson
 LogFormat = Literal["text", "json"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
+# ``color_message`` is uvicorn's copy of its message with terminal colour codes: not shown.
 _RECORD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "taskName"}
+    | {"message", "asctime", "taskName", "color_message"}
 )
 _HANDLER_NAME = "hetuflow"
 
