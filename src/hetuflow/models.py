@@ -472,6 +472,19 @@ class CronTick:
     recorded_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CronFire:
+    """One tick to settle with ``Store.fire_cron_ticks``: record ``outcome`` for the job's
+    tick ``tick_at``, create ``task`` (when it fires) and move the job to ``next_fire_at``."""
+
+    cron_job_id: UUID
+    tick_at: datetime
+    next_fire_at: datetime | None
+    outcome: TickOutcome
+    task: NewTask | None = None
+    reason: str | None = None
+
+
 # --- queries ----------------------------------------------------------------------------------
 
 

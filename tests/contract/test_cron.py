@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound, InvalidInput
 from hetuflow.models import (
+    CronFire,
     MisfirePolicy,
     NewCronJob,
     NewTask,
@@ -166,4 +168,112 @@ async def test_skipped_ticks_are_recorded_newest_first(store: Store) -> None:
             outcome=TickOutcome.SKIPPED,
             reason=None,
             now=T0,
+        )
+
+
+def _fire(job_id: uuid.UUID, tick: datetime, *, fired: bool = True) -> CronFire:
+    task = NewTask("batch", "t", cron_job_id=job_id, cron_tick_at=tick, scheduled_at=tick)
+    return CronFire(
+        job_id,
+        tick,
+        next_fire_at=tick + timedelta(minutes=1),
+        outcome=TickOutcome.FIRED if fired else TickOutcome.SKIPPED,
+        task=task if fired else None,
+        reason=None if fired else "overlap",
+    )
+
+
+async def test_many_ticks_settle_in_one_call(store: Store) -> None:
+    jobs = [
+        await store.create_cron_job(
+            NewCronJob(f"job-{i}", "* * * * *", "t"), next_fire_at=T0, now=T0
+        )
+        for i in range(3)
+    ]
+    gone = uuid.uuid4()
+    fires = [
+        _fire(jobs[2].id, T0),
+        _fire(gone, T0),
+        _fire(jobs[0].id, T0, fired=False),
+        _fire(jobs[1].id, T0),
+    ]
+    now = T0 - timedelta(seconds=2)
+    results = await store.fire_cron_ticks(fires, now=now)
+    assert [won for won, _ in results] == [True, False, True, True]
+    assert results[1][1] is None
+    assert results[2][1] is None
+    for index in (0, 3):
+        task = results[index][1]
+        assert task is not None
+        assert (task.cron_job_id, task.cron_tick_at, task.scheduled_at) == (
+            fires[index].cron_job_id,
+            T0,
+            T0,
+        )
+    skipped = await store.get_cron_job(jobs[0].id)
+    assert skipped is not None
+    assert (skipped.next_fire_at, skipped.last_fire_at, skipped.last_task_id) == (
+        T0 + timedelta(minutes=1),
+        None,
+        None,
+    )
+    [tick] = await store.list_cron_ticks(jobs[0].id, limit=5)
+    assert (tick.outcome, tick.reason, tick.task_id, tick.recorded_at) == (
+        TickOutcome.SKIPPED,
+        "overlap",
+        None,
+        now,
+    )
+    for index in (2, 1):
+        task = results[3 if index == 1 else 0][1]
+        assert task is not None
+        job = await store.get_cron_job(jobs[index].id)
+        assert job is not None
+        assert (job.next_fire_at, job.last_fire_at, job.last_task_id) == (
+            T0 + timedelta(minutes=1),
+            T0,
+            task.id,
+        )
+        [tick] = await store.list_cron_ticks(jobs[index].id, limit=5)
+        assert (tick.outcome, tick.task_id, tick.recorded_at) == (TickOutcome.FIRED, task.id, now)
+    # The same ticks again: every one loses, nothing changes.
+    assert await store.fire_cron_ticks(fires, now=T0) == [(False, None)] * 4
+    assert (await store.list_tasks(TaskFilter(), limit=10, offset=0)).total == 2
+    assert await store.fire_cron_ticks([], now=T0) == []
+
+
+async def test_overlapping_batches_fire_each_tick_exactly_once(
+    store: Store, open_store: OpenStore
+) -> None:
+    jobs = [
+        await store.create_cron_job(
+            NewCronJob(f"burst-{i:03}", "* * * * *", "t"), next_fire_at=T0, now=T0
+        )
+        for i in range(400)
+    ]
+    stores = [store, *[await open_store() for _ in range(3)]]
+    batches = []
+    for index, _ in enumerate(stores * 2):
+        shuffled = [_fire(job.id, T0) for job in jobs]
+        random.Random(index).shuffle(shuffled)
+        batches.append(shuffled[index * 50 :] + shuffled[: index * 50])
+    results = await asyncio.gather(
+        *(s.fire_cron_ticks(batch, now=T0) for s, batch in zip(stores * 2, batches, strict=True))
+    )
+    winners: dict[uuid.UUID, uuid.UUID] = {}
+    for batch, settled in zip(batches, results, strict=True):
+        for fire, (won, task) in zip(batch, settled, strict=True):
+            assert won == (task is not None)
+            if task is not None:
+                assert fire.cron_job_id not in winners
+                winners[fire.cron_job_id] = task.id
+    assert set(winners) == {job.id for job in jobs}
+    tasks = await store.list_tasks(TaskFilter(), limit=1000, offset=0)
+    assert sorted(task.id for task in tasks.items) == sorted(winners.values())
+    for job in jobs:
+        after = await store.get_cron_job(job.id)
+        assert after is not None
+        assert (after.next_fire_at, after.last_task_id) == (
+            T0 + timedelta(minutes=1),
+            winners[job.id],
         )

@@ -33,7 +33,7 @@ from hetuflow.models import (
     TickOutcome,
 )
 from hetuflow.server.context import ServerContext
-from hetuflow.server.cron_service import MAX_SLEEP, CronService
+from hetuflow.server.cron_service import BATCH, MAX_SLEEP, CronService
 from hetuflow.store import create_store
 from hetuflow.store.base import CRON_CHANGED, TASK_CANCEL, TASKS_READY, Store
 from hetuflow.store.notify_local import LocalNotifier
@@ -187,6 +187,45 @@ async def test_two_nodes_on_one_postgres_fire_each_tick_once(pg_database: Databa
     finally:
         for opened in stores:
             await opened.close()
+
+
+async def test_a_burst_of_jobs_due_in_one_second_fires_ahead_once_each(store: Store) -> None:
+    clock = FrozenClock(at(10, 0, 0.5))
+    nodes = [make_service(store, clock, node="node-a"), make_service(store, clock, node="node-b")]
+    tick = at(10, 0, 2)
+    count = 2 * BATCH + 50  # more than one batch per pass
+    for index in range(count):
+        new = NewCronJob(name=f"burst-{index:04}", cron_expression="2 * * * * *", task_type="t")
+        await store.create_cron_job(new, next_fire_at=tick, now=clock.now())
+    await asyncio.gather(*(node.fire_due() for node in nodes))
+    page = await store.list_tasks(TaskFilter(), limit=10 * count, offset=0)
+    assert page.total == count
+    assert {(task.cron_tick_at, task.scheduled_at) for task in page.items} == {(tick, tick)}
+    assert len({task.cron_job_id for task in page.items}) == count
+    fires = [
+        node.context.metrics.registry.get_sample_value("hetuflow_cron_fires_total") or 0.0
+        for node in nodes
+    ]
+    assert sum(fires) == count
+    for job in await store.list_cron_jobs():
+        assert job.next_fire_at == at(10, 1, 2)
+        [recorded] = await store.list_cron_ticks(job.id, limit=5)
+        assert recorded.outcome is TickOutcome.FIRED
+
+
+async def test_a_job_pointing_at_an_already_recorded_tick_moves_on(store: Store) -> None:
+    clock = FrozenClock(at(10, 0, 0.5))
+    service = make_service(store, clock)
+    job = await add_job(store, clock, "* * * * * *")
+    await service.fire_due()  # fires 10:00:01 and 10:00:02 ahead
+    await store.update_cron_job(job.id, {"next_fire_at": at(10, 0, 1)}, now=clock.now())
+    clock.advance(1.0)
+    await service.fire_due()
+    ticks = [task.cron_tick_at for task in await tasks_of(store, job)]
+    assert ticks == [at(10, 0, 1), at(10, 0, 2), at(10, 0, 3)]
+    current = await store.get_cron_job(job.id)
+    assert current is not None
+    assert current.next_fire_at == at(10, 0, 4)
 
 
 def misfires(service: CronService, action: str) -> float:

@@ -3,12 +3,19 @@ task reaches an idle agent."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
-from hetuflow.config import DatabaseConfig
+from hetuflow.clock import SystemClock
+from hetuflow.config import DatabaseConfig, SchedulerConfig
+from hetuflow.errors import CronJobNotFound
+from hetuflow.models import NewTask, TaskStatus
+from hetuflow.server.tasks import TaskQueue
+from hetuflow.store.base import Store
+from hetuflow.store.notify_local import LocalNotifier
 
 from .harness import Server, agent, fast_config, serve
 
@@ -55,3 +62,32 @@ async def test_batch_create_answers_each_task(server: Server) -> None:
         assert reasons == ["queued", "no_agent_for_task_type", "queued"]
         ids = {UUID(item["id"]) for item in response.json()["items"] if item["task_type"] == "a"}
         assert {UUID(task["task_id"]) for task in await worker.dispatched(2)} == ids
+
+
+async def test_concurrent_creates_commit_together_and_each_answers_for_itself(
+    store: Store,
+) -> None:
+    queue = TaskQueue(store, LocalNotifier(), SystemClock(), SchedulerConfig())
+    same_key = [NewTask(name="k", task_type="t", idempotency_key="once") for _ in range(5)]
+    plain = [NewTask(name=f"n{i}", task_type="t") for i in range(20)]
+    missing_job = NewTask(name="bad", task_type="t", cron_job_id=uuid4())
+    outcomes = await asyncio.gather(
+        *(queue.create(task) for task in [*same_key, *plain, missing_job]),
+        return_exceptions=True,
+    )
+    keyed, singles, bad = outcomes[:5], outcomes[5:25], outcomes[25]
+    # Exactly one create made the keyed task; the others got it back as existing.
+    assert all(isinstance(outcome, tuple) for outcome in [*keyed, *singles])
+    keyed_results = [outcome for outcome in keyed if isinstance(outcome, tuple)]
+    assert len({task.id for task, _ in keyed_results}) == 1
+    assert sorted(created for _, created in keyed_results) == [False] * 4 + [True]
+    # The task naming a missing cron job fails alone; the rest of its group is committed.
+    assert isinstance(bad, CronJobNotFound)
+    for outcome in singles:
+        assert isinstance(outcome, tuple)
+        task, created = outcome
+        assert created
+        stored = await store.get_task(task.id)
+        assert stored is not None
+        assert stored.name == task.name
+    assert (await store.stats()).tasks_by_status[TaskStatus.PENDING] == 21

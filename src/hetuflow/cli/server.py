@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -158,7 +158,8 @@ def start(
     _banner(config, processes, applied, note, local_agent)
     with _signals_absorbed():
         if processes == 1:
-            code = asyncio.run(_serve(config, local_agent))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                code = runner.run(_serve(config, local_agent))
         else:
             code = _serve_many(config, processes, local_agent)
     sys.exit(code)
@@ -266,6 +267,16 @@ def _signals_absorbed() -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (it comes with uvicorn[standard]), else asyncio's.
+    uvicorn picks it by itself only when it creates the loop (``--workers``)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency of uvicorn[standard]
+        return None
+    return uvloop.new_event_loop
 
 
 def _transport_options(config: Config) -> dict[str, Any]:

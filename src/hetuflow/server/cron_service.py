@@ -2,11 +2,12 @@
 
 Every server node runs ``CronService(context).run()`` in the engine's task group. Each pass
 reads the enabled jobs whose ``next_fire_at`` falls within one dispatch lookahead from now
-(``Store.due_cron_jobs``) and settles each job's next tick with one ``Store.fire_cron_tick``
-call: fired (a task is created with ``scheduled_at = tick``) or skipped (with the reason).
-The database's unique key on (job, tick) lets exactly one node record a tick; the others
-lose and change nothing. A job moves forward one tick per call, so every node always races
-on the same key: the one the job points at.
+(``Store.due_cron_jobs``, ``BATCH`` at a time), decides each job's next tick, and records the
+whole batch in one transaction (``Store.fire_cron_ticks``): fired (a task is created with
+``scheduled_at = tick``) or skipped (with the reason). 1,000 jobs due in the same second are
+five commits, not a thousand. The database's unique key on (job, tick) lets exactly one node
+record a tick; the others lose and change nothing. A job moves forward one tick per record,
+so every node always races on the same key: the one the job points at.
 
 Managing the jobs themselves (create, change, enable, run now, preview) is
 ``hetuflow.server.cron_jobs.CronJobs``.
@@ -47,6 +48,7 @@ from hetuflow.errors import (
     TimeZoneInvalid,
 )
 from hetuflow.models import (
+    CronFire,
     CronJob,
     MisfirePolicy,
     NewTask,
@@ -144,28 +146,23 @@ class CronService:
             ready = [job for job in jobs if self._deferred.get(job.id, now) <= now]
             ready.sort(key=lambda job: self._order(job, now))
             progressed = False
-            fired: list[Task] = []
+            decided: list[tuple[CronJob, _Decision]] = []
             for job in ready[:BATCH]:
                 self._deferred.pop(job.id, None)
                 if (job.id, job.next_fire_at) in settled:
-                    # Recorded, yet the job still points at that tick: do not spin on it.
-                    log.warning("cron job %s did not advance past %s", job.id, job.next_fire_at)
-                    self._deferred[job.id] = now + RETRY_AFTER_ERROR
+                    # Recorded, yet the job still points at that tick.
+                    progressed |= await self._unstick(job, now)
                     continue
                 settled.add((job.id, job.next_fire_at))
-                try:
-                    wrote, task = await self._settle(job, now)
-                except HetuflowError as error:
-                    log.warning("cron job %s (%s): %s", job.name, job.id, error.message)
-                    self.context.metrics.database_error("fire_cron_tick")
-                    self._deferred[job.id] = now + RETRY_AFTER_ERROR
-                    continue
-                progressed |= wrote
-                if task is not None:
-                    fired.append(task)
-            if fired:
-                self.context.metrics.cron_fired(len(fired))
-                await self._publish(TASKS_READY)
+                decision = await self._decide_now(job, now)
+                if decision is not None:
+                    decided.append((job, decision))
+            if decided:
+                progressed = True
+                fired = await self._record(decided, now)
+                if fired:
+                    self.context.metrics.cron_fired(fired)
+                    await self._publish(TASKS_READY)
             if not progressed:
                 return await self._next_wake(now)
 
@@ -190,62 +187,86 @@ class CronService:
 
     # --- one job --------------------------------------------------------------------------
 
-    async def _settle(self, job: CronJob, now: datetime) -> tuple[bool, Task | None]:
-        """Decide and record the job's current tick. Returns (wrote, task created)."""
+    async def _decide_now(self, job: CronJob, now: datetime) -> _Decision | None:
+        """The decision to record for the job's current tick; None when there is nothing to
+        record yet (deferred, or no tick). Cancels the previous task if the policy says so."""
         tick = job.next_fire_at
         if tick is None:
-            return False, None
-        decision = await self._decide(job, tick, now)
-        if decision.defer_until is not None:
-            self._deferred[job.id] = decision.defer_until
-            return False, None
-        if decision.cancel is not None:
-            with contextlib.suppress(TaskAlreadyFinished):
-                await self.tasks.cancel(decision.cancel.id)
-        assert decision.outcome is not None
-        task = await self.store.fire_cron_tick(
-            job.id,
-            tick_at=tick,
-            next_fire_at=decision.next_fire_at,
-            task=decision.task,
-            outcome=decision.outcome,
-            reason=decision.reason,
-            now=now,
-        )
-        # Count only what this node recorded: with several nodes the losers of the race
-        # decided the same, and must not count it again.
-        if task is not None:
-            if decision.late is not None:
-                self.context.metrics.cron_misfired(decision.late)
-        elif decision.outcome is TickOutcome.SKIPPED and await self._recorded_here(job, tick, now):
-            self.context.metrics.cron_misfired("skipped")
-        if task is None:
-            await self._unstick(job, tick)
-        return True, task
+            return None
+        try:
+            decision = await self._decide(job, tick, now)
+            if decision.defer_until is not None:
+                self._deferred[job.id] = decision.defer_until
+                return None
+            if decision.cancel is not None:
+                with contextlib.suppress(TaskAlreadyFinished):
+                    await self.tasks.cancel(decision.cancel.id)
+        except HetuflowError as error:
+            self._failed(job, error, now)
+            return None
+        return decision
 
-    async def _recorded_here(self, job: CronJob, tick: datetime, now: datetime) -> bool:
-        """Whether this call recorded ``tick`` (a skip creates no task to tell): the row
-        carries the ``now`` this node passed (nodes' clocks differ in the microseconds)."""
-        for recorded in await self.store.list_cron_ticks(job.id, limit=10):
-            if recorded.tick_at == tick:
-                return recorded.recorded_at == now
-        return False
+    async def _record(self, decided: Sequence[tuple[CronJob, _Decision]], now: datetime) -> int:
+        """Record the decided ticks in one transaction (``Store.fire_cron_ticks``); if that
+        fails with a domain error (a job deleted meanwhile), one by one. Returns how many
+        tasks were created."""
+        fires = [_fire_of(job, decision) for job, decision in decided]
+        try:
+            results = await self.store.fire_cron_ticks(fires, now=now)
+        except HetuflowError as error:
+            log.warning("firing %d cron ticks at once failed (%s); one by one", len(fires), error)
+            results = []
+            for (job, _), fire in zip(decided, fires, strict=True):
+                try:
+                    results.append(await self._record_one(fire, now))
+                except HetuflowError as problem:
+                    self._failed(job, problem, now)
+                    results.append((False, None))
+        fired = 0
+        for (_, decision), (won, task) in zip(decided, results, strict=True):
+            # Count only what this node recorded: with several nodes the losers of the race
+            # decided the same, and must not count it again.
+            if not won:
+                continue
+            if task is not None:
+                fired += 1
+                if decision.late is not None:
+                    self.context.metrics.cron_misfired(decision.late)
+            elif decision.outcome is TickOutcome.SKIPPED:
+                self.context.metrics.cron_misfired("skipped")
+        return fired
 
-    async def _unstick(self, job: CronJob, tick: datetime) -> None:
-        """After a lost (or skipped) record: if the job still points at the same tick, the
-        tick was recorded before without advancing the job (its schedule was changed back
-        onto an old tick); move it past that tick so it cannot stall."""
-        current = await self.store.get_cron_job(job.id)
-        if current is None or current.next_fire_at != tick:
-            return
+    async def _record_one(self, fire: CronFire, now: datetime) -> tuple[bool, Task | None]:
+        [result] = await self.store.fire_cron_ticks([fire], now=now)
+        return result
+
+    def _failed(self, job: CronJob, error: HetuflowError, now: datetime) -> None:
+        log.warning("cron job %s (%s): %s", job.name, job.id, error.message)
+        self.context.metrics.database_error("fire_cron_tick")
+        self._deferred[job.id] = now + RETRY_AFTER_ERROR
+
+    async def _unstick(self, job: CronJob, now: datetime) -> bool:
+        """The job still points at a tick this pass settled: if that tick was recorded
+        before without advancing the job (its schedule was changed back onto an old tick),
+        move it past that tick so it cannot stall (True); otherwise wait a little."""
+        tick = job.next_fire_at
         ticks = await self.store.list_cron_ticks(job.id, limit=1)
-        if not ticks or ticks[0].tick_at < tick:
-            return
-        schedule = self._schedule(current)
+        if tick is None or not ticks or ticks[0].tick_at < tick:
+            log.warning("cron job %s did not advance past %s", job.id, tick)
+            self._deferred[job.id] = now + RETRY_AFTER_ERROR
+            return False
+        schedule = self._schedule(job)
         log.warning("cron job %s pointed at already recorded tick %s; moving on", job.id, tick)
-        await self.store.update_cron_job(
-            job.id, {"next_fire_at": schedule.next_after(ticks[0].tick_at)}, now=self.clock.now()
-        )
+        try:
+            await self.store.update_cron_job(
+                job.id,
+                {"next_fire_at": schedule.next_after(ticks[0].tick_at)},
+                now=self.clock.now(),
+            )
+        except HetuflowError as error:
+            self._failed(job, error, now)
+            return False
+        return True
 
     def _schedule(self, job: CronJob) -> CronSchedule:
         key = (job.cron_expression, job.timezone)
@@ -405,6 +426,19 @@ def _run(
         next_fire_at=next_fire_at,
         task=cron_task(job, tick, scheduled_at),
         cancel=cancel,
+    )
+
+
+def _fire_of(job: CronJob, decision: _Decision) -> CronFire:
+    assert job.next_fire_at is not None
+    assert decision.outcome is not None
+    return CronFire(
+        job.id,
+        job.next_fire_at,
+        next_fire_at=decision.next_fire_at,
+        outcome=decision.outcome,
+        task=decision.task,
+        reason=decision.reason,
     )
 
 

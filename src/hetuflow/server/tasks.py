@@ -7,6 +7,7 @@ commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -16,7 +17,13 @@ import orjson
 
 from hetuflow.clock import Clock
 from hetuflow.config import SchedulerConfig
-from hetuflow.errors import Conflict, InvalidInput, PayloadTooLarge, TaskNotFound
+from hetuflow.errors import (
+    Conflict,
+    InvalidInput,
+    PayloadTooLarge,
+    StoreUnavailable,
+    TaskNotFound,
+)
 from hetuflow.models import (
     ACTIVE_TASK_STATUSES,
     Agent,
@@ -41,6 +48,10 @@ class TaskNotRetryable(Conflict):
     code = "task_not_retryable"
 
 
+_Waiting = tuple[NewTask, "asyncio.Future[tuple[Task, bool]]"]
+"""A single create waiting for its group commit."""
+
+
 class TaskQueue:
     def __init__(
         self,
@@ -63,13 +74,44 @@ class TaskQueue:
         self.max_payload_bytes = max_payload_bytes
         self.agents = agents
         """This node's connected agents (``explain_created``); None: always ask the store."""
+        self._waiting: list[_Waiting] = []
+        self._group_lock = asyncio.Lock()
 
     # --- create -----------------------------------------------------------------------------
 
     async def create(self, task: NewTask) -> tuple[Task, bool]:
-        """Create one task; ``created`` is False when its idempotency key already existed."""
-        [result] = await self.create_many([task])
-        return result
+        """Create one task; ``created`` is False when its idempotency key already existed.
+
+        Group commit: creates arriving while another one is being committed wait for it,
+        then all of them are written in one transaction (one durable commit instead of one
+        each). Each caller still returns only once its own task is committed, and a task
+        that fails alone fails alone (the group is then written one task at a time)."""
+        self._check_payloads([task])
+        entry: _Waiting = (task, asyncio.get_running_loop().create_future())
+        self._waiting.append(entry)
+        async with self._group_lock:
+            if not entry[1].done():
+                group, self._waiting = self._waiting, []
+                # Shielded: a cancelled caller must not cancel the others' commit.
+                await asyncio.shield(self._commit_group(group))
+        return await entry[1]
+
+    async def _commit_group(self, group: list[_Waiting]) -> None:
+        """Write ``group``; every future gets its task or its error (never raises)."""
+        try:
+            results = await self._store_tasks([task for task, _ in group])
+        except Exception as error:
+            if len(group) > 1 and not isinstance(error, StoreUnavailable):
+                for entry in group:
+                    await self._commit_group([entry])
+                return
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def create_many(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
         """Create tasks in one transaction (all or none), then wake the dispatchers.
@@ -83,6 +125,9 @@ class TaskQueue:
                 f"at most {self.max_batch_tasks} tasks per batch, got {len(tasks)}", field="tasks"
             )
         self._check_payloads(tasks)
+        return await self._store_tasks(tasks)
+
+    async def _store_tasks(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
         results = await self.store.create_tasks(tasks, now=self.clock.now())
         submitted = Counter(task.task_type for task, created in results if created)
         if self.metrics is not None:

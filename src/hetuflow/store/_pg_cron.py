@@ -7,6 +7,7 @@ A tick's primary key ``(cron_job_id, tick_at)`` decides which node fires it: the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,8 +16,8 @@ import asyncpg
 
 from hetuflow.clock import utc
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
-from hetuflow.models import CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
-from hetuflow.store._pg_db import CODEC, Conn
+from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
 
@@ -165,6 +166,83 @@ async def fire_cron_tick(
         stamp,
     )
     return created
+
+
+_INSERT_TICKS = """
+INSERT INTO cron_ticks (cron_job_id, tick_at, outcome, reason, recorded_at)
+SELECT f.job_id, f.tick_at, f.outcome, f.reason, $5
+FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[])
+     WITH ORDINALITY AS f(job_id, tick_at, outcome, reason, n)
+WHERE EXISTS (SELECT 1 FROM cron_jobs AS j WHERE j.id = f.job_id)
+ORDER BY f.n
+ON CONFLICT (cron_job_id, tick_at) DO NOTHING
+RETURNING cron_job_id, tick_at"""
+
+_LINK_TASKS = """
+UPDATE cron_ticks AS c SET task_id = f.task_id
+FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) AS f(job_id, tick_at, task_id)
+WHERE c.cron_job_id = f.job_id AND c.tick_at = f.tick_at"""
+
+_ADVANCE_JOBS = """
+UPDATE cron_jobs AS j
+SET next_fire_at = f.next_fire_at,
+    last_fire_at = CASE WHEN f.outcome = 'fired' THEN f.tick_at ELSE j.last_fire_at END,
+    last_task_id = coalesce(f.task_id, j.last_task_id),
+    updated_at = $6
+FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::uuid[])
+     AS f(job_id, next_fire_at, outcome, tick_at, task_id)
+WHERE j.id = f.job_id"""
+
+
+async def fire_cron_ticks(
+    connection: Conn, fires: Sequence[CronFire], now: datetime
+) -> list[tuple[bool, Task | None]]:
+    """Four statements whatever the number of ticks: insert the ticks (in (job, tick) order,
+    so concurrent nodes queue on the same keys in the same order), insert the winners'
+    tasks, link them to their ticks, advance the winners' jobs."""
+    stamp = utc(now)
+    ordered = sorted(fires, key=lambda fire: (fire.cron_job_id, fire.tick_at))
+    try:
+        rows = await connection.fetch(
+            _INSERT_TICKS,
+            [fire.cron_job_id for fire in ordered],
+            [utc(fire.tick_at) for fire in ordered],
+            [fire.outcome.value for fire in ordered],
+            [fire.reason for fire in ordered],
+            stamp,
+        )
+    except asyncpg.ForeignKeyViolationError as error:  # a job deleted at this very moment
+        raise CronJobNotFound("a cron job being fired was deleted", field="cron_job_id") from error
+    won_keys = {(uid(row["cron_job_id"]), row["tick_at"]) for row in rows}
+    won = [fire for fire in ordered if (fire.cron_job_id, fire.tick_at) in won_keys]
+    firing = [fire for fire in won if fire.task is not None]
+    created: dict[tuple[UUID, datetime], Task] = {}
+    if firing:
+        inserted = await insert_tasks(connection, [f.task for f in firing if f.task], now)
+        for fire, (task, _) in zip(firing, inserted, strict=True):
+            created[(fire.cron_job_id, fire.tick_at)] = task
+        await connection.execute(
+            _LINK_TASKS,
+            [fire.cron_job_id for fire in firing],
+            [utc(fire.tick_at) for fire in firing],
+            [created[(fire.cron_job_id, fire.tick_at)].id for fire in firing],
+        )
+    if won:
+        tasks = [created.get((fire.cron_job_id, fire.tick_at)) for fire in won]
+        await connection.execute(
+            _ADVANCE_JOBS,
+            [fire.cron_job_id for fire in won],
+            [CODEC.put_time(fire.next_fire_at) for fire in won],
+            [fire.outcome.value for fire in won],
+            [utc(fire.tick_at) for fire in won],
+            [None if task is None else task.id for task in tasks],
+            stamp,
+        )
+    settled: list[tuple[bool, Task | None]] = []
+    for fire in fires:
+        key = (fire.cron_job_id, fire.tick_at)
+        settled.append((key in won_keys, created.get(key)))
+    return settled
 
 
 async def list_cron_ticks(connection: Conn, cron_job_id: UUID, limit: int) -> list[CronTick]:

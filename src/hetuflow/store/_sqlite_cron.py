@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
-from hetuflow.models import CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
 from hetuflow.store._sqlite_db import CODEC, micros
 from hetuflow.store._sqlite_tasks import insert_task
@@ -116,6 +117,19 @@ def fire_cron_tick(
     reason: str | None,
     now: datetime,
 ) -> Task | None:
+    return _fire(connection, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now)[1]
+
+
+def _fire(
+    connection: sqlite3.Connection,
+    cron_job_id: UUID,
+    tick_at: datetime,
+    next_fire_at: datetime | None,
+    task: NewTask | None,
+    outcome: TickOutcome,
+    reason: str | None,
+    now: datetime,
+) -> tuple[bool, Task | None]:
     job_key, tick_key, stamp = str(cron_job_id), micros(tick_at), micros(now)
     try:
         won = connection.execute(
@@ -131,7 +145,7 @@ def fire_cron_tick(
             f"cron job {cron_job_id} does not exist", field="cron_job_id"
         ) from error
     if won is None:
-        return None
+        return False, None
     created: Task | None = None
     if task is not None:
         created, _ = insert_task(connection, task, now)
@@ -156,7 +170,33 @@ def fire_cron_tick(
             job_key,
         ),
     )
-    return created
+    return True, created
+
+
+def fire_cron_ticks(
+    connection: sqlite3.Connection, fires: Sequence[CronFire], now: datetime
+) -> list[tuple[bool, Task | None]]:
+    """Each fire as ``fire_cron_tick``, in (job, tick) order, in the caller's transaction; a
+    job that no longer exists loses (SQLite rolls back only the failed statement)."""
+    settled: list[tuple[bool, Task | None]] = [(False, None)] * len(fires)
+    order = sorted(range(len(fires)), key=lambda i: (str(fires[i].cron_job_id), fires[i].tick_at))
+    for index in order:
+        fire = fires[index]
+        try:
+            won, task = _fire(
+                connection,
+                fire.cron_job_id,
+                fire.tick_at,
+                fire.next_fire_at,
+                fire.task,
+                fire.outcome,
+                fire.reason,
+                now,
+            )
+        except CronJobNotFound:
+            continue
+        settled[index] = (won, task)
+    return settled
 
 
 def list_cron_ticks(

@@ -25,6 +25,7 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     ClaimGroup,
+    CronFire,
     CronJob,
     CronTick,
     Dispatch,
@@ -272,6 +273,20 @@ class Store(Protocol):
 
         Exactly once per (job, tick) across all nodes: the tick's unique key decides; a caller
         that loses returns None and changes nothing.
+        """
+        ...
+
+    async def fire_cron_ticks(
+        self, fires: Sequence[CronFire], *, now: datetime
+    ) -> list[tuple[bool, Task | None]]:
+        """Settle many ticks (at most one per job) in one transaction, each as
+        ``fire_cron_tick`` would; return, per fire and in order, (won, task created).
+
+        Exactly once per (job, tick) across all nodes, as for one tick: each tick's unique key
+        decides (``ON CONFLICT DO NOTHING``). A fire that loses, or whose job no longer exists,
+        comes back ``(False, None)`` and changes nothing; the others are recorded with
+        ``recorded_at = now``. Ticks are inserted in (job, tick) order, so two nodes settling
+        overlapping batches wait for each other instead of deadlocking.
         """
         ...
 

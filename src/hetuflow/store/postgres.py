@@ -24,6 +24,7 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     ClaimGroup,
+    CronFire,
     CronJob,
     CronTick,
     Dispatch,
@@ -250,6 +251,14 @@ class PostgresStore:
             return await cron_sql.fire_cron_tick(
                 c, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now
             )
+
+    async def fire_cron_ticks(
+        self, fires: Sequence[CronFire], *, now: datetime
+    ) -> list[tuple[bool, Task | None]]:
+        if not fires:
+            return []
+        async with self._db.transaction() as c:
+            return await cron_sql.fire_cron_ticks(c, fires, now)
 
     async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
         async with self._db.connection() as c:

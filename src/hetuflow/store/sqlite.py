@@ -25,6 +25,7 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     ClaimGroup,
+    CronFire,
     CronJob,
     CronTick,
     Dispatch,
@@ -219,6 +220,13 @@ class SqliteStore:
         return await self._db.write(
             cron_sql.fire_cron_tick, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now
         )
+
+    async def fire_cron_ticks(
+        self, fires: Sequence[CronFire], *, now: datetime
+    ) -> list[tuple[bool, Task | None]]:
+        if not fires:
+            return []
+        return await self._db.write(cron_sql.fire_cron_ticks, fires, now)
 
     async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
         return await self._db.read(cron_sql.list_cron_ticks, cron_job_id, limit)
