@@ -167,3 +167,24 @@ async def test_delete_agent_releases_its_tasks(store: Store, connect: ConnectAge
     assert attempt.agent_id is None
     with pytest.raises(AgentNotFound):
         await store.delete_agent(agent.id, now=T0)
+
+
+async def test_release_agent_fenced_by_session_spares_a_newer_connection(
+    store: Store, connect: ConnectAgent
+) -> None:
+    dropped = await connect("a1")
+    await store.create_tasks([NewTask("n", "t")], now=T0)
+    [dispatch] = await store.claim_tasks([group([dropped], free=1)], now=T0)
+    # The agent reconnects on another node before the first node's grace release runs.
+    again = await connect("a1", node_id="node-b")
+    assert again.session > dropped.session
+    assert await store.release_agent(dropped.id, now=T0, session=dropped.session) == []
+    task = await store.get_task(dispatch.task.id)
+    assert task is not None
+    assert task.status is TaskStatus.DISPATCHED  # the newer connection keeps its attempt
+    assert [a.outcome for a in await store.list_attempts(task.id)] == [None]
+    assert await store.release_agent(uuid.uuid4(), now=T0, session=1) == []  # no such agent
+    # The current session releases.
+    assert await store.release_agent(again.id, now=T0, session=again.session) == [task.id]
+    [lost] = await store.list_attempts(task.id)
+    assert lost.outcome is AttemptOutcome.LOST

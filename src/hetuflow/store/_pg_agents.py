@@ -11,7 +11,7 @@ import asyncpg
 
 from hetuflow.clock import utc
 from hetuflow.errors import AgentNameTaken, AgentNotFound
-from hetuflow.models import Agent, AgentRegistration, AgentStatus, NewAgent
+from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
 from hetuflow.store._pg_attempts import release
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._rows import agent_from
@@ -132,6 +132,25 @@ async def set_agent_status(
         list(agent_sources(status)),
     )
     return result != "UPDATE 0"
+
+
+async def release_agent(
+    connection: Conn,
+    agent_id: UUID,
+    now: datetime,
+    keep: Sequence[AttemptRef],
+    session: int | None,
+) -> list[UUID]:
+    """``release`` of one agent; with ``session``, only while that is the agent's current one.
+    The agent's row stays locked until the transaction ends, so a concurrent ``connect_agent``
+    (which bumps the session) waits for the release or makes it do nothing."""
+    if session is not None:
+        current = await connection.fetchval(
+            "SELECT session FROM agents WHERE id = $1 FOR UPDATE", agent_id
+        )
+        if current != session:
+            return []
+    return await release(connection, [agent_id], now, keep)
 
 
 async def record_heartbeats(connection: Conn, agent_ids: Sequence[UUID], now: datetime) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 from hetuflow.errors import AgentNameTaken, AgentNotFound
-from hetuflow.models import Agent, AgentRegistration, AgentStatus, NewAgent
+from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
 from hetuflow.store._rows import agent_from
 from hetuflow.store._rules import ACTIVE_SQL, agent_sources, generated_agent_name
 from hetuflow.store._sqlite_attempts import release
@@ -143,6 +143,24 @@ def set_agent_status(
         (status.value, status.value, str(agent_id), session, *sources),
     )
     return cursor.rowcount > 0
+
+
+def release_agent(
+    connection: sqlite3.Connection,
+    agent_id: UUID,
+    now: datetime,
+    keep: Sequence[AttemptRef],
+    session: int | None,
+) -> list[UUID]:
+    """``release`` of one agent; with ``session``, only while that is the agent's current one
+    (the single writer orders this against ``connect_agent``)."""
+    if session is not None:
+        row = connection.execute(
+            "SELECT session FROM agents WHERE id = ?", (str(agent_id),)
+        ).fetchone()
+        if row is None or row["session"] != session:
+            return []
+    return release(connection, [agent_id], now, keep)
 
 
 def record_heartbeats(

@@ -137,13 +137,22 @@ class Store(Protocol):
         ...
 
     async def release_agent(
-        self, agent_id: UUID, *, now: datetime, keep: Sequence[AttemptRef] = ()
+        self,
+        agent_id: UUID,
+        *,
+        now: datetime,
+        keep: Sequence[AttemptRef] = (),
+        session: int | None = None,
     ) -> list[UUID]:
         """Give back the active attempts an agent holds, except those in ``keep``.
 
         Their attempts end ``lost``; dispatched/running tasks go back to pending (ready now,
         retry budget untouched); cancelling ones become cancelled. Returns the ids of the
         tasks that went back to pending. Safe to call concurrently and repeatedly.
+
+        With ``session``, nothing is released unless that is still the agent's current
+        connection session, checked in the same transaction: a release decided for a dropped
+        connection cannot take the attempts of the agent's newer connection (on any node).
         """
         ...
 

@@ -125,10 +125,15 @@ class PostgresStore:
                 await attempt_sql.set_progress(c, refs)
 
     async def release_agent(
-        self, agent_id: UUID, *, now: datetime, keep: Sequence[AttemptRef] = ()
+        self,
+        agent_id: UUID,
+        *,
+        now: datetime,
+        keep: Sequence[AttemptRef] = (),
+        session: int | None = None,
     ) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await attempt_sql.release(c, [agent_id], now, keep)
+            return await agent_sql.release_agent(c, agent_id, now, keep, session)
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         async with self._db.connection() as c:

@@ -118,9 +118,14 @@ class SqliteStore:
             await self._db.write(attempt_sql.set_progress, refs)
 
     async def release_agent(
-        self, agent_id: UUID, *, now: datetime, keep: Sequence[AttemptRef] = ()
+        self,
+        agent_id: UUID,
+        *,
+        now: datetime,
+        keep: Sequence[AttemptRef] = (),
+        session: int | None = None,
     ) -> list[UUID]:
-        return await self._db.write(attempt_sql.release, [agent_id], now, keep)
+        return await self._db.write(agent_sql.release_agent, agent_id, now, keep, session)
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         return await self._db.read(attempt_sql.list_attempts, task_id)
