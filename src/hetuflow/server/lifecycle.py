@@ -106,7 +106,8 @@ class LifecycleSvc:
             await store.set_agent_status(
                 agent_id, AgentStatus.OFFLINE, session=grace.session, now=now
             )
-            released = await store.release_agent(agent_id, now=now)
+            # Fenced too: the agent may reconnect on another node right after the line above.
+            released = await store.release_agent(agent_id, now=now, session=grace.session)
         if released:
             logger.info(
                 "agent %s did not come back: %d attempt(s) released", agent.name, len(released)
