@@ -247,6 +247,13 @@ def test_seed_start_on_8080_and_seed_curl_lines_verbatim(tmp_path: Path) -> None
     running = launch(workdir(tmp_path), "./hetuflow-server start --bind 0.0.0.0:8080", 8080)
     try:
         assert httpx.get("http://127.0.0.1:8080/healthz").status_code == 200
+        # 0.0.0.0 turns auth on (docs/security.md): the seed's curl lines run verbatim with an
+        # admin token in curl's own config file, as a user would set it up.
+        denied = json.loads(running.run(SEED_CURL_CREATE_TASK).stdout)
+        assert denied["error"]["code"] == "unauthorized"
+        token = running.run("./hetuflow-server create-token --role admin").stdout.strip()
+        (tmp_path / ".curlrc").write_text(f'header = "Authorization: Bearer {token}"\n')
+        running.env["CURL_HOME"] = str(tmp_path)
         task = json.loads(running.run(SEED_CURL_CREATE_TASK).stdout)
         assert task["status"] == "pending"
         assert json.loads(running.run("curl http://localhost:8080/api/tasks").stdout)["total"] == 1
