@@ -63,8 +63,8 @@ async def test_agent_tokens_belong_to_an_agent_and_go_with_it(store: Store) -> N
     _, other = new_token("other", Role.VIEWER)
     kept = await store.create_api_token(other, now=T0 + timedelta(seconds=1))
     assert [token.id for token in await store.list_api_tokens()] == [kept.id, made.id]
+    _, orphan = new_token("ghost", Role.AGENT, agent_id=uuid.uuid4())
     with pytest.raises(AgentNotFound):
-        _, orphan = new_token("ghost", Role.AGENT, agent_id=uuid.uuid4())
         await store.create_api_token(orphan, now=T0)
     await store.delete_agent(agent.id, now=T0)
     assert await store.find_api_token(hash_secret(secret)) is None
