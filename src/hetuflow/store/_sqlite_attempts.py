@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -32,27 +33,44 @@ def _fence(ref: AttemptRef) -> tuple[str, int, str]:
     return (str(ref.task_id), ref.attempt, str(ref.agent_id))
 
 
+def _fenced_rows(connection: sqlite3.Connection, task_ids: Sequence[UUID]) -> dict[str, Row]:
+    """The task rows of ``task_ids`` (one query), by id text."""
+    rows = connection.execute(
+        "SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+        (id_list(list(dict.fromkeys(task_ids))),),
+    )
+    return {row["id"]: row for row in rows}
+
+
 def start_attempts(connection: sqlite3.Connection, starts: Sequence[AttemptStart]) -> list[bool]:
+    """Fence every start against one read of its task (the single writer holds the database
+    between the read and the writes), then write the accepted ones in two ``executemany``."""
+    rows = _fenced_rows(connection, [start.ref.task_id for start in starts])
     accepted = []
+    task_changes = []
+    attempt_changes = []
     for start in starts:
-        stamp = micros(start.started_at)
-        cursor = connection.execute(
-            f"""
-            UPDATE tasks
-            SET status = CASE status WHEN 'dispatched' THEN 'running' ELSE status END,
-                started_at = coalesce(started_at, ?),
-                updated_at = max(updated_at, ?)
-            WHERE {_FENCE}""",
-            (stamp, stamp, *_fence(start.ref)),
-        )
-        ok = cursor.rowcount > 0
-        if ok:
-            connection.execute(
-                "UPDATE attempts SET started_at = coalesce(started_at, ?)"
-                " WHERE task_id = ? AND number = ?",
-                (stamp, str(start.ref.task_id), start.ref.attempt),
-            )
+        ref = start.ref
+        row = rows.get(str(ref.task_id))
+        ok = row is not None and holds(_held(row), ref, str(ref.agent_id))
         accepted.append(ok)
+        if ok:
+            stamp = micros(start.started_at)
+            task_changes.append((stamp, stamp, str(ref.task_id)))
+            attempt_changes.append((stamp, str(ref.task_id), ref.attempt))
+    connection.executemany(
+        """
+        UPDATE tasks
+        SET status = CASE status WHEN 'dispatched' THEN 'running' ELSE status END,
+            started_at = coalesce(started_at, ?),
+            updated_at = max(updated_at, ?)
+        WHERE id = ?""",
+        task_changes,
+    )
+    connection.executemany(
+        "UPDATE attempts SET started_at = coalesce(started_at, ?) WHERE task_id = ? AND number = ?",
+        attempt_changes,
+    )
     return accepted
 
 
@@ -69,54 +87,89 @@ def _held(row: Row) -> Held:
 def finish_attempts(
     connection: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime
 ) -> list[FinishOutcome]:
+    """Fence and decide every result against one read of the tasks (a task reported twice
+    in the batch sees its first result's decision), then write them in two ``executemany``."""
     stamp = micros(now)
+    rows = _fenced_rows(connection, [result.ref.task_id for result in results])
+    tasks = {task_id: task_from(row, CODEC) for task_id, row in rows.items()}
+    held = {task_id: _held(row) for task_id, row in rows.items()}
+    at = _stamp(stamp)
     outcomes = []
+    task_changes = []
+    attempt_changes = []
     for result in results:
         ref = result.ref
-        row = connection.execute("SELECT * FROM tasks WHERE id = ?", (str(ref.task_id),)).fetchone()
-        if row is None:
+        task_id = str(ref.task_id)
+        state = held.get(task_id)
+        if state is None:
             outcomes.append(FinishOutcome(ref, accepted=False, task=None))
             continue
-        held = _held(row)
-        if not holds(held, ref, str(ref.agent_id)):
-            outcomes.append(FinishOutcome(ref, accepted=False, task=task_from(row, CODEC)))
+        if not holds(state, ref, str(ref.agent_id)):
+            outcomes.append(FinishOutcome(ref, accepted=False, task=tasks[task_id]))
             continue
-        finish = decide_finish(held, result, now)
-        updated = connection.execute(
-            """
-            UPDATE tasks
-            SET status = ?, result = ?, error = ?, failures = ?,
-                scheduled_at = coalesce(?, scheduled_at),
-                finished_at = ?,
-                progress = CASE WHEN ? THEN progress ELSE NULL END,
-                updated_at = ?
-            WHERE id = ?
-            RETURNING *""",
+        finish = decide_finish(state, result, now)
+        held[task_id] = Held(
+            finish.status, state.attempts, state.agent_id, finish.failures, state.retry
+        )
+        before = tasks[task_id]
+        retry_at = CODEC.put_time(finish.retry_at)
+        task = tasks[task_id] = replace(
+            before,
+            status=finish.status,
+            result=result.result,
+            error=result.error,
+            scheduled_at=before.scheduled_at if retry_at is None else _stamp(retry_at),
+            finished_at=at if finish.finished else None,
+            progress=before.progress if finish.finished else None,
+            updated_at=at,
+        )
+        task_changes.append(
             (
                 finish.status.value,
                 None if result.result is None else CODEC.put_json(result.result),
                 result.error,
                 finish.failures,
-                CODEC.put_time(finish.retry_at),
+                retry_at,
                 stamp if finish.finished else None,
                 finish.finished,
                 stamp,
-                str(ref.task_id),
-            ),
-        ).fetchone()
-        connection.execute(
-            "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
-            " WHERE task_id = ? AND number = ?",
+                task_id,
+            )
+        )
+        attempt_changes.append(
             (
                 micros(result.finished_at or now),
                 result.outcome.value,
                 result.error,
-                str(ref.task_id),
+                task_id,
                 ref.attempt,
-            ),
+            )
         )
-        outcomes.append(FinishOutcome(ref, accepted=True, task=task_from(updated, CODEC)))
+        outcomes.append(FinishOutcome(ref, accepted=True, task=task))
+    connection.executemany(
+        """
+        UPDATE tasks
+        SET status = ?, result = ?, error = ?, failures = ?,
+            scheduled_at = coalesce(?, scheduled_at),
+            finished_at = ?,
+            progress = CASE WHEN ? THEN progress ELSE NULL END,
+            updated_at = ?
+        WHERE id = ?""",
+        task_changes,
+    )
+    connection.executemany(
+        "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
+        " WHERE task_id = ? AND number = ?",
+        attempt_changes,
+    )
     return outcomes
+
+
+def _stamp(value: int) -> datetime:
+    decoded = CODEC.time(value)
+    if decoded is None:
+        raise ValueError("a required time is NULL")
+    return decoded
 
 
 def set_progress(connection: sqlite3.Connection, refs: Sequence[tuple[AttemptRef, float]]) -> None:

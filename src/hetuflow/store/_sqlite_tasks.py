@@ -8,9 +8,12 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+import orjson
 
 from hetuflow.errors import CronJobNotFound, TaskAlreadyFinished, TaskNotFound
 from hetuflow.models import (
@@ -38,11 +41,10 @@ INSERT INTO tasks (
     timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
     idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *"""
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 
 _CANDIDATES = """
-SELECT id FROM tasks
+SELECT * FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= ?
   AND task_type IN (SELECT value FROM json_each(?))
@@ -54,27 +56,35 @@ LIMIT ?"""
 
 _DISPATCH = """
 UPDATE tasks
-SET status = 'dispatched', agent_id = ?, attempts = attempts + 1, progress = NULL,
-    updated_at = ?
-WHERE id = ? AND status = 'pending'
-RETURNING *"""
+SET status = 'dispatched', agent_id = ?, attempts = ?, progress = NULL, updated_at = ?
+WHERE id = ? AND status = 'pending'"""
 
 
-def insert_task(connection: sqlite3.Connection, new: NewTask, now: datetime) -> tuple[Task, bool]:
-    """Insert one task, or return the one holding its idempotency key."""
+def create_tasks(
+    connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
+) -> list[tuple[Task, bool]]:
+    """Insert the tasks with one ``executemany``; a task whose idempotency key exists (in
+    the table or earlier in the batch) comes back as that task, with False.
+
+    The new tasks are built from what was inserted (nothing is read back): the columns the
+    insert does not name all start empty."""
     stamp = micros(now)
-    retry = new.retry
-    try:
-        row = connection.execute(
-            _INSERT_TASK,
+    created_at = _must(CODEC.time(stamp))
+    built: list[Task] = []
+    rows: list[tuple[Any, ...]] = []
+    for new in tasks:
+        task_id = uuid.uuid4()
+        scheduled = micros(new.scheduled_at) if new.scheduled_at is not None else stamp
+        retry = new.retry
+        rows.append(
             (
-                str(uuid.uuid4()),
+                str(task_id),
                 new.name,
                 new.task_type,
                 new.priority.rank,
                 CODEC.put_json(new.payload),
                 CODEC.put_texts(new.required_capabilities),
-                micros(new.scheduled_at) if new.scheduled_at is not None else stamp,
+                scheduled,
                 new.timeout_seconds,
                 retry.max_retries,
                 retry.backoff_seconds,
@@ -85,24 +95,69 @@ def insert_task(connection: sqlite3.Connection, new: NewTask, now: datetime) -> 
                 CODEC.put_time(new.cron_tick_at),
                 stamp,
                 stamp,
-            ),
-        ).fetchone()
+            )
+        )
+        built.append(
+            Task(
+                id=task_id,
+                name=new.name,
+                task_type=new.task_type,
+                priority=new.priority,
+                payload=new.payload,
+                required_capabilities=tuple(new.required_capabilities),
+                status=TaskStatus.PENDING,
+                scheduled_at=created_at if scheduled == stamp else _must(CODEC.time(scheduled)),
+                timeout_seconds=new.timeout_seconds,
+                retry=retry,
+                idempotency_key=new.idempotency_key,
+                result=None,
+                error=None,
+                attempts=0,
+                agent_id=None,
+                cron_job_id=new.cron_job_id,
+                cron_tick_at=CODEC.time(CODEC.put_time(new.cron_tick_at)),
+                progress=None,
+                created_at=created_at,
+                updated_at=created_at,
+                started_at=None,
+                finished_at=None,
+            )
+        )
+    try:
+        connection.executemany(_INSERT_TASK, rows)
     except sqlite3.IntegrityError as error:
-        raise CronJobNotFound(
-            f"cron job {new.cron_job_id} does not exist", field="cron_job_id"
-        ) from error
-    if row is not None:
-        return task_from(row, CODEC), True
-    existing = connection.execute(
-        "SELECT * FROM tasks WHERE idempotency_key = ?", (new.idempotency_key,)
-    ).fetchone()
-    return task_from(existing, CODEC), False
+        jobs = sorted({str(new.cron_job_id) for new in tasks if new.cron_job_id is not None})
+        named = f"cron job {jobs[0]}" if len(jobs) == 1 else "a task names a cron job that"
+        raise CronJobNotFound(f"{named} does not exist", field="cron_job_id") from error
+    keys = [task.idempotency_key for task in built if task.idempotency_key is not None]
+    if not keys:
+        return [(task, True) for task in built]
+    holders = {
+        row["idempotency_key"]: row
+        for row in connection.execute(
+            "SELECT * FROM tasks WHERE idempotency_key IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(keys).decode(),),
+        )
+    }
+    ours = {str(task.id): task for task in built}
+    results: list[tuple[Task, bool]] = []
+    for task in built:
+        if task.idempotency_key is None:
+            results.append((task, True))
+            continue
+        holder = holders[task.idempotency_key]
+        if holder["id"] == str(task.id):
+            results.append((task, True))
+        else:
+            existing = ours.get(holder["id"])
+            results.append((existing or task_from(holder, CODEC), False))
+    return results
 
 
-def create_tasks(
-    connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
-) -> list[tuple[Task, bool]]:
-    return [insert_task(connection, new, now) for new in tasks]
+def insert_task(connection: sqlite3.Connection, new: NewTask, now: datetime) -> tuple[Task, bool]:
+    """Insert one task, or return the one holding its idempotency key."""
+    [result] = create_tasks(connection, [new], now)
+    return result
 
 
 def get_task(connection: sqlite3.Connection, task_id: UUID) -> Task | None:
@@ -186,6 +241,7 @@ def claim_tasks(
             f"SELECT count(*) FROM tasks WHERE status IN {ACTIVE_SQL}"
         ).fetchone()[0]
         remaining = max(global_limit - active, 0)
+    dispatched_at = _must(CODEC.time(stamp))
     dispatches: list[Dispatch] = []
     for group in groups:
         want = group.free_slots if remaining is None else min(group.free_slots, remaining)
@@ -196,12 +252,23 @@ def claim_tasks(
             (horizon, id_list(sorted(group.task_types)), id_list(sorted(group.capabilities)), want),
         ).fetchall()
         agents = assign_least_loaded(len(rows), group.offers)
+        updates = []
         attempts = []
         for row, agent_id in zip(rows, agents, strict=False):
-            updated = connection.execute(_DISPATCH, (str(agent_id), stamp, row["id"])).fetchone()
-            task = task_from(updated, CODEC)
-            attempts.append((row["id"], task.attempts, str(agent_id), stamp))
-            dispatches.append(Dispatch(task=task, attempt=task.attempts, agent_id=agent_id))
+            # The single writer holds the database: the rows read above are still pending.
+            number = row["attempts"] + 1
+            updates.append((str(agent_id), number, stamp, row["id"]))
+            attempts.append((row["id"], number, str(agent_id), stamp))
+            task = replace(
+                task_from(row, CODEC),
+                status=TaskStatus.DISPATCHED,
+                agent_id=agent_id,
+                attempts=number,
+                progress=None,
+                updated_at=dispatched_at,
+            )
+            dispatches.append(Dispatch(task=task, attempt=number, agent_id=agent_id))
+        connection.executemany(_DISPATCH, updates)
         connection.executemany(
             "INSERT INTO attempts (task_id, number, agent_id, dispatched_at) VALUES (?, ?, ?, ?)",
             attempts,
@@ -274,5 +341,5 @@ def count_finished_tasks(
 
 def _must(value: datetime | None) -> datetime:
     if value is None:
-        raise ValueError("a grouped minute is NULL")
+        raise ValueError("a required time is NULL")
     return value
