@@ -88,6 +88,12 @@ class StatusTransitionInvalid(Conflict):
     code = "status_transition_invalid"
 
 
+class AgentOffline(Conflict):
+    """The action needs a connected agent (e.g. drain, resume)."""
+
+    code = "agent_offline"
+
+
 class CronExpressionInvalid(InvalidInput):
     code = "cron_expression_invalid"
 

@@ -188,3 +188,27 @@ async def test_release_agent_fenced_by_session_spares_a_newer_connection(
     assert await store.release_agent(again.id, now=T0, session=again.session) == [task.id]
     [lost] = await store.list_attempts(task.id)
     assert lost.outcome is AttemptOutcome.LOST
+
+
+async def test_an_operator_drains_and_resumes_a_connected_agent_whatever_its_session(
+    store: Store, connect: ConnectAgent
+) -> None:
+    first = await connect("a1")
+    agent = await connect("a1", node_id="node-b")  # a newer session than the first
+    assert agent.session > first.session
+    drained = await store.set_agent_draining(agent.id, True, now=T0)
+    assert drained.status is AgentStatus.DRAINING
+    assert drained.session == agent.session  # the connection is not touched
+    assert (await store.set_agent_draining(agent.id, True, now=T0)).status is AgentStatus.DRAINING
+    assert [a.id for a in await store.list_agents(statuses=[AgentStatus.DRAINING])] == [agent.id]
+    resumed = await store.set_agent_draining(agent.id, False, now=T0)
+    assert resumed.status is AgentStatus.ONLINE
+    assert (await store.set_agent_draining(agent.id, False, now=T0)).status is AgentStatus.ONLINE
+    # An offline agent stays offline either way.
+    assert await store.set_agent_status(
+        agent.id, AgentStatus.OFFLINE, session=agent.session, now=T0
+    )
+    assert (await store.set_agent_draining(agent.id, True, now=T0)).status is AgentStatus.OFFLINE
+    assert (await store.set_agent_draining(agent.id, False, now=T0)).status is AgentStatus.OFFLINE
+    with pytest.raises(AgentNotFound):
+        await store.set_agent_draining(uuid.uuid4(), True, now=T0)

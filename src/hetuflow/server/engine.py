@@ -23,7 +23,7 @@ from hetuflow.server.lifecycle import LifecycleSvc
 from hetuflow.server.reconcile import Reconciler
 from hetuflow.server.registry import CLOSE_GOING_AWAY, AgentSvc
 from hetuflow.server.results import LogBudget, ResultWriter
-from hetuflow.store.base import TASK_CANCEL, TASKS_READY
+from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASK_CANCEL, TASKS_READY
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class SchedulerEngine:
         notifier.subscribe(TASKS_READY, self.dispatcher.wake)
         notifier.subscribe(TASK_CANCEL, self.lifecycle.on_task_cancel)
         notifier.subscribe(AGENT_CONNECTED, self.gateway.on_agent_connected)
+        notifier.subscribe(AGENT_DRAIN_CHANGED, self.gateway.on_agent_drain_changed)
         try:
             async with asyncio.TaskGroup() as group:
                 for name, loop in self._loops():

@@ -385,6 +385,23 @@ class GatewaySvc:
             self._agents.detach(connection)
             connection.close(CLOSE_SUPERSEDED, "superseded by a newer connection of this agent")
 
+    def on_agent_drain_changed(self, payload: str) -> None:
+        """Notifier callback: an operator drained (``<id>:1``) or resumed (``<id>:0``) an
+        agent; if its connection is here, stop or start giving it tasks."""
+        agent_text, _, flag = payload.partition(":")
+        agent_id = parse_uuid(agent_text)
+        connection = self._agents.current(agent_id) if agent_id is not None else None
+        if connection is None or flag not in ("0", "1"):
+            return
+        connection.drained_by_operator = flag == "1"
+        logger.info(
+            "agent %s %s by an operator",
+            connection.name,
+            "drained" if connection.drained_by_operator else "resumed",
+        )
+        if not connection.drained_by_operator:
+            self._dispatcher.wake()
+
     async def flush_heartbeats(self) -> None:
         """Record a heartbeat for every agent heard from since the last flush (one call)."""
         seen = [c for c in self._agents if c.seen and c.agent_id is not None]

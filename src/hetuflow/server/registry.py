@@ -65,6 +65,7 @@ class AgentConnection:
         "close_code",
         "close_reason",
         "disconnect_code",
+        "drained_by_operator",
         "draining",
         "enabled",
         "held",
@@ -95,6 +96,9 @@ class AgentConnection:
         self.max_slots = 0
         self.enabled = True
         self.draining = False
+        """The agent said it drains (``AgentDraining``: it is shutting down)."""
+        self.drained_by_operator = False
+        """``POST /api/agents/{id}/drain`` (until resumed, or the agent reconnects)."""
         self.held: dict[UUID, tuple[int, str]] = {}
         """task id -> (attempt, task type) of every attempt dispatched to (or kept by) this
         agent and not reported finished: one waiting for ``start_at`` takes a slot too."""
@@ -115,7 +119,13 @@ class AgentConnection:
 
     @property
     def free_slots(self) -> int:
-        if not self.registered or self.draining or not self.enabled or self.closing:
+        if (
+            not self.registered
+            or self.draining
+            or self.drained_by_operator
+            or not self.enabled
+            or self.closing
+        ):
             return 0
         return max(self.max_slots - len(self.held), 0)
 

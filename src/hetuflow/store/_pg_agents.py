@@ -134,6 +134,14 @@ async def set_agent_status(
     return result != "UPDATE 0"
 
 
+async def set_agent_draining(connection: Conn, agent_id: UUID, draining: bool) -> Agent:
+    source, target = ("online", "draining") if draining else ("draining", "online")
+    await connection.execute(
+        "UPDATE agents SET status = $1 WHERE id = $2 AND status = $3", target, agent_id, source
+    )
+    return await _must_get(connection, agent_id)
+
+
 async def release_agent(
     connection: Conn,
     agent_id: UUID,

@@ -145,6 +145,15 @@ def set_agent_status(
     return cursor.rowcount > 0
 
 
+def set_agent_draining(connection: sqlite3.Connection, agent_id: UUID, draining: bool) -> Agent:
+    source, target = ("online", "draining") if draining else ("draining", "online")
+    connection.execute(
+        "UPDATE agents SET status = ? WHERE id = ? AND status = ?",
+        (target, str(agent_id), source),
+    )
+    return _must_get(connection, str(agent_id))
+
+
 def release_agent(
     connection: sqlite3.Connection,
     agent_id: UUID,

@@ -230,6 +230,15 @@ class Store(Protocol):
         (a stale connection cannot mark a newer one offline). Returns whether it changed."""
         ...
 
+    async def set_agent_draining(self, agent_id: UUID, draining: bool, *, now: datetime) -> Agent:
+        """An operator drains (``online`` -> ``draining``) or resumes (``draining`` ->
+        ``online``) a connected agent, whatever its connection session; return the agent.
+
+        One conditional update: an offline agent, or one already in the wanted status, is
+        returned unchanged. ``AgentNotFound`` if there is no such agent.
+        """
+        ...
+
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
         """Set ``last_heartbeat_at`` for many agents in one statement."""
         ...
@@ -354,4 +363,7 @@ TASKS_READY = "hetuflow_tasks_ready"
 TASK_CANCEL = "hetuflow_task_cancel"
 """Payload ``<task_id>:<attempt>:<agent_id>``: the node holding that agent sends TaskCancel."""
 CRON_CHANGED = "hetuflow_cron_changed"
+AGENT_DRAIN_CHANGED = "hetuflow_agent_drain_changed"
+"""Payload ``<agent_id>:1`` (drained by an operator) or ``<agent_id>:0`` (resumed): the node
+holding that agent's connection stops or starts dispatching to it."""
 """A cron job was created or changed: cron loops should re-read the next fire time."""

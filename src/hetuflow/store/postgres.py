@@ -202,6 +202,10 @@ class PostgresStore:
         async with self._db.transaction() as c:
             return await agent_sql.set_agent_status(c, agent_id, status, session)
 
+    async def set_agent_draining(self, agent_id: UUID, draining: bool, *, now: datetime) -> Agent:
+        async with self._db.transaction() as c:
+            return await agent_sql.set_agent_draining(c, agent_id, draining)
+
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
         if agent_ids:
             async with self._db.transaction() as c:

@@ -180,6 +180,9 @@ class SqliteStore:
     ) -> bool:
         return await self._db.write(agent_sql.set_agent_status, agent_id, status, session)
 
+    async def set_agent_draining(self, agent_id: UUID, draining: bool, *, now: datetime) -> Agent:
+        return await self._db.write(agent_sql.set_agent_draining, agent_id, draining)
+
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
         if agent_ids:
             await self._db.write(agent_sql.record_heartbeats, agent_ids, now)

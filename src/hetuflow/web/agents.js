@@ -1,13 +1,15 @@
-// Agents: what each one can run, how busy it is, when it was last heard from; drain.
+// Agents: what each one can run, how busy it is, when it was last heard from; drain, resume.
 import { api, badge, chips, delay, errorText, fill, h, relative, setLive, toast, when } from "./lib.js";
 
 let drainSupported = null; // whether the server has POST /api/agents/{agent_id}/drain
+let resumeSupported = false; // ... and POST /api/agents/{agent_id}/resume
 
 async function canDrain(signal) {
   if (drainSupported === null) {
     try {
       const spec = await api("GET", "/openapi.json", undefined, { signal });
       drainSupported = Boolean(spec.paths && spec.paths["/api/agents/{agent_id}/drain"]);
+      resumeSupported = Boolean(spec.paths && spec.paths["/api/agents/{agent_id}/resume"]);
     } catch {
       return false;
     }
@@ -37,15 +39,19 @@ export async function renderAgents(view, { signal }) {
       h("td", { title: when(agent.last_heartbeat_at) }, agent.last_heartbeat_at ? relative(agent.last_heartbeat_at, now) : "never"),
       h("td", { class: "wide" }, chips(agent.capabilities)),
       h("td", { class: "wide" }, chips(agent.supported_task_types)),
-      h("td", {}, drain && agent.status === "online" ? h("button", { onclick: () => drainAgent(agent) }, "Drain") : null,
+      h("td", {}, drain && agent.status === "online" ? h("button", { onclick: () => setDraining(agent, "drain") }, "Drain")
+        : resumeSupported && agent.status === "draining" ? h("button", { onclick: () => setDraining(agent, "resume") }, "Resume") : null,
         h("a", { class: "small", href: `#/tasks?agent_id=${agent.id}` }, " Tasks")))) : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No agent yet.")));
     const online = agents.filter((a) => a.status === "online").length;
     summary.textContent = `${online} online of ${agents.length}`;
   };
-  const drainAgent = async (agent) => {
+  const setDraining = async (agent, action) => {
     try {
-      await api("POST", `/api/agents/${agent.id}/drain`);
-      toast(`${agent.name} is draining: it finishes its tasks and takes no new ones`);
+      const changed = await api("POST", `/api/agents/${agent.id}/${action}`);
+      agents = agents.map((a) => (a.id === changed.id ? changed : a));
+      draw();
+      toast(action === "drain" ? `${agent.name} is draining: it finishes its tasks and takes no new ones`
+        : `${agent.name} is online: it takes tasks again`);
     } catch (error) {
       toast(errorText(error), true);
     }

@@ -1,4 +1,4 @@
-"""Agent routes: list (with connection status), pre-create, get, delete."""
+"""Agent routes: list (with connection status), pre-create, get, delete, drain, resume."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from hetuflow.errors import AgentNotFound
+from hetuflow.errors import AgentNotFound, AgentOffline
 from hetuflow.models import AgentStatus
 from hetuflow.server.api.deps import Context
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import AgentCreate, AgentCreated, AgentList, AgentOut
 from hetuflow.server.auth import issue_token
-from hetuflow.store.base import TASKS_READY
+from hetuflow.server.context import ServerContext
+from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASKS_READY
 from hetuflow.tokens import Role
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -81,3 +82,41 @@ async def delete_agent(agent_id: UUID, context: Context) -> Response:
     await context.store.delete_agent(agent_id, now=context.clock.now())
     await context.notifier.publish(TASKS_READY)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{agent_id}/drain",
+    response_model=AgentOut,
+    summary="Drain an agent",
+    responses=error_responses(404, 409),
+)
+async def drain_agent(agent_id: UUID, context: Context) -> AgentOut:
+    """The agent gets no new tasks; the ones it runs finish and report as usual. Its status
+    becomes `draining` until `POST /api/agents/{agent_id}/resume` or it reconnects. **409**
+    `agent_offline` if it is not connected."""
+    return await _set_draining(context, agent_id, draining=True)
+
+
+@router.post(
+    "/{agent_id}/resume",
+    response_model=AgentOut,
+    summary="Resume a drained agent",
+    responses=error_responses(404, 409),
+)
+async def resume_agent(agent_id: UUID, context: Context) -> AgentOut:
+    """Undo a drain: the agent is `online` and gets tasks again. **409** `agent_offline` if
+    it is not connected."""
+    return await _set_draining(context, agent_id, draining=False)
+
+
+async def _set_draining(context: ServerContext, agent_id: UUID, *, draining: bool) -> AgentOut:
+    agent = await context.store.set_agent_draining(agent_id, draining, now=context.clock.now())
+    if agent.status is AgentStatus.OFFLINE:
+        action = "drained" if draining else "resumed"
+        raise AgentOffline(
+            f"agent {agent.name} is offline: only a connected agent can be {action}",
+            field="agent_id",
+        )
+    # The node holding the agent's connection (found through the notifier) acts on it.
+    await context.notifier.publish(AGENT_DRAIN_CHANGED, f"{agent.id}:{int(draining)}")
+    return AgentOut.of(agent)
