@@ -276,6 +276,9 @@ class AttemptResult:
     result: JSONValue = None
     error: str | None = None
     finished_at: datetime | None = None
+    started_at: datetime | None = None
+    """When the attempt started, if the agent folded its start into the result: recorded
+    like an ``AttemptStart`` (the first start wins) in the same write."""
 
 
 @dataclass(frozen=True, slots=True)

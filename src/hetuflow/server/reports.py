@@ -57,7 +57,6 @@ class Reports:
                 continue
             attempt = entry.attempt
             held = connection.held.get(task_id)
-            held_type = held[1] if held is not None else "unknown"
             if attempt is None:
                 if held is None:
                     self._bad_frame(
@@ -71,15 +70,6 @@ class Reports:
                     continue
                 attempt = held[0]
             connection.finished(task_id, attempt)
-            if entry.started_at is not None:  # a start folded into the result
-                self._results.add_start(
-                    AttemptStart(
-                        AttemptRef(task_id, attempt, agent_id), aware(entry.started_at, now)
-                    ),
-                    held_type,
-                    connection,
-                    quiet=True,
-                )
             outcome = AttemptOutcome(entry.resolved_outcome())
             error = None if entry.error is None else storable_text(entry.error)
             if error is None and entry.exit_code and outcome is not AttemptOutcome.SUCCEEDED:
@@ -91,6 +81,8 @@ class Reports:
                     result=storable_json(entry.result),
                     error=error,
                     finished_at=aware(entry.finished_at, now),
+                    # A start folded into the result is written with it (one transaction).
+                    started_at=None if entry.started_at is None else aware(entry.started_at, now),
                 ),
                 connection,
             )

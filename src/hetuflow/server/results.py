@@ -80,7 +80,7 @@ class ResultWriter:
         self._metrics = metrics
         self.budget = budget
         self._on_finished = on_finished
-        self._starts: list[tuple[AttemptStart, str, AgentConnection | None]] = []
+        self._starts: list[tuple[AttemptStart, str, AgentConnection]] = []
         self._results: list[tuple[AttemptResult, AgentConnection]] = []
         self._logs: list[LogLine] = []
         self._progress: dict[tuple[UUID, int], tuple[AttemptRef, float]] = {}
@@ -89,17 +89,9 @@ class ResultWriter:
 
     # --- queueing (called by the gateway's readers; never awaits) ------------------------
 
-    def add_start(
-        self,
-        start: AttemptStart,
-        task_type: str,
-        connection: AgentConnection | None,
-        *,
-        quiet: bool = False,
-    ) -> None:
-        """Queue a start. ``quiet``: folded into a result, so a rejection needs no cancel (the
-        result's own fate decides)."""
-        self._starts.append((start, task_type, None if quiet else connection))
+    def add_start(self, start: AttemptStart, task_type: str, connection: AgentConnection) -> None:
+        """Queue a start (a start folded into a result travels with the result)."""
+        self._starts.append((start, task_type, connection))
         self._wake.set()
 
     def add_result(self, result: AttemptResult, connection: AgentConnection) -> None:
@@ -183,14 +175,12 @@ class ResultWriter:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _write_starts(
-        self, starts: list[tuple[AttemptStart, str, AgentConnection | None]]
-    ) -> None:
+    async def _write_starts(self, starts: list[tuple[AttemptStart, str, AgentConnection]]) -> None:
         accepted = await self._store.start_attempts([start for start, _, _ in starts])
         for (start, task_type, connection), ok in zip(starts, accepted, strict=True):
             if ok:
                 self._metrics.task_started(task_type)
-            elif connection is not None:
+            else:
                 connection.send_cancel(start.ref.task_id, start.ref.attempt, "superseded")
 
     async def _write_results(self, results: list[tuple[AttemptResult, AgentConnection]]) -> None:
@@ -207,6 +197,8 @@ class ResultWriter:
             finished = True
             task = outcome.task
             if task is not None:
+                if result.started_at is not None:
+                    self._metrics.task_started(task.task_type)
                 self._metrics.task_finished(
                     task.task_type, result.outcome.value, _run_seconds(task.started_at, result)
                 )

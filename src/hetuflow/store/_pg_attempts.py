@@ -50,17 +50,21 @@ SET status = c.status, result = c.result::jsonb, error = c.error, failures = c.f
     scheduled_at = coalesce(c.retry_at, t.scheduled_at),
     finished_at = c.finished_at,
     progress = CASE WHEN c.finished THEN t.progress ELSE NULL END,
-    updated_at = $9
+    started_at = coalesce(t.started_at, c.started_at),
+    updated_at = $10
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
-            $7::timestamptz[], $8::bool[])
-     AS c(id, status, result, error, failures, retry_at, finished_at, finished)
+            $7::timestamptz[], $8::bool[], $9::timestamptz[])
+     AS c(id, status, result, error, failures, retry_at, finished_at, finished, started_at)
 WHERE t.id = c.id
 RETURNING t.*"""
 
 _FINISH_ATTEMPTS = """
-UPDATE attempts AS a SET finished_at = c.finished_at, outcome = c.outcome, error = c.error
-FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
-     AS c(task_id, number, finished_at, outcome, error)
+UPDATE attempts AS a
+SET finished_at = c.finished_at, outcome = c.outcome, error = c.error,
+    started_at = coalesce(a.started_at, c.started_at)
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[],
+            $6::timestamptz[])
+     AS c(task_id, number, finished_at, outcome, error, started_at)
 WHERE a.task_id = c.task_id AND a.number = c.number"""
 
 _RELEASE = f"""
@@ -114,8 +118,8 @@ async def finish_attempts(
         for row in rows
     }
     accepted: list[bool] = []
-    task_changes: list[list[Any]] = [[] for _ in range(8)]
-    attempt_changes: list[list[Any]] = [[] for _ in range(5)]
+    task_changes: list[list[Any]] = [[] for _ in range(9)]
+    attempt_changes: list[list[Any]] = [[] for _ in range(6)]
     for result in results:
         ref = result.ref
         state = held.get(ref.task_id)
@@ -127,6 +131,7 @@ async def finish_attempts(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
         accepted.append(True)
+        started = None if result.started_at is None else utc(result.started_at)
         for column, value in zip(
             task_changes,
             (
@@ -138,6 +143,7 @@ async def finish_attempts(
                 finish.retry_at,
                 stamp if finish.finished else None,
                 finish.finished,
+                started,
             ),
             strict=True,
         ):
@@ -150,6 +156,7 @@ async def finish_attempts(
                 utc(result.finished_at or stamp),
                 result.outcome.value,
                 result.error,
+                started,
             ),
             strict=True,
         ):

@@ -113,6 +113,7 @@ def finish_attempts(
         )
         before = tasks[task_id]
         retry_at = CODEC.put_time(finish.retry_at)
+        started = CODEC.put_time(result.started_at)
         task = tasks[task_id] = replace(
             before,
             status=finish.status,
@@ -121,6 +122,11 @@ def finish_attempts(
             scheduled_at=before.scheduled_at if retry_at is None else _stamp(retry_at),
             finished_at=at if finish.finished else None,
             progress=before.progress if finish.finished else None,
+            started_at=(
+                before.started_at
+                if before.started_at is not None or started is None
+                else _stamp(started)
+            ),
             updated_at=at,
         )
         task_changes.append(
@@ -132,6 +138,7 @@ def finish_attempts(
                 retry_at,
                 stamp if finish.finished else None,
                 finish.finished,
+                started,
                 stamp,
                 task_id,
             )
@@ -141,6 +148,7 @@ def finish_attempts(
                 micros(result.finished_at or now),
                 result.outcome.value,
                 result.error,
+                started,
                 task_id,
                 ref.attempt,
             )
@@ -153,13 +161,14 @@ def finish_attempts(
             scheduled_at = coalesce(?, scheduled_at),
             finished_at = ?,
             progress = CASE WHEN ? THEN progress ELSE NULL END,
+            started_at = coalesce(started_at, ?),
             updated_at = ?
         WHERE id = ?""",
         task_changes,
     )
     connection.executemany(
-        "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
-        " WHERE task_id = ? AND number = ?",
+        "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?,"
+        " started_at = coalesce(started_at, ?) WHERE task_id = ? AND number = ?",
         attempt_changes,
     )
     return outcomes
