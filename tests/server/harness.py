@@ -26,6 +26,7 @@ from hetuflow.protocol import decode_server_message
 from hetuflow.server.app import create_app
 from hetuflow.server.context import ServerContext
 from hetuflow.server.engine import SchedulerEngine
+from hetuflow.store.base import Store
 
 Frame = dict[str, Any]
 
@@ -91,8 +92,10 @@ def free_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(config: Config, node_id: str = "node-test") -> AsyncIterator[Server]:
-    app = create_app(config, node_id=node_id)
+async def serve(
+    config: Config, node_id: str = "node-test", *, store: Store | None = None
+) -> AsyncIterator[Server]:
+    app = create_app(config, node_id=node_id, store=store)
     sock = free_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(

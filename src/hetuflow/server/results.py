@@ -5,7 +5,15 @@ memory and written by one loop: one ``start_attempts``, one ``finish_attempts``,
 ``append_logs`` and one ``set_progress`` call per flush, whatever the number of agents and
 tasks. When the loop is idle a report is written at once; under load reports pile up while a
 flush is in progress and the next flush takes all of them. Nothing is dropped when the
-database fails: the batch goes back to the head of the queue and is retried with backoff.
+database is unavailable (``StoreUnavailable``): what is not written yet goes back to the head
+of the queue and is retried with backoff.
+
+One bad report cannot hold up the others: when the database refuses a batch for any other
+reason (a value it will not store), the batch is split in halves until the refused reports
+are found; the rest is written. A refused result is recorded as a failed attempt with an
+error saying why (or, if even that is refused, dropped); a refused start, log line or progress
+value is dropped. Each one gets a log line (task, attempt, error), and the agent, if the
+report came with its connection, an ``Error`` (``report_refused``).
 
 A start or result the Store rejects belongs to a superseded attempt: the connection that sent
 it gets ``TaskCancel(reason="superseded")`` so the agent stops that work.
@@ -17,17 +25,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 from hetuflow.clock import Clock
-from hetuflow.models import AttemptRef, AttemptResult, AttemptStart, LogLine
+from hetuflow.errors import StoreUnavailable
+from hetuflow.models import AttemptOutcome, AttemptRef, AttemptResult, AttemptStart, LogLine
 from hetuflow.server.metrics import Metrics
 from hetuflow.server.registry import AgentConnection
+from hetuflow.server.resilience import StoreRetry
 from hetuflow.store.base import Store
 
 logger = logging.getLogger(__name__)
 
-RETRY_DELAYS_SECONDS = (0.05, 0.2, 0.5, 1.0, 2.0)
+T = TypeVar("T")
+
+REFUSED_ERROR_CHARS = 300
 
 
 class LogBudget:
@@ -127,48 +140,42 @@ class ResultWriter:
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        failures = 0
+        retry = StoreRetry(
+            "writing agent reports", metrics=self._metrics, operation="write_reports", log=logger
+        )
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
-                failures = 0
-            except Exception:
-                self._metrics.database_error("write_reports")
-                delay = RETRY_DELAYS_SECONDS[min(failures, len(RETRY_DELAYS_SECONDS) - 1)]
-                failures += 1
-                logger.exception("writing agent reports failed; retrying in %.2f s", delay)
-                await asyncio.sleep(delay)
+            except Exception as error:
+                await retry.backoff(error)
                 self._wake.set()
+            else:
+                retry.succeeded()
 
     async def flush(self) -> None:
-        """Write everything queued. On failure the unwritten part is queued again."""
+        """Write everything queued. On failure the unwritten part is queued again (reports
+        the database refuses are not: see the module's docstring)."""
         waiters, self._waiters = self._waiters, []
         starts, self._starts = self._starts, []
         results, self._results = self._results, []
         logs, self._logs = self._logs, []
-        progress, self._progress = self._progress, {}
+        progress_by_ref, self._progress = self._progress, {}
+        progress = list(progress_by_ref.values())
         try:
-            if starts:
-                await self._write_starts(starts)
-                starts = []
+            # Each list loses the reports written (or refused) as it goes.
+            await self._write_isolated(starts, self._write_starts, self._start_refused)
             # Log lines and progress before results: a task seen finished has all its lines.
-            if logs:
-                await self._store.append_logs(logs)
-                logs = []
-            if progress:
-                await self._store.set_progress(list(progress.values()))
-                progress = {}
-            if results:
-                await self._write_results(results)
-                results = []
+            await self._write_isolated(logs, self._store.append_logs, self._log_refused)
+            await self._write_isolated(progress, self._store.set_progress, self._progress_refused)
+            await self._write_isolated(results, self._write_results, self._result_refused)
         except BaseException:
             self._starts[:0] = starts
             self._results[:0] = results
             self._logs[:0] = logs
-            for key, value in progress.items():
-                self._progress.setdefault(key, value)
+            for ref, value in progress:
+                self._progress.setdefault((ref.task_id, ref.attempt), (ref, value))
             self._waiters[:0] = waiters
             raise
         for waiter in waiters:
@@ -182,6 +189,90 @@ class ResultWriter:
                 self._metrics.task_started(task_type)
             else:
                 connection.send_cancel(start.ref.task_id, start.ref.attempt, "superseded")
+
+    # --- a report the database refuses ------------------------------------------------------
+
+    async def _write_isolated(
+        self,
+        pending: list[T],
+        write: Callable[[list[T]], Awaitable[object]],
+        refused: Callable[[T, Exception], Awaitable[None]],
+    ) -> None:
+        """Write ``pending`` with ``write``, removing from it what is written or refused.
+
+        ``StoreUnavailable`` propagates with ``pending`` holding exactly what is not written.
+        Any other error means the database refuses something in the chunk: the chunk is
+        halved until the refused report is alone, which goes to ``refused``; order is kept."""
+        size = len(pending)
+        while pending:
+            chunk = pending[:size]
+            try:
+                await write(chunk)
+            except StoreUnavailable:
+                raise
+            except Exception as error:
+                if size > 1:
+                    size //= 2
+                    continue
+                await refused(chunk[0], error)
+            del pending[: len(chunk)]
+            size = len(pending)
+
+    def _refused(self, kind: str, task_id: UUID, attempt: int, error: Exception, fate: str) -> str:
+        problem = _describe(error)
+        self._metrics.database_error(f"refused_{kind}")
+        logger.error(
+            "the database refused the %s of task %s attempt %d; %s: %s",
+            kind,
+            task_id,
+            attempt,
+            fate,
+            problem,
+        )
+        return f"the server could not store this {kind} ({fate}): {problem}"
+
+    async def _start_refused(
+        self, entry: tuple[AttemptStart, str, AgentConnection | None], error: Exception
+    ) -> None:
+        start, _, connection = entry
+        ref = start.ref
+        message = self._refused("start", ref.task_id, ref.attempt, error, "dropped")
+        if connection is not None:
+            connection.send_error(
+                "report_refused", message, message_type="TaskStarted", task_id=str(ref.task_id)
+            )
+
+    async def _log_refused(self, line: LogLine, error: Exception) -> None:
+        self._refused("log line", line.task_id, line.attempt, error, "dropped")
+
+    async def _progress_refused(self, entry: tuple[AttemptRef, float], error: Exception) -> None:
+        self._refused("progress", entry[0].task_id, entry[0].attempt, error, "dropped")
+
+    async def _result_refused(
+        self, entry: tuple[AttemptResult, AgentConnection], error: Exception
+    ) -> None:
+        """Record the attempt failed with an error saying why its result is missing (the task
+        then retries or fails as for any failure); drop the result if even that is refused."""
+        result, connection = entry
+        ref = result.ref
+        fate = "recorded the attempt as failed"
+        stand_in = AttemptResult(
+            ref=ref,
+            outcome=AttemptOutcome.FAILED,
+            error=f"the database refused this attempt's result: {_describe(error)}",
+            finished_at=result.finished_at,
+            started_at=result.started_at,
+        )
+        try:
+            await self._write_results([(stand_in, connection)])
+        except StoreUnavailable:
+            raise
+        except Exception as again:
+            fate, error = "dropped", again
+        message = self._refused("result", ref.task_id, ref.attempt, error, fate)
+        connection.send_error(
+            "report_refused", message, message_type="TaskResult", task_id=str(ref.task_id)
+        )
 
     async def _write_results(self, results: list[tuple[AttemptResult, AgentConnection]]) -> None:
         outcomes = await self._store.finish_attempts(
@@ -204,6 +295,15 @@ class ResultWriter:
                 )
         if finished:
             await self._on_finished()
+
+
+def _describe(error: Exception) -> str:
+    """The error as one short line of storable text (for logs, the agent and the task)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    if len(text) > REFUSED_ERROR_CHARS:
+        text = text[: REFUSED_ERROR_CHARS - 1] + "…"
+    return text
 
 
 def _run_seconds(started_at: datetime | None, result: AttemptResult) -> float | None:
