@@ -129,7 +129,9 @@ def test_text_logs_append_the_extra_fields_and_bad_settings_are_refused() -> Non
 def test_uvicorns_colour_copy_of_a_message_is_not_logged(log_format: LogFormat) -> None:
     stream = io.StringIO()
     configure_logging(log_format, "info", stream=stream)
-    logging.getLogger("uvicorn.error").info(
+    # As uvicorn logs (another logger name: uvicorn's own may not propagate after a test ran
+    # uvicorn with its default logging config).
+    logging.getLogger("hetuflow.test.uvicorn").info(
         "Started server process [%d]",
         42,
         extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]", "node": "n1"},
