@@ -1,0 +1,56 @@
+"""The Python SDK: ``Client`` (sync) and ``AsyncClient`` over hetuflow's REST API.
+
+::
+
+    from hetuflow import Client
+
+    with Client("http://127.0.0.1:8080") as client:
+        task = client.submit("shell", {"command": "echo hi"})
+        done = client.wait(task.id, timeout=60)
+        print(done.status, done.result)
+
+Responses come back as frozen pydantic models (``Task``, ``Agent``, …) that ignore fields they
+do not know, so a newer server does not break an older client. Every failure raises a
+``ClientError`` carrying ``status``, ``code``, ``message`` and ``field`` from the server's error
+body; ``ServerUnreachable`` when nothing answers at the URL; ``WaitTimeout`` from ``wait``.
+
+Both clients build their requests with the same builders (``calls.py``), so they cannot drift
+apart. The package, by noun: ``errors``, ``models``, ``calls`` (request builders),
+``transport`` (httpx glue, SSE), ``sync`` (``Client``), ``async_`` (``AsyncClient``).
+"""
+
+from __future__ import annotations
+
+from hetuflow.client.async_ import AsyncClient
+from hetuflow.client.errors import ClientError, ServerUnreachable, WaitTimeout
+from hetuflow.client.models import (
+    Agent,
+    Attempt,
+    CronJob,
+    LogLine,
+    Stats,
+    Task,
+    TaskPage,
+    TaskSpec,
+)
+from hetuflow.client.sync import Client
+from hetuflow.client.transport import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "SERVER_ENV",
+    "TOKEN_ENV",
+    "Agent",
+    "AsyncClient",
+    "Attempt",
+    "Client",
+    "ClientError",
+    "CronJob",
+    "LogLine",
+    "ServerUnreachable",
+    "Stats",
+    "Task",
+    "TaskPage",
+    "TaskSpec",
+    "WaitTimeout",
+]

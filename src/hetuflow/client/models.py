@@ -1,0 +1,130 @@
+"""The SDK's response models: frozen pydantic views of the server's JSON that ignore fields
+they do not know (a newer server does not break an older client), and ``TaskSpec``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Required, TypedDict
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from hetuflow.models import AgentStatus, AttemptOutcome, PendingReason, Priority, TaskStatus
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Task(_Model):
+    id: UUID
+    name: str
+    task_type: str
+    priority: Priority
+    payload: dict[str, Any]
+    required_capabilities: list[str]
+    status: TaskStatus
+    pending_reason: PendingReason | None = None
+    scheduled_at: datetime
+    timeout_seconds: float | None = None
+    max_retries: int = 0
+    retry_backoff_seconds: float | None = None
+    idempotency_key: str | None = None
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    agent_id: UUID | None = None
+    cron_job_id: UUID | None = None
+    cron_tick_at: datetime | None = None
+    progress: float | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        """succeeded, failed, timed_out or cancelled: it will not change any more."""
+        return self.status.is_terminal
+
+
+class TaskPage(_Model):
+    items: list[Task]
+    total: int
+    limit: int
+    offset: int
+
+
+class Attempt(_Model):
+    task_id: UUID
+    number: int
+    agent_id: UUID | None = None
+    dispatched_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: AttemptOutcome | None = None
+    error: str | None = None
+
+
+class LogLine(_Model):
+    seq: int
+    attempt: int
+    stream: str
+    line: str
+    at: datetime
+
+
+class Agent(_Model):
+    id: UUID
+    name: str
+    status: AgentStatus
+    enabled: bool = True
+    capabilities: list[str]
+    supported_task_types: list[str]
+    max_concurrent_tasks: int
+    running: int = 0
+    last_heartbeat_at: datetime | None = None
+    connected_at: datetime | None = None
+    node_id: str | None = None
+    created_at: datetime | None = None
+
+
+class Stats(_Model):
+    tasks_by_status: dict[TaskStatus, int]
+    tasks_total: int
+    agents_online: int
+    agents_total: int
+    cron_jobs_enabled: int
+
+
+class CronJob(BaseModel):
+    """A cron job. The seed's fields are typed; every other field the server sends is kept
+    (``job.model_extra``, or ``getattr(job, "overlap_policy")``)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    id: UUID
+    name: str
+    cron_expression: str
+    task_type: str
+    payload: dict[str, Any] = {}
+    enabled: bool = True
+    timezone: str = "UTC"
+    next_fire_at: datetime | None = None
+    last_fire_at: datetime | None = None
+
+
+class TaskSpec(TypedDict, total=False):
+    """One task for ``submit_many``: the body of ``POST /api/tasks``."""
+
+    task_type: Required[str]
+    name: str
+    priority: str
+    payload: dict[str, Any]
+    required_capabilities: list[str]
+    scheduled_at: datetime | str
+    delay_seconds: float
+    timeout_seconds: float
+    max_retries: int
+    retry_backoff_seconds: float
+    idempotency_key: str

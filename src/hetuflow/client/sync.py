@@ -1,0 +1,307 @@
+"""``Client``: the synchronous SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from hetuflow.client.calls import (
+    Call,
+    Calls,
+    T,
+    agent_body,
+    jsonable,
+    parse_job,
+    parse_jobs,
+    parse_raw,
+    query,
+    task_body,
+    task_query,
+)
+from hetuflow.client.errors import ClientError, WaitTimeout
+from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
+from hetuflow.client.transport import (
+    FOLLOW_RETRIES,
+    FOLLOW_TIMEOUT,
+    STREAM_LOST,
+    client_options,
+    decode,
+    error_from,
+    sse_events,
+    transport_error,
+)
+from hetuflow.models import Priority, TaskStatus
+
+
+class Client:
+    """Synchronous client. ``server`` defaults to ``$HETUFLOW_SERVER`` or
+    http://127.0.0.1:8080; ``token`` to ``$HETUFLOW_TOKEN``."""
+
+    def __init__(
+        self,
+        server: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        options = client_options(server, token, timeout)
+        self.server: str = options["base_url"]
+        self._http = httpx.Client(transport=transport, **options)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, json=call.body
+            )
+        except httpx.TransportError as error:
+            raise transport_error(self.server, error) from None
+        return decode(call, response)
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Any API call; returns the decoded JSON (None for an empty body)."""
+        body = jsonable(json) if json is not None else None
+        return self._send(Call(method, path, parse_raw, params=query(**(params or {})), body=body))
+
+    # tasks
+
+    def submit(
+        self,
+        task_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        required_capabilities: Sequence[str] = (),
+        scheduled_at: datetime | None = None,
+        delay_seconds: float | None = None,
+        timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+        retry_backoff_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Create one task and return it (the existing one if ``idempotency_key`` matched)."""
+        options = {
+            "scheduled_at": scheduled_at,
+            "delay_seconds": delay_seconds,
+            "timeout_seconds": timeout_seconds,
+            "max_retries": max_retries,
+            "retry_backoff_seconds": retry_backoff_seconds,
+            "idempotency_key": idempotency_key,
+        }
+        body = task_body(task_type, payload, name, priority, required_capabilities, options)
+        return self._send(Calls.submit(body))
+
+    def submit_many(self, tasks: Sequence[TaskSpec | Mapping[str, Any]]) -> list[Task]:
+        """Create many tasks in one transaction (all or none), in order."""
+        return self._send(Calls.submit_many(tasks))
+
+    def get_task(self, task_id: UUID | str) -> Task:
+        return self._send(Calls.get_task(task_id))
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        agent_id: UUID | str | None = None,
+        cron_job_id: UUID | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> TaskPage:
+        """Newest first; ``TaskPage.total`` counts every match."""
+        params = task_query(
+            status,
+            task_type,
+            agent_id,
+            cron_job_id,
+            created_after,
+            created_before,
+            q,
+            limit,
+            offset,
+        )
+        return self._send(Calls.list_tasks(params))
+
+    def cancel_task(self, task_id: UUID | str) -> Task:
+        return self._send(Calls.cancel_task(task_id))
+
+    def retry_task(self, task_id: UUID | str) -> Task:
+        """A new task with the same spec as a failed, timed-out or cancelled one."""
+        return self._send(Calls.retry_task(task_id))
+
+    def wait(
+        self,
+        task_id: UUID | str,
+        *,
+        timeout_seconds: float | None = 300.0,
+        poll_interval_seconds: float = 0.5,
+    ) -> Task:
+        """Poll until the task is finished and return it; ``WaitTimeout`` after the timeout."""
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        while True:
+            task = self.get_task(task_id)
+            if task.is_finished:
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"task {task_id} still {task.status} after {timeout_seconds} s")
+            pause = poll_interval_seconds
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    def attempts(self, task_id: UUID | str) -> list[Attempt]:
+        return self._send(Calls.attempts(task_id))
+
+    def logs(
+        self,
+        task_id: UUID | str,
+        *,
+        after_seq: int = 0,
+        attempt: int | None = None,
+        limit: int = 1000,
+    ) -> list[LogLine]:
+        params = query(after_seq=after_seq, attempt=attempt, limit=limit)
+        return self._send(Calls.logs(task_id, params))
+
+    def follow_logs(
+        self, task_id: UUID | str, *, after_seq: int = 0, attempt: int | None = None
+    ) -> Iterator[LogLine]:
+        """Yield the task's log lines, then new ones as they come, until the task finishes.
+        A dropped stream is resumed from the last line (up to ``FOLLOW_RETRIES`` times)."""
+        path = f"/api/tasks/{task_id}/logs/stream"
+        last, retries = after_seq, 0
+        while True:
+            params = query(after_seq=last, attempt=attempt)
+            try:
+                with self._http.stream(
+                    "GET", path, params=params, timeout=FOLLOW_TIMEOUT
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise error_from(response)
+                    for event, data in sse_events(response.iter_lines()):
+                        if event == "log":
+                            line = LogLine.model_validate_json(data)
+                            last, retries = line.seq, 0
+                            yield line
+                        elif event == "end":
+                            return
+            except httpx.ConnectError as error:
+                raise transport_error(self.server, error) from None
+            except httpx.TransportError:
+                pass
+            retries += 1
+            if retries > FOLLOW_RETRIES:
+                raise ClientError(STREAM_LOST.format(task_id), code="stream_interrupted")
+
+    # agents
+
+    def list_agents(self, *, online: bool | None = None) -> list[Agent]:
+        return self._send(Calls.list_agents(query(online=online)))
+
+    def create_agent(
+        self,
+        name: str,
+        capabilities: Sequence[str] = (),
+        *,
+        supported_task_types: Sequence[str] = (),
+        max_concurrent_tasks: int = 1,
+        enabled: bool = True,
+    ) -> Agent:
+        body = agent_body(name, capabilities, supported_task_types, max_concurrent_tasks, enabled)
+        return self._send(Calls.create_agent(body))
+
+    def get_agent(self, agent_id: UUID | str) -> Agent:
+        return self._send(Calls.get_agent(agent_id))
+
+    def delete_agent(self, agent_id: UUID | str) -> None:
+        self._send(Calls.delete_agent(agent_id))
+
+    def stats(self) -> Stats:
+        return self._send(Calls.stats())
+
+    # cron jobs
+
+    def create_cron_job(
+        self,
+        name: str,
+        cron_expression: str,
+        task_type: str,
+        payload: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> CronJob:
+        """Fields beyond the seed's (timezone, priority, policies, …) go in ``fields``."""
+        body = jsonable(
+            {
+                "name": name,
+                "cron_expression": cron_expression,
+                "task_type": task_type,
+                "payload": dict(payload or {}),
+                **fields,
+            }
+        )
+        return parse_job(self._send(Calls.cron("POST", body=body)))
+
+    def list_cron_jobs(self) -> list[CronJob]:
+        return parse_jobs(self._send(Calls.cron("GET")))
+
+    def get_cron_job(self, cron_job_id: UUID | str) -> CronJob:
+        return parse_job(self._send(Calls.cron("GET", f"/{cron_job_id}")))
+
+    def update_cron_job(self, cron_job_id: UUID | str, **changes: Any) -> CronJob:
+        call = Calls.cron("PATCH", f"/{cron_job_id}", body=jsonable(changes))
+        return parse_job(self._send(call))
+
+    def delete_cron_job(self, cron_job_id: UUID | str) -> None:
+        self._send(Calls.cron("DELETE", f"/{cron_job_id}"))
+
+    def enable_cron_job(self, cron_job_id: UUID | str) -> CronJob:
+        return parse_job(self._send(Calls.cron("POST", f"/{cron_job_id}/enable")))
+
+    def disable_cron_job(self, cron_job_id: UUID | str) -> CronJob:
+        return parse_job(self._send(Calls.cron("POST", f"/{cron_job_id}/disable")))
+
+    def trigger_cron_job(self, cron_job_id: UUID | str) -> Any:
+        """Run the job now; returns the server's answer (the task it created)."""
+        return self._send(Calls.cron("POST", f"/{cron_job_id}/trigger"))
+
+    def cron_job_next_fires(self, cron_job_id: UUID | str, *, count: int = 5) -> Any:
+        params = query(count=count)
+        return self._send(Calls.cron("GET", f"/{cron_job_id}/next-fires", params=params))
+
+    def preview_cron(
+        self, cron_expression: str, *, timezone: str = "UTC", count: int = 5, **fields: Any
+    ) -> Any:
+        """Next fire times of an expression, without creating a job."""
+        body = {"cron_expression": cron_expression, "timezone": timezone, "count": count}
+        return self._send(Calls.cron("POST", "/preview", body=jsonable({**body, **fields})))
+
+    def cron_job_ticks(self, cron_job_id: UUID | str, *, limit: int = 50) -> Any:
+        params = query(limit=limit)
+        return self._send(Calls.cron("GET", f"/{cron_job_id}/ticks", params=params))
