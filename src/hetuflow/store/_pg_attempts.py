@@ -24,7 +24,7 @@ from hetuflow.models import (
     TaskStatus,
 )
 from hetuflow.store._pg_db import CODEC, Conn, dumps, uid
-from hetuflow.store._rows import attempt_from, log_from, retry_of, task_from
+from hetuflow.store._rows import attempt_from, finished_task, log_from, retry_of, task_from
 from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
 
 _START = f"""
@@ -55,8 +55,7 @@ SET status = c.status, result = c.result::jsonb, error = c.error, failures = c.f
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
             $7::timestamptz[], $8::bool[], $9::timestamptz[])
      AS c(id, status, result, error, failures, retry_at, finished_at, finished, started_at)
-WHERE t.id = c.id
-RETURNING t.*"""
+WHERE t.id = c.id"""
 
 _FINISH_ATTEMPTS = """
 UPDATE attempts AS a
@@ -131,6 +130,7 @@ async def finish_attempts(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
         accepted.append(True)
+        tasks[ref.task_id] = finished_task(tasks[ref.task_id], result, finish, stamp)
         started = None if result.started_at is None else utc(result.started_at)
         for column, value in zip(
             task_changes,
@@ -162,8 +162,7 @@ async def finish_attempts(
         ):
             column.append(value)
     if task_changes[0]:
-        for row in await connection.fetch(_FINISH_TASKS, *task_changes, stamp):
-            tasks[uid(row["id"])] = task_from(row, CODEC)
+        await connection.execute(_FINISH_TASKS, *task_changes, stamp)
         await connection.execute(_FINISH_ATTEMPTS, *attempt_changes)
     return [
         FinishOutcome(result.ref, accepted=ok, task=tasks.get(result.ref.task_id))

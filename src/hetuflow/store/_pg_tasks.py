@@ -28,7 +28,7 @@ from hetuflow.models import (
     assign_least_loaded,
 )
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, dumps, uid
-from hetuflow.store._rows import like_pattern, task_from
+from hetuflow.store._rows import like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
@@ -51,7 +51,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::
                           max_backoff_seconds, idempotency_key, cron_job_id, cron_tick_at, ord)
 ORDER BY n.ord
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *"""
+RETURNING id"""
 
 _CANDIDATES = """
 SELECT id FROM tasks
@@ -101,13 +101,20 @@ async def insert_tasks(
         [t.cron_job_id for t in tasks],
         [CODEC.put_time(t.cron_tick_at) for t in tasks],
     ]
+    stamp = utc(now)
     try:
-        rows = await connection.fetch(_INSERT_TASKS, *columns, utc(now))
+        rows = await connection.fetch(_INSERT_TASKS, *columns, stamp)
     except asyncpg.ForeignKeyViolationError as error:
         raise CronJobNotFound(
             "a task names a cron job that does not exist", field="cron_job_id"
         ) from error
-    inserted = {uid(row["id"]): task_from(row, CODEC) for row in rows}
+    # Built from what was inserted, not read back (RETURNING only says which were).
+    if len(rows) == len(tasks):
+        return [(new_task(new, i, stamp), True) for new, i in zip(tasks, ids, strict=True)]
+    returned = {uid(row["id"]) for row in rows}
+    inserted = {
+        i: new_task(new, i, stamp) for new, i in zip(tasks, ids, strict=True) if i in returned
+    }
     keys = [t.idempotency_key for t, i in zip(tasks, ids, strict=True) if i not in inserted]
     existing: dict[str, Task] = {}
     if keys:

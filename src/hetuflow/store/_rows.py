@@ -9,20 +9,24 @@ the same in both dialects.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from hetuflow.clock import utc
 from hetuflow.errors import InvalidInput
 from hetuflow.models import (
     Agent,
     AgentStatus,
     Attempt,
     AttemptOutcome,
+    AttemptResult,
     CronJob,
     CronTick,
     LogLine,
     MisfirePolicy,
+    NewTask,
     OverlapPolicy,
     Priority,
     RetryPolicy,
@@ -30,6 +34,7 @@ from hetuflow.models import (
     TaskStatus,
     TickOutcome,
 )
+from hetuflow.store._rules import Finish
 from hetuflow.tokens import ApiToken, Role
 
 
@@ -98,6 +103,54 @@ def task_from(row: Row, codec: Codec) -> Task:
         updated_at=_must_time(codec, row["updated_at"]),
         started_at=codec.time(row["started_at"]),
         finished_at=codec.time(row["finished_at"]),
+    )
+
+
+def new_task(new: NewTask, task_id: UUID, now: datetime) -> Task:
+    """The task a store has just inserted for ``new`` (every column it does not set starts
+    empty), built without reading the row back. ``now`` is UTC with microseconds, as stored."""
+    return Task(
+        id=task_id,
+        name=new.name,
+        task_type=new.task_type,
+        priority=new.priority,
+        payload=new.payload,
+        required_capabilities=tuple(new.required_capabilities),
+        status=TaskStatus.PENDING,
+        scheduled_at=now if new.scheduled_at is None else utc(new.scheduled_at),
+        timeout_seconds=new.timeout_seconds,
+        retry=new.retry,
+        idempotency_key=new.idempotency_key,
+        result=None,
+        error=None,
+        attempts=0,
+        agent_id=None,
+        cron_job_id=new.cron_job_id,
+        cron_tick_at=None if new.cron_tick_at is None else utc(new.cron_tick_at),
+        progress=None,
+        created_at=now,
+        updated_at=now,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+def finished_task(before: Task, result: AttemptResult, finish: Finish, now: datetime) -> Task:
+    """``before`` after ``finish_attempts`` accepted ``result`` (``now``: UTC, as stored), as
+    its update writes it, so the row need not be read back."""
+    started = before.started_at
+    if started is None and result.started_at is not None:
+        started = utc(result.started_at)
+    return replace(
+        before,
+        status=finish.status,
+        result=result.result,
+        error=result.error,
+        scheduled_at=before.scheduled_at if finish.retry_at is None else utc(finish.retry_at),
+        finished_at=now if finish.finished else None,
+        progress=before.progress if finish.finished else None,
+        started_at=started,
+        updated_at=now,
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -22,7 +21,7 @@ from hetuflow.models import (
     LogLine,
     TaskStatus,
 )
-from hetuflow.store._rows import Row, attempt_from, log_from, retry_of, task_from
+from hetuflow.store._rows import Row, attempt_from, finished_task, log_from, retry_of, task_from
 from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
@@ -111,24 +110,9 @@ def finish_attempts(
         held[task_id] = Held(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
-        before = tasks[task_id]
         retry_at = CODEC.put_time(finish.retry_at)
         started = CODEC.put_time(result.started_at)
-        task = tasks[task_id] = replace(
-            before,
-            status=finish.status,
-            result=result.result,
-            error=result.error,
-            scheduled_at=before.scheduled_at if retry_at is None else _stamp(retry_at),
-            finished_at=at if finish.finished else None,
-            progress=before.progress if finish.finished else None,
-            started_at=(
-                before.started_at
-                if before.started_at is not None or started is None
-                else _stamp(started)
-            ),
-            updated_at=at,
-        )
+        task = tasks[task_id] = finished_task(tasks[task_id], result, finish, at)
         task_changes.append(
             (
                 finish.status.value,

@@ -28,7 +28,7 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
-from hetuflow.store._rows import like_pattern, task_from
+from hetuflow.store._rows import like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
@@ -97,32 +97,7 @@ def create_tasks(
                 stamp,
             )
         )
-        built.append(
-            Task(
-                id=task_id,
-                name=new.name,
-                task_type=new.task_type,
-                priority=new.priority,
-                payload=new.payload,
-                required_capabilities=tuple(new.required_capabilities),
-                status=TaskStatus.PENDING,
-                scheduled_at=created_at if scheduled == stamp else _must(CODEC.time(scheduled)),
-                timeout_seconds=new.timeout_seconds,
-                retry=retry,
-                idempotency_key=new.idempotency_key,
-                result=None,
-                error=None,
-                attempts=0,
-                agent_id=None,
-                cron_job_id=new.cron_job_id,
-                cron_tick_at=CODEC.time(CODEC.put_time(new.cron_tick_at)),
-                progress=None,
-                created_at=created_at,
-                updated_at=created_at,
-                started_at=None,
-                finished_at=None,
-            )
-        )
+        built.append(new_task(new, task_id, created_at))
     try:
         connection.executemany(_INSERT_TASK, rows)
     except sqlite3.IntegrityError as error:

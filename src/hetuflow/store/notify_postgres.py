@@ -6,6 +6,11 @@ not woken twice). A supervisor task owned by ``open``/``close`` watches the conn
 drops (termination callback, failed publish or failed health check) it reconnects with backoff,
 LISTENs again and calls every subscriber once with payload ``""``, since a wake-up may have
 been lost meanwhile. Delivery stays a hint; loops re-read the Store.
+
+``publish`` does not wait for PostgreSQL: with ``synchronous_commit`` on, each NOTIFY is a
+durable commit, and awaiting it put a WAL flush into every task create and every result
+flush. A sender task (also owned by ``open``/``close``) sends what was published meanwhile in
+one statement, dropping repeats of a notification still waiting to be sent.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class PostgresNotifier:
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
+        self._outgoing: dict[tuple[str, str], None] = {}  # (channel, payload), in order
+        self._send = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def listener_pid(self) -> int | None:
@@ -60,9 +68,16 @@ class PostgresNotifier:
         except _FAILURES as error:
             raise StoreUnavailable(f"cannot LISTEN on PostgreSQL: {error}") from error
         self._supervisor = asyncio.create_task(self._supervise(), name="hetuflow-notify")
+        self._sender = asyncio.create_task(self._send_loop(), name="hetuflow-notify-send")
 
     async def close(self) -> None:
         self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+            await self._send_outgoing()  # what was published before close still goes out
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -76,17 +91,40 @@ class PostgresNotifier:
                 connection.terminate()
 
     async def publish(self, channel: str, payload: str = "") -> None:
+        """Wake this node's subscribers now, and queue the NOTIFY for the other nodes."""
         self._subscribers.deliver(channel, payload)
+        self._outgoing[(channel, payload)] = None
+        self._send.set()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._send.wait()
+            self._send.clear()
+            await self._send_outgoing()
+
+    async def _send_outgoing(self) -> None:
+        """NOTIFY everything queued, in order, in one statement (one commit)."""
+        if not self._outgoing:
+            return
+        pending, self._outgoing = list(self._outgoing), {}
         connection = self._connection
         if connection is None or connection.is_closed():
             self._wake.set()
             return
         try:
             async with self._lock:
-                await connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+                await connection.execute(
+                    "SELECT pg_notify(n.channel, n.payload)"
+                    " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(channel, payload, i)"
+                    " ORDER BY n.i",
+                    [channel for channel, _ in pending],
+                    [payload for _, payload in pending],
+                )
         except _FAILURES as error:
             log.warning(
-                "could not NOTIFY %s (other nodes wake on their own timers): %s", channel, error
+                "could not NOTIFY %s (other nodes wake on their own timers): %s",
+                ", ".join(sorted({channel for channel, _ in pending})),
+                error,
             )
             self._wake.set()
 
@@ -157,13 +195,24 @@ class PostgresNotifier:
         if old is not None:
             old.terminate()
         delay = self._first_delay
+        failures = 0
         while True:
             try:
                 await self._connect()
                 break
             except _FAILURES as error:
-                log.warning("reconnecting to PostgreSQL for LISTEN failed: %s", error)
+                if failures == 0:  # one line per outage, not one per try
+                    log.warning(
+                        "reconnecting to PostgreSQL for LISTEN failed (retrying with backoff): %s",
+                        error,
+                    )
+                failures += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_delay)
-        log.warning("LISTEN connection to PostgreSQL re-established; waking every subscriber")
+        log.warning(
+            "LISTEN connection to PostgreSQL re-established after %d failed tr%s; waking every"
+            " subscriber",
+            failures,
+            "y" if failures == 1 else "ies",
+        )
         self._subscribers.deliver_everywhere("")
