@@ -280,9 +280,16 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _transport_options(config: Config) -> dict[str, Any]:
-    """uvicorn options from ``[server]``: the WebSocket frame limit and TLS."""
+    """uvicorn options from ``[server]``: the WebSocket frame limit and TLS. No
+    per-message deflate (a compressor per connection costs far more memory than an idle
+    agent's state; agents do not ask for it) and no WebSocket-level keepalive pings: agents
+    heartbeat and the reaper pings the quiet ones, which detects dead peers sooner."""
     server = config.server
-    options: dict[str, Any] = {"ws_max_size": server.max_frame_bytes}
+    options: dict[str, Any] = {
+        "ws_max_size": server.max_frame_bytes,
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": None,
+    }
     if server.tls_cert_file is not None:
         options["ssl_certfile"] = server.tls_cert_file
         options["ssl_keyfile"] = server.tls_key_file

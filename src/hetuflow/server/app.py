@@ -28,6 +28,7 @@ from hetuflow.server.auth import Authenticator, authorize_metrics
 from hetuflow.server.console import mount_console
 from hetuflow.server.context import ServerContext
 from hetuflow.server.engine import SchedulerEngine
+from hetuflow.server.gateway import AgentSocketRoute
 from hetuflow.server.tasks import TaskQueue
 from hetuflow.store import create_notifier, create_store
 from hetuflow.store.base import Notifier, Store
@@ -107,7 +108,7 @@ def create_app(
         metrics_open=config.auth.metrics_open,
     )
     install_error_handlers(app)
-    app.add_api_websocket_route("/ws", engine.gateway.endpoint)
+    app.add_middleware(AgentSocketRoute, gateway=engine.gateway, path="/ws")  # outermost
     app.include_router(api_router)
     app.include_router(metrics.router, dependencies=[Depends(authorize_metrics)])
     mount_console(app)

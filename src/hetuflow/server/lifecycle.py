@@ -8,7 +8,8 @@
 - **Reaper**: every heartbeat interval, ``reap_agents`` takes agents whose heartbeat is older
   than ``interval * misses`` (silent agents, agents of a node that died) offline and releases
   their attempts. Local connections that stay silent that long are closed. Every connection
-  gets a ``Ping`` so a live agent is always heard from.
+  not heard from within the last interval gets a ``Ping``, so a live agent is always heard
+  from (those that heartbeat on time are not pinged: no frame per agent per interval).
 - **Cancel routing**: ``TASK_CANCEL`` names an attempt and its agent; the node holding that
   agent's connection sends ``TaskCancel``; the agent's result (``cancelled``) completes it.
 - **Cleanup**: finished tasks older than ``retention_seconds`` are deleted in short batches.
@@ -134,13 +135,16 @@ class LifecycleSvc:
         reaped = await context.store.reap_agents(
             stale_before=now - timedelta(seconds=silence), now=now
         )
-        quiet_since = context.clock.monotonic() - silence
+        monotonic = context.clock.monotonic()
+        quiet_since = monotonic - silence
+        # An agent heard from within the last interval (its heartbeats) needs no Ping.
+        ping_before = monotonic - scheduler.heartbeat_interval_seconds
         ping = encode_frame({"type": "Ping", "timestamp": now})
         for connection in self._agents:
             if connection.last_seen < quiet_since:
                 # Half-open socket: the disconnect path (grace, release) takes over.
                 connection.close(CLOSE_HEARTBEAT_TIMEOUT, f"nothing heard for {silence:g} s")
-            else:
+            elif connection.last_seen < ping_before:
                 connection.send(ping, "Ping")
         if reaped:
             logger.info("reaped %d silent agent(s)", len(reaped))

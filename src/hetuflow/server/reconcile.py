@@ -15,7 +15,7 @@ never received) is given back instead of waiting forever.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -36,6 +36,8 @@ from hetuflow.store.base import TASKS_READY
 logger = logging.getLogger(__name__)
 
 MAX_HELD_LISTED = 100_000
+FEW_AGENTS = 4
+"""Up to this many agents to reconcile at once are read one by one; more in one read."""
 
 
 def parse_uuid(text: str) -> UUID | None:
@@ -95,8 +97,8 @@ class Reconciler:
             connection.agent_id = agent.id
             connection.name = agent.name
             connection.session = agent.session
-            connection.task_types = frozenset(agent.supported_task_types)
-            connection.capabilities = frozenset(agent.capabilities)
+            connection.task_types = self._agents.shared(agent.supported_task_types)
+            connection.capabilities = self._agents.shared(agent.capabilities)
             connection.max_slots = agent.max_concurrent_tasks
             connection.enabled = agent.enabled
             connection.held = kept
@@ -127,34 +129,75 @@ class Reconciler:
     async def reconcile(self, connection: AgentConnection, reported: set[tuple[UUID, int]]) -> None:
         """Give back attempts the store says this agent holds but that neither this
         connection dispatched nor the agent reports; cancel reported ones that are stale."""
-        agent_id = connection.agent_id
-        if agent_id is None:
-            return
+        await self.reconcile_many([connection], {connection: reported})
+
+    async def reconcile_many(
+        self,
+        connections: Sequence[AgentConnection],
+        reported: Mapping[AgentConnection, set[tuple[UUID, int]]] | None = None,
+    ) -> None:
+        """``reconcile`` for many connections with one store read for all of them (the
+        periodic pass of a node with thousands of agents must not read once per agent)."""
         await self._results.drain()
-        released: list[UUID] = []
+        released = False
         async with self._agents.lock:
-            if not self._agents.is_current(connection):
+            current = [c for c in connections if self._agents.is_current(c)]
+            if not current:
                 return
-            held = await self._held_in_store(agent_id)
-            keep: dict[UUID, tuple[int, str]] = {}
-            for task_id, task in held.items():
-                if connection.holds(task_id, task.attempts) or (task_id, task.attempts) in reported:
-                    keep[task_id] = (task.attempts, task.task_type)
-            for task_id, attempt in reported - connection.recently_finished.keys():
-                if task_id not in keep or keep[task_id][0] != attempt:
-                    connection.send_cancel(task_id, attempt, "superseded")
-            # Attempts the store no longer gives this agent (released elsewhere) free their
-            # slot and are stopped; reported work this connection did not know of is held.
-            for task_id, (attempt, _) in list(connection.held.items()):
-                if task_id not in keep:
-                    del connection.held[task_id]
-                    connection.send_cancel(task_id, attempt, "superseded")
-            for task_id, entry in keep.items():
-                connection.held.setdefault(task_id, entry)
-            if len(held) > len(keep):
-                released = await self._release(agent_id, keep)
+            held_by_agent = await self._held_in_store_many(
+                [c.agent_id for c in current if c.agent_id is not None]
+            )
+            for connection in current:
+                assert connection.agent_id is not None
+                held = held_by_agent.get(connection.agent_id, {})
+                seen = reported.get(connection, set()) if reported else set()
+                keep = self._compare(connection, held, seen)
+                if len(held) > len(keep):
+                    released |= bool(await self._release(connection.agent_id, keep))
         if released:
             await self._context.notifier.publish(TASKS_READY, "")
+
+    async def _held_in_store_many(self, agent_ids: Sequence[UUID]) -> dict[UUID, dict[UUID, Task]]:
+        """The active tasks each agent holds: one read per agent for a few agents, else one
+        read of every active task (bounded by the global limit), grouped by agent."""
+        if len(agent_ids) <= FEW_AGENTS:
+            return {agent_id: await self._held_in_store(agent_id) for agent_id in agent_ids}
+        page = await self._context.store.list_tasks(
+            TaskFilter(statuses=tuple(ACTIVE_TASK_STATUSES)), limit=MAX_HELD_LISTED, offset=0
+        )
+        if page.total > len(page.items):  # more active tasks than one read lists
+            return {agent_id: await self._held_in_store(agent_id) for agent_id in agent_ids}
+        wanted = set(agent_ids)
+        grouped: dict[UUID, dict[UUID, Task]] = {}
+        for task in page.items:
+            if task.agent_id in wanted:
+                grouped.setdefault(task.agent_id, {})[task.id] = task
+        return grouped
+
+    def _compare(
+        self,
+        connection: AgentConnection,
+        held: dict[UUID, Task],
+        reported: set[tuple[UUID, int]],
+    ) -> dict[UUID, tuple[int, str]]:
+        """Align the connection with the store (under the registry lock); return what the
+        agent keeps. The caller releases the rest of ``held``."""
+        keep: dict[UUID, tuple[int, str]] = {}
+        for task_id, task in held.items():
+            if connection.holds(task_id, task.attempts) or (task_id, task.attempts) in reported:
+                keep[task_id] = (task.attempts, task.task_type)
+        for task_id, attempt in reported - connection.recently_finished.keys():
+            if task_id not in keep or keep[task_id][0] != attempt:
+                connection.send_cancel(task_id, attempt, "superseded")
+        # Attempts the store no longer gives this agent (released elsewhere) free their
+        # slot and are stopped; reported work this connection did not know of is held.
+        for task_id, (attempt, _) in list(connection.held.items()):
+            if task_id not in keep:
+                del connection.held[task_id]
+                connection.send_cancel(task_id, attempt, "superseded")
+        for task_id, entry in keep.items():
+            connection.held.setdefault(task_id, entry)
+        return keep
 
     async def _release(self, agent_id: UUID, keep: dict[UUID, tuple[int, str]]) -> list[UUID]:
         refs = [AttemptRef(task_id, attempt, agent_id) for task_id, (attempt, _) in keep.items()]

@@ -56,7 +56,7 @@ class AgentConnection:
 
     __slots__ = (
         "_outbox",
-        "_ready",
+        "_wakeup",
         "agent_id",
         "bad_frames",
         "bound_agent_id",
@@ -104,16 +104,18 @@ class AgentConnection:
         agent and not reported finished: one waiting for ``start_at`` takes a slot too."""
         self.last_seen = now_monotonic
         self.seen = True  # heard from since the last heartbeat flush
-        self.bad_frames: deque[float] = deque()
-        self.superseded_sent: set[tuple[UUID, int]] = set()
+        self.bad_frames: deque[float] | None = None  # created at the first bad frame
+        self.superseded_sent: set[tuple[UUID, int]] | None = None  # created when first needed
         self.close_code: int | None = None
         self.close_reason = ""
-        self._outbox: deque[tuple[str, Any]] = deque()  # (type, frame; task dicts if dispatch)
+        self._outbox: list[tuple[str, Any]] = []  # (type, frame; task dicts if dispatch)
         self.recently_finished: dict[tuple[UUID, int], None] = {}
         """Attempts this connection reported finished lately: late log lines are still kept."""
         self.disconnect_code: int | None = None
         self.next_reconcile = now_monotonic
-        self._ready = asyncio.Event()
+        self._wakeup: asyncio.Future[None] | None = None
+        """What the writer awaits while the outbox is empty (an Event costs a deque more:
+        idle connections are many, so every object per connection counts)."""
 
     # --- slots --------------------------------------------------------------------------
 
@@ -139,7 +141,7 @@ class AgentConnection:
         """Queue one encoded frame; dropped once the connection is closing."""
         if self.close_code is None:
             self._outbox.append((message_type, frame))
-            self._ready.set()
+            self._wake()
 
     def send_message(self, message: dict[str, Any]) -> None:
         self.send(encode_frame(message), message["type"])
@@ -151,7 +153,7 @@ class AgentConnection:
                 self._outbox[-1][1].extend(tasks)
             else:
                 self._outbox.append(("TaskDispatch", tasks))
-            self._ready.set()
+            self._wake()
 
     def holds(self, task_id: UUID, attempt: int) -> bool:
         entry = self.held.get(task_id)
@@ -160,11 +162,14 @@ class AgentConnection:
     def send_cancel(self, task_id: UUID, attempt: int, reason: str) -> None:
         if reason == "superseded":
             key = (task_id, attempt)
-            if key in self.superseded_sent:
+            sent = self.superseded_sent
+            if sent is None:
+                sent = self.superseded_sent = set()
+            if key in sent:
                 return
-            if len(self.superseded_sent) > 10_000:
-                self.superseded_sent.clear()
-            self.superseded_sent.add(key)
+            if len(sent) > 10_000:
+                sent.clear()
+            sent.add(key)
         self.send_message(
             {"type": "TaskCancel", "task_id": str(task_id), "attempt": attempt, "reason": reason}
         )
@@ -192,7 +197,7 @@ class AgentConnection:
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason[:120]
-            self._ready.set()
+            self._wake()
 
     def finished(self, task_id: UUID, attempt: int) -> None:
         """The agent reported this attempt finished: its slot is free."""
@@ -206,11 +211,19 @@ class AgentConnection:
 
     async def next_frames(self) -> list[tuple[str, Any]]:
         """Wait for queued frames (or a close request) and take them all."""
-        await self._ready.wait()
-        self._ready.clear()
-        frames = list(self._outbox)
-        self._outbox.clear()
+        while not self._outbox and self.close_code is None:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        frames, self._outbox = self._outbox, []
         return frames
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class AgentSvc:
@@ -219,10 +232,22 @@ class AgentSvc:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._by_agent: dict[UUID, AgentConnection] = {}
+        self._shared: dict[frozenset[str], frozenset[str]] = {}
         self.lock = asyncio.Lock()
 
     def __len__(self) -> int:
         return len(self._by_agent)
+
+    def shared(self, values: Iterable[str]) -> frozenset[str]:
+        """One frozenset object for every connection declaring the same task types (or
+        capabilities): thousands of agents usually declare a handful of distinct sets."""
+        key = frozenset(values)
+        found = self._shared.get(key)
+        if found is None:
+            if len(self._shared) > 10_000:
+                self._shared.clear()
+            found = self._shared[key] = key
+        return found
 
     def __iter__(self) -> Iterator[AgentConnection]:
         return iter(list(self._by_agent.values()))
