@@ -62,19 +62,24 @@ def _start_sleep(tmp_path: Path) -> tuple[Running, int, str, list[int]]:
     the agent's pid, the task's marker and the task's processes."""
     running = launch(workdir(tmp_path), "./hetuflow-server start --local-agent", free_port())
     marker = uuid.uuid4().hex
-    with Client(running.url) as client:
-        _wait("the local agent", lambda: bool(client.list_agents(online=True)), running)
-        task = client.submit(
-            "shell", payload={"command": "sleep 600", "env": {"HETUFLOW_TEST_MARK": marker}}
-        )
-        _wait(
-            "the task to run",
-            lambda: client.get_task(task.id).status == "running",
-            running,
-        )
-    _wait("the sleep to start", lambda: bool(_sleeps(marker)), running)
-    threads = Path(f"/proc/{running.process.pid}/task").glob("*/children")
-    [agent_pid] = [int(pid) for path in threads for pid in path.read_text().split()]
+    try:
+        with Client(running.url) as client:
+            _wait("the local agent", lambda: bool(client.list_agents(online=True)), running)
+            task = client.submit(
+                "shell", payload={"command": "sleep 600", "env": {"HETUFLOW_TEST_MARK": marker}}
+            )
+            _wait(
+                "the task to run",
+                lambda: client.get_task(task.id).status == "running",
+                running,
+            )
+        _wait("the sleep to start", lambda: bool(_sleeps(marker)), running)
+        threads = Path(f"/proc/{running.process.pid}/task").glob("*/children")
+        [agent_pid] = [int(pid) for path in threads for pid in path.read_text().split()]
+    except BaseException:
+        stop(running)  # nothing of this server outlives a failed start
+        _kill_left(_processes_marked(marker))
+        raise
     return running, agent_pid, marker, _processes_marked(marker)
 
 
