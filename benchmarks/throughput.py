@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import BIN, CpuMeter, ScenarioFailed, machine_load, stats
+from benchmarks.harness import BIN, CpuMeter, RawHttp, ScenarioFailed, machine_load, stats
 from benchmarks.profile import summarise
 from benchmarks.suite import Cluster, Context
 
@@ -62,45 +62,24 @@ async def _submit_batches(http: httpx.AsyncClient, total: int, size: int, in_fli
 
 async def _submit_singles(http: httpx.AsyncClient, total: int, in_flight: int) -> None:
     """``in_flight`` keep-alive connections, each sending one ``POST /api/tasks`` after the
-    other. Plain HTTP/1.1 on asyncio streams, not httpx: with 32 requests in flight httpx
-    spent about 3 ms of this process's CPU per request here, so it, not the server, bounded
-    the number."""
+    other, through ``RawHttp`` (httpx bounded the number, not the server)."""
     remaining = [total]
-    url = http.base_url
+    raw = RawHttp(http.base_url)
     body = json.dumps(NOOP).encode()
-    request = (
-        f"POST /api/tasks HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
 
     async def worker() -> None:
-        reader, writer = await asyncio.open_connection(url.host, url.port)
-        try:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                writer.write(request)
-                status, answer = await _read_response(reader)
-                if status != 201:
-                    raise ScenarioFailed(f"create: {status} {answer[:200]!r}")
-        finally:
-            writer.close()
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            status, answer = await raw.post("/api/tasks", body)
+            if status != 201:
+                raise ScenarioFailed(f"create: {status} {answer[:200]!r}")
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(in_flight):
-            group.create_task(worker())
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One HTTP/1.1 response with a Content-Length body (what the API sends)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, await reader.readexactly(length)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(in_flight):
+                group.create_task(worker())
+    finally:
+        raw.close()
 
 
 async def _wait_done(
