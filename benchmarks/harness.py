@@ -320,20 +320,29 @@ async def wait_agents_online(
 class RawHttp:
     """Plain HTTP/1.1 requests over a pool of keep-alive asyncio connections, for the load
     generators: with dozens of requests in flight httpx spent about 3 ms of the generator's
-    CPU per request here, so it, not the server, bounded one-task-per-request numbers."""
+    CPU per request here, so it, not the server, bounded one-task-per-request numbers.
+
+    A connection idle longer than ``MAX_IDLE_SECONDS`` is closed rather than reused (uvicorn
+    closes idle keep-alive connections after 5 s)."""
+
+    MAX_IDLE_SECONDS = 2.0
 
     def __init__(self, base_url: httpx.URL) -> None:
         self.host = base_url.host
         self.port = base_url.port or 80
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if time.monotonic() - since < self.MAX_IDLE_SECONDS and not reader.at_eof():
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """POST a JSON body; (status, response body). A connection is reused when one is
-        idle, else opened."""
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+        """POST a JSON body; (status, response body)."""
+        reader, writer = await self._connection()
         writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -351,11 +360,11 @@ class RawHttp:
         except BaseException:
             writer.close()
             raise
-        self._idle.append((reader, writer))
+        self._idle.append((reader, writer, time.monotonic()))
         return int(lines[0].split(b" ", 2)[1]), answer
 
     def close(self) -> None:
-        for _, writer in self._idle:
+        for _, writer, _ in self._idle:
             writer.close()
         self._idle.clear()
 
