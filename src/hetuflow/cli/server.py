@@ -119,6 +119,26 @@ def _migrate(database: DatabaseConfig) -> list[str]:
         fail(f"cannot migrate {describe_database(database)}: {error}")
 
 
+def _check_database(database: DatabaseConfig) -> None:
+    """Open the database once before serving: one clear line and exit 1 when it cannot be
+    opened (a missing or unwritable directory, an unreachable server), not a traceback from
+    the app's startup."""
+    from hetuflow.store import create_store
+
+    async def check() -> None:
+        store = create_store(database)
+        await store.open()
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(check())
+    except Exception as error:
+        fail(f"{describe_database(database)} is not usable: {error}")
+
+
 # --- start ------------------------------------------------------------------------------------
 
 
@@ -148,6 +168,8 @@ def start(
 
     configure_logging(config.server.log_format, config.server.log_level)
     applied = [] if no_migrate else _migrate(config.database)
+    if no_migrate:
+        _check_database(config.database)
     processes = config.server.workers
     note = None
     if processes > 1 and config.database.kind == "sqlite":

@@ -58,6 +58,7 @@ from hetuflow.models import (
     TickOutcome,
 )
 from hetuflow.server.context import ServerContext
+from hetuflow.server.resilience import StoreRetry
 from hetuflow.server.tasks import TaskQueue
 from hetuflow.store.base import CRON_CHANGED, TASKS_READY
 
@@ -111,13 +112,15 @@ class CronService:
         """Fire due ticks until cancelled; sleep until the next one is due (minus the
         lookahead) or a ``CRON_CHANGED`` notification arrives."""
         self.context.notifier.subscribe(CRON_CHANGED, self._on_changed)
+        retry = StoreRetry("cron", metrics=self.context.metrics, operation="cron_pass", log=log)
         while True:
             try:
                 wake_at = await self.fire_due()
-            except Exception:
-                log.exception("cron pass failed; retrying in %s", RETRY_AFTER_ERROR)
-                self.context.metrics.database_error("cron_pass")
+            except Exception as error:
+                retry.failed(error)
                 wake_at = self.clock.now() + RETRY_AFTER_ERROR
+            else:
+                retry.succeeded()
             delay = (wake_at - self.clock.now()).total_seconds()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):

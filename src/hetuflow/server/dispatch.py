@@ -22,10 +22,9 @@ from uuid import UUID
 from hetuflow.models import Dispatch
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import AgentConnection, AgentSvc
+from hetuflow.server.resilience import StoreRetry
 
 logger = logging.getLogger(__name__)
-
-RETRY_AFTER_ERROR_SECONDS = 0.5
 
 
 class TaskDispatcher:
@@ -42,6 +41,9 @@ class TaskDispatcher:
     async def run(self) -> None:
         clock = self._context.clock
         deadline: float | None = None
+        retry = StoreRetry(
+            "dispatch", metrics=self._context.metrics, operation="claim_tasks", log=logger
+        )
         self._wake.set()
         while True:
             if deadline is None:
@@ -55,10 +57,11 @@ class TaskDispatcher:
             self._wake.clear()
             try:
                 deadline = await self.dispatch()
-            except Exception:
-                self._context.metrics.database_error("claim_tasks")
-                logger.exception("dispatch round failed; retrying")
-                deadline = clock.monotonic() + RETRY_AFTER_ERROR_SECONDS
+            except Exception as error:
+                # A wake-up lost meanwhile does not matter: the next try claims what is ready.
+                deadline = clock.monotonic() + retry.failed(error)
+            else:
+                retry.succeeded()
 
     async def dispatch(self) -> float | None:
         """Claim and push until no offered slot is left or nothing more is ready.

@@ -22,6 +22,7 @@ from hetuflow.server.gateway import AGENT_CONNECTED, GatewaySvc
 from hetuflow.server.lifecycle import LifecycleSvc
 from hetuflow.server.reconcile import Reconciler
 from hetuflow.server.registry import CLOSE_GOING_AWAY, AgentSvc
+from hetuflow.server.resilience import supervise
 from hetuflow.server.results import LogBudget, ResultWriter
 from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASK_CANCEL, TASKS_READY
 
@@ -80,7 +81,8 @@ class SchedulerEngine:
         try:
             async with asyncio.TaskGroup() as group:
                 for name, loop in self._loops():
-                    group.create_task(loop(), name=f"hetuflow-{name}")
+                    # Supervised: a loop that fails is restarted, never ends the group.
+                    group.create_task(supervise(name, loop), name=f"hetuflow-{name}")
                 self.started.set()
         finally:
             await asyncio.shield(self._shutdown())

@@ -65,6 +65,7 @@ from hetuflow.server.registry import (
     encode_frame,
 )
 from hetuflow.server.reports import Reports
+from hetuflow.server.resilience import StoreRetry
 from hetuflow.server.results import ResultWriter
 
 logger = logging.getLogger(__name__)
@@ -427,14 +428,21 @@ class GatewaySvc:
         """Engine loop: flush heartbeats every couple of seconds, and reconcile when due."""
         scheduler = self._context.config.scheduler
         period = min(2.0, scheduler.heartbeat_interval_seconds / 2)
+        retry = StoreRetry(
+            "recording heartbeats",
+            metrics=self._context.metrics,
+            operation="record_heartbeats",
+            log=logger,
+        )
         while True:
             await asyncio.sleep(period)
             try:
                 await self.flush_heartbeats()
                 await self._reconcile_due()
-            except Exception:
-                self._context.metrics.database_error("record_heartbeats")
-                logger.exception("recording heartbeats failed")
+            except Exception as error:
+                retry.failed(error)
+            else:
+                retry.succeeded()
 
     async def _reconcile_due(self) -> None:
         """Reconcile every connection that is due, all with one store read."""

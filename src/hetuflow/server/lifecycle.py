@@ -33,6 +33,7 @@ from hetuflow.server.registry import (
     AgentSvc,
     encode_frame,
 )
+from hetuflow.server.resilience import StoreRetry
 from hetuflow.store.base import TASKS_READY
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class LifecycleSvc:
         self._grace_changed = asyncio.Event()
         self._cancels: list[str] = []
         self._cancel_ready = asyncio.Event()
+        self._reap_after = 0.0
+        """Monotonic time before which no agent is reaped: heartbeats could not be recorded
+        while the database was away, so silence is counted again from its return."""
 
     # --- grace ---------------------------------------------------------------------------
 
@@ -69,6 +73,12 @@ class LifecycleSvc:
 
     async def run_grace(self) -> None:
         clock = self._context.clock
+        retry = StoreRetry(
+            "releasing disconnected agents",
+            metrics=self._context.metrics,
+            operation="release_agent",
+            log=logger,
+        )
         while True:
             if self._graces:
                 first = min(grace.deadline for grace in self._graces.values())
@@ -85,11 +95,11 @@ class LifecycleSvc:
                 if grace.deadline <= now:
                     try:
                         await self._end_grace(agent_id, grace)
-                    except Exception:
-                        self._context.metrics.database_error("release_agent")
-                        logger.exception("releasing agent %s failed; retrying", agent_id)
+                    except Exception as error:
+                        retry.failed(error)
                         self._graces[agent_id] = _Grace(grace.session, now + ERROR_BACKOFF_SECONDS)
                         continue
+                    retry.succeeded()
                     if self._graces.get(agent_id) is grace:
                         del self._graces[agent_id]
 
@@ -118,23 +128,33 @@ class LifecycleSvc:
     # --- reaper --------------------------------------------------------------------------
 
     async def run_reaper(self) -> None:
-        interval = self._context.config.scheduler.heartbeat_interval_seconds
+        context = self._context
+        scheduler = context.config.scheduler
+        interval = scheduler.heartbeat_interval_seconds
+        retry = StoreRetry(
+            "reaping silent agents", metrics=context.metrics, operation="reap_agents", log=logger
+        )
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.reap()
-            except Exception:
-                self._context.metrics.database_error("reap_agents")
-                logger.exception("reaping agents failed")
+            except Exception as error:
+                retry.failed(error)
+                silence = interval * scheduler.heartbeat_misses
+                self._reap_after = context.clock.monotonic() + silence
+            else:
+                retry.succeeded()
 
     async def reap(self) -> None:
         context = self._context
         scheduler = context.config.scheduler
         silence = scheduler.heartbeat_interval_seconds * scheduler.heartbeat_misses
         now = context.clock.now()
-        reaped = await context.store.reap_agents(
-            stale_before=now - timedelta(seconds=silence), now=now
-        )
+        reaped: list[UUID] = []
+        if context.clock.monotonic() >= self._reap_after:
+            reaped = await context.store.reap_agents(
+                stale_before=now - timedelta(seconds=silence), now=now
+            )
         monotonic = context.clock.monotonic()
         quiet_since = monotonic - silence
         # An agent heard from within the last interval (its heartbeats) needs no Ping.
@@ -194,6 +214,8 @@ class LifecycleSvc:
                     self._route_cancel(payload)
 
     def _route_cancel(self, payload: str) -> None:
+        if not payload:
+            return  # the notifier reconnected: a wake-up for everyone, no cancel in it
         parts = payload.split(":")
         if len(parts) != 3 or not parts[1].isdigit():
             logger.warning("ignoring malformed cancel notification %r", payload)
@@ -209,14 +231,21 @@ class LifecycleSvc:
 
     async def run_cleanup(self) -> None:
         scheduler = self._context.config.scheduler
+        retry = StoreRetry(
+            "cleanup",
+            metrics=self._context.metrics,
+            operation="delete_finished_tasks",
+            log=logger,
+        )
         while True:
             try:
                 deleted = await self.cleanup()
                 if deleted:
                     logger.info("cleanup deleted %d finished task(s)", deleted)
-            except Exception:
-                self._context.metrics.database_error("delete_finished_tasks")
-                logger.exception("cleanup failed")
+            except Exception as error:
+                retry.failed(error)
+            else:
+                retry.succeeded()
             await asyncio.sleep(scheduler.cleanup_interval_seconds)
 
     async def cleanup(self) -> int:

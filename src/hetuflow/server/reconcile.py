@@ -183,9 +183,14 @@ class Reconciler:
         """Align the connection with the store (under the registry lock); return what the
         agent keeps. The caller releases the rest of ``held``."""
         keep: dict[UUID, tuple[int, str]] = {}
+        finishing: dict[UUID, tuple[int, str]] = {}
         for task_id, task in held.items():
             if connection.holds(task_id, task.attempts) or (task_id, task.attempts) in reported:
                 keep[task_id] = (task.attempts, task.task_type)
+            elif (task_id, task.attempts) in connection.recently_finished:
+                # Its result arrived after the drain and is on its way to the store: not
+                # released, and not held again either (its slot is free).
+                finishing[task_id] = (task.attempts, task.task_type)
         for task_id, attempt in reported - connection.recently_finished.keys():
             if task_id not in keep or keep[task_id][0] != attempt:
                 connection.send_cancel(task_id, attempt, "superseded")
@@ -197,7 +202,7 @@ class Reconciler:
                 connection.send_cancel(task_id, attempt, "superseded")
         for task_id, entry in keep.items():
             connection.held.setdefault(task_id, entry)
-        return keep
+        return keep | finishing
 
     async def _release(self, agent_id: UUID, keep: dict[UUID, tuple[int, str]]) -> list[UUID]:
         refs = [AttemptRef(task_id, attempt, agent_id) for task_id, (attempt, _) in keep.items()]

@@ -112,3 +112,30 @@ async def supervise(name: str, loop: Callable[[], Coroutine[Any, Any, Any]]) -> 
         except Exception as error:
             problem = error
         await retry.backoff(problem)
+
+
+class QuietLog:
+    """One line per kind of failure, then silence while it repeats: a kind logged again
+    only ``quiet_seconds`` after its last line, saying how many went unlogged meanwhile.
+    For failures with no loop to notice the recovery (requests answered 503)."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        quiet_seconds: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._quiet_seconds = quiet_seconds
+        self._monotonic = monotonic
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warning(self, kind: str, message: str) -> None:
+        now = self._monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last[0] < self._quiet_seconds:
+            self._last[kind] = (last[0], last[1] + 1)
+            return
+        more = f" ({last[1]} more since the last line)" if last is not None and last[1] else ""
+        self._log.warning("%s%s", message, more)
+        self._last[kind] = (now, 0)

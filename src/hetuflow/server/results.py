@@ -99,6 +99,10 @@ class ResultWriter:
         self._progress: dict[tuple[UUID, int], tuple[AttemptRef, float]] = {}
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
+        self._flushing = False
+        self._retry = StoreRetry(
+            "writing agent reports", metrics=metrics, operation="write_reports", log=logger
+        )
 
     # --- queueing (called by the gateway's readers; never awaits) ------------------------
 
@@ -125,9 +129,13 @@ class ResultWriter:
         return bool(self._starts or self._results or self._logs or self._progress)
 
     async def drain(self, timeout_seconds: float = 5.0) -> None:
-        """Wait until everything queued before this call is written (or the timeout)."""
-        if not self.pending and not self._waiters:
-            return
+        """Wait until everything queued before this call is written (or the timeout).
+
+        ``StoreUnavailable`` if the timeout passes while the database is unavailable: a
+        caller about to compare the store with what agents report must not act on a store
+        that lacks their results (it would release attempts that in fact finished)."""
+        if not self.pending and not self._waiters and not self._flushing:
+            return  # (a flush in flight holds reports taken off the queues)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._wake.set()
@@ -135,14 +143,16 @@ class ResultWriter:
             async with asyncio.timeout(timeout_seconds):
                 await waiter
         except TimeoutError:
+            if self._retry.failing:
+                raise StoreUnavailable(
+                    f"agent reports not written within {timeout_seconds:g} s"
+                ) from None
             logger.warning("reports not written within %.1f s; carrying on", timeout_seconds)
 
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        retry = StoreRetry(
-            "writing agent reports", metrics=self._metrics, operation="write_reports", log=logger
-        )
+        retry = self._retry
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -163,6 +173,7 @@ class ResultWriter:
         logs, self._logs = self._logs, []
         progress_by_ref, self._progress = self._progress, {}
         progress = list(progress_by_ref.values())
+        self._flushing = True
         try:
             # Each list loses the reports written (or refused) as it goes.
             await self._write_isolated(starts, self._write_starts, self._start_refused)
@@ -178,6 +189,8 @@ class ResultWriter:
                 self._progress.setdefault((ref.task_id, ref.attempt), (ref, value))
             self._waiters[:0] = waiters
             raise
+        finally:
+            self._flushing = False
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

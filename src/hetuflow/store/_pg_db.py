@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -24,12 +25,16 @@ else:
 UNAVAILABLE = (
     OSError,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
+    asyncpg.PostgresConnectionError,  # class 08: connection lost or refused
+    asyncpg.InterfaceError,  # the connection is closed
+    asyncpg.InternalClientError,  # the connection broke mid-operation (protocol state)
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, terminated, cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, too many connections
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: deadlock, serialization: retry
 )
-"""What a lost or unreachable database raises; mapped to ``StoreUnavailable``."""
+"""What a lost, unreachable, overloaded or restarting database raises during a statement;
+mapped to ``StoreUnavailable`` (retry later). Anything else the database raises (a value it
+refuses, a constraint) is about the statement and propagates as is."""
 
 CLAIM_LOCK = 0x6865_7475_636C  # "hetucl": serialises claimers so the global limit is exact
 
@@ -93,6 +98,7 @@ class PgDatabase:
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
+        _quiet_pool_floor_warnings()
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
@@ -113,17 +119,46 @@ class PgDatabase:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
-        """A pooled connection (autocommit: each statement is its own transaction)."""
+        """A pooled connection (autocommit: each statement is its own transaction).
+
+        ``StoreUnavailable`` when no connection can be had (whatever PostgreSQL answers: the
+        database is gone, refuses connections, is starting…) or one is lost mid-statement."""
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
+        acquired = False
         try:
             async with self._pool.acquire() as connection:
+                acquired = True
                 yield connection
         except UNAVAILABLE as error:
             raise StoreUnavailable(f"PostgreSQL is not available: {error}") from error
+        except asyncpg.PostgresError as error:
+            if acquired:
+                raise
+            raise StoreUnavailable(f"PostgreSQL refused a connection: {error}") from error
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """A pooled connection inside one transaction (READ COMMITTED)."""
         async with self.connection() as connection, connection.transaction():
             yield connection
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to restore its minimum number of
+    connections (every 1, 2, 4… s while the database is away): keep the message and the
+    error on one line; the store's callers report the outage themselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_pool_floor_warnings() -> None:
+    pool_logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _OneLine) for f in pool_logger.filters):
+        pool_logger.addFilter(_OneLine())

@@ -39,6 +39,7 @@ from hetuflow.errors import (
     Unauthenticated,
     Unavailable,
 )
+from hetuflow.server.resilience import QuietLog
 
 log = logging.getLogger("hetuflow.api")
 
@@ -134,10 +135,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # --- exception handlers -----------------------------------------------------------------------
 
 
-async def _hetuflow_error(_: Request, error: Exception) -> JSONResponse:
+async def _hetuflow_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HetuflowError)
     status = status_for(error)
-    if status >= 500:
+    if isinstance(error, Unavailable):
+        # The database is away: every request says so; one line per kind, no traceback.
+        quiet: QuietLog = request.app.state.unavailable_log
+        quiet.warning(error.code, f"requests answered 503 {error.code}: {error.message}")
+    elif status >= 500:
         log.error("request failed: %s", error, exc_info=error)
     headers = {"WWW-Authenticate": 'Bearer realm="hetuflow"'} if status == 401 else None
     return error_response(status, error.code, error.message, error.field, headers)
@@ -232,6 +237,7 @@ async def _unicode_error(_: Request, error: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the exception handlers and the two middlewares on ``app``."""
+    app.state.unavailable_log = QuietLog(log)
     app.add_exception_handler(HetuflowError, _hetuflow_error)
     app.add_exception_handler(UnicodeEncodeError, _unicode_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
