@@ -200,10 +200,16 @@ class AgentConnection:
             self._wake()
 
     def finished(self, task_id: UUID, attempt: int) -> None:
-        """The agent reported this attempt finished: its slot is free."""
+        """The agent reported this attempt finished: its slot is free.
+
+        Only an attempt this connection held counts as recently finished (its late log lines
+        and progress are still accepted); a result for anything else earns nothing here, so an
+        agent cannot open another agent's attempt to its log lines by reporting it finished.
+        """
         entry = self.held.get(task_id)
-        if entry is not None and entry[0] == attempt:
-            del self.held[task_id]
+        if entry is None or entry[0] != attempt:
+            return
+        del self.held[task_id]
         recent = self.recently_finished
         recent[(task_id, attempt)] = None
         if len(recent) > 1024:
