@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from hetuflow.client import Client
+from hetuflow.config import DatabaseConfig
 
 from .conftest import Running, free_port, launch, stop, workdir
 
@@ -43,6 +44,26 @@ def test_start_prints_a_banner_and_uses_sqlite_in_the_working_directory(server: 
 
 
 def test_seed_command_lines_verbatim(server: Running) -> None:
+    check_seed_command_lines(server)
+
+
+@pytest.mark.postgres
+def test_seed_command_lines_verbatim_on_postgres(
+    tmp_path: Path, pg_database: DatabaseConfig
+) -> None:
+    directory = workdir(tmp_path)
+    running = launch(
+        directory, f"DATABASE_URL='{pg_database.dsn}' ./hetuflow-server start", free_port()
+    )
+    try:
+        assert "PostgreSQL" in running.output()
+        check_seed_command_lines(running)
+    finally:
+        assert stop(running) == 0, running.output()
+
+
+def check_seed_command_lines(server: Running) -> None:
+    """Every seed client command line, verbatim, and what it made, read back through the SDK."""
     created = server.run(SEED_CREATE_TASK)
     assert created.returncode == 0, created.stderr
     assert "created task" in created.stdout
