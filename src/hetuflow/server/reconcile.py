@@ -153,7 +153,9 @@ class Reconciler:
                 seen = reported.get(connection, set()) if reported else set()
                 keep = self._compare(connection, held, seen)
                 if len(held) > len(keep):
-                    released |= bool(await self._release(connection.agent_id, keep))
+                    released |= bool(
+                        await self._release(connection.agent_id, keep, connection.session)
+                    )
         if released:
             await self._context.notifier.publish(TASKS_READY, "")
 
@@ -204,10 +206,14 @@ class Reconciler:
             connection.held.setdefault(task_id, entry)
         return keep | finishing
 
-    async def _release(self, agent_id: UUID, keep: dict[UUID, tuple[int, str]]) -> list[UUID]:
+    async def _release(
+        self, agent_id: UUID, keep: dict[UUID, tuple[int, str]], session: int
+    ) -> list[UUID]:
+        """Release what the agent holds but did not report, while ``session`` is still its
+        connection (a newer connection on another node keeps its attempts)."""
         refs = [AttemptRef(task_id, attempt, agent_id) for task_id, (attempt, _) in keep.items()]
         released = await self._context.store.release_agent(
-            agent_id, now=self._context.clock.now(), keep=refs
+            agent_id, now=self._context.clock.now(), keep=refs, session=session
         )
         if released:
             logger.info("agent %s: %d attempt(s) it does not run released", agent_id, len(released))
