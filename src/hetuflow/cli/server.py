@@ -41,6 +41,8 @@ from hetuflow.config import Config, DatabaseConfig, load_config
 from hetuflow.errors import HetuflowError
 from hetuflow.server.app import CONFIG_ENV
 
+LOCAL_AGENT_SLOTS = 4
+"""Shell tasks the local agent runs at once."""
 LOCAL_AGENT_DRAIN_GRACE_SECONDS = 3.0
 """How long the local agent's running tasks may finish once the server stops."""
 LOCAL_AGENT_KILL_GRACE_SECONDS = 2.0
@@ -210,7 +212,7 @@ def _banner(
     if applied:
         pairs.append(("migrated", ", ".join(applied)))
     if local_agent:
-        pairs.append(("local agent", "runs `shell` tasks"))
+        pairs.append(("local agent", f"runs `shell` tasks, {LOCAL_AGENT_SLOTS} at a time"))
     pairs.append(("auth", auth_commands.auth_summary(config)))
     console = stdout()
     console.print(f"[bold]hetuflow {__version__}[/bold]")
@@ -245,6 +247,8 @@ def _agent_command(config: Config) -> list[str]:
         "local",
         "--task-types",
         "shell",
+        "--max-concurrent",
+        str(LOCAL_AGENT_SLOTS),
         "--drain-grace-seconds",
         f"{LOCAL_AGENT_DRAIN_GRACE_SECONDS:g}",
         "--kill-grace-seconds",
