@@ -207,6 +207,14 @@ async def test_a_burst_of_jobs_due_in_one_second_fires_ahead_once_each(store: St
         for node in nodes
     ]
     assert sum(fires) == count
+    submitted = [
+        node.context.metrics.registry.get_sample_value(
+            "hetuflow_tasks_submitted_total", {"task_type": "t"}
+        )
+        or 0.0
+        for node in nodes
+    ]
+    assert sum(submitted) == count  # cron-created tasks count as submitted, once each
     for job in await store.list_cron_jobs():
         assert job.next_fire_at == at(10, 1, 2)
         [recorded] = await store.list_cron_ticks(job.id, limit=5)

@@ -40,7 +40,11 @@ class CronJobs:
         self.store = context.store
         self.clock = context.clock
         self.tasks = TaskQueue(
-            context.store, context.notifier, context.clock, context.config.scheduler
+            context.store,
+            context.notifier,
+            context.clock,
+            context.config.scheduler,
+            metrics=context.metrics,
         )
 
     async def create(self, job: NewCronJob) -> CronJob:

@@ -99,7 +99,11 @@ class CronService:
         self.clock = context.clock
         self.lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
         self.tasks = TaskQueue(
-            context.store, context.notifier, context.clock, context.config.scheduler
+            context.store,
+            context.notifier,
+            context.clock,
+            context.config.scheduler,
+            metrics=context.metrics,
         )
         self._wake = asyncio.Event()
         self._deferred: dict[UUID, datetime] = {}
@@ -233,6 +237,7 @@ class CronService:
                 continue
             if task is not None:
                 fired += 1
+                self.context.metrics.task_submitted(task.task_type)
                 if decision.late is not None:
                     self.context.metrics.cron_misfired(decision.late)
             elif decision.outcome is TickOutcome.SKIPPED:
