@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -85,7 +86,7 @@ class SqliteDatabase:
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
         connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA journal_mode=WAL")
+        enable_wal(connection, BUSY_TIMEOUT_MS / 1000)
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         connection.execute("PRAGMA synchronous=FULL")
@@ -157,3 +158,18 @@ def _transaction(
         if isinstance(error, sqlite3.OperationalError):
             raise StoreUnavailable(f"SQLite error: {error}") from error
         raise
+
+
+def enable_wal(connection: sqlite3.Connection, timeout_seconds: float) -> None:
+    """Put the database in WAL mode. Switching a new file's journal mode takes a lock that
+    SQLite's busy handler does not wait for, so connections opening the same new file at once
+    (several migrators, a store and a CLI) retry here for up to ``timeout_seconds``."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

@@ -22,6 +22,7 @@ import asyncpg
 
 from hetuflow.config import DatabaseConfig
 from hetuflow.errors import InvalidInput, MigrationFailed, StoreUnavailable
+from hetuflow.store._sqlite_db import enable_wal
 
 MIGRATIONS_ROOT = Path(__file__).parent / "migrations"
 DIALECTS: tuple[Literal["sqlite", "postgres"], ...] = ("sqlite", "postgres")
@@ -103,7 +104,7 @@ def _sqlite_connect(db: DatabaseConfig) -> sqlite3.Connection:
         connection = sqlite3.connect(db.sqlite_path, isolation_level=None, timeout=30)
     except sqlite3.Error as error:
         raise StoreUnavailable(f"cannot open {db.sqlite_path}: {error}") from error
-    connection.execute("PRAGMA journal_mode=WAL")
+    enable_wal(connection, 30)
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute(_TABLE_SQLITE)
     return connection
