@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-from hetuflow.models import Agent, ClaimGroup, SlotOffer
+from hetuflow.models import Agent, ClaimGroup, FinishOutcome, SlotOffer, Task
 from hetuflow.store.base import Store
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -34,3 +34,12 @@ def group(
             for agent in agents
         ),
     )
+
+
+async def stored(store: Store, outcome: FinishOutcome) -> Task:
+    """The task a finish outcome is about, as the store now holds it."""
+    task = await store.get_task(outcome.ref.task_id)
+    assert task is not None
+    assert outcome.status is task.status
+    assert outcome.task_type == task.task_type
+    return task

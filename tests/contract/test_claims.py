@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from hetuflow.models import ClaimGroup, NewTask, Priority, SlotOffer, TaskStatus
+from hetuflow.models import ClaimedTask, ClaimGroup, NewTask, Priority, SlotOffer, TaskStatus
 from hetuflow.store.base import Store
 
 from ._support import T0, ConnectAgent, OpenStore, group
@@ -41,11 +41,19 @@ async def test_claim_marks_dispatched_and_records_the_attempt(
     [dispatch] = await store.claim_tasks([group([agent], free=1)], now=later)
     assert dispatch.agent_id == agent.id
     assert dispatch.attempt == 1
-    assert dispatch.task.status is TaskStatus.DISPATCHED
-    assert dispatch.task.agent_id == agent.id
-    assert dispatch.task.attempts == 1
-    assert dispatch.task.updated_at == later
-    assert await store.get_task(dispatch.task.id) == dispatch.task
+    task = await store.get_task(dispatch.task.id)
+    assert task is not None
+    assert (task.status, task.agent_id, task.attempts) == (TaskStatus.DISPATCHED, agent.id, 1)
+    assert task.updated_at == later
+    assert dispatch.task == ClaimedTask(
+        task.id,
+        task.name,
+        task.task_type,
+        task.payload,
+        task.priority,
+        task.timeout_seconds,
+        task.scheduled_at,
+    )
     [attempt] = await store.list_attempts(dispatch.task.id)
     assert (attempt.number, attempt.agent_id, attempt.dispatched_at) == (1, agent.id, later)
     assert attempt.outcome is None

@@ -15,7 +15,7 @@ from hetuflow.models import (
 )
 from hetuflow.store.base import Store
 
-from ._support import T0, ConnectAgent, group
+from ._support import T0, ConnectAgent, group, stored
 
 
 async def test_a_result_records_its_folded_start(store: Store, connect: ConnectAgent) -> None:
@@ -47,9 +47,8 @@ async def test_a_result_records_its_folded_start(store: Store, connect: ConnectA
     )
     assert [outcome.accepted for outcome in outcomes] == [False, True, True]
     for outcome, expected in zip(outcomes[1:], (started, early), strict=True):
-        assert outcome.task is not None
-        assert outcome.task.status is TaskStatus.SUCCEEDED
-        assert outcome.task.started_at == expected
-        assert await store.get_task(outcome.task.id) == outcome.task
-        [attempt] = await store.list_attempts(outcome.task.id)
+        outcome_task = await stored(store, outcome)
+        assert outcome_task.status is TaskStatus.SUCCEEDED
+        assert outcome_task.started_at == expected
+        [attempt] = await store.list_attempts(outcome.ref.task_id)
         assert (attempt.started_at, attempt.finished_at) == (expected, finished)

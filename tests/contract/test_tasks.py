@@ -24,7 +24,7 @@ from hetuflow.models import (
 )
 from hetuflow.store.base import Store
 
-from ._support import T0, ConnectAgent, OpenStore, group
+from ._support import T0, ConnectAgent, OpenStore, group, stored
 
 
 async def test_create_returns_the_stored_task(store: Store) -> None:
@@ -145,8 +145,8 @@ async def test_cancel_in_each_status(store: Store, connect: ConnectAgent) -> Non
     ref = AttemptRef(dispatch.task.id, dispatch.attempt, agent.id)
     [outcome] = await store.finish_attempts([AttemptResult(ref, AttemptOutcome.CANCELLED)], now=T0)
     assert outcome.accepted
-    assert outcome.task is not None
-    assert outcome.task.status is TaskStatus.CANCELLED
+    outcome_task = await stored(store, outcome)
+    assert outcome_task.status is TaskStatus.CANCELLED
 
     await store.create_tasks([NewTask("r", "t")], now=T0)
     [running] = await store.claim_tasks([group([agent], free=1)], now=T0)
@@ -159,8 +159,8 @@ async def test_cancel_in_each_status(store: Store, connect: ConnectAgent) -> Non
         [AttemptResult(AttemptRef(running.task.id, 1, agent.id), AttemptOutcome.SUCCEEDED)],
         now=T0,
     )
-    assert done.task is not None
-    assert done.task.status is TaskStatus.CANCELLED
+    done_task = await stored(store, done)
+    assert done_task.status is TaskStatus.CANCELLED
 
 
 async def test_delete_finished_tasks_in_batches(store: Store, connect: ConnectAgent) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -299,13 +298,11 @@ class ResultWriter:
                 connection.send_cancel(ref.task_id, ref.attempt, "superseded")
                 continue
             finished = True
-            task = outcome.task
-            if task is not None:
+            task_type = outcome.task_type
+            if task_type is not None:
                 if result.started_at is not None:
-                    self._metrics.task_started(task.task_type)
-                self._metrics.task_finished(
-                    task.task_type, result.outcome.value, _run_seconds(task.started_at, result)
-                )
+                    self._metrics.task_started(task_type)
+                self._metrics.task_finished(task_type, result.outcome.value, _run_seconds(result))
         if finished:
             await self._on_finished()
 
@@ -319,7 +316,9 @@ def _describe(error: Exception) -> str:
     return text
 
 
-def _run_seconds(started_at: datetime | None, result: AttemptResult) -> float | None:
-    if started_at is None or result.finished_at is None:
+def _run_seconds(result: AttemptResult) -> float | None:
+    """How long the attempt ran, when the agent said when it started (it folds its start into
+    the result)."""
+    if result.started_at is None or result.finished_at is None:
         return None
-    return (result.finished_at - started_at).total_seconds()
+    return (result.finished_at - result.started_at).total_seconds()

@@ -20,11 +20,10 @@ from hetuflow.models import (
     AttemptStart,
     FinishOutcome,
     LogLine,
-    Task,
     TaskStatus,
 )
 from hetuflow.store._pg_db import CODEC, Conn, dumps, uid
-from hetuflow.store._rows import attempt_from, finished_task, log_from, retry_of, task_from
+from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of
 from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
 
 _START = f"""
@@ -102,35 +101,38 @@ async def finish_attempts(
 ) -> list[FinishOutcome]:
     stamp = utc(now)
     rows = await connection.fetch(
-        "SELECT * FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        f"SELECT {FENCE_COLUMNS} FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
         list({r.ref.task_id for r in results}),
     )
-    tasks: dict[UUID, Task] = {uid(row["id"]): task_from(row, CODEC) for row in rows}
+    # Keyed by asyncpg's UUID, which hashes and compares equal to the standard one.
+    task_types: dict[UUID, str] = {row["id"]: row["task_type"] for row in rows}
     held = {
-        uid(row["id"]): Held(
+        row["id"]: Held(
             TaskStatus(row["status"]),
             row["attempts"],
-            CODEC.uuid(row["agent_id"]),
+            row["agent_id"],
             row["failures"],
             retry_of(row),
         )
         for row in rows
     }
-    accepted: list[bool] = []
+    outcomes: list[FinishOutcome] = []
     task_changes: list[list[Any]] = [[] for _ in range(9)]
     attempt_changes: list[list[Any]] = [[] for _ in range(6)]
     for result in results:
         ref = result.ref
         state = held.get(ref.task_id)
-        if state is None or not holds(state, ref, ref.agent_id):
-            accepted.append(False)
+        if state is None:
+            outcomes.append(FinishOutcome(ref, False, None, None))
+            continue
+        if not holds(state, ref, ref.agent_id):
+            outcomes.append(FinishOutcome(ref, False, task_types[ref.task_id], state.status))
             continue
         finish = decide_finish(state, result, stamp)
         held[ref.task_id] = Held(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
-        accepted.append(True)
-        tasks[ref.task_id] = finished_task(tasks[ref.task_id], result, finish, stamp)
+        outcomes.append(FinishOutcome(ref, True, task_types[ref.task_id], finish.status))
         started = None if result.started_at is None else utc(result.started_at)
         for column, value in zip(
             task_changes,
@@ -164,10 +166,7 @@ async def finish_attempts(
     if task_changes[0]:
         await connection.execute(_FINISH_TASKS, *task_changes, stamp)
         await connection.execute(_FINISH_ATTEMPTS, *attempt_changes)
-    return [
-        FinishOutcome(result.ref, accepted=ok, task=tasks.get(result.ref.task_id))
-        for result, ok in zip(results, accepted, strict=True)
-    ]
+    return outcomes
 
 
 async def set_progress(connection: Conn, refs: Sequence[tuple[AttemptRef, float]]) -> None:

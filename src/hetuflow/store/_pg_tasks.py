@@ -28,7 +28,7 @@ from hetuflow.models import (
     assign_least_loaded,
 )
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, dumps, uid
-from hetuflow.store._rows import like_pattern, new_task, task_from
+from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
@@ -64,7 +64,7 @@ ORDER BY priority DESC, created_at, id
 LIMIT $5
 FOR UPDATE SKIP LOCKED"""
 
-_DISPATCH = """
+_DISPATCH = f"""
 WITH dispatched AS (
     UPDATE tasks AS t
     SET status = 'dispatched', agent_id = c.agent_id, attempts = t.attempts + 1,
@@ -76,7 +76,7 @@ WITH dispatched AS (
     INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
     SELECT id, attempts, agent_id, $3 FROM dispatched
 )
-SELECT * FROM dispatched"""
+SELECT {CLAIMED_COLUMNS} FROM dispatched"""
 
 
 async def insert_tasks(
@@ -227,19 +227,20 @@ async def claim_tasks(
             want,
         )
         assigned = assign_least_loaded(len(rows), group.offers)
-        chosen.extend(uid(row["id"]) for row in rows[: len(assigned)])
+        chosen.extend(row["id"] for row in rows[: len(assigned)])
         agents.extend(assigned)
         if remaining is not None:
             remaining -= len(assigned)
     if not chosen:
         return []
     rows = await connection.fetch(_DISPATCH, chosen, agents, utc(now))
-    by_id = {uid(row["id"]): task_from(row, CODEC) for row in rows}
-    return [
-        Dispatch(task=by_id[task_id], attempt=by_id[task_id].attempts, agent_id=agent_id)
-        for task_id, agent_id in zip(chosen, agents, strict=True)
-        if task_id in by_id
-    ]
+    by_id = {row["id"]: row for row in rows}
+    dispatches = []
+    for task_id, agent_id in zip(chosen, agents, strict=True):
+        row = by_id.get(task_id)
+        if row is not None:
+            dispatches.append(Dispatch(claimed_from(row, CODEC), row["attempts"], agent_id))
+    return dispatches
 
 
 async def next_scheduled_at(connection: Conn, now: datetime) -> datetime | None:

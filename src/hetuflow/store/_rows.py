@@ -9,7 +9,6 @@ the same in both dialects.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -21,7 +20,7 @@ from hetuflow.models import (
     AgentStatus,
     Attempt,
     AttemptOutcome,
-    AttemptResult,
+    ClaimedTask,
     CronJob,
     CronTick,
     LogLine,
@@ -34,7 +33,6 @@ from hetuflow.models import (
     TaskStatus,
     TickOutcome,
 )
-from hetuflow.store._rules import Finish
 from hetuflow.tokens import ApiToken, Role
 
 
@@ -67,6 +65,13 @@ def _must_uuid(codec: Codec, value: Any) -> UUID:
     if decoded is None:
         raise ValueError("a required uuid column is NULL")
     return decoded
+
+
+FENCE_COLUMNS = (
+    "id, task_type, status, attempts, agent_id, failures,"
+    " max_retries, backoff_seconds, backoff_factor, max_backoff_seconds"
+)
+"""The columns a fence and a finish decision read (``Held``, ``retry_of``)."""
 
 
 def retry_of(row: Row) -> RetryPolicy:
@@ -106,6 +111,22 @@ def task_from(row: Row, codec: Codec) -> Task:
     )
 
 
+CLAIMED_COLUMNS = "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts"
+"""The columns ``claimed_from`` reads (and the attempt count the claim increments)."""
+
+
+def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
+    return ClaimedTask(
+        _must_uuid(codec, row["id"]),
+        row["name"],
+        row["task_type"],
+        codec.json(row["payload"]),
+        Priority.from_rank(row["priority"]),
+        row["timeout_seconds"],
+        _must_time(codec, row["scheduled_at"]),
+    )
+
+
 def new_task(new: NewTask, task_id: UUID, now: datetime) -> Task:
     """The task a store has just inserted for ``new`` (every column it does not set starts
     empty), built without reading the row back. ``now`` is UTC with microseconds, as stored."""
@@ -132,25 +153,6 @@ def new_task(new: NewTask, task_id: UUID, now: datetime) -> Task:
         updated_at=now,
         started_at=None,
         finished_at=None,
-    )
-
-
-def finished_task(before: Task, result: AttemptResult, finish: Finish, now: datetime) -> Task:
-    """``before`` after ``finish_attempts`` accepted ``result`` (``now``: UTC, as stored), as
-    its update writes it, so the row need not be read back."""
-    started = before.started_at
-    if started is None and result.started_at is not None:
-        started = utc(result.started_at)
-    return replace(
-        before,
-        status=finish.status,
-        result=result.result,
-        error=result.error,
-        scheduled_at=before.scheduled_at if finish.retry_at is None else utc(finish.retry_at),
-        finished_at=now if finish.finished else None,
-        progress=before.progress if finish.finished else None,
-        started_at=started,
-        updated_at=now,
     )
 
 

@@ -21,7 +21,7 @@ from hetuflow.models import (
     LogLine,
     TaskStatus,
 )
-from hetuflow.store._rows import Row, attempt_from, finished_task, log_from, retry_of, task_from
+from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of
 from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
@@ -35,7 +35,7 @@ def _fence(ref: AttemptRef) -> tuple[str, int, str]:
 def _fenced_rows(connection: sqlite3.Connection, task_ids: Sequence[UUID]) -> dict[str, Row]:
     """The task rows of ``task_ids`` (one query), by id text."""
     rows = connection.execute(
-        "SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+        f"SELECT {FENCE_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
         (id_list(list(dict.fromkeys(task_ids))),),
     )
     return {row["id"]: row for row in rows}
@@ -90,9 +90,7 @@ def finish_attempts(
     in the batch sees its first result's decision), then write them in two ``executemany``."""
     stamp = micros(now)
     rows = _fenced_rows(connection, [result.ref.task_id for result in results])
-    tasks = {task_id: task_from(row, CODEC) for task_id, row in rows.items()}
     held = {task_id: _held(row) for task_id, row in rows.items()}
-    at = _stamp(stamp)
     outcomes = []
     task_changes = []
     attempt_changes = []
@@ -101,10 +99,11 @@ def finish_attempts(
         task_id = str(ref.task_id)
         state = held.get(task_id)
         if state is None:
-            outcomes.append(FinishOutcome(ref, accepted=False, task=None))
+            outcomes.append(FinishOutcome(ref, False, None, None))
             continue
+        task_type = rows[task_id]["task_type"]
         if not holds(state, ref, str(ref.agent_id)):
-            outcomes.append(FinishOutcome(ref, accepted=False, task=tasks[task_id]))
+            outcomes.append(FinishOutcome(ref, False, task_type, state.status))
             continue
         finish = decide_finish(state, result, now)
         held[task_id] = Held(
@@ -112,7 +111,6 @@ def finish_attempts(
         )
         retry_at = CODEC.put_time(finish.retry_at)
         started = CODEC.put_time(result.started_at)
-        task = tasks[task_id] = finished_task(tasks[task_id], result, finish, at)
         task_changes.append(
             (
                 finish.status.value,
@@ -137,7 +135,7 @@ def finish_attempts(
                 ref.attempt,
             )
         )
-        outcomes.append(FinishOutcome(ref, accepted=True, task=task))
+        outcomes.append(FinishOutcome(ref, True, task_type, finish.status))
     connection.executemany(
         """
         UPDATE tasks
@@ -156,13 +154,6 @@ def finish_attempts(
         attempt_changes,
     )
     return outcomes
-
-
-def _stamp(value: int) -> datetime:
-    decoded = CODEC.time(value)
-    if decoded is None:
-        raise ValueError("a required time is NULL")
-    return decoded
 
 
 def set_progress(connection: sqlite3.Connection, refs: Sequence[tuple[AttemptRef, float]]) -> None:

@@ -29,6 +29,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 BUSY_TIMEOUT_MS = 10_000
+CACHE_KIB = 64 * 1024
+"""Page cache per connection (SQLite's default is 2 MiB). The tasks table and its indexes
+outgrow 2 MiB at a few ten thousand tasks; past that every status change read index pages
+back from the file, and a claim cost half again as much (measured: 47 -> 30 us per row)."""
 
 
 class SqliteCodec:
@@ -90,6 +94,7 @@ class SqliteDatabase:
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._connections[role] = connection
 
     async def open(self) -> None:

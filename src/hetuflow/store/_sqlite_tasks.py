@@ -8,7 +8,6 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,7 +27,7 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
-from hetuflow.store._rows import like_pattern, new_task, task_from
+from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
@@ -43,14 +42,15 @@ INSERT INTO tasks (
 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 
-_CANDIDATES = """
-SELECT * FROM tasks
+_CANDIDATES = f"""
+SELECT {CLAIMED_COLUMNS}
+FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= ?
   AND task_type IN (SELECT value FROM json_each(?))
-  AND NOT EXISTS (
+  AND (required_capabilities = '[]' OR NOT EXISTS (
       SELECT 1 FROM json_each(tasks.required_capabilities) AS need
-      WHERE need.value NOT IN (SELECT value FROM json_each(?)))
+      WHERE need.value NOT IN (SELECT value FROM json_each(?))))
 ORDER BY priority DESC, created_at, id
 LIMIT ?"""
 
@@ -216,7 +216,6 @@ def claim_tasks(
             f"SELECT count(*) FROM tasks WHERE status IN {ACTIVE_SQL}"
         ).fetchone()[0]
         remaining = max(global_limit - active, 0)
-    dispatched_at = _must(CODEC.time(stamp))
     dispatches: list[Dispatch] = []
     for group in groups:
         want = group.free_slots if remaining is None else min(group.free_slots, remaining)
@@ -229,20 +228,14 @@ def claim_tasks(
         agents = assign_least_loaded(len(rows), group.offers)
         updates = []
         attempts = []
+        agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}
         for row, agent_id in zip(rows, agents, strict=False):
             # The single writer holds the database: the rows read above are still pending.
-            number = row["attempts"] + 1
-            updates.append((str(agent_id), number, stamp, row["id"]))
-            attempts.append((row["id"], number, str(agent_id), stamp))
-            task = replace(
-                task_from(row, CODEC),
-                status=TaskStatus.DISPATCHED,
-                agent_id=agent_id,
-                attempts=number,
-                progress=None,
-                updated_at=dispatched_at,
-            )
-            dispatches.append(Dispatch(task=task, attempt=number, agent_id=agent_id))
+            task_id, number = row["id"], row["attempts"] + 1
+            agent_key = agent_keys[agent_id]
+            updates.append((agent_key, number, stamp, task_id))
+            attempts.append((task_id, number, agent_key, stamp))
+            dispatches.append(Dispatch(claimed_from(row, CODEC), number, agent_id))
         connection.executemany(_DISPATCH, updates)
         connection.executemany(
             "INSERT INTO attempts (task_id, number, agent_id, dispatched_at) VALUES (?, ?, ?, ?)",
