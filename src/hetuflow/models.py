@@ -344,6 +344,16 @@ class ClaimGroup:
         return sum(offer.free_slots for offer in self.offers)
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """The offer of a dispatch round (``Store.claim_tasks``' arguments), for a claim made in
+    the transaction of a create (``Store.create_and_claim_tasks``)."""
+
+    groups: Sequence[ClaimGroup]
+    until: datetime | None = None
+    global_limit: int | None = None
+
+
 def assign_least_loaded(count: int, offers: Sequence[SlotOffer]) -> list[UUID]:
     """Agent ids for ``count`` claimed tasks, in claim order: each to the least loaded agent.
 

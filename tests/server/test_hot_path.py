@@ -26,13 +26,20 @@ async def server(database: DatabaseConfig) -> AsyncIterator[Server]:
         yield running
 
 
-async def test_create_answers_queued_when_an_agent_here_can_start_it(server: Server) -> None:
+async def test_create_dispatches_at_once_when_an_agent_here_has_a_free_slot(
+    server: Server,
+) -> None:
     async with agent(server, "scrape", capabilities=["chrome"], slots=1) as chrome:
         created = await server.http.post(
             "/api/tasks", json={"task_type": "scrape", "required_capabilities": ["chrome"]}
         )
         assert created.status_code == 201
-        assert created.json()["pending_reason"] == "queued"
+        # Inserted dispatched in the create's own transaction: never pending.
+        assert created.json()["status"] == "dispatched"
+        assert created.json()["attempts"] == 1
+        assert created.json()["pending_reason"] is None
+        stored = await server.http.get(f"/api/tasks/{created.json()['id']}")
+        assert stored.json()["agent_id"] == created.json()["agent_id"] is not None
         [task] = await chrome.dispatched(1)
         assert task["task_id"] == created.json()["id"]
         # Its one slot is taken: the next create asks the store, which knows why it waits.
@@ -58,8 +65,9 @@ async def test_batch_create_answers_each_task(server: Server) -> None:
             json={"tasks": [{"task_type": "a"}, {"task_type": "b"}, {"task_type": "a"}]},
         )
         assert response.status_code == 201
-        reasons = [item["pending_reason"] for item in response.json()["items"]]
-        assert reasons == ["queued", "no_agent_for_task_type", "queued"]
+        items = response.json()["items"]
+        assert [item["status"] for item in items] == ["dispatched", "pending", "dispatched"]
+        assert [item["pending_reason"] for item in items] == [None, "no_agent_for_task_type", None]
         ids = {UUID(item["id"]) for item in response.json()["items"] if item["task_type"] == "a"}
         assert {UUID(task["task_id"]) for task in await worker.dispatched(2)} == ids
 

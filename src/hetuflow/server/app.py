@@ -73,6 +73,7 @@ def create_app(
         metrics=context.metrics,
         max_payload_bytes=config.server.max_payload_bytes,
         agents=engine.agents,
+        dispatcher=engine.dispatcher,
     )
 
     @contextlib.asynccontextmanager

@@ -9,17 +9,23 @@ A round makes one ``claim_tasks`` call for every group of agents with free slots
 one ``TaskDispatch`` frame per agent. Tasks due within ``dispatch_lookahead_seconds`` are
 handed out early with ``start_at`` so the agent starts them on the exact instant. While a
 round fills every offered slot another round follows at once (more work may be waiting).
+
+``create`` makes a round part of a create: the tasks are inserted and the free slots of this
+node's agents are filled in one transaction (``Store.create_and_claim_tasks``), and the frames
+go out before the creator answers. A task submitted while a slot is free reaches its agent
+one durable commit after the request, not two, and is never written as pending at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from hetuflow.models import Dispatch
+from hetuflow.models import ClaimGroup, ClaimRequest, Dispatch, NewTask, Task, TaskStatus
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.resilience import StoreRetry
@@ -77,20 +83,45 @@ class TaskDispatcher:
             if claimed < offered:
                 return await self._next_due()
 
-    async def _round(self) -> tuple[int, int]:
+    async def create(self, tasks: Sequence[NewTask]) -> tuple[list[tuple[Task, bool]], bool]:
+        """Create ``tasks`` (``Store.create_tasks``) and, in the same transaction, hand the
+        ones this node's free slots can take to their agents. Also says whether any created
+        task is still pending (then other nodes' dispatchers should hear of it)."""
+        store = self._context.store
+        async with self._agents.lock:
+            groups = self._agents.claim_groups()
+            now = self._context.clock.now()
+            if not any(group.free_slots for group in groups):
+                created = await store.create_tasks(tasks, now=now)
+                return created, any(new for _, new in created)
+            created, dispatches = await store.create_and_claim_tasks(
+                tasks, self._request(groups, now), now=now
+            )
+            self._route(dispatches)
+        waiting = any(new and task.status is TaskStatus.PENDING for task, new in created)
+        return created, waiting
+
+    def _request(self, groups: Sequence[ClaimGroup], now: datetime) -> ClaimRequest:
         scheduler = self._context.config.scheduler
-        clock = self._context.clock
+        return ClaimRequest(
+            groups,
+            until=now + timedelta(seconds=scheduler.dispatch_lookahead_seconds),
+            global_limit=scheduler.max_concurrent_tasks,
+        )
+
+    async def _round(self) -> tuple[int, int]:
         async with self._agents.lock:
             groups = self._agents.claim_groups()
             offered = sum(group.free_slots for group in groups)
             if offered == 0:
                 return 0, 0
-            now = clock.now()
+            now = self._context.clock.now()
+            request = self._request(groups, now)
             dispatches = await self._context.store.claim_tasks(
-                groups,
+                request.groups,
                 now=now,
-                until=now + timedelta(seconds=scheduler.dispatch_lookahead_seconds),
-                global_limit=scheduler.max_concurrent_tasks,
+                until=request.until,
+                global_limit=request.global_limit,
             )
             self.rounds += 1
             self._route(dispatches)

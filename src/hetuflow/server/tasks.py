@@ -35,6 +35,7 @@ from hetuflow.models import (
     TaskFilter,
     TaskStatus,
 )
+from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.metrics import Metrics
 from hetuflow.server.registry import AgentSvc
 from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
@@ -64,6 +65,7 @@ class TaskQueue:
         metrics: Metrics | None = None,
         max_payload_bytes: int | None = None,
         agents: AgentSvc | None = None,
+        dispatcher: TaskDispatcher | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -74,6 +76,9 @@ class TaskQueue:
         self.max_payload_bytes = max_payload_bytes
         self.agents = agents
         """This node's connected agents (``explain_created``); None: always ask the store."""
+        self.dispatcher = dispatcher
+        """Creates tasks and fills this node's free slots in one transaction; None: tasks
+        are only stored, and dispatchers hear of them through ``TASKS_READY``."""
         self._waiting: list[_Waiting] = []
         self._group_lock = asyncio.Lock()
 
@@ -128,12 +133,16 @@ class TaskQueue:
         return await self._store_tasks(tasks)
 
     async def _store_tasks(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
-        results = await self.store.create_tasks(tasks, now=self.clock.now())
+        if self.dispatcher is not None:
+            results, waiting = await self.dispatcher.create(tasks)
+        else:
+            results = await self.store.create_tasks(tasks, now=self.clock.now())
+            waiting = any(created for _, created in results)
         submitted = Counter(task.task_type for task, created in results if created)
         if self.metrics is not None:
             for task_type, count in submitted.items():
                 self.metrics.task_submitted(task_type, count)
-        if submitted:
+        if waiting:
             await self._publish(TASKS_READY)
         return results
 

@@ -18,6 +18,7 @@ from hetuflow.errors import CronJobNotFound, TaskAlreadyFinished, TaskNotFound
 from hetuflow.models import (
     TERMINAL_TASK_STATUSES,
     ClaimGroup,
+    ClaimRequest,
     Dispatch,
     NewTask,
     Page,
@@ -27,34 +28,45 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
-from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, dumps, uid
+from hetuflow.store._claims import FreshTasks, Pick
+from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, dumps
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
 
 _INSERT_TASKS = """
-INSERT INTO tasks (
-    id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
-    timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
-    idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at)
-SELECT n.id, n.name, n.task_type, n.priority, n.payload::jsonb,
-       ARRAY(SELECT jsonb_array_elements_text(n.capabilities::jsonb)), 'pending',
-       coalesce(n.scheduled_at, $16), n.timeout_seconds, n.max_retries, n.backoff_seconds,
-       n.backoff_factor, n.max_backoff_seconds, n.idempotency_key, n.cron_job_id,
-       n.cron_tick_at, $16, $16
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::text[],
-            $7::timestamptz[], $8::float8[], $9::int[], $10::float8[], $11::float8[],
-            $12::float8[], $13::text[], $14::uuid[], $15::timestamptz[])
-     WITH ORDINALITY AS n(id, name, task_type, priority, payload, capabilities, scheduled_at,
-                          timeout_seconds, max_retries, backoff_seconds, backoff_factor,
-                          max_backoff_seconds, idempotency_key, cron_job_id, cron_tick_at, ord)
-ORDER BY n.ord
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id"""
+WITH inserted AS (
+    INSERT INTO tasks (
+        id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
+        timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
+        idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id,
+        attempts)
+    SELECT n.id, n.name, n.task_type, n.priority, n.payload::jsonb,
+           ARRAY(SELECT jsonb_array_elements_text(n.capabilities::jsonb)),
+           CASE WHEN n.agent_id IS NULL THEN 'pending' ELSE 'dispatched' END,
+           coalesce(n.scheduled_at, $16), n.timeout_seconds, n.max_retries,
+           n.backoff_seconds, n.backoff_factor, n.max_backoff_seconds, n.idempotency_key,
+           n.cron_job_id, n.cron_tick_at, $16, $16, n.agent_id,
+           CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::text[],
+                $7::timestamptz[], $8::float8[], $9::int[], $10::float8[], $11::float8[],
+                $12::float8[], $13::text[], $14::uuid[], $15::timestamptz[], $17::uuid[])
+         WITH ORDINALITY AS n(id, name, task_type, priority, payload, capabilities,
+                              scheduled_at, timeout_seconds, max_retries, backoff_seconds,
+                              backoff_factor, max_backoff_seconds, idempotency_key,
+                              cron_job_id, cron_tick_at, agent_id, ord)
+    ORDER BY n.ord
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, agent_id, attempts
+), recorded AS (
+    INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
+    SELECT id, attempts, agent_id, $16 FROM inserted WHERE agent_id IS NOT NULL
+)
+SELECT id FROM inserted"""
 
 _CANDIDATES = """
-SELECT id FROM tasks
+SELECT id, priority FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= $1
   AND task_type = ANY($2::text[])
@@ -83,7 +95,25 @@ async def insert_tasks(
     connection: Conn, tasks: Sequence[NewTask], now: datetime
 ) -> list[tuple[Task, bool]]:
     """Insert tasks in order; those whose idempotency key exists come back with False."""
+    created, _ = await create_and_claim_tasks(connection, tasks, None, now)
+    return created
+
+
+async def create_and_claim_tasks(
+    connection: Conn, tasks: Sequence[NewTask], claim: ClaimRequest | None, now: datetime
+) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
+    """``insert_tasks`` after a claim round (``claim_tasks``) in the same transaction: a new
+    task a slot takes is inserted dispatched, with its attempt row (see ``_claims``)."""
+    stamp = utc(now)
     ids = [uuid.uuid4() for _ in tasks]
+    dispatches: list[Dispatch] = []
+    placed: dict[int, tuple[UUID, int]] = {}
+    if claim is not None and claim.groups:
+        fresh = FreshTasks(tasks, ids, stamp)
+        dispatches = await claim_tasks(
+            connection, claim.groups, now, claim.until, claim.global_limit, fresh
+        )
+        placed = fresh.placed
     columns: list[list[Any]] = [
         ids,
         [t.name for t in tasks],
@@ -101,20 +131,23 @@ async def insert_tasks(
         [t.cron_job_id for t in tasks],
         [CODEC.put_time(t.cron_tick_at) for t in tasks],
     ]
+    agents = [placed[index][0] if index in placed else None for index in range(len(tasks))]
     stamp = utc(now)
     try:
-        rows = await connection.fetch(_INSERT_TASKS, *columns, stamp)
+        rows = await connection.fetch(_INSERT_TASKS, *columns, stamp, agents)
     except asyncpg.ForeignKeyViolationError as error:
         raise CronJobNotFound(
             "a task names a cron job that does not exist", field="cron_job_id"
         ) from error
     # Built from what was inserted, not read back (RETURNING only says which were).
+    built = [
+        new_task(new, i, stamp, placed.get(index))
+        for index, (new, i) in enumerate(zip(tasks, ids, strict=True))
+    ]
     if len(rows) == len(tasks):
-        return [(new_task(new, i, stamp), True) for new, i in zip(tasks, ids, strict=True)]
-    returned = {uid(row["id"]) for row in rows}
-    inserted = {
-        i: new_task(new, i, stamp) for new, i in zip(tasks, ids, strict=True) if i in returned
-    }
+        return [(task, True) for task in built], dispatches
+    returned = {row["id"] for row in rows}
+    inserted = {task.id: task for task in built if task.id in returned}
     keys = [t.idempotency_key for t, i in zip(tasks, ids, strict=True) if i not in inserted]
     existing: dict[str, Task] = {}
     if keys:
@@ -128,7 +161,7 @@ async def insert_tasks(
             results.append((inserted[task_id], True))
         else:
             results.append((existing[new.idempotency_key or ""], False))
-    return results
+    return results, dispatches
 
 
 async def get_task(connection: Conn, task_id: UUID) -> Task | None:
@@ -203,7 +236,10 @@ async def claim_tasks(
     now: datetime,
     until: datetime | None,
     global_limit: int | None,
+    fresh: FreshTasks | None = None,
 ) -> list[Dispatch]:
+    """Claim stored pending tasks and, given ``fresh``, tasks of the batch being created
+    (placed there; the caller inserts them dispatched, with their attempt rows)."""
     horizon = utc(until if until is not None else now)
     remaining: int | None = None
     if global_limit is not None:
@@ -214,6 +250,7 @@ async def claim_tasks(
         remaining = max(global_limit - active, 0)
     chosen: list[UUID] = []
     agents: list[UUID] = []
+    ordered: list[Dispatch | tuple[UUID, UUID]] = []  # claim order: fresh, or (task, agent)
     for group in groups:
         want = group.free_slots if remaining is None else min(group.free_slots, remaining)
         if want <= 0 or not group.task_types:
@@ -226,20 +263,31 @@ async def claim_tasks(
             chosen,
             want,
         )
-        assigned = assign_least_loaded(len(rows), group.offers)
-        chosen.extend(row["id"] for row in rows[: len(assigned)])
-        agents.extend(assigned)
+        stored = [(row["priority"], row) for row in rows]
+        picks = (
+            [Pick(rank, row, None) for rank, row in stored]
+            if fresh is None
+            else fresh.pick(group, horizon, stored, want)
+        )
+        assigned = assign_least_loaded(len(picks), group.offers)
+        for pick, agent_id in zip(picks, assigned, strict=False):
+            if pick.row is not None:
+                chosen.append(pick.row["id"])
+                agents.append(agent_id)
+                ordered.append((pick.row["id"], agent_id))
+            elif pick.fresh is not None and fresh is not None:
+                fresh.place(pick.fresh, agent_id)
+                ordered.append(Dispatch(pick.fresh.task, 1, agent_id))
         if remaining is not None:
             remaining -= len(assigned)
-    if not chosen:
-        return []
-    rows = await connection.fetch(_DISPATCH, chosen, agents, utc(now))
+    rows = await connection.fetch(_DISPATCH, chosen, agents, utc(now)) if chosen else []
     by_id = {row["id"]: row for row in rows}
     dispatches = []
-    for task_id, agent_id in zip(chosen, agents, strict=True):
-        row = by_id.get(task_id)
-        if row is not None:
-            dispatches.append(Dispatch(claimed_from(row, CODEC), row["attempts"], agent_id))
+    for entry in ordered:
+        if isinstance(entry, Dispatch):
+            dispatches.append(entry)
+        elif (row := by_id.get(entry[0])) is not None:
+            dispatches.append(Dispatch(claimed_from(row, CODEC), row["attempts"], entry[1]))
     return dispatches
 
 

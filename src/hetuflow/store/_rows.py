@@ -127,9 +127,12 @@ def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
     )
 
 
-def new_task(new: NewTask, task_id: UUID, now: datetime) -> Task:
+def new_task(
+    new: NewTask, task_id: UUID, now: datetime, placed: tuple[UUID, int] | None = None
+) -> Task:
     """The task a store has just inserted for ``new`` (every column it does not set starts
-    empty), built without reading the row back. ``now`` is UTC with microseconds, as stored."""
+    empty), built without reading the row back. ``now`` is UTC with microseconds, as stored.
+    ``placed``: the (agent id, attempt) it was inserted dispatched to, if any."""
     return Task(
         id=task_id,
         name=new.name,
@@ -137,15 +140,15 @@ def new_task(new: NewTask, task_id: UUID, now: datetime) -> Task:
         priority=new.priority,
         payload=new.payload,
         required_capabilities=tuple(new.required_capabilities),
-        status=TaskStatus.PENDING,
+        status=TaskStatus.PENDING if placed is None else TaskStatus.DISPATCHED,
         scheduled_at=now if new.scheduled_at is None else utc(new.scheduled_at),
         timeout_seconds=new.timeout_seconds,
         retry=new.retry,
         idempotency_key=new.idempotency_key,
         result=None,
         error=None,
-        attempts=0,
-        agent_id=None,
+        attempts=0 if placed is None else placed[1],
+        agent_id=None if placed is None else placed[0],
         cron_job_id=new.cron_job_id,
         cron_tick_at=None if new.cron_tick_at is None else utc(new.cron_tick_at),
         progress=None,

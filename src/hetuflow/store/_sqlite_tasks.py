@@ -18,6 +18,7 @@ from hetuflow.errors import CronJobNotFound, TaskAlreadyFinished, TaskNotFound
 from hetuflow.models import (
     TERMINAL_TASK_STATUSES,
     ClaimGroup,
+    ClaimRequest,
     Dispatch,
     NewTask,
     Page,
@@ -27,6 +28,7 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
+from hetuflow.store._claims import FreshTasks, Pick
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
@@ -38,8 +40,8 @@ _INSERT_TASK = """
 INSERT INTO tasks (
     id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
     timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
-    idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 
 _CANDIDATES = f"""
@@ -54,6 +56,10 @@ WHERE status = 'pending'
 ORDER BY priority DESC, created_at, id
 LIMIT ?"""
 
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (task_id, number, agent_id, dispatched_at) VALUES (?, ?, ?, ?)"
+)
+
 _DISPATCH = """
 UPDATE tasks
 SET status = 'dispatched', agent_id = ?, attempts = ?, progress = NULL, updated_at = ?
@@ -64,18 +70,39 @@ def create_tasks(
     connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
 ) -> list[tuple[Task, bool]]:
     """Insert the tasks with one ``executemany``; a task whose idempotency key exists (in
-    the table or earlier in the batch) comes back as that task, with False.
+    the table or earlier in the batch) comes back as that task, with False."""
+    created, _ = create_and_claim_tasks(connection, tasks, None, now)
+    return created
+
+
+def create_and_claim_tasks(
+    connection: sqlite3.Connection,
+    tasks: Sequence[NewTask],
+    claim: ClaimRequest | None,
+    now: datetime,
+) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
+    """``create_tasks``, then a claim round (``claim_tasks``) in the same transaction: a new
+    task a slot takes is inserted dispatched (see ``_claims``).
 
     The new tasks are built from what was inserted (nothing is read back): the columns the
     insert does not name all start empty."""
     stamp = micros(now)
     created_at = _must(CODEC.time(stamp))
+    ids = [uuid.uuid4() for _ in tasks]
+    dispatches: list[Dispatch] = []
+    placed: dict[int, tuple[UUID, int]] = {}
+    if claim is not None and claim.groups:
+        fresh = FreshTasks(tasks, ids, created_at)
+        dispatches = claim_tasks(
+            connection, claim.groups, now, claim.until, claim.global_limit, fresh
+        )
+        placed = fresh.placed
     built: list[Task] = []
     rows: list[tuple[Any, ...]] = []
-    for new in tasks:
-        task_id = uuid.uuid4()
+    for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True)):
         scheduled = micros(new.scheduled_at) if new.scheduled_at is not None else stamp
         retry = new.retry
+        place = placed.get(index)
         rows.append(
             (
                 str(task_id),
@@ -84,6 +111,7 @@ def create_tasks(
                 new.priority.rank,
                 CODEC.put_json(new.payload),
                 CODEC.put_texts(new.required_capabilities),
+                "pending" if place is None else "dispatched",
                 scheduled,
                 new.timeout_seconds,
                 retry.max_retries,
@@ -95,15 +123,31 @@ def create_tasks(
                 CODEC.put_time(new.cron_tick_at),
                 stamp,
                 stamp,
+                None if place is None else str(place[0]),
+                0 if place is None else place[1],
             )
         )
-        built.append(new_task(new, task_id, created_at))
+        built.append(new_task(new, task_id, created_at, place))
     try:
         connection.executemany(_INSERT_TASK, rows)
     except sqlite3.IntegrityError as error:
         jobs = sorted({str(new.cron_job_id) for new in tasks if new.cron_job_id is not None})
         named = f"cron job {jobs[0]}" if len(jobs) == 1 else "a task names a cron job that"
         raise CronJobNotFound(f"{named} does not exist", field="cron_job_id") from error
+    if placed:
+        connection.executemany(
+            _INSERT_ATTEMPT,
+            [
+                (str(ids[index]), number, str(agent_id), stamp)
+                for index, (agent_id, number) in placed.items()
+            ],
+        )
+    return _with_existing(connection, built), dispatches
+
+
+def _with_existing(connection: sqlite3.Connection, built: list[Task]) -> list[tuple[Task, bool]]:
+    """Each built task with True, or, where its idempotency key was taken (in the table or
+    earlier in the batch), the task holding the key with False."""
     keys = [task.idempotency_key for task in built if task.idempotency_key is not None]
     if not keys:
         return [(task, True) for task in built]
@@ -207,8 +251,12 @@ def claim_tasks(
     now: datetime,
     until: datetime | None,
     global_limit: int | None,
+    fresh: FreshTasks | None = None,
 ) -> list[Dispatch]:
-    horizon = micros(until if until is not None else now)
+    """Claim stored pending tasks and, given ``fresh``, tasks of the batch being created
+    (placed there; the caller inserts them dispatched, with their attempt rows)."""
+    horizon_at = until if until is not None else now
+    horizon = micros(horizon_at)
     stamp = micros(now)
     remaining: int | None = None
     if global_limit is not None:
@@ -225,24 +273,32 @@ def claim_tasks(
             _CANDIDATES,
             (horizon, id_list(sorted(group.task_types)), id_list(sorted(group.capabilities)), want),
         ).fetchall()
-        agents = assign_least_loaded(len(rows), group.offers)
+        stored = [(row["priority"], row) for row in rows]
+        picks = (
+            [Pick(rank, row, None) for rank, row in stored]
+            if fresh is None
+            else fresh.pick(group, horizon_at, stored, want)
+        )
+        agents = assign_least_loaded(len(picks), group.offers)
+        agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}
         updates = []
         attempts = []
-        agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}
-        for row, agent_id in zip(rows, agents, strict=False):
-            # The single writer holds the database: the rows read above are still pending.
-            task_id, number = row["id"], row["attempts"] + 1
-            agent_key = agent_keys[agent_id]
-            updates.append((agent_key, number, stamp, task_id))
-            attempts.append((task_id, number, agent_key, stamp))
-            dispatches.append(Dispatch(claimed_from(row, CODEC), number, agent_id))
+        for pick, agent_id in zip(picks, agents, strict=False):
+            row = pick.row
+            if row is not None:
+                # The single writer holds the database: the rows read above are still pending.
+                task_id, number = row["id"], row["attempts"] + 1
+                agent_key = agent_keys[agent_id]
+                updates.append((agent_key, number, stamp, task_id))
+                attempts.append((task_id, number, agent_key, stamp))
+                dispatches.append(Dispatch(claimed_from(row, CODEC), number, agent_id))
+            elif pick.fresh is not None and fresh is not None:
+                fresh.place(pick.fresh, agent_id)
+                dispatches.append(Dispatch(pick.fresh.task, 1, agent_id))
         connection.executemany(_DISPATCH, updates)
-        connection.executemany(
-            "INSERT INTO attempts (task_id, number, agent_id, dispatched_at) VALUES (?, ?, ?, ?)",
-            attempts,
-        )
+        connection.executemany(_INSERT_ATTEMPT, attempts)
         if remaining is not None:
-            remaining -= len(attempts)
+            remaining -= len(agents)
     return dispatches
 
 

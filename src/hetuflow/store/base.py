@@ -25,6 +25,7 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     ClaimGroup,
+    ClaimRequest,
     CronFire,
     CronJob,
     CronTick,
@@ -67,6 +68,18 @@ class Store(Protocol):
         A task whose ``idempotency_key`` already exists is not inserted: the existing task is
         returned with ``created=False``. Two concurrent calls with the same key yield one task
         (the unique key decides). ``scheduled_at`` None means ``now``. All or nothing.
+        """
+        ...
+
+    async def create_and_claim_tasks(
+        self, tasks: Sequence[NewTask], claim: ClaimRequest, *, now: datetime
+    ) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
+        """``create_tasks`` and a ``claim_tasks`` round with ``claim``, in one transaction.
+
+        The claim sees the new tasks as if they had been inserted first: in claim order
+        (priority, then age), stored tasks and new ones alike. A new task it takes is inserted
+        already dispatched, with its attempt row, and comes back dispatched. New tasks with
+        an idempotency key are only inserted (pending); a later claim takes them.
         """
         ...
 

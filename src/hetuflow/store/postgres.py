@@ -24,6 +24,7 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     ClaimGroup,
+    ClaimRequest,
     CronFire,
     CronJob,
     CronTick,
@@ -75,6 +76,14 @@ class PostgresStore:
             return []
         async with self._db.transaction() as c:
             return await task_sql.insert_tasks(c, tasks, now)
+
+    async def create_and_claim_tasks(
+        self, tasks: Sequence[NewTask], claim: ClaimRequest, *, now: datetime
+    ) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
+        if not tasks:
+            return [], []
+        async with self._db.transaction() as c:
+            return await task_sql.create_and_claim_tasks(c, tasks, claim, now)
 
     async def get_task(self, task_id: UUID) -> Task | None:
         async with self._db.connection() as c:

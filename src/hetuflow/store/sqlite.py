@@ -25,6 +25,7 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     ClaimGroup,
+    ClaimRequest,
     CronFire,
     CronJob,
     CronTick,
@@ -76,6 +77,13 @@ class SqliteStore:
         self, tasks: Sequence[NewTask], *, now: datetime
     ) -> list[tuple[Task, bool]]:
         return await self._db.write(task_sql.create_tasks, tasks, now)
+
+    async def create_and_claim_tasks(
+        self, tasks: Sequence[NewTask], claim: ClaimRequest, *, now: datetime
+    ) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
+        if not tasks:
+            return [], []
+        return await self._db.write(task_sql.create_and_claim_tasks, tasks, claim, now)
 
     async def get_task(self, task_id: UUID) -> Task | None:
         return await self._db.read(task_sql.get_task, task_id)

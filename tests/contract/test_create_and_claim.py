@@ -1,0 +1,139 @@
+"""Contract: creating tasks and claiming in one transaction (``create_and_claim_tasks``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hetuflow.models import (
+    AttemptOutcome,
+    AttemptRef,
+    AttemptResult,
+    ClaimRequest,
+    NewTask,
+    Priority,
+    TaskStatus,
+)
+from hetuflow.store.base import Store
+
+from ._support import T0, ConnectAgent, group, stored
+
+
+async def test_new_tasks_are_inserted_dispatched_with_their_attempt(
+    store: Store, connect: ConnectAgent
+) -> None:
+    agent = await connect("a1", slots=2)
+    batch = [NewTask(f"n{i}", "t", payload={"i": i}) for i in range(3)]
+    created, dispatches = await store.create_and_claim_tasks(
+        batch, ClaimRequest([group([agent])]), now=T0
+    )
+    assert [new for _, new in created] == [True, True, True]
+    assert len(dispatches) == 2
+    by_id = {task.id: task for task, _ in created}
+    for dispatch in dispatches:
+        answered = by_id[dispatch.task.id]
+        assert (answered.status, answered.agent_id, answered.attempts) == (
+            TaskStatus.DISPATCHED,
+            agent.id,
+            1,
+        )
+        assert await store.get_task(dispatch.task.id) == answered
+        assert dispatch.task.payload == answered.payload
+        assert dispatch.attempt == 1
+        [attempt] = await store.list_attempts(dispatch.task.id)
+        assert (attempt.number, attempt.agent_id, attempt.dispatched_at) == (1, agent.id, T0)
+    [left] = [task for task, _ in created if task.id not in {d.task.id for d in dispatches}]
+    assert left.status is TaskStatus.PENDING
+    assert (await store.get_agent(agent.id)).running == 2  # type: ignore[union-attr]
+    # A task dispatched at creation finishes like any other.
+    dispatch = dispatches[0]
+    result = AttemptResult(AttemptRef(dispatch.task.id, 1, agent.id), AttemptOutcome.SUCCEEDED)
+    [outcome] = await store.finish_attempts([result], now=T0)
+    assert outcome.accepted
+    assert (await stored(store, outcome)).status is TaskStatus.SUCCEEDED
+
+
+async def test_claim_order_spans_stored_and_new_tasks(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1", slots=3)
+    await store.create_tasks(
+        [NewTask("old-normal", "t"), NewTask("old-low", "t", priority=Priority.LOW)], now=T0
+    )
+    later = T0 + timedelta(seconds=1)
+    created, dispatches = await store.create_and_claim_tasks(
+        [
+            NewTask("new-low", "t", priority=Priority.LOW),
+            NewTask("new-normal", "t"),
+            NewTask("new-critical", "t", priority=Priority.CRITICAL),
+        ],
+        ClaimRequest([group([agent])]),
+        now=later,
+    )
+    # What a claim right after inserting them would take: priority, then the older first.
+    assert [d.task.name for d in dispatches] == ["new-critical", "old-normal", "new-normal"]
+    statuses = {task.name: task.status for task, _ in created}
+    assert statuses == {
+        "new-low": TaskStatus.PENDING,
+        "new-normal": TaskStatus.DISPATCHED,
+        "new-critical": TaskStatus.DISPATCHED,
+    }
+    rest = await store.claim_tasks([group([agent], free=5)], now=later)
+    assert [d.task.name for d in rest] == ["old-low", "new-low"]
+
+
+async def test_types_capabilities_schedule_and_keys_are_respected(
+    store: Store, connect: ConnectAgent
+) -> None:
+    plain = await connect("plain", slots=10)
+    gpu = await connect("gpu", capabilities=("gpu",), slots=10)
+    soon, later = T0 + timedelta(seconds=1), T0 + timedelta(hours=1)
+    created, dispatches = await store.create_and_claim_tasks(
+        [
+            NewTask("other-type", "u"),
+            NewTask("needs-gpu", "t", required_capabilities=("gpu",)),
+            NewTask("soon", "t", scheduled_at=soon),
+            NewTask("later", "t", scheduled_at=later),
+            NewTask("keyed", "t", idempotency_key="k1"),
+            NewTask("plain", "t"),
+        ],
+        ClaimRequest(
+            [group([plain]), group([gpu], capabilities=("gpu",))],
+            until=T0 + timedelta(seconds=2),
+        ),
+        now=T0,
+    )
+    got = {d.task.name: d.agent_id for d in dispatches}
+    assert got == {"needs-gpu": gpu.id, "soon": plain.id, "plain": plain.id}
+    assert next(d for d in dispatches if d.task.name == "soon").task.scheduled_at == soon
+    pending = {task.name for task, _ in created if task.status is TaskStatus.PENDING}
+    assert pending == {"other-type", "later", "keyed"}
+    # Each task went to one agent only.
+    assert len({d.task.id for d in dispatches}) == len(dispatches)
+
+
+async def test_the_global_limit_counts_new_and_stored_tasks(
+    store: Store, connect: ConnectAgent
+) -> None:
+    agent = await connect("a1", slots=10)
+    await store.create_and_claim_tasks(
+        [NewTask("first", "t")], ClaimRequest([group([agent])], global_limit=3), now=T0
+    )
+    active = await store.get_agent(agent.id)
+    assert active is not None
+    assert active.running == 1
+    _, dispatches = await store.create_and_claim_tasks(
+        [NewTask(f"n{i}", "t") for i in range(5)],
+        ClaimRequest([group([active])], global_limit=3),
+        now=T0,
+    )
+    assert len(dispatches) == 2
+    stats = await store.stats()
+    assert stats.tasks_by_status[TaskStatus.DISPATCHED] == 3
+    assert stats.tasks_by_status[TaskStatus.PENDING] == 3
+
+
+async def test_without_a_free_slot_it_only_creates(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    created, dispatches = await store.create_and_claim_tasks(
+        [NewTask("n", "t")], ClaimRequest([group([agent], free=0)]), now=T0
+    )
+    assert dispatches == []
+    assert [task.status for task, _ in created] == [TaskStatus.PENDING]
