@@ -10,7 +10,7 @@ across nodes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -21,6 +21,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from hetuflow.errors import HetuflowError
 from hetuflow.models import TaskStatus
@@ -113,30 +114,40 @@ class Metrics:
             registry=registry,
         )
         self._pending_types: set[str] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the hot path counts every task, and
+        ``labels`` builds and locks its lookup each time."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # --- tasks ------------------------------------------------------------------------------
 
     def task_submitted(self, task_type: str, count: int = 1) -> None:
         """``count`` new tasks of ``task_type`` were created (not idempotent replays)."""
-        self._submitted.labels(task_type).inc(count)
+        self._child(self._submitted, task_type).inc(count)
 
     def task_dispatched(self, task_type: str, latency_seconds: float) -> None:
         """One attempt was dispatched, ``latency_seconds`` after the task became due."""
-        self._dispatched.labels(task_type).inc()
-        self._dispatch_latency.labels(task_type).observe(max(latency_seconds, 0.0))
+        self._child(self._dispatched, task_type).inc()
+        self._child(self._dispatch_latency, task_type).observe(max(latency_seconds, 0.0))
 
     def task_started(self, task_type: str) -> None:
         """An agent reported that an attempt started."""
-        self._started.labels(task_type).inc()
+        self._child(self._started, task_type).inc()
 
     def task_finished(self, task_type: str, outcome: str, run_seconds: float | None) -> None:
         """An attempt ended with ``outcome`` (an ``AttemptOutcome`` value).
 
         ``run_seconds`` is the time from its start to its result (None if it never started).
         """
-        self._finished.labels(task_type, outcome).inc()
+        self._child(self._finished, task_type, outcome).inc()
         if run_seconds is not None:
-            self._run_duration.labels(task_type, outcome).observe(max(run_seconds, 0.0))
+            self._child(self._run_duration, task_type, outcome).observe(max(run_seconds, 0.0))
 
     def set_pending(self, counts: dict[str, int]) -> None:
         """Pending tasks by task type; task types that are gone drop to zero."""

@@ -43,7 +43,8 @@ WITH inserted AS (
         idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id,
         attempts)
     SELECT n.id, n.name, n.task_type, n.priority, n.payload::jsonb,
-           ARRAY(SELECT jsonb_array_elements_text(n.capabilities::jsonb)),
+           CASE WHEN n.capabilities = '[]' THEN '{}'::text[]
+                ELSE ARRAY(SELECT jsonb_array_elements_text(n.capabilities::jsonb)) END,
            CASE WHEN n.agent_id IS NULL THEN 'pending' ELSE 'dispatched' END,
            coalesce(n.scheduled_at, $16), n.timeout_seconds, n.max_retries,
            n.backoff_seconds, n.backoff_factor, n.max_backoff_seconds, n.idempotency_key,
