@@ -433,17 +433,42 @@ class Ledger:
 # --- CPU accounting ---------------------------------------------------------------------------
 
 
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, all) CPU time of the whole machine, in clock ticks, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _postgres_seconds() -> float:
+    """CPU seconds used so far by every live ``postgres`` process (server and backends)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            if stat[stat.index("(") + 1 : stat.rindex(")")].startswith("postgres"):
+                total += proc_stat(int(entry.name)).cpu_seconds
+    return total
+
+
 class CpuMeter:
-    """CPU seconds of some processes between ``start`` and ``stop``, as % of one core."""
+    """CPU seconds of some processes between ``start`` and ``stop``, as % of one core; also
+    every PostgreSQL process together (``postgres``, when any runs) and the whole machine
+    (``machine``, % of all its cores: near 100 means the cores, not waits, bound a run)."""
 
     def __init__(self, processes: Mapping[str, Process]) -> None:
         self.processes = dict(processes)
         self._before: dict[str, float] = {}
         self._since = 0.0
+        self._machine = (0, 0)
 
     def start(self) -> None:
         self._since = time.monotonic()
         self._before = {name: p.stat().cpu_seconds for name, p in self.processes.items()}
+        self._before["postgres"] = _postgres_seconds()
+        self._machine = _machine_jiffies()
 
     def stop(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self._since, 1e-9)
@@ -452,6 +477,14 @@ class CpuMeter:
             with contextlib.suppress(OSError):
                 used = process.stat().cpu_seconds - self._before[name]
                 usage[name] = round(100 * used / elapsed, 1)
+        postgres = _postgres_seconds() - self._before["postgres"]
+        if postgres > 0:
+            usage["postgres"] = round(100 * postgres / elapsed, 1)
+        busy, total = _machine_jiffies()
+        if total > self._machine[1]:
+            usage["machine"] = round(
+                100 * (busy - self._machine[0]) / (total - self._machine[1]), 1
+            )
         return usage
 
 

@@ -141,6 +141,7 @@ async def measure(cluster: Cluster, mode: str, total: int) -> dict[str, Any]:
     elapsed = finished - started
     generator = 100 * (_self_cpu() - cpu_self) / elapsed
     steady = _steady_rate(samples, base, total)
+    shared = {k: cpu.pop(k) for k in ("postgres", "machine") if k in cpu}
     agents_cpu = {k: v for k, v in cpu.items() if k != "server"}
     return {
         "tasks": total,
@@ -148,7 +149,13 @@ async def measure(cluster: Cluster, mode: str, total: int) -> dict[str, Any]:
         "steady_tasks_per_second": round(steady, 1) if steady else None,
         "submit_tasks_per_second": round(total / (submitted - started), 1),
         "seconds": round(elapsed, 3),
-        "cpu_percent": {"server": cpu.get("server"), **agents_cpu, "generator": round(generator)},
+        "cpu_percent": {
+            "server": cpu.get("server"),
+            **agents_cpu,
+            "generator": round(generator),
+            **{k: v for k, v in shared.items() if k == "postgres"},
+        },
+        "machine_busy_percent": shared.get("machine"),
         "load_average_1m_before": round(load, 2),
         "bound": _bound(cpu.get("server", 0.0), agents_cpu, generator),
     }

@@ -21,7 +21,7 @@ from hetuflow.models import (
     LogLine,
     TaskStatus,
 )
-from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of
+from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
@@ -75,7 +75,7 @@ def start_attempts(connection: sqlite3.Connection, starts: Sequence[AttemptStart
 
 def _held(row: Row) -> Held:
     return Held(
-        status=TaskStatus(row["status"]),
+        status=task_status(row["status"]),
         attempts=row["attempts"],
         agent_id=row["agent_id"],
         failures=row["failures"],

@@ -302,6 +302,17 @@ def claim_tasks(
     return dispatches
 
 
+def any_due(connection: sqlite3.Connection, task_types: Sequence[str], until: datetime) -> bool:
+    """Whether a pending task of one of ``task_types`` is due by ``until`` (a claim could take
+    it, capabilities allowing)."""
+    row = connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND scheduled_at <= ?"
+        " AND task_type IN (SELECT value FROM json_each(?)))",
+        (micros(until), id_list(task_types)),
+    ).fetchone()
+    return bool(row[0])
+
+
 def next_scheduled_at(connection: sqlite3.Connection, now: datetime) -> datetime | None:
     value = connection.execute(
         "SELECT min(scheduled_at) FROM tasks WHERE status = 'pending' AND scheduled_at > ?",

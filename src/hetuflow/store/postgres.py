@@ -46,6 +46,7 @@ from hetuflow.store import _pg_attempts as attempt_sql
 from hetuflow.store import _pg_cron as cron_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
+from hetuflow.store._claims import offered_task_types
 from hetuflow.store._pg_db import PgDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
 
@@ -105,8 +106,15 @@ class PostgresStore:
         until: datetime | None = None,
         global_limit: int | None = None,
     ) -> list[Dispatch]:
-        if not groups:
+        types = offered_task_types(groups)
+        if not types:
             return []
+        async with self._db.connection() as c:
+            # Most rounds follow a freed slot and find nothing: one plain read says so without
+            # the claim's transaction, lock and count. A task made pending after this read
+            # wakes the dispatcher again once committed.
+            if not await task_sql.any_due(c, types, until or now):
+                return []
         async with self._db.transaction() as c:
             return await task_sql.claim_tasks(c, groups, now, until, global_limit)
 

@@ -47,6 +47,7 @@ from hetuflow.store import _sqlite_attempts as attempt_sql
 from hetuflow.store import _sqlite_cron as cron_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
+from hetuflow.store._claims import offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
 
@@ -102,7 +103,13 @@ class SqliteStore:
         until: datetime | None = None,
         global_limit: int | None = None,
     ) -> list[Dispatch]:
-        if not groups:
+        types = offered_task_types(groups)
+        if not types:
+            return []
+        # Most rounds follow a freed slot and find nothing: the reader says so without taking
+        # the writer (the one thread every write waits for). A task made pending after this
+        # read wakes the dispatcher again once committed.
+        if not await self._db.read(task_sql.any_due, types, until or now):
             return []
         return await self._db.write(task_sql.claim_tasks, groups, now, until, global_limit)
 
