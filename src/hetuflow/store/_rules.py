@@ -24,8 +24,8 @@ from hetuflow.models import (
 ACTIVE = tuple(sorted(ACTIVE_TASK_STATUSES))
 """Statuses that hold an agent slot."""
 ACTIVE_SQL = "(" + ", ".join(f"'{status}'" for status in ACTIVE) + ")"
-"""``('cancelling', 'dispatched', 'running')``, written exactly as in the partial index
-``tasks_active_agent`` so both planners can use it."""
+"""``('cancelling', 'dispatched', 'running')``, written exactly as in PostgreSQL's partial
+index ``tasks_active_agent`` so its planner can use it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ from hetuflow.store._sqlite_attempts import release
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
 # INDEXED BY: left alone, SQLite counts through tasks_agent_created, i.e. every task the agent
-# ever ran; the partial index holds only the active ones.
+# ever ran; (agent_id, status) seeks straight to the active ones.
 _SELECT_AGENTS = f"""
-SELECT a.*, (SELECT count(*) FROM tasks AS t INDEXED BY tasks_active_agent
+SELECT a.*, (SELECT count(*) FROM tasks AS t INDEXED BY tasks_agent_status
              WHERE t.agent_id = a.id AND t.status IN {ACTIVE_SQL}) AS running
 FROM agents AS a"""
 
