@@ -10,7 +10,10 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
+
+import orjson
 
 from hetuflow.models import (
     Attempt,
@@ -23,7 +26,7 @@ from hetuflow.models import (
 )
 from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
-from hetuflow.store._sqlite_db import CODEC, id_list, micros
+from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 
 _FENCE = f"id = ? AND attempts = ? AND agent_id = ? AND status IN {ACTIVE_SQL}"
 
@@ -32,18 +35,63 @@ def _fence(ref: AttemptRef) -> tuple[str, int, str]:
     return (str(ref.task_id), ref.attempt, str(ref.agent_id))
 
 
-def _fenced_rows(connection: sqlite3.Connection, task_ids: Sequence[UUID]) -> dict[str, Row]:
-    """The task rows of ``task_ids`` (one query), by id text."""
-    rows = connection.execute(
-        f"SELECT {FENCE_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
-        (id_list(list(dict.fromkeys(task_ids))),),
-    )
+_FENCED_ROWS = f"""
+SELECT json_group_array(json_object({", ".join(f"'{c}', {c}" for c in FENCE_COLUMNS.split(", "))}))
+FROM tasks WHERE id IN (SELECT value FROM json_each(?))"""
+"""The fence columns of many tasks as one JSON value: one step, not one per row (see
+``json_rows``)."""
+
+_START_TASKS = """
+UPDATE tasks
+SET status = CASE tasks.status WHEN 'dispatched' THEN 'running' ELSE tasks.status END,
+    started_at = coalesce(tasks.started_at, c.started_at),
+    updated_at = max(tasks.updated_at, c.started_at)
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS started_at FROM json_each(?)) AS c
+WHERE tasks.id = c.id"""
+
+_START_ATTEMPTS = """
+UPDATE attempts
+SET started_at = coalesce(attempts.started_at, c.started_at)
+FROM (SELECT value ->> 0 AS task_id, value ->> 1 AS number, value ->> 2 AS started_at
+      FROM json_each(?)) AS c
+WHERE attempts.task_id = c.task_id AND attempts.number = c.number"""
+
+_FINISH_TASKS = """
+UPDATE tasks
+SET status = c.status, result = c.result, error = c.error, failures = c.failures,
+    scheduled_at = coalesce(c.retry_at, tasks.scheduled_at),
+    finished_at = c.finished_at,
+    progress = CASE WHEN c.finished THEN tasks.progress END,
+    started_at = coalesce(tasks.started_at, c.started_at),
+    updated_at = ?
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, value ->> 2 AS result,
+             value ->> 3 AS error, value ->> 4 AS failures, value ->> 5 AS retry_at,
+             value ->> 6 AS finished_at, value ->> 7 AS finished, value ->> 8 AS started_at
+      FROM json_each(?)) AS c
+WHERE tasks.id = c.id"""
+
+_FINISH_ATTEMPTS = """
+UPDATE attempts
+SET finished_at = c.finished_at, outcome = c.outcome, error = c.error,
+    started_at = coalesce(attempts.started_at, c.started_at)
+FROM (SELECT value ->> 0 AS task_id, value ->> 1 AS number, value ->> 2 AS finished_at,
+             value ->> 3 AS outcome, value ->> 4 AS error, value ->> 5 AS started_at
+      FROM json_each(?)) AS c
+WHERE attempts.task_id = c.task_id AND attempts.number = c.number"""
+
+
+def _fenced_rows(
+    connection: sqlite3.Connection, task_ids: Sequence[UUID]
+) -> dict[str, dict[str, Any]]:
+    """The fence columns of ``task_ids`` (one query), by id text."""
+    [found] = connection.execute(_FENCED_ROWS, (id_list(list(dict.fromkeys(task_ids))),)).fetchone()
+    rows: list[dict[str, Any]] = orjson.loads(found)
     return {row["id"]: row for row in rows}
 
 
 def start_attempts(connection: sqlite3.Connection, starts: Sequence[AttemptStart]) -> list[bool]:
     """Fence every start against one read of its task (the single writer holds the database
-    between the read and the writes), then write the accepted ones in two ``executemany``."""
+    between the read and the writes), then write the accepted ones in two statements."""
     rows = _fenced_rows(connection, [start.ref.task_id for start in starts])
     accepted = []
     task_changes = []
@@ -55,21 +103,11 @@ def start_attempts(connection: sqlite3.Connection, starts: Sequence[AttemptStart
         accepted.append(ok)
         if ok:
             stamp = micros(start.started_at)
-            task_changes.append((stamp, stamp, str(ref.task_id)))
-            attempt_changes.append((stamp, str(ref.task_id), ref.attempt))
-    connection.executemany(
-        """
-        UPDATE tasks
-        SET status = CASE status WHEN 'dispatched' THEN 'running' ELSE status END,
-            started_at = coalesce(started_at, ?),
-            updated_at = max(updated_at, ?)
-        WHERE id = ?""",
-        task_changes,
-    )
-    connection.executemany(
-        "UPDATE attempts SET started_at = coalesce(started_at, ?) WHERE task_id = ? AND number = ?",
-        attempt_changes,
-    )
+            task_changes.append((str(ref.task_id), stamp))
+            attempt_changes.append((str(ref.task_id), ref.attempt, stamp))
+    if task_changes:
+        connection.execute(_START_TASKS, (json_rows(task_changes),))
+        connection.execute(_START_ATTEMPTS, (json_rows(attempt_changes),))
     return accepted
 
 
@@ -87,7 +125,7 @@ def finish_attempts(
     connection: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime
 ) -> list[FinishOutcome]:
     """Fence and decide every result against one read of the tasks (a task reported twice
-    in the batch sees its first result's decision), then write them in two ``executemany``."""
+    in the batch sees its first result's decision), then write them in two statements."""
     stamp = micros(now)
     rows = _fenced_rows(connection, [result.ref.task_id for result in results])
     held = {task_id: _held(row) for task_id, row in rows.items()}
@@ -113,6 +151,7 @@ def finish_attempts(
         started = CODEC.put_time(result.started_at)
         task_changes.append(
             (
+                task_id,
                 finish.status.value,
                 None if result.result is None else CODEC.put_json(result.result),
                 result.error,
@@ -121,38 +160,22 @@ def finish_attempts(
                 stamp if finish.finished else None,
                 finish.finished,
                 started,
-                stamp,
-                task_id,
             )
         )
         attempt_changes.append(
             (
+                task_id,
+                ref.attempt,
                 micros(result.finished_at or now),
                 result.outcome.value,
                 result.error,
                 started,
-                task_id,
-                ref.attempt,
             )
         )
         outcomes.append(FinishOutcome(ref, True, task_type, finish.status))
-    connection.executemany(
-        """
-        UPDATE tasks
-        SET status = ?, result = ?, error = ?, failures = ?,
-            scheduled_at = coalesce(?, scheduled_at),
-            finished_at = ?,
-            progress = CASE WHEN ? THEN progress ELSE NULL END,
-            started_at = coalesce(started_at, ?),
-            updated_at = ?
-        WHERE id = ?""",
-        task_changes,
-    )
-    connection.executemany(
-        "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?,"
-        " started_at = coalesce(started_at, ?) WHERE task_id = ? AND number = ?",
-        attempt_changes,
-    )
+    if task_changes:
+        connection.execute(_FINISH_TASKS, (stamp, json_rows(task_changes)))
+        connection.execute(_FINISH_ATTEMPTS, (json_rows(attempt_changes),))
     return outcomes
 
 
@@ -231,10 +254,13 @@ def append_logs(connection: sqlite3.Connection, lines: Sequence[LogLine]) -> Non
             seq = next_seq[task_id]
             next_seq[task_id] = seq + 1
             values.append((task_id, seq, line.attempt, line.stream, line.line, micros(line.at)))
-    connection.executemany(
-        "INSERT INTO task_logs (task_id, seq, attempt, stream, line, at) VALUES (?, ?, ?, ?, ?, ?)",
-        values,
-    )
+    if values:
+        connection.execute(
+            "INSERT INTO task_logs (task_id, seq, attempt, stream, line, at)"
+            " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5"
+            " FROM json_each(?)",
+            (json_rows(values),),
+        )
 
 
 def list_logs(

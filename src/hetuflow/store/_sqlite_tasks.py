@@ -31,18 +31,23 @@ from hetuflow.models import (
 from hetuflow.store._claims import FreshTasks, Pick
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
-from hetuflow.store._sqlite_db import CODEC, id_list, micros
+from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 
 MINUTE = 60_000_000  # microseconds
 TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
 
-_INSERT_TASK = """
-INSERT INTO tasks (
-    id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
-    timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
-    idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_INSERT_COLUMNS = (
+    "id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,"
+    " timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,"
+    " idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts"
+)
+_INSERT_TASKS = f"""
+INSERT INTO tasks ({_INSERT_COLUMNS})
+SELECT {", ".join(f"value ->> {n}" for n in range(20))}
+FROM json_each(?) WHERE true
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
+"""One statement per batch (``json_rows``), in batch order: the first of two tasks with one
+idempotency key wins."""
 
 _CANDIDATES = f"""
 SELECT {CLAIMED_COLUMNS}
@@ -56,20 +61,25 @@ WHERE status = 'pending'
 ORDER BY priority DESC, created_at, id
 LIMIT ?"""
 
-_INSERT_ATTEMPT = (
-    "INSERT INTO attempts (task_id, number, agent_id, dispatched_at) VALUES (?, ?, ?, ?)"
-)
+_INSERT_ATTEMPTS = """
+INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, ? FROM json_each(?)"""
 
 _DISPATCH = """
 UPDATE tasks
-SET status = 'dispatched', agent_id = ?, attempts = ?, progress = NULL, updated_at = ?
-WHERE id = ? AND status = 'pending'"""
+SET status = 'dispatched', agent_id = c.agent_id, attempts = c.number, progress = NULL,
+    updated_at = ?
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS number, value ->> 2 AS agent_id
+      FROM json_each(?)) AS c
+WHERE tasks.id = c.id AND +tasks.status = 'pending'"""
+"""``+``: keeps the planner from scanning every pending task by status instead of looking
+each id up."""
 
 
 def create_tasks(
     connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
 ) -> list[tuple[Task, bool]]:
-    """Insert the tasks with one ``executemany``; a task whose idempotency key exists (in
+    """Insert the tasks with one statement; a task whose idempotency key exists (in
     the table or earlier in the batch) comes back as that task, with False."""
     created, _ = create_and_claim_tasks(connection, tasks, None, now)
     return created
@@ -129,19 +139,16 @@ def create_and_claim_tasks(
         )
         built.append(new_task(new, task_id, created_at, place))
     try:
-        connection.executemany(_INSERT_TASK, rows)
+        connection.execute(_INSERT_TASKS, (json_rows(rows),))
     except sqlite3.IntegrityError as error:
         jobs = sorted({str(new.cron_job_id) for new in tasks if new.cron_job_id is not None})
         named = f"cron job {jobs[0]}" if len(jobs) == 1 else "a task names a cron job that"
         raise CronJobNotFound(f"{named} does not exist", field="cron_job_id") from error
     if placed:
-        connection.executemany(
-            _INSERT_ATTEMPT,
-            [
-                (str(ids[index]), number, str(agent_id), stamp)
-                for index, (agent_id, number) in placed.items()
-            ],
-        )
+        attempts = [
+            (str(ids[index]), number, str(agent_id)) for index, (agent_id, number) in placed.items()
+        ]
+        connection.execute(_INSERT_ATTEMPTS, (stamp, json_rows(attempts)))
     return _with_existing(connection, built), dispatches
 
 
@@ -282,21 +289,20 @@ def claim_tasks(
         agents = assign_least_loaded(len(picks), group.offers)
         agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}
         updates = []
-        attempts = []
         for pick, agent_id in zip(picks, agents, strict=False):
             row = pick.row
             if row is not None:
                 # The single writer holds the database: the rows read above are still pending.
                 task_id, number = row["id"], row["attempts"] + 1
                 agent_key = agent_keys[agent_id]
-                updates.append((agent_key, number, stamp, task_id))
-                attempts.append((task_id, number, agent_key, stamp))
+                updates.append((task_id, number, agent_key))
                 dispatches.append(Dispatch(claimed_from(row, CODEC), number, agent_id))
             elif pick.fresh is not None and fresh is not None:
                 fresh.place(pick.fresh, agent_id)
                 dispatches.append(Dispatch(pick.fresh.task, 1, agent_id))
-        connection.executemany(_DISPATCH, updates)
-        connection.executemany(_INSERT_ATTEMPT, attempts)
+        if updates:
+            connection.execute(_DISPATCH, (stamp, json_rows(updates)))
+            connection.execute(_INSERT_ATTEMPTS, (stamp, json_rows(updates)))
         if remaining is not None:
             remaining -= len(agents)
     return dispatches
