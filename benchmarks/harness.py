@@ -440,6 +440,24 @@ def _machine_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and every live descendant (a server started with several
+    workers is a parent and its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += proc_stat(current).cpu_seconds
+        todo.extend(children.get(current, ()))
+    return total
+
+
 def _postgres_seconds() -> float:
     """CPU seconds used so far by every live ``postgres`` process (server and backends)."""
     total = 0.0
@@ -454,7 +472,8 @@ def _postgres_seconds() -> float:
 
 
 class CpuMeter:
-    """CPU seconds of some processes between ``start`` and ``stop``, as % of one core; also
+    """CPU seconds of some processes (with their children) between ``start`` and ``stop``, as
+    % of one core; also
     every PostgreSQL process together (``postgres``, when any runs) and the whole machine
     (``machine``, % of all its cores: near 100 means the cores, not waits, bound a run)."""
 
@@ -466,7 +485,7 @@ class CpuMeter:
 
     def start(self) -> None:
         self._since = time.monotonic()
-        self._before = {name: p.stat().cpu_seconds for name, p in self.processes.items()}
+        self._before = {name: tree_cpu_seconds(p.pid) for name, p in self.processes.items()}
         self._before["postgres"] = _postgres_seconds()
         self._machine = _machine_jiffies()
 
@@ -474,9 +493,8 @@ class CpuMeter:
         elapsed = max(time.monotonic() - self._since, 1e-9)
         usage: dict[str, float] = {}
         for name, process in self.processes.items():
-            with contextlib.suppress(OSError):
-                used = process.stat().cpu_seconds - self._before[name]
-                usage[name] = round(100 * used / elapsed, 1)
+            used = tree_cpu_seconds(process.pid) - self._before[name]
+            usage[name] = round(100 * used / elapsed, 1)
         postgres = _postgres_seconds() - self._before["postgres"]
         if postgres > 0:
             usage["postgres"] = round(100 * postgres / elapsed, 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -220,14 +221,22 @@ async def run(context: Context) -> dict[str, Any]:
         "batch_requests_in_flight": sizes.tp_batch_in_flight,
         "single_requests_in_flight": sizes.tp_single_in_flight,
     }
-    for mode, total in (("batch", sizes.tp_batch_tasks), ("single", sizes.tp_single_tasks)):
+    runs: list[tuple[str, str, int, int]] = [
+        ("batch", "batch", sizes.tp_batch_tasks, 1),
+        ("single", "single", sizes.tp_single_tasks, 1),
+    ]
+    if context.db_kind == "postgres":
+        # Several server processes are how PostgreSQL deployments scale on one machine.
+        runs.append(("batch_workers", "batch", sizes.tp_batch_tasks, os.cpu_count() or 1))
+    for name, mode, total, workers in runs:
+        env = {"HETUFLOW_SERVER__WORKERS": str(workers)}
         async with context.cluster(
-            f"throughput-{mode}", agents=sizes.tp_agents, slots=sizes.tp_slots
+            f"throughput-{name}", agents=sizes.tp_agents, slots=sizes.tp_slots, env=env
         ) as cluster:
             await _warm_up(cluster)
-            result[mode] = await measure(cluster, mode, total)
-            context.log(f"  {mode}: {result[mode]['tasks_per_second']} tasks/s")
-            if context.profile_dir is not None:
+            result[name] = {**await measure(cluster, mode, total), "server_workers": workers}
+            context.log(f"  {name}: {result[name]['tasks_per_second']} tasks/s")
+            if context.profile_dir is not None and workers == 1:
                 out = context.profile_dir / f"{context.db_kind}-{mode}"
-                result[f"{mode}_profile"] = await profiled(cluster, mode, total, out)
+                result[f"{name}_profile"] = await profiled(cluster, mode, total, out)
     return result
