@@ -53,7 +53,14 @@ class FreshTasks:
     Tasks with an idempotency key are left out (they may turn out to exist already); they are
     inserted pending and the next dispatch round claims them."""
 
-    def __init__(self, tasks: Sequence[NewTask], ids: Sequence[UUID], now: datetime) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[NewTask],
+        ids: Sequence[UUID],
+        now: datetime,
+        id_texts: Sequence[str] | None = None,
+    ) -> None:
+        texts = [str(task_id) for task_id in ids] if id_texts is None else id_texts
         fresh = [
             Fresh(
                 index,
@@ -72,7 +79,7 @@ class FreshTasks:
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
             if new.idempotency_key is None
         ]
-        fresh.sort(key=lambda item: (-item.rank, str(item.task.id)))
+        fresh.sort(key=lambda item: (-item.rank, texts[item.index]))
         self._waiting = fresh
         self.placed: dict[int, tuple[UUID, int]] = {}
         """Batch index -> (agent id, attempt number) of each fresh task dispatched."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -76,53 +77,39 @@ WHERE tasks.id = c.id AND +tasks.status = 'pending'"""
 each id up."""
 
 
-def create_tasks(
-    connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
-) -> list[tuple[Task, bool]]:
-    """Insert the tasks with one statement; a task whose idempotency key exists (in
-    the table or earlier in the batch) comes back as that task, with False."""
-    created, _ = create_and_claim_tasks(connection, tasks, None, now)
-    return created
+@dataclass(slots=True)
+class PreparedTasks:
+    """A batch made ready to insert off the writer thread (``prepare_tasks``): the writer
+    only claims, marks the placed rows and runs the statements."""
+
+    tasks: Sequence[NewTask]
+    ids: list[UUID]
+    rows: list[list[Any]]
+    built: list[Task]
+    """Each task as inserted pending; ``created`` rebuilds the placed ones dispatched."""
+    fresh: FreshTasks | None
+    now: datetime
+    placed: dict[int, tuple[UUID, int]] = field(default_factory=dict)
 
 
-def create_and_claim_tasks(
-    connection: sqlite3.Connection,
-    tasks: Sequence[NewTask],
-    claim: ClaimRequest | None,
-    now: datetime,
-) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
-    """``create_tasks``, then a claim round (``claim_tasks``) in the same transaction: a new
-    task a slot takes is inserted dispatched (see ``_claims``).
-
-    The new tasks are built from what was inserted (nothing is read back): the columns the
-    insert does not name all start empty."""
+def prepare_tasks(tasks: Sequence[NewTask], now: datetime, *, claim: bool) -> PreparedTasks:
+    """Build the rows and tasks of a batch (no database needed)."""
     stamp = micros(now)
     created_at = _must(CODEC.time(stamp))
     ids = [uuid.uuid4() for _ in tasks]
-    dispatches: list[Dispatch] = []
-    placed: dict[int, tuple[UUID, int]] = {}
-    if claim is not None and claim.groups:
-        fresh = FreshTasks(tasks, ids, created_at)
-        dispatches = claim_tasks(
-            connection, claim.groups, now, claim.until, claim.global_limit, fresh
-        )
-        placed = fresh.placed
-    built: list[Task] = []
-    rows: list[tuple[Any, ...]] = []
-    for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True)):
-        scheduled = micros(new.scheduled_at) if new.scheduled_at is not None else stamp
+    rows: list[list[Any]] = []
+    for new, task_id in zip(tasks, ids, strict=True):
         retry = new.retry
-        place = placed.get(index)
         rows.append(
-            (
+            [
                 str(task_id),
                 new.name,
                 new.task_type,
                 new.priority.rank,
                 CODEC.put_json(new.payload),
                 CODEC.put_texts(new.required_capabilities),
-                "pending" if place is None else "dispatched",
-                scheduled,
+                "pending",
+                micros(new.scheduled_at) if new.scheduled_at is not None else stamp,
                 new.timeout_seconds,
                 retry.max_retries,
                 retry.backoff_seconds,
@@ -133,23 +120,72 @@ def create_and_claim_tasks(
                 CODEC.put_time(new.cron_tick_at),
                 stamp,
                 stamp,
-                None if place is None else str(place[0]),
-                0 if place is None else place[1],
-            )
+                None,
+                0,
+            ]
         )
-        built.append(new_task(new, task_id, created_at, place))
+    built = [new_task(new, task_id, created_at) for new, task_id in zip(tasks, ids, strict=True)]
+    fresh = FreshTasks(tasks, ids, created_at, [row[0] for row in rows]) if claim else None
+    return PreparedTasks(tasks, ids, rows, built, fresh, now)
+
+
+def created(prepared: PreparedTasks, results: list[tuple[Task, bool]]) -> list[tuple[Task, bool]]:
+    """``results`` with the tasks a claim placed rebuilt as dispatched (off the writer)."""
+    if not prepared.placed:
+        return results
+    out = list(results)
+    for index, place in prepared.placed.items():
+        task = new_task(
+            prepared.tasks[index], prepared.ids[index], prepared.built[index].created_at, place
+        )
+        out[index] = (task, True)
+    return out
+
+
+def create_tasks(
+    connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
+) -> list[tuple[Task, bool]]:
+    """Insert the tasks with one statement; a task whose idempotency key exists (in
+    the table or earlier in the batch) comes back as that task, with False."""
+    prepared = prepare_tasks(tasks, now, claim=False)
+    created_tasks, _ = insert_prepared(connection, prepared, None)
+    return created_tasks
+
+
+def insert_prepared(
+    connection: sqlite3.Connection, prepared: PreparedTasks, claim: ClaimRequest | None
+) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
+    """Insert a prepared batch, after a claim round (``claim_tasks``) in the same
+    transaction when ``claim`` is given: a new task a slot takes is inserted dispatched (see
+    ``_claims``; ``created`` then rebuilds it). Nothing is read back: the columns the insert
+    does not name all start empty."""
+    now = prepared.now
+    stamp = micros(now)
+    dispatches: list[Dispatch] = []
+    fresh = prepared.fresh
+    if claim is not None and claim.groups and fresh is not None:
+        dispatches = claim_tasks(
+            connection, claim.groups, now, claim.until, claim.global_limit, fresh
+        )
+        prepared.placed = fresh.placed
+    rows = prepared.rows
+    for index, (agent_id, number) in prepared.placed.items():
+        row = rows[index]
+        row[6], row[18], row[19] = "dispatched", str(agent_id), number
     try:
         connection.execute(_INSERT_TASKS, (json_rows(rows),))
     except sqlite3.IntegrityError as error:
+        tasks = prepared.tasks
         jobs = sorted({str(new.cron_job_id) for new in tasks if new.cron_job_id is not None})
         named = f"cron job {jobs[0]}" if len(jobs) == 1 else "a task names a cron job that"
         raise CronJobNotFound(f"{named} does not exist", field="cron_job_id") from error
-    if placed:
+    if prepared.placed:
         attempts = [
-            (str(ids[index]), number, str(agent_id)) for index, (agent_id, number) in placed.items()
+            (rows[index][0], number, rows[index][18])
+            for index, (_, number) in prepared.placed.items()
         ]
         connection.execute(_INSERT_ATTEMPTS, (stamp, json_rows(attempts)))
-    return _with_existing(connection, built), dispatches
+    return _with_existing(connection, prepared.built), dispatches
 
 
 def _with_existing(connection: sqlite3.Connection, built: list[Task]) -> list[tuple[Task, bool]]:
