@@ -29,7 +29,7 @@ from fastapi import WebSocket
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hetuflow.errors import AgentNotFound, PermissionDenied, Unauthenticated
+from hetuflow.errors import AgentNotFound, PermissionDenied, StoreUnavailable, Unauthenticated
 from hetuflow.models import (
     AgentRegistration,
     AgentStatus,
@@ -290,8 +290,12 @@ class GatewaySvc:
             connection.send_error("agent_not_found", problem.message, message_type=message.type)
             connection.close(CLOSE_AGENT_NOT_FOUND, "unknown agent id")
             return
-        except Exception:
-            logger.exception("registering agent failed")
+        except Exception as error:
+            if isinstance(error, StoreUnavailable):
+                # Expected while the database is away; the agent retries with backoff.
+                logger.warning("registering agent %r failed: %s", registration.name, error)
+            else:
+                logger.exception("registering agent failed")
             context.metrics.database_error("connect_agent")
             connection.send_error(
                 "store_unavailable", "the server could not record the registration; retry"
