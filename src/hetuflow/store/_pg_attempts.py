@@ -1,13 +1,14 @@
 """PostgreSQL: attempts (start, finish, progress, release) and task logs, in batches.
 
 Fences are conditional updates on the task row (current attempt number, holding agent,
-active status); ``finish_attempts`` locks its task rows in id order before deciding.
+active status). Batches lock their task rows in id order first (``lock_tasks``), so
+overlapping batches queue rather than deadlock.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -87,7 +88,17 @@ WITH released AS (
 SELECT id FROM released WHERE status = 'pending' ORDER BY id"""
 
 
+async def lock_tasks(connection: Conn, task_ids: Collection[UUID]) -> None:
+    """Lock the task rows in id order before a batch updates them, as ``finish_attempts``
+    does: two batches touching the same tasks then queue instead of deadlocking (an
+    ``UPDATE ... FROM unnest`` locks rows in whatever order its plan visits them)."""
+    await connection.execute(
+        "SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", list(task_ids)
+    )
+
+
 async def start_attempts(connection: Conn, starts: Sequence[AttemptStart]) -> list[bool]:
+    await lock_tasks(connection, {s.ref.task_id for s in starts})
     rows = await connection.fetch(
         _START,
         [s.ref.task_id for s in starts],
@@ -156,6 +167,7 @@ async def finish_attempts(
 
 
 async def set_progress(connection: Conn, refs: Sequence[tuple[AttemptRef, float]]) -> None:
+    await lock_tasks(connection, {ref.task_id for ref, _ in refs})
     await connection.execute(
         f"""
         UPDATE tasks AS t SET progress = p.progress
@@ -199,6 +211,7 @@ async def append_logs(connection: Conn, lines: Sequence[LogLine]) -> None:
     batch; lines of tasks that no longer exist are dropped."""
     counts = Counter(line.task_id for line in lines)
     ordered = sorted(counts)
+    await lock_tasks(connection, ordered)
     rows = await connection.fetch(
         """
         UPDATE tasks AS t SET log_seq = t.log_seq + c.n
