@@ -105,3 +105,17 @@ class FreshTasks:
 
     def place(self, item: Fresh, agent_id: UUID) -> None:
         self.placed[item.index] = (agent_id, 1)
+
+
+def claim_order(
+    fresh: FreshTasks | None,
+    group: ClaimGroup,
+    horizon: datetime,
+    stored: Sequence[tuple[int, R]],
+    want: int,
+) -> list[Pick[R]]:
+    """The picks of one group: the stored candidates (rank, row), already in claim order,
+    merged with the fresh tasks it can run when a batch is being created."""
+    if fresh is None:
+        return [Pick(rank, row, None) for rank, row in stored]
+    return fresh.pick(group, horizon, stored, want)

@@ -29,7 +29,7 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
-from hetuflow.store._claims import FreshTasks, Pick
+from hetuflow.store._claims import FreshTasks, claim_order
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
@@ -271,11 +271,7 @@ async def claim_tasks(
             want,
         )
         stored = [(row["priority"], row) for row in rows]
-        picks = (
-            [Pick(rank, row, None) for rank, row in stored]
-            if fresh is None
-            else fresh.pick(group, horizon, stored, want)
-        )
+        picks = claim_order(fresh, group, horizon, stored, want)
         assigned = assign_least_loaded(len(picks), group.offers)
         for pick, agent_id in zip(picks, assigned, strict=False):
             if pick.row is not None:

@@ -29,7 +29,7 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
-from hetuflow.store._claims import FreshTasks, Pick
+from hetuflow.store._claims import FreshTasks, claim_order
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
@@ -317,11 +317,7 @@ def claim_tasks(
             (horizon, id_list(sorted(group.task_types)), id_list(sorted(group.capabilities)), want),
         ).fetchall()
         stored = [(row["priority"], row) for row in rows]
-        picks = (
-            [Pick(rank, row, None) for rank, row in stored]
-            if fresh is None
-            else fresh.pick(group, horizon_at, stored, want)
-        )
+        picks = claim_order(fresh, group, horizon_at, stored, want)
         agents = assign_least_loaded(len(picks), group.offers)
         agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}
         updates = []
