@@ -180,9 +180,9 @@ class SqliteDatabase:
         next one does."""
         running = self._checkpoint
         connection = self._connections.get("checkpointer")
-        if (running is not None and not running.done()) or connection is None:
+        if self._checkpointer is None or connection is None:
             return
-        if self._checkpointer is None:
+        if running is not None and not running.done():
             return
         self._writes = 0
         self._checkpoint = self._checkpointer.submit(_checkpoint, connection)

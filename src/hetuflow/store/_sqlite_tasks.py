@@ -80,20 +80,26 @@ each id up."""
 @dataclass(slots=True)
 class PreparedTasks:
     """A batch made ready to insert off the writer thread (``prepare_tasks``): the writer
-    only claims, marks the placed rows and runs the statements."""
+    only claims, marks the placed rows and runs the statements; ``created`` builds the
+    answer's tasks afterwards, once, off the writer again."""
 
     tasks: Sequence[NewTask]
     ids: list[UUID]
     rows: list[list[Any]]
-    built: list[Task]
-    """Each task as inserted pending; ``created`` rebuilds the placed ones dispatched."""
     fresh: FreshTasks | None
     now: datetime
+    created_at: datetime
+    """``now`` as stored (whole microseconds)."""
     placed: dict[int, tuple[UUID, int]] = field(default_factory=dict)
 
 
+Taken = dict[int, Task | int]
+"""Batch index -> what holds its idempotency key: a stored task, or the index of an earlier
+task of the batch."""
+
+
 def prepare_tasks(tasks: Sequence[NewTask], now: datetime, *, claim: bool) -> PreparedTasks:
-    """Build the rows and tasks of a batch (no database needed)."""
+    """Build the rows of a batch (no database needed)."""
     stamp = micros(now)
     created_at = _must(CODEC.time(stamp))
     ids = [uuid.uuid4() for _ in tasks]
@@ -124,22 +130,26 @@ def prepare_tasks(tasks: Sequence[NewTask], now: datetime, *, claim: bool) -> Pr
                 0,
             ]
         )
-    built = [new_task(new, task_id, created_at) for new, task_id in zip(tasks, ids, strict=True)]
     fresh = FreshTasks(tasks, ids, created_at, [row[0] for row in rows]) if claim else None
-    return PreparedTasks(tasks, ids, rows, built, fresh, now)
+    return PreparedTasks(tasks, ids, rows, fresh, now, created_at)
 
 
-def created(prepared: PreparedTasks, results: list[tuple[Task, bool]]) -> list[tuple[Task, bool]]:
-    """``results`` with the tasks a claim placed rebuilt as dispatched (off the writer)."""
-    if not prepared.placed:
-        return results
-    out = list(results)
-    for index, place in prepared.placed.items():
-        task = new_task(
-            prepared.tasks[index], prepared.ids[index], prepared.built[index].created_at, place
-        )
-        out[index] = (task, True)
-    return out
+def created(prepared: PreparedTasks, taken: Taken) -> list[tuple[Task, bool]]:
+    """Each task of the batch as inserted (dispatched where a claim placed it) with True, or
+    the task holding its idempotency key with False. Built from what was inserted: nothing
+    is read back, and the columns the insert does not name all start empty."""
+    built = [
+        new_task(new, task_id, prepared.created_at, prepared.placed.get(index))
+        for index, (new, task_id) in enumerate(zip(prepared.tasks, prepared.ids, strict=True))
+    ]
+    results: list[tuple[Task, bool]] = []
+    for index, task in enumerate(built):
+        holder = taken.get(index)
+        if holder is None:
+            results.append((task, True))
+        else:
+            results.append((built[holder] if isinstance(holder, int) else holder, False))
+    return results
 
 
 def create_tasks(
@@ -148,17 +158,16 @@ def create_tasks(
     """Insert the tasks with one statement; a task whose idempotency key exists (in
     the table or earlier in the batch) comes back as that task, with False."""
     prepared = prepare_tasks(tasks, now, claim=False)
-    created_tasks, _ = insert_prepared(connection, prepared, None)
-    return created_tasks
+    taken, _ = insert_prepared(connection, prepared, None)
+    return created(prepared, taken)
 
 
 def insert_prepared(
     connection: sqlite3.Connection, prepared: PreparedTasks, claim: ClaimRequest | None
-) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
+) -> tuple[Taken, list[Dispatch]]:
     """Insert a prepared batch, after a claim round (``claim_tasks``) in the same
     transaction when ``claim`` is given: a new task a slot takes is inserted dispatched (see
-    ``_claims``; ``created`` then rebuilds it). Nothing is read back: the columns the insert
-    does not name all start empty."""
+    ``_claims``). Returns which idempotency keys were taken, and the dispatches."""
     now = prepared.now
     stamp = micros(now)
     dispatches: list[Dispatch] = []
@@ -185,35 +194,34 @@ def insert_prepared(
             for index, (_, number) in prepared.placed.items()
         ]
         connection.execute(_INSERT_ATTEMPTS, (stamp, json_rows(attempts)))
-    return _with_existing(connection, prepared.built), dispatches
+    return _taken_keys(connection, prepared), dispatches
 
 
-def _with_existing(connection: sqlite3.Connection, built: list[Task]) -> list[tuple[Task, bool]]:
-    """Each built task with True, or, where its idempotency key was taken (in the table or
-    earlier in the batch), the task holding the key with False."""
-    keys = [task.idempotency_key for task in built if task.idempotency_key is not None]
-    if not keys:
-        return [(task, True) for task in built]
+def _taken_keys(connection: sqlite3.Connection, prepared: PreparedTasks) -> Taken:
+    """The batch's tasks whose idempotency key was taken (in the table, or earlier in the
+    batch: ``ON CONFLICT DO NOTHING`` skipped them), with what holds it."""
+    keyed = {
+        index: new.idempotency_key
+        for index, new in enumerate(prepared.tasks)
+        if new.idempotency_key is not None
+    }
+    if not keyed:
+        return {}
     holders = {
         row["idempotency_key"]: row
         for row in connection.execute(
             "SELECT * FROM tasks WHERE idempotency_key IN (SELECT value FROM json_each(?))",
-            (orjson.dumps(keys).decode(),),
+            (orjson.dumps(list(keyed.values())).decode(),),
         )
     }
-    ours = {str(task.id): task for task in built}
-    results: list[tuple[Task, bool]] = []
-    for task in built:
-        if task.idempotency_key is None:
-            results.append((task, True))
-            continue
-        holder = holders[task.idempotency_key]
-        if holder["id"] == str(task.id):
-            results.append((task, True))
-        else:
-            existing = ours.get(holder["id"])
-            results.append((existing or task_from(holder, CODEC), False))
-    return results
+    ours = {prepared.rows[index][0]: index for index in keyed}
+    taken: Taken = {}
+    for index, key in keyed.items():
+        holder = holders[key]
+        if holder["id"] != prepared.rows[index][0]:
+            earlier = ours.get(holder["id"])
+            taken[index] = earlier if earlier is not None else task_from(holder, CODEC)
+    return taken
 
 
 def insert_task(connection: sqlite3.Connection, new: NewTask, now: datetime) -> tuple[Task, bool]:
@@ -333,8 +341,9 @@ def claim_tasks(
                 fresh.place(pick.fresh, agent_id)
                 dispatches.append(Dispatch(pick.fresh.task, 1, agent_id))
         if updates:
-            connection.execute(_DISPATCH, (stamp, json_rows(updates)))
-            connection.execute(_INSERT_ATTEMPTS, (stamp, json_rows(updates)))
+            document = json_rows(updates)
+            connection.execute(_DISPATCH, (stamp, document))
+            connection.execute(_INSERT_ATTEMPTS, (stamp, document))
         if remaining is not None:
             remaining -= len(agents)
     return dispatches

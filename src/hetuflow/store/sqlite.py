@@ -87,8 +87,8 @@ class SqliteStore:
         # Rows and tasks are built here, on the event loop: the writer thread, which every
         # write waits for, only claims and inserts.
         prepared = task_sql.prepare_tasks(tasks, now, claim=True)
-        results, dispatches = await self._db.write(task_sql.insert_prepared, prepared, claim)
-        return task_sql.created(prepared, results), dispatches
+        taken, dispatches = await self._db.write(task_sql.insert_prepared, prepared, claim)
+        return task_sql.created(prepared, taken), dispatches
 
     async def get_task(self, task_id: UUID) -> Task | None:
         return await self._db.read(task_sql.get_task, task_id)
