@@ -2,7 +2,7 @@
 and PostgreSQL.
 
 On time: a per-second job's tasks start on the agent at their tick (the ``cron_record`` handler
-writes down when it was called), never before it, and late by well under 100 ms (a correctness
+writes down when it was called), never before it, and late by well under 500 ms (a correctness
 bound, not the benchmark's). Policies end to end: overlap skip and cancel_previous with tasks
 longer than the interval, misfire skip and run_once across a disable/enable, run now with
 ``trigger-cron-job`` and ``next-fires`` through the CLI as a real process.
@@ -30,7 +30,7 @@ LOOKAHEAD = timedelta(
     seconds=float(FAST_SCHEDULER["HETUFLOW_SCHEDULER__DISPATCH_LOOKAHEAD_SECONDS"])
 )
 SAMPLES = 10
-P99_BOUND_SECONDS = 0.100
+P99_BOUND_SECONDS = 0.500
 
 
 async def test_per_second_job_starts_on_its_tick_never_before(
