@@ -17,8 +17,8 @@ import asyncpg
 from hetuflow.clock import utc
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
 from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
-from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._claims import Aging
+from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
 
@@ -220,9 +220,7 @@ async def fire_cron_ticks(
     firing = [fire for fire in won if fire.task is not None]
     created: dict[tuple[UUID, datetime], Task] = {}
     if firing:
-        inserted = await insert_tasks(
-            connection, [f.task for f in firing if f.task], now, aging
-        )
+        inserted = await insert_tasks(connection, [f.task for f in firing if f.task], now, aging)
         for fire, (task, _) in zip(firing, inserted, strict=True):
             created[(fire.cron_job_id, fire.tick_at)] = task
         await connection.execute(

@@ -118,7 +118,7 @@ async def create_and_claim_tasks(
     stamp = utc(now)
     ids = [uuid.uuid4() for _ in tasks]
     created_micros = epoch_micros(stamp)
-    keys = [
+    claim_keys = [
         aging.key(
             created_micros if new.scheduled_at is None else epoch_micros(new.scheduled_at),
             created_micros,
@@ -129,7 +129,7 @@ async def create_and_claim_tasks(
     dispatches: list[Dispatch] = []
     placed: dict[int, tuple[UUID, int]] = {}
     if claim is not None and claim.groups:
-        fresh = FreshTasks(tasks, ids, stamp, keys)
+        fresh = FreshTasks(tasks, ids, stamp, claim_keys)
         dispatches = await claim_tasks(
             connection, claim.groups, now, claim.until, claim.global_limit, fresh
         )
@@ -154,7 +154,7 @@ async def create_and_claim_tasks(
                 "cron_job_id": new.cron_job_id,
                 "cron_tick_at": CODEC.put_time(new.cron_tick_at),
                 "agent_id": placed[index][0] if index in placed else None,
-                "claim_key": keys[index],
+                "claim_key": claim_keys[index],
             }
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
         ]

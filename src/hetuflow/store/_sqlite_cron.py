@@ -11,9 +11,9 @@ from uuid import UUID
 
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
 from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.store._claims import Aging
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
 from hetuflow.store._sqlite_db import CODEC, micros
-from hetuflow.store._claims import Aging
 from hetuflow.store._sqlite_tasks import insert_task
 
 
@@ -119,9 +119,9 @@ def fire_cron_tick(
     now: datetime,
     aging: Aging,
 ) -> Task | None:
-    return _fire(
-        connection, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now, aging
-    )[1]
+    return _fire(connection, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now, aging)[
+        1
+    ]
 
 
 def _fire(
