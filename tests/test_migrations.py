@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 
 from hetuflow.config import DatabaseConfig
 from hetuflow.errors import InvalidInput, MigrationFailed
+from hetuflow.models import NewTask, Priority, TaskFilter
+from hetuflow.store import create_store
 from hetuflow.store.migrate import (
     MIGRATIONS_ROOT,
     add_migration,
@@ -23,6 +26,7 @@ from hetuflow.store.migrate import (
 )
 
 ALL = [migration.label for migration in load_migrations("sqlite")]
+_MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -146,7 +150,7 @@ def test_add_creates_the_next_pair_for_both_dialects(tmp_path: Path) -> None:
     root = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_ROOT, root)
     paths = add_migration("create_new_table", root=root)
-    number = f"{len(ALL) + 1:04d}"
+    number = f"{int(ALL[-1][:4]) + 1:04d}"  # after the last version (gaps are allowed)
     assert sorted(p.relative_to(root).as_posix() for p in paths) == [
         f"postgres/{number}_create_new_table.down.sql",
         f"postgres/{number}_create_new_table.up.sql",
@@ -155,8 +159,56 @@ def test_add_creates_the_next_pair_for_both_dialects(tmp_path: Path) -> None:
     ]
     assert [m.label for m in load_migrations("postgres", root)][-1] == f"{number}_create_new_table"
     again = add_migration("second", root=root)
-    assert all(p.name.startswith(f"{len(ALL) + 2:04d}_second") for p in again)
+    assert all(p.name.startswith(f"{int(number) + 1:04d}_second") for p in again)
     with pytest.raises(InvalidInput):
         add_migration("Bad Name", root=root)
     # the package's own directory is untouched
     assert [m.label for m in load_migrations("sqlite")] == ALL
+
+
+async def _claim_keys(db: DatabaseConfig) -> dict[str, int]:
+    if db.kind == "postgres":
+        connection = await asyncpg.connect(db.dsn)
+        try:
+            rows = await connection.fetch("SELECT name, claim_key FROM tasks")
+        finally:
+            await connection.close()
+        return {row["name"]: row["claim_key"] for row in rows}
+
+    def read() -> dict[str, int]:
+        connection = sqlite3.connect(db.sqlite_path)
+        try:
+            return dict(connection.execute("SELECT name, claim_key FROM tasks").fetchall())
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(read)
+
+
+async def test_priority_aging_migration_ranks_existing_tasks_as_the_store_does(
+    database: DatabaseConfig,
+) -> None:
+    """0006 gives every task that can still be pending the claim key the store computes at
+    insert with the default aging (60 s); finished tasks keep 0."""
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    store = create_store(database)
+    await store.open()
+    try:
+        await store.create_tasks(
+            [
+                NewTask("low", "t", priority=Priority.LOW),
+                NewTask("later", "t", priority=Priority.HIGH, scheduled_at=t0 + timedelta(hours=1)),
+                NewTask("backdated", "t", priority=Priority.CRITICAL, scheduled_at=t0 - _MINUTE),
+                NewTask("done", "t"),
+            ],
+            now=t0,
+        )
+        [done] = (await store.list_tasks(TaskFilter(text="done"), limit=1, offset=0)).items
+        await store.cancel_task(done.id, now=t0)
+    finally:
+        await store.close()
+    inserted = await _claim_keys(database)
+    assert await migrate_down(database) == [ALL[-1]]
+    assert await migrate_up(database) == [ALL[-1]]
+    assert await _claim_keys(database) == {**inserted, "done": 0}
+    assert inserted["done"] != 0

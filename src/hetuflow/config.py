@@ -33,6 +33,7 @@ from hetuflow.errors import ConfigInvalid
 
 ENV_PREFIX = "HETUFLOW_"
 DEFAULT_CONFIG_FILE = "config.toml"
+DEFAULT_PRIORITY_AGING_SECONDS = 60.0
 
 
 class _Section(BaseModel):
@@ -140,6 +141,13 @@ class SchedulerConfig(_Section):
     """After a disconnect, how long an agent's attempts wait for it to come back."""
     dispatch_lookahead_seconds: float = Field(default=2.0, ge=0)
     """Tasks due within this window are handed out early and started on time by the agent."""
+    priority_aging_seconds: float = Field(
+        default=DEFAULT_PRIORITY_AGING_SECONDS, ge=0, le=1_000_000_000
+    )
+    """What one priority level is worth in waiting: a task that has been due this long ranks
+    with one a level higher just created, so a steady flow of urgent tasks cannot starve the
+    rest (docs/guarantees.md, "Ordering and aging"). 0: strict priority. Applies to tasks
+    created from then on (each task's standing is computed when it is inserted)."""
     max_log_bytes_per_attempt: int = Field(default=10 * 1024 * 1024, ge=0)
     max_log_line_bytes: int = Field(default=16 * 1024, ge=80)
 

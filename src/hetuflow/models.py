@@ -26,7 +26,9 @@ JSONObject: TypeAlias = dict[str, Any]
 
 
 class Priority(StrEnum):
-    """How urgent a task is. Higher ranks dispatch first; ties go to the oldest task."""
+    """How urgent a task is. Of tasks that have waited equally long, higher ranks dispatch
+    first; each rank is worth ``[scheduler] priority_aging_seconds`` of waiting (priority
+    aging, docs/guarantees.md)."""
 
     LOW = "low"
     NORMAL = "normal"

@@ -58,7 +58,14 @@ def create_app(
     """Build the server app. The store and notifier are opened by the app's lifespan."""
     context = ServerContext(
         config=config,
-        store=store if store is not None else create_store(config.database),
+        store=(
+            store
+            if store is not None
+            else create_store(
+                config.database,
+                priority_aging_seconds=config.scheduler.priority_aging_seconds,
+            )
+        ),
         notifier=notifier if notifier is not None else create_notifier(config.database),
         clock=clock if clock is not None else SystemClock(),
         node_id=node_id or config.server.node_id or f"node-{uuid.uuid4().hex[:8]}",

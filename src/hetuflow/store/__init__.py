@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from hetuflow.config import DatabaseConfig
+from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS, DatabaseConfig
 from hetuflow.store.base import Notifier, Store
 
 
-def create_store(database: DatabaseConfig) -> Store:
-    """The Store for ``database`` (not yet opened)."""
+def create_store(
+    database: DatabaseConfig, *, priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS
+) -> Store:
+    """The Store for ``database`` (not yet opened). ``priority_aging_seconds`` (``[scheduler]``)
+    is what one priority level is worth in waiting for the tasks it inserts; 0: strict
+    priority (see ``_claims``)."""
     if database.kind == "postgres":
         from hetuflow.store.postgres import PostgresStore
 
-        return PostgresStore(database)
+        return PostgresStore(database, priority_aging_seconds=priority_aging_seconds)
     from hetuflow.store.sqlite import SqliteStore
 
-    return SqliteStore(database)
+    return SqliteStore(database, priority_aging_seconds=priority_aging_seconds)
 
 
 def create_notifier(database: DatabaseConfig) -> Notifier:

@@ -17,6 +17,7 @@ import asyncpg
 from hetuflow.clock import utc
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
 from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
@@ -122,6 +123,7 @@ async def fire_cron_tick(
     outcome: TickOutcome,
     reason: str | None,
     now: datetime,
+    aging: Aging,
 ) -> Task | None:
     tick, stamp = utc(tick_at), utc(now)
     try:
@@ -143,7 +145,7 @@ async def fire_cron_tick(
         return None
     created: Task | None = None
     if task is not None:
-        [(created, _)] = await insert_tasks(connection, [task], now)
+        [(created, _)] = await insert_tasks(connection, [task], now, aging)
         await connection.execute(
             "UPDATE cron_ticks SET task_id = $3 WHERE cron_job_id = $1 AND tick_at = $2",
             cron_job_id,
@@ -195,7 +197,7 @@ WHERE j.id = f.job_id"""
 
 
 async def fire_cron_ticks(
-    connection: Conn, fires: Sequence[CronFire], now: datetime
+    connection: Conn, fires: Sequence[CronFire], now: datetime, aging: Aging
 ) -> list[tuple[bool, Task | None]]:
     """Four statements whatever the number of ticks: insert the ticks (in (job, tick) order,
     so concurrent nodes queue on the same keys in the same order), insert the winners'
@@ -218,7 +220,7 @@ async def fire_cron_ticks(
     firing = [fire for fire in won if fire.task is not None]
     created: dict[tuple[UUID, datetime], Task] = {}
     if firing:
-        inserted = await insert_tasks(connection, [f.task for f in firing if f.task], now)
+        inserted = await insert_tasks(connection, [f.task for f in firing if f.task], now, aging)
         for fire, (task, _) in zip(firing, inserted, strict=True):
             created[(fire.cron_job_id, fire.tick_at)] = task
         await connection.execute(

@@ -29,7 +29,7 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
-from hetuflow.store._claims import FreshTasks, claim_order
+from hetuflow.store._claims import Aging, FreshTasks, claim_order, epoch_micros
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
@@ -42,19 +42,19 @@ WITH inserted AS (
         id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
         timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
         idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id,
-        attempts)
+        attempts, claim_key)
     SELECT n.id, n.name, n.task_type, n.priority, n.payload, n.required_capabilities,
            CASE WHEN n.agent_id IS NULL THEN 'pending' ELSE 'dispatched' END,
            coalesce(n.scheduled_at, $2), n.timeout_seconds, n.max_retries,
            n.backoff_seconds, n.backoff_factor, n.max_backoff_seconds, n.idempotency_key,
            n.cron_job_id, n.cron_tick_at, $2, $2, n.agent_id,
-           CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END
+           CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END, n.claim_key
     FROM json_to_recordset($1::json) AS n(
         ord int, id uuid, name text, task_type text, priority smallint, payload jsonb,
         required_capabilities text[], scheduled_at timestamptz, timeout_seconds float8,
         max_retries int, backoff_seconds float8, backoff_factor float8,
         max_backoff_seconds float8, idempotency_key text, cron_job_id uuid,
-        cron_tick_at timestamptz, agent_id uuid)
+        cron_tick_at timestamptz, agent_id uuid, claim_key bigint)
     ORDER BY n.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, agent_id, attempts
@@ -68,15 +68,20 @@ seventeen arrays of hundreds of values each cost the server more CPU than the re
 create."""
 
 _CANDIDATES = """
-SELECT id, priority FROM tasks
+SELECT id, claim_key FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= $1
   AND task_type = ANY($2::text[])
-  AND required_capabilities <@ $3::text[]
+  AND (required_capabilities = '{}' OR required_capabilities <@ $3::text[])
   AND NOT (id = ANY($4::uuid[]))
-ORDER BY priority DESC, created_at, id
+ORDER BY claim_key, id
 LIMIT $5
 FOR UPDATE SKIP LOCKED"""
+"""Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
+in order (see ``_claims``). ``= '{}'`` says nothing ``<@`` does not, but the planner estimates
+it from the column's statistics (most tasks need no capability), where it guesses that ``<@``
+keeps one row in 200: with that guess it sorted every pending task instead of reading the
+index in order up to the limit."""
 
 _DISPATCH = f"""
 WITH dispatched AS (
@@ -94,24 +99,37 @@ SELECT {CLAIMED_COLUMNS} FROM dispatched"""
 
 
 async def insert_tasks(
-    connection: Conn, tasks: Sequence[NewTask], now: datetime
+    connection: Conn, tasks: Sequence[NewTask], now: datetime, aging: Aging
 ) -> list[tuple[Task, bool]]:
     """Insert tasks in order; those whose idempotency key exists come back with False."""
-    created, _ = await create_and_claim_tasks(connection, tasks, None, now)
+    created, _ = await create_and_claim_tasks(connection, tasks, None, now, aging)
     return created
 
 
 async def create_and_claim_tasks(
-    connection: Conn, tasks: Sequence[NewTask], claim: ClaimRequest | None, now: datetime
+    connection: Conn,
+    tasks: Sequence[NewTask],
+    claim: ClaimRequest | None,
+    now: datetime,
+    aging: Aging,
 ) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
     """``insert_tasks`` after a claim round (``claim_tasks``) in the same transaction: a new
     task a slot takes is inserted dispatched, with its attempt row (see ``_claims``)."""
     stamp = utc(now)
     ids = [uuid.uuid4() for _ in tasks]
+    created_micros = epoch_micros(stamp)
+    claim_keys = [
+        aging.key(
+            created_micros if new.scheduled_at is None else epoch_micros(new.scheduled_at),
+            created_micros,
+            new.priority.rank,
+        )
+        for new in tasks
+    ]
     dispatches: list[Dispatch] = []
     placed: dict[int, tuple[UUID, int]] = {}
     if claim is not None and claim.groups:
-        fresh = FreshTasks(tasks, ids, stamp)
+        fresh = FreshTasks(tasks, ids, stamp, claim_keys)
         dispatches = await claim_tasks(
             connection, claim.groups, now, claim.until, claim.global_limit, fresh
         )
@@ -136,6 +154,7 @@ async def create_and_claim_tasks(
                 "cron_job_id": new.cron_job_id,
                 "cron_tick_at": CODEC.put_time(new.cron_tick_at),
                 "agent_id": placed[index][0] if index in placed else None,
+                "claim_key": claim_keys[index],
             }
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
         ]
@@ -270,7 +289,7 @@ async def claim_tasks(
             chosen,
             want,
         )
-        stored = [(row["priority"], row) for row in rows]
+        stored = [((row["claim_key"], str(row["id"])), row) for row in rows]
         picks = claim_order(fresh, group, horizon, stored, want)
         assigned = assign_least_loaded(len(picks), group.offers)
         for pick, agent_id in zip(picks, assigned, strict=False):

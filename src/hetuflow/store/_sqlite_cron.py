@@ -11,6 +11,7 @@ from uuid import UUID
 
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
 from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.store._claims import Aging
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
 from hetuflow.store._sqlite_db import CODEC, micros
 from hetuflow.store._sqlite_tasks import insert_task
@@ -116,8 +117,11 @@ def fire_cron_tick(
     outcome: TickOutcome,
     reason: str | None,
     now: datetime,
+    aging: Aging,
 ) -> Task | None:
-    return _fire(connection, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now)[1]
+    return _fire(connection, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now, aging)[
+        1
+    ]
 
 
 def _fire(
@@ -129,6 +133,7 @@ def _fire(
     outcome: TickOutcome,
     reason: str | None,
     now: datetime,
+    aging: Aging,
 ) -> tuple[bool, Task | None]:
     job_key, tick_key, stamp = str(cron_job_id), micros(tick_at), micros(now)
     try:
@@ -148,7 +153,7 @@ def _fire(
         return False, None
     created: Task | None = None
     if task is not None:
-        created, _ = insert_task(connection, task, now)
+        created, _ = insert_task(connection, task, now, aging)
         connection.execute(
             "UPDATE cron_ticks SET task_id = ? WHERE cron_job_id = ? AND tick_at = ?",
             (str(created.id), job_key, tick_key),
@@ -174,7 +179,7 @@ def _fire(
 
 
 def fire_cron_ticks(
-    connection: sqlite3.Connection, fires: Sequence[CronFire], now: datetime
+    connection: sqlite3.Connection, fires: Sequence[CronFire], now: datetime, aging: Aging
 ) -> list[tuple[bool, Task | None]]:
     """Each fire as ``fire_cron_tick``, in (job, tick) order, in the caller's transaction; a
     job that no longer exists loses (SQLite rolls back only the failed statement)."""
@@ -192,6 +197,7 @@ def fire_cron_ticks(
                 fire.outcome,
                 fire.reason,
                 now,
+                aging,
             )
         except CronJobNotFound:
             continue

@@ -29,7 +29,7 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
-from hetuflow.store._claims import FreshTasks, claim_order
+from hetuflow.store._claims import Aging, FreshTasks, claim_order
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
@@ -40,18 +40,19 @@ TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_
 _INSERT_COLUMNS = (
     "id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,"
     " timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,"
-    " idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts"
+    " idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts,"
+    " claim_key"
 )
 _INSERT_TASKS = f"""
 INSERT INTO tasks ({_INSERT_COLUMNS})
-SELECT {", ".join(f"value ->> {n}" for n in range(20))}
+SELECT {", ".join(f"value ->> {n}" for n in range(21))}
 FROM json_each(?) WHERE true
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 """One statement per batch (``json_rows``), in batch order: the first of two tasks with one
 idempotency key wins."""
 
 _CANDIDATES = f"""
-SELECT {CLAIMED_COLUMNS}
+SELECT {CLAIMED_COLUMNS}, claim_key
 FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= ?
@@ -59,8 +60,10 @@ WHERE status = 'pending'
   AND (required_capabilities = '[]' OR NOT EXISTS (
       SELECT 1 FROM json_each(tasks.required_capabilities) AS need
       WHERE need.value NOT IN (SELECT value FROM json_each(?))))
-ORDER BY priority DESC, created_at, id
+ORDER BY claim_key, id
 LIMIT ?"""
+"""Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
+in order (see ``_claims``)."""
 
 _INSERT_ATTEMPTS = """
 INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
@@ -98,14 +101,20 @@ Taken = dict[int, Task | int]
 task of the batch."""
 
 
-def prepare_tasks(tasks: Sequence[NewTask], now: datetime, *, claim: bool) -> PreparedTasks:
+def prepare_tasks(
+    tasks: Sequence[NewTask], now: datetime, aging: Aging, *, claim: bool
+) -> PreparedTasks:
     """Build the rows of a batch (no database needed)."""
     stamp = micros(now)
     created_at = _must(CODEC.time(stamp))
     ids = [uuid.uuid4() for _ in tasks]
     rows: list[list[Any]] = []
+    keys: list[int] = []
     for new, task_id in zip(tasks, ids, strict=True):
         retry = new.retry
+        due = micros(new.scheduled_at) if new.scheduled_at is not None else stamp
+        key = aging.key(due, stamp, new.priority.rank)
+        keys.append(key)
         rows.append(
             [
                 str(task_id),
@@ -115,7 +124,7 @@ def prepare_tasks(tasks: Sequence[NewTask], now: datetime, *, claim: bool) -> Pr
                 CODEC.put_json(new.payload),
                 CODEC.put_texts(new.required_capabilities),
                 "pending",
-                micros(new.scheduled_at) if new.scheduled_at is not None else stamp,
+                due,
                 new.timeout_seconds,
                 retry.max_retries,
                 retry.backoff_seconds,
@@ -128,9 +137,10 @@ def prepare_tasks(tasks: Sequence[NewTask], now: datetime, *, claim: bool) -> Pr
                 stamp,
                 None,
                 0,
+                key,
             ]
         )
-    fresh = FreshTasks(tasks, ids, created_at, [row[0] for row in rows]) if claim else None
+    fresh = FreshTasks(tasks, ids, created_at, keys, [row[0] for row in rows]) if claim else None
     return PreparedTasks(tasks, ids, rows, fresh, now, created_at)
 
 
@@ -153,11 +163,11 @@ def created(prepared: PreparedTasks, taken: Taken) -> list[tuple[Task, bool]]:
 
 
 def create_tasks(
-    connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime
+    connection: sqlite3.Connection, tasks: Sequence[NewTask], now: datetime, aging: Aging
 ) -> list[tuple[Task, bool]]:
     """Insert the tasks with one statement; a task whose idempotency key exists (in
     the table or earlier in the batch) comes back as that task, with False."""
-    prepared = prepare_tasks(tasks, now, claim=False)
+    prepared = prepare_tasks(tasks, now, aging, claim=False)
     taken, _ = insert_prepared(connection, prepared, None)
     return created(prepared, taken)
 
@@ -224,9 +234,11 @@ def _taken_keys(connection: sqlite3.Connection, prepared: PreparedTasks) -> Take
     return taken
 
 
-def insert_task(connection: sqlite3.Connection, new: NewTask, now: datetime) -> tuple[Task, bool]:
+def insert_task(
+    connection: sqlite3.Connection, new: NewTask, now: datetime, aging: Aging
+) -> tuple[Task, bool]:
     """Insert one task, or return the one holding its idempotency key."""
-    [result] = create_tasks(connection, [new], now)
+    [result] = create_tasks(connection, [new], now, aging)
     return result
 
 
@@ -324,7 +336,7 @@ def claim_tasks(
             _CANDIDATES,
             (horizon, id_list(sorted(group.task_types)), id_list(sorted(group.capabilities)), want),
         ).fetchall()
-        stored = [(row["priority"], row) for row in rows]
+        stored = [((row["claim_key"], row["id"]), row) for row in rows]
         picks = claim_order(fresh, group, horizon_at, stored, want)
         agents = assign_least_loaded(len(picks), group.offers)
         agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}

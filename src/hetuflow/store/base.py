@@ -77,7 +77,7 @@ class Store(Protocol):
         """``create_tasks`` and a ``claim_tasks`` round with ``claim``, in one transaction.
 
         The claim sees the new tasks as if they had been inserted first: in claim order
-        (priority, then age), stored tasks and new ones alike. A new task it takes is inserted
+        (claim key, then id), stored tasks and new ones alike. A new task it takes is inserted
         already dispatched, with its attempt row, and comes back dispatched. New tasks with
         an idempotency key are only inserted (pending); a later claim takes them.
         """
@@ -111,9 +111,11 @@ class Store(Protocol):
         For each group, take up to ``group.free_slots`` pending tasks with
         ``scheduled_at <= until`` (default ``now``; a later ``until`` hands tasks out ahead so
         the agent starts them at ``scheduled_at``), ``task_type`` in the group's task types and
-        every required capability in the group's capabilities; highest priority first, then
-        oldest ``created_at``. Assign them with ``assign_least_loaded``, set them dispatched
-        to that agent, increment ``attempts`` and insert the attempt row.
+        every required capability in the group's capabilities; smallest claim key first (the
+        instant a task became due minus its priority rank times the aging step, computed
+        when it was inserted: see ``_claims``), then id. Assign them with
+        ``assign_least_loaded``, set them dispatched to that agent, increment ``attempts``
+        and insert the attempt row.
 
         Never lets the number of active tasks (dispatched, running, cancelling) across all
         nodes exceed ``global_limit``. A task is claimed by at most one caller, even with

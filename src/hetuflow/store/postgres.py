@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from hetuflow.config import DatabaseConfig
+from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS, DatabaseConfig
 from hetuflow.models import (
     Agent,
     AgentRegistration,
@@ -46,15 +46,21 @@ from hetuflow.store import _pg_attempts as attempt_sql
 from hetuflow.store import _pg_cron as cron_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
-from hetuflow.store._claims import offered_task_types
+from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
 
 
 class PostgresStore:
-    def __init__(self, database: DatabaseConfig) -> None:
+    def __init__(
+        self,
+        database: DatabaseConfig,
+        *,
+        priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS,
+    ) -> None:
         self.config = database
         self._db = PgDatabase(database.dsn, database.max_connections)
+        self._aging = Aging.of(priority_aging_seconds)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -76,7 +82,7 @@ class PostgresStore:
         if not tasks:
             return []
         async with self._db.transaction() as c:
-            return await task_sql.insert_tasks(c, tasks, now)
+            return await task_sql.insert_tasks(c, tasks, now, self._aging)
 
     async def create_and_claim_tasks(
         self, tasks: Sequence[NewTask], claim: ClaimRequest, *, now: datetime
@@ -84,7 +90,7 @@ class PostgresStore:
         if not tasks:
             return [], []
         async with self._db.transaction() as c:
-            return await task_sql.create_and_claim_tasks(c, tasks, claim, now)
+            return await task_sql.create_and_claim_tasks(c, tasks, claim, now, self._aging)
 
     async def get_task(self, task_id: UUID) -> Task | None:
         async with self._db.connection() as c:
@@ -275,7 +281,7 @@ class PostgresStore:
     ) -> Task | None:
         async with self._db.transaction() as c:
             return await cron_sql.fire_cron_tick(
-                c, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now
+                c, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now, self._aging
             )
 
     async def fire_cron_ticks(
@@ -284,7 +290,7 @@ class PostgresStore:
         if not fires:
             return []
         async with self._db.transaction() as c:
-            return await cron_sql.fire_cron_ticks(c, fires, now)
+            return await cron_sql.fire_cron_ticks(c, fires, now, self._aging)
 
     async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
         async with self._db.connection() as c:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from hetuflow.config import DatabaseConfig
+from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS, DatabaseConfig
 from hetuflow.models import (
     Agent,
     AgentRegistration,
@@ -47,7 +47,7 @@ from hetuflow.store import _sqlite_attempts as attempt_sql
 from hetuflow.store import _sqlite_cron as cron_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
-from hetuflow.store._claims import offered_task_types
+from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
 
@@ -57,9 +57,15 @@ def _ping(connection: sqlite3.Connection) -> None:
 
 
 class SqliteStore:
-    def __init__(self, database: DatabaseConfig) -> None:
+    def __init__(
+        self,
+        database: DatabaseConfig,
+        *,
+        priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS,
+    ) -> None:
         self.config = database
         self._db = SqliteDatabase(database.sqlite_path)
+        self._aging = Aging.of(priority_aging_seconds)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -77,7 +83,7 @@ class SqliteStore:
     async def create_tasks(
         self, tasks: Sequence[NewTask], *, now: datetime
     ) -> list[tuple[Task, bool]]:
-        return await self._db.write(task_sql.create_tasks, tasks, now)
+        return await self._db.write(task_sql.create_tasks, tasks, now, self._aging)
 
     async def create_and_claim_tasks(
         self, tasks: Sequence[NewTask], claim: ClaimRequest, *, now: datetime
@@ -86,7 +92,7 @@ class SqliteStore:
             return [], []
         # Rows and tasks are built here, on the event loop: the writer thread, which every
         # write waits for, only claims and inserts.
-        prepared = task_sql.prepare_tasks(tasks, now, claim=True)
+        prepared = task_sql.prepare_tasks(tasks, now, self._aging, claim=True)
         taken, dispatches = await self._db.write(task_sql.insert_prepared, prepared, claim)
         return task_sql.created(prepared, taken), dispatches
 
@@ -245,7 +251,15 @@ class SqliteStore:
         now: datetime,
     ) -> Task | None:
         return await self._db.write(
-            cron_sql.fire_cron_tick, cron_job_id, tick_at, next_fire_at, task, outcome, reason, now
+            cron_sql.fire_cron_tick,
+            cron_job_id,
+            tick_at,
+            next_fire_at,
+            task,
+            outcome,
+            reason,
+            now,
+            self._aging,
         )
 
     async def fire_cron_ticks(
@@ -253,7 +267,7 @@ class SqliteStore:
     ) -> list[tuple[bool, Task | None]]:
         if not fires:
             return []
-        return await self._db.write(cron_sql.fire_cron_ticks, fires, now)
+        return await self._db.write(cron_sql.fire_cron_ticks, fires, now, self._aging)
 
     async def list_cron_ticks(self, cron_job_id: UUID, *, limit: int) -> list[CronTick]:
         return await self._db.read(cron_sql.list_cron_ticks, cron_job_id, limit)

@@ -137,7 +137,9 @@ class TaskCreate(_Input):
         examples=["data-processing"],
     )
     priority: Priority = Field(
-        default=Priority.NORMAL, description="Higher dispatches first; ties go to the oldest."
+        default=Priority.NORMAL,
+        description="Higher dispatches first among equal waits; each level is worth"
+        " `[scheduler] priority_aging_seconds` (default 60 s) of waiting.",
     )
     payload: Payload = Field(
         default_factory=dict,
