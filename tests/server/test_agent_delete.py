@@ -8,9 +8,13 @@ the connection, so it holds whichever node the agent is connected to.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 from websockets.asyncio.client import connect
@@ -150,3 +154,41 @@ async def test_delete_across_nodes_goes_by_the_store_record(pg_database: Databas
         code, reason, error = await _reconnect_refused(other, agent_id)
         assert (code, reason, error) == (4010, "agent deleted", "agent_deleted")
         assert (await other.http.get(f"/api/agents/{agent_id}")).status_code == 404
+
+
+async def _drop_row(database: DatabaseConfig, agent_id: str) -> None:
+    """Remove an agent's row behind the server's back (nothing in hetuflow does since
+    tombstones: this stands for any reference a write finds missing)."""
+    if database.type == "postgres":
+        connection = await asyncpg.connect(database.dsn)
+        try:
+            await connection.execute("DELETE FROM agents WHERE id = $1", UUID(agent_id))
+        finally:
+            await connection.close()
+        return
+
+    def drop() -> None:
+        with contextlib.closing(sqlite3.connect(database.sqlite_path)) as connection:
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+            connection.commit()
+
+    await asyncio.to_thread(drop)
+
+
+async def test_a_task_is_accepted_when_an_agent_it_could_go_to_has_no_row(
+    server: Server, database: DatabaseConfig
+) -> None:
+    """Placing new tasks on this node's agents is the server's business: a missing agent row
+    neither fails the request (it used to be 404 ``cron_job_not_found``) nor keeps the
+    connection (the heartbeat flush closes it with 4010)."""
+    async with agent(server, "echo", slots=2, name="orphan") as orphan:
+        await _drop_row(database, orphan.agent_id)
+        response = await server.http.post("/api/tasks", json={"name": "n", "task_type": "echo"})
+        assert response.status_code == 201, response.text
+        assert response.json()["status"] == "pending"
+        await orphan.send({"type": "AgentHeartbeat"})
+        assert await orphan.closed() == (4010, "agent deleted")
+    async with agent(server, "echo", name="heir") as heir:
+        [pushed] = await heir.dispatched(1)
+        assert pushed["task_id"] == response.json()["id"]
