@@ -80,6 +80,9 @@ async def test_an_offline_agent_is_deleted_as_a_tombstone(
     assert await store.get_agent(agent.id) is None
     again = await connect("a1")
     assert again.id != agent.id
+    _, late = new_token("late", Role.AGENT, agent_id=agent.id)
+    with pytest.raises(AgentNotFound):
+        await store.create_api_token(late, now=T0)
     # A heartbeat flush names the deleted agent (a node holding it must drop it).
     assert await store.record_heartbeats([live.id, agent.id, live.id], now=T0) == [agent.id]
     assert await store.record_heartbeats([live.id], now=T0) == []

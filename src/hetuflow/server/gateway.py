@@ -451,13 +451,14 @@ class GatewaySvc:
                 connection = self._agents.current(agent_id)
                 if connection is None:
                     continue
+                # Released first: if that fails, the connection stays for the next flush.
+                await context.store.release_agent(agent_id, now=context.clock.now())
                 self._agents.detach(connection)
                 for task_id, (attempt, _) in connection.held.items():
                     connection.send_cancel(task_id, attempt, "superseded")
                 connection.held.clear()
                 connection.close(CLOSE_AGENT_DELETED, "agent deleted")
                 logger.warning("agent %s was deleted: its connection is closed", connection.name)
-                await context.store.release_agent(agent_id, now=context.clock.now())
 
     async def run_heartbeats(self) -> None:
         """Engine loop: flush heartbeats every couple of seconds, and reconcile when due."""
