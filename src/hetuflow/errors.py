@@ -94,6 +94,18 @@ class AgentOffline(Conflict):
     code = "agent_offline"
 
 
+class AgentOnline(Conflict):
+    """The action needs an agent that is not connected (delete: drain or disconnect it first)."""
+
+    code = "agent_online"
+
+
+class AgentDeleted(Conflict):
+    """A connection registers as an agent that was deleted (``DELETE /api/agents/{id}``)."""
+
+    code = "agent_deleted"
+
+
 class CronExpressionInvalid(InvalidInput):
     code = "cron_expression_invalid"
 

@@ -590,3 +590,13 @@ async def test_unknown_learned_agent_id_registers_anew(server: FakeServer) -> No
         hello = await server.next(AgentCapabilities)
         assert hello.agent_id is None
         assert hello.name == "agent-under-test"
+
+
+async def test_a_deleted_agent_stops_instead_of_coming_back(server: FakeServer) -> None:
+    agent = make_agent(server)
+    runner = asyncio.create_task(agent.run())
+    await asyncio.wait_for(agent.wait_registered(), 10)
+    await server.drop(4010, "agent deleted")
+    with pytest.raises(AgentRejected, match="was deleted on the server"):
+        await asyncio.wait_for(runner, 10)
+    assert server.connection_count == 1

@@ -44,6 +44,8 @@ CLOSE_UNAUTHORIZED = 4001
 """The agent token belongs to another agent than the one this agent registers as."""
 CLOSE_PROTOCOL_VERSION = 4003
 CLOSE_AGENT_NOT_FOUND = 4004
+CLOSE_AGENT_DELETED = 4010
+"""The agent was deleted on the server: coming back with its id is refused."""
 
 
 class RegistrationRefused(HetuflowError):

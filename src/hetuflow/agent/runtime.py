@@ -39,6 +39,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from hetuflow import __version__
 from hetuflow.agent.config import AgentConfig
 from hetuflow.agent.connection import (
+    CLOSE_AGENT_DELETED,
     CLOSE_AGENT_NOT_FOUND,
     CLOSE_PROTOCOL_VERSION,
     CLOSE_SUPERSEDED,
@@ -320,6 +321,8 @@ class Agent:
                 log.error("server refused the registration: %s", error.message)
                 if error.error_code == "agent_not_found":
                     close_code = CLOSE_AGENT_NOT_FOUND
+                elif error.error_code == "agent_deleted":
+                    close_code = CLOSE_AGENT_DELETED
             except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as error:
                 log.warning("connection to %s failed: %s", self.config.server, error or repr(error))
             self._check_close_code(close_code)
@@ -383,6 +386,8 @@ class Agent:
             problem = "the server refused this agent's token for this agent (name or id)"
         elif close_code == CLOSE_PROTOCOL_VERSION:
             problem = f"the server does not support protocol version {PROTOCOL_VERSION}"
+        elif close_code == CLOSE_AGENT_DELETED:
+            problem = f"agent {self.agent_id} was deleted on the server: stopping"
         elif close_code == CLOSE_AGENT_NOT_FOUND:
             if self.agent_id is not None and self.agent_id != self.config.agent_id:
                 log.warning(

@@ -78,7 +78,7 @@ def create_agent(
 @click.argument("agent_id")
 @client_command
 def delete_agent(cli: Cli, agent_id: str) -> None:
-    """Delete an agent; tasks it held go back to pending."""
+    """Delete an offline agent (refused while it is connected: drain or stop it first)."""
     cli.client.delete_agent(agent_id)
     if cli.as_json:
         cli.emit_json({"deleted": agent_id})

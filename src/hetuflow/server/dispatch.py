@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from hetuflow.errors import AgentNotFound
 from hetuflow.models import ClaimGroup, ClaimRequest, Dispatch, NewTask, Task, TaskStatus
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import AgentConnection, AgentSvc
@@ -94,9 +95,17 @@ class TaskDispatcher:
             if not any(group.free_slots for group in groups):
                 created = await store.create_tasks(tasks, now=now)
                 return created, any(new for _, new in created)
-            created, dispatches = await store.create_and_claim_tasks(
-                tasks, self._request(groups, now), now=now
-            )
+            try:
+                created, dispatches = await store.create_and_claim_tasks(
+                    tasks, self._request(groups, now), now=now
+                )
+            except AgentNotFound as problem:
+                # An agent connected here has no row any more (the whole write was undone):
+                # the tasks are created pending; the agent's connection is dropped on the
+                # next heartbeat flush. The creator never sees this.
+                logger.warning("placing new tasks failed (%s): created pending", problem)
+                created = await store.create_tasks(tasks, now=now)
+                return created, any(new for _, new in created)
             self._route(dispatches)
         waiting = any(new and task.status is TaskStatus.PENDING for task, new in created)
         return created, waiting

@@ -29,7 +29,13 @@ from fastapi import WebSocket
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hetuflow.errors import AgentNotFound, PermissionDenied, StoreUnavailable, Unauthenticated
+from hetuflow.errors import (
+    AgentDeleted,
+    AgentNotFound,
+    PermissionDenied,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from hetuflow.models import (
     AgentRegistration,
     AgentStatus,
@@ -53,6 +59,7 @@ from hetuflow.server.context import ServerContext
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.reconcile import Reconciler, parse_uuid
 from hetuflow.server.registry import (
+    CLOSE_AGENT_DELETED,
     CLOSE_AGENT_NOT_FOUND,
     CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_VERSION,
@@ -290,6 +297,10 @@ class GatewaySvc:
             connection.send_error("agent_not_found", problem.message, message_type=message.type)
             connection.close(CLOSE_AGENT_NOT_FOUND, "unknown agent id")
             return
+        except AgentDeleted as problem:
+            connection.send_error(problem.code, problem.message, message_type=message.type)
+            connection.close(CLOSE_AGENT_DELETED, "agent deleted")
+            return
         except Exception as error:
             if isinstance(error, StoreUnavailable):
                 # Expected while the database is away; the agent retries with backoff.
@@ -420,13 +431,34 @@ class GatewaySvc:
         for connection in seen:
             connection.seen = False
         try:
-            await self._context.store.record_heartbeats(
+            deleted = await self._context.store.record_heartbeats(
                 [c.agent_id for c in seen if c.agent_id is not None], now=self._context.clock.now()
             )
         except BaseException:
             for connection in seen:
                 connection.seen = True
             raise
+        if deleted:
+            await self._drop_deleted(deleted)
+
+    async def _drop_deleted(self, agent_ids: list[UUID]) -> None:
+        """Agents deleted while connected here (deleting refuses a connected agent, but the
+        store may have declared one offline that this node still holds): stop what they run,
+        close with 4010 and give back what was claimed for them since."""
+        context = self._context
+        async with self._agents.lock:
+            for agent_id in agent_ids:
+                connection = self._agents.current(agent_id)
+                if connection is None:
+                    continue
+                # Released first: if that fails, the connection stays for the next flush.
+                await context.store.release_agent(agent_id, now=context.clock.now())
+                self._agents.detach(connection)
+                for task_id, (attempt, _) in connection.held.items():
+                    connection.send_cancel(task_id, attempt, "superseded")
+                connection.held.clear()
+                connection.close(CLOSE_AGENT_DELETED, "agent deleted")
+                logger.warning("agent %s was deleted: its connection is closed", connection.name)
 
     async def run_heartbeats(self) -> None:
         """Engine loop: flush heartbeats every couple of seconds, and reconcile when due."""

@@ -35,6 +35,7 @@ CLOSE_PROTOCOL_VERSION = 4003  # protocol version not supported
 CLOSE_AGENT_NOT_FOUND = 4004  # AgentCapabilities named an unknown agent id
 CLOSE_REGISTRATION_TIMEOUT = 4008  # no AgentCapabilities in time
 CLOSE_DECLARED_OFFLINE = 4009  # the cluster declared the agent offline; register again
+CLOSE_AGENT_DELETED = 4010  # the agent was deleted (DELETE /api/agents/{id}): do not come back
 
 
 def encode_frame(message: dict[str, Any]) -> str:

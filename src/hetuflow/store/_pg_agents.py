@@ -1,4 +1,4 @@
-"""PostgreSQL: agents (create, connect, status, heartbeats, reaping)."""
+"""PostgreSQL: agents (create, connect, status, heartbeats, reaping, tombstones)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ from uuid import UUID
 import asyncpg
 
 from hetuflow.clock import utc
-from hetuflow.errors import AgentNameTaken, AgentNotFound
+from hetuflow.errors import AgentDeleted, AgentNameTaken, AgentNotFound
 from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
 from hetuflow.store._pg_attempts import release
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._rows import agent_from
-from hetuflow.store._rules import ACTIVE_SQL, agent_sources, generated_agent_name
+from hetuflow.store._rules import (
+    ACTIVE_SQL,
+    agent_online,
+    agent_sources,
+    generated_agent_name,
+    tombstone_name,
+)
 
 _SELECT_AGENTS = f"""
 SELECT a.*, (SELECT count(*) FROM tasks AS t
@@ -27,8 +33,11 @@ UPDATE agents
 SET capabilities = $1, supported_task_types = $2, max_concurrent_tasks = $3,
     status = 'online', node_id = $4, session = session + 1,
     connected_at = $5, last_heartbeat_at = $5
-WHERE id = $6
+WHERE id = $6 AND deleted_at IS NULL
 RETURNING id"""
+
+_LIVE = f"{_SELECT_AGENTS} WHERE a.deleted_at IS NULL"
+"""Live agents only: a deleted agent's row (its tombstone) is never listed nor found."""
 
 _CONNECT_BY_NAME = """
 INSERT INTO agents (id, name, capabilities, supported_task_types, max_concurrent_tasks,
@@ -44,12 +53,12 @@ RETURNING id"""
 
 
 async def get_agent(connection: Conn, agent_id: UUID) -> Agent | None:
-    row = await connection.fetchrow(f"{_SELECT_AGENTS} WHERE a.id = $1", agent_id)
+    row = await connection.fetchrow(f"{_LIVE} AND a.id = $1", agent_id)
     return None if row is None else agent_from(row, CODEC)
 
 
 async def get_agent_by_name(connection: Conn, name: str) -> Agent | None:
-    row = await connection.fetchrow(f"{_SELECT_AGENTS} WHERE a.name = $1", name)
+    row = await connection.fetchrow(f"{_LIVE} AND a.name = $1", name)
     return None if row is None else agent_from(row, CODEC)
 
 
@@ -63,11 +72,11 @@ async def _must_get(connection: Conn, agent_id: UUID) -> Agent:
 async def list_agents(connection: Conn, statuses: Sequence[AgentStatus]) -> list[Agent]:
     if statuses:
         rows = await connection.fetch(
-            f"{_SELECT_AGENTS} WHERE a.status = ANY($1::text[]) ORDER BY a.name",
+            f"{_LIVE} AND a.status = ANY($1::text[]) ORDER BY a.name",
             [status.value for status in statuses],
         )
     else:
-        rows = await connection.fetch(f"{_SELECT_AGENTS} ORDER BY a.name")
+        rows = await connection.fetch(f"{_LIVE} ORDER BY a.name")
     return [agent_from(row, CODEC) for row in rows]
 
 
@@ -93,9 +102,36 @@ async def create_agent(connection: Conn, agent: NewAgent, now: datetime) -> Agen
 
 
 async def delete_agent(connection: Conn, agent_id: UUID, now: datetime) -> None:
+    """Tombstone an offline agent, release what it still holds and delete its tokens.
+
+    One conditional update, which locks the row: a ``connect_agent`` of the same agent
+    either committed first (the agent is online: ``AgentOnline``) or waits for this
+    transaction and then finds a tombstone (``AgentDeleted``)."""
+    deleted = await connection.fetchval(
+        """
+        UPDATE agents SET deleted_at = $2, name = $3, node_id = NULL
+        WHERE id = $1 AND deleted_at IS NULL AND status = 'offline'
+        RETURNING id""",
+        agent_id,
+        utc(now),
+        tombstone_name(agent_id),
+    )
+    if deleted is None:
+        agent = await get_agent(connection, agent_id)
+        if agent is None:
+            raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+        raise agent_online(agent)
     await release(connection, [agent_id], now)
-    if await connection.execute("DELETE FROM agents WHERE id = $1", agent_id) == "DELETE 0":
-        raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+    await connection.execute("DELETE FROM api_tokens WHERE agent_id = $1", agent_id)
+
+
+async def _unknown(connection: Conn, agent_id: UUID) -> AgentDeleted | AgentNotFound:
+    """Why no live row has this id: a tombstone (``AgentDeleted``) or no row at all."""
+    if await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1 AND deleted_at IS NOT NULL)", agent_id
+    ):
+        return AgentDeleted(f"agent {agent_id} was deleted", field="agent_id")
+    return AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
 
 
 async def connect_agent(
@@ -111,7 +147,7 @@ async def connect_agent(
     if registration.agent_id is not None:
         agent_id = await connection.fetchval(_CONNECT_BY_ID, *declared, registration.agent_id)
         if agent_id is None:
-            raise AgentNotFound(f"agent {registration.agent_id} does not exist", field="agent_id")
+            raise await _unknown(connection, registration.agent_id)
     else:
         name = registration.name or generated_agent_name()
         agent_id = await connection.fetchval(_CONNECT_BY_NAME, *declared, uuid.uuid4(), name)
@@ -161,12 +197,25 @@ async def release_agent(
     return await release(connection, [agent_id], now, keep)
 
 
-async def record_heartbeats(connection: Conn, agent_ids: Sequence[UUID], now: datetime) -> None:
-    await connection.execute(
-        "UPDATE agents SET last_heartbeat_at = $1 WHERE id = ANY($2::uuid[])",
+async def record_heartbeats(
+    connection: Conn, agent_ids: Sequence[UUID], now: datetime
+) -> list[UUID]:
+    """Record the heartbeats; return the agents among them that are deleted (or unknown).
+    The second read runs only when the update missed some."""
+    unique = sorted(set(agent_ids))
+    status = await connection.execute(
+        "UPDATE agents SET last_heartbeat_at = $1"
+        " WHERE id = ANY($2::uuid[]) AND deleted_at IS NULL",
         utc(now),
-        sorted(set(agent_ids)),
+        unique,
     )
+    if int(status.rsplit(" ", 1)[-1]) >= len(unique):
+        return []
+    rows = await connection.fetch(
+        "SELECT id FROM agents WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL", unique
+    )
+    live = {uid(row["id"]) for row in rows}
+    return [agent_id for agent_id in unique if agent_id not in live]
 
 
 async def reap_agents(connection: Conn, stale_before: datetime, now: datetime) -> list[UUID]:

@@ -15,7 +15,13 @@ import asyncpg
 import orjson
 
 from hetuflow.clock import utc
-from hetuflow.errors import CronJobNotFound, TaskAlreadyFinished, TaskNotFound
+from hetuflow.errors import (
+    AgentNotFound,
+    CronJobNotFound,
+    HetuflowError,
+    TaskAlreadyFinished,
+    TaskNotFound,
+)
 from hetuflow.models import (
     TERMINAL_TASK_STATUSES,
     ClaimGroup,
@@ -98,6 +104,40 @@ WITH dispatched AS (
 SELECT {CLAIMED_COLUMNS} FROM dispatched"""
 
 
+_MISSING_BY_CONSTRAINT: dict[str, tuple[type[HetuflowError], str, str]] = {
+    "tasks_cron_job_id_fkey": (
+        CronJobNotFound,
+        "a task names a cron job that does not exist",
+        "cron_job_id",
+    ),
+    "tasks_agent_id_fkey": (
+        AgentNotFound,
+        "a task was dispatched to an agent that does not exist",
+        "agent_id",
+    ),
+    "attempts_agent_id_fkey": (
+        AgentNotFound,
+        "a task was dispatched to an agent that does not exist",
+        "agent_id",
+    ),
+    "attempts_task_id_fkey": (
+        TaskNotFound,
+        "an attempt names a task that does not exist",
+        "task_id",
+    ),
+}
+"""A failed foreign key of a task write, by constraint name, as the domain error it means."""
+
+
+def missing_reference(error: asyncpg.ForeignKeyViolationError) -> HetuflowError | None:
+    """The domain error for the constraint that failed (None: not one of a task write)."""
+    found = _MISSING_BY_CONSTRAINT.get(getattr(error, "constraint_name", None) or "")
+    if found is None:
+        return None
+    kind, message, field = found
+    return kind(message, field=field)
+
+
 async def insert_tasks(
     connection: Conn, tasks: Sequence[NewTask], now: datetime, aging: Aging
 ) -> list[tuple[Task, bool]]:
@@ -162,9 +202,9 @@ async def create_and_claim_tasks(
     try:
         rows = await connection.fetch(_INSERT_TASKS, rows_json, stamp)
     except asyncpg.ForeignKeyViolationError as error:
-        raise CronJobNotFound(
-            "a task names a cron job that does not exist", field="cron_job_id"
-        ) from error
+        if (problem := missing_reference(error)) is None:
+            raise
+        raise problem from error
     # Built from what was inserted, not read back (RETURNING only says which were).
     built = [
         new_task(new, i, stamp, placed.get(index))
@@ -302,7 +342,7 @@ async def claim_tasks(
                 ordered.append(Dispatch(pick.fresh.task, 1, agent_id))
         if remaining is not None:
             remaining -= len(assigned)
-    rows = await connection.fetch(_DISPATCH, chosen, agents, utc(now)) if chosen else []
+    rows = await _dispatch(connection, chosen, agents, now) if chosen else []
     by_id = {row["id"]: row for row in rows}
     dispatches = []
     for entry in ordered:
@@ -311,6 +351,18 @@ async def claim_tasks(
         elif (row := by_id.get(entry[0])) is not None:
             dispatches.append(Dispatch(claimed_from(row, CODEC), row["attempts"], entry[1]))
     return dispatches
+
+
+async def _dispatch(
+    connection: Conn, chosen: list[UUID], agents: list[UUID], now: datetime
+) -> list[asyncpg.Record]:
+    """Mark the chosen stored tasks dispatched to their agents, with their attempt rows."""
+    try:
+        return await connection.fetch(_DISPATCH, chosen, agents, utc(now))
+    except asyncpg.ForeignKeyViolationError as error:
+        if (problem := missing_reference(error)) is None:
+            raise
+        raise problem from error
 
 
 async def any_due(connection: Conn, task_types: Sequence[str], until: datetime) -> bool:
@@ -353,7 +405,7 @@ async def stats(connection: Conn) -> Stats:
         by_status[TaskStatus(row[0])] = row[1]
     agents = await connection.fetchrow(
         "SELECT count(*) FILTER (WHERE status <> 'offline') AS online, count(*) AS total"
-        " FROM agents"
+        " FROM agents WHERE deleted_at IS NULL"
     )
     enabled = await connection.fetchval("SELECT count(*) FROM cron_jobs WHERE enabled")
     if agents is None:

@@ -26,6 +26,12 @@ async def _get(connection: Conn, token_id: UUID) -> ApiToken:
 
 async def create_api_token(connection: Conn, token: NewApiToken, now: datetime) -> ApiToken:
     token_id = uuid.uuid4()
+    # A deleted agent's row stays (a tombstone): the key alone would accept it. The share
+    # lock makes a concurrent delete wait, then delete this token with the others.
+    if token.agent_id is not None and not await connection.fetchval(
+        "SELECT 1 FROM agents WHERE id = $1 AND deleted_at IS NULL FOR SHARE", token.agent_id
+    ):
+        raise AgentNotFound(f"no agent with id {token.agent_id}", field="agent_id")
     try:
         await connection.execute(
             """

@@ -10,9 +10,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from hetuflow.errors import AgentOnline
 from hetuflow.models import (
     ACTIVE_TASK_STATUSES,
     AGENT_TRANSITIONS,
+    Agent,
     AgentStatus,
     AttemptOutcome,
     AttemptRef,
@@ -95,3 +97,21 @@ def agent_sources(target: AgentStatus) -> tuple[str, ...]:
 
 def generated_agent_name() -> str:
     return f"agent-{uuid.uuid4().hex[:12]}"
+
+
+TOMBSTONE_NAME_LENGTH = 300
+"""Longer than any name an agent can be given (255 characters over REST, 200 in the
+protocol): a deleted agent's row takes such a name, freeing its own, and never collides."""
+
+
+def tombstone_name(agent_id: uuid.UUID) -> str:
+    """The name of a deleted agent's row (its own name is free for a new agent)."""
+    return f"deleted agent {agent_id} ".ljust(TOMBSTONE_NAME_LENGTH, "~")
+
+
+def agent_online(agent: Agent) -> AgentOnline:
+    """Why an agent cannot be deleted now: the store records a connection for it."""
+    return AgentOnline(
+        f"agent {agent.name} is connected ({agent.status}): drain or disconnect it first",
+        field="agent_id",
+    )

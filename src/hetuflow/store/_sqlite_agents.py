@@ -1,4 +1,4 @@
-"""SQLite: agents (create, connect, status, heartbeats, reaping)."""
+"""SQLite: agents (create, connect, status, heartbeats, reaping, tombstones)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from hetuflow.errors import AgentNameTaken, AgentNotFound
+from hetuflow.errors import AgentDeleted, AgentNameTaken, AgentNotFound
 from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
 from hetuflow.store._rows import agent_from
-from hetuflow.store._rules import ACTIVE_SQL, agent_sources, generated_agent_name
+from hetuflow.store._rules import (
+    ACTIVE_SQL,
+    agent_online,
+    agent_sources,
+    generated_agent_name,
+    tombstone_name,
+)
 from hetuflow.store._sqlite_attempts import release
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 
@@ -24,7 +30,10 @@ FROM agents AS a"""
 
 
 def _one(connection: sqlite3.Connection, where: str, value: str) -> Agent | None:
-    row = connection.execute(f"{_SELECT_AGENTS} WHERE {where}", (value,)).fetchone()
+    """The live agent (not a tombstone) matching ``where``."""
+    row = connection.execute(
+        f"{_SELECT_AGENTS} WHERE a.deleted_at IS NULL AND {where}", (value,)
+    ).fetchone()
     return None if row is None else agent_from(row, CODEC)
 
 
@@ -44,10 +53,10 @@ def _must_get(connection: sqlite3.Connection, agent_id: UUID | str) -> Agent:
 
 
 def list_agents(connection: sqlite3.Connection, statuses: Sequence[AgentStatus]) -> list[Agent]:
-    where = ""
+    where = " WHERE a.deleted_at IS NULL"
     params: list[str] = []
     if statuses:
-        where = f" WHERE a.status IN ({', '.join('?' for _ in statuses)})"
+        where += f" AND a.status IN ({', '.join('?' for _ in statuses)})"
         params = [status.value for status in statuses]
     rows = connection.execute(f"{_SELECT_AGENTS}{where} ORDER BY a.name", params)
     return [agent_from(row, CODEC) for row in rows]
@@ -77,9 +86,33 @@ def create_agent(connection: sqlite3.Connection, agent: NewAgent, now: datetime)
 
 
 def delete_agent(connection: sqlite3.Connection, agent_id: UUID, now: datetime) -> None:
+    """Tombstone an offline agent (one conditional update, so a registration committed first
+    makes it ``AgentOnline``), release what it still holds and delete its tokens."""
+    key = str(agent_id)
+    row = connection.execute(
+        """
+        UPDATE agents SET deleted_at = ?, name = ?, node_id = NULL
+        WHERE id = ? AND deleted_at IS NULL AND status = 'offline'
+        RETURNING id""",
+        (micros(now), tombstone_name(agent_id), key),
+    ).fetchone()
+    if row is None:
+        agent = _one(connection, "a.id = ?", key)
+        if agent is None:
+            raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+        raise agent_online(agent)
     release(connection, [agent_id], now)
-    if connection.execute("DELETE FROM agents WHERE id = ?", (str(agent_id),)).rowcount == 0:
-        raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
+    connection.execute("DELETE FROM api_tokens WHERE agent_id = ?", (key,))
+
+
+def _unknown(connection: sqlite3.Connection, agent_id: UUID) -> AgentDeleted | AgentNotFound:
+    """Why no live row has this id: a tombstone (``AgentDeleted``) or no row at all."""
+    row = connection.execute(
+        "SELECT 1 FROM agents WHERE id = ? AND deleted_at IS NOT NULL", (str(agent_id),)
+    ).fetchone()
+    if row is not None:
+        return AgentDeleted(f"agent {agent_id} was deleted", field="agent_id")
+    return AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
 
 
 def connect_agent(
@@ -98,12 +131,12 @@ def connect_agent(
             SET capabilities = ?, supported_task_types = ?, max_concurrent_tasks = ?,
                 status = 'online', node_id = ?, session = session + 1,
                 connected_at = ?, last_heartbeat_at = ?
-            WHERE id = ?
+            WHERE id = ? AND deleted_at IS NULL
             RETURNING id""",
             (*declared, node_id, stamp, stamp, str(registration.agent_id)),
         ).fetchone()
         if row is None:
-            raise AgentNotFound(f"agent {registration.agent_id} does not exist", field="agent_id")
+            raise _unknown(connection, registration.agent_id)
     else:
         row = connection.execute(
             """
@@ -174,11 +207,27 @@ def release_agent(
 
 def record_heartbeats(
     connection: sqlite3.Connection, agent_ids: Sequence[UUID], now: datetime
-) -> None:
-    connection.execute(
-        "UPDATE agents SET last_heartbeat_at = ? WHERE id IN (SELECT value FROM json_each(?))",
-        (micros(now), id_list(agent_ids)),
+) -> list[UUID]:
+    """Record the heartbeats; return the agents among them that are deleted (or unknown).
+    The second read runs only when the update missed some."""
+    unique = sorted(set(agent_ids))
+    listed = id_list(unique)
+    cursor = connection.execute(
+        "UPDATE agents SET last_heartbeat_at = ?"
+        " WHERE id IN (SELECT value FROM json_each(?)) AND deleted_at IS NULL",
+        (micros(now), listed),
     )
+    if cursor.rowcount >= len(unique):
+        return []
+    live = {
+        row["id"]
+        for row in connection.execute(
+            "SELECT id FROM agents"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND deleted_at IS NULL",
+            (listed,),
+        )
+    }
+    return [agent_id for agent_id in unique if str(agent_id) not in live]
 
 
 def reap_agents(

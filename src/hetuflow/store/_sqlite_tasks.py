@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import orjson
 
-from hetuflow.errors import CronJobNotFound, TaskAlreadyFinished, TaskNotFound
+from hetuflow.errors import (
+    AgentNotFound,
+    CronJobNotFound,
+    HetuflowError,
+    TaskAlreadyFinished,
+    TaskNotFound,
+)
 from hetuflow.models import (
     TERMINAL_TASK_STATUSES,
     ClaimGroup,
@@ -193,17 +199,22 @@ def insert_prepared(
         row[6], row[18], row[19] = "dispatched", str(agent_id), number
     try:
         connection.execute(_INSERT_TASKS, (json_rows(rows),))
+        if prepared.placed:
+            attempts = [
+                (rows[index][0], number, rows[index][18])
+                for index, (_, number) in prepared.placed.items()
+            ]
+            connection.execute(_INSERT_ATTEMPTS, (stamp, json_rows(attempts)))
     except sqlite3.IntegrityError as error:
-        tasks = prepared.tasks
-        jobs = sorted({str(new.cron_job_id) for new in tasks if new.cron_job_id is not None})
-        named = f"cron job {jobs[0]}" if len(jobs) == 1 else "a task names a cron job that"
-        raise CronJobNotFound(f"{named} does not exist", field="cron_job_id") from error
-    if prepared.placed:
-        attempts = [
-            (rows[index][0], number, rows[index][18])
-            for index, (_, number) in prepared.placed.items()
-        ]
-        connection.execute(_INSERT_ATTEMPTS, (stamp, json_rows(attempts)))
+        problem = missing_reference(
+            connection,
+            error,
+            cron_job_ids=[str(new.cron_job_id) for new in prepared.tasks if new.cron_job_id],
+            agent_ids=[str(agent_id) for agent_id, _ in prepared.placed.values()],
+        )
+        if problem is None:
+            raise
+        raise problem from error
     return _taken_keys(connection, prepared), dispatches
 
 
@@ -232,6 +243,45 @@ def _taken_keys(connection: sqlite3.Connection, prepared: PreparedTasks) -> Take
             earlier = ours.get(holder["id"])
             taken[index] = earlier if earlier is not None else task_from(holder, CODEC)
     return taken
+
+
+def missing_reference(
+    connection: sqlite3.Connection,
+    error: sqlite3.IntegrityError,
+    *,
+    cron_job_ids: Iterable[str] = (),
+    agent_ids: Iterable[str] = (),
+) -> HetuflowError | None:
+    """The domain error for the reference a task write found missing (None: not a foreign
+    key, or none of these). SQLite's error names no constraint, so the rows are looked up
+    (the failed statement was undone; the transaction can still read)."""
+    if "FOREIGN KEY" not in str(error):
+        return None
+    jobs = _missing(connection, "cron_jobs", cron_job_ids)
+    if jobs:
+        return CronJobNotFound(f"cron job {jobs[0]} does not exist", field="cron_job_id")
+    agents = _missing(connection, "agents", agent_ids)
+    if agents:
+        return AgentNotFound(
+            f"agent {agents[0]}, which a task was dispatched to, does not exist", field="agent_id"
+        )
+    return None
+
+
+def _missing(
+    connection: sqlite3.Connection, table: Literal["agents", "cron_jobs"], ids: Iterable[str]
+) -> list[str]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    found = {
+        row[0]
+        for row in connection.execute(
+            f"SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+            (id_list(wanted),),
+        )
+    }
+    return [key for key in wanted if key not in found]
 
 
 def insert_task(
@@ -354,8 +404,14 @@ def claim_tasks(
                 dispatches.append(Dispatch(pick.fresh.task, 1, agent_id))
         if updates:
             document = json_rows(updates)
-            connection.execute(_DISPATCH, (stamp, document))
-            connection.execute(_INSERT_ATTEMPTS, (stamp, document))
+            try:
+                connection.execute(_DISPATCH, (stamp, document))
+                connection.execute(_INSERT_ATTEMPTS, (stamp, document))
+            except sqlite3.IntegrityError as error:
+                problem = missing_reference(connection, error, agent_ids=agent_keys.values())
+                if problem is None:
+                    raise
+                raise problem from error
         if remaining is not None:
             remaining -= len(agents)
     return dispatches
@@ -400,6 +456,7 @@ def stats(connection: sqlite3.Connection) -> Stats:
         by_status[TaskStatus(row[0])] = row[1]
     online, total = connection.execute(
         "SELECT coalesce(sum(status <> 'offline'), 0), count(*) FROM agents"
+        " WHERE deleted_at IS NULL"
     ).fetchone()
     enabled = connection.execute("SELECT count(*) FROM cron_jobs WHERE enabled = 1").fetchone()[0]
     return Stats(by_status, agents_online=online, agents_total=total, cron_jobs_enabled=enabled)

@@ -26,6 +26,15 @@ def _get(connection: sqlite3.Connection, token_id: str) -> ApiToken:
 
 def create_api_token(connection: sqlite3.Connection, token: NewApiToken, now: datetime) -> ApiToken:
     token_id = str(uuid.uuid4())
+    # A deleted agent's row stays (a tombstone): the key alone would accept it.
+    if (
+        token.agent_id is not None
+        and connection.execute(
+            "SELECT 1 FROM agents WHERE id = ? AND deleted_at IS NULL", (str(token.agent_id),)
+        ).fetchone()
+        is None
+    ):
+        raise AgentNotFound(f"no agent with id {token.agent_id}", field="agent_id")
     try:
         connection.execute(
             """

@@ -217,16 +217,29 @@ class Store(Protocol):
         """Pre-create an agent, offline until it connects; ``AgentNameTaken`` if the name exists."""
         ...
 
-    async def get_agent(self, agent_id: UUID) -> Agent | None: ...
+    async def get_agent(self, agent_id: UUID) -> Agent | None:
+        """The agent, or None (also for a deleted one)."""
+        ...
 
     async def get_agent_by_name(self, name: str) -> Agent | None: ...
 
     async def list_agents(self, *, statuses: Sequence[AgentStatus] = ()) -> list[Agent]:
-        """Agents by name, with ``running`` counted from their active tasks."""
+        """Agents by name, with ``running`` counted from their active tasks (deleted ones
+        are never listed)."""
         ...
 
     async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
-        """Forget an agent; its active attempts are released first. ``AgentNotFound``."""
+        """Delete an offline agent: its row becomes a tombstone (``deleted_at`` set, its name
+        freed for a new agent), its remaining active attempts are released and its tokens
+        deleted, in one transaction. The agent is then neither found nor listed, and
+        ``connect_agent`` with its id raises ``AgentDeleted``.
+
+        ``AgentOnline`` if the store records a connection (status ``online`` or
+        ``draining``): deleting goes by the store's record, not by any node's memory. A
+        concurrent ``connect_agent`` of the agent is ordered against it (the conditional
+        update locks the row): either the connect wins and the delete is refused, or the
+        delete wins and the connect is refused. ``AgentNotFound`` if there is no such (live)
+        agent."""
         ...
 
     async def connect_agent(
@@ -235,7 +248,8 @@ class Store(Protocol):
         """Record a connection: find the agent by id, else by name, else create it (generated
         name when none given); update its declared capabilities; set it online on ``node_id``;
         bump ``session``. Concurrent connects of one agent serialise; the last one wins.
-        Raises ``AgentNotFound`` for an unknown ``agent_id``."""
+        Raises ``AgentDeleted`` for the id of a deleted agent, ``AgentNotFound`` for an
+        unknown ``agent_id``."""
         ...
 
     async def set_agent_status(
@@ -254,8 +268,10 @@ class Store(Protocol):
         """
         ...
 
-    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
-        """Set ``last_heartbeat_at`` for many agents in one statement."""
+    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
+        """Set ``last_heartbeat_at`` for many agents in one statement; return those of them
+        that are deleted or unknown (a node still holding their connection must drop it).
+        A second read runs only when the statement missed some of them."""
         ...
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:

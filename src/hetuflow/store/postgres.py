@@ -229,10 +229,11 @@ class PostgresStore:
         async with self._db.transaction() as c:
             return await agent_sql.set_agent_draining(c, agent_id, draining)
 
-    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
-        if agent_ids:
-            async with self._db.transaction() as c:
-                await agent_sql.record_heartbeats(c, agent_ids, now)
+    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
+        if not agent_ids:
+            return []
+        async with self._db.transaction() as c:
+            return await agent_sql.record_heartbeats(c, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
         async with self._db.transaction() as c:

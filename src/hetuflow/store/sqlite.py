@@ -208,9 +208,10 @@ class SqliteStore:
     async def set_agent_draining(self, agent_id: UUID, draining: bool, *, now: datetime) -> Agent:
         return await self._db.write(agent_sql.set_agent_draining, agent_id, draining)
 
-    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> None:
-        if agent_ids:
-            await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
+    async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
+        if not agent_ids:
+            return []
+        return await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
         return await self._db.write(agent_sql.reap_agents, stale_before, now)

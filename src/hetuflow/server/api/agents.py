@@ -75,10 +75,15 @@ async def get_agent(agent_id: UUID, context: Context) -> AgentOut:
     status_code=204,
     response_class=Response,
     summary="Delete an agent",
-    responses=error_responses(404),
+    responses=error_responses(404, 409),
 )
 async def delete_agent(agent_id: UUID, context: Context) -> Response:
-    """Forget an agent. Tasks it held go back to pending and are dispatched elsewhere."""
+    """Delete an offline agent: it is no longer listed nor found (404), its tokens are
+    deleted, tasks it still held go back to pending, and a process that reconnects with its
+    id is refused (close code 4010, `agent_deleted`); its name is free for a new agent.
+    **409** `agent_online` while the agent is connected (`online` or `draining`, also during
+    the reconnect grace after its connection dropped): drain it, stop or disconnect it, then
+    delete. Nothing it runs is taken from it or run a second time."""
     await context.store.delete_agent(agent_id, now=context.clock.now())
     await context.notifier.publish(TASKS_READY)
     return Response(status_code=204)
