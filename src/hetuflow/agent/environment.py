@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 log = logging.getLogger("hetuflow.agent")
 
@@ -61,18 +62,26 @@ def base_task_environment(source: Mapping[str, str], pass_env: Sequence[str]) ->
     return env
 
 
+def secret_names(source: Mapping[str, str]) -> list[str]:
+    """Names in ``source`` that hold secrets: ``DATABASE_URL``, ``PGPASSWORD`` and every
+    ``HETUFLOW_*`` variable whose name looks secret (``TOKEN``, ``SECRET``, ``PASSWORD``,
+    ``DATABASE``…)."""
+    return [
+        name
+        for name, value in source.items()
+        if value
+        and (
+            name.upper() in ("DATABASE_URL", "PGPASSWORD")
+            or (name.upper().startswith("HETUFLOW_") and _SECRET_NAME.search(name.upper()))
+        )
+    ]
+
+
 def secret_values(source: Mapping[str, str], token: str | None) -> list[str]:
-    """What to scrub from task output: the agent's token and the values of ``DATABASE_URL``,
-    ``PG*`` passwords and every ``HETUFLOW_*`` variable whose name looks secret (``TOKEN``,
-    ``SECRET``, ``PASSWORD``, ``DATABASE``…)."""
+    """What to scrub from task output: the agent's token and the values of
+    ``secret_names(source)`` (values shorter than ``MIN_SECRET_CHARS`` are left)."""
     found = {token} if token else set()
-    for name, value in source.items():
-        upper = name.upper()
-        if (
-            upper in ("DATABASE_URL", "PGPASSWORD")
-            or (upper.startswith("HETUFLOW_") and _SECRET_NAME.search(upper))
-        ) and value:
-            found.add(value)
+    found.update(source[name] for name in secret_names(source))
     return sorted((value for value in found if len(value) >= MIN_SECRET_CHARS), key=len)[::-1]
 
 
@@ -94,16 +103,46 @@ class Redactor:
         return self._pattern is not None
 
 
-def hide_from_tasks() -> None:
-    """Make this process non-dumpable (Linux ``PR_SET_DUMPABLE`` 0): processes of the same
-    user, such as the agent's own shell tasks, can then no longer read its
-    ``/proc/<pid>/environ`` (where the token may sit) nor attach a debugger to it. Tasks
-    are not affected (``exec`` makes them dumpable again). No-op elsewhere."""
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _environment_block() -> tuple[int, int]:
+    """Where the environment this process started with lies in its memory (what
+    ``/proc/<pid>/environ`` shows): fields ``env_start`` and ``env_end`` of
+    ``/proc/self/stat``."""
+    stat = Path("/proc/self/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[47]), int(fields[48])  # fields 50 and 51 of proc(5)
+
+
+def hide_from_tasks(names: Iterable[str] = ()) -> None:
+    """Keep this process's secrets from the processes it starts (Linux; no-op elsewhere).
+
+    - The process becomes non-dumpable (``PR_SET_DUMPABLE`` 0): processes of the same
+      non-root user, such as its own shell tasks, can no longer read its
+      ``/proc/<pid>/environ`` nor attach a debugger. Tasks are not affected (``exec`` makes
+      them dumpable again).
+    - The values of ``names`` are overwritten in the environment block the process started
+      with, which is what ``/proc/<pid>/environ`` shows even to root; the process keeps them
+      (``os.environ`` and ``getenv`` see a private copy).
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = _libc()
         if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
-    except (OSError, AttributeError) as error:  # pragma: no cover - exotic libc
+        start, end = _environment_block()
+        libc.getenv.restype = ctypes.c_void_p
+        libc.getenv.argtypes = [ctypes.c_char_p]
+        for name in names:
+            value = os.environ.get(name)
+            address = libc.getenv(os.fsencode(name))
+            if value is None or address is None or not start <= address < end:
+                continue  # not from the original block: nothing shows it
+            size = len(os.fsencode(value))
+            ctypes.memset(address, ord("*"), min(size, end - address))
+            os.environ[name] = value  # setenv: getenv now returns a private copy
+    except (OSError, AttributeError, ValueError, IndexError) as error:  # pragma: no cover
         log.warning("cannot hide the agent's environment from its tasks: %s", error)

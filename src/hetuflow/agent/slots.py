@@ -197,6 +197,7 @@ class Slots:
                 TaskAccepted.model_construct(task_id=task.task_id, attempt=task.attempt)
             )
             job.runner = asyncio.create_task(self._run(job))
+            job.runner.add_done_callback(lambda _, job=job: self._runner_done(job))
 
     # --- stopping --------------------------------------------------------------------------
 
@@ -283,6 +284,18 @@ class Slots:
                 del self._jobs[job.key]
                 if not self._jobs:
                     self._empty.set()
+        if entry is not None:
+            self.outbox.result(entry)
+
+    def _runner_done(self, job: Job) -> None:
+        """A runner cancelled before its first step never runs its body (nor its cleanup):
+        release its slot and report it here (a stop right after the dispatch)."""
+        if self._jobs.get(job.key) is not job:
+            return  # _run released it
+        del self._jobs[job.key]
+        if not self._jobs:
+            self._empty.set()
+        entry = self._stopped(job, None)
         if entry is not None:
             self.outbox.result(entry)
 

@@ -24,7 +24,7 @@ import click
 from hetuflow import __version__
 from hetuflow.agent import Agent, load_agent_config
 from hetuflow.agent.config import ENV_PREFIX
-from hetuflow.agent.environment import hide_from_tasks
+from hetuflow.agent.environment import hide_from_tasks, secret_names
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.errors import HetuflowError
 from hetuflow.logging import configure_logging
@@ -107,10 +107,10 @@ def start(
     try:
         config = load_agent_config(config_path, overrides=overrides)
         configure_logging("json" if config.log_format == "json" else "text", config.log_level)
-        # The token is in the config now: no child process inherits it, and this process's
-        # /proc/<pid>/environ is closed to its tasks (same OS user).
+        # The token is in the config now: no child process inherits it, and neither it nor
+        # another secret of this process's environment shows in its /proc/<pid>/environ.
+        hide_from_tasks([TOKEN_ENV, *secret_names(os.environ)])
         os.environ.pop(TOKEN_ENV, None)
-        hide_from_tasks()
         sys.path.insert(0, "")  # --module names resolve from the working directory
         agent = Agent.from_config(config)
         agent.run_forever(stop_on_stdin_eof=stop_on_stdin_eof)
