@@ -138,7 +138,7 @@ async def _shell_output(server: FakeServer, payload: dict[str, Any]) -> tuple[st
     lines: list[str] = []
     async with asyncio.timeout(20):
         while True:
-            message = await server.next((TaskLogs, TaskResult))  # type: ignore[arg-type]
+            message = (await server.next_received(object)).message
             if isinstance(message, TaskLogs):
                 lines += [entry.line for entry in message.lines if entry.task_id == job.task_id]
             elif isinstance(message, TaskResult) and message.task_id == job.task_id:

@@ -43,7 +43,7 @@ def test_a_shell_task_on_the_local_agent_cannot_mint_an_admin_token(tmp_path: Pa
             attempt = (
                 "env; echo ---; pwd; ls -a; echo ---;"
                 f" {SHIM} create-token --role admin --name stolen 2>&1;"
-                f" {SHIM} create-token --role admin --name stolen2 --database-url \"$DATABASE_URL\""
+                f' {SHIM} create-token --role admin --name stolen2 --database-url "$DATABASE_URL"'
                 " 2>&1; true"
             )
             task = client.submit("shell", {"command": attempt})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 import traceback
@@ -197,7 +198,7 @@ class Slots:
                 TaskAccepted.model_construct(task_id=task.task_id, attempt=task.attempt)
             )
             job.runner = asyncio.create_task(self._run(job))
-            job.runner.add_done_callback(lambda _, job=job: self._runner_done(job))
+            job.runner.add_done_callback(functools.partial(self._runner_done, job))
 
     # --- stopping --------------------------------------------------------------------------
 
@@ -287,7 +288,7 @@ class Slots:
         if entry is not None:
             self.outbox.result(entry)
 
-    def _runner_done(self, job: Job) -> None:
+    def _runner_done(self, job: Job, _: asyncio.Task[None]) -> None:
         """A runner cancelled before its first step never runs its body (nor its cleanup):
         release its slot and report it here (a stop right after the dispatch)."""
         if self._jobs.get(job.key) is not job:
