@@ -1,6 +1,7 @@
 """A small WebSocket server that plays the hetuflow server's side of the agent protocol.
 
-It listens on a real socket, registers each connecting agent (``AgentRegistered``), records
+It listens on a real socket, registers each connecting agent (``AgentRegistered``, also the
+answer to a repeated ``AgentCapabilities``, as the real server does), records
 every message the agent sends (decoded with ``decode_agent_message``, so a malformed message
 fails the test) and lets a test send server messages, drop the connection, or hold the next
 registration back.
@@ -86,7 +87,7 @@ class FakeServer:
             item = Received(number, message, time.time())
             self.received.append(item)
             self._queue.put_nowait(item)
-            if first:
+            if first or isinstance(message, AgentCapabilities):  # a repeat is an update
                 assert isinstance(message, AgentCapabilities), message
                 first = False
                 if self.hold_registration is not None:

@@ -287,7 +287,9 @@ async def test_sigterm_drains_a_real_agent_process(
 async def test_sigterm_grace_over_stops_shell_tasks_and_exits_0(
     server: FakeServer, tmp_path: Path, agent_process_env: dict[str, str]
 ) -> None:
-    (tmp_path / "agent.toml").write_text('[agent]\nname = "from-file"\nkill_grace_seconds = 0.5\n')
+    (tmp_path / "agent.toml").write_text(
+        '[agent]\nname = "from-file"\nshell = true\nkill_grace_seconds = 0.5\n'
+    )
     env = {
         **agent_process_env,
         "HETUFLOW_AGENT_SERVER": server.url,

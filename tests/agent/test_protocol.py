@@ -38,6 +38,7 @@ from .fake_server import FakeServer, ids, task
 def make_agent(server: FakeServer, **options: Any) -> Agent:
     options.setdefault("name", "agent-under-test")
     options.setdefault("max_concurrent_tasks", 4)
+    options.setdefault("shell", True)  # opt-in; most tests here just need some task type
     return Agent(server=server.url, reconnect_min_seconds=0.05, **options)
 
 
@@ -66,7 +67,7 @@ async def test_token_is_sent_as_a_bearer_header(server: FakeServer) -> None:
 
 
 async def test_declared_task_types_limit_what_is_offered(server: FakeServer) -> None:
-    agent = make_agent(server, task_types=["web-scraping", "no-such-handler"])
+    agent = make_agent(server, task_types=["web-scraping", "no-such-handler"], shell=None)
     agent.add_handler("web-scraping", lambda payload: None)
     agent.add_handler("other", lambda payload: None)
     async with running(agent):
@@ -454,7 +455,9 @@ async def test_reconnects_with_backoff_after_the_server_goes_away() -> None:
     server = FakeServer()
     await server.start()
     url = server.url
-    agent = Agent(server=url, name="a", reconnect_min_seconds=0.05, reconnect_max_seconds=0.2)
+    agent = Agent(
+        server=url, name="a", shell=True, reconnect_min_seconds=0.05, reconnect_max_seconds=0.2
+    )
     runner = asyncio.create_task(agent.run())
     try:
         await asyncio.wait_for(agent.wait_registered(), 10)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hetuflow.agent import TaskContext, TaskFailed, TaskTimedOut
+from hetuflow.agent.environment import base_task_environment
 from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.shell import ShellPayloadInvalid, run_shell
 from hetuflow.protocol import LogEntry, TaskLogs, decode_agent_message
@@ -72,7 +73,11 @@ def context(outbox: Outbox) -> TaskContext:
 
 async def shell(outbox: Outbox, payload: dict[str, Any], grace: float = 5.0) -> dict[str, Any]:
     return await run_shell(
-        payload, context(outbox), kill_grace_seconds=grace, max_line_bytes=MAX_LINE
+        payload,
+        context(outbox),
+        kill_grace_seconds=grace,
+        max_line_bytes=MAX_LINE,
+        base_env=base_task_environment(os.environ, []),
     )
 
 

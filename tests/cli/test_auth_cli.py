@@ -108,7 +108,7 @@ def test_auth_on_with_real_processes(tmp_path: Path) -> None:
             [remote_agent] = [a for a in client.list_agents() if a.name == "remote-1"]
             assert (done.status, done.agent_id) == ("succeeded", remote_agent.id)
 
-            bad = _agent(running, "--token", "hf_wrong", "--name", "intruder")
+            bad = _agent(running, "--token", "hf_wrong", "--name", "intruder", "--shell")
             agents.append(bad)
             output, _ = bad.communicate(timeout=30)
             assert bad.returncode != 0

@@ -7,7 +7,7 @@ too)::
     server = "ws://scheduler.internal:8080/ws"
     name = "scraper-1"
     capabilities = ["chrome", "headless"]
-    task_types = ["shell", "web-scraping"]
+    task_types = ["shell", "web-scraping"]   # naming shell turns shell tasks on
     max_concurrent_tasks = 3
     modules = ["my_project.handlers"]
 
@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hetuflow.agent.environment import NEVER_PASSED
 from hetuflow.errors import ConfigInvalid
 
 ENV_PREFIX = "HETUFLOW_AGENT_"
@@ -48,15 +49,23 @@ class AgentConfig(BaseModel):
     """Sent as ``Authorization: Bearer <token>`` on the WebSocket handshake."""
     capabilities: list[str] = Field(default_factory=list)
     task_types: list[str] | None = None
-    """Task types to declare; None: every task type with a handler (``shell`` is built in)."""
+    """Task types to declare; None: every task type with a handler. Naming ``shell`` here
+    turns the built-in shell task type on (see ``shell``)."""
     max_concurrent_tasks: int = Field(default=1, ge=1, le=100_000)
     modules: list[str] = Field(default_factory=list)
     """Python modules imported at start that register handlers (see docs/agent.md)."""
-    shell: bool = True
-    """Offer the built-in ``shell`` task type."""
+    shell: bool | None = None
+    """Offer the built-in ``shell`` task type, which runs any command an operator sends.
+    None (the default): only when ``task_types`` names ``shell``; True: on; False: off even
+    when ``task_types`` names it."""
+    pass_env: list[str] = Field(default_factory=list)
+    """Environment variables passed to shell tasks besides the minimal set (``PATH``, ``HOME``,
+    ``LANG``, ``LC_*``, ``TZ``, ``TMPDIR``, ``USER``, ``LOGNAME``, ``SHELL``); ``NAME*`` passes
+    every variable starting with ``NAME``. The agent's token is never passed."""
     kill_grace_seconds: float = Field(default=5.0, ge=0)
     """Between SIGTERM and SIGKILL when a shell task is stopped; also how long a sync handler
-    has to notice a cancel before its slot is freed anyway."""
+    has to notice a cancel before its outcome is reported anyway (its slot stays taken until
+    its thread returns)."""
     drain_grace_seconds: float = Field(default=30.0, ge=0)
     """On SIGTERM/SIGINT, how long running tasks may finish before they are stopped."""
     reconnect_min_seconds: float = Field(default=0.1, gt=0)
@@ -74,11 +83,30 @@ class AgentConfig(BaseModel):
     log_level: str = "info"
     log_format: str = "text"
 
-    @field_validator("capabilities", "task_types", "modules", mode="before")
+    @property
+    def shell_enabled(self) -> bool:
+        """Whether the ``shell`` task type is offered (see ``shell``)."""
+        if self.shell is not None:
+            return self.shell
+        return self.task_types is not None and "shell" in self.task_types
+
+    @field_validator("capabilities", "task_types", "modules", "pass_env", mode="before")
     @classmethod
     def _split_words(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [word for word in value.replace(",", " ").split() if word]
+        return value
+
+    @field_validator("pass_env")
+    @classmethod
+    def _check_pass_env(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or "=" in name or "*" in name[:-1]:
+                raise ValueError(f"{name!r} is not a variable name (or a NAME* prefix)")
+            if name == "*":
+                raise ValueError("'*' would pass the agent's whole environment: name variables")
+            if name in NEVER_PASSED:
+                raise ValueError(f"{name!r} may not be passed to tasks (the agent's token)")
         return value
 
     @field_validator("server")

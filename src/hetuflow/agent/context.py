@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -103,6 +103,7 @@ class TaskContext:
         "_logger",
         "_max_line_bytes",
         "_outbox",
+        "_redact",
         "attempt",
         "name",
         "payload",
@@ -125,6 +126,7 @@ class TaskContext:
         timeout_seconds: float | None,
         outbox: Outbox,
         max_line_bytes: int,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -136,6 +138,7 @@ class TaskContext:
         self.started_at: datetime | None = None
         self._outbox = outbox
         self._max_line_bytes = max_line_bytes
+        self._redact = redact
         self._cancel_requested = False
         self._cancel_event: threading.Event | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
@@ -148,9 +151,12 @@ class TaskContext:
     def log(self, message: str, *, stream: Literal["log", "stdout", "stderr"] = "log") -> None:
         """Send one log line (several if ``message`` has newlines) to the server; any thread.
 
-        ``stream`` is ``"log"``, ``"stdout"`` or ``"stderr"``.
+        ``stream`` is ``"log"``, ``"stdout"`` or ``"stderr"``. The agent's known secrets
+        (its token…) are replaced by ``[redacted]``.
         """
         now = datetime.now(UTC)
+        if self._redact is not None:
+            message = self._redact(message)
         for line in message.splitlines() or [""]:
             self._outbox.log_line(
                 LogEntry.model_construct(
@@ -175,6 +181,10 @@ class TaskContext:
             )
         return self._logger
 
+    def redact(self, text: str) -> str:
+        """``text`` with the agent's known secrets replaced by ``[redacted]``."""
+        return text if self._redact is None else self._redact(text)
+
     # --- progress --------------------------------------------------------------------------
 
     def set_progress(self, fraction: float, message: str | None = None) -> None:
@@ -185,7 +195,7 @@ class TaskContext:
             task_id=self.task_id,
             attempt=self.attempt,
             progress=min(max(float(fraction), 0.0), 1.0),
-            message=message,
+            message=self.redact(message) if message else message,
         )
         self._outbox.call_soon(self._outbox.progress, report)
 

@@ -72,9 +72,12 @@ class Handler:
         ctx: TaskContext,
         pool: Callable[[], concurrent.futures.Executor],
         grace_seconds: float,
+        abandon: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> Any:
         """Run the handler; a cancel reaches async handlers as ``CancelledError`` and sync
-        ones through ``ctx.cancelled`` (the thread gets ``grace_seconds`` to return)."""
+        ones through ``ctx.cancelled`` (the thread gets ``grace_seconds`` to return). A sync
+        handler still running after that is given up on: ``abandon`` gets the future of its
+        thread (the slots keep counting it until it ends), then ``CancelledError`` is raised."""
         if self.is_async:
             coroutine: Awaitable[Any] = self.func(*self._args(payload, ctx))
             return await coroutine
@@ -91,14 +94,16 @@ class Handler:
             except TimeoutError:
                 log.warning(
                     "sync handler for %s (task %s attempt %d) ignored the cancel for %.1f s; "
-                    "its slot is freed but its thread keeps running",
+                    "its outcome is reported, its slot stays taken until its thread returns",
                     self.task_type,
                     ctx.task_id,
                     ctx.attempt,
                     grace_seconds,
                 )
             except BaseException:
-                pass
+                pass  # cancelled again while waiting: the thread is given up on all the same
+            if not future.done() and abandon is not None:
+                abandon(future)
             raise
 
 

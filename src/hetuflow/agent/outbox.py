@@ -3,11 +3,11 @@
 Everything the agent says after registration goes through the ``Outbox``; one writer
 (``Outbox.pump``) sends it. A flush sends, in this order: control messages one per frame
 (``TaskAccepted``, ``TaskStarted``, the latest ``TaskProgress`` of each attempt, ``Pong``,
-``AgentHeartbeat``, ``AgentDraining``), then the log lines as ``TaskLogs``, then the results
-as one ``TaskResult`` or a ``TaskResults``. Results and logs wake the writer at once or after
-``log_flush_seconds``; a result waits only while the next turn of the event loop brings more
-(at most ``MAX_GATHER_TURNS`` turns), so results finishing together share a frame and a lone
-one is not delayed.
+``AgentHeartbeat``, ``AgentDraining``, an updated ``AgentCapabilities``), then the log lines
+as ``TaskLogs``, then the results as one ``TaskResult`` or a ``TaskResults``. Results and logs
+wake the writer at once or after ``log_flush_seconds``; a result waits only while the next
+turn of the event loop brings more (at most ``MAX_GATHER_TURNS`` turns), so results finishing
+together share a frame and a lone one is not delayed.
 
 An attempt whose result is in the same flush as its unsent ``TaskAccepted``/``TaskStarted``
 sends only the result (which carries ``started_at``): the protocol allows a result without a
@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from hetuflow.protocol import (
+    AgentCapabilities,
     AgentDraining,
     AgentHeartbeat,
     LogEntry,
@@ -45,7 +46,7 @@ from hetuflow.protocol import (
 log = logging.getLogger("hetuflow.agent")
 
 AttemptKey = tuple[str, int]
-Control = TaskAccepted | TaskStarted | Pong | AgentHeartbeat | AgentDraining
+Control = TaskAccepted | TaskStarted | Pong | AgentHeartbeat | AgentDraining | AgentCapabilities
 MAX_ENTRIES_PER_FRAME = 2000
 MAX_GATHER_TURNS = 4
 """A flush waits while each turn of the event loop adds more, at most this many turns."""

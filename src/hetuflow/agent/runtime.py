@@ -47,6 +47,7 @@ from hetuflow.agent.connection import (
     Connection,
     RegistrationRefused,
 )
+from hetuflow.agent.environment import Redactor, base_task_environment, secret_values
 from hetuflow.agent.handlers import F, HandlerFunc, Handlers, load_module
 from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.shell import run_shell
@@ -102,8 +103,10 @@ class Agent:
             values["task_types"] = list(task_types)
         self.config = AgentConfig.model_validate(values)
         self.handlers = Handlers()
-        if self.config.shell:
+        if self.config.shell_enabled:
             self.handlers.add("shell", self._shell)
+        self._task_env = base_task_environment(os.environ, self.config.pass_env)
+        self._redact = Redactor(secret_values(os.environ, self.config.token))
         self.agent_id: str | None = self.config.agent_id
         """The id the server knows this agent by (from ``AgentRegistered``)."""
         self.registrations = 0
@@ -112,7 +115,8 @@ class Agent:
         self._slots: Slots | None = None
         self._connection: Connection | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._watchdog = ShellWatchdog(self.config.kill_grace_seconds)
+        self._watchdog = ShellWatchdog(self.config.kill_grace_seconds, env=self._task_env)
+        self._task_types: list[str] = []
         self._registered = asyncio.Event()
         self._closing = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -165,19 +169,23 @@ class Agent:
             ctx,
             kill_grace_seconds=self.config.kill_grace_seconds,
             max_line_bytes=self.config.max_log_line_bytes,
+            base_env=self._task_env,
             watchdog=self._watchdog,
         )
 
     def supported_task_types(self) -> list[str]:
-        """Task types offered to the server: the declared ones that have a handler, or every
-        handler's when none are declared."""
+        """Task types offered to the server: the declared ones that have a handler (plus
+        ``shell`` when it is on), or every handler's when none are declared."""
         declared = self.config.task_types
         if declared is None:
             return self.handlers.task_types()
         missing = [task_type for task_type in declared if task_type not in self.handlers]
         if missing:
             log.warning("no handler for task type(s) %s: not offered", ", ".join(missing))
-        return [task_type for task_type in dict.fromkeys(declared) if task_type in self.handlers]
+        offered = [task_type for task_type in dict.fromkeys(declared) if task_type in self.handlers]
+        if "shell" in self.handlers and "shell" not in offered:
+            offered.append("shell")
+        return offered
 
     # --- state -----------------------------------------------------------------------------
 
@@ -192,6 +200,11 @@ class Agent:
     @property
     def running_count(self) -> int:
         return len(self._slots) if self._slots is not None else 0
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Sync handler threads that ignored a cancel and still run (see docs/agent.md)."""
+        return self._slots.abandoned_threads if self._slots is not None else 0
 
     async def wait_registered(self) -> None:
         """Until the agent is registered on a connection (for tests and embedding)."""
@@ -212,9 +225,12 @@ class Agent:
         if self._started:
             raise RuntimeError("an Agent runs once; make a new one")
         self._started = True
-        task_types = self.supported_task_types()
+        task_types = self._task_types = self.supported_task_types()
         if not task_types:
-            raise ConfigInvalid("the agent offers no task type: register a handler or enable shell")
+            raise ConfigInvalid(
+                "the agent offers no task type: register a handler (--module) or turn shell "
+                "tasks on (--shell)"
+            )
         loop = asyncio.get_running_loop()
         self._outbox = Outbox(
             log_flush_seconds=self.config.log_flush_seconds,
@@ -228,6 +244,8 @@ class Agent:
             kill_grace_seconds=self.config.kill_grace_seconds,
             max_log_line_bytes=self.config.max_log_line_bytes,
             thread_pool=self._thread_pool,
+            redact=self._redact if self._redact else None,
+            on_capacity_changed=self._capacity_changed,
         )
         log.info(
             "agent %s starting: server %s, task types %s, capabilities %s, %d slot(s)",
@@ -262,7 +280,7 @@ class Agent:
         return AgentCapabilities(
             capabilities=CapabilitySet(
                 capabilities=list(self.config.capabilities),
-                max_concurrent_tasks=self.config.max_concurrent_tasks,
+                max_concurrent_tasks=self._slots.declared_capacity,
                 supported_task_types=task_types,
             ),
             agent_id=self.agent_id,
@@ -270,6 +288,14 @@ class Agent:
             protocol_version=PROTOCOL_VERSION,
             running=self._slots.held(),
         )
+
+    def _capacity_changed(self) -> None:
+        """Abandoned sync threads took or gave back slots: declare the real number (the server
+        takes a repeated ``AgentCapabilities`` as an update)."""
+        if self._connection is not None:
+            assert self._outbox is not None
+            self._outbox.control(self._hello(self._task_types))
+        # not connected: the next registration declares it
 
     def _on_registered(self, registered: AgentRegistered) -> None:
         assert self._slots is not None
@@ -283,7 +309,8 @@ class Agent:
             )
         for attempt in registered.superseded:
             self._slots.stop(attempt.task_id, attempt.attempt, "superseded")
-        self._outbox.forget_connection(self._slots.held_keys())
+        if self._connection is None:  # a new connection, not the answer to an update
+            self._outbox.forget_connection(self._slots.held_keys())
         if self._draining:
             self._outbox.control(AgentDraining())
 

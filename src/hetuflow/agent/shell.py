@@ -4,7 +4,7 @@ Payload::
 
     {"command": "make test"}                 # run with /bin/sh -c
     {"args": ["python", "-m", "job"]}        # run directly, no shell
-    "env": {"K": "V"}                        # merged over the agent's environment
+    "env": {"K": "V"}                        # added to the task's minimal environment
     "cwd": "/srv/app"                        # working directory
     "timeout_seconds": 60                    # ends the attempt timed_out
 
@@ -16,6 +16,10 @@ SIGKILL after the grace period. When the command exits, whatever it left running
 is stopped the same way, so no process outlives its task (a process that starts its own session
 escapes this, as with any process-group based runner). If the agent dies without stopping it
 (SIGKILL), the agent's ``ShellWatchdog`` (``agent/watchdog.py``) stops the group.
+
+The command does not inherit the agent's environment: it gets ``base_env`` (the minimal set of
+``agent/environment.py`` plus the agent's ``pass_env`` names) and the payload's ``env``. Its
+output lines, and so the tails and the error, are scrubbed of the secrets the agent knows.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class ShellPayloadInvalid(TaskFailed):
 
 
 def _parse(
-    payload: Mapping[str, Any],
+    payload: Mapping[str, Any], base_env: Mapping[str, str]
 ) -> tuple[list[str], dict[str, str], str | None, float | None]:
     command = payload.get("command")
     args = payload.get("args")
@@ -59,7 +63,7 @@ def _parse(
         raise ShellPayloadInvalid(
             "shell payload needs 'command' (a non-empty string) or 'args' (a list of strings)"
         )
-    env = dict(os.environ)
+    env = dict(base_env)
     extra_env = payload.get("env") or {}
     if not isinstance(extra_env, dict):
         raise ShellPayloadInvalid("shell payload: 'env' must be an object of strings")
@@ -135,7 +139,7 @@ class _Stream:
     def _emit(self, raw: bytes) -> None:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        line = cut_line(raw.decode("utf-8", "replace"), self.max_line_bytes)
+        line = cut_line(self.ctx.redact(raw.decode("utf-8", "replace")), self.max_line_bytes)
         self.ctx.log(line, stream=self.name)
         self.tail.append(line)
         self._tail_size += len(line) + 1
@@ -231,11 +235,13 @@ async def run_shell(
     *,
     kill_grace_seconds: float,
     max_line_bytes: int,
+    base_env: Mapping[str, str],
     watchdog: ShellWatchdog | None = None,
 ) -> dict[str, Any]:
-    """Run the payload's command; see the module docstring. ``watchdog`` stops the command's
-    process group if the agent dies first."""
-    argv, env, cwd, timeout_seconds = _parse(payload)
+    """Run the payload's command; see the module docstring. ``base_env`` is the environment
+    the command starts from (never the agent's own: see ``agent/environment.py``);
+    ``watchdog`` stops the command's process group if the agent dies first."""
+    argv, env, cwd, timeout_seconds = _parse(payload, base_env)
     started = time.monotonic()
     out = _Stream("stdout", ctx, max_line_bytes, STDOUT_TAIL_CHARS)
     err = _Stream("stderr", ctx, max_line_bytes, STDERR_TAIL_CHARS)

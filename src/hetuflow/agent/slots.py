@@ -9,12 +9,22 @@ with a failed result, error ``"agent has no free slot"``.
 Stopping an attempt (``Slots.stop``) cancels its asyncio task; the reason decides the report:
 ``cancelled`` → outcome ``cancelled``, ``timed_out`` → ``timed_out``, ``superseded`` and
 ``released`` (agent shutting down) → no result at all (the server owns the attempt's fate).
+
+A sync handler cannot be interrupted. One that has not returned ``kill_grace_seconds`` after
+its cancel is **abandoned**: its outcome is reported, but its thread still runs and still
+takes its slot until it returns. ``capacity`` minus the abandoned threads is what the agent
+declares to the server (``declared_capacity``; ``on_capacity_changed`` is called whenever it
+changes, and the agent sends a fresh ``AgentCapabilities``), and a dispatch beyond it gets
+``NO_FREE_SLOT``. So a retry never runs beside the old thread past the agent's slots, and as
+the thread pool has more threads than slots, a started sync task always gets a thread. With
+every slot held by an abandoned thread the agent declares 0 slots (degraded) until one ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 import traceback
@@ -102,6 +112,8 @@ class Slots:
         kill_grace_seconds: float,
         max_log_line_bytes: int,
         thread_pool: Callable[[], concurrent.futures.Executor],
+        redact: Callable[[str], str] | None = None,
+        on_capacity_changed: Callable[[], None] | None = None,
     ) -> None:
         self.handlers = handlers
         self.outbox = outbox
@@ -109,6 +121,9 @@ class Slots:
         self.kill_grace_seconds = kill_grace_seconds
         self.max_log_line_bytes = max_log_line_bytes
         self._thread_pool = thread_pool
+        self._redact = redact
+        self._on_capacity_changed = on_capacity_changed
+        self._abandoned = 0
         self._jobs: dict[AttemptKey, Job] = {}
         self._empty = asyncio.Event()
         self._empty.set()
@@ -128,6 +143,16 @@ class Slots:
     def jobs(self) -> list[tuple[AttemptKey, Job]]:
         return list(self._jobs.items())
 
+    @property
+    def abandoned_threads(self) -> int:
+        """Threads of sync handlers given up on after a cancel and still running."""
+        return self._abandoned
+
+    @property
+    def declared_capacity(self) -> int:
+        """The slots the agent can really offer: ``capacity`` minus the abandoned threads."""
+        return max(self.capacity - self._abandoned, 0)
+
     # --- dispatch --------------------------------------------------------------------------
 
     def dispatch(self, tasks: Iterable[DispatchedTask]) -> None:
@@ -139,24 +164,20 @@ class Slots:
             if not self.accepting:
                 log.info("not taking task %s attempt %d: draining", task.task_id, task.attempt)
                 continue  # unanswered: the server re-dispatches it when this agent leaves
-            if len(self._jobs) >= self.capacity:
+            if len(self._jobs) + self._abandoned >= self.capacity:
                 log.warning(
-                    "task %s attempt %d dispatched with no free slot (%d held)",
+                    "task %s attempt %d dispatched with no free slot (%d held, %d by abandoned "
+                    "threads)",
                     task.task_id,
                     task.attempt,
-                    len(self._jobs),
+                    len(self._jobs) + self._abandoned,
+                    self._abandoned,
                 )
                 self.outbox.result(_failed(task.task_id, task.attempt, NO_FREE_SLOT))
                 continue
             handler = self.handlers.get(task.task_type)
             if handler is None:
-                self.outbox.result(
-                    _failed(
-                        task.task_id,
-                        task.attempt,
-                        f"no handler for task type {task.task_type!r} on this agent",
-                    )
-                )
+                self.outbox.result(_failed(task.task_id, task.attempt, _no_handler(task)))
                 continue
             ctx = TaskContext(
                 task_id=task.task_id,
@@ -168,6 +189,7 @@ class Slots:
                 timeout_seconds=task.timeout_seconds,
                 outbox=self.outbox,
                 max_line_bytes=self.max_log_line_bytes,
+                redact=self._redact,
             )
             job = Job(task, handler, ctx)
             self._jobs[key] = job
@@ -176,6 +198,7 @@ class Slots:
                 TaskAccepted.model_construct(task_id=task.task_id, attempt=task.attempt)
             )
             job.runner = asyncio.create_task(self._run(job))
+            job.runner.add_done_callback(functools.partial(self._runner_done, job))
 
     # --- stopping --------------------------------------------------------------------------
 
@@ -212,6 +235,39 @@ class Slots:
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
 
+    # --- abandoned threads -----------------------------------------------------------------
+
+    def _abandon(self, job: Job, thread: asyncio.Future[Any]) -> None:
+        """The sync handler of ``job`` ignored its cancel: count its thread until it ends."""
+        self._abandoned += 1
+        thread.add_done_callback(self._thread_ended)
+        if self._abandoned >= self.capacity:
+            log.error(
+                "degraded: all %d slot(s) are held by sync handler threads that ignored their "
+                "cancel; no task is taken until one returns",
+                self.capacity,
+            )
+        else:
+            log.warning(
+                "the slot of task %s attempt %d stays taken until its thread returns: "
+                "%d of %d slot(s) offered",
+                job.task.task_id,
+                job.task.attempt,
+                self.declared_capacity,
+                self.capacity,
+            )
+        if self._on_capacity_changed is not None:
+            self._on_capacity_changed()
+
+    def _thread_ended(self, _: asyncio.Future[Any]) -> None:
+        self._abandoned -= 1
+        log.info(
+            "an abandoned sync handler thread returned: %d abandoned thread(s) left",
+            self._abandoned,
+        )
+        if self._on_capacity_changed is not None:
+            self._on_capacity_changed()
+
     # --- running ---------------------------------------------------------------------------
 
     async def _run(self, job: Job) -> None:
@@ -232,6 +288,18 @@ class Slots:
         if entry is not None:
             self.outbox.result(entry)
 
+    def _runner_done(self, job: Job, _: asyncio.Task[None]) -> None:
+        """A runner cancelled before its first step never runs its body (nor its cleanup):
+        release its slot and report it here (a stop right after the dispatch)."""
+        if self._jobs.get(job.key) is not job:
+            return  # _run released it
+        del self._jobs[job.key]
+        if not self._jobs:
+            self._empty.set()
+        entry = self._stopped(job, None)
+        if entry is not None:
+            self.outbox.result(entry)
+
     def _finished(
         self,
         job: Job,
@@ -241,6 +309,8 @@ class Slots:
         error: str | None = None,
         exit_code: int | None = None,
     ) -> TaskOutcomeField:
+        if error is not None and self._redact is not None:
+            error = self._redact(error)
         return TaskOutcomeField.model_construct(
             task_id=job.task.task_id,
             attempt=job.task.attempt,
@@ -276,7 +346,11 @@ class Slots:
         try:
             async with timeout:
                 value = await job.handler.invoke(
-                    task.payload, job.ctx, self._thread_pool, self.kill_grace_seconds
+                    task.payload,
+                    job.ctx,
+                    self._thread_pool,
+                    self.kill_grace_seconds,
+                    lambda thread: self._abandon(job, thread),
                 )
         except TimeoutError as error:
             if timeout.expired():
@@ -318,6 +392,15 @@ class Slots:
         job.ctx.log("".join(traceback.format_exception(error)).rstrip(), stream="log")
         summary = "".join(traceback.format_exception_only(error)).strip()
         return self._finished(job, "failed", error=summary)
+
+
+def _no_handler(task: DispatchedTask) -> str:
+    if task.task_type == "shell":
+        return (
+            "shell tasks are off on this agent: it runs them only when started with --shell"
+            " (or with shell named in --task-types)"
+        )
+    return f"no handler for task type {task.task_type!r} on this agent"
 
 
 def _safe_jsonable(value: Any) -> Any:

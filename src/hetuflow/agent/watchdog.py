@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger("hetuflow.agent")
@@ -40,8 +41,11 @@ CLOSE_WAIT_SECONDS = 5.0
 class ShellWatchdog:
     """The agent's side: starts the watchdog process on first use, lists groups to it."""
 
-    def __init__(self, kill_grace_seconds: float) -> None:
+    def __init__(self, kill_grace_seconds: float, env: Mapping[str, str] | None = None) -> None:
+        """``env``: the watchdog process's environment (the agent gives it the minimal task
+        environment, so its ``/proc/<pid>/environ`` holds no secret of the agent)."""
         self.kill_grace_seconds = kill_grace_seconds
+        self._env = dict(env) if env is not None else None
         self._process: asyncio.subprocess.Process | None = None
 
     async def watch(self, pgid: int) -> None:
@@ -59,6 +63,7 @@ class ShellWatchdog:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
+                env=self._env,
             )
         self._send(f"+{pgid}\n")
 

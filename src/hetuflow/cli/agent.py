@@ -7,11 +7,15 @@
         [--token T] [--config agent.toml] [--module my_project.handlers ...]
 
 Flags override the environment (``HETUFLOW_AGENT_*``), which overrides the config file.
+Shell tasks are off unless ``--shell`` is given or ``--task-types`` names ``shell``; they get a
+minimal environment (``--pass-env NAME`` adds variables), never the agent's own.
 SIGTERM or Ctrl-C drains the agent (a second one stops running tasks at once); it exits 0.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
 
@@ -19,9 +23,13 @@ import click
 
 from hetuflow import __version__
 from hetuflow.agent import Agent, load_agent_config
+from hetuflow.agent.config import ENV_PREFIX
+from hetuflow.agent.environment import hide_from_tasks, secret_names
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.errors import HetuflowError
 from hetuflow.logging import configure_logging
+
+TOKEN_ENV = ENV_PREFIX + "TOKEN"
 
 
 @click.group()
@@ -41,7 +49,8 @@ def main() -> None:
 @click.option(
     "--task-types",
     cls=MultiValueOption,
-    help="Task types to offer (default: every task type with a handler).",
+    help="Task types to offer (default: every task type with a handler); naming `shell` "
+    "turns shell tasks on.",
 )
 @click.option("--max-concurrent", "max_concurrent_tasks", type=int, help="Slots (tasks at once).")
 @click.option(
@@ -51,7 +60,19 @@ def main() -> None:
     help="Python modules to import that register handlers.",
 )
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file.")
-@click.option("--no-shell", is_flag=True, default=None, help="Do not offer the shell task type.")
+@click.option(
+    "--shell/--no-shell",
+    default=None,
+    help="Offer the built-in `shell` task type: any operator can then run any command here, "
+    "as this agent's OS user. Default: off, unless --task-types names shell.",
+)
+@click.option(
+    "--pass-env",
+    "pass_env",
+    cls=MultiValueOption,
+    help="Environment variables shell tasks get besides PATH, HOME, LANG, LC_*, TZ, TMPDIR, "
+    "USER, LOGNAME, SHELL (NAME* for a prefix).",
+)
 @click.option("--drain-grace-seconds", type=float, help="Grace for running tasks on SIGTERM.")
 @click.option("--kill-grace-seconds", type=float, help="SIGTERM to SIGKILL for shell tasks.")
 @click.option("--log-level", help="debug, info, warning, error.")
@@ -67,7 +88,8 @@ def start(
     capabilities: tuple[str, ...],
     task_types: tuple[str, ...],
     modules: tuple[str, ...],
-    no_shell: bool | None,
+    shell: bool | None,
+    pass_env: tuple[str, ...],
     stop_on_stdin_eof: bool,
     **flags: Any,
 ) -> None:
@@ -79,13 +101,26 @@ def start(
         overrides["task_types"] = list(task_types)
     if modules:
         overrides["modules"] = list(modules)
-    if no_shell:
-        overrides["shell"] = False
+    if pass_env:
+        overrides["pass_env"] = list(pass_env)
+    overrides["shell"] = shell
     try:
         config = load_agent_config(config_path, overrides=overrides)
         configure_logging("json" if config.log_format == "json" else "text", config.log_level)
+        # The token is in the config now: no child process inherits it, and neither it nor
+        # another secret of this process's environment shows in its /proc/<pid>/environ.
+        hide_from_tasks([TOKEN_ENV, *secret_names(os.environ)])
+        os.environ.pop(TOKEN_ENV, None)
         sys.path.insert(0, "")  # --module names resolve from the working directory
         agent = Agent.from_config(config)
         agent.run_forever(stop_on_stdin_eof=stop_on_stdin_eof)
     except (HetuflowError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    if agent.abandoned_threads:
+        # Those threads never return: exiting normally would wait for them forever.
+        logging.getLogger("hetuflow.agent").warning(
+            "exiting with %d sync handler thread(s) still running", agent.abandoned_threads
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)

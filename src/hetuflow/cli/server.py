@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -212,7 +213,13 @@ def _banner(
     if applied:
         pairs.append(("migrated", ", ".join(applied)))
     if local_agent:
-        pairs.append(("local agent", f"runs `shell` tasks, {LOCAL_AGENT_SLOTS} at a time"))
+        pairs.append(
+            (
+                "local agent",
+                f"runs `shell` tasks, {LOCAL_AGENT_SLOTS} at a time, as this OS user: whoever"
+                " may create tasks can run any command here (other agents only with --shell)",
+            )
+        )
     pairs.append(("auth", auth_commands.auth_summary(config)))
     console = stdout()
     console.print(f"[bold]hetuflow {__version__}[/bold]")
@@ -257,25 +264,60 @@ def _agent_command(config: Config) -> list[str]:
     ]
 
 
-def _start_agent(config: Config) -> subprocess.Popen[bytes]:
+def _local_agent_environment(server_env: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment without what configures or reaches its database: no
+    ``DATABASE_URL``, no ``HETUFLOW_*`` (the whole configuration travels to ``--workers``
+    processes as ``HETUFLOW_CONFIG_JSON``), no libpq ``PG*`` variables (``PGPASSWORD``…)."""
+    return {
+        name: value
+        for name, value in server_env.items()
+        if name != "DATABASE_URL" and not name.startswith(("HETUFLOW_", "PG"))
+    }
+
+
+class LocalAgent:
+    """The agent process of ``start --local-agent`` and the private directory it runs in."""
+
+    def __init__(self, process: subprocess.Popen[bytes], directory: Path) -> None:
+        self.process = process
+        self.directory = directory
+
+
+def _start_agent(config: Config) -> LocalAgent:
     """The local agent reads its stdin, a pipe only this process holds: when the server is
-    gone, even SIGKILLed, the agent sees the end of it and drains like on SIGTERM. With auth
-    on it gets a fresh agent token in its environment (never on its command line)."""
-    env = None
+    gone, even SIGKILLed, the agent sees the end of it and drains like on SIGTERM.
+
+    It gets none of the server's secrets: its environment is the server's without the database
+    and configuration variables (``_local_agent_environment``), and it runs in a fresh private
+    directory, not the server's, so its shell tasks do not find ``./config.toml`` or
+    ``./hetuflow.db`` where the server found them. With auth on it gets a fresh agent token in
+    its environment (never on its command line); the agent hides it from its tasks."""
+    env = _local_agent_environment(os.environ)
     if config.auth_enabled:
-        env = {**os.environ, "HETUFLOW_AGENT_TOKEN": auth_commands.local_agent_token(config)}
-    return subprocess.Popen(_agent_command(config), stdin=subprocess.PIPE, env=env)
-
-
-def _stop_agent(agent: subprocess.Popen[bytes] | None) -> None:
-    if agent is None or agent.poll() is not None:
-        return
-    agent.send_signal(signal.SIGTERM)
+        env["HETUFLOW_AGENT_TOKEN"] = auth_commands.local_agent_token(config)
+    directory = Path(tempfile.mkdtemp(prefix="hetuflow-local-agent-"))
     try:
-        agent.wait(timeout=AGENT_STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        agent.kill()
-        agent.wait()
+        process = subprocess.Popen(
+            _agent_command(config), stdin=subprocess.PIPE, env=env, cwd=directory
+        )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return LocalAgent(process, directory)
+
+
+def _stop_agent(agent: LocalAgent | None) -> None:
+    if agent is None:
+        return
+    process = agent.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=AGENT_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(agent.directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
