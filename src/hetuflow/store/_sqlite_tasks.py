@@ -21,10 +21,12 @@ from hetuflow.models import (
     ClaimGroup,
     ClaimRequest,
     Dispatch,
+    HeldTask,
     NewTask,
     Page,
     Stats,
     Task,
+    TaskCursor,
     TaskFilter,
     TaskStatus,
     assign_least_loaded,
@@ -263,15 +265,43 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
 
 
 def list_tasks(
-    connection: sqlite3.Connection, query: TaskFilter, limit: int, offset: int
+    connection: sqlite3.Connection,
+    query: TaskFilter,
+    limit: int,
+    offset: int,
+    after: TaskCursor | None,
+    with_total: bool,
 ) -> Page[Task]:
+    """One page, read from the ``(created_at, id)`` order (keyset after ``after``); one row
+    more than the page says whether there is a next one."""
     where, params = _filter(query)
-    total = connection.execute(f"SELECT count(*) FROM tasks{where}", params).fetchone()[0]
+    total = None
+    if with_total:
+        total = connection.execute(f"SELECT count(*) FROM tasks{where}", params).fetchone()[0]
+    if after is not None:
+        where += (" AND " if where else " WHERE ") + "(created_at, id) < (?, ?)"
+        params = [*params, after.created_at_micros, str(after.task_id)]
     rows = connection.execute(
         f"SELECT * FROM tasks{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-        [*params, limit, offset],
+        [*params, limit + 1, offset],
     ).fetchall()
-    return Page([task_from(row, CODEC) for row in rows], total, limit, offset)
+    items = [task_from(row, CODEC) for row in rows[:limit]]
+    more = len(rows) > limit and bool(items)
+    return Page(items, total, limit, offset, TaskCursor.of(items[-1]) if more else None)
+
+
+def list_held(connection: sqlite3.Connection, agent_ids: Sequence[UUID]) -> list[HeldTask]:
+    """Through ``tasks_agent_status`` (agent_id, status): one index probe per agent and
+    active status."""
+    rows = connection.execute(
+        f"""
+        SELECT id, agent_id, attempts, status, task_type FROM tasks
+        WHERE agent_id IN (SELECT value FROM json_each(?)) AND status IN {ACTIVE_SQL}""",
+        (id_list(agent_ids),),
+    )
+    return [
+        HeldTask(UUID(row[0]), UUID(row[1]), row[2], TaskStatus(row[3]), row[4]) for row in rows
+    ]
 
 
 def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime) -> Task:
