@@ -292,11 +292,13 @@ def list_tasks(
 
 def list_held(connection: sqlite3.Connection, agent_ids: Sequence[UUID]) -> list[HeldTask]:
     """Through ``tasks_agent_status`` (agent_id, status): one index probe per agent and
-    active status."""
+    active status (``CROSS JOIN`` keeps the agents the outer loop: with few agents the
+    planner would otherwise scan the table)."""
     rows = connection.execute(
         f"""
-        SELECT id, agent_id, attempts, status, task_type FROM tasks
-        WHERE agent_id IN (SELECT value FROM json_each(?)) AND status IN {ACTIVE_SQL}""",
+        SELECT t.id, t.agent_id, t.attempts, t.status, t.task_type
+        FROM json_each(?) AS a CROSS JOIN tasks AS t
+        WHERE t.agent_id = a.value AND t.status IN {ACTIVE_SQL}""",
         (id_list(agent_ids),),
     )
     return [
