@@ -60,7 +60,8 @@ FROM n"""
 
 _PG_AGENTS = """
 INSERT INTO agents (id, name, created_at)
-SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'agent-' || i, $2::timestamptz
+SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'agent-' || i,
+       $2::timestamptz
 FROM generate_series(0, $1::int - 1) AS i"""
 
 _PG_TASKS = f"""
@@ -72,7 +73,8 @@ SELECT (lpad(to_hex(i), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0'
        $2::timestamptz + i * interval '1 millisecond', 1,
        ('00000000-0000-4000-8000-'
         || lpad(to_hex((i / {ACTIVE_EVERY}) % {AGENTS}), 12, '0'))::uuid,
-       $2::timestamptz + i * interval '1 millisecond', $2::timestamptz + i * interval '1 millisecond',
+       $2::timestamptz + i * interval '1 millisecond',
+       $2::timestamptz + i * interval '1 millisecond',
        CASE WHEN i % {ACTIVE_EVERY} = 0 THEN NULL
             ELSE $2::timestamptz + i * interval '1 millisecond' + interval '500 microseconds' END
 FROM generate_series(0, $1::int - 1) AS i"""

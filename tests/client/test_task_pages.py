@@ -11,7 +11,8 @@ def test_cursor_pages_and_iter_tasks_see_each_task_once(client: Client) -> None:
     for n in range(4):
         client.submit("t", name=f"single-{n}")
     expected = [task.id for task in client.list_tasks(limit=1000).items]
-    assert len(expected) == 11 and set(expected) >= {task.id for task in created}
+    assert len(expected) == 11
+    assert set(expected) >= {task.id for task in created}
 
     first = client.list_tasks(limit=4)
     assert (first.total, len(first.items)) == (11, 4)

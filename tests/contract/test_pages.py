@@ -57,7 +57,10 @@ async def test_cursor_pages_walk_every_task_once_while_tasks_are_inserted(store:
     alphas = await store.list_tasks(TaskFilter(task_type="alpha"), limit=1000)
     expected_alpha = [task.id for task in alphas.items]  # new tasks (alpha) included
     assert len(expected_alpha) == 10 + 2 * 7
-    assert await _walk(store, TaskFilter(task_type="alpha"), limit=3, between=1, hours=2) == expected_alpha
+    assert (
+        await _walk(store, TaskFilter(task_type="alpha"), limit=3, between=1, hours=2)
+        == expected_alpha
+    )
     # A page size that divides the list: the last full page still says there is no next.
     fresh = await store.list_tasks(TaskFilter(task_type="beta"), limit=15)
     assert (len(fresh.items), fresh.next, fresh.total) == (15, None, 15)

@@ -13,7 +13,8 @@ from hetuflow.models import TaskCursor
 def test_a_cursor_survives_its_string() -> None:
     cursor = TaskCursor(1_893_499_200_123_456, uuid4())
     text = cursor.encode()
-    assert text.isascii() and "=" not in text
+    assert text.isascii()
+    assert "=" not in text
     assert TaskCursor.decode(text) == cursor
     assert cursor.created_at.microsecond == 123_456
 

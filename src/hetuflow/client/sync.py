@@ -182,8 +182,7 @@ class Client:
                 cursor=cursor,
                 include_total=False,
             )
-            for task in page.items:
-                yield task
+            yield from page.items
             if page.next is None:
                 return
             cursor = page.next

@@ -29,7 +29,6 @@ from hetuflow.store.base import TASKS_READY
 logger = logging.getLogger(__name__)
 
 
-
 def parse_uuid(text: str) -> UUID | None:
     try:
         return UUID(text)

@@ -244,7 +244,10 @@ async def list_held(connection: Conn, agent_ids: Sequence[UUID]) -> list[HeldTas
     )
     return [
         HeldTask(
-            uid(row["id"]), uid(row["agent_id"]), row["attempts"], TaskStatus(row["status"]),
+            uid(row["id"]),
+            uid(row["agent_id"]),
+            row["attempts"],
+            TaskStatus(row["status"]),
             row["task_type"],
         )
         for row in rows
