@@ -149,7 +149,12 @@ class SchedulerConfig(_Section):
     rest (docs/guarantees.md, "Ordering and aging"). 0: strict priority. Applies to tasks
     created from then on (each task's standing is computed when it is inserted)."""
     max_log_bytes_per_attempt: int = Field(default=10 * 1024 * 1024, ge=0)
+    """Log volume one attempt may store; each line counts its UTF-8 bytes plus
+    ``LOG_LINE_OVERHEAD_BYTES`` (64), so empty lines are not free. Past it: one marker line."""
+    max_log_lines_per_attempt: int = Field(default=100_000, ge=1)
+    """Log lines one attempt may store, whatever their size. Past it: one marker line."""
     max_log_line_bytes: int = Field(default=16 * 1024, ge=80)
+    """Longer lines are cut (and say so)."""
 
 
 class AuthConfig(_Section):

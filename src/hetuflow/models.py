@@ -10,10 +10,12 @@ cron job, attempt, dispatch, result, cancel.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
@@ -324,6 +326,39 @@ class LogLine:
     seq: int = 0  # assigned by the Store; increasing per task
 
 
+LOG_LINE_OVERHEAD_BYTES = 64
+"""What one stored log line costs the budget on top of its text: the row's other columns and
+its index entry, roughly (so empty lines are not free)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogBudget:
+    """How much log one attempt may store (``[scheduler] max_log_bytes_per_attempt`` and
+    ``max_log_lines_per_attempt``). Each line costs its UTF-8 bytes plus
+    ``line_overhead_bytes``; the line that would go past either limit is replaced by one
+    marker line and the attempt's later lines are dropped. The Store keeps the usage with the
+    attempt, so the budget holds across nodes and restarts."""
+
+    max_bytes: int
+    max_lines: int
+    line_overhead_bytes: int = LOG_LINE_OVERHEAD_BYTES
+
+    def cost(self, line: str) -> int:
+        return len(line.encode("utf-8", "replace")) + self.line_overhead_bytes
+
+    def marker(self, reason: str) -> str:
+        return f"[hetuflow] log truncated: {reason}; the rest of this attempt's lines are dropped"
+
+
+@dataclass(slots=True)
+class LogUsage:
+    """What an attempt's stored log lines have cost so far (kept with the attempt row)."""
+
+    bytes: int = 0
+    lines: int = 0
+    truncated: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class SlotOffer:
     """Free slots of one connected agent, offered to the dispatcher."""
@@ -534,12 +569,69 @@ class TaskFilter:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class TaskCursor:
+    """A position in the task list (ordered by ``created_at`` then ``id``, both descending):
+    a page that starts after it lists the tasks older than the last one of the page before,
+    whatever was inserted in between. ``encode`` makes the opaque string the API hands out."""
+
+    created_at_micros: int
+    """``created_at`` in whole microseconds since the Unix epoch (as both stores keep it)."""
+    task_id: UUID
+
+    @classmethod
+    def of(cls, task: Task) -> TaskCursor:
+        delta = task.created_at - _EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return cls(micros, task.id)
+
+    @property
+    def created_at(self) -> datetime:
+        return _EPOCH + timedelta(microseconds=self.created_at_micros)
+
+    def encode(self) -> str:
+        raw = f"{CURSOR_VERSION}:{self.created_at_micros}:{self.task_id.hex}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> TaskCursor:
+        """The cursor ``encode`` made; ``ValueError`` for anything else."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            version, micros, task_id = raw.split(":")
+            if version != CURSOR_VERSION or not micros.lstrip("-").isdigit():
+                raise ValueError(text)
+            cursor = cls(int(micros), UUID(hex=task_id))
+            cursor.created_at  # noqa: B018 - in range
+        except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
+            raise ValueError("not a cursor this server handed out") from None
+        return cursor
+
+
+CURSOR_VERSION = "t1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
-    total: int
+    total: int | None
+    """Every match, over all pages; None when the caller did not ask for it (a count)."""
     limit: int
     offset: int
+    next: TaskCursor | None = None
+    """Where the next page starts (``after``); None on the last page."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTask:
+    """An active task as reconciliation sees it: who holds which attempt (``list_held``)."""
+
+    id: UUID
+    agent_id: UUID
+    attempts: int
+    status: TaskStatus
+    task_type: str
 
 
 @dataclass(frozen=True, slots=True)

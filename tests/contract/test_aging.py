@@ -94,7 +94,7 @@ async def test_low_task_starts_under_steady_urgent_load(
     waiting = await store.list_tasks(
         TaskFilter(statuses=(TaskStatus.PENDING,)), limit=1000, offset=0
     )
-    assert waiting.total > 0
+    assert waiting.items
     assert all(task.created_at >= bound for task in waiting.items)
 
 

@@ -170,7 +170,8 @@ async def test_cancel_of_a_running_task_is_routed_to_its_agent(server: Server) -
 
 
 async def test_log_volume_per_attempt_is_capped(database: DatabaseConfig) -> None:
-    config = fast_config(database, max_log_bytes_per_attempt=200, max_log_line_bytes=80)
+    # Each line costs its bytes + 64: the cut first line 144, "line N" 70 each.
+    config = fast_config(database, max_log_bytes_per_attempt=500, max_log_line_bytes=80)
     async with serve(config) as server, agent(server, "chatty") as client:
         task_id = await server.create_task(task_type="chatty")
         [task] = await client.dispatched(1)
@@ -183,9 +184,9 @@ async def test_log_volume_per_attempt_is_capped(database: DatabaseConfig) -> Non
         assert len(logs[0].line.encode()) <= 80
         assert logs[0].line.startswith("x" * 40)
         assert logs[1].line == "line 0"
-        assert "limit of 200 bytes" in logs[-1].line
-        assert sum(len(line.line.encode()) for line in logs[:-1]) <= 200
-        assert 3 < len(logs) < 51
+        assert "limit of 500 bytes" in logs[-1].line
+        assert sum(len(line.line.encode()) + 64 for line in logs[:-1]) <= 500
+        assert [line.line for line in logs[1:-1]] == [f"line {i}" for i in range(5)]
 
 
 async def test_shutdown_closes_agent_connections_so_they_reconnect(

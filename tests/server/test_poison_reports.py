@@ -15,7 +15,7 @@ from datetime import datetime
 import pytest
 
 from hetuflow.config import DatabaseConfig
-from hetuflow.models import AttemptResult, FinishOutcome, LogLine, TaskStatus
+from hetuflow.models import AttemptResult, FinishOutcome, LogBudget, LogLine, TaskStatus
 from hetuflow.store.base import Store
 from hetuflow.store.postgres import PostgresStore
 from hetuflow.store.sqlite import SqliteStore
@@ -42,8 +42,10 @@ class PoisonSqliteStore(SqliteStore):
     ) -> list[FinishOutcome]:
         return await super().finish_attempts([_poison_result(r) for r in results], now=now)
 
-    async def append_logs(self, lines: Sequence[LogLine]) -> None:
-        await super().append_logs([_poison_line(line) for line in lines])
+    async def append_logs(
+        self, lines: Sequence[LogLine], *, budget: LogBudget | None = None
+    ) -> None:
+        await super().append_logs([_poison_line(line) for line in lines], budget=budget)
 
 
 class PoisonPostgresStore(PostgresStore):
@@ -52,8 +54,10 @@ class PoisonPostgresStore(PostgresStore):
     ) -> list[FinishOutcome]:
         return await super().finish_attempts([_poison_result(r) for r in results], now=now)
 
-    async def append_logs(self, lines: Sequence[LogLine]) -> None:
-        await super().append_logs([_poison_line(line) for line in lines])
+    async def append_logs(
+        self, lines: Sequence[LogLine], *, budget: LogBudget | None = None
+    ) -> None:
+        await super().append_logs([_poison_line(line) for line in lines], budget=budget)
 
 
 def poison_store(database: DatabaseConfig) -> Store:

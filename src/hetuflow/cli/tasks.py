@@ -156,10 +156,27 @@ def dispatch_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> No
 @click.option("--created-before", help="ISO-8601 date-time.")
 @click.option("--search", "-q", "text", help="Text in the name or task type.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--cursor",
+    help="Start after this position: the cursor the previous page printed (its `next`).",
+)
+@click.option(
+    "--total/--no-total",
+    "include_total",
+    default=None,
+    help="Count every match (default: on a first page only; a count costs more on big lists).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip this many more (slow deep in a big list: prefer --cursor).",
+)
 @client_command
 def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first, one page; the next page is --cursor NEXT (printed below the
+    table, or `next` with --json)."""
     unknown = [item for item in status if item not in STATUSES]
     if unknown:
         fail(f"--status {unknown[0]!r} is not one of {', '.join(STATUSES)}", EXIT_USAGE)
@@ -173,6 +190,8 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
         q=options["text"],
         limit=options["limit"],
         offset=options["offset"],
+        cursor=options["cursor"],
+        include_total=options["include_total"],
     )
     if cli.as_json:
         cli.emit_json(page)
@@ -189,15 +208,19 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
         ]
         for task in page.items
     ]
-    shown = f"{page.offset + 1}-{page.offset + len(page.items)}" if page.items else "0"
+    if options["cursor"] is None:
+        shown = f"{page.offset + 1}-{page.offset + len(page.items)}" if page.items else "0"
+    else:
+        shown = f"({len(page.items)} shown)"
+    title = f"Tasks {shown}" + ("" if page.total is None else f" of {page.total}")
     console = stdout()
     console.print(
         table(
-            ["ID", "NAME", "TYPE", "PRIORITY", "STATUS", "ATTEMPTS", "CREATED"],
-            rows,
-            title=f"Tasks {shown} of {page.total}",
+            ["ID", "NAME", "TYPE", "PRIORITY", "STATUS", "ATTEMPTS", "CREATED"], rows, title=title
         )
     )
+    if page.next is not None:
+        console.print(f"Next page: --cursor {page.next}", highlight=False, soft_wrap=True)
 
 
 def _show(task: Task) -> list[tuple[str, str]]:

@@ -131,7 +131,12 @@ class AsyncClient:
         q: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        cursor: str | None = None,
+        include_total: bool | None = None,
     ) -> TaskPage:
+        """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
+        (None on the last). ``TaskPage.total`` counts every match when ``include_total``
+        (default: on a first page only)."""
         params = task_query(
             status,
             task_type,
@@ -142,8 +147,44 @@ class AsyncClient:
             q,
             limit,
             offset,
+            cursor,
+            include_total,
         )
         return await self._send(Calls.list_tasks(params))
+
+    async def iter_tasks(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        agent_id: UUID | str | None = None,
+        cron_job_id: UUID | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        q: str | None = None,
+        page_size: int = 500,
+    ) -> AsyncIterator[Task]:
+        """Every matching task, newest first, page by page (following ``next``; no count):
+        each task that exists when the walk starts comes once, tasks created meanwhile not."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_tasks(
+                status=status,
+                task_type=task_type,
+                agent_id=agent_id,
+                cron_job_id=cron_job_id,
+                created_after=created_after,
+                created_before=created_before,
+                q=q,
+                limit=page_size,
+                cursor=cursor,
+                include_total=False,
+            )
+            for task in page.items:
+                yield task
+            if page.next is None:
+                return
+            cursor = page.next
 
     async def cancel_task(self, task_id: UUID | str) -> Task:
         return await self._send(Calls.cancel_task(task_id))

@@ -197,6 +197,8 @@ def task_query(
     q: str | None,
     limit: int,
     offset: int,
+    cursor: str | None = None,
+    include_total: bool | None = None,
 ) -> Params:
     return query(
         status=[status] if isinstance(status, str) else status,
@@ -207,7 +209,9 @@ def task_query(
         created_before=created_before,
         q=q,
         limit=limit,
-        offset=offset,
+        offset=offset or None,
+        cursor=cursor,
+        include_total=include_total,
     )
 
 

@@ -50,9 +50,12 @@ class Task(_Model):
 
 class TaskPage(_Model):
     items: list[Task]
-    total: int
+    total: int | None
+    """Every match, when counted (``include_total``; by default on a first page only)."""
     limit: int
     offset: int
+    next: str | None = None
+    """The ``cursor`` of the next page; None on the last page."""
 
 
 class Attempt(_Model):

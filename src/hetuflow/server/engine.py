@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from hetuflow.models import LogBudget
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_service import CronService
 from hetuflow.server.dispatch import TaskDispatcher
@@ -23,7 +24,7 @@ from hetuflow.server.lifecycle import LifecycleSvc
 from hetuflow.server.reconcile import Reconciler
 from hetuflow.server.registry import CLOSE_GOING_AWAY, AgentSvc
 from hetuflow.server.resilience import supervise
-from hetuflow.server.results import LogBudget, ResultWriter
+from hetuflow.server.results import ResultWriter
 from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASK_CANCEL, TASKS_READY
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ class SchedulerEngine:
             context.store,
             context.clock,
             context.metrics,
-            LogBudget(scheduler.max_log_bytes_per_attempt, scheduler.max_log_line_bytes),
+            LogBudget(scheduler.max_log_bytes_per_attempt, scheduler.max_log_lines_per_attempt),
             self._attempts_finished,
+            max_log_line_bytes=scheduler.max_log_line_bytes,
         )
         self.lifecycle = LifecycleSvc(context, self.agents)
         self.reconciler = Reconciler(context, self.agents, self.results)

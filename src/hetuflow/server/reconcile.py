@@ -19,14 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from hetuflow.models import (
-    ACTIVE_TASK_STATUSES,
-    Agent,
-    AttemptRef,
-    Task,
-    TaskFilter,
-    TaskStatus,
-)
+from hetuflow.models import Agent, AttemptRef, HeldTask, TaskStatus
 from hetuflow.protocol import PROTOCOL_VERSION, RunningAttempt
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import CLOSE_SUPERSEDED, AgentConnection, AgentSvc
@@ -34,10 +27,6 @@ from hetuflow.server.results import ResultWriter
 from hetuflow.store.base import TASKS_READY
 
 logger = logging.getLogger(__name__)
-
-MAX_HELD_LISTED = 100_000
-FEW_AGENTS = 4
-"""Up to this many agents to reconcile at once are read one by one; more in one read."""
 
 
 def parse_uuid(text: str) -> UUID | None:
@@ -57,13 +46,9 @@ class Reconciler:
         self._agents = agents
         self._results = results
 
-    async def _held_in_store(self, agent_id: UUID) -> dict[UUID, Task]:
-        page = await self._context.store.list_tasks(
-            TaskFilter(statuses=tuple(ACTIVE_TASK_STATUSES), agent_id=agent_id),
-            limit=MAX_HELD_LISTED,
-            offset=0,
-        )
-        return {task.id: task for task in page.items if task.agent_id == agent_id}
+    async def _held_in_store(self, agent_id: UUID) -> dict[UUID, HeldTask]:
+        held = await self._context.store.list_held([agent_id])
+        return {task.id: task for task in held if task.agent_id == agent_id}
 
     async def attach(
         self, connection: AgentConnection, agent: Agent, running: Iterable[RunningAttempt]
@@ -159,27 +144,20 @@ class Reconciler:
         if released:
             await self._context.notifier.publish(TASKS_READY, "")
 
-    async def _held_in_store_many(self, agent_ids: Sequence[UUID]) -> dict[UUID, dict[UUID, Task]]:
-        """The active tasks each agent holds: one read per agent for a few agents, else one
-        read of every active task (bounded by the global limit), grouped by agent."""
-        if len(agent_ids) <= FEW_AGENTS:
-            return {agent_id: await self._held_in_store(agent_id) for agent_id in agent_ids}
-        page = await self._context.store.list_tasks(
-            TaskFilter(statuses=tuple(ACTIVE_TASK_STATUSES)), limit=MAX_HELD_LISTED, offset=0
-        )
-        if page.total > len(page.items):  # more active tasks than one read lists
-            return {agent_id: await self._held_in_store(agent_id) for agent_id in agent_ids}
-        wanted = set(agent_ids)
-        grouped: dict[UUID, dict[UUID, Task]] = {}
-        for task in page.items:
-            if task.agent_id in wanted:
-                grouped.setdefault(task.agent_id, {})[task.id] = task
+    async def _held_in_store_many(
+        self, agent_ids: Sequence[UUID]
+    ) -> dict[UUID, dict[UUID, HeldTask]]:
+        """The active tasks each agent holds, in one narrow read (``Store.list_held``: the
+        columns compared, through the index on the holding agent)."""
+        grouped: dict[UUID, dict[UUID, HeldTask]] = {}
+        for task in await self._context.store.list_held(agent_ids):
+            grouped.setdefault(task.agent_id, {})[task.id] = task
         return grouped
 
     def _compare(
         self,
         connection: AgentConnection,
-        held: dict[UUID, Task],
+        held: dict[UUID, HeldTask],
         reported: set[tuple[UUID, int]],
     ) -> dict[UUID, tuple[int, str]]:
         """Align the connection with the store (under the registry lock); return what the

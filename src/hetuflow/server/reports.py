@@ -115,7 +115,7 @@ class Reports:
 
     def logs(self, connection: AgentConnection, message: TaskLogs) -> None:
         now = self._clock.now()
-        budget = self._results.budget
+        max_line_bytes = self._results.max_log_line_bytes
         lines: list[LogLine] = []
         for entry in message.lines:
             task_id = self._task_id(connection, entry.task_id, message.type)
@@ -128,9 +128,10 @@ class Reports:
             ):
                 connection.send_cancel(task_id, attempt, "superseded")
                 continue
-            text = budget.admit(task_id, attempt, storable_text(entry.line))
-            if text is not None:
-                lines.append(LogLine(task_id, attempt, entry.stream, text, aware(entry.at, now)))
+            text = cut_log_line(storable_text(entry.line), max_line_bytes)
+            lines.append(LogLine(task_id, attempt, entry.stream, text, aware(entry.at, now)))
+        # The attempt's log budget is charged when the lines are written (by the Store, with
+        # the attempt: it holds across nodes and restarts).
         self._results.add_logs(lines)
 
     def heartbeat(self, connection: AgentConnection, message: AgentHeartbeat) -> None:
@@ -153,6 +154,19 @@ def aware(value: datetime | None, default: datetime) -> datetime:
         return value.astimezone(UTC)
     except (OverflowError, ValueError):
         return default
+
+
+def cut_log_line(line: str, max_bytes: int) -> str:
+    """``line`` cut to at most ``max_bytes`` UTF-8 bytes (``[scheduler] max_log_line_bytes``),
+    saying so."""
+    if len(line) * 4 <= max_bytes:
+        return line
+    encoded = line.encode("utf-8", "replace")
+    if len(encoded) <= max_bytes:
+        return line
+    suffix = f" …[cut at {max_bytes} bytes]"
+    keep = max_bytes - len(suffix.encode())
+    return encoded[:keep].decode("utf-8", "ignore") + suffix
 
 
 # --- what an agent reports must fit in both databases --------------------------------------

@@ -29,7 +29,14 @@ from uuid import UUID
 
 from hetuflow.clock import Clock
 from hetuflow.errors import StoreUnavailable
-from hetuflow.models import AttemptOutcome, AttemptRef, AttemptResult, AttemptStart, LogLine
+from hetuflow.models import (
+    AttemptOutcome,
+    AttemptRef,
+    AttemptResult,
+    AttemptStart,
+    LogBudget,
+    LogLine,
+)
 from hetuflow.server.metrics import Metrics
 from hetuflow.server.registry import AgentConnection
 from hetuflow.server.resilience import StoreRetry
@@ -42,40 +49,6 @@ T = TypeVar("T")
 REFUSED_ERROR_CHARS = 300
 
 
-class LogBudget:
-    """Caps log volume per attempt: long lines are cut, and past the byte budget one marker
-    line is kept and the rest dropped (so one chatty task cannot fill the disk)."""
-
-    def __init__(self, max_bytes_per_attempt: int, max_line_bytes: int) -> None:
-        self.max_bytes = max_bytes_per_attempt
-        self.max_line_bytes = max_line_bytes
-        self._used: dict[tuple[UUID, int], int] = {}
-
-    def admit(self, task_id: UUID, attempt: int, line: str) -> str | None:
-        """The line to store (possibly cut or replaced by the marker), or None to drop it."""
-        key = (task_id, attempt)
-        used = self._used.get(key, 0)
-        if used < 0:
-            return None  # the marker was written already
-        encoded = line.encode("utf-8", "replace")
-        if len(encoded) > self.max_line_bytes:
-            suffix = f" …[cut at {self.max_line_bytes} bytes]"
-            keep = self.max_line_bytes - len(suffix.encode())
-            line = encoded[:keep].decode("utf-8", "ignore") + suffix
-            encoded = line.encode("utf-8")
-        if used + len(encoded) > self.max_bytes:
-            self._used[key] = -1
-            return (
-                f"[hetuflow] log limit of {self.max_bytes} bytes for this attempt reached; "
-                "further lines are dropped"
-            )
-        self._used[key] = used + len(encoded)
-        return line
-
-    def forget(self, task_id: UUID, attempt: int) -> None:
-        self._used.pop((task_id, attempt), None)
-
-
 class ResultWriter:
     """Batches agent reports into Store calls. ``run`` is an engine loop."""
 
@@ -86,11 +59,15 @@ class ResultWriter:
         metrics: Metrics,
         budget: LogBudget,
         on_finished: Callable[[], Awaitable[None]],
+        *,
+        max_log_line_bytes: int,
     ) -> None:
         self._store = store
         self._clock = clock
         self._metrics = metrics
         self.budget = budget
+        """Charged by the Store with the attempt (not here), so it holds across nodes."""
+        self.max_log_line_bytes = max_log_line_bytes
         self._on_finished = on_finished
         self._starts: list[tuple[AttemptStart, str, AgentConnection]] = []
         self._results: list[tuple[AttemptResult, AgentConnection]] = []
@@ -177,7 +154,7 @@ class ResultWriter:
             # Each list loses the reports written (or refused) as it goes.
             await self._write_isolated(starts, self._write_starts, self._start_refused)
             # Log lines and progress before results: a task seen finished has all its lines.
-            await self._write_isolated(logs, self._store.append_logs, self._log_refused)
+            await self._write_isolated(logs, self._write_logs, self._log_refused)
             await self._write_isolated(progress, self._store.set_progress, self._progress_refused)
             await self._write_isolated(results, self._write_results, self._result_refused)
         except BaseException:
@@ -201,6 +178,9 @@ class ResultWriter:
                 self._metrics.task_started(task_type)
             else:
                 connection.send_cancel(start.ref.task_id, start.ref.attempt, "superseded")
+
+    async def _write_logs(self, lines: list[LogLine]) -> None:
+        await self._store.append_logs(lines, budget=self.budget)
 
     # --- a report the database refuses ------------------------------------------------------
 
@@ -293,7 +273,6 @@ class ResultWriter:
         finished = False
         for (result, connection), outcome in zip(results, outcomes, strict=True):
             ref = result.ref
-            self.budget.forget(ref.task_id, ref.attempt)
             if not outcome.accepted:
                 connection.send_cancel(ref.task_id, ref.attempt, "superseded")
                 continue

@@ -32,6 +32,7 @@ from hetuflow.models import (
     Page,
     PendingReason,
     Task,
+    TaskCursor,
     TaskFilter,
     TaskStatus,
 )
@@ -189,8 +190,18 @@ class TaskQueue:
             raise TaskNotFound(f"no task with id {task_id}", field="task_id")
         return task
 
-    async def list(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
-        return await self.store.list_tasks(query, limit=limit, offset=offset)
+    async def list(
+        self,
+        query: TaskFilter,
+        *,
+        limit: int,
+        offset: int = 0,
+        after: TaskCursor | None = None,
+        with_total: bool = True,
+    ) -> Page[Task]:
+        return await self.store.list_tasks(
+            query, limit=limit, offset=offset, after=after, with_total=with_total
+        )
 
     async def explain(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
         """Why each pending task in ``tasks`` is not running, from one look at the agents.

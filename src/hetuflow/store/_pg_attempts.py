@@ -22,11 +22,13 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     FinishOutcome,
+    LogBudget,
     LogLine,
+    LogUsage,
 )
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of, task_status
-from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
+from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
 
 _START = f"""
 WITH started AS (
@@ -206,12 +208,60 @@ async def list_attempts(connection: Conn, task_id: UUID) -> list[Attempt]:
     return [attempt_from(row, CODEC) for row in rows]
 
 
-async def append_logs(connection: Conn, lines: Sequence[LogLine]) -> None:
-    """Reserve a block of ``seq`` numbers per task (row lock on the task), then insert the
-    batch; lines of tasks that no longer exist are dropped."""
+_LOG_USAGE = """
+SELECT a.task_id, a.number, a.log_bytes, a.log_lines, a.log_truncated
+FROM attempts AS a JOIN unnest($1::uuid[], $2::int[]) AS c(task_id, number)
+  ON a.task_id = c.task_id AND a.number = c.number"""
+
+_CHARGE_LOGS = """
+UPDATE attempts AS a
+SET log_bytes = c.log_bytes, log_lines = c.log_lines, log_truncated = c.log_truncated
+FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::int[], $5::bool[])
+     AS c(task_id, number, log_bytes, log_lines, log_truncated)
+WHERE a.task_id = c.task_id AND a.number = c.number"""
+
+
+async def _charge(connection: Conn, lines: Sequence[LogLine], budget: LogBudget) -> list[LogLine]:
+    """Charge the lines to their attempts' budgets; the caller holds the task rows' locks,
+    so a concurrent batch for the same attempt (another node) waits and reads this one's
+    usage. Returns the lines to store."""
+    keys = sorted({(line.task_id, line.attempt) for line in lines})
+    rows = await connection.fetch(
+        _LOG_USAGE, [task_id for task_id, _ in keys], [attempt for _, attempt in keys]
+    )
+    usage = {
+        (uid(row["task_id"]), row["number"]): LogUsage(
+            row["log_bytes"], row["log_lines"], row["log_truncated"]
+        )
+        for row in rows
+    }
+    kept, changed = charge_logs(budget, lines, usage)
+    if changed:
+        ordered = sorted(changed.items())
+        await connection.execute(
+            _CHARGE_LOGS,
+            [key[0] for key, _ in ordered],
+            [key[1] for key, _ in ordered],
+            [used.bytes for _, used in ordered],
+            [used.lines for _, used in ordered],
+            [used.truncated for _, used in ordered],
+        )
+    return kept
+
+
+async def append_logs(
+    connection: Conn, lines: Sequence[LogLine], budget: LogBudget | None = None
+) -> None:
+    """Lock the tasks (id order), charge the budget (if any), reserve a block of ``seq``
+    numbers per task, then insert the batch; lines of tasks that no longer exist are
+    dropped."""
+    await lock_tasks(connection, sorted({line.task_id for line in lines}))
+    if budget is not None:
+        lines = await _charge(connection, lines, budget)
+        if not lines:
+            return
     counts = Counter(line.task_id for line in lines)
     ordered = sorted(counts)
-    await lock_tasks(connection, ordered)
     rows = await connection.fetch(
         """
         UPDATE tasks AS t SET log_seq = t.log_seq + c.n

@@ -27,16 +27,18 @@ from hetuflow.models import (
     ClaimGroup,
     ClaimRequest,
     Dispatch,
+    HeldTask,
     NewTask,
     Page,
     Stats,
     Task,
+    TaskCursor,
     TaskFilter,
     TaskStatus,
     assign_least_loaded,
 )
 from hetuflow.store._claims import Aging, FreshTasks, claim_order, epoch_micros
-from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn
+from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, uid
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
 
@@ -260,18 +262,55 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-async def list_tasks(connection: Conn, query: TaskFilter, limit: int, offset: int) -> Page[Task]:
+async def list_tasks(
+    connection: Conn,
+    query: TaskFilter,
+    limit: int,
+    offset: int,
+    after: TaskCursor | None,
+    with_total: bool,
+) -> Page[Task]:
+    """One page, read from ``tasks_created`` (created_at DESC, id DESC) with a row
+    comparison after ``after``; one row more than the page says whether there is a next."""
     where, params = _filter(query)
-    total = await connection.fetchval(f"SELECT count(*) FROM tasks{where}", *params)
+    total = None
+    if with_total:
+        total = await connection.fetchval(f"SELECT count(*) FROM tasks{where}", *params)
+    if after is not None:
+        n = len(params)
+        where += (" AND " if where else " WHERE ") + f"(created_at, id) < (${n + 1}, ${n + 2})"
+        params = [*params, after.created_at, after.task_id]
     n = len(params)
     rows = await connection.fetch(
         f"SELECT * FROM tasks{where} ORDER BY created_at DESC, id DESC"
         f" LIMIT ${n + 1} OFFSET ${n + 2}",
         *params,
-        limit,
+        limit + 1,
         offset,
     )
-    return Page([task_from(row, CODEC) for row in rows], total, limit, offset)
+    items = [task_from(row, CODEC) for row in rows[:limit]]
+    more = len(rows) > limit and bool(items)
+    return Page(items, total, limit, offset, TaskCursor.of(items[-1]) if more else None)
+
+
+async def list_held(connection: Conn, agent_ids: Sequence[UUID]) -> list[HeldTask]:
+    """Through the partial index ``tasks_active_agent`` (agent_id WHERE active)."""
+    rows = await connection.fetch(
+        f"""
+        SELECT id, agent_id, attempts, status, task_type FROM tasks
+        WHERE agent_id = ANY($1::uuid[]) AND status IN {ACTIVE_SQL}""",
+        list(agent_ids),
+    )
+    return [
+        HeldTask(
+            uid(row["id"]),
+            uid(row["agent_id"]),
+            row["attempts"],
+            TaskStatus(row["status"]),
+            row["task_type"],
+        )
+        for row in rows
+    ]
 
 
 async def cancel_task(connection: Conn, task_id: UUID, now: datetime) -> Task:

@@ -7,8 +7,10 @@ functions what the new state is, and write it back with a conditional update.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from uuid import UUID
 
 from hetuflow.errors import AgentOnline
 from hetuflow.models import (
@@ -19,6 +21,9 @@ from hetuflow.models import (
     AttemptOutcome,
     AttemptRef,
     AttemptResult,
+    LogBudget,
+    LogLine,
+    LogUsage,
     RetryPolicy,
     TaskStatus,
 )
@@ -115,3 +120,48 @@ def agent_online(agent: Agent) -> AgentOnline:
         f"agent {agent.name} is connected ({agent.status}): drain or disconnect it first",
         field="agent_id",
     )
+
+
+def charge_logs(
+    budget: LogBudget,
+    lines: Sequence[LogLine],
+    usage: Mapping[tuple[UUID, int], LogUsage],
+) -> tuple[list[LogLine], dict[tuple[UUID, int], LogUsage]]:
+    """The lines to store, and the new usage of each attempt they charged.
+
+    ``usage`` holds the stored usage of every attempt that has a row (read under the task's
+    lock); lines of other attempts are dropped. In order, each line costs
+    ``budget.cost(line)``; the first one past ``max_bytes`` or ``max_lines`` is replaced by
+    the marker and the attempt is truncated: its later lines (in this batch and after) are
+    dropped.
+    """
+    changed: dict[tuple[UUID, int], LogUsage] = {}
+    kept: list[LogLine] = []
+    for line in lines:
+        key = (line.task_id, line.attempt)
+        current = changed.get(key)
+        if current is None:
+            stored = usage.get(key)
+            if stored is None:
+                continue  # no such attempt (the task is gone)
+            current = LogUsage(stored.bytes, stored.lines, stored.truncated)
+        if current.truncated:
+            continue
+        changed[key] = current
+        cost = budget.cost(line.line)
+        if current.lines + 1 > budget.max_lines:
+            reason = f"this attempt reached max_log_lines_per_attempt ({budget.max_lines} lines)"
+        elif current.bytes + cost > budget.max_bytes:
+            reason = (
+                f"this attempt reached the log limit of {budget.max_bytes} bytes"
+                f" (max_log_bytes_per_attempt; each line counts its bytes"
+                f" + {budget.line_overhead_bytes})"
+            )
+        else:
+            current.bytes += cost
+            current.lines += 1
+            kept.append(line)
+            continue
+        current.truncated = True
+        kept.append(replace(line, line=budget.marker(reason)))
+    return kept, changed

@@ -21,11 +21,13 @@ from hetuflow.models import (
     AttemptResult,
     AttemptStart,
     FinishOutcome,
+    LogBudget,
     LogLine,
+    LogUsage,
     TaskStatus,
 )
 from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of, task_status
-from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds
+from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 
 _FENCE = f"id = ? AND attempts = ? AND agent_id = ? AND status IN {ACTIVE_SQL}"
@@ -233,9 +235,45 @@ def list_attempts(connection: sqlite3.Connection, task_id: UUID) -> list[Attempt
     return [attempt_from(row, CODEC) for row in rows]
 
 
-def append_logs(connection: sqlite3.Connection, lines: Sequence[LogLine]) -> None:
-    """Reserve a block of ``seq`` numbers per task, then insert the batch; lines of tasks that
-    no longer exist are dropped."""
+_LOG_USAGE = """
+SELECT task_id, number, log_bytes, log_lines, log_truncated FROM attempts
+WHERE (task_id, number) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"""
+
+_CHARGE_LOGS = """
+UPDATE attempts
+SET log_bytes = c.log_bytes, log_lines = c.log_lines, log_truncated = c.log_truncated
+FROM (SELECT value ->> 0 AS task_id, value ->> 1 AS number, value ->> 2 AS log_bytes,
+             value ->> 3 AS log_lines, value ->> 4 AS log_truncated FROM json_each(?)) AS c
+WHERE attempts.task_id = c.task_id AND attempts.number = c.number"""
+
+
+def _charge(
+    connection: sqlite3.Connection, lines: Sequence[LogLine], budget: LogBudget
+) -> list[LogLine]:
+    """Charge the lines to their attempts' budgets (read and written under the single
+    writer); return the lines to store."""
+    keys = sorted({(str(line.task_id), line.attempt) for line in lines})
+    usage = {
+        (UUID(row[0]), row[1]): LogUsage(row[2], row[3], bool(row[4]))
+        for row in connection.execute(_LOG_USAGE, (json_rows(keys),))
+    }
+    kept, changed = charge_logs(budget, lines, usage)
+    if changed:
+        rows = [
+            (str(task_id), attempt, used.bytes, used.lines, int(used.truncated))
+            for (task_id, attempt), used in changed.items()
+        ]
+        connection.execute(_CHARGE_LOGS, (json_rows(rows),))
+    return kept
+
+
+def append_logs(
+    connection: sqlite3.Connection, lines: Sequence[LogLine], budget: LogBudget | None = None
+) -> None:
+    """Charge the budget (if any), reserve a block of ``seq`` numbers per task, then insert
+    the batch; lines of tasks that no longer exist are dropped."""
+    if budget is not None:
+        lines = _charge(connection, lines, budget)
     counts: dict[str, int] = defaultdict(int)
     for line in lines:
         counts[str(line.task_id)] += 1

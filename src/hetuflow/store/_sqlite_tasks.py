@@ -27,10 +27,12 @@ from hetuflow.models import (
     ClaimGroup,
     ClaimRequest,
     Dispatch,
+    HeldTask,
     NewTask,
     Page,
     Stats,
     Task,
+    TaskCursor,
     TaskFilter,
     TaskStatus,
     assign_least_loaded,
@@ -325,15 +327,45 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
 
 
 def list_tasks(
-    connection: sqlite3.Connection, query: TaskFilter, limit: int, offset: int
+    connection: sqlite3.Connection,
+    query: TaskFilter,
+    limit: int,
+    offset: int,
+    after: TaskCursor | None,
+    with_total: bool,
 ) -> Page[Task]:
+    """One page, read from the ``(created_at, id)`` order (keyset after ``after``); one row
+    more than the page says whether there is a next one."""
     where, params = _filter(query)
-    total = connection.execute(f"SELECT count(*) FROM tasks{where}", params).fetchone()[0]
+    total = None
+    if with_total:
+        total = connection.execute(f"SELECT count(*) FROM tasks{where}", params).fetchone()[0]
+    if after is not None:
+        where += (" AND " if where else " WHERE ") + "(created_at, id) < (?, ?)"
+        params = [*params, after.created_at_micros, str(after.task_id)]
     rows = connection.execute(
         f"SELECT * FROM tasks{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-        [*params, limit, offset],
+        [*params, limit + 1, offset],
     ).fetchall()
-    return Page([task_from(row, CODEC) for row in rows], total, limit, offset)
+    items = [task_from(row, CODEC) for row in rows[:limit]]
+    more = len(rows) > limit and bool(items)
+    return Page(items, total, limit, offset, TaskCursor.of(items[-1]) if more else None)
+
+
+def list_held(connection: sqlite3.Connection, agent_ids: Sequence[UUID]) -> list[HeldTask]:
+    """Through ``tasks_agent_status`` (agent_id, status): one index probe per agent and
+    active status (``CROSS JOIN`` keeps the agents the outer loop: with few agents the
+    planner would otherwise scan the table)."""
+    rows = connection.execute(
+        f"""
+        SELECT t.id, t.agent_id, t.attempts, t.status, t.task_type
+        FROM json_each(?) AS a CROSS JOIN tasks AS t
+        WHERE t.agent_id = a.value AND t.status IN {ACTIVE_SQL}""",
+        (id_list(agent_ids),),
+    )
+    return [
+        HeldTask(UUID(row[0]), UUID(row[1]), row[2], TaskStatus(row[3]), row[4]) for row in rows
+    ]
 
 
 def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime) -> Task:

@@ -31,6 +31,8 @@ from hetuflow.models import (
     CronTick,
     Dispatch,
     FinishOutcome,
+    HeldTask,
+    LogBudget,
     LogLine,
     NewAgent,
     NewCronJob,
@@ -38,6 +40,7 @@ from hetuflow.models import (
     Page,
     Stats,
     Task,
+    TaskCursor,
     TaskFilter,
     TaskStatus,
     TickOutcome,
@@ -85,8 +88,34 @@ class Store(Protocol):
 
     async def get_task(self, task_id: UUID) -> Task | None: ...
 
-    async def list_tasks(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
-        """Newest first (``created_at`` descending, then id), with the total matching count."""
+    async def list_tasks(
+        self,
+        query: TaskFilter,
+        *,
+        limit: int,
+        offset: int = 0,
+        after: TaskCursor | None = None,
+        with_total: bool = True,
+    ) -> Page[Task]:
+        """Newest first (``created_at`` descending, then id), one page.
+
+        ``after`` (keyset paging): only tasks after that position, i.e. older than the last
+        task of the page it came from, read from the ``(created_at, id)`` index however deep
+        the page is; following ``Page.next`` from the first page lists every task that existed
+        when the walk began exactly once, whatever is inserted meanwhile (newer tasks sort
+        before the walk). ``offset`` skips that many more (the older way: its cost grows with
+        the offset). ``Page.next`` is None on the last page. ``with_total`` adds the count of
+        every match (``Page.total``; a second read whose cost grows with the matches).
+        One snapshot read on PostgreSQL; no lock.
+        """
+        ...
+
+    async def list_held(self, agent_ids: Sequence[UUID]) -> list[HeldTask]:
+        """The active tasks (dispatched, running, cancelling) that these agents hold: id,
+        agent, current attempt, status and task type, nothing else, read through the index
+        on the holding agent (its cost is the number of held tasks, not of all tasks).
+        Reconciliation compares them with what the agents report. No lock: a task may
+        change right after; the fenced writes (release, finish) decide."""
         ...
 
     async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
@@ -173,8 +202,18 @@ class Store(Protocol):
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]: ...
 
-    async def append_logs(self, lines: Sequence[LogLine]) -> None:
-        """Append log lines (one insert for the batch); ``seq`` is assigned per task."""
+    async def append_logs(
+        self, lines: Sequence[LogLine], *, budget: LogBudget | None = None
+    ) -> None:
+        """Append log lines (one insert for the batch); ``seq`` is assigned per task; lines
+        of tasks that no longer exist are dropped.
+
+        With ``budget``, each attempt's usage (bytes, lines, whether it was truncated) is
+        kept in its attempt row and charged in the same transaction: a line past the budget
+        becomes one marker line (``LogBudget.marker``), later ones are dropped, lines of an
+        attempt with no attempt row are dropped. Concurrent calls for one attempt (another
+        node, a restart) serialise on the task row, so the budget holds across them.
+        """
         ...
 
     async def list_logs(

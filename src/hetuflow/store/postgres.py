@@ -30,6 +30,8 @@ from hetuflow.models import (
     CronTick,
     Dispatch,
     FinishOutcome,
+    HeldTask,
+    LogBudget,
     LogLine,
     NewAgent,
     NewCronJob,
@@ -37,6 +39,7 @@ from hetuflow.models import (
     Page,
     Stats,
     Task,
+    TaskCursor,
     TaskFilter,
     TaskStatus,
     TickOutcome,
@@ -96,9 +99,23 @@ class PostgresStore:
         async with self._db.connection() as c:
             return await task_sql.get_task(c, task_id)
 
-    async def list_tasks(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
+    async def list_tasks(
+        self,
+        query: TaskFilter,
+        *,
+        limit: int,
+        offset: int = 0,
+        after: TaskCursor | None = None,
+        with_total: bool = True,
+    ) -> Page[Task]:
         async with self._db.transaction() as c:
-            return await task_sql.list_tasks(c, query, limit, offset)
+            return await task_sql.list_tasks(c, query, limit, offset, after, with_total)
+
+    async def list_held(self, agent_ids: Sequence[UUID]) -> list[HeldTask]:
+        if not agent_ids:
+            return []
+        async with self._db.connection() as c:
+            return await task_sql.list_held(c, agent_ids)
 
     async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
         async with self._db.transaction() as c:
@@ -162,10 +179,12 @@ class PostgresStore:
         async with self._db.connection() as c:
             return await attempt_sql.list_attempts(c, task_id)
 
-    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+    async def append_logs(
+        self, lines: Sequence[LogLine], *, budget: LogBudget | None = None
+    ) -> None:
         if lines:
             async with self._db.transaction() as c:
-                await attempt_sql.append_logs(c, lines)
+                await attempt_sql.append_logs(c, lines, budget)
 
     async def list_logs(
         self, task_id: UUID, *, after_seq: int = 0, attempt: int | None = None, limit: int = 1000

@@ -31,6 +31,8 @@ from hetuflow.models import (
     CronTick,
     Dispatch,
     FinishOutcome,
+    HeldTask,
+    LogBudget,
     LogLine,
     NewAgent,
     NewCronJob,
@@ -38,6 +40,7 @@ from hetuflow.models import (
     Page,
     Stats,
     Task,
+    TaskCursor,
     TaskFilter,
     TaskStatus,
     TickOutcome,
@@ -99,8 +102,21 @@ class SqliteStore:
     async def get_task(self, task_id: UUID) -> Task | None:
         return await self._db.read(task_sql.get_task, task_id)
 
-    async def list_tasks(self, query: TaskFilter, *, limit: int, offset: int) -> Page[Task]:
-        return await self._db.read(task_sql.list_tasks, query, limit, offset)
+    async def list_tasks(
+        self,
+        query: TaskFilter,
+        *,
+        limit: int,
+        offset: int = 0,
+        after: TaskCursor | None = None,
+        with_total: bool = True,
+    ) -> Page[Task]:
+        return await self._db.read(task_sql.list_tasks, query, limit, offset, after, with_total)
+
+    async def list_held(self, agent_ids: Sequence[UUID]) -> list[HeldTask]:
+        if not agent_ids:
+            return []
+        return await self._db.read(task_sql.list_held, agent_ids)
 
     async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
         return await self._db.write(task_sql.cancel_task, task_id, now)
@@ -155,9 +171,11 @@ class SqliteStore:
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         return await self._db.read(attempt_sql.list_attempts, task_id)
 
-    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+    async def append_logs(
+        self, lines: Sequence[LogLine], *, budget: LogBudget | None = None
+    ) -> None:
         if lines:
-            await self._db.write(attempt_sql.append_logs, lines)
+            await self._db.write(attempt_sql.append_logs, lines, budget)
 
     async def list_logs(
         self, task_id: UUID, *, after_seq: int = 0, attempt: int | None = None, limit: int = 1000

@@ -12,7 +12,10 @@ const PRIORITIES = ["low", "normal", "high", "critical"];
 
 export async function renderTasks(view, { query, signal }) {
   const selected = new Set(query.getAll("status"));
-  const offset = Number(query.get("offset") || 0);
+  // Pages follow the list's cursor (`next`): the same cost however deep, and steady while
+  // tasks are created. `from` only numbers the rows shown; no total is counted.
+  const cursor = query.get("cursor");
+  const from = cursor ? Number(query.get("from") || 0) : 0;
   const text = h("input", { type: "search", name: "q", placeholder: "Search name or task type", value: query.get("q") || "", "aria-label": "Search" });
   const type = h("input", { name: "task_type", placeholder: "Task type", value: query.get("task_type") || "", "aria-label": "Task type", list: "task-types" });
   const agent = h("select", { name: "agent_id", "aria-label": "Agent" }, h("option", { value: "" }, "Any agent"));
@@ -63,8 +66,9 @@ export async function renderTasks(view, { query, signal }) {
 
   const load = async () => {
     const params = new URLSearchParams(query);
+    params.delete("from");
     params.set("limit", String(PAGE));
-    params.set("offset", String(offset));
+    params.set("include_total", "false");
     const page = await api("GET", `/api/tasks?${params}`, undefined, { signal });
     fill(body, page.items.length ? page.items.map((task) => h("tr", { class: "link", dataset: { id: task.id }, onclick: () => { location.hash = `#/tasks/${task.id}`; } },
       h("td", {}, h("a", { href: `#/tasks/${task.id}` }, task.name), task.pending_reason ? h("div", { class: "small muted" }, reasonText(task.pending_reason)) : null),
@@ -74,16 +78,24 @@ export async function renderTasks(view, { query, signal }) {
       h("td", { class: "wide" }, task.agent_id ? agentNames.get(task.agent_id) || task.agent_id.slice(0, 8) : "—"),
       h("td", { class: "wide num" }, String(task.attempts)),
       h("td", { title: when(task.created_at) }, relative(task.created_at)))) : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No task matches.")));
-    summary.textContent = `${page.total} task${page.total === 1 ? "" : "s"}`;
-    const link = (label, to) => {
+    const shown = page.items.length;
+    summary.textContent = shown ? `${from + 1}–${from + shown}${page.next ? " and more" : ""}` : "";
+    const link = (label, next, start) => {
       const params = new URLSearchParams(query);
-      params.set("offset", String(to));
+      params.delete("offset");
+      if (next) {
+        params.set("cursor", next);
+        params.set("from", String(start));
+      } else {
+        params.delete("cursor");
+        params.delete("from");
+      }
       return h("a", { class: "button", href: `#/tasks?${params}` }, label);
     };
     fill(pager,
-      offset > 0 ? link("Previous", Math.max(0, offset - PAGE)) : null,
-      page.total ? h("span", { class: "muted small" }, `${offset + 1}–${Math.min(offset + PAGE, page.total)} of ${page.total}`) : null,
-      offset + PAGE < page.total ? link("Next", offset + PAGE) : null);
+      cursor ? link("Newest", null, 0) : null,
+      shown ? h("span", { class: "muted small" }, `${from + 1}–${from + shown}`) : null,
+      page.next ? link("Next", page.next, from + shown) : null);
   };
   // The list follows changes: reload every 2 seconds while on screen.
   while (!signal.aborted) {

@@ -317,9 +317,15 @@ def encode_json(value: Any) -> bytes:
 
 class TaskPage(_Output):
     items: list[TaskOut]
-    total: int = Field(description="Tasks matching the filters, over all pages.")
+    total: int | None = Field(
+        description="Tasks matching the filters, over all pages; null unless counted "
+        "(`include_total`, by default on a first page only)."
+    )
     limit: int
     offset: int
+    next: str | None = Field(
+        description="Pass as `cursor` for the next page (opaque); null on the last page."
+    )
 
 
 class TaskBatchOut(_Output):

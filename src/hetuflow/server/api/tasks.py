@@ -11,7 +11,8 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
-from hetuflow.models import TaskFilter, TaskStatus
+from hetuflow.errors import InvalidInput
+from hetuflow.models import TaskCursor, TaskFilter, TaskStatus
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import (
@@ -109,9 +110,33 @@ async def list_tasks(
     created_before: Annotated[QueryDatetime | None, Query()] = None,
     q: Annotated[QueryText | None, Query(description="Text in the name or task type.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Start after this position: the `next` of the previous page (opaque). "
+            "Same cost however deep the page; stable while tasks are created.",
+        ),
+    ] = None,
+    include_total: Annotated[
+        bool | None,
+        Query(
+            description="Count every match into `total` (a count: its cost grows with the "
+            "matches). Default: true on a first page, false when following a `cursor`."
+        ),
+    ] = None,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=2**31 - 1,
+            description="Skip this many more (kept for compatibility: its cost grows with "
+            "the offset; follow `next` instead).",
+        ),
+    ] = 0,
 ) -> TaskPage:
-    """Newest first, with the total number of matching tasks."""
+    """Newest first, one page; `next` is the cursor of the following page (null on the
+    last). `total` counts every match when asked (see `include_total`)."""
     query = TaskFilter(
         statuses=tuple(dict.fromkeys(status or ())),
         task_type=task_type,
@@ -121,13 +146,21 @@ async def list_tasks(
         created_before=created_before,
         text=q,
     )
-    page = await queue.list(query, limit=limit, offset=offset)
+    after = None
+    if cursor is not None:
+        try:
+            after = TaskCursor.decode(cursor)
+        except ValueError as error:
+            raise InvalidInput(str(error), field="cursor") from None
+    with_total = include_total if include_total is not None else after is None
+    page = await queue.list(query, limit=limit, offset=offset, after=after, with_total=with_total)
     reasons = await queue.explain(page.items)
     return TaskPage(
         items=[TaskOut.of(task, reasons.get(task.id)) for task in page.items],
         total=page.total,
         limit=page.limit,
         offset=page.offset,
+        next=None if page.next is None else page.next.encode(),
     )
 
 
