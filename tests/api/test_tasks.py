@@ -206,7 +206,9 @@ async def test_pending_reason_queued_and_global_limit(database: Any) -> None:
             limited = create_app(Config(database=database))
             async with limited.router.lifespan_context(limited):
                 transport2 = httpx.ASGITransport(app=limited)
-                async with httpx.AsyncClient(transport=transport2, base_url="http://localhost") as other:
+                async with httpx.AsyncClient(
+                    transport=transport2, base_url="http://localhost"
+                ) as other:
                     fetched = (await other.get(f"/api/tasks/{waiting['id']}")).json()
                     assert fetched["pending_reason"] == "queued"
 

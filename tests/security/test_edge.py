@@ -394,3 +394,21 @@ def test_bad_trusted_hosts_and_origins_are_config_errors() -> None:
     )
     assert loaded.server.trusted_hosts == ("sched.example.com", "::1")
     assert loaded.server.allowed_origins == ("https://a.example", "http://b.example:8080")
+
+
+def scope_of(method: str, headers: dict[str, str], kind: str = "http") -> dict[str, Any]:
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    return {"type": kind, "method": method, "path": "/api/tasks", "headers": raw}
+
+
+def test_a_request_without_host_is_no_browser_but_its_origin_still_counts() -> None:
+    policy = EdgePolicy.of(Config())
+    assert policy.check(scope_of("POST", {})) is None  # HTTP/1.0 tools send no Host
+    refused = policy.check(scope_of("POST", {"Origin": "http://127.0.0.1:8080"}))
+    assert refused is not None
+    assert refused.code == "origin_not_allowed"
+    assert policy.check(scope_of("GET", {"Host": "127.0.0.1:8080", "Origin": EVIL})) is None
+    websocket = scope_of("GET", {"Host": "127.0.0.1:8080", "Origin": EVIL}, "websocket")
+    refused = policy.check(websocket)
+    assert refused is not None
+    assert "open a WebSocket" in refused.message

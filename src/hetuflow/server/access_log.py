@@ -20,13 +20,16 @@ class QueryStringDropped(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and any(_has_query(arg) for arg in args):
-            record.args = tuple(arg.partition("?")[0] if _has_query(arg) else arg for arg in args)
+        if isinstance(args, tuple) and any(_path_with_query(arg) for arg in args):
+            record.args = tuple(_path_with_query(arg) or arg for arg in args)
         return True
 
 
-def _has_query(value: object) -> bool:
-    return isinstance(value, str) and value.startswith("/") and "?" in value
+def _path_with_query(value: object) -> str | None:
+    """The path of a ``/path?query`` argument; None for any other."""
+    if isinstance(value, str) and value.startswith("/") and "?" in value:
+        return value.partition("?")[0]
+    return None
 
 
 def drop_query_strings() -> None:

@@ -7,7 +7,8 @@ answers in the API's error shape, before any token is checked:
 1. **Host** (400 ``host_not_trusted``): the ``Host`` header must name one of the trusted hosts.
    A web page on another name that resolves to this machine (DNS rebinding) sends its own
    name. Unset ``[server] trusted_hosts`` means the loopback names and the bound address while
-   auth is off, any host while auth is on (the token protects the server there).
+   auth is off, any host while auth is on (the token protects the server there). A request
+   with no ``Host`` at all (HTTP/1.0 tools) passes: every browser sends one.
 2. **Proxies** (403 ``proxy_requires_auth``): while auth is off, a request carrying
    ``Forwarded``, ``X-Forwarded-*`` or ``X-Real-IP`` came through a proxy, which would publish
    the open server to whoever reaches the proxy. Behind a proxy, auth must be on.
@@ -75,13 +76,13 @@ class EdgePolicy:
         headers = Headers(scope=scope)
         host_header = headers.get("host")
         host = parse_host(host_header) if host_header is not None else None
-        if self.trusted_hosts is not None and (host is None or not self._trusts(host[0])):
-            shown = "no Host header" if host_header is None else f"Host {host_header[:100]!r}"
+        # no Host at all (HTTP/1.0 tools) is no browser: every browser sends one
+        if host_header is not None and not self._trusts(host):
             return Refusal(
                 400,
                 "host_not_trusted",
-                f"{shown} is not a trusted host of this server: use one of"
-                f" {', '.join(self.trusted_hosts)}, or add it to [server] trusted_hosts"
+                f"Host {host_header[:100]!r} is not a trusted host of this server: use one of"
+                f" {', '.join(self.trusted_hosts or ())}, or add it to [server] trusted_hosts"
                 " (docs/security.md)",
             )
         if self.refuse_proxied:
@@ -106,10 +107,14 @@ class EdgePolicy:
             )
         return None
 
-    def _trusts(self, host: str) -> bool:
-        assert self.trusted_hosts is not None
+    def _trusts(self, host: tuple[str, int | None] | None) -> bool:
+        if self.trusted_hosts is None:
+            return True
+        if host is None:
+            return False
+        name = host[0]
         return any(
-            host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+            name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
             for pattern in self.trusted_hosts
         )
 
