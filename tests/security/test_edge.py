@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from hetuflow.agent.config import AgentConfig
 from hetuflow.config import AuthConfig, Config, DatabaseConfig, ServerConfig, load_config
 from hetuflow.errors import ConfigInvalid
 from hetuflow.server.app import create_app
@@ -79,6 +80,7 @@ async def test_a_foreign_host_is_refused_with_auth_off(sqlite_database: Database
         assert "trusted_hosts" in created.json()["error"]["message"]
         assert (await http.get("/api/tasks")).status_code == 400  # reads too: DNS rebinding
         assert (await http.get("/")).status_code == 400
+        assert (await http.get("/healthz")).status_code == 200  # probes: no data, any Host
         assert await http.task_count() == 0
 
 
@@ -412,3 +414,10 @@ def test_a_request_without_host_is_no_browser_but_its_origin_still_counts() -> N
     refused = policy.check(websocket)
     assert refused is not None
     assert "open a WebSocket" in refused.message
+
+
+def test_an_agent_moves_a_token_from_its_url_to_the_header() -> None:
+    config = AgentConfig(server="ws://127.0.0.1:8080/ws?token=hf_secret&x=1")
+    assert (config.server, config.token) == ("ws://127.0.0.1:8080/ws?x=1", "hf_secret")
+    given = AgentConfig(server="wss://s.example/ws?token=hf_old", token="hf_flag")
+    assert (given.server, given.token) == ("wss://s.example/ws", "hf_flag")

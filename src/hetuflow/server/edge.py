@@ -8,7 +8,8 @@ answers in the API's error shape, before any token is checked:
    A web page on another name that resolves to this machine (DNS rebinding) sends its own
    name. Unset ``[server] trusted_hosts`` means the loopback names and the bound address while
    auth is off, any host while auth is on (the token protects the server there). A request
-   with no ``Host`` at all (HTTP/1.0 tools) passes: every browser sends one.
+   with no ``Host`` at all (HTTP/1.0 tools) passes: every browser sends one; so do the
+   probes ``/healthz`` and ``/readyz``, which hold no data.
 2. **Proxies** (403 ``proxy_requires_auth``): while auth is off, a request carrying
    ``Forwarded``, ``X-Forwarded-*`` or ``X-Real-IP`` came through a proxy, which would publish
    the open server to whoever reaches the proxy. Behind a proxy, auth must be on.
@@ -39,6 +40,8 @@ from hetuflow.server.auth import READ_METHODS
 logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+"""Hold no data: answered whatever the ``Host`` (probes address a node by its IP)."""
 PROXY_HEADERS = frozenset({"forwarded", "x-real-ip"})
 PROXY_HEADER_PREFIX = "x-forwarded-"
 CLOSE_POLICY_VIOLATION = 1008
@@ -77,7 +80,8 @@ class EdgePolicy:
         host_header = headers.get("host")
         host = parse_host(host_header) if host_header is not None else None
         # no Host at all (HTTP/1.0 tools) is no browser: every browser sends one
-        if host_header is not None and not self._trusts(host):
+        probe = scope["type"] == "http" and scope.get("path") in PROBE_PATHS
+        if host_header is not None and not probe and not self._trusts(host):
             return Refusal(
                 400,
                 "host_not_trusted",
