@@ -22,14 +22,13 @@ answers in the API's error shape, before any token is checked:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -42,8 +41,8 @@ logger = logging.getLogger(__name__)
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 """Hold no data: answered whatever the ``Host`` (probes address a node by its IP)."""
-PROXY_HEADERS = frozenset({"forwarded", "x-real-ip"})
-PROXY_HEADER_PREFIX = "x-forwarded-"
+PROXY_HEADERS = frozenset({b"forwarded", b"x-real-ip"})
+PROXY_HEADER_PREFIX = b"x-forwarded-"
 CLOSE_POLICY_VIOLATION = 1008
 """Servers without the WebSocket denial-response extension get a close before accept."""
 
@@ -64,6 +63,14 @@ class EdgePolicy:
     """Normalised origins (``config.normalize_origin``) allowed besides the server's own."""
     refuse_proxied: bool
     """Refuse requests that came through a proxy (auth is off)."""
+    _names: frozenset[str] = field(init=False, repr=False)
+    _suffixes: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        patterns = self.trusted_hosts or ()
+        names = frozenset(p for p in patterns if not p.startswith("*."))
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_suffixes", tuple(p[1:] for p in patterns if p not in names))
 
     @classmethod
     def of(cls, config: Config) -> EdgePolicy:
@@ -76,8 +83,15 @@ class EdgePolicy:
 
     def check(self, scope: Scope) -> Refusal | None:
         """Why this request or handshake is refused; None when it may go on."""
-        headers = Headers(scope=scope)
-        host_header = headers.get("host")
+        host_header = origin = None
+        proxied: list[str] = []
+        for name, value in scope["headers"]:  # one pass: this runs for every request
+            if name == b"host":
+                host_header = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+            elif name in PROXY_HEADERS or name.startswith(PROXY_HEADER_PREFIX):
+                proxied.append(name.decode("latin-1"))
         host = parse_host(host_header) if host_header is not None else None
         # no Host at all (HTTP/1.0 tools) is no browser: every browser sends one
         probe = scope["type"] == "http" and scope.get("path") in PROBE_PATHS
@@ -89,18 +103,15 @@ class EdgePolicy:
                 f" {', '.join(self.trusted_hosts or ())}, or add it to [server] trusted_hosts"
                 " (docs/security.md)",
             )
-        if self.refuse_proxied:
-            proxied = sorted(_proxy_headers(headers.keys()))
-            if proxied:
-                return Refusal(
-                    403,
-                    "proxy_requires_auth",
-                    f"this request came through a proxy ({', '.join(proxied)}) but this server"
-                    " runs without auth: behind a reverse proxy turn auth on ([auth] enabled ="
-                    " true, docs/security.md)",
-                )
+        if self.refuse_proxied and proxied:
+            return Refusal(
+                403,
+                "proxy_requires_auth",
+                f"this request came through a proxy ({', '.join(sorted(set(proxied)))}) but this"
+                " server runs without auth: behind a reverse proxy turn auth on ([auth] enabled"
+                " = true, docs/security.md)",
+            )
         changes_state = scope["type"] == "websocket" or scope.get("method") not in READ_METHODS
-        origin = headers.get("origin")
         if changes_state and origin is not None and not self._allows_origin(origin, host):
             what = "open a WebSocket" if scope["type"] == "websocket" else "change anything"
             return Refusal(
@@ -116,11 +127,7 @@ class EdgePolicy:
             return True
         if host is None:
             return False
-        name = host[0]
-        return any(
-            name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:]))
-            for pattern in self.trusted_hosts
-        )
+        return host[0] in self._names or host[0].endswith(self._suffixes)
 
     def _allows_origin(self, origin: str, host: tuple[str, int | None] | None) -> bool:
         normal = normalize_origin(origin)
@@ -140,9 +147,11 @@ class EdgePolicy:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_host(value: str) -> tuple[str, int | None] | None:
     """A ``Host`` header (``example.com:8080``, ``[::1]:8080``) -> (lower-case host with IP
-    addresses in their normal form, port or None); None when it is not one."""
+    addresses in their normal form, port or None); None when it is not one. Cached: a server
+    sees few distinct values, and this runs for every request."""
     value = value.strip().lower()
     if value.startswith("["):
         address, bracket, port = value[1:].partition("]")
@@ -171,10 +180,6 @@ def _with_bound_host(names: tuple[str, ...], bound: str) -> tuple[str, ...]:
     if parsed is None or parsed[0] in names or parsed[0] in ("0.0.0.0", "::"):
         return names
     return (*names, parsed[0])
-
-
-def _proxy_headers(names: Iterable[str]) -> set[str]:
-    return {name for name in names if name in PROXY_HEADERS or name.startswith(PROXY_HEADER_PREFIX)}
 
 
 class EdgeGuard:
