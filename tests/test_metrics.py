@@ -38,7 +38,7 @@ async def test_a_store_that_cannot_answer_counts_a_database_error(tmp_path: Path
     # Without the app's lifespan the store is never opened: every read fails.
     app = create_app(Config(database=DatabaseConfig(type="sqlite", path=str(tmp_path / "x.db"))))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         first = await client.get("/metrics")
         second = await client.get("/metrics")
     assert first.status_code == second.status_code == 200
@@ -54,7 +54,7 @@ async def test_created_tasks_count_as_submitted_and_idempotent_replays_do_not(
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
     ):
         one = {"task_type": "report", "idempotency_key": "nightly"}
         assert (await client.post("/api/tasks", json=one)).status_code == 201

@@ -12,6 +12,7 @@ Environment: ``DATABASE_URL`` (``postgresql://…`` or ``sqlite:///path``) and
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import tomllib
@@ -62,6 +63,33 @@ class ServerConfig(_Section):
     """Name of this node in a cluster; generated when absent."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "info"
+    trusted_hosts: tuple[str, ...] | None = None
+    """Host names a request's ``Host`` header may carry (``example.com``, ``*.example.com``,
+    ``*`` for any; no port). Unset: with auth off the loopback names and the bound address,
+    with auth on any host. See docs/security.md."""
+    allowed_origins: tuple[str, ...] = ()
+    """Web origins (``https://tools.example.com``) besides the server's own whose pages may
+    change state or open ``/ws``; a browser request from any other origin gets 403."""
+
+    @field_validator("trusted_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """The environment gives one string: ``a.example.com,b.example.com``."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_hosts(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        return tuple(check_host_pattern(item) for item in value)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_origin(item) for item in value)
 
     @field_validator("bind_address")
     @classmethod
@@ -193,6 +221,56 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_host_pattern(value: str) -> str:
+    """A ``trusted_hosts`` entry, lower-cased: a host name or IP address (IPv6 with or without
+    brackets), ``*.domain`` or ``*``; never a port, scheme or path."""
+    pattern = value.strip().lower()
+    if pattern == "*":
+        return pattern
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(pattern.removeprefix("[").removesuffix("]")))
+    name = pattern.removeprefix("*.")
+    if not name or any(char in name for char in ":/*@ ?#[]"):
+        raise ValueError(
+            f"trusted host {value!r} must be a host name without port (example.com),"
+            " *.example.com or *"
+        )
+    return pattern
+
+
+def check_origin(value: str) -> str:
+    """An ``allowed_origins`` entry, normalised: ``scheme://host[:port]``, lower case, no
+    default port, no path."""
+    normal = normalize_origin(value)
+    if normal is None:
+        raise ValueError(
+            f"allowed origin {value!r} must be scheme://host[:port],"
+            " e.g. https://tools.example.com (no path)"
+        )
+    return normal
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(value: str) -> str | None:
+    """``HTTPS://Example.com:443`` -> ``https://example.com``; None when it is no origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in DEFAULT_PORTS or not host or parts.username or parts.password:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host}"
 
 
 def parse_bind(value: str) -> tuple[str, int]:

@@ -198,7 +198,7 @@ async def test_pending_reason_queued_and_global_limit(database: Any) -> None:
     app = create_app(Config(database=database, scheduler=SchedulerConfig(max_concurrent_tasks=1)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             await create(client, task_type="x")
             await hold_task(app, "x", name="x-agent")  # now 1 active task: the global limit
             waiting = await create(client, task_type="x")
@@ -206,7 +206,9 @@ async def test_pending_reason_queued_and_global_limit(database: Any) -> None:
             limited = create_app(Config(database=database))
             async with limited.router.lifespan_context(limited):
                 transport2 = httpx.ASGITransport(app=limited)
-                async with httpx.AsyncClient(transport=transport2, base_url="http://t") as other:
+                async with httpx.AsyncClient(
+                    transport=transport2, base_url="http://localhost"
+                ) as other:
                     fetched = (await other.get(f"/api/tasks/{waiting['id']}")).json()
                     assert fetched["pending_reason"] == "queued"
 

@@ -66,5 +66,5 @@ async def app(database: DatabaseConfig) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def async_client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with AsyncClient("http://test", transport=transport) as opened:
+    async with AsyncClient("http://localhost", transport=transport) as opened:
         yield opened

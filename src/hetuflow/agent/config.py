@@ -23,9 +23,16 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hetuflow.agent.environment import NEVER_PASSED
 from hetuflow.errors import ConfigInvalid
@@ -108,6 +115,24 @@ class AgentConfig(BaseModel):
             if name in NEVER_PASSED:
                 raise ValueError(f"{name!r} may not be passed to tasks (the agent's token)")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_out_of_the_url(cls, values: Any) -> Any:
+        """``ws://host/ws?token=hf_…``: the token moves to the ``Authorization`` header (and
+        out of the URL, which the agent logs and proxies write to their access logs)."""
+        if not isinstance(values, dict) or not isinstance(values.get("server"), str):
+            return values
+        parts = urlsplit(values["server"])
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        tokens = [value for key, value in query if key == "token"]
+        if not tokens:
+            return values
+        rest = urlencode([(key, value) for key, value in query if key != "token"])
+        moved = {**values, "server": urlunsplit(parts._replace(query=rest))}
+        if not values.get("token"):
+            moved["token"] = tokens[0]
+        return moved
 
     @field_validator("server")
     @classmethod

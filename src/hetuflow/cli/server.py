@@ -168,8 +168,10 @@ def start(
     config = load(config_path, database_url, {"server": server} if server else {})
 
     from hetuflow.logging import configure_logging
+    from hetuflow.server.access_log import drop_query_strings
 
     configure_logging(config.server.log_format, config.server.log_level)
+    drop_query_strings()  # tokens sent as ?token= stay out of the access lines
     applied = [] if no_migrate else _migrate(config.database)
     if no_migrate:
         _check_database(config.database)

@@ -27,6 +27,7 @@ from hetuflow.server.api.errors import install_error_handlers
 from hetuflow.server.auth import Authenticator, authorize_metrics
 from hetuflow.server.console import mount_console
 from hetuflow.server.context import ServerContext
+from hetuflow.server.edge import EdgeGuard, EdgePolicy
 from hetuflow.server.engine import SchedulerEngine
 from hetuflow.server.gateway import AgentSocketRoute
 from hetuflow.server.tasks import TaskQueue
@@ -44,6 +45,12 @@ When auth is on (always when the server listens beyond loopback), send
 `Authorization: Bearer <token>`: a `viewer` token reads, an `operator` token also changes
 tasks, cron jobs and agents, an `admin` token also manages tokens. 401 without a valid token,
 403 when its role is too low. See docs/security.md.
+
+Before any token is checked, the `Host` header must name a trusted host (400
+`host_not_trusted`; with auth off: `localhost`, `127.0.0.1`, `[::1]` unless `[server]
+trusted_hosts` says otherwise), a browser page of another origin may not change state or open
+`/ws` (403 `origin_not_allowed`), and with auth off requests that came through a proxy
+(`X-Forwarded-*`, `Forwarded`) are refused (403 `proxy_requires_auth`).
 """
 
 
@@ -116,7 +123,8 @@ def create_app(
         metrics_open=config.auth.metrics_open,
     )
     install_error_handlers(app)
-    app.add_middleware(AgentSocketRoute, gateway=engine.gateway, path="/ws")  # outermost
+    app.add_middleware(AgentSocketRoute, gateway=engine.gateway, path="/ws")
+    app.add_middleware(EdgeGuard, policy=EdgePolicy.of(config))  # outermost: /ws too
     app.include_router(api_router)
     app.include_router(metrics.router, dependencies=[Depends(authorize_metrics)])
     mount_console(app)
@@ -158,9 +166,11 @@ def create_app_from_environment() -> FastAPI:
     factory): the parent resolved the config and passed it as JSON in ``$HETUFLOW_CONFIG_JSON``.
     uvicorn calls it after installing its signal handlers, which get ``begin_stopping`` first."""
     from hetuflow.logging import configure_logging
+    from hetuflow.server.access_log import drop_query_strings
 
     config = Config.model_validate_json(os.environ[CONFIG_ENV])
     configure_logging(config.server.log_format, config.server.log_level)
+    drop_query_strings()
     app = create_app(config)
     stop_streams_on_signals(app)
     return app
