@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
+from hetuflow.cli import ids
 from hetuflow.cli.common import Cli, client_command, stdout, styled, table, when
+from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 
 
@@ -26,7 +28,7 @@ def list_agents(cli: Cli, online: bool) -> None:
     rows = [
         [
             escape(agent.name),
-            str(agent.id),
+            short(agent.id),
             styled(agent.status) + ("" if agent.enabled else " [red](disabled)[/red]"),
             f"{agent.running}/{agent.max_concurrent_tasks}",
             escape(" ".join(agent.supported_task_types)) or "-",
@@ -78,7 +80,9 @@ def create_agent(
 @click.argument("agent_id")
 @client_command
 def delete_agent(cli: Cli, agent_id: str) -> None:
-    """Delete an agent; tasks it held go back to pending."""
+    """Delete an agent (AGENT_ID: its name, id or a unique id prefix); tasks it held go back
+    to pending."""
+    agent_id = ids.agent_id(cli, agent_id)
     cli.client.delete_agent(agent_id)
     if cli.as_json:
         cli.emit_json({"deleted": agent_id})

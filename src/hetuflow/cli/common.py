@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -33,6 +34,9 @@ from hetuflow.client import (
     ClientError,
     ServerUnreachable,
 )
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "show_default": True}
+"""Both commands and every subcommand: ``-h`` as well as ``--help``; help shows defaults."""
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -111,8 +115,28 @@ def client_command(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+JSON_OPTION_HELP = "a JSON object, @FILE to read it from a file, or - for standard input"
+
+
+def read_option_text(value: str, option: str) -> tuple[str, str]:
+    """An option's text and where it came from: ``@path`` reads the file, ``-`` standard
+    input, anything else is the text itself."""
+    if value == "-":
+        return sys.stdin.read(), f"{option} - (standard input)"
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8"), f"{option} {value}"
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            fail(f"{option} {value}: cannot read {path}: {reason}", EXIT_USAGE)
+    return value, option
+
+
 def parse_json_object(value: str, option: str) -> dict[str, Any]:
-    """``--payload '{"data": "test"}'`` -> dict; a readable error for anything else."""
+    """``--payload '{"data": "test"}'`` (or ``@file.json``, or ``-`` for stdin) -> dict; a
+    readable error for anything else."""
+    value, option = read_option_text(value, option)
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as error:

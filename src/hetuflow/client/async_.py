@@ -131,6 +131,7 @@ class AsyncClient:
         q: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> TaskPage:
         params = task_query(
             status,
@@ -142,6 +143,7 @@ class AsyncClient:
             q,
             limit,
             offset,
+            id_prefix,
         )
         return await self._send(Calls.list_tasks(params))
 

@@ -197,6 +197,7 @@ def task_query(
     q: str | None,
     limit: int,
     offset: int,
+    id_prefix: str | None = None,
 ) -> Params:
     return query(
         status=[status] if isinstance(status, str) else status,
@@ -208,6 +209,7 @@ def task_query(
         q=q,
         limit=limit,
         offset=offset,
+        id_prefix=id_prefix,
     )
 
 

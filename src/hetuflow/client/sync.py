@@ -133,6 +133,7 @@ class Client:
         q: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> TaskPage:
         """Newest first; ``TaskPage.total`` counts every match."""
         params = task_query(
@@ -145,6 +146,7 @@ class Client:
             q,
             limit,
             offset,
+            id_prefix,
         )
         return self._send(Calls.list_tasks(params))
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
-from hetuflow.models import TaskFilter, TaskStatus
+from hetuflow.models import TaskFilter, TaskStatus, id_prefix_range
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import (
@@ -44,6 +44,14 @@ QueryText = Annotated[
     str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable_text)
 ]
 QueryDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
+
+
+def _id_prefix(value: str) -> str:
+    id_prefix_range(value)  # ValueError (422) unless 1 to 32 hex digits
+    return value
+
+
+IdPrefix = Annotated[str, StringConstraints(max_length=36), AfterValidator(_id_prefix)]
 
 
 @router.post(
@@ -108,6 +116,14 @@ async def list_tasks(
     created_after: Annotated[QueryDatetime | None, Query()] = None,
     created_before: Annotated[QueryDatetime | None, Query()] = None,
     q: Annotated[QueryText | None, Query(description="Text in the name or task type.")] = None,
+    id_prefix: Annotated[
+        IdPrefix | None,
+        Query(
+            description="Only tasks whose id starts with these hex digits (dashes ignored): "
+            "how the CLI finds the task of a short id like `0a1b2c3d`.",
+            examples=["0a1b2c3d"],
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> TaskPage:
@@ -120,6 +136,7 @@ async def list_tasks(
         created_after=created_after,
         created_before=created_before,
         text=q,
+        id_range=None if id_prefix is None else id_prefix_range(id_prefix),
     )
     page = await queue.list(query, limit=limit, offset=offset)
     reasons = await queue.explain(page.items)
