@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,8 +47,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def stdout() -> Console:
-    """Rich output; when piped (not a terminal), wide enough that tables never squeeze."""
-    wide = None if sys.stdout.isatty() else 240
+    """Rich output as wide as the terminal (or ``$COLUMNS``); when piped without
+    ``$COLUMNS``, wide enough that tables never squeeze."""
+    columns = os.environ.get("COLUMNS", "")
+    wide = None if sys.stdout.isatty() or columns.isdigit() else 240
     return Console(highlight=False, width=wide)
 
 
@@ -188,13 +191,17 @@ def styled(status: str) -> str:
     return f"[{style}]{status}[/{style}]" if style else status
 
 
+UNWRAPPED = frozenset({"ID", "CREATED", "DISPATCHED", "FINISHED", "LAST HEARTBEAT", "TICK"})
+"""Columns kept on one line when a narrow terminal makes a table wrap: short ids, times."""
+
+
 def table(
     columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None
 ) -> Table:
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         grid.add_column(
-            column, overflow="fold", no_wrap=column in ("ID", "STATUS"), min_width=len(column)
+            column, overflow="fold", no_wrap=column in UNWRAPPED, min_width=len(column)
         )
     for row in rows:
         grid.add_row(*row)
