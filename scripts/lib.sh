@@ -17,7 +17,8 @@ ensure_venv() {
     local run_stamp=.venv/.installed-run
     if [ ! -f "$run_stamp" ] || [ pyproject.toml -nt "$run_stamp" ]; then
       echo "installing hetuflow into .venv (once)"
-      .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+      # --no-compile: Python compiles the modules the server imports on first use, not all
+      .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e .
       touch "$run_stamp"
     fi
     return 0

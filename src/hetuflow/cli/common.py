@@ -200,9 +200,7 @@ def table(
 ) -> Table:
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
-        grid.add_column(
-            column, overflow="fold", no_wrap=column in UNWRAPPED, min_width=len(column)
-        )
+        grid.add_column(column, overflow="fold", no_wrap=column in UNWRAPPED, min_width=len(column))
     for row in rows:
         grid.add_row(*row)
     return grid
