@@ -1,16 +1,31 @@
 # Shared by scripts/run and scripts/test: install steps, each safe to repeat.
 
 ensure_venv() {
+  # ensure_venv [dev|run]: .venv with an editable install of this project; `dev` (the default,
+  # scripts/test) adds the dev extras (pytest, mypy, ruff, playwright, schemathesis, ...),
+  # `run` (scripts/run) installs only what running the server and agent needs.
+  local kind="${1:-dev}"
   local python="${PYTHON:-python3}"
   if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
   fi
-  local stamp=.venv/.installed
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
-    touch "$stamp"
+  local dev_stamp=.venv/.installed
+  if [ -f "$dev_stamp" ] && [ ! pyproject.toml -nt "$dev_stamp" ]; then
+    return 0  # the dev install holds everything `run` needs too
   fi
+  if [ "$kind" = run ]; then
+    local run_stamp=.venv/.installed-run
+    if [ ! -f "$run_stamp" ] || [ pyproject.toml -nt "$run_stamp" ]; then
+      echo "installing hetuflow into .venv (once)"
+      # --no-compile: Python compiles the modules the server imports on first use, not all
+      .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e .
+      touch "$run_stamp"
+    fi
+    return 0
+  fi
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  touch "$dev_stamp"
 }
 
 postgres_ready() {

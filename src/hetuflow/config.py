@@ -13,10 +13,11 @@ Environment: ``DATABASE_URL`` (``postgresql://…`` or ``sqlite:///path``) and
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
@@ -285,31 +286,132 @@ def _set_path(target: dict[str, Any], section: str, key: str, value: Any) -> Non
     target.setdefault(section, {})[key] = value
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+Origins = dict[tuple[str, ...], str]
+"""Where each ``(section, key)`` (and each ``(section,)``) came from: a file, an environment
+variable, a flag; for error messages."""
+
+
+def _from_env(env: Mapping[str, str], origins: Origins) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-            if section in Config.model_fields:
-                _set_path(raw, section, key, value)
+            _set_path(raw, section, key, value)
+            origins[(section, key)] = f"environment variable {name}"
+            origins.setdefault((section,), f"environment variable {name}")
     if url := env.get("DATABASE_URL"):
         _set_path(raw, "database", "url", url)
+        origins[("database", "url")] = "environment variable DATABASE_URL"
     return raw
 
 
+def _note_origins(values: Mapping[str, Any], origin: str, origins: Origins) -> None:
+    for section, table in values.items():
+        origins[(section,)] = origin
+        if isinstance(table, Mapping):
+            for key in table:
+                origins[(section, key)] = origin
+
+
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = {section: dict(values) for section, values in base.items()}
+    """Sections of ``extra`` over those of ``base``, key by key (a section that is not a table
+    is kept as it is, for validation to name)."""
+    merged = {
+        section: dict(values) if isinstance(values, Mapping) else values
+        for section, values in base.items()
+    }
     for section, values in extra.items():
-        merged.setdefault(section, {}).update(values)
+        current = merged.get(section)
+        if isinstance(current, dict) and isinstance(values, Mapping):
+            current.update(values)
+        else:
+            merged[section] = dict(values) if isinstance(values, Mapping) else values
     return merged
 
 
-def _explain(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
-        lines.append(f"  {key}: {item['msg']}")
-    return "\n".join(lines)
+_EXPECTED = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def _shown(value: Any) -> str:
+    """An input value as the user wrote it: strings in double quotes, booleans as in TOML."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a table"
+    return repr(value)
+
+
+def _suggest(word: str, choices: list[str], show: Callable[[str], str] = str) -> str:
+    """`` (did you mean bind_address?)`` by difflib, else the choices when they are few."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        if len(choices) <= 8:
+            return f" (known: {', '.join(show(choice) for choice in choices)})"
+        return ""
+    return f" (did you mean {show(close[0])}?)"
+
+
+def _section_fields(section: str) -> list[str]:
+    annotation = Config.model_fields[section].annotation
+    assert isinstance(annotation, type)
+    assert issubclass(annotation, BaseModel)
+    return list(annotation.model_fields)
+
+
+def _problem(item: Any, origins: Origins) -> str:
+    """One validation error as one line: where the value came from, the key, what is wrong."""
+    loc = tuple(str(part) for part in item["loc"])
+    kind = item["type"]
+    origin = origins.get(loc) or (origins.get(loc[:1]) if loc else None)
+    prefix = f"{origin}: " if origin else ""
+    from_env = bool(origin and origin.startswith("environment variable"))
+    key = ".".join(loc)
+    if kind == "extra_forbidden":
+        section = loc[0]
+        if len(loc) == 1:
+
+            def show_section(name: str) -> str:
+                return f"{ENV_PREFIX}{name.upper()}__…" if from_env else f"[{name}]"
+
+            hint = _suggest(section, list(Config.model_fields), show_section)
+            return f"{prefix}unknown section [{section}]{hint}"
+
+        def show_key(name: str) -> str:
+            return f"{ENV_PREFIX}{section.upper()}__{name.upper()}" if from_env else name
+
+        hint = _suggest(loc[-1], _section_fields(section), show_key)
+        return f"{prefix}unknown key {key}{hint}"
+    got = _shown(item.get("input"))
+    if kind in _EXPECTED:
+        return f"{prefix}{key}: expected {_EXPECTED[kind]}, got {got}"
+    if kind == "literal_error":
+        return f"{prefix}{key}: expected {item['ctx']['expected']}, got {got}"
+    message = str(item["msg"]).removeprefix("Value error, ")
+    if kind != "value_error":
+        message = message.replace("Input should be", "should be") + f", got {got}"
+    return f"{prefix}{key}: {message}" if key else f"{prefix}{message}"
+
+
+def explain(error: ValidationError, origins: Origins) -> str:
+    """A ``ValidationError`` of the configuration as lines people read, one per problem:
+    ``config.toml: unknown key server.bind_adress (did you mean bind_address?)``,
+    ``environment variable HETUFLOW_DATABASE__PORT: database.port: expected an integer,
+    got "abc"``."""
+    return "\n".join(_problem(item, origins) for item in error.errors())
 
 
 def load_config(
@@ -324,18 +426,20 @@ def load_config(
     """
     environ = os.environ if env is None else env
     file_values: dict[str, Any] = {}
-    source = "defaults"
+    origins: Origins = {}
     candidate = Path(path) if path is not None else Path(DEFAULT_CONFIG_FILE)
     if path is not None and not candidate.is_file():
         raise ConfigInvalid(f"config file {str(candidate)!r} does not exist", field="config")
     if candidate.is_file():
-        source = str(candidate)
         try:
             file_values = tomllib.loads(candidate.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigInvalid(f"{candidate}: not valid TOML: {error}") from None
-    raw = _merge(_merge(file_values, _from_env(environ)), overrides or {})
+        _note_origins(file_values, str(candidate), origins)
+    from_env = _from_env(environ, origins)
+    _note_origins(overrides or {}, "command line", origins)
+    raw = _merge(_merge(file_values, from_env), overrides or {})
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigInvalid(_explain(error, source)) from None
+        raise ConfigInvalid(explain(error, origins)) from None

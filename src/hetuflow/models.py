@@ -564,6 +564,24 @@ class TaskFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     text: str | None = None  # substring of the name or the task type
+    id_range: tuple[UUID, UUID] | None = None
+    """Ids from the first to the second, both included: the ids that start with a prefix
+    (``id_prefix_range``)."""
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def id_prefix_range(prefix: str) -> tuple[UUID, UUID]:
+    """The first and the last UUID that start with ``prefix`` (hex digits, dashes ignored,
+    any case): ``"0a1b2c"`` -> ``0a1b2c00-0000-…``, ``0a1b2cff-ffff-…``.
+
+    Raises ``ValueError`` unless it is 1 to 32 hex digits.
+    """
+    digits = prefix.replace("-", "").lower()
+    if not 0 < len(digits) <= 32 or not _HEX.issuperset(digits):
+        raise ValueError(f"{prefix!r} is not the start of an id (hex digits)")
+    return UUID(digits.ljust(32, "0")), UUID(digits.ljust(32, "f"))
 
 
 T = TypeVar("T")

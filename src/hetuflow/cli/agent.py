@@ -22,9 +22,10 @@ from typing import Any
 import click
 
 from hetuflow import __version__
-from hetuflow.agent import Agent, load_agent_config
+from hetuflow.agent import Agent, AgentConfig, load_agent_config
 from hetuflow.agent.config import ENV_PREFIX
 from hetuflow.agent.environment import hide_from_tasks, secret_names
+from hetuflow.cli.common import CONTEXT_SETTINGS
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.errors import HetuflowError
 from hetuflow.logging import configure_logging
@@ -32,17 +33,32 @@ from hetuflow.logging import configure_logging
 TOKEN_ENV = ENV_PREFIX + "TOKEN"
 
 
-@click.group()
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="hetuflow-agent")
 def main() -> None:
-    """Run a hetuflow agent."""
+    """Run a hetuflow agent: `hetuflow-agent start --server ws://HOST:PORT/ws ...`
+    (`./hetuflow-agent` in the project root)."""
+
+
+def _default(field: str) -> str:
+    """``[default: …]`` of a flag whose default lives in ``AgentConfig`` (flags default to
+    None, so the environment and the config file can still set them)."""
+    value = AgentConfig.model_fields[field].get_default(call_default_factory=True)
+    return f"  [default: {value}]"
 
 
 @main.command(cls=MultiValueCommand)
-@click.option("--server", help="The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws.")
-@click.option("--name", help="Agent name (stable identity across restarts).")
+@click.option(
+    "--server", help="The server's WebSocket URL (env HETUFLOW_AGENT_SERVER)." + _default("server")
+)
+@click.option(
+    "--name", help="Agent name, its identity across restarts (default: a generated name)."
+)
 @click.option("--agent-id", help="Connect as this known agent id.")
-@click.option("--token", help="Agent token, sent as 'Authorization: Bearer <token>'.")
+@click.option(
+    "--token",
+    help="Agent token, sent as 'Authorization: Bearer <token>' (env HETUFLOW_AGENT_TOKEN).",
+)
 @click.option(
     "--capabilities", cls=MultiValueOption, help="Capabilities, space- or comma-separated."
 )
@@ -52,14 +68,24 @@ def main() -> None:
     help="Task types to offer (default: every task type with a handler); naming `shell` "
     "turns shell tasks on.",
 )
-@click.option("--max-concurrent", "max_concurrent_tasks", type=int, help="Slots (tasks at once).")
+@click.option(
+    "--max-concurrent",
+    "max_concurrent_tasks",
+    type=click.IntRange(min=1),
+    help="Slots (tasks at once)." + _default("max_concurrent_tasks"),
+)
 @click.option(
     "--module",
     "modules",
     cls=MultiValueOption,
     help="Python modules to import that register handlers.",
 )
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file (env HETUFLOW_AGENT_CONFIG); HETUFLOW_AGENT_* and flags win over it.",
+)
 @click.option(
     "--shell/--no-shell",
     default=None,
@@ -73,10 +99,22 @@ def main() -> None:
     help="Environment variables shell tasks get besides PATH, HOME, LANG, LC_*, TZ, TMPDIR, "
     "USER, LOGNAME, SHELL (NAME* for a prefix).",
 )
-@click.option("--drain-grace-seconds", type=float, help="Grace for running tasks on SIGTERM.")
-@click.option("--kill-grace-seconds", type=float, help="SIGTERM to SIGKILL for shell tasks.")
-@click.option("--log-level", help="debug, info, warning, error.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), help="Agent log format.")
+@click.option(
+    "--drain-grace-seconds",
+    type=click.FloatRange(min=0),
+    help="Grace for running tasks on SIGTERM." + _default("drain_grace_seconds"),
+)
+@click.option(
+    "--kill-grace-seconds",
+    type=click.FloatRange(min=0),
+    help="SIGTERM to SIGKILL for shell tasks." + _default("kill_grace_seconds"),
+)
+@click.option("--log-level", help="debug, info, warning, error." + _default("log_level"))
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Agent log format." + _default("log_format"),
+)
 @click.option(
     "--stop-on-stdin-eof",
     is_flag=True,

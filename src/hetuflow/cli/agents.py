@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
+from hetuflow.cli import ids
 from hetuflow.cli.common import Cli, client_command, stdout, styled, table, when
+from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 
 
@@ -26,7 +28,7 @@ def list_agents(cli: Cli, online: bool) -> None:
     rows = [
         [
             escape(agent.name),
-            str(agent.id),
+            short(agent.id),
             styled(agent.status) + ("" if agent.enabled else " [red](disabled)[/red]"),
             f"{agent.running}/{agent.max_concurrent_tasks}",
             escape(" ".join(agent.supported_task_types)) or "-",
@@ -79,6 +81,7 @@ def create_agent(
 @client_command
 def delete_agent(cli: Cli, agent_id: str) -> None:
     """Delete an offline agent (refused while it is connected: drain or stop it first)."""
+    agent_id = ids.agent_id(cli, agent_id)
     cli.client.delete_agent(agent_id)
     if cli.as_json:
         cli.emit_json({"deleted": agent_id})

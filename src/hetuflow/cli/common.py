@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -34,6 +36,9 @@ from hetuflow.client import (
     ServerUnreachable,
 )
 
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "show_default": True}
+"""Both commands and every subcommand: ``-h`` as well as ``--help``; help shows defaults."""
+
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
@@ -42,8 +47,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def stdout() -> Console:
-    """Rich output; when piped (not a terminal), wide enough that tables never squeeze."""
-    wide = None if sys.stdout.isatty() else 240
+    """Rich output as wide as the terminal (or ``$COLUMNS``); when piped without
+    ``$COLUMNS``, wide enough that tables never squeeze."""
+    columns = os.environ.get("COLUMNS", "")
+    wide = None if sys.stdout.isatty() or columns.isdigit() else 240
     return Console(highlight=False, width=wide)
 
 
@@ -111,8 +118,28 @@ def client_command(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+JSON_OPTION_HELP = "a JSON object, @FILE to read it from a file, or - for standard input"
+
+
+def read_option_text(value: str, option: str) -> tuple[str, str]:
+    """An option's text and where it came from: ``@path`` reads the file, ``-`` standard
+    input, anything else is the text itself."""
+    if value == "-":
+        return sys.stdin.read(), f"{option} - (standard input)"
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8"), f"{option} {value}"
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            fail(f"{option} {value}: cannot read {path}: {reason}", EXIT_USAGE)
+    return value, option
+
+
 def parse_json_object(value: str, option: str) -> dict[str, Any]:
-    """``--payload '{"data": "test"}'`` -> dict; a readable error for anything else."""
+    """``--payload '{"data": "test"}'`` (or ``@file.json``, or ``-`` for stdin) -> dict; a
+    readable error for anything else."""
+    value, option = read_option_text(value, option)
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as error:
@@ -164,14 +191,16 @@ def styled(status: str) -> str:
     return f"[{style}]{status}[/{style}]" if style else status
 
 
+UNWRAPPED = frozenset({"ID", "CREATED", "DISPATCHED", "FINISHED", "LAST HEARTBEAT", "TICK"})
+"""Columns kept on one line when a narrow terminal makes a table wrap: short ids, times."""
+
+
 def table(
     columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None
 ) -> Table:
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
-        grid.add_column(
-            column, overflow="fold", no_wrap=column in ("ID", "STATUS"), min_width=len(column)
-        )
+        grid.add_column(column, overflow="fold", no_wrap=column in UNWRAPPED, min_width=len(column))
     for row in rows:
         grid.add_row(*row)
     return grid

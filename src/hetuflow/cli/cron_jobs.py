@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 from rich.markup import escape
 
+from hetuflow.cli import ids
 from hetuflow.cli.common import (
     EXIT_USAGE,
+    JSON_OPTION_HELP,
     Cli,
     client_command,
     details,
@@ -26,6 +28,7 @@ from hetuflow.cli.common import (
     table,
     when,
 )
+from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.client import CronJob
 
@@ -99,7 +102,9 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
     help='5 fields ("0 2 * * *"), 6 with leading seconds, or @hourly/@daily/@weekly/...',
 )
 @click.option("--task-type", required=True, help="Task type of the tasks it creates.")
-@click.option("--payload", default="{}", show_default=True, help="JSON object for every task.")
+@click.option(
+    "--payload", default="{}", show_default=True, help=f"For every task: {JSON_OPTION_HELP}."
+)
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
 @click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True)
 @click.option("--capabilities", cls=MultiValueOption, help="Required capabilities: db ssd.")
@@ -182,7 +187,7 @@ def list_cron_jobs(cli: Cli) -> None:
     rows = [
         [
             escape(job.name),
-            str(job.id),
+            short(job.id),
             f"{escape(job.cron_expression)}\n[dim]{escape(job.timezone)}[/dim]",
             escape(job.task_type),
             "yes" if job.enabled else "[red]no[/red]",
@@ -206,6 +211,7 @@ def list_cron_jobs(cli: Cli) -> None:
 @client_command
 def enable_cron_job(cli: Cli, cron_job_id: str) -> None:
     """Enable a cron job; ticks missed while disabled follow its misfire policy."""
+    cron_job_id = ids.cron_job_id(cli, cron_job_id)
     _print_job(cli, cli.client.enable_cron_job(cron_job_id), "enabled")
 
 
@@ -214,6 +220,7 @@ def enable_cron_job(cli: Cli, cron_job_id: str) -> None:
 @client_command
 def disable_cron_job(cli: Cli, cron_job_id: str) -> None:
     """Disable a cron job: it fires no more until enabled."""
+    cron_job_id = ids.cron_job_id(cli, cron_job_id)
     _print_job(cli, cli.client.disable_cron_job(cron_job_id), "disabled")
 
 
@@ -222,6 +229,7 @@ def disable_cron_job(cli: Cli, cron_job_id: str) -> None:
 @client_command
 def trigger_cron_job(cli: Cli, cron_job_id: str) -> None:
     """Run a cron job now: create one task from it, outside its schedule."""
+    cron_job_id = ids.cron_job_id(cli, cron_job_id)
     task = cli.client.trigger_cron_job(cron_job_id)
     if cli.as_json:
         cli.emit_json(task)
@@ -237,6 +245,7 @@ def trigger_cron_job(cli: Cli, cron_job_id: str) -> None:
 @client_command
 def delete_cron_job(cli: Cli, cron_job_id: str) -> None:
     """Delete a cron job and its tick history; tasks it created are kept."""
+    cron_job_id = ids.cron_job_id(cli, cron_job_id)
     cli.client.delete_cron_job(cron_job_id)
     if cli.as_json:
         cli.emit_json({"deleted": cron_job_id})
@@ -259,7 +268,7 @@ def next_fires(
     if cron_job_id is not None:
         if timezone is not None:
             fail("--timezone goes with --expression; a cron job has its own", EXIT_USAGE)
-        answer = cli.client.cron_job_next_fires(cron_job_id, count=count)
+        answer = cli.client.cron_job_next_fires(ids.cron_job_id(cli, cron_job_id), count=count)
     else:
         assert expression is not None
         answer = cli.client.preview_cron(expression, timezone=timezone or "UTC", count=count)
@@ -280,6 +289,7 @@ def next_fires(
 @client_command
 def cron_job_ticks(cli: Cli, cron_job_id: str, limit: int) -> None:
     """Recent ticks of a cron job, newest first: fired (with its task) or skipped (and why)."""
+    cron_job_id = ids.cron_job_id(cli, cron_job_id)
     answer = cli.client.cron_job_ticks(cron_job_id, limit=limit)
     if cli.as_json:
         cli.emit_json(answer)
@@ -288,7 +298,7 @@ def cron_job_ticks(cli: Cli, cron_job_id: str, limit: int) -> None:
         [
             _local(tick["tick_at"], "UTC"),
             TICK_STYLES.get(tick["outcome"], tick["outcome"]),
-            str(tick["task_id"] or "-"),
+            short(tick["task_id"]),
             escape(str(tick["reason"] or "")),
         ]
         for tick in answer["items"]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ from hetuflow.cli import auth as auth_commands
 from hetuflow.cli import cron_jobs as cron_commands
 from hetuflow.cli import tasks as task_commands
 from hetuflow.cli.common import (
+    CONTEXT_SETTINGS,
     EXIT_USAGE,
     Cli,
     client_command,
@@ -54,13 +57,16 @@ the agent's drain and kill graces, so the agent stops its shell tasks itself (th
 their own sessions and would outlive a SIGKILLed agent)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="hetuflow-server")
 def main() -> None:
     """hetuflow: a distributed task-scheduling server.
 
     `start` runs the server; the other commands talk to a running one over its REST API
     (--server, env HETUFLOW_SERVER, default http://127.0.0.1:8080).
+
+    A task, agent or cron job id may be given as a unique prefix of at least 6 characters
+    (tables show the first 8); an agent or a cron job also by its name.
     """
 
 
@@ -97,7 +103,8 @@ def load(
     try:
         return load_config(config_path, overrides=overrides)
     except HetuflowError as error:
-        click.echo(f"error: {error.message}", err=True)
+        for line in error.message.splitlines():  # one line per problem
+            click.echo(f"error: {line}", err=True)
         sys.exit(EXIT_USAGE)
 
 
@@ -172,6 +179,7 @@ def start(
 
     configure_logging(config.server.log_format, config.server.log_level)
     drop_query_strings()  # tokens sent as ?token= stay out of the access lines
+    listener = _listen(config)  # before migrating and the banner: a taken port stops us here
     applied = [] if no_migrate else _migrate(config.database)
     if no_migrate:
         _check_database(config.database)
@@ -186,10 +194,30 @@ def start(
     with _signals_absorbed():
         if processes == 1:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                code = runner.run(_serve(config, local_agent))
+                code = runner.run(_serve(config, local_agent, listener))
         else:
+            listener.close()  # uvicorn's supervisor binds again for its worker processes
             code = _serve_many(config, processes, local_agent)
     sys.exit(code)
+
+
+def _listen(config: Config) -> socket.socket:
+    """Bind the listening socket as uvicorn would (``SO_REUSEADDR``), or exit 2 with one line
+    when the address is taken or cannot be used."""
+    host, port = config.server.host, config.server.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        bind = config.server.bind_address
+        if error.errno == errno.EADDRINUSE:
+            fail(f"{bind} is already in use (another hetuflow? use --bind)", EXIT_USAGE)
+        fail(f"cannot listen on {bind}: {error.strerror or error}", EXIT_USAGE)
+    listener.set_inheritable(True)
+    return listener
 
 
 def _public_host(host: str) -> str:
@@ -382,7 +410,7 @@ def _uvicorn_config(config: Config, app: Any, **extra: Any) -> Any:
     )
 
 
-async def _serve(config: Config, local_agent: bool) -> int:
+async def _serve(config: Config, local_agent: bool, listener: socket.socket) -> int:
     import uvicorn
 
     from hetuflow.server.app import begin_stopping, create_app
@@ -402,7 +430,7 @@ async def _serve(config: Config, local_agent: bool) -> int:
             await super().shutdown(sockets)
 
     server = Server(_uvicorn_config(config, app))
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
     agent = None
     try:
         if local_agent:

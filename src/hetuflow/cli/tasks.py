@@ -7,12 +7,15 @@ import json
 import sys
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import click
 from rich.markup import escape
 
+from hetuflow.cli import ids
 from hetuflow.cli.common import (
     EXIT_USAGE,
+    JSON_OPTION_HELP,
     Cli,
     client_command,
     details,
@@ -24,9 +27,10 @@ from hetuflow.cli.common import (
     table,
     when,
 )
+from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.client import LogLine, Task, WaitTimeout
-from hetuflow.models import Priority, TaskStatus
+from hetuflow.models import PendingReason, Priority, TaskStatus
 
 PRIORITIES = click.Choice([priority.value for priority in Priority])
 STATUSES = [status.value for status in TaskStatus]
@@ -54,7 +58,10 @@ def _task_options(func: Any) -> Any:
             "--priority", type=PRIORITIES, default="normal", show_default=True, help="Urgency."
         ),
         click.option(
-            "--payload", default="{}", show_default=True, help="JSON object given to the handler."
+            "--payload",
+            default="{}",
+            show_default=True,
+            help=f"Given to the handler: {JSON_OPTION_HELP}.",
         ),
         click.option("--delay", type=click.FloatRange(min=0), help="Start no sooner than N s."),
         click.option("--scheduled-at", help="Start no sooner than this ISO-8601 time."),
@@ -65,7 +72,11 @@ def _task_options(func: Any) -> Any:
             "--wait", is_flag=True, help="Wait until it finishes; exit 1 unless it succeeded."
         ),
         click.option(
-            "--wait-timeout", type=click.FloatRange(min=0), default=300, show_default=True
+            "--wait-timeout",
+            type=click.FloatRange(min=0),
+            default=300,
+            show_default=True,
+            help="Seconds --wait waits; then exit 1 saying why the task still waits.",
         ),
     ]
     for option in reversed(options):
@@ -93,8 +104,8 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
     if options["wait"]:
         try:
             task = cli.client.wait(task.id, timeout_seconds=options["wait_timeout"])
-        except WaitTimeout as error:
-            fail(error.message)
+        except WaitTimeout:
+            fail(_still_waiting(cli, cli.client.get_task(task.id), options["wait_timeout"]))
     if cli.as_json:
         cli.emit_json(task)
     else:
@@ -150,8 +161,10 @@ def dispatch_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> No
     help=f"Only these statuses (space-separated): {', '.join(STATUSES)}.",
 )
 @click.option("--task-type", help="Only this task type.")
-@click.option("--agent", "agent_id", help="Only tasks held (or last held) by this agent id.")
-@click.option("--cron-job", "cron_job_id", help="Only tasks fired by this cron job id.")
+@click.option(
+    "--agent", "agent_id", help="Only tasks held (or last held) by this agent (name or id)."
+)
+@click.option("--cron-job", "cron_job_id", help="Only tasks fired by this cron job (name or id).")
 @click.option("--created-after", help="ISO-8601 date-time.")
 @click.option("--created-before", help="ISO-8601 date-time.")
 @click.option("--search", "-q", "text", help="Text in the name or task type.")
@@ -180,11 +193,13 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
     unknown = [item for item in status if item not in STATUSES]
     if unknown:
         fail(f"--status {unknown[0]!r} is not one of {', '.join(STATUSES)}", EXIT_USAGE)
+    agent = options["agent_id"]
+    cron_job = options["cron_job_id"]
     page = cli.client.list_tasks(
         status=list(status) or None,
         task_type=options["task_type"],
-        agent_id=options["agent_id"],
-        cron_job_id=options["cron_job_id"],
+        agent_id=None if agent is None else ids.agent_id(cli, agent),
+        cron_job_id=None if cron_job is None else ids.cron_job_id(cli, cron_job),
         created_after=parse_datetime(options["created_after"], "--created-after"),
         created_before=parse_datetime(options["created_before"], "--created-before"),
         q=options["text"],
@@ -198,7 +213,7 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
         return
     rows = [
         [
-            str(task.id),
+            short(task.id),
             escape(task.name),
             escape(task.task_type),
             task.priority,
@@ -223,7 +238,42 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
         console.print(f"Next page: --cursor {page.next}", highlight=False, soft_wrap=True)
 
 
-def _show(task: Task) -> list[tuple[str, str]]:
+def _agent(agent_id: UUID | None, names: dict[str, str]) -> str:
+    """An agent for people: its name and short id (the short id alone once deleted)."""
+    if agent_id is None:
+        return "-"
+    name = names.get(str(agent_id))
+    return f"{escape(name)} ({short(agent_id)})" if name else short(agent_id)
+
+
+REASONS = {
+    PendingReason.SCHEDULED: "it may not start yet (scheduled_at, --delay or a retry backoff)",
+    PendingReason.NO_AGENT_FOR_TASK_TYPE: "no connected agent offers task type {task_type!r}",
+    PendingReason.NO_AGENT_WITH_CAPABILITIES: (
+        "no connected agent for task type {task_type!r} has every capability: {capabilities}"
+    ),
+    PendingReason.AGENTS_BUSY: "every agent that could run it is busy",
+    PendingReason.GLOBAL_LIMIT: ("the server runs [scheduler] max_concurrent_tasks tasks already"),
+    PendingReason.QUEUED: "it is about to be dispatched",
+}
+
+
+def _still_waiting(cli: Cli, task: Task, waited: float) -> str:
+    """Why a task ``--wait`` gave up on is not finished: its pending reason, or its agent."""
+    head = f"task {task.id} is still {task.status} after {waited:g} s"
+    if task.pending_reason is not None:
+        why = REASONS.get(PendingReason(task.pending_reason), "{reason}").format(
+            task_type=task.task_type,
+            capabilities=" ".join(task.required_capabilities),
+            reason=task.pending_reason,
+        )
+        return f"{head}: {task.pending_reason} ({why})"
+    if task.agent_id is not None:
+        return f"{head} on agent {_agent(task.agent_id, ids.agent_names(cli))}"
+    return head
+
+
+def _show(task: Task, names: dict[str, str]) -> list[tuple[str, str]]:
     status = styled(task.status) + (f" ({task.pending_reason})" if task.pending_reason else "")
     pairs = [
         ("id", str(task.id)),
@@ -234,7 +284,7 @@ def _show(task: Task) -> list[tuple[str, str]]:
         ("capabilities", escape(" ".join(task.required_capabilities)) or "-"),
         ("payload", escape(_compact(task.payload))),
         ("attempts", f"{task.attempts} (max retries {task.max_retries})"),
-        ("agent", str(task.agent_id or "-")),
+        ("agent", _agent(task.agent_id, names)),
         ("scheduled at", when(task.scheduled_at)),
         ("created at", when(task.created_at)),
         ("started at", when(task.started_at)),
@@ -257,19 +307,20 @@ def _compact(value: Any) -> str:
 @click.argument("task_id")
 @client_command
 def show_task(cli: Cli, task_id: str) -> None:
-    """Show one task, with its attempts."""
-    task = cli.client.get_task(task_id)
+    """Show one task (TASK_ID: its id or a unique prefix), with its attempts."""
+    task = cli.client.get_task(ids.task_id(cli, task_id))
     if cli.as_json:
         cli.emit_json(task)
         return
     attempts = cli.client.attempts(task.id)
+    names = ids.agent_names(cli) if task.agent_id is not None or attempts else {}
     console = stdout()
-    console.print(details(_show(task)))
+    console.print(details(_show(task, names)))
     if attempts:
         rows = [
             [
                 str(attempt.number),
-                str(attempt.agent_id or "-"),
+                _agent(attempt.agent_id, names),
                 when(attempt.dispatched_at),
                 when(attempt.finished_at),
                 styled(attempt.outcome) if attempt.outcome else "running",
@@ -288,8 +339,9 @@ def show_task(cli: Cli, task_id: str) -> None:
 @click.argument("task_id")
 @client_command
 def cancel_task(cli: Cli, task_id: str) -> None:
-    """Cancel a task; a running one is stopped on its agent."""
-    task = cli.client.cancel_task(task_id)
+    """Cancel a task (TASK_ID: its id or a unique prefix); a running one is stopped on its
+    agent."""
+    task = cli.client.cancel_task(ids.task_id(cli, task_id))
     if cli.as_json:
         cli.emit_json(task)
     else:
@@ -300,8 +352,9 @@ def cancel_task(cli: Cli, task_id: str) -> None:
 @click.argument("task_id")
 @client_command
 def retry_task(cli: Cli, task_id: str) -> None:
-    """Run a failed, timed-out or cancelled task again (as a new task)."""
-    task = cli.client.retry_task(task_id)
+    """Run a failed, timed-out or cancelled task again (as a new task); TASK_ID is its id or a
+    unique prefix."""
+    task = cli.client.retry_task(ids.task_id(cli, task_id))
     if cli.as_json:
         cli.emit_json(task)
     else:
@@ -312,10 +365,18 @@ def retry_task(cli: Cli, task_id: str) -> None:
 @click.argument("task_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the task ends.")
 @click.option("--attempt", type=click.IntRange(min=1), help="Only this attempt's lines.")
-@click.option("--after-seq", type=click.IntRange(min=0), default=0, help="Lines after this seq.")
+@click.option(
+    "--after-seq",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Lines after this seq.",
+)
 @client_command
 def logs(cli: Cli, task_id: str, follow: bool, attempt: int | None, after_seq: int) -> None:
-    """Print a task's log lines (JSON Lines with --json)."""
+    """Print a task's log lines (JSON Lines with --json); TASK_ID is its id or a unique
+    prefix."""
+    task_id = ids.task_id(cli, task_id)
     if follow:
         lines = cli.client.follow_logs(task_id, after_seq=after_seq, attempt=attempt)
     else:

@@ -133,6 +133,7 @@ class AsyncClient:
         offset: int = 0,
         cursor: str | None = None,
         include_total: bool | None = None,
+        id_prefix: str | None = None,
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
@@ -149,6 +150,7 @@ class AsyncClient:
             offset,
             cursor,
             include_total,
+            id_prefix,
         )
         return await self._send(Calls.list_tasks(params))
 

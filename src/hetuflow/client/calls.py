@@ -199,6 +199,7 @@ def task_query(
     offset: int,
     cursor: str | None = None,
     include_total: bool | None = None,
+    id_prefix: str | None = None,
 ) -> Params:
     return query(
         status=[status] if isinstance(status, str) else status,
@@ -212,6 +213,7 @@ def task_query(
         offset=offset or None,
         cursor=cursor,
         include_total=include_total,
+        id_prefix=id_prefix,
     )
 
 

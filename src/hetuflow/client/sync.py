@@ -135,6 +135,7 @@ class Client:
         offset: int = 0,
         cursor: str | None = None,
         include_total: bool | None = None,
+        id_prefix: str | None = None,
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
@@ -151,6 +152,7 @@ class Client:
             offset,
             cursor,
             include_total,
+            id_prefix,
         )
         return self._send(Calls.list_tasks(params))
 

@@ -257,6 +257,9 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
         add("created_at >= ?", utc(query.created_after))
     if query.created_before is not None:
         add("created_at < ?", utc(query.created_before))
+    if query.id_range is not None:
+        add("id >= ?", query.id_range[0])
+        add("id <= ?", query.id_range[1])
     if query.text:
         add("(name ILIKE ? OR task_type ILIKE ?)", like_pattern(query.text))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

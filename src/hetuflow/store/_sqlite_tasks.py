@@ -320,6 +320,9 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
     if query.created_before is not None:
         clauses.append("created_at < ?")
         params.append(micros(query.created_before))
+    if query.id_range is not None:
+        clauses.append("id BETWEEN ? AND ?")  # ids are canonical lowercase text
+        params.extend(str(bound) for bound in query.id_range)
     if query.text:
         clauses.append("(name LIKE ? ESCAPE '\\' OR task_type LIKE ? ESCAPE '\\')")
         params.extend([like_pattern(query.text)] * 2)

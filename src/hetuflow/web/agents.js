@@ -17,6 +17,11 @@ async function canDrain(signal) {
   return drainSupported;
 }
 
+// The agent endpoint of this server, as an agent's --server flag takes it.
+function agentUrl() {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+}
+
 export async function renderAgents(view, { signal }) {
   const body = h("tbody");
   const summary = h("span", { class: "muted small" });
@@ -26,7 +31,7 @@ export async function renderAgents(view, { signal }) {
       h("thead", {}, h("tr", {}, h("th", {}, "Agent"), h("th", {}, "Status"), h("th", {}, "Slots"), h("th", {}, "Heartbeat"),
         h("th", { class: "wide" }, "Capabilities"), h("th", { class: "wide" }, "Task types"), h("th", {}, ""))),
       body))),
-    h("p", { class: "small muted" }, "Agents connect to the server with ", h("code", {}, "hetuflow-agent start --server ws://HOST:PORT/ws"), "."));
+    h("p", { class: "small muted" }, "Agents connect to the server with ", h("code", {}, "./hetuflow-agent start --server " + agentUrl()), " from the project root (or ", h("code", {}, "hetuflow-agent"), " where hetuflow is installed)."));
 
   const drain = await canDrain(signal);
   let agents = [];

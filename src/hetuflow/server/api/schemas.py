@@ -149,7 +149,16 @@ class TaskCreate(_Input):
     required_capabilities: list[Label] = Field(
         default_factory=list,
         max_length=64,
-        description="Only agents with every one of these capabilities may run it.",
+        description="Only agents with every one of these capabilities may run it. "
+        "`capabilities` is the same field under the name the CLI flag and the agent use: "
+        "give one or the other, not both (422).",
+        examples=[["chrome", "headless"]],
+    )
+    capabilities: list[Label] | None = Field(
+        default=None,
+        max_length=64,
+        description="Alias of `required_capabilities` (as in `--capabilities chrome headless` "
+        "and an agent's own `capabilities`); give one or the other, not both.",
         examples=[["chrome", "headless"]],
     )
     scheduled_at: UtcDatetime | None = Field(
@@ -186,7 +195,16 @@ class TaskCreate(_Input):
     def _one_start_time(self) -> TaskCreate:
         if self.scheduled_at is not None and self.delay_seconds is not None:
             raise ValueError("give scheduled_at or delay_seconds, not both")
+        if self.capabilities is not None and "required_capabilities" in self.model_fields_set:
+            raise ValueError(
+                "give capabilities or required_capabilities (the same field), not both"
+            )
         return self
+
+    @property
+    def wanted_capabilities(self) -> list[str]:
+        """``required_capabilities``, or ``capabilities`` when given under that name."""
+        return self.required_capabilities if self.capabilities is None else self.capabilities
 
     def to_new_task(self, *, now: datetime, default_backoff_seconds: float) -> NewTask:
         scheduled_at = self.scheduled_at
@@ -198,7 +216,7 @@ class TaskCreate(_Input):
             task_type=self.task_type,
             payload=self.payload,
             priority=self.priority,
-            required_capabilities=tuple(dict.fromkeys(self.required_capabilities)),
+            required_capabilities=tuple(dict.fromkeys(self.wanted_capabilities)),
             scheduled_at=scheduled_at,
             timeout_seconds=self.timeout_seconds,
             retry=RetryPolicy(

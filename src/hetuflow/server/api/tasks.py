@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
 from hetuflow.errors import InvalidInput
-from hetuflow.models import TaskCursor, TaskFilter, TaskStatus
+from hetuflow.models import TaskCursor, TaskFilter, TaskStatus, id_prefix_range
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import (
@@ -45,6 +45,14 @@ QueryText = Annotated[
     str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable_text)
 ]
 QueryDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
+
+
+def _id_prefix(value: str) -> str:
+    id_prefix_range(value)  # ValueError (422) unless 1 to 32 hex digits
+    return value
+
+
+IdPrefix = Annotated[str, StringConstraints(max_length=36), AfterValidator(_id_prefix)]
 
 
 @router.post(
@@ -109,6 +117,14 @@ async def list_tasks(
     created_after: Annotated[QueryDatetime | None, Query()] = None,
     created_before: Annotated[QueryDatetime | None, Query()] = None,
     q: Annotated[QueryText | None, Query(description="Text in the name or task type.")] = None,
+    id_prefix: Annotated[
+        IdPrefix | None,
+        Query(
+            description="Only tasks whose id starts with these hex digits (dashes ignored): "
+            "how the CLI finds the task of a short id like `0a1b2c3d`.",
+            examples=["0a1b2c3d"],
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[
         str | None,
@@ -145,6 +161,7 @@ async def list_tasks(
         created_after=created_after,
         created_before=created_before,
         text=q,
+        id_range=None if id_prefix is None else id_prefix_range(id_prefix),
     )
     after = None
     if cursor is not None:
