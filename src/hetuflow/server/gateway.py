@@ -81,6 +81,11 @@ AGENT_CONNECTED = "hetuflow_agent_connected"
 """Notifier channel, payload ``<agent_id>:<session>``: a node holding an older connection of
 that agent closes it (the agent reconnected elsewhere)."""
 
+NAMING_WINDOW_SECONDS = 0.25
+"""How long a first ``AgentCapabilities`` naming no agent waits for the next frame: if that
+is an ``AgentHeartbeat`` naming an agent (the seed's agents do so), the connection is that
+agent; anything else, or nothing within the window, registers a new agent."""
+
 CLOSE_SERVICE_RESTART = 1012  # uvicorn closes every WebSocket with it when the server stops
 
 
@@ -106,6 +111,7 @@ class GatewaySvc:
         server = context.config.server
         self.bad_frame_limit = bad_frame_limit or server.max_bad_frames
         self.bad_frame_window_seconds = bad_frame_window_seconds or server.bad_frame_window_seconds
+        self.naming_window_seconds = NAMING_WINDOW_SECONDS
         self.connections: set[AgentConnection] = set()
         """Every open WebSocket of the node, registered or not."""
         self._reports = Reports(context.clock, results, self._bad_frame)
@@ -191,6 +197,9 @@ class GatewaySvc:
         deadline = clock.monotonic() + scheduler.heartbeat_interval_seconds * (
             scheduler.heartbeat_misses
         )
+        # An AgentCapabilities naming no agent, waiting for the first heartbeat to name one
+        # (until the next frame, or naming_window_seconds).
+        held: AgentCapabilities | None = None
         while connection.close_code is None:
             try:
                 if connection.registered:
@@ -199,6 +208,10 @@ class GatewaySvc:
                     async with asyncio.timeout(max(deadline - clock.monotonic(), 0.0)):
                         message = await websocket.receive()
             except TimeoutError:
+                if held is not None:  # nothing named an agent: register a new one
+                    await self._register(connection, held)
+                    held = None
+                    continue
                 connection.close(CLOSE_REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
                 return
             except Exception:  # the transport broke
@@ -218,6 +231,18 @@ class GatewaySvc:
                 self._bad_frame(connection, "protocol_violation", problem.message, None)
                 continue
             self._context.metrics.ws_message("in", decoded.type)
+            if held is not None:
+                if isinstance(decoded, AgentCapabilities):
+                    held = None  # replaced by this one, handled below
+                else:
+                    hello, held = held, None
+                    await self._register(connection, hello, heartbeat_name(decoded))
+                    if not connection.registered:
+                        continue  # refused: closing
+            elif isinstance(decoded, AgentCapabilities) and self._hold(connection, decoded):
+                held = decoded
+                deadline = min(deadline, clock.monotonic() + self.naming_window_seconds)
+                continue
             await self._handle(connection, decoded)
             del message, frame, decoded  # not kept alive while waiting for the next frame
 
@@ -270,12 +295,51 @@ class GatewaySvc:
         elif isinstance(message, TaskProgress):
             reports.progress(connection, message)
         elif isinstance(message, AgentHeartbeat):
+            if message.agent_id and not self._names_this_agent(connection, message.agent_id):
+                return
             reports.heartbeat(connection, message)
         elif isinstance(message, AgentDraining):
             await self._on_draining(connection)
         # TaskAccepted and Pong only prove the agent is alive (last_seen, set above).
 
-    async def _register(self, connection: AgentConnection, message: AgentCapabilities) -> None:
+    def _hold(self, connection: AgentConnection, message: AgentCapabilities) -> bool:
+        """Whether to hold a first ``AgentCapabilities`` that names no agent: the seed's
+        agents name themselves in their first ``AgentHeartbeat`` instead. A token bound to an
+        agent names it already."""
+        return (
+            not connection.registered
+            and connection.bound_agent_id is None
+            and not message.agent_id
+            and not message.name
+            and message.protocol_version == PROTOCOL_VERSION
+            and self.naming_window_seconds > 0
+        )
+
+    def _names_this_agent(self, connection: AgentConnection, named: str) -> bool:
+        """Whether a heartbeat's ``agent_id`` (an id, or a name) is the connection's agent;
+        if not: with a token bound to the agent, refused like a registration as another
+        agent (4001), else an ``Error`` ``agent_mismatch`` (a bad frame)."""
+        agent_id = parse_uuid(named)
+        if (agent_id == connection.agent_id) if agent_id is not None else named == connection.name:
+            return True
+        problem = f"this connection is agent {connection.name!r}; a heartbeat cannot name {named!r}"
+        if connection.bound_agent_id is not None:
+            connection.send_error(
+                "agent_token_mismatch",
+                f"this token belongs to agent {connection.bound_name!r}; it cannot register"
+                f" as {named!r}",
+                message_type="AgentHeartbeat",
+            )
+            connection.close(CLOSE_UNAUTHORIZED, "the token belongs to another agent")
+        else:
+            self._bad_frame(connection, "agent_mismatch", problem, "AgentHeartbeat")
+        return False
+
+    async def _register(
+        self, connection: AgentConnection, message: AgentCapabilities, named: str | None = None
+    ) -> None:
+        """Register (or update) from ``message``; ``named``: the agent the first heartbeat
+        names (an id or a name), for a held ``AgentCapabilities`` that named none."""
         context = self._context
         if message.protocol_version != PROTOCOL_VERSION:
             connection.send_error(
@@ -286,7 +350,7 @@ class GatewaySvc:
             )
             connection.close(CLOSE_PROTOCOL_VERSION, "protocol version not supported")
             return
-        registration = self._registration(connection, message)
+        registration = self._registration(connection, message, named)
         if registration is None:
             return
         try:
@@ -336,15 +400,16 @@ class GatewaySvc:
         self._dispatcher.wake()
 
     def _registration(
-        self, connection: AgentConnection, message: AgentCapabilities
+        self, connection: AgentConnection, message: AgentCapabilities, named: str | None
     ) -> AgentRegistration | None:
         capabilities = message.capabilities
         agent_id: UUID | None = connection.agent_id
         name = message.name
-        if agent_id is None and message.agent_id:
-            agent_id = parse_uuid(message.agent_id)
+        named_id = message.agent_id or named
+        if agent_id is None and named_id:
+            agent_id = parse_uuid(named_id)
             if agent_id is None:
-                name = name or message.agent_id  # a name where an id was expected
+                name = name or named_id  # a name where an id was expected
         bound = connection.bound_agent_id
         if bound is not None:
             if (agent_id is not None and agent_id != bound) or (
@@ -523,6 +588,13 @@ class AgentSocketRoute:
             await self.gateway.endpoint(WebSocket(scope, receive, send))
         else:
             await self.app(scope, receive, send)
+
+
+def heartbeat_name(message: AgentMessage) -> str | None:
+    """The agent an ``AgentHeartbeat`` names (its ``agent_id``: an id or a name), if any."""
+    if isinstance(message, AgentHeartbeat) and message.agent_id:
+        return message.agent_id
+    return None
 
 
 def reconcile_interval(context: ServerContext) -> float:
