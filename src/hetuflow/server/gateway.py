@@ -86,6 +86,10 @@ NAMING_WINDOW_SECONDS = 0.25
 is an ``AgentHeartbeat`` naming an agent (the seed's agents do so), the connection is that
 agent; anything else, or nothing within the window, registers a new agent."""
 
+AGENT_ENABLED_CHANGED = "hetuflow_agent_enabled_changed"
+"""Notifier channel, payload ``<agent_id>:0`` (disabled by an operator) or ``<agent_id>:1``
+(enabled): the node holding that agent's connection stops or starts giving it tasks."""
+
 CLOSE_SERVICE_RESTART = 1012  # uvicorn closes every WebSocket with it when the server stops
 
 
@@ -486,6 +490,23 @@ class GatewaySvc:
             "drained" if connection.drained_by_operator else "resumed",
         )
         if not connection.drained_by_operator:
+            self._dispatcher.wake()
+
+    def on_agent_enabled_changed(self, payload: str) -> None:
+        """Notifier callback: an operator disabled (``<id>:0``) or enabled (``<id>:1``) an
+        agent; if its connection is here, stop or start giving it tasks."""
+        agent_text, _, flag = payload.partition(":")
+        agent_id = parse_uuid(agent_text)
+        connection = self._agents.current(agent_id) if agent_id is not None else None
+        if connection is None or flag not in ("0", "1"):
+            return
+        connection.enabled = flag == "1"
+        logger.info(
+            "agent %s %s by an operator",
+            connection.name,
+            "enabled" if connection.enabled else "disabled",
+        )
+        if connection.enabled:
             self._dispatcher.wake()
 
     async def flush_heartbeats(self) -> None:
