@@ -46,7 +46,8 @@ def test_disable_enable_and_delete_an_offline_agent(server: Running) -> None:
     assert again.stderr == "error: no agent named 'stale-1' (list-agents shows them)\n"
     by_id = server.run(f"./hetuflow-server disable-agent {agent_id}")
     assert by_id.returncode == 1
-    assert by_id.stderr.startswith("error: ") and "does not exist" in by_id.stderr
+    assert by_id.stderr.startswith("error: ")
+    assert "does not exist" in by_id.stderr
     assert by_id.stderr.count("\n") == 1
 
 

@@ -66,7 +66,8 @@ async def test_agents_offline_past_the_cutoff_are_pruned_as_tombstones(
     assert [a.name for a in await store.list_agents()] == ["online", "recent"]
     assert await store.find_api_token(token.secret_hash) is None
     task = await store.get_task(held.task.id)
-    assert task is not None and task.status is TaskStatus.PENDING
+    assert task is not None
+    assert task.status is TaskStatus.PENDING
     # Its history stays: the attempt still names the pruned agent.
     [attempt] = await store.list_attempts(held.task.id)
     assert attempt.agent_id == old.id

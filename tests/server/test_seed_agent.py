@@ -143,7 +143,8 @@ async def test_an_anonymous_registration_still_gets_a_generated_name(
             registered = await agent.expect("AgentRegistered")
             assert registered["name"] != "agent-1"
         names = [a["name"] for a in (await server.http.get("/api/agents")).json()["items"]]
-        assert len(names) == 2 and "agent-1" in names
+        assert len(names) == 2
+        assert "agent-1" in names
 
 
 async def test_a_heartbeat_naming_another_agent_is_an_error(database: DatabaseConfig) -> None:
@@ -154,7 +155,8 @@ async def test_a_heartbeat_naming_another_agent_is_an_error(database: DatabaseCo
             await agent.send(seed_heartbeat("agent-2"))
             error = await agent.expect("Error")
             assert (error["code"], error["message_type"]) == ("agent_mismatch", "AgentHeartbeat")
-            assert "agent-1" in error["message"] and "agent-2" in error["message"]
+            assert "agent-1" in error["message"]
+            assert "agent-2" in error["message"]
 
 
 @pytest.fixture

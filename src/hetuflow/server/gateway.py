@@ -235,19 +235,11 @@ class GatewaySvc:
                 self._bad_frame(connection, "protocol_violation", problem.message, None)
                 continue
             self._context.metrics.ws_message("in", decoded.type)
+            held, handle = await self._through_hold(connection, held, decoded)
             if held is not None:
-                if isinstance(decoded, AgentCapabilities):
-                    held = None  # replaced by this one, handled below
-                else:
-                    hello, held = held, None
-                    await self._register(connection, hello, heartbeat_name(decoded))
-                    if not connection.registered:
-                        continue  # refused: closing
-            elif isinstance(decoded, AgentCapabilities) and self._hold(connection, decoded):
-                held = decoded
                 deadline = min(deadline, clock.monotonic() + self.naming_window_seconds)
-                continue
-            await self._handle(connection, decoded)
+            if handle:
+                await self._handle(connection, decoded)
             del message, frame, decoded  # not kept alive while waiting for the next frame
 
     def _bad_frame(
@@ -305,6 +297,21 @@ class GatewaySvc:
         elif isinstance(message, AgentDraining):
             await self._on_draining(connection)
         # TaskAccepted and Pong only prove the agent is alive (last_seen, set above).
+
+    async def _through_hold(
+        self, connection: AgentConnection, held: AgentCapabilities | None, message: AgentMessage
+    ) -> tuple[AgentCapabilities | None, bool]:
+        """Hold a first ``AgentCapabilities`` naming no agent, or end a hold with the next
+        frame (registering as the agent a heartbeat names, else as a new agent). Returns what
+        is held now and whether ``message`` is still to be handled."""
+        if held is not None:
+            if isinstance(message, AgentCapabilities):
+                return None, True  # it replaces the held one
+            await self._register(connection, held, heartbeat_name(message))
+            return None, connection.registered  # else refused: closing
+        if isinstance(message, AgentCapabilities) and self._hold(connection, message):
+            return message, False
+        return None, True
 
     def _hold(self, connection: AgentConnection, message: AgentCapabilities) -> bool:
         """Whether to hold a first ``AgentCapabilities`` that names no agent: the seed's
