@@ -192,3 +192,19 @@ async def test_with_auth_naming_agent_1_needs_agent_1s_token(auth_server: Server
         assert str(task.agent_id) == agent_1["id"]
     names = [a["name"] for a in (await server.http.get("/api/agents")).json()["items"]]
     assert names == ["agent-1", "agent-2"]
+
+
+async def test_any_other_next_frame_ends_the_wait_first(database: DatabaseConfig) -> None:
+    """A bad frame after a held registration: AgentRegistered still comes first."""
+    async with (
+        serve(fast_config(database)) as server,
+        connect(server.ws_url, open_timeout=5, close_timeout=1) as ws,
+    ):
+        agent = Agent(ws)
+        server.engine.gateway.naming_window_seconds = 30.0  # only the frame ends it
+        await agent.send(SEED_CAPABILITIES)
+        await agent.send("not json")
+        first = await agent.recv()
+        assert first["type"] == "AgentRegistered"
+        error = await agent.recv()
+        assert error["code"] == "protocol_violation"

@@ -230,15 +230,16 @@ class GatewaySvc:
             connection.last_seen = clock.monotonic()
             connection.seen = True
             try:
-                decoded = decode_agent_message(frame)
+                decoded: AgentMessage | ProtocolViolation = decode_agent_message(frame)
             except ProtocolViolation as problem:
-                self._bad_frame(connection, "protocol_violation", problem.message, None)
-                continue
-            self._context.metrics.ws_message("in", decoded.type)
+                decoded = problem
             held, handle = await self._through_hold(connection, held, decoded)
             if held is not None:
                 deadline = min(deadline, clock.monotonic() + self.naming_window_seconds)
-            if handle:
+            elif isinstance(decoded, ProtocolViolation):
+                self._bad_frame(connection, "protocol_violation", decoded.message, None)
+            elif handle:
+                self._context.metrics.ws_message("in", decoded.type)
                 await self._handle(connection, decoded)
             del message, frame, decoded  # not kept alive while waiting for the next frame
 
@@ -299,15 +300,19 @@ class GatewaySvc:
         # TaskAccepted and Pong only prove the agent is alive (last_seen, set above).
 
     async def _through_hold(
-        self, connection: AgentConnection, held: AgentCapabilities | None, message: AgentMessage
+        self,
+        connection: AgentConnection,
+        held: AgentCapabilities | None,
+        message: AgentMessage | ProtocolViolation,
     ) -> tuple[AgentCapabilities | None, bool]:
         """Hold a first ``AgentCapabilities`` naming no agent, or end a hold with the next
-        frame (registering as the agent a heartbeat names, else as a new agent). Returns what
-        is held now and whether ``message`` is still to be handled."""
+        frame, even a bad one (registering as the agent a heartbeat names, else as a new
+        agent). Returns what is held now and whether ``message`` is still to be handled."""
         if held is not None:
             if isinstance(message, AgentCapabilities):
                 return None, True  # it replaces the held one
-            await self._register(connection, held, heartbeat_name(message))
+            named = None if isinstance(message, ProtocolViolation) else heartbeat_name(message)
+            await self._register(connection, held, named)
             return None, connection.registered  # else refused: closing
         if isinstance(message, AgentCapabilities) and self._hold(connection, message):
             return message, False
