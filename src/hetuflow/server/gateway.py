@@ -14,6 +14,11 @@ With auth on, the handshake must carry an agent token (or an admin token): witho
 the connection is refused before it is accepted (HTTP 401/403 with the API's error body), so it
 never sees a task. An agent token binds the connection to its agent: registering as another
 one gets ``agent_token_mismatch`` and close code 4001.
+
+The agent is named in ``AgentCapabilities`` (``agent_id`` or ``name``) or, as the seed's agent
+does, in its first ``AgentHeartbeat``: a first ``AgentCapabilities`` naming none is held until
+the next frame (at most ``NAMING_WINDOW_SECONDS``), and registers as the agent that heartbeat
+names, else as a new agent under a generated name.
 """
 
 from __future__ import annotations
