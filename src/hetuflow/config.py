@@ -163,6 +163,9 @@ class SchedulerConfig(_Section):
     cleanup_interval_seconds: float = Field(default=3600, gt=0)
     retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     """Finished tasks older than this are deleted by the cleanup loop."""
+    prune_offline_agents_after_seconds: float = Field(default=7 * 24 * 3600, ge=0)
+    """Agents offline (not heard from) for longer than this are deleted by the cleanup loop,
+    as ``DELETE /api/agents/{id}`` does: their tasks' history stays. 0: never."""
     heartbeat_interval_seconds: float = Field(default=5, gt=0)
     heartbeat_misses: int = Field(default=3, ge=1)
     """An agent silent for ``heartbeat_interval_seconds * heartbeat_misses`` is offline."""

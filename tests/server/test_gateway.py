@@ -39,9 +39,14 @@ async def test_registration_is_acknowledged_with_the_agent_id(server: Server) ->
         assert stored.name == registered["name"]
         assert set(stored.capabilities) == {"chrome", "headless"}
         assert stored.max_concurrent_tasks == 3
-        # The seed's heartbeat names the agent by its name; it is accepted as is.
+        # A heartbeat naming the agent by its name is accepted as is (one naming another
+        # agent is an error, and a first one names the agent: tests/server/test_seed_agent.py).
         await client.send(
-            {"type": "AgentHeartbeat", "agent_id": "agent-1", "timestamp": "2024-01-01T00:00:00Z"}
+            {
+                "type": "AgentHeartbeat",
+                "agent_id": registered["name"],
+                "timestamp": "2024-01-01T00:00:00Z",
+            }
         )
         assert await client.quiet(0.3) == []
 

@@ -1,4 +1,5 @@
-"""Agent commands of ``hetuflow-server``: list-agents, create-agent, delete-agent."""
+"""Agent commands of ``hetuflow-server``: list-agents, create-agent, delete-agent,
+disable-agent, enable-agent."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 
 
 def register(group: click.Group) -> None:
-    for command in (list_agents, create_agent, delete_agent):
+    for command in (list_agents, create_agent, delete_agent, disable_agent, enable_agent):
         group.add_command(command)
 
 
@@ -76,14 +77,46 @@ def create_agent(
         stdout().print(f"created agent [bold]{escape(agent.name)}[/bold] {agent.id}")
 
 
-@click.command("delete-agent")
-@click.argument("agent_id")
+AGENT_ARGUMENT_HELP = (
+    "AGENT is an agent id, a unique id prefix (6+ characters) or an agent's exact name."
+)
+
+
+@click.command("delete-agent", epilog=AGENT_ARGUMENT_HELP)
+@click.argument("agent")
 @client_command
-def delete_agent(cli: Cli, agent_id: str) -> None:
-    """Delete an offline agent (refused while it is connected: drain or stop it first)."""
-    agent_id = ids.agent_id(cli, agent_id)
+def delete_agent(cli: Cli, agent: str) -> None:
+    """Delete an offline agent: it is no longer listed, its tokens stop working and a process
+    reconnecting as it is refused; its tasks' history stays. Refused while it is connected
+    (drain or stop it first)."""
+    agent_id = ids.agent_id(cli, agent)
     cli.client.delete_agent(agent_id)
     if cli.as_json:
         cli.emit_json({"deleted": agent_id})
     else:
-        stdout().print(f"deleted agent {escape(agent_id)}")
+        stdout().print(f"deleted agent {escape(agent)}")
+
+
+@click.command("disable-agent", epilog=AGENT_ARGUMENT_HELP)
+@click.argument("agent")
+@client_command
+def disable_agent(cli: Cli, agent: str) -> None:
+    """Give an agent no task from now on, connected or not, until enable-agent; what it runs
+    finishes as usual."""
+    changed = cli.client.disable_agent(ids.agent_id(cli, agent))
+    if cli.as_json:
+        cli.emit_json(changed)
+    else:
+        stdout().print(f"disabled agent [bold]{escape(changed.name)}[/bold] {changed.id}")
+
+
+@click.command("enable-agent", epilog=AGENT_ARGUMENT_HELP)
+@click.argument("agent")
+@client_command
+def enable_agent(cli: Cli, agent: str) -> None:
+    """Give a disabled agent tasks again (once it is connected)."""
+    changed = cli.client.enable_agent(ids.agent_id(cli, agent))
+    if cli.as_json:
+        cli.emit_json(changed)
+    else:
+        stdout().print(f"enabled agent [bold]{escape(changed.name)}[/bold] {changed.id}")

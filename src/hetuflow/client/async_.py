@@ -285,6 +285,13 @@ class AsyncClient:
     async def delete_agent(self, agent_id: UUID | str) -> None:
         await self._send(Calls.delete_agent(agent_id))
 
+    async def disable_agent(self, agent_id: UUID | str) -> Agent:
+        """The agent is given no task (connected or not) until ``enable_agent``."""
+        return await self._send(Calls.set_agent_enabled(agent_id, False))
+
+    async def enable_agent(self, agent_id: UUID | str) -> Agent:
+        return await self._send(Calls.set_agent_enabled(agent_id, True))
+
     async def stats(self) -> Stats:
         return await self._send(Calls.stats())
 

@@ -161,6 +161,11 @@ class Calls:
         return Call("DELETE", f"/api/agents/{agent_id}", parse_none)
 
     @staticmethod
+    def set_agent_enabled(agent_id: UUID | str, enabled: bool) -> Call[Agent]:
+        action = "enable" if enabled else "disable"
+        return Call("POST", f"/api/agents/{agent_id}/{action}", parse_one(Agent))
+
+    @staticmethod
     def stats() -> Call[Stats]:
         return Call("GET", "/api/stats", parse_one(Stats))
 

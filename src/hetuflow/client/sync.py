@@ -284,6 +284,13 @@ class Client:
     def delete_agent(self, agent_id: UUID | str) -> None:
         self._send(Calls.delete_agent(agent_id))
 
+    def disable_agent(self, agent_id: UUID | str) -> Agent:
+        """The agent is given no task (connected or not) until ``enable_agent``."""
+        return self._send(Calls.set_agent_enabled(agent_id, False))
+
+    def enable_agent(self, agent_id: UUID | str) -> Agent:
+        return self._send(Calls.set_agent_enabled(agent_id, True))
+
     def stats(self) -> Stats:
         return self._send(Calls.stats())
 

@@ -19,7 +19,7 @@ from hetuflow.models import LogBudget
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_service import CronService
 from hetuflow.server.dispatch import TaskDispatcher
-from hetuflow.server.gateway import AGENT_CONNECTED, GatewaySvc
+from hetuflow.server.gateway import AGENT_CONNECTED, AGENT_ENABLED_CHANGED, GatewaySvc
 from hetuflow.server.lifecycle import LifecycleSvc
 from hetuflow.server.reconcile import Reconciler
 from hetuflow.server.registry import CLOSE_GOING_AWAY, AgentSvc
@@ -80,6 +80,7 @@ class SchedulerEngine:
         notifier.subscribe(TASK_CANCEL, self.lifecycle.on_task_cancel)
         notifier.subscribe(AGENT_CONNECTED, self.gateway.on_agent_connected)
         notifier.subscribe(AGENT_DRAIN_CHANGED, self.gateway.on_agent_drain_changed)
+        notifier.subscribe(AGENT_ENABLED_CHANGED, self.gateway.on_agent_enabled_changed)
         try:
             async with asyncio.TaskGroup() as group:
                 for name, loop in self._loops():

@@ -14,6 +14,11 @@ With auth on, the handshake must carry an agent token (or an admin token): witho
 the connection is refused before it is accepted (HTTP 401/403 with the API's error body), so it
 never sees a task. An agent token binds the connection to its agent: registering as another
 one gets ``agent_token_mismatch`` and close code 4001.
+
+The agent is named in ``AgentCapabilities`` (``agent_id`` or ``name``) or, as the seed's agent
+does, in its first ``AgentHeartbeat``: a first ``AgentCapabilities`` naming none is held until
+the next frame (at most ``NAMING_WINDOW_SECONDS``), and registers as the agent that heartbeat
+names, else as a new agent under a generated name.
 """
 
 from __future__ import annotations
@@ -81,6 +86,15 @@ AGENT_CONNECTED = "hetuflow_agent_connected"
 """Notifier channel, payload ``<agent_id>:<session>``: a node holding an older connection of
 that agent closes it (the agent reconnected elsewhere)."""
 
+NAMING_WINDOW_SECONDS = 0.25
+"""How long a first ``AgentCapabilities`` naming no agent waits for the next frame: if that
+is an ``AgentHeartbeat`` naming an agent (the seed's agents do so), the connection is that
+agent; anything else, or nothing within the window, registers a new agent."""
+
+AGENT_ENABLED_CHANGED = "hetuflow_agent_enabled_changed"
+"""Notifier channel, payload ``<agent_id>:0`` (disabled by an operator) or ``<agent_id>:1``
+(enabled): the node holding that agent's connection stops or starts giving it tasks."""
+
 CLOSE_SERVICE_RESTART = 1012  # uvicorn closes every WebSocket with it when the server stops
 
 
@@ -106,6 +120,7 @@ class GatewaySvc:
         server = context.config.server
         self.bad_frame_limit = bad_frame_limit or server.max_bad_frames
         self.bad_frame_window_seconds = bad_frame_window_seconds or server.bad_frame_window_seconds
+        self.naming_window_seconds = NAMING_WINDOW_SECONDS
         self.connections: set[AgentConnection] = set()
         """Every open WebSocket of the node, registered or not."""
         self._reports = Reports(context.clock, results, self._bad_frame)
@@ -191,6 +206,9 @@ class GatewaySvc:
         deadline = clock.monotonic() + scheduler.heartbeat_interval_seconds * (
             scheduler.heartbeat_misses
         )
+        # An AgentCapabilities naming no agent, waiting for the first heartbeat to name one
+        # (until the next frame, or naming_window_seconds).
+        held: AgentCapabilities | None = None
         while connection.close_code is None:
             try:
                 if connection.registered:
@@ -199,6 +217,10 @@ class GatewaySvc:
                     async with asyncio.timeout(max(deadline - clock.monotonic(), 0.0)):
                         message = await websocket.receive()
             except TimeoutError:
+                if held is not None:  # nothing named an agent: register a new one
+                    await self._register(connection, held)
+                    held = None
+                    continue
                 connection.close(CLOSE_REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
                 return
             except Exception:  # the transport broke
@@ -213,12 +235,17 @@ class GatewaySvc:
             connection.last_seen = clock.monotonic()
             connection.seen = True
             try:
-                decoded = decode_agent_message(frame)
+                decoded: AgentMessage | ProtocolViolation = decode_agent_message(frame)
             except ProtocolViolation as problem:
-                self._bad_frame(connection, "protocol_violation", problem.message, None)
-                continue
-            self._context.metrics.ws_message("in", decoded.type)
-            await self._handle(connection, decoded)
+                decoded = problem
+            held, handle = await self._through_hold(connection, held, decoded)
+            if held is not None:
+                deadline = min(deadline, clock.monotonic() + self.naming_window_seconds)
+            elif isinstance(decoded, ProtocolViolation):
+                self._bad_frame(connection, "protocol_violation", decoded.message, None)
+            elif handle:
+                self._context.metrics.ws_message("in", decoded.type)
+                await self._handle(connection, decoded)
             del message, frame, decoded  # not kept alive while waiting for the next frame
 
     def _bad_frame(
@@ -270,12 +297,70 @@ class GatewaySvc:
         elif isinstance(message, TaskProgress):
             reports.progress(connection, message)
         elif isinstance(message, AgentHeartbeat):
+            if message.agent_id and not self._names_this_agent(connection, message.agent_id):
+                return
             reports.heartbeat(connection, message)
         elif isinstance(message, AgentDraining):
             await self._on_draining(connection)
         # TaskAccepted and Pong only prove the agent is alive (last_seen, set above).
 
-    async def _register(self, connection: AgentConnection, message: AgentCapabilities) -> None:
+    async def _through_hold(
+        self,
+        connection: AgentConnection,
+        held: AgentCapabilities | None,
+        message: AgentMessage | ProtocolViolation,
+    ) -> tuple[AgentCapabilities | None, bool]:
+        """Hold a first ``AgentCapabilities`` naming no agent, or end a hold with the next
+        frame, even a bad one (registering as the agent a heartbeat names, else as a new
+        agent). Returns what is held now and whether ``message`` is still to be handled."""
+        if held is not None:
+            if isinstance(message, AgentCapabilities):
+                return None, True  # it replaces the held one
+            named = None if isinstance(message, ProtocolViolation) else heartbeat_name(message)
+            await self._register(connection, held, named)
+            return None, connection.registered  # else refused: closing
+        if isinstance(message, AgentCapabilities) and self._hold(connection, message):
+            return message, False
+        return None, True
+
+    def _hold(self, connection: AgentConnection, message: AgentCapabilities) -> bool:
+        """Whether to hold a first ``AgentCapabilities`` that names no agent: the seed's
+        agents name themselves in their first ``AgentHeartbeat`` instead. A token bound to an
+        agent names it already."""
+        return (
+            not connection.registered
+            and connection.bound_agent_id is None
+            and not message.agent_id
+            and not message.name
+            and message.protocol_version == PROTOCOL_VERSION
+            and self.naming_window_seconds > 0
+        )
+
+    def _names_this_agent(self, connection: AgentConnection, named: str) -> bool:
+        """Whether a heartbeat's ``agent_id`` (an id, or a name) is the connection's agent;
+        if not: with a token bound to the agent, refused like a registration as another
+        agent (4001), else an ``Error`` ``agent_mismatch`` (a bad frame)."""
+        agent_id = parse_uuid(named)
+        if (agent_id == connection.agent_id) if agent_id is not None else named == connection.name:
+            return True
+        problem = f"this connection is agent {connection.name!r}; a heartbeat cannot name {named!r}"
+        if connection.bound_agent_id is not None:
+            connection.send_error(
+                "agent_token_mismatch",
+                f"this token belongs to agent {connection.bound_name!r}; it cannot register"
+                f" as {named!r}",
+                message_type="AgentHeartbeat",
+            )
+            connection.close(CLOSE_UNAUTHORIZED, "the token belongs to another agent")
+        else:
+            self._bad_frame(connection, "agent_mismatch", problem, "AgentHeartbeat")
+        return False
+
+    async def _register(
+        self, connection: AgentConnection, message: AgentCapabilities, named: str | None = None
+    ) -> None:
+        """Register (or update) from ``message``; ``named``: the agent the first heartbeat
+        names (an id or a name), for a held ``AgentCapabilities`` that named none."""
         context = self._context
         if message.protocol_version != PROTOCOL_VERSION:
             connection.send_error(
@@ -286,7 +371,7 @@ class GatewaySvc:
             )
             connection.close(CLOSE_PROTOCOL_VERSION, "protocol version not supported")
             return
-        registration = self._registration(connection, message)
+        registration = self._registration(connection, message, named)
         if registration is None:
             return
         try:
@@ -336,15 +421,16 @@ class GatewaySvc:
         self._dispatcher.wake()
 
     def _registration(
-        self, connection: AgentConnection, message: AgentCapabilities
+        self, connection: AgentConnection, message: AgentCapabilities, named: str | None
     ) -> AgentRegistration | None:
         capabilities = message.capabilities
         agent_id: UUID | None = connection.agent_id
         name = message.name
-        if agent_id is None and message.agent_id:
-            agent_id = parse_uuid(message.agent_id)
+        named_id = message.agent_id or named
+        if agent_id is None and named_id:
+            agent_id = parse_uuid(named_id)
             if agent_id is None:
-                name = name or message.agent_id  # a name where an id was expected
+                name = name or named_id  # a name where an id was expected
         bound = connection.bound_agent_id
         if bound is not None:
             if (agent_id is not None and agent_id != bound) or (
@@ -421,6 +507,23 @@ class GatewaySvc:
             "drained" if connection.drained_by_operator else "resumed",
         )
         if not connection.drained_by_operator:
+            self._dispatcher.wake()
+
+    def on_agent_enabled_changed(self, payload: str) -> None:
+        """Notifier callback: an operator disabled (``<id>:0``) or enabled (``<id>:1``) an
+        agent; if its connection is here, stop or start giving it tasks."""
+        agent_text, _, flag = payload.partition(":")
+        agent_id = parse_uuid(agent_text)
+        connection = self._agents.current(agent_id) if agent_id is not None else None
+        if connection is None or flag not in ("0", "1"):
+            return
+        connection.enabled = flag == "1"
+        logger.info(
+            "agent %s %s by an operator",
+            connection.name,
+            "enabled" if connection.enabled else "disabled",
+        )
+        if connection.enabled:
             self._dispatcher.wake()
 
     async def flush_heartbeats(self) -> None:
@@ -523,6 +626,13 @@ class AgentSocketRoute:
             await self.gateway.endpoint(WebSocket(scope, receive, send))
         else:
             await self.app(scope, receive, send)
+
+
+def heartbeat_name(message: AgentMessage) -> str | None:
+    """The agent an ``AgentHeartbeat`` names (its ``agent_id``: an id or a name), if any."""
+    if isinstance(message, AgentHeartbeat) and message.agent_id:
+        return message.agent_id
+    return None
 
 
 def reconcile_interval(context: ServerContext) -> float:

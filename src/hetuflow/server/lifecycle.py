@@ -12,7 +12,9 @@
   from (those that heartbeat on time are not pinged: no frame per agent per interval).
 - **Cancel routing**: ``TASK_CANCEL`` names an attempt and its agent; the node holding that
   agent's connection sends ``TaskCancel``; the agent's result (``cancelled``) completes it.
-- **Cleanup**: finished tasks older than ``retention_seconds`` are deleted in short batches.
+- **Cleanup**: finished tasks older than ``retention_seconds`` are deleted in short batches,
+  and agents offline for longer than ``prune_offline_agents_after_seconds`` are deleted
+  (tombstones, as ``DELETE /api/agents/{id}``: their tasks' history stays), one log line each.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from hetuflow.models import AgentStatus
+from hetuflow.models import Agent, AgentStatus
 from hetuflow.server.context import ServerContext
 from hetuflow.server.reconcile import parse_uuid
 from hetuflow.server.registry import (
@@ -39,6 +41,7 @@ from hetuflow.store.base import TASKS_READY
 logger = logging.getLogger(__name__)
 
 CLEANUP_BATCH = 1000
+PRUNE_BATCH = 100
 ERROR_BACKOFF_SECONDS = 1.0
 REFRESH_ENABLED_EVERY = 6
 """Reaper passes between two reads of every agent's ``enabled`` flag (one read lists every
@@ -249,6 +252,7 @@ class LifecycleSvc:
                 deleted = await self.cleanup()
                 if deleted:
                     logger.info("cleanup deleted %d finished task(s)", deleted)
+                await self.prune_agents()
             except Exception as error:
                 retry.failed(error)
             else:
@@ -268,3 +272,33 @@ class LifecycleSvc:
             if deleted < CLEANUP_BATCH:
                 return total
             await asyncio.sleep(0)  # let dispatch and results run between batches
+
+    async def prune_agents(self) -> list[Agent]:
+        """Delete agents offline for longer than ``prune_offline_agents_after_seconds`` (0:
+        never), in batches; log one line per agent; return them as they were."""
+        context = self._context
+        after = context.config.scheduler.prune_offline_agents_after_seconds
+        if after <= 0:
+            return []
+        now = context.clock.now()
+        pruned: list[Agent] = []
+        while True:
+            batch = await context.store.prune_agents(
+                offline_before=now - timedelta(seconds=after), now=now, limit=PRUNE_BATCH
+            )
+            for agent in batch:
+                heard = agent.last_heartbeat_at or agent.connected_at or agent.created_at
+                logger.info(
+                    "pruned agent %s (%s): offline since %s, longer than"
+                    " [scheduler] prune_offline_agents_after_seconds = %g",
+                    agent.name,
+                    agent.id,
+                    heard.isoformat(),
+                    after,
+                )
+            pruned.extend(batch)
+            if len(batch) < PRUNE_BATCH:
+                break
+        if pruned:
+            await context.notifier.publish(TASKS_READY, "")  # what they held is pending again
+        return pruned

@@ -101,11 +101,17 @@ async def create_agent(connection: Conn, agent: NewAgent, now: datetime) -> Agen
     return await _must_get(connection, agent_id)
 
 
-async def delete_agent(connection: Conn, agent_id: UUID, now: datetime) -> None:
-    """Tombstone an offline agent, release what it still holds and delete its tokens.
+_LAST_HEARD = "coalesce(a.last_heartbeat_at, a.connected_at, a.created_at)"
+"""When an agent was last heard from: its last heartbeat, else its connection, else its
+creation (a pre-created agent that never connected)."""
+
+
+async def _tombstone(connection: Conn, agent_id: UUID, now: datetime) -> bool:
+    """Tombstone one offline agent, release what it still holds and delete its tokens;
+    whether it did.
 
     One conditional update, which locks the row: a ``connect_agent`` of the same agent
-    either committed first (the agent is online: ``AgentOnline``) or waits for this
+    either committed first (the agent is online: not tombstoned) or waits for this
     transaction and then finds a tombstone (``AgentDeleted``)."""
     deleted = await connection.fetchval(
         """
@@ -117,12 +123,47 @@ async def delete_agent(connection: Conn, agent_id: UUID, now: datetime) -> None:
         tombstone_name(agent_id),
     )
     if deleted is None:
+        return False
+    await release(connection, [agent_id], now)
+    await connection.execute("DELETE FROM api_tokens WHERE agent_id = $1", agent_id)
+    return True
+
+
+async def delete_agent(connection: Conn, agent_id: UUID, now: datetime) -> None:
+    """Tombstone an offline agent; ``AgentOnline`` if the store records a connection."""
+    if not await _tombstone(connection, agent_id, now):
         agent = await get_agent(connection, agent_id)
         if agent is None:
             raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
         raise agent_online(agent)
-    await release(connection, [agent_id], now)
-    await connection.execute("DELETE FROM api_tokens WHERE agent_id = $1", agent_id)
+
+
+async def prune_agents(
+    connection: Conn, offline_before: datetime, now: datetime, limit: int
+) -> list[Agent]:
+    """Tombstone offline agents last heard from before ``offline_before``, oldest first.
+
+    The rows are locked as they are read (``FOR UPDATE``, re-checked against a connect that
+    committed meanwhile; ``SKIP LOCKED``: one being connected or pruned elsewhere is left)."""
+    rows = await connection.fetch(
+        f"""{_LIVE} AND a.status = 'offline' AND {_LAST_HEARD} < $1
+        ORDER BY {_LAST_HEARD}, a.id LIMIT $2 FOR UPDATE OF a SKIP LOCKED""",
+        utc(offline_before),
+        limit,
+    )
+    pruned: list[Agent] = []
+    for row in rows:
+        agent = agent_from(row, CODEC)
+        if await _tombstone(connection, agent.id, now):
+            pruned.append(agent)
+    return pruned
+
+
+async def set_agent_enabled(connection: Conn, agent_id: UUID, enabled: bool) -> Agent:
+    await connection.execute(
+        "UPDATE agents SET enabled = $2 WHERE id = $1 AND deleted_at IS NULL", agent_id, enabled
+    )
+    return await _must_get(connection, agent_id)
 
 
 async def _unknown(connection: Conn, agent_id: UUID) -> AgentDeleted | AgentNotFound:

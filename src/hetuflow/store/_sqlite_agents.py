@@ -85,9 +85,14 @@ def create_agent(connection: sqlite3.Connection, agent: NewAgent, now: datetime)
     return _must_get(connection, agent_id)
 
 
-def delete_agent(connection: sqlite3.Connection, agent_id: UUID, now: datetime) -> None:
-    """Tombstone an offline agent (one conditional update, so a registration committed first
-    makes it ``AgentOnline``), release what it still holds and delete its tokens."""
+_LAST_HEARD = "coalesce(a.last_heartbeat_at, a.connected_at, a.created_at)"
+"""When an agent was last heard from: its last heartbeat, else its connection, else its
+creation (a pre-created agent that never connected)."""
+
+
+def _tombstone(connection: sqlite3.Connection, agent_id: UUID, now: datetime) -> bool:
+    """Tombstone one offline agent (one conditional update, so a registration committed
+    first keeps it), release what it still holds and delete its tokens; whether it did."""
     key = str(agent_id)
     row = connection.execute(
         """
@@ -97,12 +102,42 @@ def delete_agent(connection: sqlite3.Connection, agent_id: UUID, now: datetime) 
         (micros(now), tombstone_name(agent_id), key),
     ).fetchone()
     if row is None:
-        agent = _one(connection, "a.id = ?", key)
+        return False
+    release(connection, [agent_id], now)
+    connection.execute("DELETE FROM api_tokens WHERE agent_id = ?", (key,))
+    return True
+
+
+def delete_agent(connection: sqlite3.Connection, agent_id: UUID, now: datetime) -> None:
+    """Tombstone an offline agent; ``AgentOnline`` if the store records a connection."""
+    if not _tombstone(connection, agent_id, now):
+        agent = _one(connection, "a.id = ?", str(agent_id))
         if agent is None:
             raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
         raise agent_online(agent)
-    release(connection, [agent_id], now)
-    connection.execute("DELETE FROM api_tokens WHERE agent_id = ?", (key,))
+
+
+def prune_agents(
+    connection: sqlite3.Connection, offline_before: datetime, now: datetime, limit: int
+) -> list[Agent]:
+    """Tombstone offline agents last heard from before ``offline_before``, oldest first (the
+    single writer keeps the read and the updates together)."""
+    rows = connection.execute(
+        f"""{_SELECT_AGENTS}
+        WHERE a.deleted_at IS NULL AND a.status = 'offline' AND {_LAST_HEARD} < ?
+        ORDER BY {_LAST_HEARD}, a.id LIMIT ?""",
+        (micros(offline_before), limit),
+    ).fetchall()
+    stale = [agent_from(row, CODEC) for row in rows]
+    return [agent for agent in stale if _tombstone(connection, agent.id, now)]
+
+
+def set_agent_enabled(connection: sqlite3.Connection, agent_id: UUID, enabled: bool) -> Agent:
+    connection.execute(
+        "UPDATE agents SET enabled = ? WHERE id = ? AND deleted_at IS NULL",
+        (enabled, str(agent_id)),
+    )
+    return _must_get(connection, str(agent_id))
 
 
 def _unknown(connection: sqlite3.Connection, agent_id: UUID) -> AgentDeleted | AgentNotFound:

@@ -307,6 +307,22 @@ class Store(Protocol):
         """
         ...
 
+    async def set_agent_enabled(self, agent_id: UUID, enabled: bool, *, now: datetime) -> Agent:
+        """An operator enables or disables an agent (connected or not); return it. A
+        disabled agent is given no task; what it runs finishes as usual. One update, whatever
+        the agent's connection; ``AgentNotFound`` if there is no such (live) agent."""
+        ...
+
+    async def prune_agents(
+        self, *, offline_before: datetime, now: datetime, limit: int
+    ) -> list[Agent]:
+        """Delete (as ``delete_agent``: tombstone, release, tokens) up to ``limit`` agents
+        that are offline and were last heard from (last heartbeat, else connection, else
+        creation) before ``offline_before``; return them as they were. One transaction; the
+        conditional update orders it against a concurrent ``connect_agent`` like
+        ``delete_agent``: an agent connecting meanwhile is not pruned."""
+        ...
+
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
         """Set ``last_heartbeat_at`` for many agents in one statement; return those of them
         that are deleted or unknown (a node still holding their connection must drop it).

@@ -248,6 +248,16 @@ class PostgresStore:
         async with self._db.transaction() as c:
             return await agent_sql.set_agent_draining(c, agent_id, draining)
 
+    async def set_agent_enabled(self, agent_id: UUID, enabled: bool, *, now: datetime) -> Agent:
+        async with self._db.transaction() as c:
+            return await agent_sql.set_agent_enabled(c, agent_id, enabled)
+
+    async def prune_agents(
+        self, *, offline_before: datetime, now: datetime, limit: int
+    ) -> list[Agent]:
+        async with self._db.transaction() as c:
+            return await agent_sql.prune_agents(c, offline_before, now, limit)
+
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
         if not agent_ids:
             return []

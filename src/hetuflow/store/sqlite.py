@@ -226,6 +226,14 @@ class SqliteStore:
     async def set_agent_draining(self, agent_id: UUID, draining: bool, *, now: datetime) -> Agent:
         return await self._db.write(agent_sql.set_agent_draining, agent_id, draining)
 
+    async def set_agent_enabled(self, agent_id: UUID, enabled: bool, *, now: datetime) -> Agent:
+        return await self._db.write(agent_sql.set_agent_enabled, agent_id, enabled)
+
+    async def prune_agents(
+        self, *, offline_before: datetime, now: datetime, limit: int
+    ) -> list[Agent]:
+        return await self._db.write(agent_sql.prune_agents, offline_before, now, limit)
+
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
         if not agent_ids:
             return []

@@ -1,4 +1,5 @@
-// Agents: what each one can run, how busy it is, when it was last heard from; drain, resume.
+// Agents: what each one can run, how busy it is, when it was last heard from; drain, resume,
+// disable, enable, and delete an offline one.
 import { api, badge, chips, delay, errorText, fill, h, relative, setLive, toast, when } from "./lib.js";
 
 let drainSupported = null; // whether the server has POST /api/agents/{agent_id}/drain
@@ -46,6 +47,11 @@ export async function renderAgents(view, { signal }) {
       h("td", { class: "wide" }, chips(agent.supported_task_types)),
       h("td", {}, drain && agent.status === "online" ? h("button", { onclick: () => setDraining(agent, "drain") }, "Drain")
         : resumeSupported && agent.status === "draining" ? h("button", { onclick: () => setDraining(agent, "resume") }, "Resume") : null,
+        " ", h("button", { onclick: () => setEnabled(agent, !agent.enabled),
+          title: agent.enabled ? "Give it no task until enabled (what it runs finishes)" : "Give it tasks again" },
+          agent.enabled ? "Disable" : "Enable"),
+        agent.status === "offline" ? [" ", h("button", { class: "danger", onclick: () => remove(agent),
+          title: "Delete this offline agent (its tasks' history stays)" }, "Delete")] : null,
         h("a", { class: "small", href: `#/tasks?agent_id=${agent.id}` }, " Tasks")))) : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No agent yet.")));
     const online = agents.filter((a) => a.status === "online").length;
     summary.textContent = `${online} online of ${agents.length}`;
@@ -57,6 +63,28 @@ export async function renderAgents(view, { signal }) {
       draw();
       toast(action === "drain" ? `${agent.name} is draining: it finishes its tasks and takes no new ones`
         : `${agent.name} is online: it takes tasks again`);
+    } catch (error) {
+      toast(errorText(error), true);
+    }
+  };
+  const setEnabled = async (agent, enabled) => {
+    try {
+      const changed = await api("POST", `/api/agents/${agent.id}/${enabled ? "enable" : "disable"}`);
+      agents = agents.map((a) => (a.id === changed.id ? changed : a));
+      draw();
+      toast(enabled ? `${agent.name} is enabled: it takes tasks again`
+        : `${agent.name} is disabled: it takes no new task until enabled`);
+    } catch (error) {
+      toast(errorText(error), true);
+    }
+  };
+  const remove = async (agent) => {
+    if (!confirm(`Delete the agent ${agent.name}? Its tasks' history is kept; a process reconnecting as it is refused.`)) return;
+    try {
+      await api("DELETE", `/api/agents/${agent.id}`);
+      agents = agents.filter((a) => a.id !== agent.id);
+      draw();
+      toast(`${agent.name} is deleted`);
     } catch (error) {
       toast(errorText(error), true);
     }

@@ -1,4 +1,5 @@
-"""Agent routes: list (with connection status), pre-create, get, delete, drain, resume."""
+"""Agent routes: list (with connection status), pre-create, get, delete, drain, resume,
+disable, enable."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import AgentCreate, AgentCreated, AgentList, AgentOut
 from hetuflow.server.auth import issue_token
 from hetuflow.server.context import ServerContext
+from hetuflow.server.gateway import AGENT_ENABLED_CHANGED
 from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASKS_READY
 from hetuflow.tokens import Role
 
@@ -112,6 +114,37 @@ async def resume_agent(agent_id: UUID, context: Context) -> AgentOut:
     """Undo a drain: the agent is `online` and gets tasks again. **409** `agent_offline` if
     it is not connected."""
     return await _set_draining(context, agent_id, draining=False)
+
+
+@router.post(
+    "/{agent_id}/disable",
+    response_model=AgentOut,
+    summary="Disable an agent",
+    responses=error_responses(404),
+)
+async def disable_agent(agent_id: UUID, context: Context) -> AgentOut:
+    """The agent is given no task from now on, connected or not (also after it reconnects),
+    until `POST /api/agents/{agent_id}/enable`; what it runs finishes and reports as usual.
+    Its `enabled` becomes false (as for an agent created with `"status": "disabled"`)."""
+    return await _set_enabled(context, agent_id, enabled=False)
+
+
+@router.post(
+    "/{agent_id}/enable",
+    response_model=AgentOut,
+    summary="Enable an agent",
+    responses=error_responses(404),
+)
+async def enable_agent(agent_id: UUID, context: Context) -> AgentOut:
+    """Undo a disable: the agent is given tasks again once connected."""
+    return await _set_enabled(context, agent_id, enabled=True)
+
+
+async def _set_enabled(context: ServerContext, agent_id: UUID, *, enabled: bool) -> AgentOut:
+    agent = await context.store.set_agent_enabled(agent_id, enabled, now=context.clock.now())
+    # The node holding the agent's connection (if any) acts on it at once.
+    await context.notifier.publish(AGENT_ENABLED_CHANGED, f"{agent.id}:{int(enabled)}")
+    return AgentOut.of(agent)
 
 
 async def _set_draining(context: ServerContext, agent_id: UUID, *, draining: bool) -> AgentOut:
