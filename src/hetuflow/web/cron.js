@@ -229,7 +229,7 @@ export async function renderCronForm(view, { id, signal }) {
           h("dl", { class: "kv small" }, h("dt", {}, "Enabled"), h("dd", {}, job.enabled ? "yes" : "no"),
             h("dt", {}, "Capabilities"), h("dd", {}, chips(job.required_capabilities))),
           h("ol", { id: "next-fires", class: "small" }, fireTimes(fires).map((t) => h("li", {}, `${when(t, job.timezone)} (${job.timezone})`,
-            h("div", { class: "muted" }, `${when(t)}, ${relative(t)}`))))),
+            h("div", { class: "muted" }, `${when(t)} (${displayZone()}), ${relative(t)}`))))),
         h("section", { class: "panel" }, h("h2", {}, "Recent ticks"),
           listOf(ticks).length ? h("ul", { class: "small", id: "cron-ticks" }, listOf(ticks).map((tick) => h("li", {},
             when(tick.tick_at, job.timezone), " ", badge(tick.outcome === "fired" ? "succeeded" : "cancelled"), ` ${tick.outcome}`,
