@@ -75,7 +75,7 @@ async def test_bulk_cancel_by_filter_selects_only_unfinished_matches(
         "/api/tasks/bulk-cancel", json={"filter": {"task_type": "nightly"}}
     )
     body = response.json()
-    assert body["matched"] == 3 and body["succeeded"] == 3, body
+    assert (body["matched"], body["succeeded"]) == (3, 3), body
     assert {item["id"] for item in body["items"]} == {task["id"] for task in targets}
     assert (await client.get(f"/api/tasks/{keep['id']}")).json()["status"] == "pending"
     # a filter on finished statuses only selects nothing to cancel
@@ -107,9 +107,15 @@ async def test_bulk_is_bounded_by_max_batch_tasks(client: httpx.AsyncClient) -> 
 
 
 async def test_bulk_request_names_ids_or_a_filter(client: httpx.AsyncClient) -> None:
-    for body in ({}, {"ids": [], "filter": {}}, {"filter": {"bogus": 1}}, {"ids": []}):
-        response = await client.post("/api/tasks/bulk-cancel", json=body)
-        assert response.status_code == 422, (body, response.text)
+    bodies: list[dict[str, Any]] = [
+        {},
+        {"ids": [], "filter": {}},
+        {"filter": {"bogus": 1}},
+        {"ids": []},
+    ]
+    for request in bodies:
+        response = await client.post("/api/tasks/bulk-cancel", json=request)
+        assert response.status_code == 422, (request, response.text)
 
 
 async def test_bulk_retry_creates_new_tasks_for_failed_ones(
@@ -124,7 +130,8 @@ async def test_bulk_retry_creates_new_tasks_for_failed_ones(
     body = response.json()
     assert (body["succeeded"], body["failed"]) == (1, 1)
     ok, refused = body["items"]
-    assert ok["task"]["id"] != failed["id"] and ok["task"]["status"] == "pending"
+    assert ok["task"]["id"] != failed["id"]
+    assert ok["task"]["status"] == "pending"
     assert refused["error"]["code"] == "task_not_retryable"
     by_filter = await client.post("/api/tasks/bulk-retry", json={"filter": {"task_type": "r"}})
     assert [item["id"] for item in by_filter.json()["items"]] == [failed["id"]]
@@ -137,11 +144,15 @@ async def test_task_type_stats(client: httpx.AsyncClient, app: FastAPI) -> None:
     response = await client.get("/api/stats/task-types", params={"window_seconds": 600})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["window_seconds"] == 600 and body["sampled"] == 2 and not body["truncated"]
+    assert body["window_seconds"] == 600
+    assert body["sampled"] == 2
+    assert not body["truncated"]
     a, b = body["items"]
     assert (a["task_type"], a["total"], a["by_status"]["succeeded"]) == ("a", 1, 1)
-    assert a["by_status"]["pending"] == 0 and len(a["by_status"]) == 8
-    assert a["run_seconds"]["p50"] is not None and a["queue_wait_seconds"]["p95"] is not None
+    assert a["by_status"]["pending"] == 0
+    assert len(a["by_status"]) == 8
+    assert a["run_seconds"]["p50"] is not None
+    assert a["queue_wait_seconds"]["p95"] is not None
     assert (b["task_type"], b["by_status"]["pending"]) == ("b", 1)
     assert b["run_seconds"] == {"p50": None, "p95": None}
     too_long = await client.get("/api/stats/task-types", params={"window_seconds": 8 * 86400})

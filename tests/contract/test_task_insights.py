@@ -55,14 +55,16 @@ async def test_replay_copies_the_spec_of_a_finished_task_and_links_it(
         assert getattr(replay, key) == getattr(original, key)
     assert await store.get_task(replay.id) == replay
     stored_original = await store.get_task(original.id)
-    assert stored_original is not None and stored_original.replay_of is None
+    assert stored_original is not None
+    assert stored_original.replay_of is None
     # a replay is claimable like any new task
     [again] = await store.claim_tasks([group([agent])], now=later)
     assert again.task.id == replay.id
     # the link outlives the original, which the cleanup loop may delete
     assert await store.delete_finished_tasks(finished_before=later, limit=10) == 1
     kept = await store.get_task(replay.id)
-    assert kept is not None and kept.replay_of == original.id
+    assert kept is not None
+    assert kept.replay_of == original.id
 
 
 async def test_replay_refuses_unfinished_and_unknown_tasks(store: Store) -> None:
