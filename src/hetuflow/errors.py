@@ -76,6 +76,12 @@ class TaskAlreadyFinished(Conflict):
     code = "task_already_finished"
 
 
+class TaskNotFinished(Conflict):
+    """Replaying a task that has not finished yet."""
+
+    code = "task_not_finished"
+
+
 class AgentNameTaken(Conflict):
     code = "agent_name_taken"
 

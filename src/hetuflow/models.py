@@ -231,6 +231,7 @@ class Task:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    replay_of: UUID | None = None  # the finished task this one replays (``replay_task``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +553,20 @@ class CronFire:
     reason: str | None = None
 
 
+def spec_of(task: Task) -> NewTask:
+    """A new task with ``task``'s spec (name, type, payload, priority, capabilities, timeout,
+    retry policy), due now; not its idempotency key nor its cron link."""
+    return NewTask(
+        name=task.name,
+        task_type=task.task_type,
+        payload=task.payload,
+        priority=task.priority,
+        required_capabilities=task.required_capabilities,
+        timeout_seconds=task.timeout_seconds,
+        retry=task.retry,
+    )
+
+
 # --- queries ----------------------------------------------------------------------------------
 
 
@@ -658,3 +673,36 @@ class Stats:
     agents_online: int
     agents_total: int
     cron_jobs_enabled: int
+
+
+# --- task type statistics (console grouping and alerts) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Nearest-rank percentiles of a duration, in seconds (None: nothing measured)."""
+
+    p50: float | None = None
+    p95: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTypeStats:
+    """One task type over a recent window of created tasks (``Store.task_type_stats``)."""
+
+    task_type: str
+    by_status: dict[TaskStatus, int]
+    queue_wait: Percentiles
+    """From when a task became due to its first start (tasks that started)."""
+    run_time: Percentiles
+    """From its first start to its finish (finished tasks that started), retries included."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingGroup:
+    """Due pending tasks sharing a task type and required capabilities
+    (``Store.count_pending_groups``)."""
+
+    task_type: str
+    required_capabilities: tuple[str, ...]
+    count: int

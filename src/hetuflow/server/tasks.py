@@ -277,6 +277,18 @@ class TaskQueue:
             await self._publish(TASK_CANCEL, f"{task.id}:{task.attempts}:{task.agent_id}")
         return task
 
+    # --- replay -----------------------------------------------------------------------------
+
+    async def replay(self, task_id: UUID) -> Task:
+        """A new task with the same spec as a finished one (any terminal status, succeeded
+        included), linked to it by ``replay_of``; the dispatchers are woken.
+        ``TaskNotFinished`` for a task still pending or running."""
+        task = await self.store.replay_task(task_id, now=self.clock.now())
+        if self.metrics is not None:
+            self.metrics.task_submitted(task.task_type, 1)
+        await self._publish(TASKS_READY)
+        return task
+
     async def _publish(self, channel: str, payload: str = "") -> None:
         # The change is committed; a lost wake-up only delays work (loops also re-check), so a
         # notifier hiccup must not turn a successful request into an error.

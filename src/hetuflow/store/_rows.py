@@ -117,6 +117,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         updated_at=_must_time(codec, row["updated_at"]),
         started_at=codec.time(row["started_at"]),
         finished_at=codec.time(row["finished_at"]),
+        replay_of=codec.uuid(row["replay_of"]),
     )
 
 

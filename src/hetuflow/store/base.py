@@ -38,11 +38,13 @@ from hetuflow.models import (
     NewCronJob,
     NewTask,
     Page,
+    PendingGroup,
     Stats,
     Task,
     TaskCursor,
     TaskFilter,
     TaskStatus,
+    TaskTypeStats,
     TickOutcome,
 )
 from hetuflow.tokens import ApiToken, NewApiToken
@@ -418,6 +420,32 @@ class Store(Protocol):
     async def revoke_api_token(self, token_id: UUID, *, now: datetime) -> ApiToken:
         """Mark a token revoked at ``now`` and return it. Idempotent: an already revoked
         token keeps its first ``revoked_at``. Raises ``TokenNotFound``."""
+        ...
+
+    # --- replays and task type statistics (the console) -------------------------------------
+
+    async def replay_task(self, task_id: UUID, *, now: datetime) -> Task:
+        """Create a new task with the spec of a finished one (``spec_of``: due now, no
+        idempotency key, no cron link), its ``replay_of`` naming the original; one
+        transaction. ``TaskNotFound``; ``TaskNotFinished`` unless the task is terminal (a
+        terminal status never changes, so the check cannot race; on PostgreSQL the original
+        is share-locked against a concurrent delete by the cleanup loop)."""
+        ...
+
+    async def task_type_stats(self, *, since: datetime, limit: int) -> list[TaskTypeStats]:
+        """Per task type, over the newest ``limit`` tasks created at or after ``since``:
+        counts by status, queue wait and run time p50/p95 (nearest rank), by task type name.
+
+        Queue wait: from when a task became due (the later of ``created_at`` and
+        ``scheduled_at``; from ``created_at`` when a retry moved ``scheduled_at`` past its
+        first start) to its first start. Run time: from its first start to its finish,
+        retries included. One read; no lock; statuses with no task are absent."""
+        ...
+
+    async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:
+        """Due pending tasks (``scheduled_at <= now``) counted by (task type, required
+        capabilities), largest groups first, at most ``limit`` groups. One read over the
+        pending tasks (the partial index on pending ``scheduled_at``); no lock."""
         ...
 
 

@@ -37,16 +37,19 @@ from hetuflow.models import (
     NewCronJob,
     NewTask,
     Page,
+    PendingGroup,
     Stats,
     Task,
     TaskCursor,
     TaskFilter,
     TaskStatus,
+    TaskTypeStats,
     TickOutcome,
 )
 from hetuflow.store import _pg_agents as agent_sql
 from hetuflow.store import _pg_attempts as attempt_sql
 from hetuflow.store import _pg_cron as cron_sql
+from hetuflow.store import _pg_task_stats as stats_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
 from hetuflow.store._claims import Aging, offered_task_types
@@ -343,3 +346,17 @@ class PostgresStore:
     async def revoke_api_token(self, token_id: UUID, *, now: datetime) -> ApiToken:
         async with self._db.transaction() as c:
             return await token_sql.revoke_api_token(c, token_id, now)
+
+    # --- replays and task type statistics (the console) -------------------------------------
+
+    async def replay_task(self, task_id: UUID, *, now: datetime) -> Task:
+        async with self._db.transaction() as c:
+            return await stats_sql.replay_task(c, task_id, now, self._aging)
+
+    async def task_type_stats(self, *, since: datetime, limit: int) -> list[TaskTypeStats]:
+        async with self._db.connection() as c:
+            return await stats_sql.task_type_stats(c, since, limit)
+
+    async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:
+        async with self._db.connection() as c:
+            return await stats_sql.count_pending_groups(c, now, limit)

@@ -38,16 +38,19 @@ from hetuflow.models import (
     NewCronJob,
     NewTask,
     Page,
+    PendingGroup,
     Stats,
     Task,
     TaskCursor,
     TaskFilter,
     TaskStatus,
+    TaskTypeStats,
     TickOutcome,
 )
 from hetuflow.store import _sqlite_agents as agent_sql
 from hetuflow.store import _sqlite_attempts as attempt_sql
 from hetuflow.store import _sqlite_cron as cron_sql
+from hetuflow.store import _sqlite_task_stats as stats_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
 from hetuflow.store._claims import Aging, offered_task_types
@@ -312,3 +315,14 @@ class SqliteStore:
 
     async def revoke_api_token(self, token_id: UUID, *, now: datetime) -> ApiToken:
         return await self._db.write(token_sql.revoke_api_token, token_id, now)
+
+    # --- replays and task type statistics (the console) -------------------------------------
+
+    async def replay_task(self, task_id: UUID, *, now: datetime) -> Task:
+        return await self._db.write(stats_sql.replay_task, task_id, now, self._aging)
+
+    async def task_type_stats(self, *, since: datetime, limit: int) -> list[TaskTypeStats]:
+        return await self._db.read(stats_sql.task_type_stats, since, limit)
+
+    async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:
+        return await self._db.read(stats_sql.count_pending_groups, now, limit)

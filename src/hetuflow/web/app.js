@@ -2,12 +2,14 @@
 import { renderAgents } from "./agents.js";
 import { renderCronForm, renderCronJobs } from "./cron.js";
 import { renderDashboard } from "./dashboard.js";
-import { fill, h, setLive } from "./lib.js";
+import { fill, h, setLive, setTimeMode, timeMode } from "./lib.js";
 import { renderTask, renderTaskForm, renderTasks } from "./tasks.js";
+import { renderTaskTypes } from "./types.js";
 
 const ROUTES = [
   [/^\/?$/, "dashboard", renderDashboard],
   [/^\/tasks\/new$/, "tasks", renderTaskForm],
+  [/^\/tasks\/types$/, "tasks", renderTaskTypes],
   [/^\/tasks\/([0-9a-f-]{36})$/i, "tasks", renderTask],
   [/^\/tasks$/, "tasks", renderTasks],
   [/^\/agents$/, "agents", renderAgents],
@@ -60,6 +62,23 @@ function setupTheme() {
   label();
 }
 
+// Times: the viewer's zone or UTC, remembered; switching redraws the page on screen.
+function setupTime() {
+  const button = document.getElementById("time-toggle");
+  const label = () => {
+    const utc = timeMode() === "utc";
+    button.textContent = utc ? "UTC" : "Local time";
+    button.setAttribute("aria-label", utc ? "Times in UTC: show them in your time zone" : "Times in your time zone: show them in UTC");
+  };
+  button.addEventListener("click", () => {
+    setTimeMode(timeMode() === "utc" ? "local" : "utc");
+    label();
+    route();
+  });
+  label();
+}
+
 setupTheme();
+setupTime();
 window.addEventListener("hashchange", route);
 route();

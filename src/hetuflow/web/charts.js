@@ -1,5 +1,5 @@
 // Small SVG charts drawn from numbers: stacked bars per minute, a line, horizontal bars.
-import { h } from "./lib.js";
+import { clock, h } from "./lib.js";
 
 const PAD = { left: 34, right: 8, top: 8, bottom: 20 };
 
@@ -28,7 +28,7 @@ function timeLabels(W, minutes, height) {
   const every = W < 420 ? 30 : 15;
   for (let i = 0; i < minutes.length; i += every) {
     const date = new Date(minutes[i]);
-    const text = date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    const text = clock(date);
     labels.push(h("svg:text", { x: PAD.left + i * step, y: height - 5 }, text));
   }
   labels.push(h("svg:text", { x: W - PAD.right, y: height - 5, "text-anchor": "end" }, "now"));
@@ -51,7 +51,7 @@ export function stackedBars(minutes, series, { width = 600, height = 170, label 
       const barHeight = (value / max) * inner.h;
       y -= barHeight;
       bars.push(h("svg:rect", { class: `fill-${name}`, x: PAD.left + i * step + 0.5, y, width: Math.max(step - 1, 1), height: barHeight },
-        h("svg:title", {}, `${new Date(minute).toLocaleTimeString()}: ${value} ${name.replace("_", " ")}`)));
+        h("svg:title", {}, `${clock(new Date(minute))}: ${value} ${name.replace("_", " ")}`)));
     }
   });
   return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },

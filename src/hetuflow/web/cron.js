@@ -2,7 +2,7 @@
 // run now, and the create / edit form with live expression validation and a preview.
 import {
   api, badge, chips, delay, errorText, fill, h, parsePayload, pretty, relative, setLive, toast,
-  viewerZone, when, words,
+  displayZone, viewerZone, when, words,
 } from "./lib.js";
 
 const PRIORITIES = ["low", "normal", "high", "critical"];
@@ -15,12 +15,12 @@ const listOf = (data) => (Array.isArray(data) ? data : data.items || []);
 // --- list -------------------------------------------------------------------------------------
 
 export async function renderCronJobs(view, { signal }) {
-  const body = h("tbody");
+  const body = h("tbody", {}, h("tr", {}, h("td", { colspan: 6, class: "loading" }, "Loading…")));
   fill(view,
     h("div", { class: "spread" }, h("h1", {}, "Cron jobs"), h("a", { class: "button primary", href: "#/cron/new" }, "New cron job")),
     h("section", { class: "panel" }, h("div", { class: "table-wrap" }, h("table", { id: "cron-table" },
       h("thead", {}, h("tr", {}, h("th", {}, "Cron job"), h("th", {}, "Schedule"), h("th", {}, "Next fire"),
-        h("th", { class: "wide" }, `Your time (${viewerZone})`), h("th", { class: "wide" }, "Last fire"), h("th", {}, ""))),
+        h("th", { class: "wide" }, `In ${displayZone()}`), h("th", { class: "wide" }, "Last fire"), h("th", {}, ""))),
       body))));
 
   let jobs = [];
@@ -49,7 +49,7 @@ export async function renderCronJobs(view, { signal }) {
         h("button", { class: "run-now", onclick: () => act(job, "trigger", `${job.name} fired`) }, "Run now"),
         job.enabled
           ? h("button", { class: "disable", onclick: () => act(job, "disable", `${job.name} disabled`) }, "Disable")
-          : h("button", { class: "enable", onclick: () => act(job, "enable", `${job.name} enabled`) }, "Enable"))))) : h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No cron job yet.")));
+          : h("button", { class: "enable", onclick: () => act(job, "enable", `${job.name} enabled`) }, "Enable"))))) : h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No cron job yet. ", h("a", { href: "#/cron/new" }, "Create one"), " to run a task on a schedule.")));
   };
   const load = async () => {
     jobs = listOf(await api("GET", "/api/cron-jobs", undefined, { signal }));
@@ -229,7 +229,7 @@ export async function renderCronForm(view, { id, signal }) {
           h("dl", { class: "kv small" }, h("dt", {}, "Enabled"), h("dd", {}, job.enabled ? "yes" : "no"),
             h("dt", {}, "Capabilities"), h("dd", {}, chips(job.required_capabilities))),
           h("ol", { id: "next-fires", class: "small" }, fireTimes(fires).map((t) => h("li", {}, `${when(t, job.timezone)} (${job.timezone})`,
-            h("div", { class: "muted" }, `${when(t)} your time (${viewerZone}), ${relative(t)}`))))),
+            h("div", { class: "muted" }, `${when(t)} (${displayZone()}), ${relative(t)}`))))),
         h("section", { class: "panel" }, h("h2", {}, "Recent ticks"),
           listOf(ticks).length ? h("ul", { class: "small", id: "cron-ticks" }, listOf(ticks).map((tick) => h("li", {},
             when(tick.tick_at, job.timezone), " ", badge(tick.outcome === "fired" ? "succeeded" : "cancelled"), ` ${tick.outcome}`,

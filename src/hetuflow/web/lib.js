@@ -222,18 +222,58 @@ export function chips(values) {
   return values && values.length ? values.map((value) => h("span", { class: "chip" }, value)) : h("span", { class: "muted" }, "—");
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+// Times are shown 24-hour with their zone, in the viewer's zone or in UTC (the header's toggle,
+// remembered in localStorage).
+const TIME_KEY = "hetuflow.time";
 
-/** A timestamp in the viewer's time zone, or in `timeZone` when given. */
+export const viewerZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+/** "utc" or "local". */
+export function timeMode() {
+  try {
+    return localStorage.getItem(TIME_KEY) === "utc" ? "utc" : "local";
+  } catch {
+    return "local";
+  }
+}
+
+export function setTimeMode(mode) {
+  localStorage.setItem(TIME_KEY, mode === "utc" ? "utc" : "local");
+}
+
+/** The zone times are shown in: "UTC" or the viewer's. */
+export function displayZone() {
+  return timeMode() === "utc" ? "UTC" : viewerZone;
+}
+
+const formats = new Map();
+function format(timeZone, options) {
+  const key = `${timeZone}|${JSON.stringify(options)}`;
+  if (!formats.has(key)) {
+    try {
+      formats.set(key, new Intl.DateTimeFormat(undefined, { ...options, hourCycle: "h23", timeZone }));
+    } catch {
+      formats.set(key, new Intl.DateTimeFormat(undefined, { ...options, hourCycle: "h23", timeZone: "UTC" }));
+    }
+  }
+  return formats.get(key);
+}
+
+/** A timestamp, 24-hour with its zone: in the display zone, or in `timeZone` when given. */
 export function when(iso, timeZone) {
   if (!iso) return "—";
-  const date = new Date(iso);
-  if (!timeZone) return dateTime.format(date);
-  try {
-    return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium", timeZone }).format(date);
-  } catch {
-    return dateTime.format(date);
-  }
+  return format(timeZone || displayZone(), { dateStyle: "medium", timeStyle: "long" }).format(new Date(iso));
+}
+
+/** "14:05" in the display zone (chart labels). */
+export function clock(date, { seconds = false } = {}) {
+  const options = seconds ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+  return format(displayZone(), options).format(date);
+}
+
+/** The element shown while a part of a page waits for its first data. */
+export function loading(text = "Loading…") {
+  return h("p", { class: "loading", role: "status" }, text);
 }
 
 /** "12 s ago", "in 3 min". */
@@ -245,13 +285,20 @@ export function relative(iso, now = Date.now()) {
   return seconds < 0 ? `${text} ago` : seconds === 0 ? "now" : `in ${text}`;
 }
 
+/** Seconds as "850 ms", "4.2 s", "3 min 5 s", "2 h 10 min"; "—" for null. */
+export function seconds(value) {
+  if (value === null || value === undefined) return "—";
+  if (value < 1) return `${Math.round(value * 1000)} ms`;
+  if (value < 60) return `${value.toFixed(1)} s`;
+  if (value < 3600) return `${Math.floor(value / 60)} min ${Math.round(value % 60)} s`;
+  return `${Math.floor(value / 3600)} h ${Math.round((value % 3600) / 60)} min`;
+}
+
 export function duration(fromIso, toIso) {
   if (!fromIso || !toIso) return "";
   const ms = new Date(toIso) - new Date(fromIso);
   return ms < 1000 ? `${ms} ms` : ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
 }
-
-export const viewerZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 
 /** Parse text as a JSON object for a payload field: {value} or {error: "line 2: ..."}. */
 export function parsePayload(text) {

@@ -1,7 +1,9 @@
-// Tasks: the filtered list, one task's page (payload, result or error, attempts, live logs,
-// cancel / retry), and the create form.
+// Tasks: the filtered list (with bulk cancel / retry), one task's page (payload, result or
+// error, attempts, live logs, cancel / retry / replay), and the create form.
+import { unservedBanner } from "./alerts.js";
+import { createBulk } from "./bulk.js";
 import {
-  STATUSES, TERMINAL, api, badge, chips, delay, duration, errorText, fill, follow, h,
+  STATUSES, TERMINAL, api, badge, chips, delay, duration, errorText, fill, follow, h, loading,
   parsePayload, pretty, relative, setLive, toast, when, words,
 } from "./lib.js";
 
@@ -21,7 +23,8 @@ export async function renderTasks(view, { query, signal }) {
   const agent = h("select", { name: "agent_id", "aria-label": "Agent" }, h("option", { value: "" }, "Any agent"));
   const statusBoxes = STATUSES.map((status) => h("label", {},
     h("input", { type: "checkbox", name: "status", value: status, checked: selected.has(status) }), status.replace("_", " ")));
-  const body = h("tbody");
+  const body = h("tbody", {}, h("tr", {}, h("td", { colspan: 8, class: "loading" }, "Loading tasks…")));
+  const bulk = createBulk({ query, reload: () => load() });
   const summary = h("span", { class: "muted small" });
   const pager = h("div", { class: "row" });
   const types = h("datalist", { id: "task-types" });
@@ -39,7 +42,9 @@ export async function renderTasks(view, { query, signal }) {
   agent.addEventListener("change", apply);
 
   fill(view,
-    h("div", { class: "spread" }, h("h1", {}, "Tasks"), h("a", { class: "button primary", href: "#/tasks/new" }, "New task")),
+    h("div", { class: "spread" }, h("h1", {}, "Tasks"),
+      h("div", { class: "row" }, h("a", { class: "button", href: "#/tasks/types", id: "by-type" }, "By task type"), h("a", { class: "button primary", href: "#/tasks/new" }, "New task"))),
+    unservedBanner(signal),
     h("section", { class: "panel" },
       h("form", { id: "task-filters", onsubmit: apply },
         h("div", { class: "statuses", role: "group", "aria-label": "Status" }, statusBoxes),
@@ -47,8 +52,9 @@ export async function renderTasks(view, { query, signal }) {
         h("div", { class: "row" }, h("button", { type: "submit" }, "Apply"), h("a", { href: "#/tasks" }, "Clear"), summary)),
       types),
     h("section", { class: "panel" },
+      bulk.bar,
       h("div", { class: "table-wrap" }, h("table", { id: "task-table" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Status"), h("th", {}, "Type"), h("th", { class: "wide" }, "Priority"),
+        h("thead", {}, h("tr", {}, bulk.headCell, h("th", {}, "Name"), h("th", {}, "Status"), h("th", {}, "Type"), h("th", { class: "wide" }, "Priority"),
           h("th", { class: "wide" }, "Agent"), h("th", { class: "wide" }, "Attempts"), h("th", {}, "Created"))),
         body)),
       pager));
@@ -71,13 +77,15 @@ export async function renderTasks(view, { query, signal }) {
     params.set("include_total", "false");
     const page = await api("GET", `/api/tasks?${params}`, undefined, { signal });
     fill(body, page.items.length ? page.items.map((task) => h("tr", { class: "link", dataset: { id: task.id }, onclick: () => { location.hash = `#/tasks/${task.id}`; } },
+      bulk.cell(task),
       h("td", {}, h("a", { href: `#/tasks/${task.id}` }, task.name), task.pending_reason ? h("div", { class: "small muted" }, reasonText(task.pending_reason)) : null),
       h("td", {}, badge(task.status)),
       h("td", {}, task.task_type),
       h("td", { class: "wide" }, task.priority),
       h("td", { class: "wide" }, task.agent_id ? agentNames.get(task.agent_id) || task.agent_id.slice(0, 8) : "—"),
       h("td", { class: "wide num" }, String(task.attempts)),
-      h("td", { title: when(task.created_at) }, relative(task.created_at)))) : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No task matches.")));
+      h("td", { title: when(task.created_at) }, relative(task.created_at)))) : h("tr", {}, h("td", { colspan: 8, class: "empty" }, emptyText(query))));
+    bulk.sync(page);
     const shown = page.items.length;
     summary.textContent = shown ? `${from + 1}–${from + shown}${page.next ? " and more" : ""}` : "";
     const link = (label, next, start) => {
@@ -111,6 +119,13 @@ export async function renderTasks(view, { query, signal }) {
   }
 }
 
+/** The empty list: nothing at all yet (say how to start), or nothing matching the filter. */
+function emptyText(query) {
+  const filtered = [...query.keys()].some((key) => key !== "offset");
+  if (filtered) return ["No task matches. ", h("a", { href: "#/tasks" }, "Clear the filter")];
+  return ["No tasks yet. ", h("a", { href: "#/tasks/new" }, "Create one"), ", or submit one with the CLI or POST /api/tasks."];
+}
+
 const REASONS = {
   scheduled: "waiting for its start time",
   no_agent_for_task_type: "no agent supports this task type",
@@ -126,11 +141,11 @@ function reasonText(reason) {
 // --- one task ---------------------------------------------------------------------------------
 
 export async function renderTask(view, { id, signal }) {
-  const header = h("div", { class: "spread" });
-  const details = h("dl", { class: "kv", id: "task-details" });
-  const payload = h("pre", { id: "task-payload" });
-  const outcome = h("div", { id: "task-outcome" });
-  const attempts = h("ol", { class: "timeline", id: "task-attempts" });
+  const header = h("div", { class: "spread" }, h("h1", {}, "Task"), loading());
+  const details = h("dl", { class: "kv", id: "task-details" }, h("dt", { class: "loading" }, "Loading…"));
+  const payload = h("pre", { id: "task-payload" }, "…");
+  const outcome = h("div", { id: "task-outcome" }, loading());
+  const attempts = h("ol", { class: "timeline", id: "task-attempts" }, h("li", { class: "muted" }, "Loading…"));
   const logs = h("pre", { class: "logs", id: "task-logs", "aria-live": "off" });
   const logState = h("span", { class: "muted small", id: "log-state" }, "connecting…");
   fill(view, header,
@@ -166,6 +181,8 @@ export async function renderTask(view, { id, signal }) {
           onclick: () => act("Cancel requested", "DELETE", `/api/tasks/${task.id}`, (t) => { task = t; refresh(); }) }, task.status === "cancelling" ? "Cancelling…" : "Cancel") : null,
         terminal && task.status !== "succeeded" ? h("button", { id: "retry-task",
           onclick: () => act("Retried as a new task", "POST", `/api/tasks/${task.id}/retry`, (t) => { location.hash = `#/tasks/${t.id}`; }) }, "Retry") : null,
+        terminal ? h("button", { id: "replay-task", title: "Run it again as a new task with the same spec, linked to this one",
+          onclick: () => act("Replayed as a new task", "POST", `/api/tasks/${task.id}/replay`, (t) => { location.hash = `#/tasks/${t.id}`; }) }, "Replay") : null,
         h("a", { class: "button", href: "#/tasks" }, "All tasks")));
     fill(details,
       h("dt", {}, "Task type"), h("dd", {}, task.task_type),
@@ -181,6 +198,7 @@ export async function renderTask(view, { id, signal }) {
       h("dt", {}, "Started"), h("dd", {}, when(task.started_at)),
       h("dt", {}, "Finished"), h("dd", {}, when(task.finished_at), task.started_at && task.finished_at ? ` (ran ${duration(task.started_at, task.finished_at)})` : ""),
       task.timeout_seconds ? [h("dt", {}, "Timeout"), h("dd", {}, `${task.timeout_seconds} s`)] : null,
+      task.replay_of ? [h("dt", {}, "Replay of"), h("dd", {}, h("a", { href: `#/tasks/${task.replay_of}`, id: "replay-of" }, task.replay_of.slice(0, 8)))] : null,
       task.cron_job_id ? [h("dt", {}, "Cron job"), h("dd", {}, h("a", { href: `#/cron/${task.cron_job_id}` }, "fired by a cron job"))] : null);
     for (const bar of details.querySelectorAll(".progress span")) bar.style.width = `${Math.round(Number(bar.dataset.p) * 100)}%`;
     payload.textContent = pretty(task.payload);

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from hetuflow.server.api import agents, cron_jobs, events, system, tasks, tokens
+from hetuflow.server.api import agents, bulk, cron_jobs, events, insights, system, tasks, tokens
 from hetuflow.server.auth import authorize, authorize_admin
 
 router = APIRouter()
 """Every REST route, combined; the app factory includes this one router."""
 _protected = [Depends(authorize)]
 router.include_router(tasks.router, dependencies=_protected)
+router.include_router(bulk.router, dependencies=_protected)
 router.include_router(agents.router, dependencies=_protected)
 router.include_router(cron_jobs.router, dependencies=_protected)
 router.include_router(system.stats_router, dependencies=_protected)
+router.include_router(insights.router, dependencies=_protected)
 router.include_router(events.router, dependencies=_protected)
 router.include_router(tokens.router, dependencies=[Depends(authorize_admin)])
 router.include_router(system.router)  # /healthz and /readyz: always open

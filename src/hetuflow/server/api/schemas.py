@@ -264,6 +264,11 @@ class TaskOut(_Output):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    replay_of: UUID | None = Field(
+        default=None,
+        description="The finished task this one replays (`POST /api/tasks/{id}/replay`); null "
+        "for other tasks. The original may since have been deleted by the cleanup loop.",
+    )
 
     @classmethod
     def of(cls, task: Task, reason: PendingReason | None = None) -> TaskOut:
@@ -292,6 +297,7 @@ class TaskOut(_Output):
             updated_at=task.updated_at,
             started_at=task.started_at,
             finished_at=task.finished_at,
+            replay_of=task.replay_of,
         )
 
 
@@ -325,6 +331,7 @@ def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]
         "updated_at": task.updated_at,
         "started_at": task.started_at,
         "finished_at": task.finished_at,
+        "replay_of": task.replay_of,
     }
 
 

@@ -326,3 +326,19 @@ async def _follow(
 def _event(name: str, data: str, *, event_id: str | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {name}\ndata: {data}\n\n"
+
+
+@router.post(
+    "/{task_id}/replay",
+    status_code=201,
+    response_model=TaskOut,
+    summary="Replay a finished task",
+    responses=error_responses(404, 409),
+)
+async def replay_task(task_id: UUID, queue: Queue) -> TaskOut:
+    """Create a new task with the same spec (name, type, payload, priority, capabilities,
+    timeout, retry policy; due now, no idempotency key) as a finished one, whatever its
+    outcome (`succeeded` too), and return it with `replay_of` = the original's id.
+    **409** `task_not_finished` while the task is pending or running."""
+    task = await queue.replay(task_id)
+    return TaskOut.of(task, (await queue.explain([task])).get(task.id))
