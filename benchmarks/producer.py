@@ -7,7 +7,10 @@ The most common way a product uses the server: a script or a web request handler
 - ``sync``: ``hetuflow.Client.submit`` called serially N times (in a worker thread of this
   process, so the event loop stays free to poll the store afterwards);
 - ``async``: ``hetuflow.AsyncClient.submit`` awaited serially N times;
-- ``threads``: 8 threads sharing one ``Client``, N submits between them.
+- ``threads``: 8 threads sharing one ``Client``, N submits between them;
+- ``sync_httpx`` and ``async_httpx``: the first two with ``transport=httpx.HTTPTransport()``
+  (``httpx.AsyncHTTPTransport()``), which keeps every call on httpx, as any custom transport
+  does: the SDK's own cost next to its lean submit path, in the same run.
 
 Submit latency is timed around each call (``time.perf_counter``); end to end is N / (the first
 poll that sees all N ``succeeded`` - the first submit). The store is polled only once the
@@ -24,6 +27,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from benchmarks.harness import CpuMeter, ScenarioFailed, machine_load, stats, summary_ms
 from benchmarks.suite import Cluster, Context
@@ -93,8 +98,9 @@ async def measure(cluster: Cluster, mode: str, count: int) -> dict[str, Any]:
     meter = CpuMeter({"server": cluster.server.process, "agent": cluster.agents[0]})
     load = machine_load()
     run: Callable[[], Any]
-    if mode == "async":
-        async_client = AsyncClient(url)
+    if mode.startswith("async"):
+        transport = httpx.AsyncHTTPTransport() if mode == "async_httpx" else None
+        async_client = AsyncClient(url, transport=transport)
         meter.start()
         started = time.monotonic()
         try:
@@ -102,8 +108,8 @@ async def measure(cluster: Cluster, mode: str, count: int) -> dict[str, Any]:
         finally:
             await async_client.aclose()
     else:
-        client = Client(url)
-        work = _serial_sync if mode == "sync" else _threads
+        client = Client(url, transport=httpx.HTTPTransport() if mode == "sync_httpx" else None)
+        work = _threads if mode == "threads" else _serial_sync
         run = lambda: work(client, count, latencies)  # noqa: E731
         meter.start()
         started = time.monotonic()
@@ -134,6 +140,8 @@ async def run(context: Context) -> dict[str, Any]:
             ("sync", sizes.prod_tasks),
             ("async", sizes.prod_tasks),
             ("threads", sizes.prod_thread_tasks),
+            ("sync_httpx", sizes.prod_tasks),
+            ("async_httpx", sizes.prod_tasks),
         ):
             result[mode] = await measure(cluster, mode, count)
             context.log(

@@ -98,7 +98,7 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
     assert isinstance(recovery["duplicated"], int)
 
     producer = scenarios["producer"]
-    for mode in ("sync", "async", "threads"):
+    for mode in ("sync", "async", "threads", "sync_httpx", "async_httpx"):
         _latency(producer[mode]["submit"])
         assert producer[mode]["submit"]["count"] == producer[mode]["tasks"]
         assert _number(producer[mode]["tasks_per_second"]) > 0
