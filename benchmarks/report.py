@@ -78,11 +78,20 @@ class Row:
     path: str
     unit: str
     target: str
-    check: Callable[[float, str], bool] | None = None
+    check: Callable[[float, str], bool | None] | None = None
+    """Whether a value meets the target on a database; None: no target there."""
 
 
 def _at_most(sqlite: float, postgres: float | None = None) -> Callable[[float, str], bool]:
     return lambda value, db: value <= (sqlite if db == "sqlite" or postgres is None else postgres)
+
+
+def _at_least_db(sqlite: float | None, postgres: float) -> Callable[[float, str], bool | None]:
+    def check(value: float, db: str) -> bool | None:
+        limit = sqlite if db == "sqlite" else postgres
+        return None if limit is None else value >= limit
+
+    return check
 
 
 def _at_least(limit: float) -> Callable[[float, str], bool]:
@@ -137,7 +146,37 @@ ROWS = (
         _at_most(15000)),
     Row("recovery", "lost", "lost", "", "0", _at_most(0)),
     Row("recovery", "duplicated", "duplicated", "", "0", _at_most(0)),
+    Row("producer", "sync Client.submit p50", "sync.submit.p50_ms", "ms",
+        "<= 0.5 SQLite / 1.5 PG", _at_most(0.5, 1.5)),
+    Row("producer", "sync Client.submit p99", "sync.submit.p99_ms", "ms", "<= 2 (SQLite)",
+        _at_most(2, 1e9)),
+    Row("producer", "sync serial, end to end", "sync.tasks_per_second", "tasks/s",
+        ">= 2,000 SQLite / 700 PG", _at_least_db(2000, 700)),
+    Row("producer", "AsyncClient.submit p50", "async.submit.p50_ms", "ms",
+        "<= 0.5 SQLite / 1.5 PG", _at_most(0.5, 1.5)),
+    Row("producer", "async serial, end to end", "async.tasks_per_second", "tasks/s",
+        ">= 2,000 SQLite / 700 PG", _at_least_db(2000, 700)),
+    Row("producer", "8 threads, one Client, end to end", "threads.tasks_per_second",
+        "tasks/s", ">= 5,000 (PG)", _at_least_db(None, 5000)),
+    Row("producer", "8 threads: submit p50", "threads.submit.p50_ms", "ms", ""),
+    Row("producer", "sync over httpx: submit p50", "sync_httpx.submit.p50_ms", "ms", ""),
+    Row("producer", "sync over httpx, end to end", "sync_httpx.tasks_per_second", "tasks/s", ""),
+    Row("producer", "async over httpx: submit p50", "async_httpx.submit.p50_ms", "ms", ""),
+    Row("producer", "async over httpx, end to end", "async_httpx.tasks_per_second", "tasks/s",
+        ""),
+    Row("edge", "GET /healthz p50", "healthz.server.p50_ms", "ms", ""),
+    Row("edge", "GET /healthz over bare Starlette", "healthz.overhead_ms", "ms", "<= 0.2",
+        _at_most(0.2)),
+    Row("edge", "GET /api/tasks/{id} p50", "get_task.server.p50_ms", "ms", ""),
+    Row("edge", "GET /api/tasks/{id} over bare Starlette", "get_task.overhead_ms", "ms",
+        "<= 0.2", _at_most(0.2)),
+    Row("edge", "POST /api/tasks p50 (http.client)", "create_task.server.p50_ms", "ms", ""),
+    Row("edge", "POST /api/tasks over bare Starlette", "create_task.overhead_ms", "ms", ""),
 )  # fmt: skip
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float)
 
 
 def _format(value: Any) -> str:
@@ -197,8 +236,8 @@ def table(results: dict[str, Any]) -> Table:
                 continue
             value = _get(scenario, row.path)
             text = _format(value)
-            if row.check is not None and isinstance(value, int | float):
-                ok = row.check(float(value), db)
+            ok = row.check(float(value), db) if row.check and _numeric(value) else None
+            if ok is not None:
                 text = f"[green]{text} ✓[/green]" if ok else f"[red]{text} ✗[/red]"
             cells.append(text)
         if shown:
@@ -222,8 +261,9 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             value = _get(scenario, row.path)
             text = _format(value)
-            if row.check is not None and isinstance(value, int | float):
-                text += " ✓" if row.check(float(value), db) else " **✗**"
+            ok = row.check(float(value), db) if row.check and _numeric(value) else None
+            if ok is not None:
+                text += " ✓" if ok else " **✗**"
             cells.append(text)
         lines.append(
             f"| {row.scenario} | {row.label} | " + " | ".join(cells) + f" | {row.unit} | "

@@ -25,7 +25,7 @@ from benchmarks.harness import (
     wait_agents_online,
 )
 
-SCENARIOS = ("throughput", "latency", "cron", "agents", "recovery")
+SCENARIOS = ("throughput", "latency", "cron", "agents", "recovery", "producer", "edge")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,12 @@ class Sizes:
     rec_heartbeat_seconds: float = 1.0
     rec_heartbeat_misses: int = 3
     rec_hold_seconds: float = 1.0
+    # (f) producer: serial SDK submits (sync, async), and those of 8 threads sharing a Client
+    prod_tasks: int = 5000
+    prod_thread_tasks: int = 20_000
+    prod_warmup: int = 200
+    # (g) edge: requests per route, to the server and to a bare Starlette app
+    edge_requests: int = 2000
 
 
 FULL = Sizes()
@@ -77,6 +83,9 @@ QUICK = dataclasses.replace(
     agents_hold_seconds=6.0,
     rec_clean_kills=5,
     rec_silent_kills=2,
+    prod_tasks=2000,
+    prod_thread_tasks=5000,
+    edge_requests=1000,
 )
 SMOKE = dataclasses.replace(
     FULL,
@@ -104,6 +113,10 @@ SMOKE = dataclasses.replace(
     rec_heartbeat_seconds=0.3,
     rec_heartbeat_misses=2,
     rec_hold_seconds=0.3,
+    prod_tasks=40,
+    prod_thread_tasks=80,
+    prod_warmup=10,
+    edge_requests=40,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
@@ -177,7 +190,7 @@ Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 
 
 def scenarios() -> dict[str, Scenario]:
-    from benchmarks import agents, cron, latency, recovery, throughput
+    from benchmarks import agents, cron, edge, latency, producer, recovery, throughput
 
     return {
         "throughput": throughput.run,
@@ -185,6 +198,8 @@ def scenarios() -> dict[str, Scenario]:
         "cron": cron.run,
         "agents": agents.run,
         "recovery": recovery.run,
+        "producer": producer.run,
+        "edge": edge.run,
     }
 
 

@@ -59,7 +59,15 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
     assert report["machine"]["nproc"] >= 1
     assert report["versions"]["python"]
     scenarios = report["results"]["sqlite"]["scenarios"]
-    assert set(scenarios) == {"throughput", "latency", "cron", "agents", "recovery"}
+    assert set(scenarios) == {
+        "throughput",
+        "latency",
+        "cron",
+        "agents",
+        "recovery",
+        "producer",
+        "edge",
+    }
 
     throughput = scenarios["throughput"]
     for mode in ("batch", "single"):
@@ -89,15 +97,30 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
     assert isinstance(recovery["lost"], int)
     assert isinstance(recovery["duplicated"], int)
 
+    producer = scenarios["producer"]
+    for mode in ("sync", "async", "threads", "sync_httpx", "async_httpx"):
+        _latency(producer[mode]["submit"])
+        assert producer[mode]["submit"]["count"] == producer[mode]["tasks"]
+        assert _number(producer[mode]["tasks_per_second"]) > 0
+
+    edge = scenarios["edge"]
+    for route in ("healthz", "get_task", "create_task"):
+        _latency(edge[route]["server"])
+        _latency(edge[route]["bare_starlette"])
+        _number(edge[route]["overhead_ms"])
+
     rows = {(v["scenario"], v["measure"]) for v in report["verdicts"]}
     assert ("throughput", "batch submit, end to end") in rows
+    assert ("producer", "sync serial, end to end") in rows
 
 
 @pytest.mark.postgres
 @pytest.mark.timeout(120)
-def test_throughput_runs_on_a_fresh_postgres_database(tmp_path: Path) -> None:
-    report = _suite(tmp_path, "--db", "postgres", "--only", "throughput")
+def test_throughput_and_producer_run_on_a_fresh_postgres_database(tmp_path: Path) -> None:
+    report = _suite(tmp_path, "--db", "postgres", "--only", "throughput,producer")
     run = report["results"]["postgres"]
     assert run["database"]["synchronous_commit"] == "on"
     for mode in ("batch", "single"):
         assert _number(run["scenarios"]["throughput"][mode]["tasks_per_second"]) > 0
+    for mode in ("sync", "async", "threads"):
+        assert _number(run["scenarios"]["producer"][mode]["tasks_per_second"]) > 0

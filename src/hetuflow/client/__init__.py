@@ -16,7 +16,8 @@ body; ``ServerUnreachable`` when nothing answers at the URL; ``WaitTimeout`` fro
 
 Both clients build their requests with the same builders (``calls.py``), so they cannot drift
 apart. The package, by noun: ``errors``, ``models``, ``calls`` (request builders),
-``transport`` (httpx glue, SSE), ``sync`` (``Client``), ``async_`` (``AsyncClient``).
+``transport`` (httpx glue, SSE), ``http11`` (the lean keep-alive client of ``submit`` and
+``submit_many``), ``sync`` (``Client``), ``async_`` (``AsyncClient``).
 """
 
 from __future__ import annotations

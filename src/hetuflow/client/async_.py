@@ -25,6 +25,7 @@ from hetuflow.client.calls import (
     task_query,
 )
 from hetuflow.client.errors import ClientError, WaitTimeout
+from hetuflow.client.http11 import AsyncPool, WireError, endpoint, json_body
 from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
 from hetuflow.client.transport import (
     FOLLOW_RETRIES,
@@ -33,8 +34,10 @@ from hetuflow.client.transport import (
     SseParser,
     client_options,
     decode,
+    decode_reply,
     error_from,
     transport_error,
+    wire_error,
 )
 from hetuflow.models import Priority, TaskStatus
 
@@ -53,6 +56,9 @@ class AsyncClient:
         options = client_options(server, token, timeout)
         self.server: str = options["base_url"]
         self._http = httpx.AsyncClient(transport=transport, **options)
+        target = endpoint(self.server, options["headers"]) if transport is None else None
+        self._lean = AsyncPool(target, timeout) if target is not None else None
+        """submit and submit_many: a lean keep-alive client where it can serve the URL."""
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -66,6 +72,8 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         await self._http.aclose()
 
     async def _send(self, call: Call[T]) -> T:
@@ -76,6 +84,17 @@ class AsyncClient:
         except httpx.TransportError as error:
             raise transport_error(self.server, error) from None
         return decode(call, response)
+
+    async def _submit(self, call: Call[T]) -> T:
+        """``_send`` for the create calls, through ``http11`` when it serves the URL."""
+        if self._lean is None:
+            return await self._send(call)
+        body = json_body(call.body)
+        try:
+            reply = await self._lean.request(call.method, call.path, body)
+        except WireError as error:
+            raise wire_error(self.server, error) from None
+        return decode_reply(call, reply)
 
     async def request(
         self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
@@ -111,10 +130,10 @@ class AsyncClient:
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
-        return await self._send(Calls.submit(body))
+        return await self._submit(Calls.submit(body))
 
     async def submit_many(self, tasks: Sequence[TaskSpec | Mapping[str, Any]]) -> list[Task]:
-        return await self._send(Calls.submit_many(tasks))
+        return await self._submit(Calls.submit_many(tasks))
 
     async def get_task(self, task_id: UUID | str) -> Task:
         return await self._send(Calls.get_task(task_id))

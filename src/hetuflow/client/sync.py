@@ -25,6 +25,7 @@ from hetuflow.client.calls import (
     task_query,
 )
 from hetuflow.client.errors import ClientError, WaitTimeout
+from hetuflow.client.http11 import SyncPool, WireError, endpoint, json_body
 from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
 from hetuflow.client.transport import (
     FOLLOW_RETRIES,
@@ -32,9 +33,11 @@ from hetuflow.client.transport import (
     STREAM_LOST,
     client_options,
     decode,
+    decode_reply,
     error_from,
     sse_events,
     transport_error,
+    wire_error,
 )
 from hetuflow.models import Priority, TaskStatus
 
@@ -54,6 +57,9 @@ class Client:
         options = client_options(server, token, timeout)
         self.server: str = options["base_url"]
         self._http = httpx.Client(transport=transport, **options)
+        target = endpoint(self.server, options["headers"]) if transport is None else None
+        self._lean = SyncPool(target, timeout) if target is not None else None
+        """submit and submit_many: a lean keep-alive client where it can serve the URL."""
 
     def __enter__(self) -> Client:
         return self
@@ -67,6 +73,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         self._http.close()
 
     def _send(self, call: Call[T]) -> T:
@@ -77,6 +85,17 @@ class Client:
         except httpx.TransportError as error:
             raise transport_error(self.server, error) from None
         return decode(call, response)
+
+    def _submit(self, call: Call[T]) -> T:
+        """``_send`` for the create calls, through ``http11`` when it serves the URL."""
+        if self._lean is None:
+            return self._send(call)
+        body = json_body(call.body)
+        try:
+            reply = self._lean.request(call.method, call.path, body)
+        except WireError as error:
+            raise wire_error(self.server, error) from None
+        return decode_reply(call, reply)
 
     def request(
         self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
@@ -112,11 +131,11 @@ class Client:
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
-        return self._send(Calls.submit(body))
+        return self._submit(Calls.submit(body))
 
     def submit_many(self, tasks: Sequence[TaskSpec | Mapping[str, Any]]) -> list[Task]:
         """Create many tasks in one transaction (all or none), in order."""
-        return self._send(Calls.submit_many(tasks))
+        return self._submit(Calls.submit_many(tasks))
 
     def get_task(self, task_id: UUID | str) -> Task:
         return self._send(Calls.get_task(task_id))

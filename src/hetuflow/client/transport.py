@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 
 from hetuflow import __version__
 from hetuflow.client.calls import Call, T
 from hetuflow.client.errors import ClientError, ServerUnreachable
+from hetuflow.client.http11 import Reply, WireError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 SERVER_ENV = "HETUFLOW_SERVER"
@@ -63,6 +65,30 @@ def decode(call: Call[T], response: httpx.Response) -> T:
         raise ClientError(
             f"the server sent a response that is not JSON (HTTP {response.status_code})",
             status=response.status_code,
+            code="bad_response",
+        ) from None
+    return call.parse(data)
+
+
+def wire_error(base_url: str, error: WireError) -> ClientError:
+    """``transport_error`` for the lean submit path (``http11``): the same errors."""
+    if error.connect:
+        return ServerUnreachable(f"server not reachable at {base_url} ({error})")
+    return ClientError(f"request to {base_url} failed: {error}", code="transport_error")
+
+
+def decode_reply(call: Call[T], reply: Reply) -> T:
+    """``decode`` of an answer read by ``http11``."""
+    if reply.status >= 400:
+        raise error_from(httpx.Response(reply.status, headers=reply.headers, content=reply.body))
+    if reply.status == 204 or not reply.body:
+        return call.parse(None)
+    try:
+        data = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        raise ClientError(
+            f"the server sent a response that is not JSON (HTTP {reply.status})",
+            status=reply.status,
             code="bad_response",
         ) from None
     return call.parse(data)
