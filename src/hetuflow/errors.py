@@ -72,8 +72,16 @@ class TokenNotFound(NotFound):
     code = "token_not_found"
 
 
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"
+
+
 class TaskAlreadyFinished(Conflict):
     code = "task_already_finished"
+
+
+class WorkflowAlreadyFinished(Conflict):
+    code = "workflow_already_finished"
 
 
 class AgentNameTaken(Conflict):
@@ -100,6 +108,13 @@ class CronExpressionInvalid(InvalidInput):
 
 class TimeZoneInvalid(InvalidInput):
     code = "time_zone_invalid"
+
+
+class WorkflowInvalid(InvalidInput):
+    """A workflow document that cannot run: a cycle, an unknown or duplicate step name, no
+    steps, too many steps. ``field`` names the step (``steps.<name>``)."""
+
+    code = "workflow_invalid"
 
 
 class PayloadTooLarge(TooLarge):
