@@ -164,14 +164,16 @@ def _topological(steps: Sequence[NewStep], by_name: Mapping[str, NewStep]) -> li
         stuck = [step.name for step in steps if left[step.name] > 0]
         cycle = _a_cycle(stuck, by_name)
         raise WorkflowInvalid(
-            f"step {cycle[0]!r} depends on itself through a cycle: {' -> '.join(cycle)}",
+            f"step {cycle[0]!r} depends on itself through a cycle: {' -> '.join(cycle)}"
+            " (each depends on the next)",
             field=f"steps.{cycle[0]}.depends_on",
         )
     return ordered
 
 
 def _a_cycle(stuck: Sequence[str], by_name: Mapping[str, NewStep]) -> list[str]:
-    """One cycle among ``stuck`` (steps that are on, or behind, a cycle), closed."""
+    """One cycle among ``stuck`` (steps that are on, or behind, a cycle), closed: each step
+    depends on the next."""
     blocked = set(stuck)
     path: list[str] = []
     seen: dict[str, int] = {}
@@ -181,7 +183,7 @@ def _a_cycle(stuck: Sequence[str], by_name: Mapping[str, NewStep]) -> list[str]:
         path.append(name)
         name = next(parent for parent in by_name[name].depends_on if parent in blocked)
     cycle = path[seen[name] :]
-    return [*reversed(cycle), cycle[-1]]
+    return [*cycle, cycle[0]]  # each step depends on the next
 
 
 @dataclass(frozen=True, slots=True)

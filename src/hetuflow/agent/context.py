@@ -105,6 +105,7 @@ class TaskContext:
         "_outbox",
         "attempt",
         "name",
+        "parents",
         "payload",
         "priority",
         "started_at",
@@ -125,6 +126,7 @@ class TaskContext:
         timeout_seconds: float | None,
         outbox: Outbox,
         max_line_bytes: int,
+        parents: dict[str, Any] | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -133,6 +135,8 @@ class TaskContext:
         self.payload = payload
         self.priority = priority
         self.timeout_seconds = timeout_seconds
+        self.parents: dict[str, Any] = parents or {}
+        """A workflow step's parents' results, ``{step name: result}``; empty otherwise."""
         self.started_at: datetime | None = None
         self._outbox = outbox
         self._max_line_bytes = max_line_bytes

@@ -168,6 +168,7 @@ class Slots:
                 timeout_seconds=task.timeout_seconds,
                 outbox=self.outbox,
                 max_line_bytes=self.max_log_line_bytes,
+                parents=task.parents,
             )
             job = Job(task, handler, ctx)
             self._jobs[key] = job

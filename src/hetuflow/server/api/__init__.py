@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from hetuflow.server.api import agents, cron_jobs, events, system, tasks, tokens
+from hetuflow.server.api import agents, cron_jobs, events, system, tasks, tokens, workflows
 from hetuflow.server.auth import authorize, authorize_admin
 
 router = APIRouter()
 """Every REST route, combined; the app factory includes this one router."""
 _protected = [Depends(authorize)]
 router.include_router(tasks.router, dependencies=_protected)
+router.include_router(workflows.router, dependencies=_protected)
 router.include_router(agents.router, dependencies=_protected)
 router.include_router(cron_jobs.router, dependencies=_protected)
 router.include_router(system.stats_router, dependencies=_protected)
