@@ -242,4 +242,3 @@ def workflow_status(
     if any(counts.get(status, 0) for status in FAILED_STEP_STATUSES):
         return WorkflowStatus.FAILED
     return WorkflowStatus.SUCCEEDED
-

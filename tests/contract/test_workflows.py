@@ -42,9 +42,7 @@ def step(
     return NewStep(name, task, tuple(depends_on), run_if)
 
 
-async def create(
-    store: Store, *steps: NewStep, on_failure: OnFailure = OnFailure.STOP
-) -> Workflow:
+async def create(store: Store, *steps: NewStep, on_failure: OnFailure = OnFailure.STOP) -> Workflow:
     workflow = NewWorkflow("wf", tuple(steps), on_failure)
     return await store.create_workflow(workflow, check_workflow(workflow), now=T0)
 

@@ -145,6 +145,7 @@ def when(value: datetime | None) -> str:
 
 
 STATUS_STYLES = {
+    "waiting": "dim yellow",
     "pending": "yellow",
     "dispatched": "cyan",
     "running": "blue",
@@ -153,6 +154,7 @@ STATUS_STYLES = {
     "failed": "red",
     "timed_out": "red",
     "cancelled": "dim",
+    "skipped": "dim",
     "online": "green",
     "offline": "dim",
     "draining": "yellow",

@@ -34,6 +34,13 @@ from hetuflow.client.models import (
     TaskSpec,
 )
 from hetuflow.client.sync import Client
+from hetuflow.client.workflows import (
+    StepSpec,
+    Workflow,
+    WorkflowPage,
+    WorkflowStep,
+    WorkflowSummary,
+)
 from hetuflow.client.transport import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV
 
 __all__ = [
@@ -51,6 +58,11 @@ __all__ = [
     "Stats",
     "Task",
     "TaskPage",
+    "StepSpec",
     "TaskSpec",
     "WaitTimeout",
+    "Workflow",
+    "WorkflowPage",
+    "WorkflowStep",
+    "WorkflowSummary",
 ]

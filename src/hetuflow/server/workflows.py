@@ -85,4 +85,3 @@ class WorkflowService:
             await self._queue.notifier.publish(TASKS_READY)
         except Exception:
             log.warning("could not publish %s", TASKS_READY, exc_info=True)
-

@@ -296,9 +296,7 @@ async def cancel_workflow(
 # --- settle -----------------------------------------------------------------------------------
 
 
-async def settle(
-    connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging
-) -> int:
+async def settle(connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging) -> int:
     """Steps ``task_ids`` just became terminal (in this transaction, their rows locked):
     release, skip or fail what depends on them, and under ``on_failure: stop`` skip what is
     left of their workflows; repeat for every step that ends on the way. Returns how many

@@ -164,9 +164,7 @@ def create_workflow(
 
 
 def get_workflow(connection: sqlite3.Connection, workflow_id: UUID) -> Workflow | None:
-    row = connection.execute(
-        "SELECT * FROM workflows WHERE id = ?", (str(workflow_id),)
-    ).fetchone()
+    row = connection.execute("SELECT * FROM workflows WHERE id = ?", (str(workflow_id),)).fetchone()
     if row is None:
         return None
     steps = connection.execute(
@@ -251,9 +249,7 @@ def cancel_workflow(
     return found, [UUID(row[0]) for row in active]
 
 
-def cancel_task(
-    connection: sqlite3.Connection, task_id: UUID, now: datetime, aging: Aging
-) -> Task:
+def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, aging: Aging) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction."""
     task = task_sql.cancel_task(connection, task_id, now)
@@ -324,9 +320,7 @@ def _settle_round(
         if size > MAX_PARENT_RESULTS_BYTES:
             ends[child] = (TaskStatus.FAILED, _too_large(size))
             continue
-        connection.execute(
-            _RELEASE, (document, stamp, stamp, aging.step_micros, stamp, child)
-        )
+        connection.execute(_RELEASE, (document, stamp, stamp, aging.step_micros, stamp, child))
         released += 1
     ended: list[str] = []
     if ends:
@@ -347,4 +341,3 @@ def _too_large(size: int) -> str:
         f"its parents' results total {size} bytes as JSON, over the limit of"
         f" {MAX_PARENT_RESULTS_BYTES} (docs/workflows.md, Limits)"
     )
-

@@ -355,7 +355,6 @@ class Store(Protocol):
         token keeps its first ``revoked_at``. Raises ``TokenNotFound``."""
         ...
 
-
     # --- workflows (docs/workflows.md) -------------------------------------------------------
 
     async def create_workflow(

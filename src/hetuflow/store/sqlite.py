@@ -293,9 +293,7 @@ class SqliteStore:
     async def create_workflow(
         self, workflow: NewWorkflow, steps: Sequence[NewStep], *, now: datetime
     ) -> Workflow:
-        return await self._db.write(
-            workflow_sql.create_workflow, workflow, steps, now, self._aging
-        )
+        return await self._db.write(workflow_sql.create_workflow, workflow, steps, now, self._aging)
 
     async def get_workflow(self, workflow_id: UUID) -> Workflow | None:
         return await self._db.read(workflow_sql.get_workflow, workflow_id)

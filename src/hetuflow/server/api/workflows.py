@@ -87,4 +87,3 @@ async def cancel_workflow(workflow_id: UUID, workflows: Workflows) -> WorkflowOu
     """Cancel every waiting and pending step at once and every running one through the task
     cancel path (its agent is told to stop). **409** when every step has already ended."""
     return WorkflowOut.of_workflow(await workflows.cancel(workflow_id))
-
