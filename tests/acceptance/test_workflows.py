@@ -74,9 +74,12 @@ async def test_the_worked_example_runs_with_results_flowing_downstream(
 
             code, tree = await cli(server.http_url, "show-workflow", workflow["id"])
             assert code == 0, tree
-            assert "squares-report" in tree and "aggregate" in tree and "succeeded" in tree
+            assert "squares-report" in tree
+            assert "aggregate" in tree
+            assert "succeeded" in tree
             code, listed = await cli(server.http_url, "list-workflows")
-            assert code == 0 and workflow["id"] in listed
+            assert code == 0
+            assert workflow["id"] in listed
 
 
 async def test_a_failed_step_skips_its_descendants_and_clean_up_runs(

@@ -262,7 +262,8 @@ async def test_plain_tasks_finish_as_before(store: Store, connect: ConnectAgent)
     assert first["plain"].task.parents is None
     await finish(store, first["plain"], result={"ok": True})
     stored = await store.get_task(task.id)
-    assert stored is not None and stored.status is TaskStatus.SUCCEEDED
+    assert stored is not None
+    assert stored.status is TaskStatus.SUCCEEDED
 
 
 async def test_parents_finishing_at_once_on_two_nodes_release_their_child_exactly_once(

@@ -34,6 +34,7 @@ from hetuflow.client.models import (
     TaskSpec,
 )
 from hetuflow.client.sync import Client
+from hetuflow.client.transport import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV
 from hetuflow.client.workflows import (
     StepSpec,
     Workflow,
@@ -41,7 +42,6 @@ from hetuflow.client.workflows import (
     WorkflowStep,
     WorkflowSummary,
 )
-from hetuflow.client.transport import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -56,9 +56,9 @@ __all__ = [
     "LogLine",
     "ServerUnreachable",
     "Stats",
+    "StepSpec",
     "Task",
     "TaskPage",
-    "StepSpec",
     "TaskSpec",
     "WaitTimeout",
     "Workflow",

@@ -25,13 +25,6 @@ from hetuflow.client.calls import (
     task_query,
 )
 from hetuflow.client.errors import ClientError, WaitTimeout
-from hetuflow.client.workflows import (
-    WORKFLOW_ENDED,
-    StepSpec,
-    Workflow,
-    WorkflowCalls,
-    WorkflowPage,
-)
 from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
 from hetuflow.client.transport import (
     FOLLOW_RETRIES,
@@ -42,6 +35,13 @@ from hetuflow.client.transport import (
     error_from,
     sse_events,
     transport_error,
+)
+from hetuflow.client.workflows import (
+    WORKFLOW_ENDED,
+    StepSpec,
+    Workflow,
+    WorkflowCalls,
+    WorkflowPage,
 )
 from hetuflow.models import Priority, TaskStatus
 

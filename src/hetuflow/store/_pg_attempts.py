@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from hetuflow.clock import utc
+from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS
 from hetuflow.models import (
     Attempt,
     AttemptRef,
@@ -24,7 +25,6 @@ from hetuflow.models import (
     FinishOutcome,
     LogLine,
 )
-from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_workflows import settle

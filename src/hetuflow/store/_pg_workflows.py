@@ -21,11 +21,10 @@ import orjson
 
 from hetuflow.clock import utc
 from hetuflow.errors import WorkflowAlreadyFinished, WorkflowNotFound
-from hetuflow.models import Page, TaskStatus
+from hetuflow.models import Page, Task, TaskStatus
+from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
-from hetuflow.models import Task
-from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._workflow_rows import (
@@ -322,56 +321,15 @@ async def _read_done(connection: Conn, task_ids: Sequence[UUID]) -> list[Done]:
 async def _settle_round(
     connection: Conn, done: Sequence[Done], now: datetime, aging: Aging
 ) -> tuple[list[UUID], int]:
-    by_id = {item.task_id: item for item in done}
-    finished_parents: dict[Any, list[Parent]] = defaultdict(list)
-    for row in await connection.fetch(_WAITING_CHILDREN, list(by_id)):
-        finished_parents[row["child_id"]].append(by_id[row["parent_id"]].parent)
-    ends: dict[Any, tuple[TaskStatus, str | None]] = {}
-    releases: list[Any] = []
-    if finished_parents:
-        children = sorted(finished_parents)
-        rows = await connection.fetch(
-            _LOSE_PARENTS, children, [len(finished_parents[c]) for c in children]
-        )
-        complete = [row["task_id"] for row in rows if row["parents_left"] == 0]
-        everyone: dict[Any, list[Parent]] = defaultdict(list)
-        if complete:
-            for parent in await connection.fetch(_PARENTS, complete):
-                everyone[parent["child_id"]].append(
-                    Parent(parent["name"], TaskStatus(parent["status"]), parent["error"])
-                )
-        for row in sorted(rows, key=lambda r: r["task_id"]):
-            child, left = row["task_id"], row["parents_left"]
-            status, reason = child_decision(
-                RunIf(row["run_if"]),
-                left,
-                finished_parents[child],
-                everyone[child] if left == 0 else None,
-            )
-            if status is TaskStatus.PENDING:
-                releases.append(child)
-            elif status is TaskStatus.SKIPPED:
-                ends[child] = (status, reason)
+    """One round: decide the waiting children of ``done``, apply ``stop``, write it all;
+    return the steps that ended on the way (the next round's) and how many were released."""
+    ends, releases = await _decide_children(connection, done)
     stopping = stops(done)
     if stopping:
         for row in await connection.fetch(_STOPPABLE, list(stopping)):
             failed = stopping[row["workflow_id"]].parent
             ends.setdefault(row["task_id"], (TaskStatus.SKIPPED, stop_reason(failed)))
-    releases = [child for child in releases if child not in ends]
-    released = 0
-    if releases:
-        documents: list[dict[str, Any]] = []
-        for row in await connection.fetch(_PARENT_RESULTS, releases):
-            size = len(orjson.dumps(row["parents"]))
-            if size > MAX_PARENT_RESULTS_BYTES:
-                ends[row["child_id"]] = (TaskStatus.FAILED, _too_large(size))
-            else:
-                documents.append({"id": uid(row["child_id"]), "parents": row["parents"]})
-        if documents:
-            await connection.execute(
-                _RELEASE, orjson.dumps(documents).decode(), now, aging.step_micros
-            )
-            released = len(documents)
+    released = await _release(connection, [c for c in releases if c not in ends], ends, now, aging)
     ended: list[UUID] = []
     if ends:
         changes = [
@@ -381,6 +339,68 @@ async def _settle_round(
         rows = await connection.fetch(_END, orjson.dumps(changes).decode(), now)
         ended = [uid(row["id"]) for row in rows]
     return ended, released
+
+
+async def _decide_children(
+    connection: Conn, done: Sequence[Done]
+) -> tuple[dict[Any, tuple[TaskStatus, str | None]], list[Any]]:
+    """The waiting children of ``done`` lose those parents; return the ones to end (with
+    status and reason) and the ones to release."""
+    by_id = {item.task_id: item for item in done}
+    finished_parents: dict[Any, list[Parent]] = defaultdict(list)
+    for row in await connection.fetch(_WAITING_CHILDREN, list(by_id)):
+        finished_parents[row["child_id"]].append(by_id[row["parent_id"]].parent)
+    ends: dict[Any, tuple[TaskStatus, str | None]] = {}
+    releases: list[Any] = []
+    if not finished_parents:
+        return ends, releases
+    children = sorted(finished_parents)
+    rows = await connection.fetch(
+        _LOSE_PARENTS, children, [len(finished_parents[c]) for c in children]
+    )
+    complete = [row["task_id"] for row in rows if row["parents_left"] == 0]
+    everyone: dict[Any, list[Parent]] = defaultdict(list)
+    if complete:
+        for parent in await connection.fetch(_PARENTS, complete):
+            everyone[parent["child_id"]].append(
+                Parent(parent["name"], TaskStatus(parent["status"]), parent["error"])
+            )
+    for row in sorted(rows, key=lambda r: r["task_id"]):
+        child, left = row["task_id"], row["parents_left"]
+        status, reason = child_decision(
+            RunIf(row["run_if"]),
+            left,
+            finished_parents[child],
+            everyone[child] if left == 0 else None,
+        )
+        if status is TaskStatus.PENDING:
+            releases.append(child)
+        elif status is TaskStatus.SKIPPED:
+            ends[child] = (status, reason)
+    return ends, releases
+
+
+async def _release(
+    connection: Conn,
+    releases: Sequence[Any],
+    ends: dict[Any, tuple[TaskStatus, str | None]],
+    now: datetime,
+    aging: Aging,
+) -> int:
+    """Make ``releases`` pending with their parents' results; one whose results are over
+    the limit goes to ``ends`` as failed instead. Returns how many were released."""
+    if not releases:
+        return 0
+    documents: list[dict[str, Any]] = []
+    for row in await connection.fetch(_PARENT_RESULTS, list(releases)):
+        size = len(orjson.dumps(row["parents"]))
+        if size > MAX_PARENT_RESULTS_BYTES:
+            ends[row["child_id"]] = (TaskStatus.FAILED, _too_large(size))
+        else:
+            documents.append({"id": uid(row["child_id"]), "parents": row["parents"]})
+    if documents:
+        await connection.execute(_RELEASE, orjson.dumps(documents).decode(), now, aging.step_micros)
+    return len(documents)
 
 
 def _too_large(size: int) -> str:

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import orjson
 
+from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS
 from hetuflow.models import (
     Attempt,
     AttemptRef,
@@ -24,7 +25,6 @@ from hetuflow.models import (
     LogLine,
     TaskStatus,
 )
-from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS
 from hetuflow.store._claims import Aging
 from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, decide_finish, holds

@@ -17,12 +17,11 @@ from uuid import UUID
 import orjson
 
 from hetuflow.errors import WorkflowAlreadyFinished, WorkflowNotFound
-from hetuflow.models import Page, TaskStatus
+from hetuflow.models import Page, Task, TaskStatus
+from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
-from hetuflow.models import Task
-from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store._sqlite_tasks import create_tasks
 from hetuflow.store._workflow_rows import (
     STEP_COLUMNS,

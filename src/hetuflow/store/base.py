@@ -94,8 +94,9 @@ class Store(Protocol):
         """Cancel one task with a conditional update.
 
         pending or waiting (a workflow step) -> cancelled at once, and a step's workflow
-        settles in the same transaction (see ``create_workflow``); dispatched/running -> cancelling (the agent holding it
-        must stop it and confirm through ``finish_attempts``); cancelling -> unchanged.
+        settles in the same transaction (see ``create_workflow``); dispatched/running ->
+        cancelling (the agent holding it must stop it and confirm through
+        ``finish_attempts``); cancelling -> unchanged.
         Raises ``TaskNotFound``, or ``TaskAlreadyFinished`` for a terminal task.
         """
         ...
