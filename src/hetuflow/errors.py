@@ -72,6 +72,10 @@ class TokenNotFound(NotFound):
     code = "token_not_found"
 
 
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"
+
+
 class TaskAlreadyFinished(Conflict):
     code = "task_already_finished"
 
@@ -80,6 +84,10 @@ class TaskNotFinished(Conflict):
     """Replaying a task that has not finished yet."""
 
     code = "task_not_finished"
+
+
+class WorkflowAlreadyFinished(Conflict):
+    code = "workflow_already_finished"
 
 
 class AgentNameTaken(Conflict):
@@ -118,6 +126,13 @@ class CronExpressionInvalid(InvalidInput):
 
 class TimeZoneInvalid(InvalidInput):
     code = "time_zone_invalid"
+
+
+class WorkflowInvalid(InvalidInput):
+    """A workflow document that cannot run: a cycle, an unknown or duplicate step name, no
+    steps, too many steps. ``field`` names the step (``steps.<name>``)."""
+
+    code = "workflow_invalid"
 
 
 class PayloadTooLarge(TooLarge):

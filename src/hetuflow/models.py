@@ -58,8 +58,14 @@ class TaskStatus(StrEnum):
     between retries. ``dispatched`` means an agent was handed the current attempt and has not
     yet said it started. ``cancelling`` means a cancel was asked for while an agent held the
     task; the agent's confirmation moves it to ``cancelled``.
+
+    Workflow steps (docs/workflows.md) add two: ``waiting`` (a step whose parents have not all
+    finished; it becomes pending in the transaction that finishes the last of them) and
+    ``skipped`` (a step that will never run, because a parent failed, the workflow stopped, or
+    its ``run_if`` does not hold; ``error`` says why).
     """
 
+    WAITING = "waiting"
     PENDING = "pending"
     DISPATCHED = "dispatched"
     RUNNING = "running"
@@ -68,6 +74,7 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
 
     @property
     def is_terminal(self) -> bool:
@@ -80,11 +87,25 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL_TASK_STATUSES = frozenset(
-    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
+    {
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.TIMED_OUT,
+        TaskStatus.CANCELLED,
+        TaskStatus.SKIPPED,
+    }
 )
 ACTIVE_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.CANCELLING})
 
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.WAITING: frozenset(
+        {
+            TaskStatus.PENDING,  # the last parent finished and run_if holds
+            TaskStatus.SKIPPED,  # a parent failed, the workflow stopped, or run_if fails
+            TaskStatus.CANCELLED,
+            TaskStatus.FAILED,  # its parents' results are over MAX_PARENT_RESULTS_BYTES
+        }
+    ),
     TaskStatus.PENDING: frozenset({TaskStatus.DISPATCHED, TaskStatus.CANCELLED}),
     TaskStatus.DISPATCHED: frozenset(
         {
@@ -114,6 +135,7 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.FAILED: frozenset(),
     TaskStatus.TIMED_OUT: frozenset(),
     TaskStatus.CANCELLED: frozenset(),
+    TaskStatus.SKIPPED: frozenset(),
 }
 
 
@@ -262,6 +284,9 @@ class ClaimedTask(NamedTuple):
     priority: Priority
     timeout_seconds: float | None
     scheduled_at: datetime
+    parents: JSONValue = None
+    """A workflow step's parents' results, ``{step name: result}`` (None: not a step, or a
+    step without parents)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,9 @@ class DispatchedTask(_Message):
     priority: str = "normal"
     timeout_seconds: float | None = None
     start_at: datetime | None = None  # None: start now; else not one moment earlier
+    parents: dict[str, Any] | None = None
+    """A workflow step's parents' results, ``{step name: result}`` (docs/workflows.md);
+    absent for a task that is no step, or a step without parents."""
 
 
 class TaskDispatch(_Message):

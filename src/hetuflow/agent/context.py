@@ -106,6 +106,7 @@ class TaskContext:
         "_redact",
         "attempt",
         "name",
+        "parents",
         "payload",
         "priority",
         "started_at",
@@ -127,6 +128,7 @@ class TaskContext:
         outbox: Outbox,
         max_line_bytes: int,
         redact: Callable[[str], str] | None = None,
+        parents: dict[str, Any] | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -135,6 +137,8 @@ class TaskContext:
         self.payload = payload
         self.priority = priority
         self.timeout_seconds = timeout_seconds
+        self.parents: dict[str, Any] = parents or {}
+        """A workflow step's parents' results, ``{step name: result}``; empty otherwise."""
         self.started_at: datetime | None = None
         self._outbox = outbox
         self._max_line_bytes = max_line_bytes

@@ -190,6 +190,7 @@ class Slots:
                 outbox=self.outbox,
                 max_line_bytes=self.max_log_line_bytes,
                 redact=self._redact,
+                parents=task.parents,
             )
             job = Job(task, handler, ctx)
             self._jobs[key] = job

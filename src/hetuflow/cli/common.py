@@ -172,6 +172,7 @@ def when(value: datetime | None) -> str:
 
 
 STATUS_STYLES = {
+    "waiting": "dim yellow",
     "pending": "yellow",
     "dispatched": "cyan",
     "running": "blue",
@@ -180,6 +181,7 @@ STATUS_STYLES = {
     "failed": "red",
     "timed_out": "red",
     "cancelled": "dim",
+    "skipped": "dim",
     "online": "green",
     "offline": "dim",
     "draining": "yellow",

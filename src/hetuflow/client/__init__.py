@@ -36,6 +36,13 @@ from hetuflow.client.models import (
 )
 from hetuflow.client.sync import Client
 from hetuflow.client.transport import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV
+from hetuflow.client.workflows import (
+    StepSpec,
+    Workflow,
+    WorkflowPage,
+    WorkflowStep,
+    WorkflowSummary,
+)
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -50,8 +57,13 @@ __all__ = [
     "LogLine",
     "ServerUnreachable",
     "Stats",
+    "StepSpec",
     "Task",
     "TaskPage",
     "TaskSpec",
     "WaitTimeout",
+    "Workflow",
+    "WorkflowPage",
+    "WorkflowStep",
+    "WorkflowSummary",
 ]

@@ -39,6 +39,13 @@ from hetuflow.client.transport import (
     transport_error,
     wire_error,
 )
+from hetuflow.client.workflows import (
+    WORKFLOW_ENDED,
+    StepSpec,
+    Workflow,
+    WorkflowCalls,
+    WorkflowPage,
+)
 from hetuflow.models import Priority, TaskStatus
 
 
@@ -370,3 +377,43 @@ class AsyncClient:
     async def cron_job_ticks(self, cron_job_id: UUID | str, *, limit: int = 50) -> Any:
         params = query(limit=limit)
         return await self._send(Calls.cron("GET", f"/{cron_job_id}/ticks", params=params))
+
+    # --- workflows (docs/workflows.md) ------------------------------------------------------
+
+    async def submit_workflow(
+        self,
+        name: str,
+        steps: Sequence[StepSpec | Mapping[str, Any]],
+        *,
+        on_failure: str = "stop",
+    ) -> Workflow:
+        """Submit a workflow: every step is created at once (one transaction); steps without
+        ``depends_on`` start now, the others when their parents have ended. A handler sees
+        its parents' results in ``ctx.parents``. A cycle, an unknown or duplicate step name
+        raises ``ClientError`` (422) naming the step."""
+        return await self._send(WorkflowCalls.submit(name, steps, on_failure))
+
+    async def get_workflow(self, workflow_id: UUID | str) -> Workflow:
+        return await self._send(WorkflowCalls.get(workflow_id))
+
+    async def list_workflows(self, *, limit: int = 50, offset: int = 0) -> WorkflowPage:
+        return await self._send(WorkflowCalls.list(limit, offset))
+
+    async def cancel_workflow(self, workflow_id: UUID | str) -> Workflow:
+        """Cancel every waiting and running step (running ones are told to stop)."""
+        return await self._send(WorkflowCalls.cancel(workflow_id))
+
+    async def wait_workflow(
+        self, workflow_id: UUID | str, *, timeout_seconds: float = 60.0, poll_interval: float = 0.2
+    ) -> Workflow:
+        """Poll until the workflow has ended (succeeded, failed, or cancelled with every step
+        ended); ``WaitTimeout`` after ``timeout_seconds``."""
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
+        while True:
+            workflow = await self.get_workflow(workflow_id)
+            ended = all(step.status.is_terminal for step in workflow.steps)
+            if workflow.status in WORKFLOW_ENDED and ended:
+                return workflow
+            if asyncio.get_running_loop().time() >= deadline:
+                raise WaitTimeout(f"workflow {workflow_id} still {workflow.status}")
+            await asyncio.sleep(poll_interval)

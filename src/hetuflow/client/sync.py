@@ -39,6 +39,13 @@ from hetuflow.client.transport import (
     transport_error,
     wire_error,
 )
+from hetuflow.client.workflows import (
+    WORKFLOW_ENDED,
+    StepSpec,
+    Workflow,
+    WorkflowCalls,
+    WorkflowPage,
+)
 from hetuflow.models import Priority, TaskStatus
 
 
@@ -372,3 +379,43 @@ class Client:
     def cron_job_ticks(self, cron_job_id: UUID | str, *, limit: int = 50) -> Any:
         params = query(limit=limit)
         return self._send(Calls.cron("GET", f"/{cron_job_id}/ticks", params=params))
+
+    # --- workflows (docs/workflows.md) ------------------------------------------------------
+
+    def submit_workflow(
+        self,
+        name: str,
+        steps: Sequence[StepSpec | Mapping[str, Any]],
+        *,
+        on_failure: str = "stop",
+    ) -> Workflow:
+        """Submit a workflow: every step is created at once (one transaction); steps without
+        ``depends_on`` start now, the others when their parents have ended. A handler sees
+        its parents' results in ``ctx.parents``. A cycle, an unknown or duplicate step name
+        raises ``ClientError`` (422) naming the step."""
+        return self._send(WorkflowCalls.submit(name, steps, on_failure))
+
+    def get_workflow(self, workflow_id: UUID | str) -> Workflow:
+        return self._send(WorkflowCalls.get(workflow_id))
+
+    def list_workflows(self, *, limit: int = 50, offset: int = 0) -> WorkflowPage:
+        return self._send(WorkflowCalls.list(limit, offset))
+
+    def cancel_workflow(self, workflow_id: UUID | str) -> Workflow:
+        """Cancel every waiting and running step (running ones are told to stop)."""
+        return self._send(WorkflowCalls.cancel(workflow_id))
+
+    def wait_workflow(
+        self, workflow_id: UUID | str, *, timeout_seconds: float = 60.0, poll_interval: float = 0.2
+    ) -> Workflow:
+        """Poll until the workflow has ended (succeeded, failed, or cancelled with every step
+        ended); ``WaitTimeout`` after ``timeout_seconds``."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            workflow = self.get_workflow(workflow_id)
+            ended = all(step.status.is_terminal for step in workflow.steps)
+            if workflow.status in WORKFLOW_ENDED and ended:
+                return workflow
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"workflow {workflow_id} still {workflow.status}")
+            time.sleep(poll_interval)

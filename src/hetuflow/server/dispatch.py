@@ -156,18 +156,19 @@ class TaskDispatcher:
             connection = entry[0]
             connection.held[task.id] = (dispatch.attempt, task.task_type)
             start_at = task.scheduled_at if task.scheduled_at > now else None
-            entry[1].append(
-                {
-                    "task_id": str(task.id),
-                    "attempt": dispatch.attempt,
-                    "name": task.name,
-                    "task_type": task.task_type,
-                    "payload": task.payload,
-                    "priority": task.priority.value,
-                    "timeout_seconds": task.timeout_seconds,
-                    "start_at": start_at,
-                }
-            )
+            frame = {
+                "task_id": str(task.id),
+                "attempt": dispatch.attempt,
+                "name": task.name,
+                "task_type": task.task_type,
+                "payload": task.payload,
+                "priority": task.priority.value,
+                "timeout_seconds": task.timeout_seconds,
+                "start_at": start_at,
+            }
+            if task.parents is not None:  # a released workflow step
+                frame["parents"] = task.parents
+            entry[1].append(frame)
             metrics.task_dispatched(task.task_type, (now - task.scheduled_at).total_seconds())
         for connection, tasks in frames.values():
             connection.send_dispatch(tasks)

@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from hetuflow.clock import utc
+from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS
 from hetuflow.models import (
     Attempt,
     AttemptRef,
@@ -26,7 +27,9 @@ from hetuflow.models import (
     LogLine,
     LogUsage,
 )
+from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
+from hetuflow.store._pg_workflows import settle
 from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
 
@@ -113,13 +116,23 @@ async def start_attempts(connection: Conn, starts: Sequence[AttemptStart]) -> li
 
 
 async def finish_attempts(
-    connection: Conn, results: Sequence[AttemptResult], now: datetime
+    connection: Conn,
+    results: Sequence[AttemptResult],
+    now: datetime,
+    aging: Aging | None = None,
 ) -> list[FinishOutcome]:
+    """Fence, decide and write a batch of results. Workflow steps that ended release, skip
+    or stop what depends on them in the same transaction (``settle``; ``aging`` orders the
+    released ones)."""
     stamp = utc(now)
     rows = await connection.fetch(
-        f"SELECT {FENCE_COLUMNS} FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        f"SELECT {FENCE_COLUMNS}, EXISTS (SELECT 1 FROM workflow_steps AS s"
+        " WHERE s.task_id = tasks.id) AS step"
+        " FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
         list({r.ref.task_id for r in results}),
     )
+    steps = {row["id"] for row in rows if row["step"]}
+    ended_steps: list[UUID] = []
     # Keyed by asyncpg's UUID, which hashes and compares equal to the standard one.
     task_types: dict[UUID, str] = {row["id"]: row["task_type"] for row in rows}
     held = {
@@ -148,6 +161,8 @@ async def finish_attempts(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
         outcomes.append(FinishOutcome(ref, True, task_types[ref.task_id], finish.status))
+        if finish.finished and ref.task_id in steps:
+            ended_steps.append(ref.task_id)
         changes.append(
             {
                 "id": ref.task_id,
@@ -165,6 +180,9 @@ async def finish_attempts(
         )
     if changes:
         await connection.execute(_FINISH, orjson.dumps(changes).decode(), stamp)
+    if ended_steps:  # --- workflows: the release is part of this transaction ---
+        aging = aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
+        await settle(connection, ended_steps, stamp, aging)
     return outcomes
 
 

@@ -317,13 +317,17 @@ async def list_held(connection: Conn, agent_ids: Sequence[UUID]) -> list[HeldTas
 
 
 async def cancel_task(connection: Conn, task_id: UUID, now: datetime) -> Task:
+    """pending or waiting (a workflow step) -> cancelled, dispatched/running -> cancelling.
+    (``_pg_workflows.cancel_task`` wraps this for steps.)"""
     row = await connection.fetchrow(
         """
         UPDATE tasks
-        SET status = CASE status WHEN 'pending' THEN 'cancelled' ELSE 'cancelling' END,
-            finished_at = CASE status WHEN 'pending' THEN $2 ELSE finished_at END,
+        SET status = CASE WHEN status IN ('pending', 'waiting') THEN 'cancelled'
+                          ELSE 'cancelling' END,
+            finished_at = CASE WHEN status IN ('pending', 'waiting') THEN $2
+                               ELSE finished_at END,
             updated_at = $2
-        WHERE id = $1 AND status IN ('pending', 'dispatched', 'running')
+        WHERE id = $1 AND status IN ('waiting', 'pending', 'dispatched', 'running')
         RETURNING *""",
         task_id,
         utc(now),

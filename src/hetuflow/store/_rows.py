@@ -121,8 +121,11 @@ def task_from(row: Row, codec: Codec) -> Task:
     )
 
 
-CLAIMED_COLUMNS = "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts"
-"""The columns ``claimed_from`` reads (and the attempt count the claim increments)."""
+CLAIMED_COLUMNS = (
+    "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts, parents"
+)
+"""The columns ``claimed_from`` reads (and the attempt count the claim increments); ``parents``
+is NULL except for a released workflow step."""
 
 
 def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
@@ -134,6 +137,7 @@ def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
         Priority.from_rank(row["priority"]),
         row["timeout_seconds"],
         _must_time(codec, row["scheduled_at"]),
+        None if row["parents"] is None else codec.json(row["parents"]),
     )
 
 

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import orjson
 
+from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS
 from hetuflow.models import (
     Attempt,
     AttemptRef,
@@ -26,9 +27,11 @@ from hetuflow.models import (
     LogUsage,
     TaskStatus,
 )
+from hetuflow.store._claims import Aging
 from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
+from hetuflow.store._sqlite_workflows import settle
 
 _FENCE = f"id = ? AND attempts = ? AND agent_id = ? AND status IN {ACTIVE_SQL}"
 
@@ -38,10 +41,12 @@ def _fence(ref: AttemptRef) -> tuple[str, int, str]:
 
 
 _FENCED_ROWS = f"""
-SELECT json_group_array(json_object({", ".join(f"'{c}', {c}" for c in FENCE_COLUMNS.split(", "))}))
+SELECT json_group_array(json_object({", ".join(f"'{c}', {c}" for c in FENCE_COLUMNS.split(", "))},
+    'step', EXISTS (SELECT 1 FROM workflow_steps WHERE task_id = tasks.id)))
 FROM tasks WHERE id IN (SELECT value FROM json_each(?))"""
 """The fence columns of many tasks as one JSON value: one step, not one per row (see
-``json_rows``)."""
+``json_rows``); ``step`` says whether the task is a workflow step (its end settles
+the workflow, ``_sqlite_workflows.settle``)."""
 
 _START_TASKS = """
 UPDATE tasks
@@ -124,16 +129,22 @@ def _held(row: Row) -> Held:
 
 
 def finish_attempts(
-    connection: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime
+    connection: sqlite3.Connection,
+    results: Sequence[AttemptResult],
+    now: datetime,
+    aging: Aging | None = None,
 ) -> list[FinishOutcome]:
     """Fence and decide every result against one read of the tasks (a task reported twice
-    in the batch sees its first result's decision), then write them in two statements."""
+    in the batch sees its first result's decision), then write them in two statements.
+    Workflow steps that ended release, skip or stop what depends on them in the same
+    transaction (``settle``; ``aging`` orders the released ones)."""
     stamp = micros(now)
     rows = _fenced_rows(connection, [result.ref.task_id for result in results])
     held = {task_id: _held(row) for task_id, row in rows.items()}
     outcomes = []
     task_changes = []
     attempt_changes = []
+    ended_steps: list[str] = []
     for result in results:
         ref = result.ref
         task_id = str(ref.task_id)
@@ -175,9 +186,13 @@ def finish_attempts(
             )
         )
         outcomes.append(FinishOutcome(ref, True, task_type, finish.status))
+        if finish.finished and rows[task_id]["step"]:
+            ended_steps.append(task_id)
     if task_changes:
         connection.execute(_FINISH_TASKS, (stamp, json_rows(task_changes)))
         connection.execute(_FINISH_ATTEMPTS, (json_rows(attempt_changes),))
+    if ended_steps:  # --- workflows: the release is part of this transaction ---
+        settle(connection, ended_steps, now, aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS))
     return outcomes
 
 

@@ -372,14 +372,17 @@ def list_held(connection: sqlite3.Connection, agent_ids: Sequence[UUID]) -> list
 
 
 def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime) -> Task:
+    """pending or waiting (a workflow step) -> cancelled, dispatched/running -> cancelling.
+    (``_sqlite_workflows.cancel_task`` wraps this for steps.)"""
     stamp = micros(now)
     row = connection.execute(
         """
         UPDATE tasks
-        SET status = CASE status WHEN 'pending' THEN 'cancelled' ELSE 'cancelling' END,
-            finished_at = CASE status WHEN 'pending' THEN ? ELSE finished_at END,
+        SET status = CASE WHEN status IN ('pending', 'waiting') THEN 'cancelled'
+                          ELSE 'cancelling' END,
+            finished_at = CASE WHEN status IN ('pending', 'waiting') THEN ? ELSE finished_at END,
             updated_at = ?
-        WHERE id = ? AND status IN ('pending', 'dispatched', 'running')
+        WHERE id = ? AND status IN ('waiting', 'pending', 'dispatched', 'running')
         RETURNING *""",
         (stamp, stamp, str(task_id)),
     ).fetchone()

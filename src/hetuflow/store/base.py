@@ -48,6 +48,7 @@ from hetuflow.models import (
     TickOutcome,
 )
 from hetuflow.tokens import ApiToken, NewApiToken
+from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
 
 
 class Store(Protocol):
@@ -123,8 +124,10 @@ class Store(Protocol):
     async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
         """Cancel one task with a conditional update.
 
-        pending -> cancelled at once; dispatched/running -> cancelling (the agent holding it
-        must stop it and confirm through ``finish_attempts``); cancelling -> unchanged.
+        pending or waiting (a workflow step) -> cancelled at once, and a step's workflow
+        settles in the same transaction (see ``create_workflow``); dispatched/running ->
+        cancelling (the agent holding it must stop it and confirm through
+        ``finish_attempts``); cancelling -> unchanged.
         Raises ``TaskNotFound``, or ``TaskAlreadyFinished`` for a terminal task.
         """
         ...
@@ -175,6 +178,10 @@ class Store(Protocol):
         ``scheduled_at = now + retry.delay_after(attempt)`` if ``retry.allows_retry_after``,
         else failed/timed_out. Rejected results change nothing. A second identical result is
         rejected (the attempt already ended).
+
+        A workflow step that ends here settles its workflow in the same transaction (see
+        ``create_workflow``): its waiting children are released (pending, with their
+        parents' results in ``parents``), skipped or failed.
         """
         ...
 
@@ -446,6 +453,42 @@ class Store(Protocol):
         """Due pending tasks (``scheduled_at <= now``) counted by (task type, required
         capabilities), largest groups first, at most ``limit`` groups. One read over the
         pending tasks (the partial index on pending ``scheduled_at``); no lock."""
+        ...
+
+    # --- workflows (docs/workflows.md) -------------------------------------------------------
+
+    async def create_workflow(
+        self, workflow: NewWorkflow, steps: Sequence[NewStep], *, now: datetime
+    ) -> Workflow:
+        """Insert a workflow and every one of its steps (``steps``: checked, parents first,
+        ``workflows.check_workflow``) in one transaction, all or nothing: steps without
+        parents pending (dispatchers should be woken), the others ``waiting``.
+
+        A waiting step changes only in the transaction that ends the last of its parents
+        (``finish_attempts``, ``cancel_task``), or the first that did not succeed when it
+        runs only if all succeeded: that transaction releases it (pending), skips it or fails
+        it (its parents' results too large), exactly once even when parents end at the same
+        instant on several nodes (PostgreSQL: the workflow row is locked first). Under
+        ``on_failure: stop`` a step that fails for good also skips every waiting step of its
+        workflow that runs only if all succeeded.
+        """
+        ...
+
+    async def get_workflow(self, workflow_id: UUID) -> Workflow | None:
+        """The workflow and its steps (document order), read in one snapshot."""
+        ...
+
+    async def list_workflows(self, *, limit: int, offset: int) -> Page[WorkflowSummary]:
+        """Newest first, with their steps counted by status, and the total count."""
+        ...
+
+    async def cancel_workflow(
+        self, workflow_id: UUID, *, now: datetime
+    ) -> tuple[Workflow, list[UUID]]:
+        """Mark the workflow cancelled and cancel its waiting and pending steps in one
+        transaction; return it and its active steps' ids, which the caller cancels with
+        ``cancel_task`` (their agents are told to stop). ``WorkflowNotFound``;
+        ``WorkflowAlreadyFinished`` when every step has ended (and it was not cancelled)."""
         ...
 
 

@@ -52,9 +52,11 @@ from hetuflow.store import _pg_cron as cron_sql
 from hetuflow.store import _pg_task_stats as stats_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
+from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
+from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
 
 
 class PostgresStore:
@@ -122,7 +124,7 @@ class PostgresStore:
 
     async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
         async with self._db.transaction() as c:
-            return await task_sql.cancel_task(c, task_id, now)
+            return await workflow_sql.cancel_task(c, task_id, now, self._aging)
 
     async def claim_tasks(
         self,
@@ -160,7 +162,7 @@ class PostgresStore:
         if not results:
             return []
         async with self._db.transaction() as c:
-            return await attempt_sql.finish_attempts(c, results, now)
+            return await attempt_sql.finish_attempts(c, results, now, self._aging)
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
         if refs:
@@ -360,3 +362,26 @@ class PostgresStore:
     async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:
         async with self._db.connection() as c:
             return await stats_sql.count_pending_groups(c, now, limit)
+
+    # --- workflows ----------------------------------------------------------------------------
+
+    async def create_workflow(
+        self, workflow: NewWorkflow, steps: Sequence[NewStep], *, now: datetime
+    ) -> Workflow:
+        async with self._db.transaction() as c:
+            return await workflow_sql.create_workflow(c, workflow, steps, now, self._aging)
+
+    async def get_workflow(self, workflow_id: UUID) -> Workflow | None:
+        async with self._db.transaction() as c:  # one snapshot of the workflow and its steps
+            await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return await workflow_sql.get_workflow(c, workflow_id)
+
+    async def list_workflows(self, *, limit: int, offset: int) -> Page[WorkflowSummary]:
+        async with self._db.transaction() as c:
+            return await workflow_sql.list_workflows(c, limit, offset)
+
+    async def cancel_workflow(
+        self, workflow_id: UUID, *, now: datetime
+    ) -> tuple[Workflow, list[UUID]]:
+        async with self._db.transaction() as c:
+            return await workflow_sql.cancel_workflow(c, workflow_id, now)

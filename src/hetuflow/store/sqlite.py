@@ -53,9 +53,11 @@ from hetuflow.store import _sqlite_cron as cron_sql
 from hetuflow.store import _sqlite_task_stats as stats_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
+from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
+from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
 
 
 def _ping(connection: sqlite3.Connection) -> None:
@@ -122,7 +124,7 @@ class SqliteStore:
         return await self._db.read(task_sql.list_held, agent_ids)
 
     async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
-        return await self._db.write(task_sql.cancel_task, task_id, now)
+        return await self._db.write(workflow_sql.cancel_task, task_id, now, self._aging)
 
     async def claim_tasks(
         self,
@@ -155,7 +157,7 @@ class SqliteStore:
     ) -> list[FinishOutcome]:
         if not results:
             return []
-        return await self._db.write(attempt_sql.finish_attempts, results, now)
+        return await self._db.write(attempt_sql.finish_attempts, results, now, self._aging)
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
         if refs:
@@ -326,3 +328,21 @@ class SqliteStore:
 
     async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:
         return await self._db.read(stats_sql.count_pending_groups, now, limit)
+
+    # --- workflows ----------------------------------------------------------------------------
+
+    async def create_workflow(
+        self, workflow: NewWorkflow, steps: Sequence[NewStep], *, now: datetime
+    ) -> Workflow:
+        return await self._db.write(workflow_sql.create_workflow, workflow, steps, now, self._aging)
+
+    async def get_workflow(self, workflow_id: UUID) -> Workflow | None:
+        return await self._db.read(workflow_sql.get_workflow, workflow_id)
+
+    async def list_workflows(self, *, limit: int, offset: int) -> Page[WorkflowSummary]:
+        return await self._db.read(workflow_sql.list_workflows, limit, offset)
+
+    async def cancel_workflow(
+        self, workflow_id: UUID, *, now: datetime
+    ) -> tuple[Workflow, list[UUID]]:
+        return await self._db.write(workflow_sql.cancel_workflow, workflow_id, now)

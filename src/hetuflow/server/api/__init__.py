@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from hetuflow.server.api import agents, bulk, cron_jobs, events, insights, system, tasks, tokens
+from hetuflow.server.api import (
+    agents,
+    bulk,
+    cron_jobs,
+    events,
+    insights,
+    system,
+    tasks,
+    tokens,
+    workflows,
+)
 from hetuflow.server.auth import authorize, authorize_admin
 
 router = APIRouter()
@@ -17,6 +27,7 @@ router = APIRouter()
 _protected = [Depends(authorize)]
 router.include_router(tasks.router, dependencies=_protected)
 router.include_router(bulk.router, dependencies=_protected)
+router.include_router(workflows.router, dependencies=_protected)
 router.include_router(agents.router, dependencies=_protected)
 router.include_router(cron_jobs.router, dependencies=_protected)
 router.include_router(system.stats_router, dependencies=_protected)

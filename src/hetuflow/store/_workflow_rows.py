@@ -1,0 +1,171 @@
+"""What both stores share about workflows: rows to domain objects, and the settle rules.
+
+``settle`` (in ``_sqlite_workflows`` and ``_pg_workflows``) runs in the transaction that makes
+steps terminal. It works through a list of steps that just finished (``Done``): each
+one's waiting children lose a parent (``parents_left``), and ``child_decision`` says what a
+child becomes; under ``on_failure: stop`` a failed step also skips every waiting
+``all_succeeded`` step of its workflow. Steps skipped (or failed) on the way are finished
+too, so they go round again, until nothing changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hetuflow.models import TaskStatus
+from hetuflow.store._rows import Codec, Row, task_from, task_status
+from hetuflow.workflows import (
+    FAILED_STEP_STATUSES,
+    OnFailure,
+    Parent,
+    RunIf,
+    Workflow,
+    WorkflowStep,
+    WorkflowSummary,
+    decide_child,
+    skip_reason,
+    workflow_status,
+)
+
+STEP_COLUMNS = "t.*, s.name AS step_name, s.run_if AS step_run_if"
+"""A step's task row and its step columns (``s.name`` would shadow the task's name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A step that has just become terminal in this transaction."""
+
+    task_id: Any  # as the store keys it (UUID or text)
+    workflow_id: Any
+    name: str
+    status: TaskStatus
+    error: str | None
+    on_failure: OnFailure
+    stopped: bool  # its workflow is cancelled: nothing left to stop
+
+    @property
+    def parent(self) -> Parent:
+        return Parent(self.name, self.status, self.error)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STEP_STATUSES
+
+
+def done_from(row: Row) -> Done:
+    return Done(
+        task_id=row["task_id"],
+        workflow_id=row["workflow_id"],
+        name=row["name"],
+        status=task_status(row["status"]),
+        error=row["error"],
+        on_failure=OnFailure(row["on_failure"]),
+        stopped=row["cancelled_at"] is not None,
+    )
+
+
+def child_decision(
+    run_if: RunIf,
+    parents_left: int,
+    finished_now: Sequence[Parent],
+    all_parents: Sequence[Parent] | None,
+) -> tuple[TaskStatus, str | None]:
+    """What a waiting child becomes after ``finished_now`` of its parents finished:
+    ``all_parents`` (read only once ``parents_left`` is 0) decide; before that, only an
+    ``all_succeeded`` child with a parent that did not succeed is decided (skipped)."""
+    if parents_left == 0 and all_parents is not None:
+        return decide_child(run_if, all_parents)
+    if run_if is RunIf.ALL_SUCCEEDED:
+        for parent in finished_now:
+            if parent.status is not TaskStatus.SUCCEEDED:
+                return TaskStatus.SKIPPED, skip_reason(parent)
+    return TaskStatus.WAITING, None
+
+
+def stops(done: Iterable[Done]) -> dict[Any, Done]:
+    """Per workflow to stop (``on_failure: stop``), the first step that failed for good."""
+    stopping: dict[Any, Done] = {}
+    for item in done:
+        if item.failed and item.on_failure is OnFailure.STOP and not item.stopped:
+            stopping.setdefault(item.workflow_id, item)
+    return stopping
+
+
+def counts_of(statuses: Mapping[str, int]) -> dict[TaskStatus, int]:
+    return {task_status(status): count for status, count in statuses.items()}
+
+
+def workflow_from(
+    row: Row,
+    step_rows: Sequence[Row],
+    edges: Sequence[tuple[str, str]],
+    codec: Codec,
+) -> Workflow:
+    parents: dict[str, list[str]] = {}
+    for parent, child in edges:
+        parents.setdefault(child, []).append(parent)
+    steps = tuple(
+        WorkflowStep(
+            name=step["step_name"],
+            depends_on=tuple(parents.get(step["step_name"], ())),
+            run_if=RunIf(step["step_run_if"]),
+            task=task_from(step, codec),
+        )
+        for step in step_rows
+    )
+    counts: dict[TaskStatus, int] = {}
+    for step in steps:
+        counts[step.task.status] = counts.get(step.task.status, 0) + 1
+    cancelled_at = codec.time(row["cancelled_at"])
+    status = workflow_status(counts, cancelled_at)
+    finished = [s.task.finished_at for s in steps if s.task.finished_at is not None]
+    done = all(s.task.status.is_terminal for s in steps)
+    return Workflow(
+        id=_uuid(codec, row["id"]),
+        name=row["name"],
+        on_failure=OnFailure(row["on_failure"]),
+        status=status,
+        created_at=_time(codec, row["created_at"]),
+        updated_at=_time(codec, row["updated_at"]),
+        cancelled_at=cancelled_at,
+        finished_at=max(finished) if done and finished else None,
+        steps=steps,
+        step_counts=counts,
+    )
+
+
+def summary_from(
+    row: Row, counts: Mapping[TaskStatus, int], last_finished: Any, codec: Codec
+) -> WorkflowSummary:
+    cancelled_at = codec.time(row["cancelled_at"])
+    status = workflow_status(counts, cancelled_at)
+    done = all(s.is_terminal for s, n in counts.items() if n)
+    return WorkflowSummary(
+        id=_uuid(codec, row["id"]),
+        name=row["name"],
+        on_failure=OnFailure(row["on_failure"]),
+        status=status,
+        created_at=_time(codec, row["created_at"]),
+        updated_at=_time(codec, row["updated_at"]),
+        cancelled_at=cancelled_at,
+        finished_at=codec.time(last_finished) if done else None,
+        step_counts=dict(counts),
+    )
+
+
+def _uuid(codec: Codec, value: Any) -> UUID:
+    decoded = codec.uuid(value)
+    if decoded is None:
+        raise ValueError("a required uuid column is NULL")
+    return decoded
+
+
+def _time(codec: Codec, value: Any) -> datetime:
+    decoded = codec.time(value)
+    if decoded is None:
+        raise ValueError("a required time column is NULL")
+    return decoded

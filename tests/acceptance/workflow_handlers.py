@@ -1,0 +1,39 @@
+"""Handlers of the worked example in docs/workflows.md (``--module workflow_handlers``):
+fetch -> transform x3 -> aggregate -> notify, each step reading its parents' results from
+``ctx.parents``. ``wf_transform`` fails when ``payload["fail"]`` is set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hetuflow.agent import Handlers, TaskContext
+
+handlers = Handlers()
+
+
+@handlers.handler("wf_fetch")
+def fetch(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    return {"items": list(range(1, int(payload["count"]) + 1))}
+
+
+@handlers.handler("wf_transform")
+def transform(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    if payload.get("fail"):
+        raise RuntimeError("transform refused")
+    items = ctx.parents["fetch"]["items"][payload["part"] :: payload["of"]]
+    return {"part": payload["part"], "sum_of_squares": sum(n * n for n in items)}
+
+
+@handlers.handler("wf_aggregate")
+def aggregate(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    return {
+        "total": sum(result["sum_of_squares"] for result in ctx.parents.values()),
+        "parts": sorted(ctx.parents),
+    }
+
+
+@handlers.handler("wf_notify")
+def notify(payload: dict[str, Any], ctx: TaskContext) -> str:
+    if payload.get("failure"):
+        return "something failed upstream"
+    return f"total is {ctx.parents['aggregate']['total']}"

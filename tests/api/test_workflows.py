@@ -1,0 +1,142 @@
+"""The workflow routes: submit (and every way a document is refused, with nothing created),
+read, list, cancel; a step released by its parent's result over the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from hetuflow.models import AttemptOutcome, AttemptRef, AttemptResult
+from hetuflow.workflows import MAX_WORKFLOW_STEPS
+
+from .helpers import context_of, hold_task, now_of
+
+
+def doc(*steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": "wf", "steps": list(steps), **extra}
+
+
+def s(name: str, *depends_on: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "task_type": "t", "depends_on": list(depends_on), **extra}
+
+
+async def nothing_created(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/workflows")).json()["total"] == 0
+    assert (await client.get("/api/tasks")).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "message"),
+    [
+        (doc(), "steps", "at least one step"),
+        (doc(s("a"), s("a")), "steps.a.name", "two steps are named 'a'"),
+        (doc(s("a", "a")), "steps.a.depends_on", "step 'a' depends on itself"),
+        (doc(s("a", "ghost")), "steps.a.depends_on", "'ghost', which is no step"),
+        (
+            doc(s("a", "c"), s("b", "a"), s("c", "b"), s("d")),
+            "steps.a.depends_on",
+            "cycle: a -> c -> b -> a",
+        ),
+        (
+            doc(*[s(f"s{i}") for i in range(MAX_WORKFLOW_STEPS + 1)]),
+            "steps",
+            f"at most {MAX_WORKFLOW_STEPS} steps",
+        ),
+        (doc(s("a", idempotency_key="k")), "steps.a.idempotency_key", "no idempotency key"),
+    ],
+)
+async def test_a_document_that_cannot_run_is_a_422_naming_the_step(
+    client: httpx.AsyncClient, document: dict[str, Any], field: str, message: str
+) -> None:
+    response = await client.post("/api/workflows", json=document)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "workflow_invalid"
+    assert error["field"] == field
+    assert message in error["message"]
+    await nothing_created(client)
+
+
+async def test_a_step_spec_is_checked_like_a_task(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/workflows", json=doc({"name": "a"}))
+    assert response.status_code == 422
+    assert "task_type" in response.json()["error"]["field"]
+    too_big = doc(s("a", payload={"x": "y" * 300_000}))
+    response = await client.post("/api/workflows", json=too_big)
+    assert response.status_code == 413
+    await nothing_created(client)
+
+
+async def test_submit_read_run_and_list(app: FastAPI, client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/workflows",
+        json=doc(s("fetch", payload={"url": "u"}), s("sum", "fetch", max_retries=2)),
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["status"] == "running"
+    assert [(st["name"], st["status"]) for st in created["steps"]] == [
+        ("fetch", "pending"),
+        ("sum", "waiting"),
+    ]
+    assert created["steps"][1]["depends_on"] == ["fetch"]
+    assert created["steps"][1]["task"]["max_retries"] == 2
+    assert created["step_counts"] == {"pending": 1, "waiting": 1}
+
+    fetch = await hold_task(app, "t")
+    assert fetch.task.name == "fetch"
+    context = context_of(app)
+    ref = AttemptRef(fetch.task.id, fetch.attempt, fetch.agent_id)
+    await context.store.finish_attempts(
+        [AttemptResult(ref, AttemptOutcome.SUCCEEDED, result={"rows": 7})], now=now_of(app)
+    )
+    shown = (await client.get(f"/api/workflows/{created['id']}")).json()
+    assert [st["status"] for st in shown["steps"]] == ["succeeded", "pending"]
+    assert shown["steps"][0]["task"]["result"] == {"rows": 7}
+    summed = await hold_task(app, "t", name="agent-2")
+    assert summed.task.parents == {"fetch": {"rows": 7}}
+
+    listed = (await client.get("/api/workflows")).json()
+    assert listed["total"] == 1
+    assert listed["items"][0]["id"] == created["id"]
+    assert listed["items"][0]["step_counts"] == {"succeeded": 1, "dispatched": 1}
+    assert "steps" not in listed["items"][0]
+    # a waiting step cannot be told apart by the tasks filter as anything but waiting
+    waiting = await client.get("/api/tasks", params={"status": "waiting"})
+    assert waiting.status_code == 200
+
+
+async def test_cancel(app: FastAPI, client: httpx.AsyncClient) -> None:
+    created = (
+        await client.post("/api/workflows", json=doc(s("a"), s("b", "a"), s("c", "b")))
+    ).json()
+    await hold_task(app, "t")
+    response = await client.delete(f"/api/workflows/{created['id']}")
+    assert response.status_code == 200, response.text
+    cancelled = response.json()
+    assert cancelled["status"] == "cancelled"
+    assert [st["status"] for st in cancelled["steps"]] == ["cancelling", "cancelled", "cancelled"]
+    assert cancelled["steps"][1]["task"]["error"] == "cancelled with its workflow"
+    missing = await client.delete("/api/workflows/00000000-0000-0000-0000-000000000001")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "workflow_not_found"
+
+
+async def test_cancelling_a_finished_workflow_is_a_409(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    created = (await client.post("/api/workflows", json=doc(s("only")))).json()
+    held = await hold_task(app, "t")
+    ref = AttemptRef(held.task.id, held.attempt, held.agent_id)
+    await context_of(app).store.finish_attempts(
+        [AttemptResult(ref, AttemptOutcome.SUCCEEDED)], now=now_of(app)
+    )
+    shown = (await client.get(f"/api/workflows/{created['id']}")).json()
+    assert shown["status"] == "succeeded"
+    assert shown["finished_at"] is not None
+    response = await client.delete(f"/api/workflows/{created['id']}")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "workflow_already_finished"
