@@ -64,6 +64,10 @@ class ServerConfig(_Section):
     """Name of this node in a cluster; generated when absent."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "info"
+    access_log: bool = False
+    """One line per HTTP request (``uvicorn.access``, query strings cut off). Off by default:
+    at ``info`` it cost each request more than the rest of uvicorn's work
+    (docs/benchmarks.md); WebSocket handshakes and errors are logged either way."""
     trusted_hosts: tuple[str, ...] | None = None
     """Host names a request's ``Host`` header may carry (``example.com``, ``*.example.com``,
     ``*`` for any; no port). Unset: with auth off the loopback names and the bound address,

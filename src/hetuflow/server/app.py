@@ -87,6 +87,7 @@ def create_app(
         metrics=context.metrics,
         max_payload_bytes=config.server.max_payload_bytes,
         agents=engine.agents,
+        sees_every_agent=config.database.kind == "sqlite",  # one server process
         dispatcher=engine.dispatcher,
     )
 

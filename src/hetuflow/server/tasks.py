@@ -67,6 +67,7 @@ class TaskQueue:
         max_payload_bytes: int | None = None,
         agents: AgentSvc | None = None,
         dispatcher: TaskDispatcher | None = None,
+        sees_every_agent: bool = False,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -77,6 +78,9 @@ class TaskQueue:
         self.max_payload_bytes = max_payload_bytes
         self.agents = agents
         """This node's connected agents (``explain_created``); None: always ask the store."""
+        self.sees_every_agent = sees_every_agent and agents is not None
+        """Every agent is connected to this node (SQLite: one server process), so
+        ``explain_created`` answers from ``agents`` alone, without reading the store."""
         self.dispatcher = dispatcher
         """Creates tasks and fills this node's free slots in one transaction; None: tasks
         are only stored, and dispatchers hear of them through ``TASKS_READY``."""
@@ -236,8 +240,11 @@ class TaskQueue:
     async def explain_created(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
         """``explain`` for tasks just created, cheap on the hot path: a due task that an agent
         connected to this node can start now is ``queued`` without reading the store (the
-        dispatcher was woken and claims it at once). Other nodes' held tasks are not counted
-        against the global limit here; ``GET /api/tasks/{id}`` gives the full answer."""
+        dispatcher was woken and claims it at once). When this node sees every agent
+        (``sees_every_agent``) the other reasons come from its registry too; otherwise the
+        tasks no local agent can start now are explained from the store. Other nodes' held
+        tasks are not counted against the global limit here; ``GET /api/tasks/{id}`` gives the
+        full answer."""
         now = self.clock.now()
         agents = self.agents
         room = agents is not None and agents.held_count() < self.scheduler.max_concurrent_tasks
@@ -256,6 +263,8 @@ class TaskQueue:
                 local = startable[key] = room and agents is not None and agents.can_start(*key)
             if local:
                 reasons[task.id] = PendingReason.QUEUED
+            elif self.sees_every_agent and agents is not None:
+                reasons[task.id] = _local_reason(task, agents, room)
             else:
                 rest.append(task)
         if rest:
@@ -311,3 +320,23 @@ def _agent_reason(task: Task, agents: Sequence[Agent]) -> PendingReason | None:
     if all(agent.running >= agent.max_concurrent_tasks for agent in capable):
         return PendingReason.AGENTS_BUSY
     return None
+
+
+def _local_reason(task: Task, agents: AgentSvc, room: bool) -> PendingReason:
+    """``_agent_reason`` (then the global limit) from the agents connected to this node, for
+    a due task none of them can start now."""
+    supporting = [
+        agent
+        for agent in agents
+        if agent.registered and agent.enabled and task.task_type in agent.task_types
+    ]
+    if not supporting:
+        return PendingReason.NO_AGENT_FOR_TASK_TYPE
+    capable = [
+        agent for agent in supporting if agent.capabilities.issuperset(task.required_capabilities)
+    ]
+    if not capable:
+        return PendingReason.NO_AGENT_WITH_CAPABILITIES
+    if room or all(agent.free_slots <= 0 for agent in capable):
+        return PendingReason.AGENTS_BUSY
+    return PendingReason.GLOBAL_LIMIT

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
@@ -65,9 +65,12 @@ IdPrefix = Annotated[str, StringConstraints(max_length=36), AfterValidator(_id_p
         **error_responses(400, 413, 422),
     },
 )
-async def create_task(body: TaskCreate, queue: Queue, context: Context) -> Response:
+async def create_task(body: TaskCreate, request: Request) -> Response:
     """Store a task and wake the dispatchers. **201** with the new task; **200** with the
     existing one when `idempotency_key` was already used."""
+    # The services straight from app.state, not through Depends: this route is the hot path.
+    queue: TaskQueue = request.app.state.task_queue
+    context: ServerContext = request.app.state.context
     new = body.to_new_task(
         now=context.clock.now(),
         default_backoff_seconds=context.config.scheduler.retry_interval_seconds,
@@ -184,10 +187,11 @@ async def list_tasks(
 @router.get(
     "/{task_id}", response_model=TaskOut, summary="Get a task", responses=error_responses(404)
 )
-async def get_task(task_id: UUID, queue: Queue) -> TaskOut:
+async def get_task(task_id: UUID, request: Request) -> Response:
     """A pending task says why it is not running in `pending_reason`."""
+    queue: TaskQueue = request.app.state.task_queue  # hot path: no Depends
     task = await queue.get(task_id)
-    return TaskOut.of(task, (await queue.explain([task])).get(task.id))
+    return _json(task_json(task, (await queue.explain([task])).get(task.id)), 200)
 
 
 @router.delete(
