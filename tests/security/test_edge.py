@@ -320,7 +320,7 @@ async def test_a_cross_site_websocket_is_refused_before_registration(tmp_path: P
 async def test_tokens_never_reach_the_access_log(tmp_path: Path) -> None:
     """A token sent as ``?token=`` (tools that cannot set headers) is not written to the
     server's log; the access lines are still there, without their query strings."""
-    env = {"HETUFLOW_AUTH__ENABLED": "true"}
+    env = {"HETUFLOW_AUTH__ENABLED": "true", "HETUFLOW_SERVER__ACCESS_LOG": "true"}
     async with server_process(tmp_path, **env) as running:
         made = await asyncio.create_subprocess_exec(
             str(BIN / "hetuflow-server"),
@@ -353,6 +353,22 @@ async def test_tokens_never_reach_the_access_log(tmp_path: Path) -> None:
     assert '"GET /api/agents HTTP/1.1" 403' in log
     assert secret not in log
     assert "token=" not in log
+
+
+async def test_the_access_log_is_off_unless_asked_for(tmp_path: Path) -> None:
+    """One line per request costs each request more than uvicorn's own work: off by default,
+    ``[server] access_log = true`` turns it on. WebSocket handshakes are logged either way."""
+    async with server_process(tmp_path) as running:
+        async with httpx.AsyncClient(base_url=running.url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/api/agents")).status_code == 200
+        async with connect(running.ws_url, open_timeout=5) as ws:
+            await ws.send(json.dumps(CAPABILITIES))
+            await frame_of(ws, "AgentRegistered")
+    log = running.log.read_text()
+    assert '"WebSocket /ws" [accepted]' in log
+    assert "GET /healthz" not in log
+    assert "GET /api/agents" not in log
 
 
 # --- the policy's small parts -----------------------------------------------------------------

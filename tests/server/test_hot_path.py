@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -99,3 +100,35 @@ async def test_concurrent_creates_commit_together_and_each_answers_for_itself(
         assert stored is not None
         assert stored.name == task.name
     assert (await store.stats()).tasks_by_status[TaskStatus.PENDING] == 21
+
+
+async def test_a_create_on_sqlite_explains_itself_without_reading_the_agents(
+    server: Server, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = server.context.store
+    reads: list[object] = []
+    list_agents = store.list_agents
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return await list_agents(*args, **kwargs)
+
+    async with agent(server, "scrape", capabilities=["chrome"], slots=1) as chrome:
+        first = await server.http.post("/api/tasks", json={"task_type": "scrape"})
+        assert first.json()["status"] == "dispatched"
+        await chrome.dispatched(1)
+        monkeypatch.setattr(store, "list_agents", counted)
+        answers = [
+            (await server.http.post("/api/tasks", json=body)).json()["pending_reason"]
+            for body in (
+                {"task_type": "scrape"},
+                {"task_type": "scrape", "required_capabilities": ["gpu"]},
+                {"task_type": "render"},
+            )
+        ]
+        # The same reasons the store gives (GET reads it), with or without the store read.
+        assert answers == ["agents_busy", "no_agent_with_capabilities", "no_agent_for_task_type"]
+        if database.kind == "sqlite":
+            assert reads == []  # one server process: its registry holds every agent
+        else:
+            assert len(reads) == 3  # other nodes' agents are only in the database
