@@ -24,6 +24,7 @@ from hetuflow.client.calls import (
     task_body,
     task_query,
 )
+from hetuflow.client.coalesce import AsyncSubmitCoalescer
 from hetuflow.client.errors import ClientError, WaitTimeout
 from hetuflow.client.http11 import AsyncPool, WireError, endpoint, json_body
 from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
@@ -50,7 +51,9 @@ from hetuflow.models import Priority, TaskStatus
 
 
 class AsyncClient:
-    """The same operations as ``Client``, as coroutines (``async with AsyncClient() as c``)."""
+    """The same operations as ``Client``, as coroutines (``async with AsyncClient() as c``).
+    ``submit`` calls awaited at once by several tasks ride one batch request
+    (``coalesce=False`` turns that off; docs/sdk.md)."""
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class AsyncClient:
         token: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        coalesce: bool = True,
     ) -> None:
         options = client_options(server, token, timeout)
         self.server: str = options["base_url"]
@@ -66,6 +70,10 @@ class AsyncClient:
         target = endpoint(self.server, options["headers"]) if transport is None else None
         self._lean = AsyncPool(target, timeout) if target is not None else None
         """submit and submit_many: a lean keep-alive client where it can serve the URL."""
+        self._coalescer = (
+            AsyncSubmitCoalescer(self._create, self._create_many) if coalesce else None
+        )
+        """Concurrent ``submit`` calls ride one batch request (``client.coalesce``)."""
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -79,6 +87,8 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._coalescer is not None:
+            await self._coalescer.aclose()
         if self._lean is not None:
             self._lean.close()
         await self._http.aclose()
@@ -137,7 +147,15 @@ class AsyncClient:
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
+        if self._coalescer is None:
+            return await self._create(body)
+        return await self._coalescer.submit(body)
+
+    async def _create(self, body: dict[str, Any]) -> Task:
         return await self._submit(Calls.submit(body))
+
+    async def _create_many(self, bodies: Sequence[dict[str, Any]]) -> list[Task]:
+        return await self._submit(Calls.submit_many(bodies))
 
     async def submit_many(self, tasks: Sequence[TaskSpec | Mapping[str, Any]]) -> list[Task]:
         return await self._submit(Calls.submit_many(tasks))

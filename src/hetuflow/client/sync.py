@@ -24,6 +24,7 @@ from hetuflow.client.calls import (
     task_body,
     task_query,
 )
+from hetuflow.client.coalesce import SubmitCoalescer
 from hetuflow.client.errors import ClientError, WaitTimeout
 from hetuflow.client.http11 import SyncPool, WireError, endpoint, json_body
 from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
@@ -51,7 +52,9 @@ from hetuflow.models import Priority, TaskStatus
 
 class Client:
     """Synchronous client. ``server`` defaults to ``$HETUFLOW_SERVER`` or
-    http://127.0.0.1:8080; ``token`` to ``$HETUFLOW_TOKEN``."""
+    http://127.0.0.1:8080; ``token`` to ``$HETUFLOW_TOKEN``. Safe to share between threads;
+    ``submit`` calls made at once from several threads ride one batch request
+    (``coalesce=False`` turns that off; docs/sdk.md)."""
 
     def __init__(
         self,
@@ -60,6 +63,7 @@ class Client:
         token: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        coalesce: bool = True,
     ) -> None:
         options = client_options(server, token, timeout)
         self.server: str = options["base_url"]
@@ -67,6 +71,8 @@ class Client:
         target = endpoint(self.server, options["headers"]) if transport is None else None
         self._lean = SyncPool(target, timeout) if target is not None else None
         """submit and submit_many: a lean keep-alive client where it can serve the URL."""
+        self._coalescer = SubmitCoalescer(self._create, self._create_many) if coalesce else None
+        """Concurrent ``submit`` calls ride one batch request (``client.coalesce``)."""
 
     def __enter__(self) -> Client:
         return self
@@ -138,7 +144,15 @@ class Client:
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
+        if self._coalescer is None:
+            return self._create(body)
+        return self._coalescer.submit(body)
+
+    def _create(self, body: dict[str, Any]) -> Task:
         return self._submit(Calls.submit(body))
+
+    def _create_many(self, bodies: Sequence[dict[str, Any]]) -> list[Task]:
+        return self._submit(Calls.submit_many(bodies))
 
     def submit_many(self, tasks: Sequence[TaskSpec | Mapping[str, Any]]) -> list[Task]:
         """Create many tasks in one transaction (all or none), in order."""
