@@ -80,7 +80,7 @@ class TaskQueue:
         """This node's connected agents (``explain_created``); None: always ask the store."""
         self.sees_every_agent = sees_every_agent and agents is not None
         """Every agent is connected to this node (SQLite: one server process), so
-        ``explain_created`` answers from ``agents`` alone, without reading the store."""
+        ``explain_created`` may say ``agents_busy`` from ``agents`` without reading the store."""
         self.dispatcher = dispatcher
         """Creates tasks and fills this node's free slots in one transaction; None: tasks
         are only stored, and dispatchers hear of them through ``TASKS_READY``."""
@@ -241,8 +241,10 @@ class TaskQueue:
         """``explain`` for tasks just created, cheap on the hot path: a due task that an agent
         connected to this node can start now is ``queued`` without reading the store (the
         dispatcher was woken and claims it at once). When this node sees every agent
-        (``sees_every_agent``) the other reasons come from its registry too; otherwise the
-        tasks no local agent can start now are explained from the store. Other nodes' held
+        (``sees_every_agent``) and one connected here could run the task but has no free
+        slot (the producer's usual case: its agents are busy), ``agents_busy`` (or
+        ``global_limit``) comes from the registry too; the other tasks are explained from
+        the store, which also knows the agents' rows. Other nodes' held
         tasks are not counted against the global limit here; ``GET /api/tasks/{id}`` gives the
         full answer."""
         now = self.clock.now()
@@ -261,10 +263,11 @@ class TaskQueue:
             local = startable.get(key)
             if local is None:
                 local = startable[key] = room and agents is not None and agents.can_start(*key)
-            if local:
-                reasons[task.id] = PendingReason.QUEUED
-            elif self.sees_every_agent and agents is not None:
-                reasons[task.id] = _local_reason(task, agents, room)
+            reason = PendingReason.QUEUED if local else None
+            if reason is None and self.sees_every_agent and agents is not None:
+                reason = _local_reason(task, agents, room)
+            if reason is not None:
+                reasons[task.id] = reason
             else:
                 rest.append(task)
         if rest:
@@ -322,21 +325,20 @@ def _agent_reason(task: Task, agents: Sequence[Agent]) -> PendingReason | None:
     return None
 
 
-def _local_reason(task: Task, agents: AgentSvc, room: bool) -> PendingReason:
-    """``_agent_reason`` (then the global limit) from the agents connected to this node, for
-    a due task none of them can start now."""
-    supporting = [
+def _local_reason(task: Task, agents: AgentSvc, room: bool) -> PendingReason | None:
+    """Why a due task that no agent connected here can start now waits, when some agent
+    connected here could run it (their slots are full, or the global limit is reached); None
+    when none could (the store knows of agents elsewhere)."""
+    capable = [
         agent
         for agent in agents
-        if agent.registered and agent.enabled and task.task_type in agent.task_types
-    ]
-    if not supporting:
-        return PendingReason.NO_AGENT_FOR_TASK_TYPE
-    capable = [
-        agent for agent in supporting if agent.capabilities.issuperset(task.required_capabilities)
+        if agent.registered
+        and agent.enabled
+        and task.task_type in agent.task_types
+        and agent.capabilities.issuperset(task.required_capabilities)
     ]
     if not capable:
-        return PendingReason.NO_AGENT_WITH_CAPABILITIES
+        return None
     if room or all(agent.free_slots <= 0 for agent in capable):
         return PendingReason.AGENTS_BUSY
     return PendingReason.GLOBAL_LIMIT
