@@ -25,6 +25,9 @@ from hetuflow.server.auth import authorize, authorize_admin
 router = APIRouter()
 """Every REST route, combined; the app factory includes this one router."""
 _protected = [Depends(authorize)]
+# Routes are matched in this order, one by one: the probes first (called every few seconds,
+# matched before the forty-odd API routes), then the tasks (the producer's hot path).
+router.include_router(system.router)  # /healthz and /readyz: always open
 router.include_router(tasks.router, dependencies=_protected)
 router.include_router(bulk.router, dependencies=_protected)
 router.include_router(workflows.router, dependencies=_protected)
@@ -34,6 +37,5 @@ router.include_router(system.stats_router, dependencies=_protected)
 router.include_router(insights.router, dependencies=_protected)
 router.include_router(events.router, dependencies=_protected)
 router.include_router(tokens.router, dependencies=[Depends(authorize_admin)])
-router.include_router(system.router)  # /healthz and /readyz: always open
 
 __all__ = ["router"]
