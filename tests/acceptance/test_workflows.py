@@ -79,7 +79,10 @@ async def test_the_worked_example_runs_with_results_flowing_downstream(
             assert "succeeded" in tree
             code, listed = await cli(server.http_url, "list-workflows")
             assert code == 0
-            assert workflow["id"] in listed
+            assert workflow["id"][:8] in listed  # short ids, as every CLI table
+            code, again = await cli(server.http_url, "show-workflow", workflow["id"][:8])
+            assert code == 0, again
+            assert workflow["id"] in again
 
 
 async def test_a_failed_step_skips_its_descendants_and_clean_up_runs(

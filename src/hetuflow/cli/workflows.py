@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 from rich.tree import Tree
 
+from hetuflow.cli import ids
 from hetuflow.cli.common import (
     EXIT_USAGE,
     Cli,
@@ -21,6 +22,7 @@ from hetuflow.cli.common import (
     table,
     when,
 )
+from hetuflow.cli.ids import short
 from hetuflow.client import WaitTimeout, Workflow, WorkflowStep
 
 
@@ -96,7 +98,7 @@ def list_workflows(cli: Cli, limit: int, offset: int) -> None:
         return
     rows = [
         [
-            str(w.id),
+            short(w.id),
             escape(w.name),
             styled(w.status),
             ", ".join(f"{n} {styled(status)}" for status, n in sorted(w.step_counts.items())),
@@ -119,8 +121,9 @@ def list_workflows(cli: Cli, limit: int, offset: int) -> None:
 @click.argument("workflow_id")
 @client_command
 def show_workflow(cli: Cli, workflow_id: str) -> None:
-    """Show a workflow: its status and its steps as a tree (a step under each parent)."""
-    workflow = cli.client.get_workflow(workflow_id)
+    """Show a workflow (WORKFLOW_ID: its id, a unique id prefix or its name): its status and
+    its steps as a tree (a step under each parent)."""
+    workflow = cli.client.get_workflow(ids.workflow_id(cli, workflow_id))
     if cli.as_json:
         cli.emit_json(workflow)
         return
@@ -145,7 +148,7 @@ def show_workflow(cli: Cli, workflow_id: str) -> None:
 @client_command
 def cancel_workflow(cli: Cli, workflow_id: str) -> None:
     """Cancel every waiting and running step of a workflow (running ones are told to stop)."""
-    workflow = cli.client.cancel_workflow(workflow_id)
+    workflow = cli.client.cancel_workflow(ids.workflow_id(cli, workflow_id))
     if cli.as_json:
         cli.emit_json(workflow)
         return
