@@ -101,7 +101,9 @@ def test_cancel_stops_a_running_task(page: Page, server: ServerProcess) -> None:
 def test_dashboard_follows_tasks_live(page: Page, server: ServerProcess) -> None:
     page.goto("/")
     expect(page.locator("#live")).to_have_text("live")
-    expect(page.locator("#status-tiles .tile")).to_have_count(8)
+    expect(page.locator("#status-tiles .tile")).to_have_count(
+        10
+    )  # waiting and skipped too (workflow steps)
     expect(page.locator("#agents-online .n")).to_have_text("1")
     succeeded = page.locator("#status-tiles [data-status=succeeded] .n")
     expect(succeeded).to_have_text("0")

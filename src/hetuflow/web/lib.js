@@ -211,8 +211,8 @@ export function errorText(error) {
 
 // --- formatting -------------------------------------------------------------------------------
 
-export const STATUSES = ["pending", "dispatched", "running", "cancelling", "succeeded", "failed", "timed_out", "cancelled"];
-export const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled"]);
+export const STATUSES = ["waiting", "pending", "dispatched", "running", "cancelling", "succeeded", "failed", "timed_out", "cancelled", "skipped"];
+export const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "skipped"]);
 
 export function badge(status) {
   return h("span", { class: `badge ${status}` }, String(status).replace("_", " "));
