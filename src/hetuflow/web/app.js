@@ -1,4 +1,5 @@
 // The console's entry point: hash routing, theme toggle, live indicator.
+import { renderAgent } from "./agent.js";
 import { renderAgents } from "./agents.js";
 import { renderCronForm, renderCronJobs } from "./cron.js";
 import { renderDashboard } from "./dashboard.js";
@@ -15,6 +16,7 @@ const ROUTES = [
   [/^\/tasks$/, "tasks", renderTasks],
   [/^\/workflows\/([0-9a-f-]{36})$/i, "workflows", renderWorkflow],
   [/^\/workflows$/, "workflows", renderWorkflows],
+  [/^\/agents\/([0-9a-f-]{36})$/i, "agents", renderAgent],
   [/^\/agents$/, "agents", renderAgents],
   [/^\/cron\/new$/, "cron", renderCronForm],
   [/^\/cron\/([0-9a-f-]{36})$/i, "cron", renderCronForm],
