@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from .conftest import screenshot
 from .server import ServerProcess
@@ -67,17 +67,21 @@ def test_the_dag_is_drawn_and_recoloured_live_as_steps_run(
     expect(page).to_have_url(re.compile(f"#/workflows/{workflow['id']}$"))
 
     dag = page.locator("#workflow-dag")
-    node = lambda step: dag.locator(f".node[data-step='{step}']")  # noqa: E731
+
+    def node(step: str) -> Locator:
+        return dag.locator(f".node[data-step='{step}']")
+
     expect(dag.locator(".node")).to_have_count(len(steps))
     # One edge per depends_on entry.
     expect(dag.locator("path.edge")).to_have_count(3 + 3 + 1 + 1 + 2)
     expect(node("fetch")).to_have_attribute("data-status", "running", timeout=SLOW)
     expect(node("aggregate")).to_have_attribute("data-status", "waiting")
     # Layers: fetch left of the transforms, left of aggregate, left of clean-up.
-    xs = {
-        name: node(name).locator("rect").first.bounding_box()["x"]  # type: ignore[index]
-        for name in ("fetch", "transform-1", "aggregate", "clean-up")
-    }
+    xs = {}
+    for name in ("fetch", "transform-1", "aggregate", "clean-up"):
+        box = node(name).locator("rect").first.bounding_box()
+        assert box is not None
+        xs[name] = box["x"]
     assert xs["fetch"] < xs["transform-1"] < xs["aggregate"] < xs["clean-up"], xs
     running_colour = stroke(page, "fetch")
     assert running_colour != stroke(page, "aggregate")  # running and waiting look different

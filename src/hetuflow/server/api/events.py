@@ -16,7 +16,7 @@ changed. It reads the workflow every ``WORKFLOW_POLL_SECONDS`` while the stream 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -175,7 +175,7 @@ def _workflow_event(name: str, body: bytes) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + body + b"\n\n"
 
 
-async def _workflow_stream(context: ServerContext, first: Workflow) -> AsyncIterator[bytes]:
+async def _workflow_stream(context: ServerContext, first: Workflow) -> AsyncGenerator[bytes, None]:
     """Runs until the client goes away or the server stops; a workflow that is gone (deleted
     by the cleanup) ends the stream with ``event: end``."""
     yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
