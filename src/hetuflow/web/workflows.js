@@ -233,6 +233,17 @@ export async function renderWorkflow(view, { id, signal }) {
   drawGraph();
   drawTable();
 
+  const refetch = async () => {
+    try {
+      workflow = await api("GET", `/api/workflows/${id}`, undefined, { signal });
+      drawHeader();
+      drawTable();
+      for (const step of workflow.steps) recolour(step);
+    } catch {
+      /* the stream goes on; the next event redraws */
+    }
+  };
+
   // Live: the stream sends the workflow, then each step's transition (event: step).
   const stop = follow(`/api/workflows/${id}/events`, (event, data) => {
     if (event === "workflow") {
@@ -246,11 +257,12 @@ export async function renderWorkflow(view, { id, signal }) {
     } else if (event === "step") {
       const { previous, workflow_status: status, ...step } = data;
       workflow.steps = workflow.steps.map((s) => (s.name === step.name ? step : s));
+      const ended = status && status !== "running" && workflow.status === "running";
       if (status) workflow.status = status;
-      if (status && status !== "running" && !workflow.finished_at) workflow.finished_at = step.task.finished_at;
       recolour(step);
       drawHeader();
       drawTable();
+      if (ended) refetch(); // its finished_at and the final counts
     } else if (event === "end") {
       toast("This workflow is gone", true);
       return false;
