@@ -1,11 +1,12 @@
 """PostgreSQL: workflows (create, read, list, cancel) and ``settle``, the release of steps.
 
 ``settle`` runs inside the transaction that made steps terminal (``finish_attempts``,
-``cancel_task``), after those task rows are locked. It first locks the rows of the steps'
-workflows (``FOR UPDATE``, in id order): two nodes finishing two parents of one child at
-the same instant settle one after the other, and the second reads the first one's committed
-result, so the child is released exactly once. Every transaction that settles or cancels a
-workflow takes that lock before it reads or changes a waiting step.
+``cancel_task``, ``release``). Lock order, the same in every transaction that ends a step
+or cancels a workflow: the workflow rows first (``FOR UPDATE``, in id order;
+``lock_workflows_of``), then the task rows (in id order). Two nodes finishing two parents of
+one child at the same instant settle one after the other, and the second reads the first
+one's committed result, so the child is released exactly once; and a cancel racing the
+finish of the step it cancels queues behind it instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -225,24 +226,18 @@ async def list_workflows(connection: Conn, limit: int, offset: int) -> Page[Work
 # --- cancel -----------------------------------------------------------------------------------
 
 
-async def lock_step_workflow(connection: Conn, task_id: UUID) -> None:
-    """Lock the workflow of a waiting or pending step before its task row (``cancel_task``):
-    the order ``settle`` and ``cancel_workflow`` take them in."""
-    await connection.execute(
-        """
-        SELECT w.id FROM workflows AS w
-        JOIN workflow_steps AS s ON s.workflow_id = w.id
-        JOIN tasks AS t ON t.id = s.task_id
-        WHERE s.task_id = $1 AND t.status IN ('waiting', 'pending')
-        FOR UPDATE OF w""",
-        task_id,
-    )
+async def lock_workflows_of(connection: Conn, task_ids: Sequence[UUID]) -> None:
+    """Lock the workflows of those of ``task_ids`` that are steps (in id order), before any
+    task row: the first lock of every transaction that may end a step. Whatever the step's
+    status: a running step may be pending (a retry) or cancelling by the time its row is
+    locked. Tasks that are no step lock nothing."""
+    await connection.execute(_LOCK_WORKFLOWS, list(task_ids))
 
 
 async def cancel_task(connection: Conn, task_id: UUID, now: datetime, aging: Aging) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction, its workflow row locked before its task row."""
-    await lock_step_workflow(connection, task_id)
+    await lock_workflows_of(connection, [task_id])
     task = await task_sql.cancel_task(connection, task_id, now)
     if task.status is TaskStatus.CANCELLED:
         await settle(connection, [task.id], now, aging)
@@ -296,13 +291,14 @@ async def cancel_workflow(
 
 
 async def settle(connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging) -> int:
-    """Steps ``task_ids`` just became terminal (in this transaction, their rows locked):
+    """Steps ``task_ids`` just became terminal (in this transaction, their workflow rows
+    locked, then their task rows):
     release, skip or fail what depends on them, and under ``on_failure: stop`` skip what is
     left of their workflows; repeat for every step that ends on the way. Returns how many
     steps became pending. Ids that are no workflow step are ignored."""
     if not task_ids:
         return 0
-    await connection.execute(_LOCK_WORKFLOWS, list(task_ids))
+    await lock_workflows_of(connection, task_ids)  # held already by every caller: a no-op
     released = 0
     done = await _read_done(connection, task_ids)
     while done:

@@ -178,7 +178,7 @@ class PostgresStore:
         session: int | None = None,
     ) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.release_agent(c, agent_id, now, keep, session)
+            return await agent_sql.release_agent(c, agent_id, now, keep, session, self._aging)
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         async with self._db.connection() as c:
@@ -271,7 +271,7 @@ class PostgresStore:
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.reap_agents(c, stale_before, now)
+            return await agent_sql.reap_agents(c, stale_before, now, self._aging)
 
     # --- cron jobs ----------------------------------------------------------------------------
 

@@ -171,7 +171,9 @@ class SqliteStore:
         keep: Sequence[AttemptRef] = (),
         session: int | None = None,
     ) -> list[UUID]:
-        return await self._db.write(agent_sql.release_agent, agent_id, now, keep, session)
+        return await self._db.write(
+            agent_sql.release_agent, agent_id, now, keep, session, self._aging
+        )
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         return await self._db.read(attempt_sql.list_attempts, task_id)
@@ -245,7 +247,7 @@ class SqliteStore:
         return await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
-        return await self._db.write(agent_sql.reap_agents, stale_before, now)
+        return await self._db.write(agent_sql.reap_agents, stale_before, now, self._aging)
 
     # --- cron jobs ----------------------------------------------------------------------------
 
