@@ -287,6 +287,44 @@ async def cancel_workflow(
     return found, [uid(row["id"]) for row in active]
 
 
+# --- cleanup ----------------------------------------------------------------------------------
+
+_FINISHED_WORKFLOWS = f"""
+SELECT w.id FROM workflows AS w
+WHERE w.created_at < $1 AND NOT EXISTS (
+    SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+    WHERE s.workflow_id = w.id
+      AND (t.finished_at IS NULL OR t.finished_at >= $1
+           OR t.status NOT IN {task_sql.TERMINAL_SQL}))
+ORDER BY w.created_at LIMIT $2
+FOR UPDATE OF w SKIP LOCKED"""
+"""Workflows whose every step has ended before ``$1``; a workflow being settled or
+cancelled (its row locked) is left for the next round."""
+
+
+async def delete_finished(connection: Conn, finished_before: datetime, limit: int) -> int:
+    """``Store.delete_finished_tasks``: up to ``limit`` standalone terminal tasks finished
+    before the instant, then, while the batch has room, whole workflows whose every step
+    ended before it (the workflow row, locked first, and every step's task, attempts and
+    logs); returns how many tasks went. A running or recent workflow keeps every step."""
+    before = utc(finished_before)
+    deleted = await task_sql.delete_finished_tasks(connection, before, limit)
+    room = limit - deleted
+    if room <= 0:
+        return deleted
+    rows = await connection.fetch(_FINISHED_WORKFLOWS, before, room)
+    if not rows:
+        return deleted
+    workflows = [row["id"] for row in rows]
+    status = await connection.execute(
+        "DELETE FROM tasks WHERE id IN (SELECT task_id FROM workflow_steps"
+        " WHERE workflow_id = ANY($1::uuid[]))",
+        workflows,
+    )
+    await connection.execute("DELETE FROM workflows WHERE id = ANY($1::uuid[])", workflows)
+    return deleted + int(status.rsplit(" ", 1)[-1])
+
+
 # --- settle -----------------------------------------------------------------------------------
 
 

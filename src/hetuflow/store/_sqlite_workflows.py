@@ -257,6 +257,49 @@ def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, ag
     return task
 
 
+# --- cleanup ----------------------------------------------------------------------------------
+
+_FINISHED_WORKFLOWS = f"""
+SELECT w.id FROM workflows AS w
+WHERE w.created_at < :before AND NOT EXISTS (
+    SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+    WHERE s.workflow_id = w.id
+      AND (t.finished_at IS NULL OR t.finished_at >= :before
+           OR t.status NOT IN {task_sql.TERMINAL_SQL}))
+ORDER BY w.created_at LIMIT :limit"""
+"""Workflows whose every step has ended before ``before`` (none waiting, pending or active,
+none finished since)."""
+
+
+def delete_finished(connection: sqlite3.Connection, finished_before: datetime, limit: int) -> int:
+    """``Store.delete_finished_tasks``: up to ``limit`` standalone terminal tasks finished
+    before the instant, then, while the batch has room, whole workflows whose every step
+    ended before it (the workflow row and every step's task, attempts and logs); returns how
+    many tasks went. A running or recent workflow keeps every step."""
+    deleted = task_sql.delete_finished_tasks(connection, finished_before, limit)
+    room = limit - deleted
+    if room <= 0:
+        return deleted
+    workflows = [
+        row[0]
+        for row in connection.execute(
+            _FINISHED_WORKFLOWS, {"before": micros(finished_before), "limit": room}
+        )
+    ]
+    if not workflows:
+        return deleted
+    listed = id_list(workflows)
+    steps = connection.execute(
+        "DELETE FROM tasks WHERE id IN (SELECT task_id FROM workflow_steps"
+        " WHERE workflow_id IN (SELECT value FROM json_each(?)))",
+        (listed,),
+    ).rowcount
+    connection.execute(
+        "DELETE FROM workflows WHERE id IN (SELECT value FROM json_each(?))", (listed,)
+    )
+    return deleted + steps
+
+
 # --- settle -----------------------------------------------------------------------------------
 
 

@@ -233,7 +233,10 @@ class Store(Protocol):
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` terminal tasks finished before the instant, with their
-        attempts and logs; return how many. Short transactions: never blocks dispatch long."""
+        attempts and logs; return how many. Short transactions: never blocks dispatch long.
+        Workflow steps go only with their workflow, once every step of it has ended before
+        the instant (the workflow row and all its steps at once, counted in the total, which
+        may then pass ``limit``); a running or recent workflow keeps every step."""
         ...
 
     async def stats(self) -> Stats: ...

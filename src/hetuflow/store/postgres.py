@@ -199,7 +199,7 @@ class PostgresStore:
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
         async with self._db.transaction() as c:
-            return await task_sql.delete_finished_tasks(c, finished_before, limit)
+            return await workflow_sql.delete_finished(c, finished_before, limit)
 
     async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
         async with self._db.connection() as c:

@@ -190,7 +190,7 @@ class SqliteStore:
         return await self._db.read(attempt_sql.list_logs, task_id, after_seq, attempt, limit)
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
-        return await self._db.write(task_sql.delete_finished_tasks, finished_before, limit)
+        return await self._db.write(workflow_sql.delete_finished, finished_before, limit)
 
     async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
         return await self._db.read(task_sql.count_tasks_by_type, statuses)
