@@ -38,6 +38,7 @@ from hetuflow.store._workflow_rows import (
     summary_from,
     workflow_from,
 )
+from hetuflow.workflow_retry import retry_plan
 from hetuflow.workflows import (
     MAX_PARENT_RESULTS_BYTES,
     NewStep,
@@ -198,6 +199,13 @@ async def get_workflow(connection: Conn, workflow_id: UUID) -> Workflow | None:
     return workflow_from(row, steps, [(e["parent"], e["child"]) for e in edges], CODEC)
 
 
+async def workflow_of_step(connection: Conn, task_id: UUID) -> UUID | None:
+    found = await connection.fetchval(
+        "SELECT workflow_id FROM workflow_steps WHERE task_id = $1", task_id
+    )
+    return None if found is None else uid(found)
+
+
 async def list_workflows(connection: Conn, limit: int, offset: int) -> Page[WorkflowSummary]:
     """Newest first, each with its steps counted by status."""
     total = await connection.fetchval("SELECT count(*) FROM workflows")
@@ -287,6 +295,66 @@ async def cancel_workflow(
     return found, [uid(row["id"]) for row in active]
 
 
+# --- retry ------------------------------------------------------------------------------------
+
+_RESET = """
+UPDATE tasks
+SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+    failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = $2, updated_at = $2
+WHERE id = ANY($1::uuid[])"""
+
+_RESET_STEPS = """
+UPDATE workflow_steps AS s SET parents_left = c.n
+FROM unnest($1::uuid[], $2::int[]) AS c(id, n)
+WHERE s.task_id = c.id"""
+
+_START_ROOTS = """
+UPDATE tasks
+SET status = 'pending',
+    claim_key = (extract(epoch FROM scheduled_at) * 1000000)::bigint - priority * $2::bigint
+WHERE id = ANY($1::uuid[]) AND status = 'waiting'"""
+
+
+async def retry_workflow(
+    connection: Conn, workflow_id: UUID, now: datetime, aging: Aging
+) -> tuple[Workflow, int]:
+    """``Store.retry_workflow``: the workflow row locked first, then, in this transaction,
+    the steps that did not succeed and every descendant of theirs start over
+    (``retry_plan``); return the workflow and how many steps are pending again."""
+    locked = await connection.fetchval(
+        "SELECT id FROM workflows WHERE id = $1 FOR UPDATE", workflow_id
+    )
+    workflow = None if locked is None else await get_workflow(connection, workflow_id)
+    if workflow is None:
+        raise WorkflowNotFound(f"workflow {workflow_id} does not exist", field="workflow_id")
+    plan = retry_plan(workflow)
+    stamp = utc(now)
+    ids = {step.name: step.task.id for step in workflow.steps}
+    await connection.execute(
+        "UPDATE workflows SET cancelled_at = NULL, updated_at = $2 WHERE id = $1",
+        workflow_id,
+        stamp,
+    )
+    reset = sorted(ids[name] for name in plan.reset)
+    await connection.execute(_RESET, reset, stamp)
+    names = list(plan.parents_left)
+    await connection.execute(
+        _RESET_STEPS, [ids[n] for n in names], [plan.parents_left[n] for n in names]
+    )
+    roots = [ids[name] for name in plan.roots]
+    if roots:
+        await connection.execute(_START_ROOTS, roots, aging.step_micros)
+    ends: dict[Any, tuple[TaskStatus, str | None]] = {
+        ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
+    }
+    released = len(roots)
+    released += await _release(connection, [ids[n] for n in plan.releases], ends, stamp, aging)
+    released += await settle(connection, await _end(connection, ends, stamp), stamp, aging)
+    found = await get_workflow(connection, workflow_id)
+    assert found is not None
+    return found, released
+
+
 # --- cleanup ----------------------------------------------------------------------------------
 
 _FINISHED_WORKFLOWS = f"""
@@ -364,15 +432,21 @@ async def _settle_round(
             failed = stopping[row["workflow_id"]].parent
             ends.setdefault(row["task_id"], (TaskStatus.SKIPPED, stop_reason(failed)))
     released = await _release(connection, [c for c in releases if c not in ends], ends, now, aging)
-    ended: list[UUID] = []
-    if ends:
-        changes = [
-            {"id": uid(task_id), "status": status.value, "error": reason}
-            for task_id, (status, reason) in ends.items()
-        ]
-        rows = await connection.fetch(_END, orjson.dumps(changes).decode(), now)
-        ended = [uid(row["id"]) for row in rows]
-    return ended, released
+    return await _end(connection, ends, now), released
+
+
+async def _end(
+    connection: Conn, ends: dict[Any, tuple[TaskStatus, str | None]], now: datetime
+) -> list[UUID]:
+    """End the waiting steps of ``ends`` (skipped or failed); return those that ended."""
+    if not ends:
+        return []
+    changes = [
+        {"id": uid(task_id), "status": status.value, "error": reason}
+        for task_id, (status, reason) in ends.items()
+    ]
+    rows = await connection.fetch(_END, orjson.dumps(changes).decode(), now)
+    return [uid(row["id"]) for row in rows]
 
 
 async def _decide_children(

@@ -33,6 +33,7 @@ from hetuflow.store._workflow_rows import (
     summary_from,
     workflow_from,
 )
+from hetuflow.workflow_retry import retry_plan
 from hetuflow.workflows import (
     MAX_PARENT_RESULTS_BYTES,
     NewStep,
@@ -183,6 +184,13 @@ def get_workflow(connection: sqlite3.Connection, workflow_id: UUID) -> Workflow 
     return workflow_from(row, steps, [(e[0], e[1]) for e in edges], CODEC)
 
 
+def workflow_of_step(connection: sqlite3.Connection, task_id: UUID) -> UUID | None:
+    row = connection.execute(
+        "SELECT workflow_id FROM workflow_steps WHERE task_id = ?", (str(task_id),)
+    ).fetchone()
+    return None if row is None else UUID(row[0])
+
+
 def list_workflows(
     connection: sqlite3.Connection, limit: int, offset: int
 ) -> Page[WorkflowSummary]:
@@ -255,6 +263,58 @@ def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, ag
     if task.status is TaskStatus.CANCELLED:
         settle(connection, [str(task.id)], now, aging)
     return task
+
+
+# --- retry ------------------------------------------------------------------------------------
+
+_RESET = """
+UPDATE tasks
+SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+    failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = ?, updated_at = ?
+WHERE id IN (SELECT value FROM json_each(?))"""
+
+_RESET_STEPS = """
+UPDATE workflow_steps SET parents_left = c.n
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS c
+WHERE workflow_steps.task_id = c.id"""
+
+_START_ROOTS = """
+UPDATE tasks SET status = 'pending', claim_key = scheduled_at - priority * ?
+WHERE id IN (SELECT value FROM json_each(?)) AND status = 'waiting'"""
+
+
+def retry_workflow(
+    connection: sqlite3.Connection, workflow_id: UUID, now: datetime, aging: Aging
+) -> tuple[Workflow, int]:
+    """``Store.retry_workflow``: in this transaction, the steps that did not succeed and
+    every descendant of theirs start over (``retry_plan``); return the workflow and how many
+    steps are pending again."""
+    workflow = get_workflow(connection, workflow_id)
+    if workflow is None:
+        raise WorkflowNotFound(f"workflow {workflow_id} does not exist", field="workflow_id")
+    plan = retry_plan(workflow)
+    stamp = micros(now)
+    ids = {step.name: str(step.task.id) for step in workflow.steps}
+    reset = [ids[name] for name in plan.reset]
+    connection.execute(
+        "UPDATE workflows SET cancelled_at = NULL, updated_at = ? WHERE id = ?",
+        (stamp, str(workflow_id)),
+    )
+    connection.execute(_RESET, (stamp, stamp, id_list(reset)))
+    connection.execute(
+        _RESET_STEPS, (json_rows([(ids[name], n) for name, n in plan.parents_left.items()]),)
+    )
+    roots = [ids[name] for name in plan.roots]
+    if roots:
+        connection.execute(_START_ROOTS, (aging.step_micros, id_list(roots)))
+    ends = {ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()}
+    released = len(roots) + _release(
+        connection, [ids[n] for n in plan.releases], ends, stamp, aging
+    )
+    released += settle(connection, _end(connection, ends, stamp), now, aging)
+    found = get_workflow(connection, workflow_id)
+    assert found is not None
+    return found, released
 
 
 # --- cleanup ----------------------------------------------------------------------------------
@@ -353,10 +413,21 @@ def _settle_round(
         for (step,) in connection.execute(_STOPPABLE, (workflow_id,)):
             ends.setdefault(step, (TaskStatus.SKIPPED, stop_reason(failed.parent)))
     stamp = micros(now)
+    released = _release(connection, [c for c in releases if c not in ends], ends, stamp, aging)
+    return _end(connection, ends, stamp), released
+
+
+def _release(
+    connection: sqlite3.Connection,
+    releases: Sequence[str],
+    ends: dict[str, tuple[TaskStatus, str | None]],
+    stamp: int,
+    aging: Aging,
+) -> int:
+    """Make the waiting ``releases`` pending with their parents' results; one whose results
+    are over the limit goes to ``ends`` as failed instead. Returns how many were released."""
     released = 0
     for child in releases:
-        if child in ends:
-            continue
         [document] = connection.execute(_PARENT_RESULTS, (child,)).fetchone()
         size = len(document.encode())
         if size > MAX_PARENT_RESULTS_BYTES:
@@ -364,11 +435,17 @@ def _settle_round(
             continue
         connection.execute(_RELEASE, (document, stamp, stamp, aging.step_micros, stamp, child))
         released += 1
-    ended: list[str] = []
-    if ends:
-        changes = [(task_id, status.value, reason) for task_id, (status, reason) in ends.items()]
-        ended = [row[0] for row in connection.execute(_END, (stamp, stamp, json_rows(changes)))]
-    return ended, released
+    return released
+
+
+def _end(
+    connection: sqlite3.Connection, ends: dict[str, tuple[TaskStatus, str | None]], stamp: int
+) -> list[str]:
+    """End the waiting steps of ``ends`` (skipped or failed); return those that ended."""
+    if not ends:
+        return []
+    changes = [(task_id, status.value, reason) for task_id, (status, reason) in ends.items()]
+    return [row[0] for row in connection.execute(_END, (stamp, stamp, json_rows(changes)))]
 
 
 def _parents(connection: sqlite3.Connection, child: str) -> list[Parent]:

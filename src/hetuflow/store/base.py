@@ -494,6 +494,20 @@ class Store(Protocol):
         ``WorkflowAlreadyFinished`` when every step has ended (and it was not cancelled)."""
         ...
 
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        """Start over, in one transaction, every step that did not succeed (failed, timed
+        out, cancelled, skipped) and every descendant of theirs, keeping what succeeded:
+        each back to waiting (results, errors and retry budget cleared), then released or
+        decided as on the first run against its kept parents; the workflow is no longer
+        cancelled. Return it and how many steps became pending. ``WorkflowNotFound``;
+        ``WorkflowNotRetryable`` while a step has not ended or when every step succeeded.
+        Ordered against settles and cancels of the workflow (PostgreSQL: its row lock)."""
+        ...
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        """The workflow the task is a step of; None for a task that is no step."""
+        ...
+
 
 class Notifier(Protocol):
     """Wakes engine loops, in this process and on other nodes. Separate from state.

@@ -385,3 +385,11 @@ class PostgresStore:
     ) -> tuple[Workflow, list[UUID]]:
         async with self._db.transaction() as c:
             return await workflow_sql.cancel_workflow(c, workflow_id, now)
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        async with self._db.transaction() as c:
+            return await workflow_sql.retry_workflow(c, workflow_id, now, self._aging)
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        async with self._db.connection() as c:
+            return await workflow_sql.workflow_of_step(c, task_id)

@@ -348,3 +348,9 @@ class SqliteStore:
         self, workflow_id: UUID, *, now: datetime
     ) -> tuple[Workflow, list[UUID]]:
         return await self._db.write(workflow_sql.cancel_workflow, workflow_id, now)
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        return await self._db.write(workflow_sql.retry_workflow, workflow_id, now, self._aging)
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        return await self._db.read(workflow_sql.workflow_of_step, task_id)
