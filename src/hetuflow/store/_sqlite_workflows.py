@@ -307,7 +307,9 @@ def retry_workflow(
     roots = [ids[name] for name in plan.roots]
     if roots:
         connection.execute(_START_ROOTS, (aging.step_micros, id_list(roots)))
-    ends = {ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()}
+    ends: dict[str, tuple[TaskStatus, str | None]] = {
+        ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
+    }
     released = len(roots) + _release(
         connection, [ids[n] for n in plan.releases], ends, stamp, aging
     )
