@@ -22,14 +22,14 @@ from hetuflow.workflows import OnFailure, RunIf
 from ._support import T0, ConnectAgent
 from .test_workflows import claim, create, finish, reread, statuses, step
 
-Lose = Callable[[Store, Agent], Awaitable[object]]
+Lose = Callable[[Store, Agent], Awaitable[list[UUID]]]
 
 
-async def _release(store: Store, agent: Agent) -> object:
+async def _release(store: Store, agent: Agent) -> list[UUID]:
     return await store.release_agent(agent.id, now=T0)
 
 
-async def _reap(store: Store, agent: Agent) -> object:
+async def _reap(store: Store, agent: Agent) -> list[UUID]:
     return await store.reap_agents(stale_before=T0 + timedelta(hours=1), now=T0)
 
 
@@ -48,14 +48,19 @@ async def test_an_agent_lost_while_its_step_is_cancelling_settles_the_workflow(
     )
     running = await claim(store, agent)
     assert (await store.cancel_task(running["a"].task.id, now=T0)).status is TaskStatus.CANCELLING
-    await lose(store, agent)
-    after = statuses(await reread(store, workflow))
+    returned = await lose(store, agent)
+    after_workflow = await reread(store, workflow)
+    after = statuses(after_workflow)
     assert after == {
         "a": TaskStatus.CANCELLED,
         "b": TaskStatus.SKIPPED,  # not left waiting forever
         "c": TaskStatus.SKIPPED,
         "alert": TaskStatus.PENDING,
     }
+    if lose is _release:  # what it released is returned, so the caller wakes the dispatchers
+        assert returned == [after_workflow.steps[3].task.id]
+    else:
+        assert returned == [agent.id]
 
 
 async def test_an_agent_lost_mid_step_only_sends_the_step_back(

@@ -226,7 +226,8 @@ async def release(
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
     Cancelling tasks end cancelled; those that are workflow steps settle their workflows in
-    this transaction (``settle``), their workflow rows locked before the task rows."""
+    this transaction (``settle``), their workflow rows locked before the task rows; the
+    steps that releases are among the tasks returned (so the caller wakes the dispatchers)."""
     stamp = utc(now)
     await connection.execute(_LOCK_HELD_WORKFLOWS, list(agent_ids))
     rows = await connection.fetch(
@@ -236,12 +237,14 @@ async def release(
         [ref.task_id for ref in keep],
         [ref.attempt for ref in keep],
     )
+    pending = [uid(row["id"]) for row in rows if row["status"] == "pending"]
     ended_steps = [uid(row["id"]) for row in rows if row["step"] and row["status"] == "cancelled"]
     if ended_steps:  # --- workflows: the release is part of this transaction ---
-        await settle(
+        released = await settle(
             connection, ended_steps, stamp, aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
         )
-    return [uid(row["id"]) for row in rows if row["status"] == "pending"]
+        pending.extend(uid(task_id) for task_id in released)  # the caller wakes dispatchers
+    return pending
 
 
 async def list_attempts(connection: Conn, task_id: UUID) -> list[Attempt]:

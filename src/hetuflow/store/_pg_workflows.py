@@ -348,8 +348,8 @@ async def retry_workflow(
         ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
     }
     released = len(roots)
-    released += await _release(connection, [ids[n] for n in plan.releases], ends, stamp, aging)
-    released += await settle(connection, await _end(connection, ends, stamp), stamp, aging)
+    released += len(await _release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
+    released += len(await settle(connection, await _end(connection, ends, stamp), stamp, aging))
     found = await get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -396,20 +396,22 @@ async def delete_finished(connection: Conn, finished_before: datetime, limit: in
 # --- settle -----------------------------------------------------------------------------------
 
 
-async def settle(connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging) -> int:
+async def settle(
+    connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging
+) -> list[UUID]:
     """Steps ``task_ids`` just became terminal (in this transaction, their workflow rows
     locked, then their task rows):
     release, skip or fail what depends on them, and under ``on_failure: stop`` skip what is
-    left of their workflows; repeat for every step that ends on the way. Returns how many
-    steps became pending. Ids that are no workflow step are ignored."""
+    left of their workflows; repeat for every step that ends on the way. Returns the steps
+    that became pending. Ids that are no workflow step are ignored."""
     if not task_ids:
-        return 0
+        return []
     await lock_workflows_of(connection, task_ids)  # held already by every caller: a no-op
-    released = 0
+    released: list[UUID] = []
     done = await _read_done(connection, task_ids)
     while done:
-        ended, count = await _settle_round(connection, done, utc(now), aging)
-        released += count
+        ended, more = await _settle_round(connection, done, utc(now), aging)
+        released.extend(more)
         done = await _read_done(connection, ended)
     return released
 
@@ -422,9 +424,9 @@ async def _read_done(connection: Conn, task_ids: Sequence[UUID]) -> list[Done]:
 
 async def _settle_round(
     connection: Conn, done: Sequence[Done], now: datetime, aging: Aging
-) -> tuple[list[UUID], int]:
+) -> tuple[list[UUID], list[UUID]]:
     """One round: decide the waiting children of ``done``, apply ``stop``, write it all;
-    return the steps that ended on the way (the next round's) and how many were released."""
+    return the steps that ended on the way (the next round's) and those released."""
     ends, releases = await _decide_children(connection, done)
     stopping = stops(done)
     if stopping:
@@ -494,11 +496,11 @@ async def _release(
     ends: dict[Any, tuple[TaskStatus, str | None]],
     now: datetime,
     aging: Aging,
-) -> int:
+) -> list[UUID]:
     """Make ``releases`` pending with their parents' results; one whose results are over
-    the limit goes to ``ends`` as failed instead. Returns how many were released."""
+    the limit goes to ``ends`` as failed instead. Returns those released."""
     if not releases:
-        return 0
+        return []
     documents: list[dict[str, Any]] = []
     for row in await connection.fetch(_PARENT_RESULTS, list(releases)):
         size = len(orjson.dumps(row["parents"]))
@@ -508,7 +510,7 @@ async def _release(
             documents.append({"id": uid(row["child_id"]), "parents": row["parents"]})
     if documents:
         await connection.execute(_RELEASE, orjson.dumps(documents).decode(), now, aging.step_micros)
-    return len(documents)
+    return [document["id"] for document in documents]
 
 
 def _too_large(size: int) -> str:

@@ -212,7 +212,8 @@ def release(
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
     Cancelling tasks end cancelled; those that are workflow steps settle their workflows in
-    this transaction (``settle``), as any other end of a step does."""
+    this transaction (``settle``), as any other end of a step does, and the steps that
+    releases are among the tasks returned (so the caller wakes the dispatchers)."""
     stamp = micros(now)
     kept = {(str(ref.task_id), ref.attempt) for ref in keep}
     rows = connection.execute(
@@ -249,7 +250,10 @@ def release(
             (stamp, row["id"], row["attempts"]),
         )
     if ended_steps:  # --- workflows: the release is part of this transaction ---
-        settle(connection, ended_steps, now, aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS))
+        released = settle(
+            connection, ended_steps, now, aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
+        )
+        pending.extend(UUID(task_id) for task_id in released)  # the caller wakes dispatchers
     return pending
 
 

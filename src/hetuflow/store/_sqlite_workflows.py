@@ -310,10 +310,9 @@ def retry_workflow(
     ends: dict[str, tuple[TaskStatus, str | None]] = {
         ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
     }
-    released = len(roots) + _release(
-        connection, [ids[n] for n in plan.releases], ends, stamp, aging
-    )
-    released += settle(connection, _end(connection, ends, stamp), now, aging)
+    released = len(roots)
+    released += len(_release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
+    released += len(settle(connection, _end(connection, ends, stamp), now, aging))
     found = get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -367,16 +366,16 @@ def delete_finished(connection: sqlite3.Connection, finished_before: datetime, l
 
 def settle(
     connection: sqlite3.Connection, task_ids: Sequence[str], now: datetime, aging: Aging
-) -> int:
+) -> list[str]:
     """Steps ``task_ids`` just became terminal (in this transaction): release, skip or fail
     what depends on them, and under ``on_failure: stop`` skip what is left of their
-    workflows; repeat for every step that ends on the way. Returns how many steps became
+    workflows; repeat for every step that ends on the way. Returns the steps that became
     pending. Ids that are no workflow step are ignored."""
-    released = 0
+    released: list[str] = []
     done = _read_done(connection, task_ids)
     while done:
-        ended, count = _settle_round(connection, done, now, aging)
-        released += count
+        ended, more = _settle_round(connection, done, now, aging)
+        released.extend(more)
         done = _read_done(connection, ended)
     return released
 
@@ -389,7 +388,7 @@ def _read_done(connection: sqlite3.Connection, task_ids: Sequence[str]) -> list[
 
 def _settle_round(
     connection: sqlite3.Connection, done: Sequence[Done], now: datetime, aging: Aging
-) -> tuple[list[str], int]:
+) -> tuple[list[str], list[str]]:
     by_id = {item.task_id: item for item in done}
     finished_parents: dict[str, list[Parent]] = defaultdict(list)
     for child, parent in connection.execute(_WAITING_CHILDREN, (id_list(list(by_id)),)):
@@ -425,10 +424,10 @@ def _release(
     ends: dict[str, tuple[TaskStatus, str | None]],
     stamp: int,
     aging: Aging,
-) -> int:
+) -> list[str]:
     """Make the waiting ``releases`` pending with their parents' results; one whose results
-    are over the limit goes to ``ends`` as failed instead. Returns how many were released."""
-    released = 0
+    are over the limit goes to ``ends`` as failed instead. Returns those released."""
+    released: list[str] = []
     for child in releases:
         [document] = connection.execute(_PARENT_RESULTS, (child,)).fetchone()
         size = len(document.encode())
@@ -436,7 +435,7 @@ def _release(
             ends[child] = (TaskStatus.FAILED, _too_large(size))
             continue
         connection.execute(_RELEASE, (document, stamp, stamp, aging.step_micros, stamp, child))
-        released += 1
+        released.append(child)
     return released
 
 
