@@ -1,5 +1,5 @@
 """Workflow commands of ``hetuflow-server``: create-workflow, list-workflows, show-workflow,
-cancel-workflow (docs/workflows.md)."""
+cancel-workflow, retry-workflow (docs/workflows.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,13 @@ from hetuflow.client import WaitTimeout, Workflow, WorkflowStep
 
 
 def register(group: click.Group) -> None:
-    for command in (create_workflow, list_workflows, show_workflow, cancel_workflow):
+    for command in (
+        create_workflow,
+        list_workflows,
+        show_workflow,
+        cancel_workflow,
+        retry_workflow,
+    ):
         group.add_command(command)
 
 
@@ -153,6 +159,22 @@ def cancel_workflow(cli: Cli, workflow_id: str) -> None:
         cli.emit_json(workflow)
         return
     stdout().print(f"cancelled workflow [bold]{workflow.id}[/bold]")
+    stdout().print(_tree(workflow))
+
+
+@click.command("retry-workflow")
+@click.argument("workflow_id")
+@client_command
+def retry_workflow(cli: Cli, workflow_id: str) -> None:
+    """Re-run the failed, timed-out, cancelled and skipped steps of an ended workflow and
+    every step that depends on them; steps that succeeded are kept, and their results are
+    handed down again. Refused (409) while a step is still running or when every step
+    succeeded."""
+    workflow = cli.client.retry_workflow(workflow_id)
+    if cli.as_json:
+        cli.emit_json(workflow)
+        return
+    stdout().print(f"retrying workflow [bold]{workflow.id}[/bold]")
     stdout().print(_tree(workflow))
 
 

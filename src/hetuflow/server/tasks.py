@@ -162,8 +162,17 @@ class TaskQueue:
                 )
 
     async def retry(self, task_id: UUID) -> Task:
-        """A new task with the same spec as a failed, timed-out or cancelled one."""
+        """A new task with the same spec as a failed, timed-out or cancelled one. A workflow
+        step is not retried alone (its descendants would not follow): ``TaskNotRetryable``
+        naming the workflow to retry instead (docs/workflows.md, Retry)."""
         task = await self.get(task_id)
+        workflow_id = await self.store.workflow_of_step(task_id)
+        if workflow_id is not None:
+            raise TaskNotRetryable(
+                f"task {task_id} is a step of workflow {workflow_id}: retry the workflow"
+                f" (POST /api/workflows/{workflow_id}/retry, retry-workflow {workflow_id})",
+                field="task_id",
+            )
         if task.status not in RETRYABLE_STATUSES:
             raise TaskNotRetryable(
                 "only failed, timed_out or cancelled tasks can be retried;"

@@ -432,11 +432,14 @@ async def next_scheduled_at(connection: Conn, now: datetime) -> datetime | None:
 
 
 async def delete_finished_tasks(connection: Conn, finished_before: datetime, limit: int) -> int:
+    """Terminal tasks that are no workflow step (a workflow's steps go with the workflow:
+    ``_pg_workflows.delete_finished``)."""
     status = await connection.execute(
         f"""
         DELETE FROM tasks WHERE id IN (
             SELECT id FROM tasks
             WHERE finished_at < $1 AND status IN {TERMINAL_SQL}
+              AND NOT EXISTS (SELECT 1 FROM workflow_steps AS s WHERE s.task_id = tasks.id)
             ORDER BY finished_at LIMIT $2
             FOR UPDATE SKIP LOCKED)""",
         utc(finished_before),

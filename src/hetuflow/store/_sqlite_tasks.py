@@ -477,11 +477,14 @@ def next_scheduled_at(connection: sqlite3.Connection, now: datetime) -> datetime
 def delete_finished_tasks(
     connection: sqlite3.Connection, finished_before: datetime, limit: int
 ) -> int:
+    """Terminal tasks that are no workflow step (a workflow's steps go with the workflow:
+    ``_sqlite_workflows.delete_finished``)."""
     cursor = connection.execute(
         f"""
         DELETE FROM tasks WHERE id IN (
             SELECT id FROM tasks
             WHERE finished_at < ? AND status IN {TERMINAL_SQL}
+              AND NOT EXISTS (SELECT 1 FROM workflow_steps AS s WHERE s.task_id = tasks.id)
             ORDER BY finished_at LIMIT ?)""",
         (micros(finished_before), limit),
     )

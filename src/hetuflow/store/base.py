@@ -200,8 +200,11 @@ class Store(Protocol):
         """Give back the active attempts an agent holds, except those in ``keep``.
 
         Their attempts end ``lost``; dispatched/running tasks go back to pending (ready now,
-        retry budget untouched); cancelling ones become cancelled. Returns the ids of the
-        tasks that went back to pending. Safe to call concurrently and repeatedly.
+        retry budget untouched); cancelling ones become cancelled, and a cancelled workflow
+        step settles its workflow in the same transaction (as ``finish_attempts`` does).
+        Returns the ids of the tasks that went back to pending, and of the workflow steps
+        that settle released (so the caller wakes the dispatchers). Safe to call
+        concurrently and repeatedly.
 
         With ``session``, nothing is released unless that is still the agent's current
         connection session, checked in the same transaction: a release decided for a dropped
@@ -233,7 +236,10 @@ class Store(Protocol):
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` terminal tasks finished before the instant, with their
-        attempts and logs; return how many. Short transactions: never blocks dispatch long."""
+        attempts and logs; return how many. Short transactions: never blocks dispatch long.
+        Workflow steps go only with their workflow, once every step of it has ended before
+        the instant (the workflow row and all its steps at once, counted in the total, which
+        may then pass ``limit``); a running or recent workflow keeps every step."""
         ...
 
     async def stats(self) -> Stats: ...
@@ -489,6 +495,20 @@ class Store(Protocol):
         transaction; return it and its active steps' ids, which the caller cancels with
         ``cancel_task`` (their agents are told to stop). ``WorkflowNotFound``;
         ``WorkflowAlreadyFinished`` when every step has ended (and it was not cancelled)."""
+        ...
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        """Start over, in one transaction, every step that did not succeed (failed, timed
+        out, cancelled, skipped) and every descendant of theirs, keeping what succeeded:
+        each back to waiting (results, errors and retry budget cleared), then released or
+        decided as on the first run against its kept parents; the workflow is no longer
+        cancelled. Return it and how many steps became pending. ``WorkflowNotFound``;
+        ``WorkflowNotRetryable`` while a step has not ended or when every step succeeded.
+        Ordered against settles and cancels of the workflow (PostgreSQL: its row lock)."""
+        ...
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        """The workflow the task is a step of; None for a task that is no step."""
         ...
 
 

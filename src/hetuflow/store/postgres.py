@@ -178,7 +178,7 @@ class PostgresStore:
         session: int | None = None,
     ) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.release_agent(c, agent_id, now, keep, session)
+            return await agent_sql.release_agent(c, agent_id, now, keep, session, self._aging)
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         async with self._db.connection() as c:
@@ -199,7 +199,7 @@ class PostgresStore:
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
         async with self._db.transaction() as c:
-            return await task_sql.delete_finished_tasks(c, finished_before, limit)
+            return await workflow_sql.delete_finished(c, finished_before, limit)
 
     async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
         async with self._db.connection() as c:
@@ -271,7 +271,7 @@ class PostgresStore:
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.reap_agents(c, stale_before, now)
+            return await agent_sql.reap_agents(c, stale_before, now, self._aging)
 
     # --- cron jobs ----------------------------------------------------------------------------
 
@@ -385,3 +385,11 @@ class PostgresStore:
     ) -> tuple[Workflow, list[UUID]]:
         async with self._db.transaction() as c:
             return await workflow_sql.cancel_workflow(c, workflow_id, now)
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        async with self._db.transaction() as c:
+            return await workflow_sql.retry_workflow(c, workflow_id, now, self._aging)
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        async with self._db.connection() as c:
+            return await workflow_sql.workflow_of_step(c, task_id)

@@ -171,7 +171,9 @@ class SqliteStore:
         keep: Sequence[AttemptRef] = (),
         session: int | None = None,
     ) -> list[UUID]:
-        return await self._db.write(agent_sql.release_agent, agent_id, now, keep, session)
+        return await self._db.write(
+            agent_sql.release_agent, agent_id, now, keep, session, self._aging
+        )
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         return await self._db.read(attempt_sql.list_attempts, task_id)
@@ -188,7 +190,7 @@ class SqliteStore:
         return await self._db.read(attempt_sql.list_logs, task_id, after_seq, attempt, limit)
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
-        return await self._db.write(task_sql.delete_finished_tasks, finished_before, limit)
+        return await self._db.write(workflow_sql.delete_finished, finished_before, limit)
 
     async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
         return await self._db.read(task_sql.count_tasks_by_type, statuses)
@@ -245,7 +247,7 @@ class SqliteStore:
         return await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
-        return await self._db.write(agent_sql.reap_agents, stale_before, now)
+        return await self._db.write(agent_sql.reap_agents, stale_before, now, self._aging)
 
     # --- cron jobs ----------------------------------------------------------------------------
 
@@ -346,3 +348,9 @@ class SqliteStore:
         self, workflow_id: UUID, *, now: datetime
     ) -> tuple[Workflow, list[UUID]]:
         return await self._db.write(workflow_sql.cancel_workflow, workflow_id, now)
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        return await self._db.write(workflow_sql.retry_workflow, workflow_id, now, self._aging)
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        return await self._db.read(workflow_sql.workflow_of_step, task_id)
