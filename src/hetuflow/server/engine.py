@@ -16,13 +16,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hetuflow.models import LogBudget
+from hetuflow.protocol import CloseCode
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_service import CronService
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.gateway import AGENT_CONNECTED, AGENT_ENABLED_CHANGED, GatewaySvc
 from hetuflow.server.lifecycle import LifecycleSvc
 from hetuflow.server.reconcile import Reconciler
-from hetuflow.server.registry import CLOSE_GOING_AWAY, AgentSvc
+from hetuflow.server.registry import AgentSvc
 from hetuflow.server.resilience import supervise
 from hetuflow.server.results import ResultWriter
 from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASK_CANCEL, TASKS_READY
@@ -91,6 +92,6 @@ class SchedulerEngine:
             await asyncio.shield(self._shutdown())
 
     async def _shutdown(self) -> None:
-        await self.gateway.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        await self.gateway.close_all(CloseCode.GOING_AWAY, "server shutting down")
         with contextlib.suppress(Exception):
             await self.results.flush()

@@ -27,7 +27,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from uuid import UUID
 
 from fastapi import WebSocket
@@ -51,30 +50,26 @@ from hetuflow.protocol import (
     AgentDraining,
     AgentHeartbeat,
     AgentMessage,
+    AgentRegisteredFrame,
+    CloseCode,
     ProtocolViolation,
     TaskLogs,
     TaskProgress,
     TaskResult,
     TaskResults,
     TaskStarted,
+    agent_registered_frame,
     decode_agent_message,
+    encode_frame,
+    task_dispatch_frame,
 )
 from hetuflow.server.auth import AgentAccess, Authenticator, authenticate_agent
 from hetuflow.server.context import ServerContext
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.reconcile import Reconciler, parse_uuid
 from hetuflow.server.registry import (
-    CLOSE_AGENT_DELETED,
-    CLOSE_AGENT_NOT_FOUND,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_PROTOCOL_VERSION,
-    CLOSE_REGISTRATION_TIMEOUT,
-    CLOSE_SUPERSEDED,
-    CLOSE_TRY_AGAIN_LATER,
-    CLOSE_UNAUTHORIZED,
     AgentConnection,
     AgentSvc,
-    encode_frame,
 )
 from hetuflow.server.reports import Reports
 from hetuflow.server.resilience import StoreRetry
@@ -94,8 +89,6 @@ agent; anything else, or nothing within the window, registers a new agent."""
 AGENT_ENABLED_CHANGED = "hetuflow_agent_enabled_changed"
 """Notifier channel, payload ``<agent_id>:0`` (disabled by an operator) or ``<agent_id>:1``
 (enabled): the node holding that agent's connection stops or starts giving it tasks."""
-
-CLOSE_SERVICE_RESTART = 1012  # uvicorn closes every WebSocket with it when the server stops
 
 
 class GatewaySvc:
@@ -176,7 +169,7 @@ class GatewaySvc:
     def _disconnected(self, connection: AgentConnection) -> None:
         if not self._agents.detach(connection):
             return  # never registered, or superseded by a newer connection
-        if self.stopping or connection.disconnect_code == CLOSE_SERVICE_RESTART:
+        if self.stopping or connection.disconnect_code == CloseCode.SERVICE_RESTART:
             return  # this node stops: the agent reconnects elsewhere with its work
         self._on_disconnect(connection)
 
@@ -188,7 +181,7 @@ class GatewaySvc:
                 frames = await connection.next_frames()
                 for message_type, item in frames:
                     if message_type == "TaskDispatch":
-                        item = encode_frame({"type": "TaskDispatch", "tasks": item})
+                        item = encode_frame(task_dispatch_frame(item))
                     await websocket.send_text(item)
                     metrics.ws_message("out", message_type)
                 if connection.close_code is not None:
@@ -221,13 +214,13 @@ class GatewaySvc:
                     await self._register(connection, held)
                     held = None
                     continue
-                connection.close(CLOSE_REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
+                connection.close(CloseCode.REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
                 return
             except Exception:  # the transport broke
-                connection.disconnect_code = 1006
+                connection.disconnect_code = CloseCode.ABNORMAL
                 return
             if message["type"] == "websocket.disconnect":
-                connection.disconnect_code = int(message.get("code") or 1005)
+                connection.disconnect_code = int(message.get("code") or CloseCode.NO_STATUS)
                 return
             frame = message.get("text")
             if frame is None:
@@ -266,7 +259,7 @@ class GatewaySvc:
             frames.popleft()
         if len(frames) > self.bad_frame_limit:
             connection.close(
-                CLOSE_POLICY_VIOLATION,
+                CloseCode.POLICY_VIOLATION,
                 f"more than {self.bad_frame_limit} bad frames in "
                 f"{self.bad_frame_window_seconds:g} s",
             )
@@ -351,7 +344,7 @@ class GatewaySvc:
                 f" as {named!r}",
                 message_type="AgentHeartbeat",
             )
-            connection.close(CLOSE_UNAUTHORIZED, "the token belongs to another agent")
+            connection.close(CloseCode.UNAUTHORIZED, "the token belongs to another agent")
         else:
             self._bad_frame(connection, "agent_mismatch", problem, "AgentHeartbeat")
         return False
@@ -369,7 +362,7 @@ class GatewaySvc:
                 f"this server speaks version {PROTOCOL_VERSION}",
                 message_type=message.type,
             )
-            connection.close(CLOSE_PROTOCOL_VERSION, "protocol version not supported")
+            connection.close(CloseCode.PROTOCOL_VERSION, "protocol version not supported")
             return
         registration = self._registration(connection, message, named)
         if registration is None:
@@ -380,11 +373,11 @@ class GatewaySvc:
             )
         except AgentNotFound as problem:
             connection.send_error("agent_not_found", problem.message, message_type=message.type)
-            connection.close(CLOSE_AGENT_NOT_FOUND, "unknown agent id")
+            connection.close(CloseCode.AGENT_NOT_FOUND, "unknown agent id")
             return
         except AgentDeleted as problem:
             connection.send_error(problem.code, problem.message, message_type=message.type)
-            connection.close(CLOSE_AGENT_DELETED, "agent deleted")
+            connection.close(CloseCode.AGENT_DELETED, "agent deleted")
             return
         except Exception as error:
             if isinstance(error, StoreUnavailable):
@@ -396,7 +389,7 @@ class GatewaySvc:
             connection.send_error(
                 "store_unavailable", "the server could not record the registration; retry"
             )
-            connection.close(CLOSE_TRY_AGAIN_LATER, "database unavailable")
+            connection.close(CloseCode.TRY_AGAIN_LATER, "database unavailable")
             return
         if connection.registered:
             # A repeated AgentCapabilities updates what the agent declares.
@@ -442,7 +435,7 @@ class GatewaySvc:
                     f" as {name or str(agent_id)!r}",
                     message_type=message.type,
                 )
-                connection.close(CLOSE_UNAUTHORIZED, "the token belongs to another agent")
+                connection.close(CloseCode.UNAUTHORIZED, "the token belongs to another agent")
                 return None
             agent_id, name = bound, None
         return AgentRegistration(
@@ -453,16 +446,14 @@ class GatewaySvc:
             name=None if connection.registered else name,
         )
 
-    def _registered_frame(self, connection: AgentConnection) -> dict[str, Any]:
-        return {
-            "type": "AgentRegistered",
-            "agent_id": str(connection.agent_id),
-            "name": connection.name,
-            "protocol_version": PROTOCOL_VERSION,
-            "heartbeat_interval_seconds": self._context.config.scheduler.heartbeat_interval_seconds,
-            "server_time": self._context.clock.now().isoformat(),
-            "superseded": [],
-        }
+    def _registered_frame(self, connection: AgentConnection) -> AgentRegisteredFrame:
+        assert connection.agent_id is not None
+        return agent_registered_frame(
+            connection.agent_id,
+            connection.name,
+            heartbeat_interval_seconds=self._context.config.scheduler.heartbeat_interval_seconds,
+            now=self._context.clock.now(),
+        )
 
     async def _on_draining(self, connection: AgentConnection) -> None:
         connection.draining = True
@@ -490,7 +481,7 @@ class GatewaySvc:
         connection = self._agents.current(agent_id)
         if connection is not None and connection.session < int(session_text):
             self._agents.detach(connection)
-            connection.close(CLOSE_SUPERSEDED, "superseded by a newer connection of this agent")
+            connection.close(CloseCode.SUPERSEDED, "superseded by a newer connection of this agent")
 
     def on_agent_drain_changed(self, payload: str) -> None:
         """Notifier callback: an operator drained (``<id>:1``) or resumed (``<id>:0``) an
@@ -560,7 +551,7 @@ class GatewaySvc:
                 for task_id, (attempt, _) in connection.held.items():
                     connection.send_cancel(task_id, attempt, "superseded")
                 connection.held.clear()
-                connection.close(CLOSE_AGENT_DELETED, "agent deleted")
+                connection.close(CloseCode.AGENT_DELETED, "agent deleted")
                 logger.warning("agent %s was deleted: its connection is closed", connection.name)
 
     async def run_heartbeats(self) -> None:
@@ -648,4 +639,4 @@ async def _refuse(websocket: WebSocket, status: int, code: str, message: str) ->
         body = {"error": {"code": code, "message": message, "field": None}}
         await websocket.send_denial_response(JSONResponse(body, status, headers=headers))
     else:
-        await websocket.close(CLOSE_UNAUTHORIZED, message[:120])
+        await websocket.close(CloseCode.UNAUTHORIZED, message[:120])

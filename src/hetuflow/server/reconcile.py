@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from hetuflow.models import Agent, AttemptRef, HeldTask, TaskStatus
-from hetuflow.protocol import PROTOCOL_VERSION, RunningAttempt
+from hetuflow.protocol import AttemptFrame, CloseCode, RunningAttempt, agent_registered_frame
 from hetuflow.server.context import ServerContext
-from hetuflow.server.registry import CLOSE_SUPERSEDED, AgentConnection, AgentSvc
+from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.results import ResultWriter
 from hetuflow.store.base import TASKS_READY
 
@@ -68,7 +68,7 @@ class Reconciler:
         async with self._agents.lock:
             held = await self._held_in_store(agent.id)
             kept: dict[UUID, tuple[int, str]] = {}
-            superseded: list[dict[str, object]] = []
+            superseded: list[AttemptFrame] = []
             cancelling: list[tuple[UUID, int]] = []
             for item in running:
                 task_id = parse_uuid(item.task_id)
@@ -90,22 +90,20 @@ class Reconciler:
             connection.registered = True
             replaced = self._agents.attach(connection)
             if replaced is connection:
-                connection.close(CLOSE_SUPERSEDED, "a newer connection of this agent is open")
+                connection.close(CloseCode.SUPERSEDED, "a newer connection of this agent is open")
                 return None
             if replaced is not None:
-                replaced.close(CLOSE_SUPERSEDED, "superseded by a newer connection of this agent")
+                replaced.close(
+                    CloseCode.SUPERSEDED, "superseded by a newer connection of this agent"
+                )
             connection.send_message(
-                {
-                    "type": "AgentRegistered",
-                    "agent_id": str(agent.id),
-                    "name": agent.name,
-                    "protocol_version": PROTOCOL_VERSION,
-                    "heartbeat_interval_seconds": (
-                        context.config.scheduler.heartbeat_interval_seconds
-                    ),
-                    "server_time": iso(context.clock.now()),
-                    "superseded": superseded,
-                }
+                agent_registered_frame(
+                    agent.id,
+                    agent.name,
+                    heartbeat_interval_seconds=context.config.scheduler.heartbeat_interval_seconds,
+                    now=context.clock.now(),
+                    superseded=superseded,
+                )
             )
             for task_id, attempt in cancelling:
                 connection.send_cancel(task_id, attempt, "cancelled")

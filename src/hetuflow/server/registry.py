@@ -18,33 +18,17 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
-import orjson
 from fastapi import WebSocket
 
 from hetuflow.models import ClaimGroup, SlotOffer
+from hetuflow.protocol import (
+    DispatchedTaskFrame,
+    ServerFrame,
+    encode_frame,
+    error_frame,
+    task_cancel_frame,
+)
 from hetuflow.server.metrics import Metrics
-
-# Close codes (docs/protocol.md). 1000-range codes are the standard ones.
-CLOSE_GOING_AWAY = 1001  # this node shuts down: reconnect (to another node)
-CLOSE_POLICY_VIOLATION = 1008  # too many bad frames
-CLOSE_TRY_AGAIN_LATER = 1013  # the database did not answer during registration
-CLOSE_SUPERSEDED = 4000  # a newer connection of the same agent took over
-CLOSE_UNAUTHORIZED = 4001  # the token does not allow this (e.g. it belongs to another agent)
-CLOSE_HEARTBEAT_TIMEOUT = 4002  # nothing heard for heartbeat_interval * heartbeat_misses
-CLOSE_PROTOCOL_VERSION = 4003  # protocol version not supported
-CLOSE_AGENT_NOT_FOUND = 4004  # AgentCapabilities named an unknown agent id
-CLOSE_REGISTRATION_TIMEOUT = 4008  # no AgentCapabilities in time
-CLOSE_DECLARED_OFFLINE = 4009  # the cluster declared the agent offline; register again
-CLOSE_AGENT_DELETED = 4010  # the agent was deleted (DELETE /api/agents/{id}): do not come back
-
-
-def encode_frame(message: dict[str, Any]) -> str:
-    """One server message (a dict shaped like its ``protocol`` model) as a JSON text frame.
-
-    The hot paths build plain dicts and encode them with orjson once; a test checks every
-    shape against ``protocol.decode_server_message``.
-    """
-    return orjson.dumps(message).decode()
 
 
 class AgentConnection:
@@ -144,10 +128,10 @@ class AgentConnection:
             self._outbox.append((message_type, frame))
             self._wake()
 
-    def send_message(self, message: dict[str, Any]) -> None:
+    def send_message(self, message: ServerFrame) -> None:
         self.send(encode_frame(message), message["type"])
 
-    def send_dispatch(self, tasks: list[dict[str, Any]]) -> None:
+    def send_dispatch(self, tasks: list[DispatchedTaskFrame]) -> None:
         """Queue dispatched tasks; adjacent ones still pending share one ``TaskDispatch``."""
         if self.close_code is None:
             if self._outbox and self._outbox[-1][0] == "TaskDispatch":
@@ -171,9 +155,7 @@ class AgentConnection:
             if len(sent) > 10_000:
                 sent.clear()
             sent.add(key)
-        self.send_message(
-            {"type": "TaskCancel", "task_id": str(task_id), "attempt": attempt, "reason": reason}
-        )
+        self.send_message(task_cancel_frame(task_id, attempt, reason))
 
     def send_error(
         self,
@@ -183,15 +165,7 @@ class AgentConnection:
         message_type: str | None = None,
         task_id: str | None = None,
     ) -> None:
-        self.send_message(
-            {
-                "type": "Error",
-                "code": code,
-                "message": message,
-                "message_type": message_type,
-                "task_id": task_id,
-            }
-        )
+        self.send_message(error_frame(code, message, message_type=message_type, task_id=task_id))
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to send what is queued, then close with ``code``. First call wins."""
