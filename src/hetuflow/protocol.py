@@ -31,6 +31,14 @@ MAX_ATTEMPT = 2**31 - 1
 """Attempt numbers are 32-bit in the database; a larger one names no attempt."""
 
 
+def parse_uuid(text: str) -> UUID | None:
+    """An id a frame carries as text, or None when it is no UUID."""
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
 class ProtocolViolation(HetuflowError):
     """A frame that is not valid JSON, has an unknown ``type`` or a malformed field."""
 

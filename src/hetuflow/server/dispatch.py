@@ -154,7 +154,7 @@ class TaskDispatcher:
                     continue
                 entry = frames[dispatch.agent_id] = (connection, [])
             connection = entry[0]
-            connection.held[task.id] = (dispatch.attempt, task.task_type)
+            connection.dispatched(task.id, dispatch.attempt, task.task_type)
             start_at = task.scheduled_at if task.scheduled_at > now else None
             entry[1].append(dispatched_task_frame(task, dispatch.attempt, start_at))
             metrics.task_dispatched(task.task_type, (now - task.scheduled_at).total_seconds())

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from uuid import UUID
 
@@ -61,12 +60,13 @@ from hetuflow.protocol import (
     agent_registered_frame,
     decode_agent_message,
     encode_frame,
+    parse_uuid,
     task_dispatch_frame,
 )
 from hetuflow.server.auth import AgentAccess, Authenticator, authenticate_agent
 from hetuflow.server.context import ServerContext
 from hetuflow.server.dispatch import TaskDispatcher
-from hetuflow.server.reconcile import Reconciler, parse_uuid
+from hetuflow.server.reconcile import Reconciler
 from hetuflow.server.registry import (
     AgentConnection,
     AgentSvc,
@@ -130,7 +130,7 @@ class GatewaySvc:
             return
         await websocket.accept()
         connection = AgentConnection(websocket, self._context.clock.monotonic())
-        connection.bound_agent_id, connection.bound_name = access.agent_id, access.agent_name
+        connection.bind(access.agent_id, access.agent_name)
         if self.stopping:
             connection.close(1001, "server shutting down")
         self.connections.add(connection)
@@ -217,16 +217,15 @@ class GatewaySvc:
                 connection.close(CloseCode.REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
                 return
             except Exception:  # the transport broke
-                connection.disconnect_code = CloseCode.ABNORMAL
+                connection.disconnected(CloseCode.ABNORMAL)
                 return
             if message["type"] == "websocket.disconnect":
-                connection.disconnect_code = int(message.get("code") or CloseCode.NO_STATUS)
+                connection.disconnected(int(message.get("code") or CloseCode.NO_STATUS))
                 return
             frame = message.get("text")
             if frame is None:
                 frame = message.get("bytes") or b""
-            connection.last_seen = clock.monotonic()
-            connection.seen = True
+            connection.heard(clock.monotonic())
             try:
                 decoded: AgentMessage | ProtocolViolation = decode_agent_message(frame)
             except ProtocolViolation as problem:
@@ -251,13 +250,7 @@ class GatewaySvc:
     ) -> None:
         connection.send_error(code, problem, message_type=message_type, task_id=task_id)
         now = self._context.clock.monotonic()
-        frames = connection.bad_frames
-        if frames is None:
-            frames = connection.bad_frames = deque()
-        frames.append(now)
-        while frames and frames[0] < now - self.bad_frame_window_seconds:
-            frames.popleft()
-        if len(frames) > self.bad_frame_limit:
+        if connection.bad_frame(now, self.bad_frame_window_seconds) > self.bad_frame_limit:
             connection.close(
                 CloseCode.POLICY_VIOLATION,
                 f"more than {self.bad_frame_limit} bad frames in "
@@ -393,21 +386,20 @@ class GatewaySvc:
             return
         if connection.registered:
             # A repeated AgentCapabilities updates what the agent declares.
-            connection.session = agent.session
-            connection.task_types = self._agents.shared(agent.supported_task_types)
-            connection.capabilities = self._agents.shared(agent.capabilities)
-            connection.max_slots = agent.max_concurrent_tasks
-            connection.enabled = agent.enabled
+            connection.redeclare(agent, shared=self._agents.shared)
             connection.send_message(self._registered_frame(connection))
         else:
             unreported = await self._reconciler.attach(connection, agent, message.running)
             if unreported is None:
                 return
             # Unreported attempts get one heartbeat interval for their buffered results.
-            connection.next_reconcile = context.clock.monotonic() + (
-                context.config.scheduler.heartbeat_interval_seconds
-                if unreported
-                else reconcile_interval(context)
+            connection.reconcile_at(
+                context.clock.monotonic()
+                + (
+                    context.config.scheduler.heartbeat_interval_seconds
+                    if unreported
+                    else reconcile_interval(context)
+                )
             )
             logger.info("agent %s (%s) connected", agent.name, agent.id)
             await context.notifier.publish(AGENT_CONNECTED, f"{agent.id}:{agent.session}")
@@ -456,7 +448,7 @@ class GatewaySvc:
         )
 
     async def _on_draining(self, connection: AgentConnection) -> None:
-        connection.draining = True
+        connection.drain()
         assert connection.agent_id is not None
         context = self._context
         try:
@@ -491,7 +483,7 @@ class GatewaySvc:
         connection = self._agents.current(agent_id) if agent_id is not None else None
         if connection is None or flag not in ("0", "1"):
             return
-        connection.drained_by_operator = flag == "1"
+        connection.set_operator_drained(flag == "1")
         logger.info(
             "agent %s %s by an operator",
             connection.name,
@@ -508,7 +500,7 @@ class GatewaySvc:
         connection = self._agents.current(agent_id) if agent_id is not None else None
         if connection is None or flag not in ("0", "1"):
             return
-        connection.enabled = flag == "1"
+        connection.set_enabled(flag == "1")
         logger.info(
             "agent %s %s by an operator",
             connection.name,
@@ -519,18 +511,16 @@ class GatewaySvc:
 
     async def flush_heartbeats(self) -> None:
         """Record a heartbeat for every agent heard from since the last flush (one call)."""
-        seen = [c for c in self._agents if c.seen and c.agent_id is not None]
+        seen = [c for c in self._agents if c.agent_id is not None and c.take_seen()]
         if not seen:
             return
-        for connection in seen:
-            connection.seen = False
         try:
             deleted = await self._context.store.record_heartbeats(
                 [c.agent_id for c in seen if c.agent_id is not None], now=self._context.clock.now()
             )
         except BaseException:
             for connection in seen:
-                connection.seen = True
+                connection.unsee()
             raise
         if deleted:
             await self._drop_deleted(deleted)
@@ -548,9 +538,8 @@ class GatewaySvc:
                 # Released first: if that fails, the connection stays for the next flush.
                 await context.store.release_agent(agent_id, now=context.clock.now())
                 self._agents.detach(connection)
-                for task_id, (attempt, _) in connection.held.items():
+                for task_id, attempt in connection.give_back():
                     connection.send_cancel(task_id, attempt, "superseded")
-                connection.held.clear()
                 connection.close(CloseCode.AGENT_DELETED, "agent deleted")
                 logger.warning("agent %s was deleted: its connection is closed", connection.name)
 
@@ -582,7 +571,7 @@ class GatewaySvc:
             return
         interval = reconcile_interval(self._context)
         for connection in due:
-            connection.next_reconcile = now + interval
+            connection.reconcile_at(now + interval)
         await self._reconciler.reconcile_many(due)
 
     async def close_all(self, code: int, reason: str, timeout_seconds: float = 2.0) -> None:

@@ -26,9 +26,8 @@ from datetime import timedelta
 from uuid import UUID
 
 from hetuflow.models import Agent, AgentStatus
-from hetuflow.protocol import CloseCode, encode_frame, ping_frame
+from hetuflow.protocol import CloseCode, encode_frame, parse_uuid, ping_frame
 from hetuflow.server.context import ServerContext
-from hetuflow.server.reconcile import parse_uuid
 from hetuflow.server.registry import (
     AgentConnection,
     AgentSvc,
@@ -189,7 +188,7 @@ class LifecycleSvc:
                 if connection is None:
                     continue
                 self._agents.detach(connection)
-                connection.held.clear()
+                connection.give_back()
                 connection.close(CloseCode.DECLARED_OFFLINE, "declared offline; register again")
                 await context.store.release_agent(agent_id, now=context.clock.now())
 
@@ -202,7 +201,7 @@ class LifecycleSvc:
         for connection in self._agents:
             agent = agents.get(connection.agent_id) if connection.agent_id else None
             if agent is not None and agent.enabled != connection.enabled:
-                connection.enabled = agent.enabled
+                connection.set_enabled(agent.enabled)
 
     # --- cancel routing --------------------------------------------------------------------
 

@@ -16,28 +16,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from uuid import UUID
 
 from hetuflow.models import Agent, AttemptRef, HeldTask, TaskStatus
-from hetuflow.protocol import AttemptFrame, CloseCode, RunningAttempt, agent_registered_frame
+from hetuflow.protocol import (
+    AttemptFrame,
+    CloseCode,
+    RunningAttempt,
+    agent_registered_frame,
+    parse_uuid,
+)
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.results import ResultWriter
 from hetuflow.store.base import TASKS_READY
 
 logger = logging.getLogger(__name__)
-
-
-def parse_uuid(text: str) -> UUID | None:
-    try:
-        return UUID(text)
-    except ValueError:
-        return None
-
-
-def iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat()
 
 
 class Reconciler:
@@ -79,15 +73,7 @@ class Reconciler:
                 kept[task.id] = (item.attempt, task.task_type)
                 if task.status == TaskStatus.CANCELLING:
                     cancelling.append((task.id, item.attempt))
-            connection.agent_id = agent.id
-            connection.name = agent.name
-            connection.session = agent.session
-            connection.task_types = self._agents.shared(agent.supported_task_types)
-            connection.capabilities = self._agents.shared(agent.capabilities)
-            connection.max_slots = agent.max_concurrent_tasks
-            connection.enabled = agent.enabled
-            connection.held = kept
-            connection.registered = True
+            connection.register(agent, kept, shared=self._agents.shared)
             replaced = self._agents.attach(connection)
             if replaced is connection:
                 connection.close(CloseCode.SUPERSEDED, "a newer connection of this agent is open")
