@@ -34,6 +34,12 @@ from hetuflow.store.base import TASKS_READY
 logger = logging.getLogger(__name__)
 
 
+def reconcile_interval(context: ServerContext) -> float:
+    """Seconds between two reconciliations of a connection (and before the first)."""
+    scheduler = context.config.scheduler
+    return scheduler.heartbeat_interval_seconds * scheduler.heartbeat_misses * 2
+
+
 class Reconciler:
     def __init__(self, context: ServerContext, agents: AgentSvc, results: ResultWriter) -> None:
         self._context = context
