@@ -1,8 +1,10 @@
 """The domain: tasks, attempts, agents, cron jobs and their statuses.
 
 Objects here are frozen; a change is a new object made by the Store. Every status enum knows
-its legal transitions, and ``check_transition`` is the one place they are enforced in Python
-(the stores enforce the same rules in SQL with conditional updates).
+its legal transitions (``TASK_TRANSITIONS``, ``AGENT_TRANSITIONS``; ``check_transition`` checks
+one move). The stores make the moves in SQL with conditional updates; the contract test
+tests/contract/test_transitions.py drives every store operation and checks that each status
+change a store makes is in the table, and each one the table lists is made.
 
 Vocabulary (see docs/glossary.md): task, task type, payload, priority, capability, agent,
 cron job, attempt, dispatch, result, cancel.
@@ -128,9 +130,8 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
             TaskStatus.CANCELLED,
         }
     ),
-    TaskStatus.CANCELLING: frozenset(
-        {TaskStatus.CANCELLED, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT}
-    ),
+    # whatever the agent reports (or a release) while cancelling, the task ends cancelled
+    TaskStatus.CANCELLING: frozenset({TaskStatus.CANCELLED}),
     TaskStatus.SUCCEEDED: frozenset(),
     TaskStatus.FAILED: frozenset(),
     TaskStatus.TIMED_OUT: frozenset(),

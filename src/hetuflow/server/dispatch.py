@@ -22,11 +22,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from hetuflow.errors import AgentNotFound
 from hetuflow.models import ClaimGroup, ClaimRequest, Dispatch, NewTask, Task, TaskStatus
+from hetuflow.protocol import DispatchedTaskFrame, dispatched_task_frame
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.resilience import StoreRetry
@@ -142,7 +142,7 @@ class TaskDispatcher:
             return
         now = self._context.clock.now()
         metrics = self._context.metrics
-        frames: dict[UUID, tuple[AgentConnection, list[dict[str, Any]]]] = {}
+        frames: dict[UUID, tuple[AgentConnection, list[DispatchedTaskFrame]]] = {}
         for dispatch in dispatches:
             task = dispatch.task
             entry = frames.get(dispatch.agent_id)
@@ -154,21 +154,9 @@ class TaskDispatcher:
                     continue
                 entry = frames[dispatch.agent_id] = (connection, [])
             connection = entry[0]
-            connection.held[task.id] = (dispatch.attempt, task.task_type)
+            connection.dispatched(task.id, dispatch.attempt, task.task_type)
             start_at = task.scheduled_at if task.scheduled_at > now else None
-            frame = {
-                "task_id": str(task.id),
-                "attempt": dispatch.attempt,
-                "name": task.name,
-                "task_type": task.task_type,
-                "payload": task.payload,
-                "priority": task.priority.value,
-                "timeout_seconds": task.timeout_seconds,
-                "start_at": start_at,
-            }
-            if task.parents is not None:  # a released workflow step
-                frame["parents"] = task.parents
-            entry[1].append(frame)
+            entry[1].append(dispatched_task_frame(task, dispatch.attempt, start_at))
             metrics.task_dispatched(task.task_type, (now - task.scheduled_at).total_seconds())
         for connection, tasks in frames.values():
             connection.send_dispatch(tasks)
