@@ -99,6 +99,8 @@ TERMINAL_TASK_STATUSES = frozenset(
 )
 ACTIVE_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.CANCELLING})
 
+_RETRIED_STEP = frozenset({TaskStatus.WAITING, TaskStatus.PENDING})
+
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.WAITING: frozenset(
         {
@@ -133,10 +135,13 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     # whatever the agent reports (or a release) while cancelling, the task ends cancelled
     TaskStatus.CANCELLING: frozenset({TaskStatus.CANCELLED}),
     TaskStatus.SUCCEEDED: frozenset(),
-    TaskStatus.FAILED: frozenset(),
-    TaskStatus.TIMED_OUT: frozenset(),
-    TaskStatus.CANCELLED: frozenset(),
-    TaskStatus.SKIPPED: frozenset(),
+    # A plain task that ended never changes again (a retry or a replay is a new task); a
+    # workflow step that did not succeed starts over when its workflow is retried: waiting
+    # again, or pending at once when its parents all succeeded (Store.retry_workflow).
+    TaskStatus.FAILED: _RETRIED_STEP,
+    TaskStatus.TIMED_OUT: _RETRIED_STEP,
+    TaskStatus.CANCELLED: _RETRIED_STEP,
+    TaskStatus.SKIPPED: _RETRIED_STEP,
 }
 
 

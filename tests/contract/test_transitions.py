@@ -235,6 +235,52 @@ async def drive_workflows(store: Store, record: Recorder, drive: Drive) -> None:
     await record("cancel", store.cancel_task(found.steps[1].task.id, now=T0))
     await record("cancel_workflow", store.cancel_workflow(workflow_id, now=T0))
 
+    # workflow retry: every step that did not succeed, and its descendants, start over
+    async def retry(workflow_id: UUID) -> None:
+        await record("retry_workflow", store.retry_workflow(workflow_id, now=T0))
+        # cancel what it released (and what that releases: all_done steps), so the next
+        # scenario claims only its own steps
+        while True:
+            found = await store.get_workflow(workflow_id)
+            assert found is not None
+            pending = [s.task.id for s in found.steps if s.task.status is TaskStatus.PENDING]
+            if not pending:
+                break
+            for task_id in pending:
+                await record("cancel", store.cancel_task(task_id, now=T0))
+
+    all_done = RunIf.ALL_DONE
+    # failed -> pending (a), skipped -> waiting (b, c)
+    workflow_id = await create(step("a"), step("b", "a"), step("c", "b"))
+    await run(AttemptOutcome.FAILED)
+    await retry(workflow_id)
+    # failed / timed out -> pending (a) and -> waiting (b: ran after a because all_done)
+    for outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT):
+        workflow_id = await create(step("a"), step("b", "a", run_if=all_done))
+        await run(outcome)
+        await run(outcome)
+        await retry(workflow_id)
+    # cancelled -> pending (b: its parent had succeeded)
+    workflow_id = await create(step("a"), step("b", "a"))
+    await run(AttemptOutcome.SUCCEEDED)
+    found = await store.get_workflow(workflow_id)
+    assert found is not None
+    await record("cancel", store.cancel_task(found.steps[1].task.id, now=T0))
+    await retry(workflow_id)
+    # cancelled -> waiting (b: its parent was cancelled too)
+    workflow_id = await create(step("a"), step("b", "a"))
+    await record("cancel_workflow", store.cancel_workflow(workflow_id, now=T0))
+    await retry(workflow_id)
+    # skipped -> pending: c waited on p while a failed (on_failure stop skips it); p then
+    # succeeded, so a retry releases c at once
+    workflow_id = await create(step("a"), step("p"), step("c", "p"))
+    offer = group([drive.agent], task_types=("w",), free=2)
+    claimed = await record("claim", store.claim_tasks([offer], now=T0))
+    by_name = {dispatch.task.name: dispatch for dispatch in claimed}
+    await drive.finish(by_name["a"], AttemptOutcome.FAILED)
+    await drive.finish(by_name["p"], AttemptOutcome.SUCCEEDED)
+    await retry(workflow_id)
+
 
 async def drive_agents(store: Store, record: Recorder, connect: ConnectAgent) -> None:
     made = await store.create_agent(NewAgent("pre"), now=T0)
