@@ -287,6 +287,13 @@ class ClaimedTask(NamedTuple):
     parents: JSONValue = None
     """A workflow step's parents' results, ``{step name: result}`` (None: not a step, or a
     step without parents)."""
+    max_retries: int = 0
+    cron_job_id: UUID | None = None
+    cron_tick_at: datetime | None = None
+    """The logical time of the cron run that created it (the tick, not when it ran)."""
+    workflow_id: UUID | None = None
+    step: str | None = None
+    """The workflow and step name of a workflow step (None: not a step)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,6 +188,17 @@ class DispatchedTask(_Message):
     parents: dict[str, Any] | None = None
     """A workflow step's parents' results, ``{step name: result}`` (docs/workflows.md);
     absent for a task that is no step, or a step without parents."""
+    # --- the task's context (docs/protocol.md); absent from older servers ---
+    scheduled_at: datetime | None = None
+    """When the task was due (its ``scheduled_at``; a retry's is when the retry was due)."""
+    max_retries: int | None = None
+    cron_job_id: str | None = None
+    cron_tick_at: datetime | None = None
+    """The logical time of the cron run that created the task (which night a nightly job is
+    for), not when it runs; absent for a task no cron job created."""
+    workflow_id: str | None = None
+    step: str | None = None
+    """The workflow and step name of a workflow step; absent otherwise."""
 
 
 class TaskDispatch(_Message):

@@ -165,9 +165,17 @@ class TaskDispatcher:
                 "priority": task.priority.value,
                 "timeout_seconds": task.timeout_seconds,
                 "start_at": start_at,
+                "scheduled_at": task.scheduled_at,
+                "max_retries": task.max_retries,
             }
             if task.parents is not None:  # a released workflow step
                 frame["parents"] = task.parents
+            if task.cron_job_id is not None:
+                frame["cron_job_id"] = str(task.cron_job_id)
+                frame["cron_tick_at"] = task.cron_tick_at
+            if task.workflow_id is not None:
+                frame["workflow_id"] = str(task.workflow_id)
+                frame["step"] = task.step
             entry[1].append(frame)
             metrics.task_dispatched(task.task_type, (now - task.scheduled_at).total_seconds())
         for connection, tasks in frames.values():

@@ -103,7 +103,10 @@ WITH dispatched AS (
     INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
     SELECT id, attempts, agent_id, $3 FROM dispatched
 )
-SELECT {CLAIMED_COLUMNS} FROM dispatched"""
+SELECT d.*, s.workflow_id, s.name AS step
+FROM (SELECT {CLAIMED_COLUMNS} FROM dispatched) AS d
+LEFT JOIN workflow_steps AS s ON s.task_id = d.id"""
+"""The left join names a workflow step's workflow and step (one primary-key probe a row)."""
 
 
 _MISSING_BY_CONSTRAINT: dict[str, tuple[type[HetuflowError], str, str]] = {

@@ -122,10 +122,12 @@ def task_from(row: Row, codec: Codec) -> Task:
 
 
 CLAIMED_COLUMNS = (
-    "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts, parents"
+    "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts, parents,"
+    " max_retries, cron_job_id, cron_tick_at"
 )
 """The columns ``claimed_from`` reads (and the attempt count the claim increments); ``parents``
-is NULL except for a released workflow step."""
+is NULL except for a released workflow step. The claims also select ``workflow_id`` and
+``step`` from ``workflow_steps`` (NULL for a task that is no step)."""
 
 
 def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
@@ -138,6 +140,11 @@ def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
         row["timeout_seconds"],
         _must_time(codec, row["scheduled_at"]),
         None if row["parents"] is None else codec.json(row["parents"]),
+        row["max_retries"],
+        codec.uuid(row["cron_job_id"]),
+        codec.time(row["cron_tick_at"]),
+        codec.uuid(row["workflow_id"]),
+        row["step"],
     )
 
 

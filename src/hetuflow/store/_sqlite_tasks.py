@@ -60,7 +60,9 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 idempotency key wins."""
 
 _CANDIDATES = f"""
-SELECT {CLAIMED_COLUMNS}, claim_key
+SELECT {CLAIMED_COLUMNS}, claim_key,
+       (SELECT s.workflow_id FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS workflow_id,
+       (SELECT s.name FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS step
 FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= ?
