@@ -183,10 +183,33 @@ class PendingReason(StrEnum):
     NO_AGENT_WITH_CAPABILITIES = "no_agent_with_capabilities"
     AGENTS_BUSY = "agents_busy"
     GLOBAL_LIMIT = "global_limit"
+    CONCURRENCY_LIMIT = "concurrency_limit"  # its concurrency key has its limit of tasks active
     QUEUED = "queued"  # eligible and about to be dispatched
 
 
 # --- tasks ------------------------------------------------------------------------------------
+
+MAX_CONCURRENCY_KEY_LENGTH = 200
+
+
+class ConcurrencyStrategy(StrEnum):
+    """What a new task with a concurrency key does when the key is at its limit."""
+
+    QUEUE = "queue"  # wait, pending (concurrency_limit), until an active one ends
+    CANCEL_NEWEST = "cancel_newest"  # the new task is cancelled at create
+    CANCEL_IN_PROGRESS = "cancel_in_progress"  # the oldest active ones are cancelled for it
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimits:
+    """The limit of a key when the task names none: ``[concurrency]`` by task type, else 1."""
+
+    by_task_type: Mapping[str, int] = field(default_factory=dict)
+
+    def of(self, task_type: str, declared: int | None) -> int:
+        if declared is not None:
+            return declared
+        return self.by_task_type.get(task_type, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +250,11 @@ class NewTask:
     idempotency_key: str | None = None
     cron_job_id: UUID | None = None
     cron_tick_at: datetime | None = None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
+    """None: the ``[concurrency]`` limit of its task type, else 1 (``ConcurrencyLimits``)."""
+    concurrency_strategy: ConcurrencyStrategy | None = None
+    """What to do when the key is at its limit at create (None: ``queue``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +282,8 @@ class Task:
     started_at: datetime | None
     finished_at: datetime | None
     replay_of: UUID | None = None  # the finished task this one replays (``replay_task``)
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +452,7 @@ class ClaimRequest:
     groups: Sequence[ClaimGroup]
     until: datetime | None = None
     global_limit: int | None = None
+    key_limits: ConcurrencyLimits | None = None
 
 
 def assign_least_loaded(count: int, offers: Sequence[SlotOffer]) -> list[UUID]:

@@ -118,6 +118,8 @@ def task_from(row: Row, codec: Codec) -> Task:
         started_at=codec.time(row["started_at"]),
         finished_at=codec.time(row["finished_at"]),
         replay_of=codec.uuid(row["replay_of"]),
+        concurrency_key=row["concurrency_key"],
+        max_concurrent_per_key=row["max_concurrent_per_key"],
     )
 
 
@@ -177,6 +179,8 @@ def new_task(
         updated_at=now,
         started_at=None,
         finished_at=None,
+        concurrency_key=new.concurrency_key,
+        max_concurrent_per_key=new.max_concurrent_per_key,
     )
 
 
