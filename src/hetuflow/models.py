@@ -567,6 +567,8 @@ class NewCronJob:
     catch_up_limit: int = 1
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     start_deadline_seconds: float | None = None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,6 +593,9 @@ class CronJob:
     last_task_id: UUID | None
     created_at: datetime
     updated_at: datetime
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
+    """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,7 +623,8 @@ class CronFire:
 
 def spec_of(task: Task) -> NewTask:
     """A new task with ``task``'s spec (name, type, payload, priority, capabilities, timeout,
-    retry policy), due now; not its idempotency key nor its cron link."""
+    retry policy, concurrency key and limit), due now; not its idempotency key nor its cron
+    link."""
     return NewTask(
         name=task.name,
         task_type=task.task_type,
@@ -627,6 +633,8 @@ def spec_of(task: Task) -> NewTask:
         required_capabilities=task.required_capabilities,
         timeout_seconds=task.timeout_seconds,
         retry=task.retry,
+        concurrency_key=task.concurrency_key,
+        max_concurrent_per_key=task.max_concurrent_per_key,
     )
 
 

@@ -146,3 +146,35 @@ async def test_cancel_in_progress_cancels_the_oldest_running_one(
     shown = await get(client, new["id"])
     assert shown["status"] == "pending"
     assert shown["pending_reason"] == "concurrency_limit"  # until the old one has stopped
+
+
+async def test_a_cron_job_gives_its_key_and_limit_to_its_tasks(client: httpx.AsyncClient) -> None:
+    body = {
+        "name": "nightly",
+        "cron_expression": "0 2 * * *",
+        "task_type": "report",
+        "concurrency_key": "nightly-report",
+        "max_concurrent_per_key": 1,
+    }
+    response = await client.post("/api/cron-jobs", json=body)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert (job["concurrency_key"], job["max_concurrent_per_key"]) == ("nightly-report", 1)
+    runs = [(await client.post(f"/api/cron-jobs/{job['id']}/trigger")).json() for _ in range(2)]
+    assert [run["concurrency_key"] for run in runs] == ["nightly-report"] * 2
+    assert [run["max_concurrent_per_key"] for run in runs] == [1, 1]
+    changed = await client.patch(
+        f"/api/cron-jobs/{job['id']}",
+        json={"concurrency_key": None, "max_concurrent_per_key": None},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["concurrency_key"] is None
+    bad = await client.post(
+        "/api/cron-jobs", json={**body, "name": "other", "concurrency_key": "k" * 201}
+    )
+    assert bad.status_code == 422
+    alone = await client.post(
+        "/api/cron-jobs", json={**body, "name": "third", "concurrency_key": None}
+    )
+    assert alone.status_code == 422
+    assert "max_concurrent_per_key needs a concurrency_key" in alone.text

@@ -250,6 +250,8 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         last_task_id=codec.uuid(row["last_task_id"]),
         created_at=_must_time(codec, row["created_at"]),
         updated_at=_must_time(codec, row["updated_at"]),
+        concurrency_key=row["concurrency_key"],
+        max_concurrent_per_key=row["max_concurrent_per_key"],
     )
 
 
@@ -288,6 +290,8 @@ _CRON_PLAIN = frozenset(
         "timeout_seconds",
         "catch_up_limit",
         "start_deadline_seconds",
+        "concurrency_key",
+        "max_concurrent_per_key",
     }
 )
 _CRON_TIMES = frozenset({"next_fire_at", "last_fire_at"})

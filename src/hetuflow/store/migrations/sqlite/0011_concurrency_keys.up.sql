@@ -7,3 +7,6 @@ ALTER TABLE tasks ADD COLUMN max_concurrent_per_key INTEGER;
 CREATE INDEX tasks_concurrency_open ON tasks (concurrency_key, status)
     WHERE concurrency_key IS NOT NULL
       AND status IN ('cancelling', 'dispatched', 'pending', 'running');
+-- A cron job's key and limit, carried by every task it creates.
+ALTER TABLE cron_jobs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE cron_jobs ADD COLUMN max_concurrent_per_key INTEGER;
