@@ -203,6 +203,17 @@ class DispatchedTask(_Message):
     parents: dict[str, Any] | None = None
     """A workflow step's parents' results, ``{step name: result}`` (docs/workflows.md);
     absent for a task that is no step, or a step without parents."""
+    # --- the task's context (docs/protocol.md); absent from older servers ---
+    scheduled_at: datetime | None = None
+    """When the task was due (its ``scheduled_at``; a retry's is when the retry was due)."""
+    max_retries: int | None = None
+    cron_job_id: str | None = None
+    cron_tick_at: datetime | None = None
+    """The logical time of the cron run that created the task (which night a nightly job is
+    for), not when it runs; absent for a task no cron job created."""
+    workflow_id: str | None = None
+    step: str | None = None
+    """The workflow and step name of a workflow step; absent otherwise."""
 
 
 class TaskDispatch(_Message):
@@ -344,7 +355,13 @@ class DispatchedTaskFrame(TypedDict):
     priority: str
     timeout_seconds: float | None
     start_at: datetime | None
+    scheduled_at: datetime
+    max_retries: int
     parents: NotRequired[Any]
+    cron_job_id: NotRequired[str]
+    cron_tick_at: NotRequired[datetime | None]
+    workflow_id: NotRequired[str]
+    step: NotRequired[str | None]
 
 
 class TaskDispatchFrame(TypedDict):
@@ -400,9 +417,17 @@ def dispatched_task_frame(
         "priority": task.priority.value,
         "timeout_seconds": task.timeout_seconds,
         "start_at": start_at,
+        "scheduled_at": task.scheduled_at,
+        "max_retries": task.max_retries,
     }
     if task.parents is not None:  # a released workflow step
         frame["parents"] = task.parents
+    if task.cron_job_id is not None:
+        frame["cron_job_id"] = str(task.cron_job_id)
+        frame["cron_tick_at"] = task.cron_tick_at
+    if task.workflow_id is not None:
+        frame["workflow_id"] = str(task.workflow_id)
+        frame["step"] = task.step
     return frame
 
 

@@ -32,13 +32,27 @@ from hetuflow.protocol import (
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 TASK = ClaimedTask(
-    uuid.uuid4(), "n", "t", {"k": [1, "x"]}, Priority.HIGH, 2.5, T0, parents={"a": {"r": 1}}
+    uuid.uuid4(),
+    "n",
+    "t",
+    {"k": [1, "x"]},
+    Priority.HIGH,
+    2.5,
+    T0,
+    parents={"a": {"r": 1}},
+    max_retries=3,
+    cron_job_id=uuid.uuid4(),
+    cron_tick_at=T0,
+    workflow_id=uuid.uuid4(),
+    step="b",
 )
 
 
 def test_a_dispatch_frame_decodes_as_task_dispatch_with_every_field() -> None:
     later = T0 + timedelta(seconds=3)
-    plain = TASK._replace(parents=None)
+    plain = TASK._replace(
+        parents=None, max_retries=0, cron_job_id=None, cron_tick_at=None, workflow_id=None
+    )
     frame = task_dispatch_frame(
         [dispatched_task_frame(TASK, 2, later), dispatched_task_frame(plain, 1, None)]
     )
@@ -54,7 +68,13 @@ def test_a_dispatch_frame_decodes_as_task_dispatch_with_every_field() -> None:
                 priority="high",
                 timeout_seconds=2.5,
                 start_at=later,
+                scheduled_at=T0,
+                max_retries=3,
                 parents={"a": {"r": 1}},
+                cron_job_id=str(TASK.cron_job_id),
+                cron_tick_at=T0,
+                workflow_id=str(TASK.workflow_id),
+                step="b",
             ),
             DispatchedTask(
                 task_id=str(TASK.id),
@@ -64,10 +84,14 @@ def test_a_dispatch_frame_decodes_as_task_dispatch_with_every_field() -> None:
                 payload={"k": [1, "x"]},
                 priority="high",
                 timeout_seconds=2.5,
+                scheduled_at=T0,
+                max_retries=0,
             ),
         ]
     )
-    assert "parents" not in dispatched_task_frame(plain, 1, None)  # absent, not null
+    bare = dispatched_task_frame(plain, 1, None)
+    for absent in ("parents", "cron_job_id", "cron_tick_at", "workflow_id", "step"):
+        assert absent not in bare  # absent, not null
 
 
 def test_cancel_error_and_ping_frames_decode() -> None:

@@ -206,6 +206,8 @@ def cron_task(job: CronJob, tick: datetime | None, scheduled_at: datetime | None
         retry=job.retry,
         cron_job_id=job.id,
         cron_tick_at=tick,
+        concurrency_key=job.concurrency_key,
+        max_concurrent_per_key=job.max_concurrent_per_key,
     )
 
 

@@ -25,7 +25,15 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from hetuflow.errors import AgentNotFound
-from hetuflow.models import ClaimGroup, ClaimRequest, Dispatch, NewTask, Task, TaskStatus
+from hetuflow.models import (
+    ClaimGroup,
+    ClaimRequest,
+    ConcurrencyLimits,
+    Dispatch,
+    NewTask,
+    Task,
+    TaskStatus,
+)
 from hetuflow.protocol import DispatchedTaskFrame, dispatched_task_frame
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import AgentConnection, AgentSvc
@@ -40,6 +48,7 @@ class TaskDispatcher:
         self._agents = agents
         self._wake = asyncio.Event()
         self.rounds = 0
+        self._key_limits = ConcurrencyLimits(dict(context.config.concurrency))
 
     def wake(self, payload: str = "") -> None:
         """Ask for a dispatch round (a Notifier callback, or called directly)."""
@@ -116,6 +125,7 @@ class TaskDispatcher:
             groups,
             until=now + timedelta(seconds=scheduler.dispatch_lookahead_seconds),
             global_limit=scheduler.max_concurrent_tasks,
+            key_limits=self._key_limits,
         )
 
     async def _round(self) -> tuple[int, int]:
@@ -131,6 +141,7 @@ class TaskDispatcher:
                 now=now,
                 until=request.until,
                 global_limit=request.global_limit,
+                key_limits=request.key_limits,
             )
             self.rounds += 1
             self._route(dispatches)

@@ -242,11 +242,13 @@ async def lock_workflows_of(connection: Conn, task_ids: Sequence[UUID]) -> None:
     await connection.execute(_LOCK_WORKFLOWS, list(task_ids))
 
 
-async def cancel_task(connection: Conn, task_id: UUID, now: datetime, aging: Aging) -> Task:
+async def cancel_task(
+    connection: Conn, task_id: UUID, now: datetime, aging: Aging, reason: str | None = None
+) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction, its workflow row locked before its task row."""
     await lock_workflows_of(connection, [task_id])
-    task = await task_sql.cancel_task(connection, task_id, now)
+    task = await task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
         await settle(connection, [task.id], now, aging)
     return task

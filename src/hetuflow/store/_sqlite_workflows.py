@@ -256,10 +256,16 @@ def cancel_workflow(
     return found, [UUID(row[0]) for row in active]
 
 
-def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, aging: Aging) -> Task:
+def cancel_task(
+    connection: sqlite3.Connection,
+    task_id: UUID,
+    now: datetime,
+    aging: Aging,
+    reason: str | None = None,
+) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction."""
-    task = task_sql.cancel_task(connection, task_id, now)
+    task = task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
         settle(connection, [str(task.id)], now, aging)
     return task

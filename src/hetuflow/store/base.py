@@ -26,6 +26,7 @@ from hetuflow.models import (
     AttemptStart,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyLimits,
     CronFire,
     CronJob,
     CronTick,
@@ -121,10 +122,11 @@ class Store(Protocol):
         change right after; the fenced writes (release, finish) decide."""
         ...
 
-    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
+    async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
         """Cancel one task with a conditional update.
 
-        pending or waiting (a workflow step) -> cancelled at once, and a step's workflow
+        pending or waiting (a workflow step) -> cancelled at once (``reason``, if given,
+        becomes its ``error``), and a step's workflow
         settles in the same transaction (see ``create_workflow``); dispatched/running ->
         cancelling (the agent holding it must stop it and confirm through
         ``finish_attempts``); cancelling -> unchanged.
@@ -139,6 +141,7 @@ class Store(Protocol):
         now: datetime,
         until: datetime | None = None,
         global_limit: int | None = None,
+        key_limits: ConcurrencyLimits | None = None,
     ) -> list[Dispatch]:
         """Claim pending tasks for connected agents, atomically.
 
@@ -155,7 +158,23 @@ class Store(Protocol):
         nodes exceed ``global_limit``. A task is claimed by at most one caller, even with
         several server processes claiming at once (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
         the single writer on SQLite).
+
+        Never lets the active tasks with one ``concurrency_key`` exceed that key's limit
+        (the task's ``max_concurrent_per_key``, else ``key_limits`` by task type, else 1),
+        across all nodes: keyed claims are serialised by an advisory lock on PostgreSQL
+        (unkeyed claims take none). A key at its limit is passed over, not waited on: the
+        tasks behind it are claimed (``_concurrency``).
         """
+        ...
+
+    async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
+        """The tasks with concurrency key ``key`` in ``statuses`` (unfinished ones only),
+        oldest (created first) first."""
+        ...
+
+    async def count_active_by_key(self, keys: Sequence[str]) -> dict[str, int]:
+        """How many active tasks (dispatched, running, cancelling) each of ``keys`` has; keys
+        with none are left out. A snapshot: for explaining, not for deciding."""
         ...
 
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:

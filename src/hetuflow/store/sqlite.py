@@ -26,6 +26,7 @@ from hetuflow.models import (
     AttemptStart,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyLimits,
     CronFire,
     CronJob,
     CronTick,
@@ -123,8 +124,11 @@ class SqliteStore:
             return []
         return await self._db.read(task_sql.list_held, agent_ids)
 
-    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
-        return await self._db.write(workflow_sql.cancel_task, task_id, now, self._aging)
+    async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
+        return await self._db.write(workflow_sql.cancel_task, task_id, now, self._aging, reason)
+
+    async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
+        return await self._db.read(task_sql.list_keyed_tasks, key, statuses)
 
     async def claim_tasks(
         self,
@@ -133,6 +137,7 @@ class SqliteStore:
         now: datetime,
         until: datetime | None = None,
         global_limit: int | None = None,
+        key_limits: ConcurrencyLimits | None = None,
     ) -> list[Dispatch]:
         types = offered_task_types(groups)
         if not types:
@@ -142,7 +147,14 @@ class SqliteStore:
         # read wakes the dispatcher again once committed.
         if not await self._db.read(task_sql.any_due, types, until or now):
             return []
-        return await self._db.write(task_sql.claim_tasks, groups, now, until, global_limit)
+        return await self._db.write(
+            task_sql.claim_tasks, groups, now, until, global_limit, None, key_limits
+        )
+
+    async def count_active_by_key(self, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        return await self._db.read(task_sql.count_active_by_key, keys)
 
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
         return await self._db.read(task_sql.next_scheduled_at, now)
