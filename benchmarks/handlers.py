@@ -7,6 +7,8 @@ benchmarks.handlers``.
   ``O_APPEND`` write of a short line: atomic across the agent processes sharing the file.
 - ``bench-hold``: stamps like ``bench-stamp``, then sleeps ``payload["seconds"]`` (recovery: a
   task that is running when its agent is killed).
+- ``bench-chain``: stamps like ``bench-stamp`` and returns ``time.time()`` at its end (the
+  workflows scenario: a child's start minus its parent's end).
 """
 
 from __future__ import annotations
@@ -48,3 +50,9 @@ async def stamp(payload: dict[str, Any], ctx: TaskContext) -> None:
 async def hold(payload: dict[str, Any], ctx: TaskContext) -> None:
     _stamp(ctx)
     await asyncio.sleep(float(payload.get("seconds", 1.0)))
+
+
+@handlers.handler("bench-chain")
+async def chain(payload: dict[str, Any], ctx: TaskContext) -> float:
+    _stamp(ctx)
+    return time.time()

@@ -172,6 +172,14 @@ ROWS = (
         "<= 0.2", _at_most(0.2)),
     Row("edge", "POST /api/tasks p50 (http.client)", "create_task.server.p50_ms", "ms", ""),
     Row("edge", "POST /api/tasks over bare Starlette", "create_task.overhead_ms", "ms", ""),
+    Row("workflows", "chain step to step p50", "chain.step_to_step.p50_ms", "ms", "<= 2",
+        _at_most(2)),
+    Row("workflows", "chain step to step p99", "chain.step_to_step.p99_ms", "ms", "<= 10",
+        _at_most(10)),
+    Row("workflows", "chain steps per second", "chain.steps_per_second", "steps/s", ""),
+    Row("workflows", "create 100 steps p50", "create_100.request.p50_ms", "ms", "<= 20",
+        _at_most(20)),
+    Row("workflows", "create 100 steps p99", "create_100.request.p99_ms", "ms", ""),
 )  # fmt: skip
 
 

@@ -25,7 +25,16 @@ from benchmarks.harness import (
     wait_agents_online,
 )
 
-SCENARIOS = ("throughput", "latency", "cron", "agents", "recovery", "producer", "edge")
+SCENARIOS = (
+    "throughput",
+    "latency",
+    "cron",
+    "agents",
+    "recovery",
+    "producer",
+    "edge",
+    "workflows",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,9 @@ class Sizes:
     prod_warmup: int = 200
     # (g) edge: requests per route, to the server and to a bare Starlette app
     edge_requests: int = 2000
+    # (h) workflows: a chain of no-op steps; 100-step workflows created one after the other
+    wf_chain_steps: int = 1000
+    wf_create_repeats: int = 50
 
 
 FULL = Sizes()
@@ -86,6 +98,8 @@ QUICK = dataclasses.replace(
     prod_tasks=2000,
     prod_thread_tasks=5000,
     edge_requests=1000,
+    wf_chain_steps=300,
+    wf_create_repeats=20,
 )
 SMOKE = dataclasses.replace(
     FULL,
@@ -117,6 +131,8 @@ SMOKE = dataclasses.replace(
     prod_thread_tasks=80,
     prod_warmup=10,
     edge_requests=40,
+    wf_chain_steps=10,
+    wf_create_repeats=3,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
@@ -190,7 +206,7 @@ Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 
 
 def scenarios() -> dict[str, Scenario]:
-    from benchmarks import agents, cron, edge, latency, producer, recovery, throughput
+    from benchmarks import agents, cron, edge, latency, producer, recovery, throughput, workflows
 
     return {
         "throughput": throughput.run,
@@ -200,6 +216,7 @@ def scenarios() -> dict[str, Scenario]:
         "recovery": recovery.run,
         "producer": producer.run,
         "edge": edge.run,
+        "workflows": workflows.run,
     }
 
 

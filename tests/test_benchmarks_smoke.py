@@ -67,6 +67,7 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
         "recovery",
         "producer",
         "edge",
+        "workflows",
     }
 
     throughput = scenarios["throughput"]
@@ -108,6 +109,11 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
         _latency(edge[route]["server"])
         _latency(edge[route]["bare_starlette"])
         _number(edge[route]["overhead_ms"])
+
+    workflows = scenarios["workflows"]
+    _latency(workflows["chain"]["step_to_step"])
+    assert workflows["chain"]["step_to_step"]["count"] == workflows["chain_steps"] - 1
+    _latency(workflows["create_100"]["request"])
 
     rows = {(v["scenario"], v["measure"]) for v in report["verdicts"]}
     assert ("throughput", "batch submit, end to end") in rows

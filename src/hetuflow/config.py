@@ -19,7 +19,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import (
@@ -205,6 +205,9 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     auth: AuthConfig = AuthConfig()
+    concurrency: dict[str, Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default_factory=dict)
+    """``[concurrency]``: the limit of a concurrency key by task type (``"report" = 2``), for
+    a keyed task that names no ``max_concurrent_per_key``; a type not listed: 1."""
 
     @model_validator(mode="after")
     def _check_tls(self) -> Config:

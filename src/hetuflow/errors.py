@@ -90,6 +90,12 @@ class WorkflowAlreadyFinished(Conflict):
     code = "workflow_already_finished"
 
 
+class WorkflowNotRetryable(Conflict):
+    """Retrying a workflow that is still running, or whose every step succeeded."""
+
+    code = "workflow_not_retryable"
+
+
 class AgentNameTaken(Conflict):
     code = "agent_name_taken"
 

@@ -1,8 +1,10 @@
 """The domain: tasks, attempts, agents, cron jobs and their statuses.
 
 Objects here are frozen; a change is a new object made by the Store. Every status enum knows
-its legal transitions, and ``check_transition`` is the one place they are enforced in Python
-(the stores enforce the same rules in SQL with conditional updates).
+its legal transitions (``TASK_TRANSITIONS``, ``AGENT_TRANSITIONS``; ``check_transition`` checks
+one move). The stores make the moves in SQL with conditional updates; the contract test
+tests/contract/test_transitions.py drives every store operation and checks that each status
+change a store makes is in the table, and each one the table lists is made.
 
 Vocabulary (see docs/glossary.md): task, task type, payload, priority, capability, agent,
 cron job, attempt, dispatch, result, cancel.
@@ -97,6 +99,8 @@ TERMINAL_TASK_STATUSES = frozenset(
 )
 ACTIVE_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.CANCELLING})
 
+_RETRIED_STEP = frozenset({TaskStatus.WAITING, TaskStatus.PENDING})
+
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.WAITING: frozenset(
         {
@@ -128,14 +132,16 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
             TaskStatus.CANCELLED,
         }
     ),
-    TaskStatus.CANCELLING: frozenset(
-        {TaskStatus.CANCELLED, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT}
-    ),
+    # whatever the agent reports (or a release) while cancelling, the task ends cancelled
+    TaskStatus.CANCELLING: frozenset({TaskStatus.CANCELLED}),
     TaskStatus.SUCCEEDED: frozenset(),
-    TaskStatus.FAILED: frozenset(),
-    TaskStatus.TIMED_OUT: frozenset(),
-    TaskStatus.CANCELLED: frozenset(),
-    TaskStatus.SKIPPED: frozenset(),
+    # A plain task that ended never changes again (a retry or a replay is a new task); a
+    # workflow step that did not succeed starts over when its workflow is retried: waiting
+    # again, or pending at once when its parents all succeeded (Store.retry_workflow).
+    TaskStatus.FAILED: _RETRIED_STEP,
+    TaskStatus.TIMED_OUT: _RETRIED_STEP,
+    TaskStatus.CANCELLED: _RETRIED_STEP,
+    TaskStatus.SKIPPED: _RETRIED_STEP,
 }
 
 
@@ -183,10 +189,33 @@ class PendingReason(StrEnum):
     NO_AGENT_WITH_CAPABILITIES = "no_agent_with_capabilities"
     AGENTS_BUSY = "agents_busy"
     GLOBAL_LIMIT = "global_limit"
+    CONCURRENCY_LIMIT = "concurrency_limit"  # its concurrency key has its limit of tasks active
     QUEUED = "queued"  # eligible and about to be dispatched
 
 
 # --- tasks ------------------------------------------------------------------------------------
+
+MAX_CONCURRENCY_KEY_LENGTH = 200
+
+
+class ConcurrencyStrategy(StrEnum):
+    """What a new task with a concurrency key does when the key is at its limit."""
+
+    QUEUE = "queue"  # wait, pending (concurrency_limit), until an active one ends
+    CANCEL_NEWEST = "cancel_newest"  # the new task is cancelled at create
+    CANCEL_IN_PROGRESS = "cancel_in_progress"  # the oldest active ones are cancelled for it
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimits:
+    """The limit of a key when the task names none: ``[concurrency]`` by task type, else 1."""
+
+    by_task_type: Mapping[str, int] = field(default_factory=dict)
+
+    def of(self, task_type: str, declared: int | None) -> int:
+        if declared is not None:
+            return declared
+        return self.by_task_type.get(task_type, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +256,11 @@ class NewTask:
     idempotency_key: str | None = None
     cron_job_id: UUID | None = None
     cron_tick_at: datetime | None = None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
+    """None: the ``[concurrency]`` limit of its task type, else 1 (``ConcurrencyLimits``)."""
+    concurrency_strategy: ConcurrencyStrategy | None = None
+    """What to do when the key is at its limit at create (None: ``queue``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +288,8 @@ class Task:
     started_at: datetime | None
     finished_at: datetime | None
     replay_of: UUID | None = None  # the finished task this one replays (``replay_task``)
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +323,13 @@ class ClaimedTask(NamedTuple):
     parents: JSONValue = None
     """A workflow step's parents' results, ``{step name: result}`` (None: not a step, or a
     step without parents)."""
+    max_retries: int = 0
+    cron_job_id: UUID | None = None
+    cron_tick_at: datetime | None = None
+    """The logical time of the cron run that created it (the tick, not when it ran)."""
+    workflow_id: UUID | None = None
+    step: str | None = None
+    """The workflow and step name of a workflow step (None: not a step)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +458,7 @@ class ClaimRequest:
     groups: Sequence[ClaimGroup]
     until: datetime | None = None
     global_limit: int | None = None
+    key_limits: ConcurrencyLimits | None = None
 
 
 def assign_least_loaded(count: int, offers: Sequence[SlotOffer]) -> list[UUID]:
@@ -529,6 +573,8 @@ class NewCronJob:
     catch_up_limit: int = 1
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     start_deadline_seconds: float | None = None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +599,9 @@ class CronJob:
     last_task_id: UUID | None
     created_at: datetime
     updated_at: datetime
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
+    """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,7 +629,8 @@ class CronFire:
 
 def spec_of(task: Task) -> NewTask:
     """A new task with ``task``'s spec (name, type, payload, priority, capabilities, timeout,
-    retry policy), due now; not its idempotency key nor its cron link."""
+    retry policy, concurrency key and limit), due now; not its idempotency key nor its cron
+    link."""
     return NewTask(
         name=task.name,
         task_type=task.task_type,
@@ -589,6 +639,8 @@ def spec_of(task: Task) -> NewTask:
         required_capabilities=task.required_capabilities,
         timeout_seconds=task.timeout_seconds,
         retry=task.retry,
+        concurrency_key=task.concurrency_key,
+        max_concurrent_per_key=task.max_concurrent_per_key,
     )
 
 

@@ -79,7 +79,10 @@ async def test_the_worked_example_runs_with_results_flowing_downstream(
             assert "succeeded" in tree
             code, listed = await cli(server.http_url, "list-workflows")
             assert code == 0
-            assert workflow["id"] in listed
+            assert workflow["id"][:8] in listed  # short ids, as every CLI table
+            code, again = await cli(server.http_url, "show-workflow", workflow["id"][:8])
+            assert code == 0, again
+            assert workflow["id"] in again
 
 
 async def test_a_failed_step_skips_its_descendants_and_clean_up_runs(
@@ -117,3 +120,50 @@ async def test_a_failed_step_skips_its_descendants_and_clean_up_runs(
             )
             assert steps["clean-up"]["status"] == "succeeded"
             assert steps["clean-up"]["task"]["result"] == "something failed upstream"
+
+
+async def _ended(http: Any, workflow_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(60):
+        while True:
+            shown: dict[str, Any] = (await http.http.get(f"/api/workflows/{workflow_id}")).json()
+            if shown["status"] != "running":
+                return shown
+            await asyncio.sleep(0.05)
+
+
+async def test_retry_workflow_reruns_the_failed_step_and_what_depends_on_it(
+    database: DatabaseConfig, tmp_path: Path
+) -> None:
+    """A transform fails (no retries), the workflow stops; ``retry-workflow`` re-runs that
+    transform, aggregate and notify, and keeps fetch and the other transforms."""
+    document = json.loads(EXAMPLE.read_text())
+    document["steps"][2]["payload"]["fail_first_attempt"] = True  # transform-1
+    document["steps"][2]["max_retries"] = 0
+    async with cluster(database, tmp_path) as c:
+        server = await c.server()
+        await c.agent("worker", task_types=TYPES, slots=4, modules=("workflow_handlers",))
+        async with api(server) as http:
+            await http.wait_agents_online(1)
+            response = await http.http.post("/api/workflows", json=document)
+            assert response.status_code == 201, response.text
+            workflow_id = response.json()["id"]
+            failed = await _ended(http, workflow_id)
+            assert failed["status"] == "failed"
+            before = {step["name"]: step["task"] for step in failed["steps"]}
+            assert before["transform-1"]["status"] == "failed"
+            code, out = await cli(server.http_url, "retry-task", before["transform-1"]["id"])
+            assert code != 0
+            assert f"retry the workflow (POST /api/workflows/{workflow_id}/retry" in out
+            code, out = await cli(server.http_url, "retry-workflow", workflow_id)
+            assert code == 0, out
+            assert "retrying workflow" in out
+            done = await _ended(http, workflow_id)
+            assert done["status"] == "succeeded", done
+            after = {step["name"]: step["task"] for step in done["steps"]}
+            assert after["notify"]["result"] == "total is 285"
+            assert after["transform-1"]["attempts"] == 2
+            for kept in ("fetch", "transform-0", "transform-2"):
+                assert after[kept]["attempts"] == 1, kept
+                assert after[kept]["finished_at"] == before[kept]["finished_at"], kept
+            assert after["aggregate"]["attempts"] == 1  # skipped before, ran once now
+            assert after["clean-up"]["status"] == "skipped"

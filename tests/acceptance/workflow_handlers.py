@@ -1,6 +1,7 @@
 """Handlers of the worked example in docs/workflows.md (``--module workflow_handlers``):
 fetch -> transform x3 -> aggregate -> notify, each step reading its parents' results from
-``ctx.parents``. ``wf_transform`` fails when ``payload["fail"]`` is set."""
+``ctx.parents``. ``wf_transform`` fails when ``payload["fail"]`` is set, and on its first
+attempt when ``payload["fail_first_attempt"]`` is (a workflow retry then succeeds)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def fetch(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 @handlers.handler("wf_transform")
 def transform(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    if payload.get("fail"):
+    if payload.get("fail") or (payload.get("fail_first_attempt") and ctx.attempt == 1):
         raise RuntimeError("transform refused")
     items = ctx.parents["fetch"]["items"][payload["part"] :: payload["of"]]
     return {"part": payload["part"], "sum_of_squares": sum(n * n for n in items)}

@@ -140,3 +140,35 @@ async def test_cancelling_a_finished_workflow_is_a_409(
     response = await client.delete(f"/api/workflows/{created['id']}")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "workflow_already_finished"
+
+
+async def test_retry_a_failed_workflow_and_retry_task_on_a_step_is_a_409(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    created = (await client.post("/api/workflows", json=doc(s("a"), s("b", "a")))).json()
+    wf = created["id"]
+    early = await client.post(f"/api/workflows/{wf}/retry")
+    assert early.status_code == 409
+    assert early.json()["error"]["code"] == "workflow_not_retryable"
+    held = await hold_task(app, "t")
+    ref = AttemptRef(held.task.id, held.attempt, held.agent_id)
+    await context_of(app).store.finish_attempts(
+        [AttemptResult(ref, AttemptOutcome.FAILED, error="boom")], now=now_of(app)
+    )
+    failed = (await client.get(f"/api/workflows/{wf}")).json()
+    assert [st["status"] for st in failed["steps"]] == ["failed", "skipped"]
+    # a step is not retried alone: the 409 names the workflow to retry instead
+    alone = await client.post(f"/api/tasks/{held.task.id}/retry")
+    assert alone.status_code == 409
+    assert f"retry the workflow (POST /api/workflows/{wf}/retry" in alone.json()["error"]["message"]
+    assert (await client.get("/api/tasks")).json()["total"] == 2  # nothing created
+    response = await client.post(f"/api/workflows/{wf}/retry")
+    assert response.status_code == 200, response.text
+    retried = response.json()
+    assert retried["status"] == "running"
+    assert [st["status"] for st in retried["steps"]] == ["pending", "waiting"]
+    again = await hold_task(app, "t", name="agent-2")
+    assert again.task.id == held.task.id
+    assert again.attempt == held.attempt + 1
+    missing = await client.post("/api/workflows/00000000-0000-0000-0000-000000000001/retry")
+    assert missing.status_code == 404

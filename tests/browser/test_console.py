@@ -101,7 +101,9 @@ def test_cancel_stops_a_running_task(page: Page, server: ServerProcess) -> None:
 def test_dashboard_follows_tasks_live(page: Page, server: ServerProcess) -> None:
     page.goto("/")
     expect(page.locator("#live")).to_have_text("live")
-    expect(page.locator("#status-tiles .tile")).to_have_count(8)
+    expect(page.locator("#status-tiles .tile")).to_have_count(
+        10
+    )  # waiting and skipped too (workflow steps)
     expect(page.locator("#agents-online .n")).to_have_text("1")
     succeeded = page.locator("#status-tiles [data-status=succeeded] .n")
     expect(succeeded).to_have_text("0")
@@ -195,6 +197,27 @@ def test_every_page_fits_the_screen(
         viewport={"width": width, "height": 800},
         color_scheme="dark" if theme == "dark" else "light",
     )
+    workflow = server.api(
+        "POST",
+        "/api/workflows",
+        json={
+            "name": "layout-workflow",
+            "steps": [
+                {"name": "first", "task_type": "shell", "payload": {"command": "true"}},
+                *(
+                    {"name": f"middle-{n}", "task_type": "shell", "depends_on": ["first"]}
+                    for n in range(4)
+                ),
+                {"name": "last", "task_type": "nobody-type", "depends_on": ["middle-0"]},
+            ],
+        },
+    )
+    [agent] = server.api("GET", "/api/agents")["items"]
+    job = server.api(
+        "POST",
+        "/api/cron-jobs",
+        json={"name": "layout-job", "cron_expression": "0 3 * * *", "task_type": "shell"},
+    )
     page = context.new_page()
     try:
         pages = {
@@ -205,6 +228,10 @@ def test_every_page_fits_the_screen(
             "agents": ("/#/agents", "#agent-table tbody tr[data-id]"),
             "cron-jobs": ("/#/cron", "#cron-table tbody tr"),
             "cron-form": ("/#/cron/new", "#cron-preview li"),
+            "cron-job": (f"/#/cron/{job['id']}", "#tick-history h2"),
+            "workflows": ("/#/workflows", "#workflow-table tbody tr[data-id]"),
+            "workflow": (f"/#/workflows/{workflow['id']}", "#workflow-dag .node"),
+            "agent": (f"/#/agents/{agent['id']}", "#agent-details dt"),
         }
         for name, (path, ready) in pages.items():
             page.goto(path)

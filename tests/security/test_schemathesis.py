@@ -23,7 +23,11 @@ from hetuflow.tokens import Role
 from .conftest import secured_config
 
 EXAMPLES_PER_OPERATION = 25
-STREAMING = {"/api/events", "/api/tasks/{task_id}/logs/stream"}
+STREAMING = {
+    "/api/events",
+    "/api/tasks/{task_id}/logs/stream",
+    "/api/workflows/{workflow_id}/events",
+}
 """Endless or long-lived streams, covered by their own tests."""
 
 

@@ -23,6 +23,7 @@ from hetuflow.protocol import (
     AgentCapabilities,
     AgentHeartbeat,
     AgentRegistered,
+    CloseCode,
     Error,
     Ping,
     Pong,
@@ -37,14 +38,14 @@ from hetuflow.protocol import (
 log = logging.getLogger("hetuflow.agent")
 
 
-# Close codes the server uses (docs/protocol.md; the server defines them in server/registry.py)
-CLOSE_SUPERSEDED = 4000
+# Close codes the server uses (named in ``protocol.CloseCode``; docs/protocol.md)
+CLOSE_SUPERSEDED = CloseCode.SUPERSEDED
 """A newer connection of the same agent took over: another process runs as this agent."""
-CLOSE_UNAUTHORIZED = 4001
+CLOSE_UNAUTHORIZED = CloseCode.UNAUTHORIZED
 """The agent token belongs to another agent than the one this agent registers as."""
-CLOSE_PROTOCOL_VERSION = 4003
-CLOSE_AGENT_NOT_FOUND = 4004
-CLOSE_AGENT_DELETED = 4010
+CLOSE_PROTOCOL_VERSION = CloseCode.PROTOCOL_VERSION
+CLOSE_AGENT_NOT_FOUND = CloseCode.AGENT_NOT_FOUND
+CLOSE_AGENT_DELETED = CloseCode.AGENT_DELETED
 """The agent was deleted on the server: coming back with its id is refused."""
 
 

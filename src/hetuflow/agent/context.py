@@ -105,14 +105,20 @@ class TaskContext:
         "_outbox",
         "_redact",
         "attempt",
+        "cron_job_id",
+        "cron_tick_at",
+        "max_retries",
         "name",
         "parents",
         "payload",
         "priority",
+        "scheduled_at",
         "started_at",
+        "step",
         "task_id",
         "task_type",
         "timeout_seconds",
+        "workflow_id",
     )
 
     def __init__(
@@ -129,6 +135,12 @@ class TaskContext:
         max_line_bytes: int,
         redact: Callable[[str], str] | None = None,
         parents: dict[str, Any] | None = None,
+        scheduled_at: datetime | None = None,
+        max_retries: int | None = None,
+        cron_job_id: str | None = None,
+        cron_tick_at: datetime | None = None,
+        workflow_id: str | None = None,
+        step: str | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -139,6 +151,20 @@ class TaskContext:
         self.timeout_seconds = timeout_seconds
         self.parents: dict[str, Any] = parents or {}
         """A workflow step's parents' results, ``{step name: result}``; empty otherwise."""
+        self.scheduled_at = scheduled_at
+        """When the task was due (a retry: when the retry was due); None from an older
+        server."""
+        self.max_retries = max_retries
+        """Retries the task's policy allows after failed or timed-out attempts (a lost
+        attempt spends none); None from an older server."""
+        self.cron_job_id = cron_job_id
+        """The cron job that created the task; None otherwise."""
+        self.cron_tick_at = cron_tick_at
+        """The logical time of that cron run (which night a nightly job processes), not
+        when it runs; None for a task no cron job created."""
+        self.workflow_id = workflow_id
+        self.step = step
+        """The workflow and step name of a workflow step; None otherwise."""
         self.started_at: datetime | None = None
         self._outbox = outbox
         self._max_line_bytes = max_line_bytes

@@ -191,6 +191,12 @@ class Slots:
                 max_line_bytes=self.max_log_line_bytes,
                 redact=self._redact,
                 parents=task.parents,
+                scheduled_at=task.scheduled_at,
+                max_retries=task.max_retries,
+                cron_job_id=task.cron_job_id,
+                cron_tick_at=task.cron_tick_at,
+                workflow_id=task.workflow_id,
+                step=task.step,
             )
             job = Job(task, handler, ctx)
             self._jobs[key] = job

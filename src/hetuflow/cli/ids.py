@@ -122,3 +122,17 @@ def cron_job_id(cli: Cli, text: str) -> str:
 def agent_names(cli: Cli) -> dict[str, str]:
     """Every agent's name by id, for tables that show who ran what."""
     return {str(agent.id): agent.name for agent in cli.client.list_agents()}
+
+
+WORKFLOWS_SEARCHED = 1000
+"""A workflow's short id or name is looked up among the newest this many workflows."""
+
+
+def workflow_id(cli: Cli, text: str) -> str:
+    """A workflow's full id from its id, a unique prefix of it or its exact name (among the
+    newest ``WORKFLOWS_SEARCHED`` workflows)."""
+    full = _full(text)
+    if full is not None:
+        return full
+    page = cli.client.list_workflows(limit=WORKFLOWS_SEARCHED)
+    return _named("workflow", text, ((str(w.id), w.name) for w in page.items))

@@ -254,6 +254,9 @@ REASONS = {
     ),
     PendingReason.AGENTS_BUSY: "every agent that could run it is busy",
     PendingReason.GLOBAL_LIMIT: ("the server runs [scheduler] max_concurrent_tasks tasks already"),
+    PendingReason.CONCURRENCY_LIMIT: (
+        "its concurrency key {key!r} has its limit of tasks dispatched or running"
+    ),
     PendingReason.QUEUED: "it is about to be dispatched",
 }
 
@@ -266,6 +269,7 @@ def _still_waiting(cli: Cli, task: Task, waited: float) -> str:
             task_type=task.task_type,
             capabilities=" ".join(task.required_capabilities),
             reason=task.pending_reason,
+            key=task.concurrency_key,
         )
         return f"{head}: {task.pending_reason} ({why})"
     if task.agent_id is not None:

@@ -1,5 +1,5 @@
 """Workflow commands of ``hetuflow-server``: create-workflow, list-workflows, show-workflow,
-cancel-workflow (docs/workflows.md)."""
+cancel-workflow, retry-workflow (docs/workflows.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 from rich.tree import Tree
 
+from hetuflow.cli import ids
 from hetuflow.cli.common import (
     EXIT_USAGE,
     Cli,
@@ -21,11 +22,18 @@ from hetuflow.cli.common import (
     table,
     when,
 )
+from hetuflow.cli.ids import short
 from hetuflow.client import WaitTimeout, Workflow, WorkflowStep
 
 
 def register(group: click.Group) -> None:
-    for command in (create_workflow, list_workflows, show_workflow, cancel_workflow):
+    for command in (
+        create_workflow,
+        list_workflows,
+        show_workflow,
+        cancel_workflow,
+        retry_workflow,
+    ):
         group.add_command(command)
 
 
@@ -96,7 +104,7 @@ def list_workflows(cli: Cli, limit: int, offset: int) -> None:
         return
     rows = [
         [
-            str(w.id),
+            short(w.id),
             escape(w.name),
             styled(w.status),
             ", ".join(f"{n} {styled(status)}" for status, n in sorted(w.step_counts.items())),
@@ -119,8 +127,9 @@ def list_workflows(cli: Cli, limit: int, offset: int) -> None:
 @click.argument("workflow_id")
 @client_command
 def show_workflow(cli: Cli, workflow_id: str) -> None:
-    """Show a workflow: its status and its steps as a tree (a step under each parent)."""
-    workflow = cli.client.get_workflow(workflow_id)
+    """Show a workflow (WORKFLOW_ID: its id, a unique id prefix or its name): its status and
+    its steps as a tree (a step under each parent)."""
+    workflow = cli.client.get_workflow(ids.workflow_id(cli, workflow_id))
     if cli.as_json:
         cli.emit_json(workflow)
         return
@@ -145,11 +154,27 @@ def show_workflow(cli: Cli, workflow_id: str) -> None:
 @client_command
 def cancel_workflow(cli: Cli, workflow_id: str) -> None:
     """Cancel every waiting and running step of a workflow (running ones are told to stop)."""
-    workflow = cli.client.cancel_workflow(workflow_id)
+    workflow = cli.client.cancel_workflow(ids.workflow_id(cli, workflow_id))
     if cli.as_json:
         cli.emit_json(workflow)
         return
     stdout().print(f"cancelled workflow [bold]{workflow.id}[/bold]")
+    stdout().print(_tree(workflow))
+
+
+@click.command("retry-workflow")
+@click.argument("workflow_id")
+@client_command
+def retry_workflow(cli: Cli, workflow_id: str) -> None:
+    """Re-run the failed, timed-out, cancelled and skipped steps of an ended workflow and
+    every step that depends on them; steps that succeeded are kept, and their results are
+    handed down again. Refused (409) while a step is still running or when every step
+    succeeded."""
+    workflow = cli.client.retry_workflow(workflow_id)
+    if cli.as_json:
+        cli.emit_json(workflow)
+        return
+    stdout().print(f"retrying workflow [bold]{workflow.id}[/bold]")
     stdout().print(_tree(workflow))
 
 

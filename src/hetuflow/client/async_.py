@@ -421,6 +421,12 @@ class AsyncClient:
         """Cancel every waiting and running step (running ones are told to stop)."""
         return await self._send(WorkflowCalls.cancel(workflow_id))
 
+    async def retry_workflow(self, workflow_id: UUID | str) -> Workflow:
+        """Re-run the failed, timed-out, cancelled and skipped steps and what depends on
+        them, keeping what succeeded; ``ClientError`` (409) while it runs or when every step
+        succeeded."""
+        return await self._send(WorkflowCalls.retry(workflow_id))
+
     async def wait_workflow(
         self, workflow_id: UUID | str, *, timeout_seconds: float = 60.0, poll_interval: float = 0.2
     ) -> Workflow:

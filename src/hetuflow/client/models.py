@@ -41,6 +41,8 @@ class Task(_Model):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
 
     @property
     def is_finished(self) -> bool:

@@ -99,3 +99,7 @@ class WorkflowCalls:
     @staticmethod
     def cancel(workflow_id: UUID | str) -> Call[Workflow]:
         return Call("DELETE", f"/api/workflows/{workflow_id}", parse_one(Workflow))
+
+    @staticmethod
+    def retry(workflow_id: UUID | str) -> Call[Workflow]:
+        return Call("POST", f"/api/workflows/{workflow_id}/retry", parse_one(Workflow))

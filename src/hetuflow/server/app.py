@@ -21,10 +21,12 @@ from fastapi import Depends, FastAPI
 from hetuflow import __version__
 from hetuflow.clock import Clock, SystemClock
 from hetuflow.config import Config
+from hetuflow.models import ConcurrencyLimits
 from hetuflow.server import metrics
 from hetuflow.server.api import router as api_router
 from hetuflow.server.api.errors import install_error_handlers
 from hetuflow.server.auth import Authenticator, authorize_metrics
+from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.console import mount_console
 from hetuflow.server.context import ServerContext
 from hetuflow.server.edge import EdgeGuard, EdgePolicy
@@ -89,6 +91,7 @@ def create_app(
         agents=engine.agents,
         sees_every_agent=config.database.kind == "sqlite",  # one server process
         dispatcher=engine.dispatcher,
+        concurrency=ConcurrencyKeys(context.store, ConcurrencyLimits(dict(config.concurrency))),
     )
 
     @contextlib.asynccontextmanager

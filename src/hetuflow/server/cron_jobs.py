@@ -16,7 +16,7 @@ from hetuflow.cron import parse
 from hetuflow.errors import CronJobNotFound
 from hetuflow.models import CronJob, CronTick, NewCronJob, Task, TaskStatus
 from hetuflow.server.context import ServerContext
-from hetuflow.server.cron_service import cron_task
+from hetuflow.server.cron_policy import cron_task
 from hetuflow.server.tasks import TaskQueue
 from hetuflow.store.base import CRON_CHANGED
 

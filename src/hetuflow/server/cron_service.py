@@ -16,7 +16,8 @@ Two-level scheduling: a tick is fired ``[scheduler] dispatch_lookahead_seconds``
 due, the dispatcher hands its task to an agent at once, and the agent starts it at
 ``scheduled_at``: never before, and not whenever a loop next wakes up.
 
-Policies (defaults in ``models.NewCronJob``; see docs/cron.md):
+Policies (defaults in ``models.NewCronJob``; see docs/cron.md), decided by the pure functions of
+``hetuflow.server.cron_policy``:
 
 * A tick more than ``MISFIRE_GRACE`` late was *missed* (no server ran, the job was disabled):
   ``misfire_policy`` skip records them skipped; run_once runs one task now for all of them;
@@ -36,7 +37,6 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -50,44 +50,23 @@ from hetuflow.errors import (
 from hetuflow.models import (
     CronFire,
     CronJob,
-    MisfirePolicy,
-    NewTask,
     OverlapPolicy,
     Task,
-    TaskStatus,
     TickOutcome,
 )
 from hetuflow.server.context import ServerContext
+from hetuflow.server.cron_policy import Decision, decide, fire_of, unschedulable
 from hetuflow.server.resilience import StoreRetry
 from hetuflow.server.tasks import TaskQueue
 from hetuflow.store.base import CRON_CHANGED, TASKS_READY
 
 log = logging.getLogger("hetuflow.cron")
 
-MISFIRE_GRACE = timedelta(seconds=1)
-"""A tick later than this when its job is looked at was missed (the misfire policy decides)."""
 MAX_SLEEP = timedelta(seconds=10)
 """Longest wait between passes, in case a ``CRON_CHANGED`` wake-up is lost."""
-QUEUE_POLL = timedelta(milliseconds=250)
-"""How often a tick queued behind a running task checks whether that task finished."""
 RETRY_AFTER_ERROR = timedelta(seconds=1)
 BATCH = 200
 """Jobs read per ``due_cron_jobs`` call; ``TASKS_READY`` is published after each batch."""
-MISSED_SCAN_LIMIT = 100_000
-"""Missed ticks counted at most per call (a per-second job down for a day has 86,400)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    """What to record for the job's current tick, or ``defer_until`` to decide later."""
-
-    outcome: TickOutcome | None = None
-    reason: str | None = None
-    next_fire_at: datetime | None = None
-    task: NewTask | None = None
-    defer_until: datetime | None = None
-    cancel: Task | None = None
-    late: str | None = None  # for the misfire metric: what a policy did with a late tick
 
 
 class CronService:
@@ -153,7 +132,7 @@ class CronService:
             ready = [job for job in jobs if self._deferred.get(job.id, now) <= now]
             ready.sort(key=lambda job: self._order(job, now))
             progressed = False
-            decided: list[tuple[CronJob, _Decision]] = []
+            decided: list[tuple[CronJob, Decision]] = []
             for job in ready[:BATCH]:
                 self._deferred.pop(job.id, None)
                 if (job.id, job.next_fire_at) in settled:
@@ -194,7 +173,7 @@ class CronService:
 
     # --- one job --------------------------------------------------------------------------
 
-    async def _decide_now(self, job: CronJob, now: datetime) -> _Decision | None:
+    async def _decide_now(self, job: CronJob, now: datetime) -> Decision | None:
         """The decision to record for the job's current tick; None when there is nothing to
         record yet (deferred, or no tick). Cancels the previous task if the policy says so."""
         tick = job.next_fire_at
@@ -213,11 +192,11 @@ class CronService:
             return None
         return decision
 
-    async def _record(self, decided: Sequence[tuple[CronJob, _Decision]], now: datetime) -> int:
+    async def _record(self, decided: Sequence[tuple[CronJob, Decision]], now: datetime) -> int:
         """Record the decided ticks in one transaction (``Store.fire_cron_ticks``); if that
         fails with a domain error (a job deleted meanwhile), one by one. Returns how many
         tasks were created."""
-        fires = [_fire_of(job, decision) for job, decision in decided]
+        fires = [fire_of(job, decision) for job, decision in decided]
         try:
             results = await self.store.fire_cron_ticks(fires, now=now)
         except HetuflowError as error:
@@ -285,24 +264,12 @@ class CronService:
             schedule = self._schedules[key] = parse(job.cron_expression, job.timezone)
         return schedule
 
-    async def _decide(self, job: CronJob, tick: datetime, now: datetime) -> _Decision:
+    async def _decide(self, job: CronJob, tick: datetime, now: datetime) -> Decision:
         try:
             schedule = self._schedule(job)
         except (CronExpressionInvalid, TimeZoneInvalid) as error:
-            return _skip(f"cannot be scheduled: {error.message}; fix it to resume", None)
-        previous = await self._previous(job)
-        if job.overlap_policy is OverlapPolicy.QUEUE and previous is not None and tick <= now:
-            queued = _queued(job, schedule, tick, now, previous)
-            if queued is not None:
-                return queued
-        if tick < now - MISFIRE_GRACE:
-            return self._missed(job, schedule, tick, now, previous)
-        next_fire_at = _next(schedule, tick)
-        if job.start_deadline_seconds is not None:
-            late = now - tick
-            if late > timedelta(seconds=job.start_deadline_seconds):
-                return _skip(_deadline_reason(job, late), next_fire_at)
-        return _run(job, tick, tick, next_fire_at, now, previous, reason=None)
+            return unschedulable(error.message)
+        return decide(job, schedule, tick, now, await self._previous(job))
 
     async def _previous(self, job: CronJob) -> Task | None:
         """The job's last task if it has not finished and the overlap policy cares (or, for
@@ -316,182 +283,8 @@ class CronService:
             return None
         return task
 
-    def _missed(
-        self,
-        job: CronJob,
-        schedule: CronSchedule,
-        tick: datetime,
-        now: datetime,
-        previous: Task | None,
-    ) -> _Decision:
-        """``tick`` and maybe more ticks are missed; the misfire policy decides."""
-        cutoff = now - MISFIRE_GRACE - timedelta(microseconds=1)
-        missed = [tick, *schedule.ticks_between(tick, cutoff, MISSED_SCAN_LIMIT)]
-        span = _span(missed)
-        after = _next(schedule, missed[-1])
-        if job.misfire_policy is MisfirePolicy.SKIP:
-            return _skip(
-                f"missed {span} (no server ran or the job was disabled); misfire_policy=skip", after
-            )
-        if job.misfire_policy is MisfirePolicy.RUN_ONCE:
-            reason = f"ran once now for {span}" if len(missed) > 1 else "ran late (missed tick)"
-            return self._late_run(job, missed[-1], tick, after, now, previous, reason)
-        limit = max(job.catch_up_limit, 0)
-        if len(missed) > limit:
-            dropped = len(missed) - limit
-            resume = missed[dropped] if limit else after
-            return _skip(
-                f"missed {span}; catch_up_limit={limit}: the oldest {dropped} skipped", resume
-            )
-        return self._late_run(job, tick, tick, _next(schedule, tick), now, previous, "caught up")
-
-    def _late_run(
-        self,
-        job: CronJob,
-        latest: datetime,
-        tick: datetime,
-        next_fire_at: datetime | None,
-        now: datetime,
-        previous: Task | None,
-        reason: str,
-    ) -> _Decision:
-        if job.start_deadline_seconds is not None:
-            late = now - latest
-            if late > timedelta(seconds=job.start_deadline_seconds):
-                return _skip(_deadline_reason(job, late), next_fire_at)
-        decision = _run(job, tick, None, next_fire_at, now, previous, reason=reason)
-        if decision.outcome is TickOutcome.FIRED:
-            return replace(decision, late=job.misfire_policy.value)
-        return decision
-
     async def _publish(self, channel: str) -> None:
         try:
             await self.context.notifier.publish(channel)
         except Exception:
             log.warning("could not publish %s", channel, exc_info=True)
-
-
-# --- decisions (pure) ---------------------------------------------------------------------
-
-
-def _queued(
-    job: CronJob, schedule: CronSchedule, tick: datetime, now: datetime, previous: Task
-) -> _Decision | None:
-    """``overlap_policy=queue`` with the tick due: wait, skip or run the queued tick.
-
-    None when the previous task finished before the tick (nothing was queued)."""
-    if previous.status is TaskStatus.PENDING:
-        return _skip(
-            f"overlap_policy=queue: task {previous.id} already waits to run", _next(schedule, tick)
-        )
-    if not previous.status.is_terminal:
-        return _Decision(defer_until=now + QUEUE_POLL)
-    finished = previous.finished_at or previous.updated_at
-    if finished <= tick:
-        return None
-    dropped = schedule.ticks_between(tick, finished, MISSED_SCAN_LIMIT)
-    reason = f"waited for task {previous.id} to finish"
-    if dropped:
-        reason += f"; {_span(dropped)} during its run dropped"
-    next_fire_at = _next(schedule, dropped[-1] if dropped else tick)
-    return _Decision(
-        outcome=TickOutcome.FIRED,
-        reason=reason,
-        next_fire_at=next_fire_at,
-        task=cron_task(job, tick, None),
-        late="queued",
-    )
-
-
-def _run(
-    job: CronJob,
-    tick: datetime,
-    scheduled_at: datetime | None,
-    next_fire_at: datetime | None,
-    now: datetime,
-    previous: Task | None,
-    *,
-    reason: str | None,
-) -> _Decision:
-    """Fire the tick, unless the previous task is still busy and the overlap policy says no."""
-    busy = previous is not None and not previous.status.is_terminal
-    cancel: Task | None = None
-    if busy and previous is not None and job.overlap_policy is not OverlapPolicy.ALLOW:
-        if tick > now:
-            return _Decision(defer_until=tick)  # decide at the tick, not ahead
-        if job.overlap_policy is OverlapPolicy.SKIP:
-            return _skip(
-                f"overlap_policy=skip: task {previous.id} is still {previous.status}",
-                next_fire_at,
-            )
-        if job.overlap_policy is OverlapPolicy.CANCEL_PREVIOUS:
-            cancel = previous
-            note = f"cancelled task {previous.id} ({previous.status})"
-            reason = f"{reason}; {note}" if reason else note
-    return _Decision(
-        outcome=TickOutcome.FIRED,
-        reason=reason,
-        next_fire_at=next_fire_at,
-        task=cron_task(job, tick, scheduled_at),
-        cancel=cancel,
-    )
-
-
-def _fire_of(job: CronJob, decision: _Decision) -> CronFire:
-    assert job.next_fire_at is not None
-    assert decision.outcome is not None
-    return CronFire(
-        job.id,
-        job.next_fire_at,
-        next_fire_at=decision.next_fire_at,
-        outcome=decision.outcome,
-        task=decision.task,
-        reason=decision.reason,
-    )
-
-
-def cron_task(job: CronJob, tick: datetime | None, scheduled_at: datetime | None) -> NewTask:
-    """The task a cron job creates: for a tick (``tick``; ``scheduled_at`` to start it at an
-    instant) or a manual run (``tick`` None)."""
-    return NewTask(
-        name=job.name,
-        task_type=job.task_type,
-        payload=job.payload,
-        priority=job.priority,
-        required_capabilities=job.required_capabilities,
-        scheduled_at=scheduled_at,
-        timeout_seconds=job.timeout_seconds,
-        retry=job.retry,
-        cron_job_id=job.id,
-        cron_tick_at=tick,
-    )
-
-
-def _skip(reason: str, next_fire_at: datetime | None) -> _Decision:
-    return _Decision(outcome=TickOutcome.SKIPPED, reason=reason, next_fire_at=next_fire_at)
-
-
-def _next(schedule: CronSchedule, after: datetime) -> datetime | None:
-    try:
-        return schedule.next_after(after)
-    except CronExpressionInvalid:
-        return None
-
-
-def _span(ticks: Sequence[datetime]) -> str:
-    first, last = ticks[0], ticks[-1]
-    more = "+" if len(ticks) >= MISSED_SCAN_LIMIT else ""
-    if len(ticks) == 1:
-        return f"1 tick ({_iso(first)})"
-    return f"{len(ticks)}{more} ticks ({_iso(first)} to {_iso(last)})"
-
-
-def _deadline_reason(job: CronJob, late: timedelta) -> str:
-    return (
-        f"start deadline of {job.start_deadline_seconds:g}s passed: "
-        f"{late.total_seconds():.3f}s late"
-    )
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

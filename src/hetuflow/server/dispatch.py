@@ -22,11 +22,19 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from hetuflow.errors import AgentNotFound
-from hetuflow.models import ClaimGroup, ClaimRequest, Dispatch, NewTask, Task, TaskStatus
+from hetuflow.models import (
+    ClaimGroup,
+    ClaimRequest,
+    ConcurrencyLimits,
+    Dispatch,
+    NewTask,
+    Task,
+    TaskStatus,
+)
+from hetuflow.protocol import DispatchedTaskFrame, dispatched_task_frame
 from hetuflow.server.context import ServerContext
 from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.resilience import StoreRetry
@@ -40,6 +48,7 @@ class TaskDispatcher:
         self._agents = agents
         self._wake = asyncio.Event()
         self.rounds = 0
+        self._key_limits = ConcurrencyLimits(dict(context.config.concurrency))
 
     def wake(self, payload: str = "") -> None:
         """Ask for a dispatch round (a Notifier callback, or called directly)."""
@@ -116,6 +125,7 @@ class TaskDispatcher:
             groups,
             until=now + timedelta(seconds=scheduler.dispatch_lookahead_seconds),
             global_limit=scheduler.max_concurrent_tasks,
+            key_limits=self._key_limits,
         )
 
     async def _round(self) -> tuple[int, int]:
@@ -131,6 +141,7 @@ class TaskDispatcher:
                 now=now,
                 until=request.until,
                 global_limit=request.global_limit,
+                key_limits=request.key_limits,
             )
             self.rounds += 1
             self._route(dispatches)
@@ -142,7 +153,7 @@ class TaskDispatcher:
             return
         now = self._context.clock.now()
         metrics = self._context.metrics
-        frames: dict[UUID, tuple[AgentConnection, list[dict[str, Any]]]] = {}
+        frames: dict[UUID, tuple[AgentConnection, list[DispatchedTaskFrame]]] = {}
         for dispatch in dispatches:
             task = dispatch.task
             entry = frames.get(dispatch.agent_id)
@@ -154,21 +165,9 @@ class TaskDispatcher:
                     continue
                 entry = frames[dispatch.agent_id] = (connection, [])
             connection = entry[0]
-            connection.held[task.id] = (dispatch.attempt, task.task_type)
+            connection.dispatched(task.id, dispatch.attempt, task.task_type)
             start_at = task.scheduled_at if task.scheduled_at > now else None
-            frame = {
-                "task_id": str(task.id),
-                "attempt": dispatch.attempt,
-                "name": task.name,
-                "task_type": task.task_type,
-                "payload": task.payload,
-                "priority": task.priority.value,
-                "timeout_seconds": task.timeout_seconds,
-                "start_at": start_at,
-            }
-            if task.parents is not None:  # a released workflow step
-                frame["parents"] = task.parents
-            entry[1].append(frame)
+            entry[1].append(dispatched_task_frame(task, dispatch.attempt, start_at))
             metrics.task_dispatched(task.task_type, (now - task.scheduled_at).total_seconds())
         for connection, tasks in frames.values():
             connection.send_dispatch(tasks)

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from hetuflow.config import DEFAULT_PORTS, Config, normalize_origin
+from hetuflow.protocol import CloseCode
 from hetuflow.server.auth import READ_METHODS
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 """Hold no data: answered whatever the ``Host`` (probes address a node by its IP)."""
 PROXY_HEADERS = frozenset({b"forwarded", b"x-real-ip"})
 PROXY_HEADER_PREFIX = b"x-forwarded-"
-CLOSE_POLICY_VIOLATION = 1008
 """Servers without the WebSocket denial-response extension get a close before accept."""
 
 
@@ -207,4 +207,4 @@ class EdgeGuard:
         if "websocket.http.response" in scope.get("extensions", {}):
             await websocket.send_denial_response(response)
         else:
-            await websocket.close(CLOSE_POLICY_VIOLATION, refusal.message[:120])
+            await websocket.close(CloseCode.POLICY_VIOLATION, refusal.message[:120])

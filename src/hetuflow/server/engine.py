@@ -16,13 +16,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hetuflow.models import LogBudget
+from hetuflow.protocol import CloseCode
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_service import CronService
 from hetuflow.server.dispatch import TaskDispatcher
-from hetuflow.server.gateway import AGENT_CONNECTED, AGENT_ENABLED_CHANGED, GatewaySvc
+from hetuflow.server.gateway import GatewaySvc
 from hetuflow.server.lifecycle import LifecycleSvc
+from hetuflow.server.presence import AGENT_ENABLED_CHANGED, Presence
 from hetuflow.server.reconcile import Reconciler
-from hetuflow.server.registry import CLOSE_GOING_AWAY, AgentSvc
+from hetuflow.server.registration import AGENT_CONNECTED
+from hetuflow.server.registry import AgentSvc
 from hetuflow.server.resilience import supervise
 from hetuflow.server.results import ResultWriter
 from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASK_CANCEL, TASKS_READY
@@ -55,6 +58,7 @@ class SchedulerEngine:
             self.reconciler,
             on_disconnect=self.lifecycle.begin_grace,
         )
+        self.presence = Presence(context, self.agents, self.dispatcher, self.reconciler)
 
     async def _attempts_finished(self) -> None:
         """Results were accepted: slots are free here, and retries or the global limit may
@@ -66,7 +70,7 @@ class SchedulerEngine:
         return [
             ("dispatcher", self.dispatcher.run),
             ("result-writer", self.results.run),
-            ("heartbeats", self.gateway.run_heartbeats),
+            ("heartbeats", self.presence.run_heartbeats),
             ("reaper", self.lifecycle.run_reaper),
             ("reconnect-grace", self.lifecycle.run_grace),
             ("cancel-routing", self.lifecycle.run_cancels),
@@ -78,9 +82,9 @@ class SchedulerEngine:
         notifier = self.context.notifier
         notifier.subscribe(TASKS_READY, self.dispatcher.wake)
         notifier.subscribe(TASK_CANCEL, self.lifecycle.on_task_cancel)
-        notifier.subscribe(AGENT_CONNECTED, self.gateway.on_agent_connected)
-        notifier.subscribe(AGENT_DRAIN_CHANGED, self.gateway.on_agent_drain_changed)
-        notifier.subscribe(AGENT_ENABLED_CHANGED, self.gateway.on_agent_enabled_changed)
+        notifier.subscribe(AGENT_CONNECTED, self.presence.on_agent_connected)
+        notifier.subscribe(AGENT_DRAIN_CHANGED, self.presence.on_agent_drain_changed)
+        notifier.subscribe(AGENT_ENABLED_CHANGED, self.presence.on_agent_enabled_changed)
         try:
             async with asyncio.TaskGroup() as group:
                 for name, loop in self._loops():
@@ -91,6 +95,6 @@ class SchedulerEngine:
             await asyncio.shield(self._shutdown())
 
     async def _shutdown(self) -> None:
-        await self.gateway.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        await self.gateway.close_all(CloseCode.GOING_AWAY, "server shutting down")
         with contextlib.suppress(Exception):
             await self.results.flush()

@@ -18,31 +18,26 @@ one gets ``agent_token_mismatch`` and close code 4001.
 The agent is named in ``AgentCapabilities`` (``agent_id`` or ``name``) or, as the seed's agent
 does, in its first ``AgentHeartbeat``: a first ``AgentCapabilities`` naming none is held until
 the next frame (at most ``NAMING_WINDOW_SECONDS``), and registers as the agent that heartbeat
-names, else as a new agent under a generated name.
+names, else as a new agent under a generated name. Recording a registration is
+``registration.Registrar``; attaching the connection (kept and superseded attempts) is
+``reconcile.Reconciler.attach``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
-from typing import Any
-from uuid import UUID
 
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hetuflow.errors import (
-    AgentDeleted,
-    AgentNotFound,
     PermissionDenied,
-    StoreUnavailable,
     Unauthenticated,
 )
 from hetuflow.models import (
-    AgentRegistration,
     AgentStatus,
 )
 from hetuflow.protocol import (
@@ -51,6 +46,7 @@ from hetuflow.protocol import (
     AgentDraining,
     AgentHeartbeat,
     AgentMessage,
+    CloseCode,
     ProtocolViolation,
     TaskLogs,
     TaskProgress,
@@ -58,44 +54,28 @@ from hetuflow.protocol import (
     TaskResults,
     TaskStarted,
     decode_agent_message,
+    encode_frame,
+    parse_uuid,
+    task_dispatch_frame,
 )
 from hetuflow.server.auth import AgentAccess, Authenticator, authenticate_agent
 from hetuflow.server.context import ServerContext
 from hetuflow.server.dispatch import TaskDispatcher
-from hetuflow.server.reconcile import Reconciler, parse_uuid
+from hetuflow.server.reconcile import Reconciler
+from hetuflow.server.registration import Registrar
 from hetuflow.server.registry import (
-    CLOSE_AGENT_DELETED,
-    CLOSE_AGENT_NOT_FOUND,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_PROTOCOL_VERSION,
-    CLOSE_REGISTRATION_TIMEOUT,
-    CLOSE_SUPERSEDED,
-    CLOSE_TRY_AGAIN_LATER,
-    CLOSE_UNAUTHORIZED,
     AgentConnection,
     AgentSvc,
-    encode_frame,
 )
 from hetuflow.server.reports import Reports
-from hetuflow.server.resilience import StoreRetry
 from hetuflow.server.results import ResultWriter
 
 logger = logging.getLogger(__name__)
-
-AGENT_CONNECTED = "hetuflow_agent_connected"
-"""Notifier channel, payload ``<agent_id>:<session>``: a node holding an older connection of
-that agent closes it (the agent reconnected elsewhere)."""
 
 NAMING_WINDOW_SECONDS = 0.25
 """How long a first ``AgentCapabilities`` naming no agent waits for the next frame: if that
 is an ``AgentHeartbeat`` naming an agent (the seed's agents do so), the connection is that
 agent; anything else, or nothing within the window, registers a new agent."""
-
-AGENT_ENABLED_CHANGED = "hetuflow_agent_enabled_changed"
-"""Notifier channel, payload ``<agent_id>:0`` (disabled by an operator) or ``<agent_id>:1``
-(enabled): the node holding that agent's connection stops or starts giving it tasks."""
-
-CLOSE_SERVICE_RESTART = 1012  # uvicorn closes every WebSocket with it when the server stops
 
 
 class GatewaySvc:
@@ -116,6 +96,7 @@ class GatewaySvc:
         self._results = results
         self._dispatcher = dispatcher
         self._reconciler = reconciler
+        self._registrar = Registrar(context, agents, dispatcher, reconciler)
         self._on_disconnect = on_disconnect
         server = context.config.server
         self.bad_frame_limit = bad_frame_limit or server.max_bad_frames
@@ -137,7 +118,7 @@ class GatewaySvc:
             return
         await websocket.accept()
         connection = AgentConnection(websocket, self._context.clock.monotonic())
-        connection.bound_agent_id, connection.bound_name = access.agent_id, access.agent_name
+        connection.bind(access.agent_id, access.agent_name)
         if self.stopping:
             connection.close(1001, "server shutting down")
         self.connections.add(connection)
@@ -176,7 +157,7 @@ class GatewaySvc:
     def _disconnected(self, connection: AgentConnection) -> None:
         if not self._agents.detach(connection):
             return  # never registered, or superseded by a newer connection
-        if self.stopping or connection.disconnect_code == CLOSE_SERVICE_RESTART:
+        if self.stopping or connection.disconnect_code == CloseCode.SERVICE_RESTART:
             return  # this node stops: the agent reconnects elsewhere with its work
         self._on_disconnect(connection)
 
@@ -188,7 +169,7 @@ class GatewaySvc:
                 frames = await connection.next_frames()
                 for message_type, item in frames:
                     if message_type == "TaskDispatch":
-                        item = encode_frame({"type": "TaskDispatch", "tasks": item})
+                        item = encode_frame(task_dispatch_frame(item))
                     await websocket.send_text(item)
                     metrics.ws_message("out", message_type)
                 if connection.close_code is not None:
@@ -218,22 +199,21 @@ class GatewaySvc:
                         message = await websocket.receive()
             except TimeoutError:
                 if held is not None:  # nothing named an agent: register a new one
-                    await self._register(connection, held)
+                    await self._registrar.register(connection, held)
                     held = None
                     continue
-                connection.close(CLOSE_REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
+                connection.close(CloseCode.REGISTRATION_TIMEOUT, "no AgentCapabilities in time")
                 return
             except Exception:  # the transport broke
-                connection.disconnect_code = 1006
+                connection.disconnected(CloseCode.ABNORMAL)
                 return
             if message["type"] == "websocket.disconnect":
-                connection.disconnect_code = int(message.get("code") or 1005)
+                connection.disconnected(int(message.get("code") or CloseCode.NO_STATUS))
                 return
             frame = message.get("text")
             if frame is None:
                 frame = message.get("bytes") or b""
-            connection.last_seen = clock.monotonic()
-            connection.seen = True
+            connection.heard(clock.monotonic())
             try:
                 decoded: AgentMessage | ProtocolViolation = decode_agent_message(frame)
             except ProtocolViolation as problem:
@@ -258,15 +238,9 @@ class GatewaySvc:
     ) -> None:
         connection.send_error(code, problem, message_type=message_type, task_id=task_id)
         now = self._context.clock.monotonic()
-        frames = connection.bad_frames
-        if frames is None:
-            frames = connection.bad_frames = deque()
-        frames.append(now)
-        while frames and frames[0] < now - self.bad_frame_window_seconds:
-            frames.popleft()
-        if len(frames) > self.bad_frame_limit:
+        if connection.bad_frame(now, self.bad_frame_window_seconds) > self.bad_frame_limit:
             connection.close(
-                CLOSE_POLICY_VIOLATION,
+                CloseCode.POLICY_VIOLATION,
                 f"more than {self.bad_frame_limit} bad frames in "
                 f"{self.bad_frame_window_seconds:g} s",
             )
@@ -275,7 +249,7 @@ class GatewaySvc:
 
     async def _handle(self, connection: AgentConnection, message: AgentMessage) -> None:
         if isinstance(message, AgentCapabilities):
-            await self._register(connection, message)
+            await self._registrar.register(connection, message)
             return
         if not connection.registered:
             self._bad_frame(
@@ -317,7 +291,7 @@ class GatewaySvc:
             if isinstance(message, AgentCapabilities):
                 return None, True  # it replaces the held one
             named = None if isinstance(message, ProtocolViolation) else heartbeat_name(message)
-            await self._register(connection, held, named)
+            await self._registrar.register(connection, held, named)
             return None, connection.registered  # else refused: closing
         if isinstance(message, AgentCapabilities) and self._hold(connection, message):
             return message, False
@@ -351,121 +325,13 @@ class GatewaySvc:
                 f" as {named!r}",
                 message_type="AgentHeartbeat",
             )
-            connection.close(CLOSE_UNAUTHORIZED, "the token belongs to another agent")
+            connection.close(CloseCode.UNAUTHORIZED, "the token belongs to another agent")
         else:
             self._bad_frame(connection, "agent_mismatch", problem, "AgentHeartbeat")
         return False
 
-    async def _register(
-        self, connection: AgentConnection, message: AgentCapabilities, named: str | None = None
-    ) -> None:
-        """Register (or update) from ``message``; ``named``: the agent the first heartbeat
-        names (an id or a name), for a held ``AgentCapabilities`` that named none."""
-        context = self._context
-        if message.protocol_version != PROTOCOL_VERSION:
-            connection.send_error(
-                "protocol_version_unsupported",
-                f"protocol version {message.protocol_version} is not supported; "
-                f"this server speaks version {PROTOCOL_VERSION}",
-                message_type=message.type,
-            )
-            connection.close(CLOSE_PROTOCOL_VERSION, "protocol version not supported")
-            return
-        registration = self._registration(connection, message, named)
-        if registration is None:
-            return
-        try:
-            agent = await context.store.connect_agent(
-                registration, node_id=context.node_id, now=context.clock.now()
-            )
-        except AgentNotFound as problem:
-            connection.send_error("agent_not_found", problem.message, message_type=message.type)
-            connection.close(CLOSE_AGENT_NOT_FOUND, "unknown agent id")
-            return
-        except AgentDeleted as problem:
-            connection.send_error(problem.code, problem.message, message_type=message.type)
-            connection.close(CLOSE_AGENT_DELETED, "agent deleted")
-            return
-        except Exception as error:
-            if isinstance(error, StoreUnavailable):
-                # Expected while the database is away; the agent retries with backoff.
-                logger.warning("registering agent %r failed: %s", registration.name, error)
-            else:
-                logger.exception("registering agent failed")
-            context.metrics.database_error("connect_agent")
-            connection.send_error(
-                "store_unavailable", "the server could not record the registration; retry"
-            )
-            connection.close(CLOSE_TRY_AGAIN_LATER, "database unavailable")
-            return
-        if connection.registered:
-            # A repeated AgentCapabilities updates what the agent declares.
-            connection.session = agent.session
-            connection.task_types = self._agents.shared(agent.supported_task_types)
-            connection.capabilities = self._agents.shared(agent.capabilities)
-            connection.max_slots = agent.max_concurrent_tasks
-            connection.enabled = agent.enabled
-            connection.send_message(self._registered_frame(connection))
-        else:
-            unreported = await self._reconciler.attach(connection, agent, message.running)
-            if unreported is None:
-                return
-            # Unreported attempts get one heartbeat interval for their buffered results.
-            connection.next_reconcile = context.clock.monotonic() + (
-                context.config.scheduler.heartbeat_interval_seconds
-                if unreported
-                else reconcile_interval(context)
-            )
-            logger.info("agent %s (%s) connected", agent.name, agent.id)
-            await context.notifier.publish(AGENT_CONNECTED, f"{agent.id}:{agent.session}")
-        self._dispatcher.wake()
-
-    def _registration(
-        self, connection: AgentConnection, message: AgentCapabilities, named: str | None
-    ) -> AgentRegistration | None:
-        capabilities = message.capabilities
-        agent_id: UUID | None = connection.agent_id
-        name = message.name
-        named_id = message.agent_id or named
-        if agent_id is None and named_id:
-            agent_id = parse_uuid(named_id)
-            if agent_id is None:
-                name = name or named_id  # a name where an id was expected
-        bound = connection.bound_agent_id
-        if bound is not None:
-            if (agent_id is not None and agent_id != bound) or (
-                name is not None and name != connection.bound_name
-            ):
-                connection.send_error(
-                    "agent_token_mismatch",
-                    f"this token belongs to agent {connection.bound_name!r}; it cannot register"
-                    f" as {name or str(agent_id)!r}",
-                    message_type=message.type,
-                )
-                connection.close(CLOSE_UNAUTHORIZED, "the token belongs to another agent")
-                return None
-            agent_id, name = bound, None
-        return AgentRegistration(
-            capabilities=tuple(capabilities.capabilities),
-            supported_task_types=tuple(capabilities.supported_task_types),
-            max_concurrent_tasks=capabilities.max_concurrent_tasks,
-            agent_id=agent_id,
-            name=None if connection.registered else name,
-        )
-
-    def _registered_frame(self, connection: AgentConnection) -> dict[str, Any]:
-        return {
-            "type": "AgentRegistered",
-            "agent_id": str(connection.agent_id),
-            "name": connection.name,
-            "protocol_version": PROTOCOL_VERSION,
-            "heartbeat_interval_seconds": self._context.config.scheduler.heartbeat_interval_seconds,
-            "server_time": self._context.clock.now().isoformat(),
-            "superseded": [],
-        }
-
     async def _on_draining(self, connection: AgentConnection) -> None:
-        connection.draining = True
+        connection.drain()
         assert connection.agent_id is not None
         context = self._context
         try:
@@ -478,121 +344,6 @@ class GatewaySvc:
         except Exception:
             context.metrics.database_error("set_agent_status")
             logger.exception("recording that agent %s drains failed", connection.name)
-
-    # --- node-wide ------------------------------------------------------------------------
-
-    def on_agent_connected(self, payload: str) -> None:
-        """Notifier callback: an agent registered somewhere; drop an older connection here."""
-        agent_text, _, session_text = payload.partition(":")
-        agent_id = parse_uuid(agent_text)
-        if agent_id is None or not session_text.isdigit():
-            return
-        connection = self._agents.current(agent_id)
-        if connection is not None and connection.session < int(session_text):
-            self._agents.detach(connection)
-            connection.close(CLOSE_SUPERSEDED, "superseded by a newer connection of this agent")
-
-    def on_agent_drain_changed(self, payload: str) -> None:
-        """Notifier callback: an operator drained (``<id>:1``) or resumed (``<id>:0``) an
-        agent; if its connection is here, stop or start giving it tasks."""
-        agent_text, _, flag = payload.partition(":")
-        agent_id = parse_uuid(agent_text)
-        connection = self._agents.current(agent_id) if agent_id is not None else None
-        if connection is None or flag not in ("0", "1"):
-            return
-        connection.drained_by_operator = flag == "1"
-        logger.info(
-            "agent %s %s by an operator",
-            connection.name,
-            "drained" if connection.drained_by_operator else "resumed",
-        )
-        if not connection.drained_by_operator:
-            self._dispatcher.wake()
-
-    def on_agent_enabled_changed(self, payload: str) -> None:
-        """Notifier callback: an operator disabled (``<id>:0``) or enabled (``<id>:1``) an
-        agent; if its connection is here, stop or start giving it tasks."""
-        agent_text, _, flag = payload.partition(":")
-        agent_id = parse_uuid(agent_text)
-        connection = self._agents.current(agent_id) if agent_id is not None else None
-        if connection is None or flag not in ("0", "1"):
-            return
-        connection.enabled = flag == "1"
-        logger.info(
-            "agent %s %s by an operator",
-            connection.name,
-            "enabled" if connection.enabled else "disabled",
-        )
-        if connection.enabled:
-            self._dispatcher.wake()
-
-    async def flush_heartbeats(self) -> None:
-        """Record a heartbeat for every agent heard from since the last flush (one call)."""
-        seen = [c for c in self._agents if c.seen and c.agent_id is not None]
-        if not seen:
-            return
-        for connection in seen:
-            connection.seen = False
-        try:
-            deleted = await self._context.store.record_heartbeats(
-                [c.agent_id for c in seen if c.agent_id is not None], now=self._context.clock.now()
-            )
-        except BaseException:
-            for connection in seen:
-                connection.seen = True
-            raise
-        if deleted:
-            await self._drop_deleted(deleted)
-
-    async def _drop_deleted(self, agent_ids: list[UUID]) -> None:
-        """Agents deleted while connected here (deleting refuses a connected agent, but the
-        store may have declared one offline that this node still holds): stop what they run,
-        close with 4010 and give back what was claimed for them since."""
-        context = self._context
-        async with self._agents.lock:
-            for agent_id in agent_ids:
-                connection = self._agents.current(agent_id)
-                if connection is None:
-                    continue
-                # Released first: if that fails, the connection stays for the next flush.
-                await context.store.release_agent(agent_id, now=context.clock.now())
-                self._agents.detach(connection)
-                for task_id, (attempt, _) in connection.held.items():
-                    connection.send_cancel(task_id, attempt, "superseded")
-                connection.held.clear()
-                connection.close(CLOSE_AGENT_DELETED, "agent deleted")
-                logger.warning("agent %s was deleted: its connection is closed", connection.name)
-
-    async def run_heartbeats(self) -> None:
-        """Engine loop: flush heartbeats every couple of seconds, and reconcile when due."""
-        scheduler = self._context.config.scheduler
-        period = min(2.0, scheduler.heartbeat_interval_seconds / 2)
-        retry = StoreRetry(
-            "recording heartbeats",
-            metrics=self._context.metrics,
-            operation="record_heartbeats",
-            log=logger,
-        )
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self.flush_heartbeats()
-                await self._reconcile_due()
-            except Exception as error:
-                retry.failed(error)
-            else:
-                retry.succeeded()
-
-    async def _reconcile_due(self) -> None:
-        """Reconcile every connection that is due, all with one store read."""
-        now = self._context.clock.monotonic()
-        due = [c for c in self._agents if c.next_reconcile <= now and not c.closing]
-        if not due:
-            return
-        interval = reconcile_interval(self._context)
-        for connection in due:
-            connection.next_reconcile = now + interval
-        await self._reconciler.reconcile_many(due)
 
     async def close_all(self, code: int, reason: str, timeout_seconds: float = 2.0) -> None:
         """Close every connection (shutdown) and wait for their endpoints to finish."""
@@ -635,11 +386,6 @@ def heartbeat_name(message: AgentMessage) -> str | None:
     return None
 
 
-def reconcile_interval(context: ServerContext) -> float:
-    scheduler = context.config.scheduler
-    return scheduler.heartbeat_interval_seconds * scheduler.heartbeat_misses * 2
-
-
 async def _refuse(websocket: WebSocket, status: int, code: str, message: str) -> None:
     """Refuse a handshake with an HTTP answer in the API's error shape (the denial response
     extension); servers without it get a close before accept (HTTP 403)."""
@@ -648,4 +394,4 @@ async def _refuse(websocket: WebSocket, status: int, code: str, message: str) ->
         body = {"error": {"code": code, "message": message, "field": None}}
         await websocket.send_denial_response(JSONResponse(body, status, headers=headers))
     else:
-        await websocket.close(CLOSE_UNAUTHORIZED, message[:120])
+        await websocket.close(CloseCode.UNAUTHORIZED, message[:120])

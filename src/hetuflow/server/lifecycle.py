@@ -26,14 +26,11 @@ from datetime import timedelta
 from uuid import UUID
 
 from hetuflow.models import Agent, AgentStatus
+from hetuflow.protocol import CloseCode, encode_frame, parse_uuid, ping_frame
 from hetuflow.server.context import ServerContext
-from hetuflow.server.reconcile import parse_uuid
 from hetuflow.server.registry import (
-    CLOSE_DECLARED_OFFLINE,
-    CLOSE_HEARTBEAT_TIMEOUT,
     AgentConnection,
     AgentSvc,
-    encode_frame,
 )
 from hetuflow.server.resilience import StoreRetry
 from hetuflow.store.base import TASKS_READY
@@ -166,11 +163,11 @@ class LifecycleSvc:
         quiet_since = monotonic - silence
         # An agent heard from within the last interval (its heartbeats) needs no Ping.
         ping_before = monotonic - scheduler.heartbeat_interval_seconds
-        ping = encode_frame({"type": "Ping", "timestamp": now})
+        ping = encode_frame(ping_frame(now))
         for connection in self._agents:
             if connection.last_seen < quiet_since:
                 # Half-open socket: the disconnect path (grace, release) takes over.
-                connection.close(CLOSE_HEARTBEAT_TIMEOUT, f"nothing heard for {silence:g} s")
+                connection.close(CloseCode.HEARTBEAT_TIMEOUT, f"nothing heard for {silence:g} s")
             elif connection.last_seen < ping_before:
                 connection.send(ping, "Ping")
         if reaped:
@@ -191,8 +188,8 @@ class LifecycleSvc:
                 if connection is None:
                     continue
                 self._agents.detach(connection)
-                connection.held.clear()
-                connection.close(CLOSE_DECLARED_OFFLINE, "declared offline; register again")
+                connection.give_back()
+                connection.close(CloseCode.DECLARED_OFFLINE, "declared offline; register again")
                 await context.store.release_agent(agent_id, now=context.clock.now())
 
     async def _refresh_enabled(self) -> None:
@@ -204,7 +201,7 @@ class LifecycleSvc:
         for connection in self._agents:
             agent = agents.get(connection.agent_id) if connection.agent_id else None
             if agent is not None and agent.enabled != connection.enabled:
-                connection.enabled = agent.enabled
+                connection.set_enabled(agent.enabled)
 
     # --- cancel routing --------------------------------------------------------------------
 

@@ -16,28 +16,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from uuid import UUID
 
 from hetuflow.models import Agent, AttemptRef, HeldTask, TaskStatus
-from hetuflow.protocol import PROTOCOL_VERSION, RunningAttempt
+from hetuflow.protocol import (
+    AttemptFrame,
+    CloseCode,
+    RunningAttempt,
+    agent_registered_frame,
+    parse_uuid,
+)
 from hetuflow.server.context import ServerContext
-from hetuflow.server.registry import CLOSE_SUPERSEDED, AgentConnection, AgentSvc
+from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.results import ResultWriter
 from hetuflow.store.base import TASKS_READY
 
 logger = logging.getLogger(__name__)
 
 
-def parse_uuid(text: str) -> UUID | None:
-    try:
-        return UUID(text)
-    except ValueError:
-        return None
-
-
-def iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat()
+def reconcile_interval(context: ServerContext) -> float:
+    """Seconds between two reconciliations of a connection (and before the first)."""
+    scheduler = context.config.scheduler
+    return scheduler.heartbeat_interval_seconds * scheduler.heartbeat_misses * 2
 
 
 class Reconciler:
@@ -68,7 +68,7 @@ class Reconciler:
         async with self._agents.lock:
             held = await self._held_in_store(agent.id)
             kept: dict[UUID, tuple[int, str]] = {}
-            superseded: list[dict[str, object]] = []
+            superseded: list[AttemptFrame] = []
             cancelling: list[tuple[UUID, int]] = []
             for item in running:
                 task_id = parse_uuid(item.task_id)
@@ -79,33 +79,23 @@ class Reconciler:
                 kept[task.id] = (item.attempt, task.task_type)
                 if task.status == TaskStatus.CANCELLING:
                     cancelling.append((task.id, item.attempt))
-            connection.agent_id = agent.id
-            connection.name = agent.name
-            connection.session = agent.session
-            connection.task_types = self._agents.shared(agent.supported_task_types)
-            connection.capabilities = self._agents.shared(agent.capabilities)
-            connection.max_slots = agent.max_concurrent_tasks
-            connection.enabled = agent.enabled
-            connection.held = kept
-            connection.registered = True
+            connection.register(agent, kept, shared=self._agents.shared)
             replaced = self._agents.attach(connection)
             if replaced is connection:
-                connection.close(CLOSE_SUPERSEDED, "a newer connection of this agent is open")
+                connection.close(CloseCode.SUPERSEDED, "a newer connection of this agent is open")
                 return None
             if replaced is not None:
-                replaced.close(CLOSE_SUPERSEDED, "superseded by a newer connection of this agent")
+                replaced.close(
+                    CloseCode.SUPERSEDED, "superseded by a newer connection of this agent"
+                )
             connection.send_message(
-                {
-                    "type": "AgentRegistered",
-                    "agent_id": str(agent.id),
-                    "name": agent.name,
-                    "protocol_version": PROTOCOL_VERSION,
-                    "heartbeat_interval_seconds": (
-                        context.config.scheduler.heartbeat_interval_seconds
-                    ),
-                    "server_time": iso(context.clock.now()),
-                    "superseded": superseded,
-                }
+                agent_registered_frame(
+                    agent.id,
+                    agent.name,
+                    heartbeat_interval_seconds=context.config.scheduler.heartbeat_interval_seconds,
+                    now=context.clock.now(),
+                    superseded=superseded,
+                )
             )
             for task_id, attempt in cancelling:
                 connection.send_cancel(task_id, attempt, "cancelled")

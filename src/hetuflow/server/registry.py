@@ -14,41 +14,45 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-import orjson
 from fastapi import WebSocket
 
-from hetuflow.models import ClaimGroup, SlotOffer
+from hetuflow.models import Agent, ClaimGroup, SlotOffer
+from hetuflow.protocol import (
+    DispatchedTaskFrame,
+    ServerFrame,
+    encode_frame,
+    error_frame,
+    task_cancel_frame,
+)
 from hetuflow.server.metrics import Metrics
 
-# Close codes (docs/protocol.md). 1000-range codes are the standard ones.
-CLOSE_GOING_AWAY = 1001  # this node shuts down: reconnect (to another node)
-CLOSE_POLICY_VIOLATION = 1008  # too many bad frames
-CLOSE_TRY_AGAIN_LATER = 1013  # the database did not answer during registration
-CLOSE_SUPERSEDED = 4000  # a newer connection of the same agent took over
-CLOSE_UNAUTHORIZED = 4001  # the token does not allow this (e.g. it belongs to another agent)
-CLOSE_HEARTBEAT_TIMEOUT = 4002  # nothing heard for heartbeat_interval * heartbeat_misses
-CLOSE_PROTOCOL_VERSION = 4003  # protocol version not supported
-CLOSE_AGENT_NOT_FOUND = 4004  # AgentCapabilities named an unknown agent id
-CLOSE_REGISTRATION_TIMEOUT = 4008  # no AgentCapabilities in time
-CLOSE_DECLARED_OFFLINE = 4009  # the cluster declared the agent offline; register again
-CLOSE_AGENT_DELETED = 4010  # the agent was deleted (DELETE /api/agents/{id}): do not come back
+Shared = Callable[[Iterable[str]], frozenset[str]]
+"""``AgentSvc.shared``: one frozenset object per distinct set of task types or capabilities."""
 
 
-def encode_frame(message: dict[str, Any]) -> str:
-    """One server message (a dict shaped like its ``protocol`` model) as a JSON text frame.
+class ConnectionState(StrEnum):
+    """Where a connection is: ``connecting`` (accepted, no registration yet) -> ``registered``
+    (``AgentCapabilities`` recorded) -> ``draining`` (the agent said ``AgentDraining``: no new
+    tasks) -> ``closing`` (a close was asked for: nothing more is queued). ``closing`` may
+    follow any state; none comes back."""
 
-    The hot paths build plain dicts and encode them with orjson once; a test checks every
-    shape against ``protocol.decode_server_message``.
-    """
-    return orjson.dumps(message).decode()
+    CONNECTING = "connecting"
+    REGISTERED = "registered"
+    DRAINING = "draining"
+    CLOSING = "closing"
 
 
 class AgentConnection:
     """One agent's WebSocket on this node: identity, slots, held attempts and the outbox.
+
+    Only this module writes its fields: the gateway, the reconciler, the reports, the
+    dispatcher and the lifecycle loops read them and change them through its methods
+    (``register``, ``redeclare``, ``drain``, ``close``, ``dispatched``, ...).
 
     Frames are queued with ``send`` (never awaited by the caller) and written by the
     connection's writer coroutine, which drains everything pending back to back and merges
@@ -67,7 +71,6 @@ class AgentConnection:
         "close_reason",
         "disconnect_code",
         "drained_by_operator",
-        "draining",
         "enabled",
         "held",
         "last_seen",
@@ -75,9 +78,9 @@ class AgentConnection:
         "name",
         "next_reconcile",
         "recently_finished",
-        "registered",
         "seen",
         "session",
+        "state",
         "superseded_sent",
         "task_types",
         "websocket",
@@ -91,13 +94,11 @@ class AgentConnection:
         """The agent the handshake's token belongs to (None: any, or auth off)."""
         self.bound_name: str | None = None
         self.session = 0
-        self.registered = False
+        self.state = ConnectionState.CONNECTING
         self.task_types: frozenset[str] = frozenset()
         self.capabilities: frozenset[str] = frozenset()
         self.max_slots = 0
         self.enabled = True
-        self.draining = False
-        """The agent said it drains (``AgentDraining``: it is shutting down)."""
         self.drained_by_operator = False
         """``POST /api/agents/{id}/drain`` (until resumed, or the agent reconnects)."""
         self.held: dict[UUID, tuple[int, str]] = {}
@@ -123,20 +124,105 @@ class AgentConnection:
     @property
     def free_slots(self) -> int:
         if (
-            not self.registered
-            or self.draining
+            self.state is not ConnectionState.REGISTERED
             or self.drained_by_operator
             or not self.enabled
-            or self.closing
         ):
             return 0
         return max(self.max_slots - len(self.held), 0)
+
+    # --- state --------------------------------------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        """Registered at some point (it may be draining or closing since)."""
+        return self.agent_id is not None
+
+    @property
+    def draining(self) -> bool:
+        """The agent said it drains (``AgentDraining``: it is shutting down)."""
+        return self.state is ConnectionState.DRAINING
+
+    def bind(self, agent_id: UUID | None, name: str | None) -> None:
+        """The agent the handshake's token belongs to (None: any, or auth off)."""
+        self.bound_agent_id, self.bound_name = agent_id, name
+
+    def register(self, agent: Agent, held: dict[UUID, tuple[int, str]], *, shared: Shared) -> None:
+        """The store recorded this connection as ``agent``; it holds ``held`` (the attempts
+        kept from what the agent reported)."""
+        self.agent_id = agent.id
+        self.name = agent.name
+        self.redeclare(agent, shared=shared)
+        self.held = held
+        if self.state is ConnectionState.CONNECTING:
+            self.state = ConnectionState.REGISTERED
+
+    def redeclare(self, agent: Agent, *, shared: Shared) -> None:
+        """A (repeated) ``AgentCapabilities`` was recorded: what the agent declares now."""
+        self.session = agent.session
+        self.task_types = shared(agent.supported_task_types)
+        self.capabilities = shared(agent.capabilities)
+        self.max_slots = agent.max_concurrent_tasks
+        self.enabled = agent.enabled
+
+    def drain(self) -> None:
+        """The agent drains: it takes no new task; what it holds finishes."""
+        if self.state is ConnectionState.REGISTERED:
+            self.state = ConnectionState.DRAINING
+
+    def set_operator_drained(self, drained: bool) -> None:
+        """``POST /api/agents/{id}/drain`` (until resumed, or the agent reconnects)."""
+        self.drained_by_operator = drained
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def heard(self, now_monotonic: float) -> None:
+        """A frame arrived: the agent is alive."""
+        self.last_seen = now_monotonic
+        self.seen = True
+
+    def take_seen(self) -> bool:
+        """Whether heard from since the last call (the heartbeat flush), and reset it."""
+        seen, self.seen = self.seen, False
+        return seen
+
+    def unsee(self) -> None:
+        """The heartbeat flush failed: count this connection as heard again."""
+        self.seen = True
+
+    def disconnected(self, code: int) -> None:
+        """The peer went away with ``code`` (1005: no code, 1006: no close frame)."""
+        self.disconnect_code = code
+
+    def bad_frame(self, now_monotonic: float, window_seconds: float) -> int:
+        """Count one bad frame; return how many arrived in the last ``window_seconds``."""
+        frames = self.bad_frames
+        if frames is None:
+            frames = self.bad_frames = deque()
+        frames.append(now_monotonic)
+        while frames and frames[0] < now_monotonic - window_seconds:
+            frames.popleft()
+        return len(frames)
+
+    def reconcile_at(self, when_monotonic: float) -> None:
+        self.next_reconcile = when_monotonic
+
+    def dispatched(self, task_id: UUID, attempt: int, task_type: str) -> None:
+        """An attempt was claimed for this agent: it holds it (and a slot) from now."""
+        self.held[task_id] = (attempt, task_type)
+
+    def give_back(self) -> list[tuple[UUID, int]]:
+        """Forget every held attempt (they are released in the store); return them."""
+        held = [(task_id, attempt) for task_id, (attempt, _) in self.held.items()]
+        self.held.clear()
+        return held
 
     # --- outbox -------------------------------------------------------------------------
 
     @property
     def closing(self) -> bool:
-        return self.close_code is not None
+        return self.state is ConnectionState.CLOSING
 
     def send(self, frame: str, message_type: str) -> None:
         """Queue one encoded frame; dropped once the connection is closing."""
@@ -144,10 +230,10 @@ class AgentConnection:
             self._outbox.append((message_type, frame))
             self._wake()
 
-    def send_message(self, message: dict[str, Any]) -> None:
+    def send_message(self, message: ServerFrame) -> None:
         self.send(encode_frame(message), message["type"])
 
-    def send_dispatch(self, tasks: list[dict[str, Any]]) -> None:
+    def send_dispatch(self, tasks: list[DispatchedTaskFrame]) -> None:
         """Queue dispatched tasks; adjacent ones still pending share one ``TaskDispatch``."""
         if self.close_code is None:
             if self._outbox and self._outbox[-1][0] == "TaskDispatch":
@@ -171,9 +257,7 @@ class AgentConnection:
             if len(sent) > 10_000:
                 sent.clear()
             sent.add(key)
-        self.send_message(
-            {"type": "TaskCancel", "task_id": str(task_id), "attempt": attempt, "reason": reason}
-        )
+        self.send_message(task_cancel_frame(task_id, attempt, reason))
 
     def send_error(
         self,
@@ -183,21 +267,14 @@ class AgentConnection:
         message_type: str | None = None,
         task_id: str | None = None,
     ) -> None:
-        self.send_message(
-            {
-                "type": "Error",
-                "code": code,
-                "message": message,
-                "message_type": message_type,
-                "task_id": task_id,
-            }
-        )
+        self.send_message(error_frame(code, message, message_type=message_type, task_id=task_id))
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to send what is queued, then close with ``code``. First call wins."""
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason[:120]
+            self.state = ConnectionState.CLOSING
             self._wake()
 
     def finished(self, task_id: UUID, attempt: int) -> None:

@@ -16,8 +16,14 @@ from uuid import UUID
 
 from hetuflow.clock import Clock
 from hetuflow.models import AttemptOutcome, AttemptRef, AttemptResult, AttemptStart, LogLine
-from hetuflow.protocol import AgentHeartbeat, TaskLogs, TaskOutcomeField, TaskProgress, TaskStarted
-from hetuflow.server.reconcile import parse_uuid
+from hetuflow.protocol import (
+    AgentHeartbeat,
+    TaskLogs,
+    TaskOutcomeField,
+    TaskProgress,
+    TaskStarted,
+    parse_uuid,
+)
 from hetuflow.server.registry import AgentConnection
 from hetuflow.server.results import ResultWriter
 

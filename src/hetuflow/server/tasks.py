@@ -36,6 +36,7 @@ from hetuflow.models import (
     TaskFilter,
     TaskStatus,
 )
+from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.metrics import Metrics
 from hetuflow.server.registry import AgentSvc
@@ -68,6 +69,7 @@ class TaskQueue:
         agents: AgentSvc | None = None,
         dispatcher: TaskDispatcher | None = None,
         sees_every_agent: bool = False,
+        concurrency: ConcurrencyKeys | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -84,6 +86,9 @@ class TaskQueue:
         self.dispatcher = dispatcher
         """Creates tasks and fills this node's free slots in one transaction; None: tasks
         are only stored, and dispatchers hear of them through ``TASKS_READY``."""
+        self.concurrency = concurrency
+        """Concurrency keys: the cancel strategies at create, ``concurrency_limit`` in
+        ``explain``; None: keys are only kept by the claim."""
         self._waiting: list[_Waiting] = []
         self._group_lock = asyncio.Lock()
 
@@ -143,6 +148,8 @@ class TaskQueue:
         else:
             results = await self.store.create_tasks(tasks, now=self.clock.now())
             waiting = any(created for _, created in results)
+        if self.concurrency is not None and any(t.concurrency_strategy for t in tasks):
+            results = await self.concurrency.apply(tasks, results, self._cancel_for_key)
         submitted = Counter(task.task_type for task, created in results if created)
         if self.metrics is not None:
             for task_type, count in submitted.items():
@@ -166,8 +173,17 @@ class TaskQueue:
                 )
 
     async def retry(self, task_id: UUID) -> Task:
-        """A new task with the same spec as a failed, timed-out or cancelled one."""
+        """A new task with the same spec as a failed, timed-out or cancelled one. A workflow
+        step is not retried alone (its descendants would not follow): ``TaskNotRetryable``
+        naming the workflow to retry instead (docs/workflows.md, Retry)."""
         task = await self.get(task_id)
+        workflow_id = await self.store.workflow_of_step(task_id)
+        if workflow_id is not None:
+            raise TaskNotRetryable(
+                f"task {task_id} is a step of workflow {workflow_id}: retry the workflow"
+                f" (POST /api/workflows/{workflow_id}/retry, retry-workflow {workflow_id})",
+                field="task_id",
+            )
         if task.status not in RETRYABLE_STATUSES:
             raise TaskNotRetryable(
                 "only failed, timed_out or cancelled tasks can be retried;"
@@ -225,9 +241,13 @@ class TaskQueue:
         ]
         global_full: bool | None = None
         reasons: dict[UUID, PendingReason] = {}
+        keys_full = set() if self.concurrency is None else await self.concurrency.full(pending)
         for task in pending:
             if task.scheduled_at > now:
                 reasons[task.id] = PendingReason.SCHEDULED
+                continue
+            if task.id in keys_full:
+                reasons[task.id] = PendingReason.CONCURRENCY_LIMIT
                 continue
             reason = _agent_reason(task, agents)
             if reason is None:
@@ -259,6 +279,9 @@ class TaskQueue:
             if task.scheduled_at > now:
                 reasons[task.id] = PendingReason.SCHEDULED
                 continue
+            if task.concurrency_key is not None:
+                rest.append(task)  # its key may be full: ``explain`` looks
+                continue
             key = (task.task_type, task.required_capabilities)
             local = startable.get(key)
             if local is None:
@@ -280,14 +303,18 @@ class TaskQueue:
 
     # --- cancel -----------------------------------------------------------------------------
 
-    async def cancel(self, task_id: UUID) -> Task:
-        """pending -> cancelled; dispatched/running -> cancelling, and the node holding the
-        agent is told to stop it (``TASK_CANCEL``). ``TaskAlreadyFinished`` for a finished task.
-        Cancelling a task that is already cancelling repeats the stop request."""
-        task = await self.store.cancel_task(task_id, now=self.clock.now())
+    async def cancel(self, task_id: UUID, reason: str | None = None) -> Task:
+        """pending -> cancelled (``reason``, if given, its error); dispatched/running ->
+        cancelling, and the node holding the agent is told to stop it (``TASK_CANCEL``).
+        ``TaskAlreadyFinished`` for a finished task. Cancelling a task that is already
+        cancelling repeats the stop request."""
+        task = await self.store.cancel_task(task_id, now=self.clock.now(), reason=reason)
         if task.status is TaskStatus.CANCELLING and task.agent_id is not None:
             await self._publish(TASK_CANCEL, f"{task.id}:{task.attempts}:{task.agent_id}")
         return task
+
+    async def _cancel_for_key(self, task_id: UUID, reason: str) -> Task:
+        return await self.cancel(task_id, reason)
 
     # --- replay -----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""WorkflowService: submit, read, list and cancel workflows (docs/workflows.md).
+"""WorkflowService: submit, read, list, cancel and retry workflows (docs/workflows.md).
 
 A thin service over the Store, built per request from the node's ``TaskQueue`` (whose store,
 notifier, clock, dispatcher and payload limit it shares). Releasing steps needs no code here:
@@ -79,6 +79,18 @@ class WorkflowService:
         if not active:
             return workflow
         return await self.get(workflow_id)
+
+    async def retry(self, workflow_id: UUID) -> Workflow:
+        """Start over what did not succeed and what depends on it, in one transaction
+        (``Store.retry_workflow``), then wake the dispatchers. ``WorkflowNotFound``,
+        ``WorkflowNotRetryable``."""
+        queue = self._queue
+        workflow, released = await queue.store.retry_workflow(workflow_id, now=queue.clock.now())
+        if released:
+            if queue.dispatcher is not None:
+                queue.dispatcher.wake()
+            await self._publish_ready()
+        return workflow
 
     async def _publish_ready(self) -> None:
         try:

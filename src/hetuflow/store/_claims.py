@@ -92,7 +92,8 @@ class Pick(Generic[R]):
 class FreshTasks:
     """The tasks of a batch a claim in the same transaction may dispatch directly.
 
-    Tasks with an idempotency key are left out (they may turn out to exist already); they are
+    Tasks with an idempotency key are left out (they may turn out to exist already), and so
+    are tasks with a concurrency key (their key's count is the claim's to check); they are
     inserted pending and the next dispatch round claims them."""
 
     def __init__(
@@ -116,12 +117,16 @@ class FreshTasks:
                     new.priority,
                     new.timeout_seconds,
                     now if new.scheduled_at is None else utc(new.scheduled_at),
+                    None,
+                    new.retry.max_retries,
+                    new.cron_job_id,
+                    None if new.cron_tick_at is None else utc(new.cron_tick_at),
                 ),
                 frozenset(new.required_capabilities),
                 (keys[index], texts[index]),
             )
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
-            if new.idempotency_key is None
+            if new.idempotency_key is None and new.concurrency_key is None
         ]
         fresh.sort(key=lambda item: item.order)
         self._waiting = fresh

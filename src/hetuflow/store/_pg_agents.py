@@ -12,6 +12,7 @@ import asyncpg
 from hetuflow.clock import utc
 from hetuflow.errors import AgentDeleted, AgentNameTaken, AgentNotFound
 from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
+from hetuflow.store._claims import Aging
 from hetuflow.store._pg_attempts import release
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._rows import agent_from
@@ -225,6 +226,7 @@ async def release_agent(
     now: datetime,
     keep: Sequence[AttemptRef],
     session: int | None,
+    aging: Aging | None = None,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one.
     The agent's row stays locked until the transaction ends, so a concurrent ``connect_agent``
@@ -235,7 +237,7 @@ async def release_agent(
         )
         if current != session:
             return []
-    return await release(connection, [agent_id], now, keep)
+    return await release(connection, [agent_id], now, keep, aging)
 
 
 async def record_heartbeats(
@@ -259,7 +261,9 @@ async def record_heartbeats(
     return [agent_id for agent_id in unique if agent_id not in live]
 
 
-async def reap_agents(connection: Conn, stale_before: datetime, now: datetime) -> list[UUID]:
+async def reap_agents(
+    connection: Conn, stale_before: datetime, now: datetime, aging: Aging | None = None
+) -> list[UUID]:
     rows = await connection.fetch(
         """
         UPDATE agents SET status = 'offline', node_id = NULL
@@ -270,5 +274,5 @@ async def reap_agents(connection: Conn, stale_before: datetime, now: datetime) -
     )
     reaped = sorted(uid(row["id"]) for row in rows)
     if reaped:
-        await release(connection, reaped, now)
+        await release(connection, reaped, now, aging=aging)
     return reaped

@@ -2,7 +2,9 @@
 
 Fences are conditional updates on the task row (current attempt number, holding agent,
 active status). Batches lock their task rows in id order first (``lock_tasks``), so
-overlapping batches queue rather than deadlock.
+overlapping batches queue rather than deadlock. A batch that may end workflow steps (finish,
+release) locks their workflows' rows before any task row: the one order every transaction
+that ends a step or cancels a workflow follows (``_pg_workflows``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from hetuflow.models import (
 )
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
-from hetuflow.store._pg_workflows import settle
+from hetuflow.store._pg_workflows import lock_workflows_of, settle
 from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
 
@@ -90,7 +92,18 @@ WITH released AS (
     FROM released AS r
     WHERE a.task_id = r.id AND a.number = r.attempts AND a.finished_at IS NULL
 )
-SELECT id FROM released WHERE status = 'pending' ORDER BY id"""
+SELECT r.id, r.status,
+    EXISTS (SELECT 1 FROM workflow_steps AS s WHERE s.task_id = r.id) AS step
+FROM released AS r ORDER BY r.id"""
+
+_LOCK_HELD_WORKFLOWS = f"""
+SELECT w.id FROM workflows AS w
+WHERE w.id IN (
+    SELECT s.workflow_id FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+    WHERE t.agent_id = ANY($1::uuid[]) AND t.status IN {ACTIVE_SQL})
+ORDER BY w.id FOR UPDATE OF w"""
+"""The workflows of the steps the agents hold, locked before the release touches a task row
+(a running step may turn cancelling, and so end, until the release locks it)."""
 
 
 async def lock_tasks(connection: Conn, task_ids: Collection[UUID]) -> None:
@@ -125,11 +138,13 @@ async def finish_attempts(
     or stop what depends on them in the same transaction (``settle``; ``aging`` orders the
     released ones)."""
     stamp = utc(now)
+    task_ids = list({r.ref.task_id for r in results})
+    await lock_workflows_of(connection, task_ids)  # the workflow rows first, then the tasks
     rows = await connection.fetch(
         f"SELECT {FENCE_COLUMNS}, EXISTS (SELECT 1 FROM workflow_steps AS s"
         " WHERE s.task_id = tasks.id) AS step"
         " FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-        list({r.ref.task_id for r in results}),
+        task_ids,
     )
     steps = {row["id"] for row in rows if row["step"]}
     ended_steps: list[UUID] = []
@@ -207,16 +222,29 @@ async def release(
     agent_ids: Sequence[UUID],
     now: datetime,
     keep: Sequence[AttemptRef] = (),
+    aging: Aging | None = None,
 ) -> list[UUID]:
-    """End the agents' active attempts as lost (except ``keep``); return tasks made pending."""
+    """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
+    Cancelling tasks end cancelled; those that are workflow steps settle their workflows in
+    this transaction (``settle``), their workflow rows locked before the task rows; the
+    steps that releases are among the tasks returned (so the caller wakes the dispatchers)."""
+    stamp = utc(now)
+    await connection.execute(_LOCK_HELD_WORKFLOWS, list(agent_ids))
     rows = await connection.fetch(
         _RELEASE,
         list(agent_ids),
-        utc(now),
+        stamp,
         [ref.task_id for ref in keep],
         [ref.attempt for ref in keep],
     )
-    return [uid(row["id"]) for row in rows]
+    pending = [uid(row["id"]) for row in rows if row["status"] == "pending"]
+    ended_steps = [uid(row["id"]) for row in rows if row["step"] and row["status"] == "cancelled"]
+    if ended_steps:  # --- workflows: the release is part of this transaction ---
+        released = await settle(
+            connection, ended_steps, stamp, aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
+        )
+        pending.extend(uid(task_id) for task_id in released)  # the caller wakes dispatchers
+    return pending
 
 
 async def list_attempts(connection: Conn, task_id: UUID) -> list[Attempt]:

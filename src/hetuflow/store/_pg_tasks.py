@@ -26,6 +26,7 @@ from hetuflow.models import (
     TERMINAL_TASK_STATUSES,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyLimits,
     Dispatch,
     HeldTask,
     NewTask,
@@ -38,6 +39,7 @@ from hetuflow.models import (
     assign_least_loaded,
 )
 from hetuflow.store._claims import Aging, FreshTasks, claim_order, epoch_micros
+from hetuflow.store._concurrency import KeyGate
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, uid
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
 from hetuflow.store._rules import ACTIVE_SQL
@@ -50,19 +52,21 @@ WITH inserted AS (
         id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
         timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
         idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id,
-        attempts, claim_key)
+        attempts, claim_key, concurrency_key, max_concurrent_per_key)
     SELECT n.id, n.name, n.task_type, n.priority, n.payload, n.required_capabilities,
            CASE WHEN n.agent_id IS NULL THEN 'pending' ELSE 'dispatched' END,
            coalesce(n.scheduled_at, $2), n.timeout_seconds, n.max_retries,
            n.backoff_seconds, n.backoff_factor, n.max_backoff_seconds, n.idempotency_key,
            n.cron_job_id, n.cron_tick_at, $2, $2, n.agent_id,
-           CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END, n.claim_key
+           CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END, n.claim_key, n.concurrency_key,
+           n.max_concurrent_per_key
     FROM json_to_recordset($1::json) AS n(
         ord int, id uuid, name text, task_type text, priority smallint, payload jsonb,
         required_capabilities text[], scheduled_at timestamptz, timeout_seconds float8,
         max_retries int, backoff_seconds float8, backoff_factor float8,
         max_backoff_seconds float8, idempotency_key text, cron_job_id uuid,
-        cron_tick_at timestamptz, agent_id uuid, claim_key bigint)
+        cron_tick_at timestamptz, agent_id uuid, claim_key bigint, concurrency_key text,
+        max_concurrent_per_key int)
     ORDER BY n.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, agent_id, attempts
@@ -76,17 +80,19 @@ seventeen arrays of hundreds of values each cost the server more CPU than the re
 create."""
 
 _CANDIDATES = """
-SELECT id, claim_key FROM tasks
+SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= $1
   AND task_type = ANY($2::text[])
   AND (required_capabilities = '{}' OR required_capabilities <@ $3::text[])
   AND NOT (id = ANY($4::uuid[]))
+  AND (concurrency_key IS NULL OR NOT (concurrency_key = ANY($6::text[])))
 ORDER BY claim_key, id
 LIMIT $5
 FOR UPDATE SKIP LOCKED"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
-in order (see ``_claims``). ``= '{}'`` says nothing ``<@`` does not, but the planner estimates
+in order (see ``_claims``); ``$6``: the concurrency keys this claim found full
+(``_concurrency``). ``= '{}'`` says nothing ``<@`` does not, but the planner estimates
 it from the column's statistics (most tasks need no capability), where it guesses that ``<@``
 keeps one row in 200: with that guess it sorted every pending task instead of reading the
 index in order up to the limit."""
@@ -103,7 +109,10 @@ WITH dispatched AS (
     INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
     SELECT id, attempts, agent_id, $3 FROM dispatched
 )
-SELECT {CLAIMED_COLUMNS} FROM dispatched"""
+SELECT d.*, s.workflow_id, s.name AS step
+FROM (SELECT {CLAIMED_COLUMNS} FROM dispatched) AS d
+LEFT JOIN workflow_steps AS s ON s.task_id = d.id"""
+"""The left join names a workflow step's workflow and step (one primary-key probe a row)."""
 
 
 _MISSING_BY_CONSTRAINT: dict[str, tuple[type[HetuflowError], str, str]] = {
@@ -173,7 +182,13 @@ async def create_and_claim_tasks(
     if claim is not None and claim.groups:
         fresh = FreshTasks(tasks, ids, stamp, claim_keys)
         dispatches = await claim_tasks(
-            connection, claim.groups, now, claim.until, claim.global_limit, fresh
+            connection,
+            claim.groups,
+            now,
+            claim.until,
+            claim.global_limit,
+            fresh,
+            claim.key_limits,
         )
         placed = fresh.placed
     rows_json = orjson.dumps(
@@ -197,6 +212,8 @@ async def create_and_claim_tasks(
                 "cron_tick_at": CODEC.put_time(new.cron_tick_at),
                 "agent_id": placed[index][0] if index in placed else None,
                 "claim_key": claim_keys[index],
+                "concurrency_key": new.concurrency_key,
+                "max_concurrent_per_key": new.max_concurrent_per_key,
             }
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
         ]
@@ -316,9 +333,12 @@ async def list_held(connection: Conn, agent_ids: Sequence[UUID]) -> list[HeldTas
     ]
 
 
-async def cancel_task(connection: Conn, task_id: UUID, now: datetime) -> Task:
-    """pending or waiting (a workflow step) -> cancelled, dispatched/running -> cancelling.
-    (``_pg_workflows.cancel_task`` wraps this for steps.)"""
+async def cancel_task(
+    connection: Conn, task_id: UUID, now: datetime, reason: str | None = None
+) -> Task:
+    """pending or waiting (a workflow step) -> cancelled (with ``reason`` as its error, if
+    given), dispatched/running -> cancelling. (``_pg_workflows.cancel_task`` wraps this for
+    steps.)"""
     row = await connection.fetchrow(
         """
         UPDATE tasks
@@ -326,11 +346,14 @@ async def cancel_task(connection: Conn, task_id: UUID, now: datetime) -> Task:
                           ELSE 'cancelling' END,
             finished_at = CASE WHEN status IN ('pending', 'waiting') THEN $2
                                ELSE finished_at END,
+            error = CASE WHEN status IN ('pending', 'waiting') THEN coalesce($3, error)
+                         ELSE error END,
             updated_at = $2
         WHERE id = $1 AND status IN ('waiting', 'pending', 'dispatched', 'running')
         RETURNING *""",
         task_id,
         utc(now),
+        reason,
     )
     if row is not None:
         return task_from(row, CODEC)
@@ -349,13 +372,16 @@ async def claim_tasks(
     until: datetime | None,
     global_limit: int | None,
     fresh: FreshTasks | None = None,
+    key_limits: ConcurrencyLimits | None = None,
 ) -> list[Dispatch]:
     """Claim stored pending tasks and, given ``fresh``, tasks of the batch being created
     (placed there; the caller inserts them dispatched, with their attempt rows)."""
     horizon = utc(until if until is not None else now)
     remaining: int | None = None
+    gate = KeyGate(key_limits)
     if global_limit is not None:
         await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+        gate.locked = True
         active = await connection.fetchval(
             f"SELECT count(*) FROM tasks WHERE status IN {ACTIVE_SQL}"
         )
@@ -367,14 +393,7 @@ async def claim_tasks(
         want = group.free_slots if remaining is None else min(group.free_slots, remaining)
         if want <= 0 or not group.task_types:
             continue
-        rows = await connection.fetch(
-            _CANDIDATES,
-            horizon,
-            sorted(group.task_types),
-            sorted(group.capabilities),
-            chosen,
-            want,
-        )
+        rows = await _candidates(connection, group, horizon, chosen, want, gate)
         stored = [((row["claim_key"], str(row["id"])), row) for row in rows]
         picks = claim_order(fresh, group, horizon, stored, want)
         assigned = assign_least_loaded(len(picks), group.offers)
@@ -397,6 +416,69 @@ async def claim_tasks(
         elif (row := by_id.get(entry[0])) is not None:
             dispatches.append(Dispatch(claimed_from(row, CODEC), row["attempts"], entry[1]))
     return dispatches
+
+
+async def _candidates(
+    connection: Conn,
+    group: ClaimGroup,
+    horizon: datetime,
+    chosen: list[UUID],
+    want: int,
+    gate: KeyGate,
+) -> list[asyncpg.Record]:
+    """Up to ``want`` pending candidates of ``group``, locked, in claim order, within their
+    concurrency keys' limits: keyed candidates over their limit are passed over and the
+    query repeated past their keys until ``want`` are found or none are left."""
+    task_types, capabilities = sorted(group.task_types), sorted(group.capabilities)
+    taken: list[asyncpg.Record] = []
+    while True:
+        asked = want - len(taken)
+        rows = await connection.fetch(
+            _CANDIDATES,
+            horizon,
+            task_types,
+            capabilities,
+            [*chosen, *(row["id"] for row in taken)],
+            asked,
+            sorted(gate.full),
+        )
+        # --- concurrency keys: only a claim that meets a keyed task locks and counts ---
+        if keys := gate.unknown(rows):
+            if not gate.locked:
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+                gate.locked = True
+            counts = await connection.fetch(_ACTIVE_BY_KEY, keys)
+            gate.counted(keys, {row["concurrency_key"]: row["count"] for row in counts})
+        admitted = [row for row in rows if gate.admit(row)]
+        taken.extend(admitted)
+        if len(admitted) == len(rows) or len(rows) < asked:
+            return taken  # nothing passed over, or nothing more to find
+
+
+_ACTIVE_BY_KEY = f"""
+SELECT concurrency_key, count(*) AS count FROM tasks
+WHERE concurrency_key = ANY($1::text[]) AND status IN {ACTIVE_SQL}
+GROUP BY concurrency_key"""
+"""Served by the partial index ``tasks_concurrency_open``."""
+
+
+async def list_keyed_tasks(
+    connection: Conn, key: str, statuses: Sequence[TaskStatus]
+) -> list[Task]:
+    """The unfinished tasks with ``key`` in ``statuses``, oldest first."""
+    rows = await connection.fetch(
+        "SELECT * FROM tasks WHERE concurrency_key = $1 AND status = ANY($2::text[])"
+        " ORDER BY created_at, id",
+        key,
+        [status.value for status in statuses],
+    )
+    return [task_from(row, CODEC) for row in rows]
+
+
+async def count_active_by_key(connection: Conn, keys: Sequence[str]) -> dict[str, int]:
+    """How many active tasks each of ``keys`` has (keys with none are left out)."""
+    rows = await connection.fetch(_ACTIVE_BY_KEY, list(keys))
+    return {row["concurrency_key"]: row["count"] for row in rows}
 
 
 async def _dispatch(
@@ -432,11 +514,14 @@ async def next_scheduled_at(connection: Conn, now: datetime) -> datetime | None:
 
 
 async def delete_finished_tasks(connection: Conn, finished_before: datetime, limit: int) -> int:
+    """Terminal tasks that are no workflow step (a workflow's steps go with the workflow:
+    ``_pg_workflows.delete_finished``)."""
     status = await connection.execute(
         f"""
         DELETE FROM tasks WHERE id IN (
             SELECT id FROM tasks
             WHERE finished_at < $1 AND status IN {TERMINAL_SQL}
+              AND NOT EXISTS (SELECT 1 FROM workflow_steps AS s WHERE s.task_id = tasks.id)
             ORDER BY finished_at LIMIT $2
             FOR UPDATE SKIP LOCKED)""",
         utc(finished_before),

@@ -1,11 +1,12 @@
 """PostgreSQL: workflows (create, read, list, cancel) and ``settle``, the release of steps.
 
 ``settle`` runs inside the transaction that made steps terminal (``finish_attempts``,
-``cancel_task``), after those task rows are locked. It first locks the rows of the steps'
-workflows (``FOR UPDATE``, in id order): two nodes finishing two parents of one child at
-the same instant settle one after the other, and the second reads the first one's committed
-result, so the child is released exactly once. Every transaction that settles or cancels a
-workflow takes that lock before it reads or changes a waiting step.
+``cancel_task``, ``release``). Lock order, the same in every transaction that ends a step
+or cancels a workflow: the workflow rows first (``FOR UPDATE``, in id order;
+``lock_workflows_of``), then the task rows (in id order). Two nodes finishing two parents of
+one child at the same instant settle one after the other, and the second reads the first
+one's committed result, so the child is released exactly once; and a cancel racing the
+finish of the step it cancels queues behind it instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from hetuflow.store._workflow_rows import (
     summary_from,
     workflow_from,
 )
+from hetuflow.workflow_retry import retry_plan
 from hetuflow.workflows import (
     MAX_PARENT_RESULTS_BYTES,
     NewStep,
@@ -197,6 +199,13 @@ async def get_workflow(connection: Conn, workflow_id: UUID) -> Workflow | None:
     return workflow_from(row, steps, [(e["parent"], e["child"]) for e in edges], CODEC)
 
 
+async def workflow_of_step(connection: Conn, task_id: UUID) -> UUID | None:
+    found = await connection.fetchval(
+        "SELECT workflow_id FROM workflow_steps WHERE task_id = $1", task_id
+    )
+    return None if found is None else uid(found)
+
+
 async def list_workflows(connection: Conn, limit: int, offset: int) -> Page[WorkflowSummary]:
     """Newest first, each with its steps counted by status."""
     total = await connection.fetchval("SELECT count(*) FROM workflows")
@@ -225,25 +234,21 @@ async def list_workflows(connection: Conn, limit: int, offset: int) -> Page[Work
 # --- cancel -----------------------------------------------------------------------------------
 
 
-async def lock_step_workflow(connection: Conn, task_id: UUID) -> None:
-    """Lock the workflow of a waiting or pending step before its task row (``cancel_task``):
-    the order ``settle`` and ``cancel_workflow`` take them in."""
-    await connection.execute(
-        """
-        SELECT w.id FROM workflows AS w
-        JOIN workflow_steps AS s ON s.workflow_id = w.id
-        JOIN tasks AS t ON t.id = s.task_id
-        WHERE s.task_id = $1 AND t.status IN ('waiting', 'pending')
-        FOR UPDATE OF w""",
-        task_id,
-    )
+async def lock_workflows_of(connection: Conn, task_ids: Sequence[UUID]) -> None:
+    """Lock the workflows of those of ``task_ids`` that are steps (in id order), before any
+    task row: the first lock of every transaction that may end a step. Whatever the step's
+    status: a running step may be pending (a retry) or cancelling by the time its row is
+    locked. Tasks that are no step lock nothing."""
+    await connection.execute(_LOCK_WORKFLOWS, list(task_ids))
 
 
-async def cancel_task(connection: Conn, task_id: UUID, now: datetime, aging: Aging) -> Task:
+async def cancel_task(
+    connection: Conn, task_id: UUID, now: datetime, aging: Aging, reason: str | None = None
+) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction, its workflow row locked before its task row."""
-    await lock_step_workflow(connection, task_id)
-    task = await task_sql.cancel_task(connection, task_id, now)
+    await lock_workflows_of(connection, [task_id])
+    task = await task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
         await settle(connection, [task.id], now, aging)
     return task
@@ -292,22 +297,123 @@ async def cancel_workflow(
     return found, [uid(row["id"]) for row in active]
 
 
+# --- retry ------------------------------------------------------------------------------------
+
+_RESET = """
+UPDATE tasks
+SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+    failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = $2, updated_at = $2
+WHERE id = ANY($1::uuid[])"""
+
+_RESET_STEPS = """
+UPDATE workflow_steps AS s SET parents_left = c.n
+FROM unnest($1::uuid[], $2::int[]) AS c(id, n)
+WHERE s.task_id = c.id"""
+
+_START_ROOTS = """
+UPDATE tasks
+SET status = 'pending',
+    claim_key = (extract(epoch FROM scheduled_at) * 1000000)::bigint - priority * $2::bigint
+WHERE id = ANY($1::uuid[]) AND status = 'waiting'"""
+
+
+async def retry_workflow(
+    connection: Conn, workflow_id: UUID, now: datetime, aging: Aging
+) -> tuple[Workflow, int]:
+    """``Store.retry_workflow``: the workflow row locked first, then, in this transaction,
+    the steps that did not succeed and every descendant of theirs start over
+    (``retry_plan``); return the workflow and how many steps are pending again."""
+    locked = await connection.fetchval(
+        "SELECT id FROM workflows WHERE id = $1 FOR UPDATE", workflow_id
+    )
+    workflow = None if locked is None else await get_workflow(connection, workflow_id)
+    if workflow is None:
+        raise WorkflowNotFound(f"workflow {workflow_id} does not exist", field="workflow_id")
+    plan = retry_plan(workflow)
+    stamp = utc(now)
+    ids = {step.name: step.task.id for step in workflow.steps}
+    await connection.execute(
+        "UPDATE workflows SET cancelled_at = NULL, updated_at = $2 WHERE id = $1",
+        workflow_id,
+        stamp,
+    )
+    reset = sorted(ids[name] for name in plan.reset)
+    await connection.execute(_RESET, reset, stamp)
+    names = list(plan.parents_left)
+    await connection.execute(
+        _RESET_STEPS, [ids[n] for n in names], [plan.parents_left[n] for n in names]
+    )
+    roots = [ids[name] for name in plan.roots]
+    if roots:
+        await connection.execute(_START_ROOTS, roots, aging.step_micros)
+    ends: dict[Any, tuple[TaskStatus, str | None]] = {
+        ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
+    }
+    released = len(roots)
+    released += len(await _release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
+    released += len(await settle(connection, await _end(connection, ends, stamp), stamp, aging))
+    found = await get_workflow(connection, workflow_id)
+    assert found is not None
+    return found, released
+
+
+# --- cleanup ----------------------------------------------------------------------------------
+
+_FINISHED_WORKFLOWS = f"""
+SELECT w.id FROM workflows AS w
+WHERE w.created_at < $1 AND NOT EXISTS (
+    SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+    WHERE s.workflow_id = w.id
+      AND (t.finished_at IS NULL OR t.finished_at >= $1
+           OR t.status NOT IN {task_sql.TERMINAL_SQL}))
+ORDER BY w.created_at LIMIT $2
+FOR UPDATE OF w SKIP LOCKED"""
+"""Workflows whose every step has ended before ``$1``; a workflow being settled or
+cancelled (its row locked) is left for the next round."""
+
+
+async def delete_finished(connection: Conn, finished_before: datetime, limit: int) -> int:
+    """``Store.delete_finished_tasks``: up to ``limit`` standalone terminal tasks finished
+    before the instant, then, while the batch has room, whole workflows whose every step
+    ended before it (the workflow row, locked first, and every step's task, attempts and
+    logs); returns how many tasks went. A running or recent workflow keeps every step."""
+    before = utc(finished_before)
+    deleted = await task_sql.delete_finished_tasks(connection, before, limit)
+    room = limit - deleted
+    if room <= 0:
+        return deleted
+    rows = await connection.fetch(_FINISHED_WORKFLOWS, before, room)
+    if not rows:
+        return deleted
+    workflows = [row["id"] for row in rows]
+    status = await connection.execute(
+        "DELETE FROM tasks WHERE id IN (SELECT task_id FROM workflow_steps"
+        " WHERE workflow_id = ANY($1::uuid[]))",
+        workflows,
+    )
+    await connection.execute("DELETE FROM workflows WHERE id = ANY($1::uuid[])", workflows)
+    return deleted + int(status.rsplit(" ", 1)[-1])
+
+
 # --- settle -----------------------------------------------------------------------------------
 
 
-async def settle(connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging) -> int:
-    """Steps ``task_ids`` just became terminal (in this transaction, their rows locked):
+async def settle(
+    connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging
+) -> list[UUID]:
+    """Steps ``task_ids`` just became terminal (in this transaction, their workflow rows
+    locked, then their task rows):
     release, skip or fail what depends on them, and under ``on_failure: stop`` skip what is
-    left of their workflows; repeat for every step that ends on the way. Returns how many
-    steps became pending. Ids that are no workflow step are ignored."""
+    left of their workflows; repeat for every step that ends on the way. Returns the steps
+    that became pending. Ids that are no workflow step are ignored."""
     if not task_ids:
-        return 0
-    await connection.execute(_LOCK_WORKFLOWS, list(task_ids))
-    released = 0
+        return []
+    await lock_workflows_of(connection, task_ids)  # held already by every caller: a no-op
+    released: list[UUID] = []
     done = await _read_done(connection, task_ids)
     while done:
-        ended, count = await _settle_round(connection, done, utc(now), aging)
-        released += count
+        ended, more = await _settle_round(connection, done, utc(now), aging)
+        released.extend(more)
         done = await _read_done(connection, ended)
     return released
 
@@ -320,9 +426,9 @@ async def _read_done(connection: Conn, task_ids: Sequence[UUID]) -> list[Done]:
 
 async def _settle_round(
     connection: Conn, done: Sequence[Done], now: datetime, aging: Aging
-) -> tuple[list[UUID], int]:
+) -> tuple[list[UUID], list[UUID]]:
     """One round: decide the waiting children of ``done``, apply ``stop``, write it all;
-    return the steps that ended on the way (the next round's) and how many were released."""
+    return the steps that ended on the way (the next round's) and those released."""
     ends, releases = await _decide_children(connection, done)
     stopping = stops(done)
     if stopping:
@@ -330,15 +436,21 @@ async def _settle_round(
             failed = stopping[row["workflow_id"]].parent
             ends.setdefault(row["task_id"], (TaskStatus.SKIPPED, stop_reason(failed)))
     released = await _release(connection, [c for c in releases if c not in ends], ends, now, aging)
-    ended: list[UUID] = []
-    if ends:
-        changes = [
-            {"id": uid(task_id), "status": status.value, "error": reason}
-            for task_id, (status, reason) in ends.items()
-        ]
-        rows = await connection.fetch(_END, orjson.dumps(changes).decode(), now)
-        ended = [uid(row["id"]) for row in rows]
-    return ended, released
+    return await _end(connection, ends, now), released
+
+
+async def _end(
+    connection: Conn, ends: dict[Any, tuple[TaskStatus, str | None]], now: datetime
+) -> list[UUID]:
+    """End the waiting steps of ``ends`` (skipped or failed); return those that ended."""
+    if not ends:
+        return []
+    changes = [
+        {"id": uid(task_id), "status": status.value, "error": reason}
+        for task_id, (status, reason) in ends.items()
+    ]
+    rows = await connection.fetch(_END, orjson.dumps(changes).decode(), now)
+    return [uid(row["id"]) for row in rows]
 
 
 async def _decide_children(
@@ -386,11 +498,11 @@ async def _release(
     ends: dict[Any, tuple[TaskStatus, str | None]],
     now: datetime,
     aging: Aging,
-) -> int:
+) -> list[UUID]:
     """Make ``releases`` pending with their parents' results; one whose results are over
-    the limit goes to ``ends`` as failed instead. Returns how many were released."""
+    the limit goes to ``ends`` as failed instead. Returns those released."""
     if not releases:
-        return 0
+        return []
     documents: list[dict[str, Any]] = []
     for row in await connection.fetch(_PARENT_RESULTS, list(releases)):
         size = len(orjson.dumps(row["parents"]))
@@ -400,7 +512,7 @@ async def _release(
             documents.append({"id": uid(row["child_id"]), "parents": row["parents"]})
     if documents:
         await connection.execute(_RELEASE, orjson.dumps(documents).decode(), now, aging.step_micros)
-    return len(documents)
+    return [document["id"] for document in documents]
 
 
 def _too_large(size: int) -> str:

@@ -118,14 +118,18 @@ def task_from(row: Row, codec: Codec) -> Task:
         started_at=codec.time(row["started_at"]),
         finished_at=codec.time(row["finished_at"]),
         replay_of=codec.uuid(row["replay_of"]),
+        concurrency_key=row["concurrency_key"],
+        max_concurrent_per_key=row["max_concurrent_per_key"],
     )
 
 
 CLAIMED_COLUMNS = (
-    "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts, parents"
+    "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts, parents,"
+    " max_retries, cron_job_id, cron_tick_at"
 )
 """The columns ``claimed_from`` reads (and the attempt count the claim increments); ``parents``
-is NULL except for a released workflow step."""
+is NULL except for a released workflow step. The claims also select ``workflow_id`` and
+``step`` from ``workflow_steps`` (NULL for a task that is no step)."""
 
 
 def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
@@ -138,6 +142,11 @@ def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
         row["timeout_seconds"],
         _must_time(codec, row["scheduled_at"]),
         None if row["parents"] is None else codec.json(row["parents"]),
+        row["max_retries"],
+        codec.uuid(row["cron_job_id"]),
+        codec.time(row["cron_tick_at"]),
+        codec.uuid(row["workflow_id"]),
+        row["step"],
     )
 
 
@@ -170,6 +179,8 @@ def new_task(
         updated_at=now,
         started_at=None,
         finished_at=None,
+        concurrency_key=new.concurrency_key,
+        max_concurrent_per_key=new.max_concurrent_per_key,
     )
 
 
@@ -239,6 +250,8 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         last_task_id=codec.uuid(row["last_task_id"]),
         created_at=_must_time(codec, row["created_at"]),
         updated_at=_must_time(codec, row["updated_at"]),
+        concurrency_key=row["concurrency_key"],
+        max_concurrent_per_key=row["max_concurrent_per_key"],
     )
 
 
@@ -277,6 +290,8 @@ _CRON_PLAIN = frozenset(
         "timeout_seconds",
         "catch_up_limit",
         "start_deadline_seconds",
+        "concurrency_key",
+        "max_concurrent_per_key",
     }
 )
 _CRON_TIMES = frozenset({"next_fire_at", "last_fire_at"})

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from hetuflow.errors import AgentDeleted, AgentNameTaken, AgentNotFound
 from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
+from hetuflow.store._claims import Aging
 from hetuflow.store._rows import agent_from
 from hetuflow.store._rules import (
     ACTIVE_SQL,
@@ -228,6 +229,7 @@ def release_agent(
     now: datetime,
     keep: Sequence[AttemptRef],
     session: int | None,
+    aging: Aging | None = None,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one
     (the single writer orders this against ``connect_agent``)."""
@@ -237,7 +239,7 @@ def release_agent(
         ).fetchone()
         if row is None or row["session"] != session:
             return []
-    return release(connection, [agent_id], now, keep)
+    return release(connection, [agent_id], now, keep, aging)
 
 
 def record_heartbeats(
@@ -266,7 +268,10 @@ def record_heartbeats(
 
 
 def reap_agents(
-    connection: sqlite3.Connection, stale_before: datetime, now: datetime
+    connection: sqlite3.Connection,
+    stale_before: datetime,
+    now: datetime,
+    aging: Aging | None = None,
 ) -> list[UUID]:
     rows = connection.execute(
         """
@@ -278,5 +283,5 @@ def reap_agents(
     ).fetchall()
     reaped = sorted(row["id"] for row in rows)
     if reaped:
-        release(connection, reaped, now)
+        release(connection, reaped, now, aging=aging)
     return [UUID(agent_id) for agent_id in reaped]

@@ -208,18 +208,25 @@ def release(
     agent_ids: Sequence[UUID | str],
     now: datetime,
     keep: Sequence[AttemptRef] = (),
+    aging: Aging | None = None,
 ) -> list[UUID]:
-    """End the agents' active attempts as lost (except ``keep``); return tasks made pending."""
+    """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
+    Cancelling tasks end cancelled; those that are workflow steps settle their workflows in
+    this transaction (``settle``), as any other end of a step does, and the steps that
+    releases are among the tasks returned (so the caller wakes the dispatchers)."""
     stamp = micros(now)
     kept = {(str(ref.task_id), ref.attempt) for ref in keep}
     rows = connection.execute(
         f"""
-        SELECT id, attempts, status FROM tasks
+        SELECT id, attempts, status,
+            EXISTS (SELECT 1 FROM workflow_steps WHERE task_id = tasks.id) AS step
+        FROM tasks
         WHERE agent_id IN (SELECT value FROM json_each(?)) AND status IN {ACTIVE_SQL}
         ORDER BY id""",
         (id_list(agent_ids),),
     ).fetchall()
     pending: list[UUID] = []
+    ended_steps: list[str] = []
     for row in rows:
         if (row["id"], row["attempts"]) in kept:
             continue
@@ -229,6 +236,8 @@ def release(
                 " WHERE id = ?",
                 (stamp, stamp, row["id"]),
             )
+            if row["step"]:
+                ended_steps.append(row["id"])
         else:
             connection.execute(
                 "UPDATE tasks SET status = 'pending', progress = NULL, updated_at = ? WHERE id = ?",
@@ -240,6 +249,11 @@ def release(
             " WHERE task_id = ? AND number = ? AND finished_at IS NULL",
             (stamp, row["id"], row["attempts"]),
         )
+    if ended_steps:  # --- workflows: the release is part of this transaction ---
+        released = settle(
+            connection, ended_steps, now, aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
+        )
+        pending.extend(UUID(task_id) for task_id in released)  # the caller wakes dispatchers
     return pending
 
 

@@ -33,8 +33,9 @@ def create_cron_job(
                 id, name, cron_expression, timezone, task_type, payload, priority,
                 required_capabilities, timeout_seconds, max_retries, backoff_seconds,
                 backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
-                overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at,
+                concurrency_key, max_concurrent_per_key)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING *""",
             (
                 job_id,
@@ -58,6 +59,8 @@ def create_cron_job(
                 CODEC.put_time(next_fire_at),
                 stamp,
                 stamp,
+                job.concurrency_key,
+                job.max_concurrent_per_key,
             ),
         ).fetchone()
     except sqlite3.IntegrityError as error:

@@ -26,6 +26,7 @@ from hetuflow.models import (
     TERMINAL_TASK_STATUSES,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyLimits,
     Dispatch,
     HeldTask,
     NewTask,
@@ -38,7 +39,15 @@ from hetuflow.models import (
     assign_least_loaded,
 )
 from hetuflow.store._claims import Aging, FreshTasks, claim_order
-from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
+from hetuflow.store._concurrency import KeyGate
+from hetuflow.store._rows import (
+    CLAIMED_COLUMNS,
+    Row,
+    claimed_from,
+    like_pattern,
+    new_task,
+    task_from,
+)
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 
@@ -49,18 +58,20 @@ _INSERT_COLUMNS = (
     "id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,"
     " timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,"
     " idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts,"
-    " claim_key"
+    " claim_key, concurrency_key, max_concurrent_per_key"
 )
 _INSERT_TASKS = f"""
 INSERT INTO tasks ({_INSERT_COLUMNS})
-SELECT {", ".join(f"value ->> {n}" for n in range(21))}
+SELECT {", ".join(f"value ->> {n}" for n in range(23))}
 FROM json_each(?) WHERE true
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 """One statement per batch (``json_rows``), in batch order: the first of two tasks with one
 idempotency key wins."""
 
 _CANDIDATES = f"""
-SELECT {CLAIMED_COLUMNS}, claim_key
+SELECT {CLAIMED_COLUMNS}, claim_key, concurrency_key, max_concurrent_per_key,
+       (SELECT s.workflow_id FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS workflow_id,
+       (SELECT s.name FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS step
 FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= ?
@@ -72,6 +83,75 @@ ORDER BY claim_key, id
 LIMIT ?"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
 in order (see ``_claims``)."""
+
+_MORE_CANDIDATES = _CANDIDATES.replace(
+    "ORDER BY",
+    """  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(?)))
+  AND id NOT IN (SELECT value FROM json_each(?))
+ORDER BY""",
+)
+"""The candidates past the concurrency keys a claim found full (and the ones it took):
+only a claim that passed a keyed task over runs it (``_concurrency``)."""
+
+_ACTIVE_BY_KEY = f"""
+SELECT concurrency_key, count(*) AS count FROM tasks
+WHERE concurrency_key IN (SELECT value FROM json_each(?)) AND status IN {ACTIVE_SQL}
+GROUP BY concurrency_key"""
+"""Served by the partial index ``tasks_concurrency_open``."""
+
+
+def list_keyed_tasks(
+    connection: sqlite3.Connection, key: str, statuses: Sequence[TaskStatus]
+) -> list[Task]:
+    """The unfinished tasks with ``key`` in ``statuses``, oldest first."""
+    rows = connection.execute(
+        "SELECT * FROM tasks WHERE concurrency_key = ?"
+        " AND status IN (SELECT value FROM json_each(?)) ORDER BY created_at, id",
+        (key, id_list([status.value for status in statuses])),
+    ).fetchall()
+    return [task_from(row, CODEC) for row in rows]
+
+
+def count_active_by_key(connection: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
+    """How many active tasks each of ``keys`` has (keys with none are left out)."""
+    rows = connection.execute(_ACTIVE_BY_KEY, (id_list(keys),)).fetchall()
+    return {row["concurrency_key"]: row["count"] for row in rows}
+
+
+def _candidates(
+    connection: sqlite3.Connection,
+    group: ClaimGroup,
+    horizon: int,
+    want: int,
+    gate: KeyGate,
+) -> list[Row]:
+    """Up to ``want`` pending candidates of ``group`` in claim order, within their
+    concurrency keys' limits: keyed candidates over their limit are passed over and the
+    query repeated past their keys until ``want`` are found or none are left. (The single
+    writer holds the database: no other claim counts meanwhile.)"""
+    task_types, capabilities = (
+        id_list(sorted(group.task_types)),
+        id_list(sorted(group.capabilities)),
+    )
+    taken: list[Row] = []
+    while True:
+        asked = want - len(taken)
+        if not gate.full:
+            cursor = connection.execute(_CANDIDATES, (horizon, task_types, capabilities, asked))
+        else:
+            taken_ids = id_list([row["id"] for row in taken])
+            full = id_list(sorted(gate.full))
+            cursor = connection.execute(
+                _MORE_CANDIDATES, (horizon, task_types, capabilities, full, taken_ids, asked)
+            )
+        rows = cursor.fetchall()
+        if keys := gate.unknown(rows):
+            gate.counted(keys, count_active_by_key(connection, keys))
+        admitted = [row for row in rows if gate.admit(row)]
+        taken.extend(admitted)
+        if len(admitted) == len(rows) or len(rows) < asked:
+            return taken  # nothing passed over, or nothing more to find
+
 
 _INSERT_ATTEMPTS = """
 INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
@@ -146,6 +226,8 @@ def prepare_tasks(
                 None,
                 0,
                 key,
+                new.concurrency_key,
+                new.max_concurrent_per_key,
             ]
         )
     fresh = FreshTasks(tasks, ids, created_at, keys, [row[0] for row in rows]) if claim else None
@@ -192,7 +274,13 @@ def insert_prepared(
     fresh = prepared.fresh
     if claim is not None and claim.groups and fresh is not None:
         dispatches = claim_tasks(
-            connection, claim.groups, now, claim.until, claim.global_limit, fresh
+            connection,
+            claim.groups,
+            now,
+            claim.until,
+            claim.global_limit,
+            fresh,
+            claim.key_limits,
         )
         prepared.placed = fresh.placed
     rows = prepared.rows
@@ -371,9 +459,12 @@ def list_held(connection: sqlite3.Connection, agent_ids: Sequence[UUID]) -> list
     ]
 
 
-def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime) -> Task:
-    """pending or waiting (a workflow step) -> cancelled, dispatched/running -> cancelling.
-    (``_sqlite_workflows.cancel_task`` wraps this for steps.)"""
+def cancel_task(
+    connection: sqlite3.Connection, task_id: UUID, now: datetime, reason: str | None = None
+) -> Task:
+    """pending or waiting (a workflow step) -> cancelled (with ``reason`` as its error, if
+    given), dispatched/running -> cancelling. (``_sqlite_workflows.cancel_task`` wraps this
+    for steps.)"""
     stamp = micros(now)
     row = connection.execute(
         """
@@ -381,10 +472,12 @@ def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime) ->
         SET status = CASE WHEN status IN ('pending', 'waiting') THEN 'cancelled'
                           ELSE 'cancelling' END,
             finished_at = CASE WHEN status IN ('pending', 'waiting') THEN ? ELSE finished_at END,
+            error = CASE WHEN status IN ('pending', 'waiting') THEN coalesce(?, error)
+                         ELSE error END,
             updated_at = ?
         WHERE id = ? AND status IN ('waiting', 'pending', 'dispatched', 'running')
         RETURNING *""",
-        (stamp, stamp, str(task_id)),
+        (stamp, reason, stamp, str(task_id)),
     ).fetchone()
     if row is not None:
         return task_from(row, CODEC)
@@ -403,9 +496,11 @@ def claim_tasks(
     until: datetime | None,
     global_limit: int | None,
     fresh: FreshTasks | None = None,
+    key_limits: ConcurrencyLimits | None = None,
 ) -> list[Dispatch]:
     """Claim stored pending tasks and, given ``fresh``, tasks of the batch being created
     (placed there; the caller inserts them dispatched, with their attempt rows)."""
+    gate = KeyGate(key_limits)
     horizon_at = until if until is not None else now
     horizon = micros(horizon_at)
     stamp = micros(now)
@@ -420,10 +515,7 @@ def claim_tasks(
         want = group.free_slots if remaining is None else min(group.free_slots, remaining)
         if want <= 0 or not group.task_types:
             continue
-        rows = connection.execute(
-            _CANDIDATES,
-            (horizon, id_list(sorted(group.task_types)), id_list(sorted(group.capabilities)), want),
-        ).fetchall()
+        rows = _candidates(connection, group, horizon, want, gate)
         stored = [((row["claim_key"], row["id"]), row) for row in rows]
         picks = claim_order(fresh, group, horizon_at, stored, want)
         agents = assign_least_loaded(len(picks), group.offers)
@@ -477,11 +569,14 @@ def next_scheduled_at(connection: sqlite3.Connection, now: datetime) -> datetime
 def delete_finished_tasks(
     connection: sqlite3.Connection, finished_before: datetime, limit: int
 ) -> int:
+    """Terminal tasks that are no workflow step (a workflow's steps go with the workflow:
+    ``_sqlite_workflows.delete_finished``)."""
     cursor = connection.execute(
         f"""
         DELETE FROM tasks WHERE id IN (
             SELECT id FROM tasks
             WHERE finished_at < ? AND status IN {TERMINAL_SQL}
+              AND NOT EXISTS (SELECT 1 FROM workflow_steps AS s WHERE s.task_id = tasks.id)
             ORDER BY finished_at LIMIT ?)""",
         (micros(finished_before), limit),
     )

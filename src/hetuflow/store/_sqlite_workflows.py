@@ -33,6 +33,7 @@ from hetuflow.store._workflow_rows import (
     summary_from,
     workflow_from,
 )
+from hetuflow.workflow_retry import retry_plan
 from hetuflow.workflows import (
     MAX_PARENT_RESULTS_BYTES,
     NewStep,
@@ -183,6 +184,13 @@ def get_workflow(connection: sqlite3.Connection, workflow_id: UUID) -> Workflow 
     return workflow_from(row, steps, [(e[0], e[1]) for e in edges], CODEC)
 
 
+def workflow_of_step(connection: sqlite3.Connection, task_id: UUID) -> UUID | None:
+    row = connection.execute(
+        "SELECT workflow_id FROM workflow_steps WHERE task_id = ?", (str(task_id),)
+    ).fetchone()
+    return None if row is None else UUID(row[0])
+
+
 def list_workflows(
     connection: sqlite3.Connection, limit: int, offset: int
 ) -> Page[WorkflowSummary]:
@@ -248,13 +256,115 @@ def cancel_workflow(
     return found, [UUID(row[0]) for row in active]
 
 
-def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, aging: Aging) -> Task:
+def cancel_task(
+    connection: sqlite3.Connection,
+    task_id: UUID,
+    now: datetime,
+    aging: Aging,
+    reason: str | None = None,
+) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction."""
-    task = task_sql.cancel_task(connection, task_id, now)
+    task = task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
         settle(connection, [str(task.id)], now, aging)
     return task
+
+
+# --- retry ------------------------------------------------------------------------------------
+
+_RESET = """
+UPDATE tasks
+SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+    failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = ?, updated_at = ?
+WHERE id IN (SELECT value FROM json_each(?))"""
+
+_RESET_STEPS = """
+UPDATE workflow_steps SET parents_left = c.n
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS c
+WHERE workflow_steps.task_id = c.id"""
+
+_START_ROOTS = """
+UPDATE tasks SET status = 'pending', claim_key = scheduled_at - priority * ?
+WHERE id IN (SELECT value FROM json_each(?)) AND status = 'waiting'"""
+
+
+def retry_workflow(
+    connection: sqlite3.Connection, workflow_id: UUID, now: datetime, aging: Aging
+) -> tuple[Workflow, int]:
+    """``Store.retry_workflow``: in this transaction, the steps that did not succeed and
+    every descendant of theirs start over (``retry_plan``); return the workflow and how many
+    steps are pending again."""
+    workflow = get_workflow(connection, workflow_id)
+    if workflow is None:
+        raise WorkflowNotFound(f"workflow {workflow_id} does not exist", field="workflow_id")
+    plan = retry_plan(workflow)
+    stamp = micros(now)
+    ids = {step.name: str(step.task.id) for step in workflow.steps}
+    reset = [ids[name] for name in plan.reset]
+    connection.execute(
+        "UPDATE workflows SET cancelled_at = NULL, updated_at = ? WHERE id = ?",
+        (stamp, str(workflow_id)),
+    )
+    connection.execute(_RESET, (stamp, stamp, id_list(reset)))
+    connection.execute(
+        _RESET_STEPS, (json_rows([(ids[name], n) for name, n in plan.parents_left.items()]),)
+    )
+    roots = [ids[name] for name in plan.roots]
+    if roots:
+        connection.execute(_START_ROOTS, (aging.step_micros, id_list(roots)))
+    ends: dict[str, tuple[TaskStatus, str | None]] = {
+        ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
+    }
+    released = len(roots)
+    released += len(_release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
+    released += len(settle(connection, _end(connection, ends, stamp), now, aging))
+    found = get_workflow(connection, workflow_id)
+    assert found is not None
+    return found, released
+
+
+# --- cleanup ----------------------------------------------------------------------------------
+
+_FINISHED_WORKFLOWS = f"""
+SELECT w.id FROM workflows AS w
+WHERE w.created_at < :before AND NOT EXISTS (
+    SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+    WHERE s.workflow_id = w.id
+      AND (t.finished_at IS NULL OR t.finished_at >= :before
+           OR t.status NOT IN {task_sql.TERMINAL_SQL}))
+ORDER BY w.created_at LIMIT :limit"""
+"""Workflows whose every step has ended before ``before`` (none waiting, pending or active,
+none finished since)."""
+
+
+def delete_finished(connection: sqlite3.Connection, finished_before: datetime, limit: int) -> int:
+    """``Store.delete_finished_tasks``: up to ``limit`` standalone terminal tasks finished
+    before the instant, then, while the batch has room, whole workflows whose every step
+    ended before it (the workflow row and every step's task, attempts and logs); returns how
+    many tasks went. A running or recent workflow keeps every step."""
+    deleted = task_sql.delete_finished_tasks(connection, finished_before, limit)
+    room = limit - deleted
+    if room <= 0:
+        return deleted
+    workflows = [
+        row[0]
+        for row in connection.execute(
+            _FINISHED_WORKFLOWS, {"before": micros(finished_before), "limit": room}
+        )
+    ]
+    if not workflows:
+        return deleted
+    listed = id_list(workflows)
+    steps = connection.execute(
+        "DELETE FROM tasks WHERE id IN (SELECT task_id FROM workflow_steps"
+        " WHERE workflow_id IN (SELECT value FROM json_each(?)))",
+        (listed,),
+    ).rowcount
+    connection.execute(
+        "DELETE FROM workflows WHERE id IN (SELECT value FROM json_each(?))", (listed,)
+    )
+    return deleted + steps
 
 
 # --- settle -----------------------------------------------------------------------------------
@@ -262,16 +372,16 @@ def cancel_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, ag
 
 def settle(
     connection: sqlite3.Connection, task_ids: Sequence[str], now: datetime, aging: Aging
-) -> int:
+) -> list[str]:
     """Steps ``task_ids`` just became terminal (in this transaction): release, skip or fail
     what depends on them, and under ``on_failure: stop`` skip what is left of their
-    workflows; repeat for every step that ends on the way. Returns how many steps became
+    workflows; repeat for every step that ends on the way. Returns the steps that became
     pending. Ids that are no workflow step are ignored."""
-    released = 0
+    released: list[str] = []
     done = _read_done(connection, task_ids)
     while done:
-        ended, count = _settle_round(connection, done, now, aging)
-        released += count
+        ended, more = _settle_round(connection, done, now, aging)
+        released.extend(more)
         done = _read_done(connection, ended)
     return released
 
@@ -284,7 +394,7 @@ def _read_done(connection: sqlite3.Connection, task_ids: Sequence[str]) -> list[
 
 def _settle_round(
     connection: sqlite3.Connection, done: Sequence[Done], now: datetime, aging: Aging
-) -> tuple[list[str], int]:
+) -> tuple[list[str], list[str]]:
     by_id = {item.task_id: item for item in done}
     finished_parents: dict[str, list[Parent]] = defaultdict(list)
     for child, parent in connection.execute(_WAITING_CHILDREN, (id_list(list(by_id)),)):
@@ -310,22 +420,39 @@ def _settle_round(
         for (step,) in connection.execute(_STOPPABLE, (workflow_id,)):
             ends.setdefault(step, (TaskStatus.SKIPPED, stop_reason(failed.parent)))
     stamp = micros(now)
-    released = 0
+    released = _release(connection, [c for c in releases if c not in ends], ends, stamp, aging)
+    return _end(connection, ends, stamp), released
+
+
+def _release(
+    connection: sqlite3.Connection,
+    releases: Sequence[str],
+    ends: dict[str, tuple[TaskStatus, str | None]],
+    stamp: int,
+    aging: Aging,
+) -> list[str]:
+    """Make the waiting ``releases`` pending with their parents' results; one whose results
+    are over the limit goes to ``ends`` as failed instead. Returns those released."""
+    released: list[str] = []
     for child in releases:
-        if child in ends:
-            continue
         [document] = connection.execute(_PARENT_RESULTS, (child,)).fetchone()
         size = len(document.encode())
         if size > MAX_PARENT_RESULTS_BYTES:
             ends[child] = (TaskStatus.FAILED, _too_large(size))
             continue
         connection.execute(_RELEASE, (document, stamp, stamp, aging.step_micros, stamp, child))
-        released += 1
-    ended: list[str] = []
-    if ends:
-        changes = [(task_id, status.value, reason) for task_id, (status, reason) in ends.items()]
-        ended = [row[0] for row in connection.execute(_END, (stamp, stamp, json_rows(changes)))]
-    return ended, released
+        released.append(child)
+    return released
+
+
+def _end(
+    connection: sqlite3.Connection, ends: dict[str, tuple[TaskStatus, str | None]], stamp: int
+) -> list[str]:
+    """End the waiting steps of ``ends`` (skipped or failed); return those that ended."""
+    if not ends:
+        return []
+    changes = [(task_id, status.value, reason) for task_id, (status, reason) in ends.items()]
+    return [row[0] for row in connection.execute(_END, (stamp, stamp, json_rows(changes)))]
 
 
 def _parents(connection: sqlite3.Connection, child: str) -> list[Parent]:

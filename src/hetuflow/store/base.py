@@ -26,6 +26,7 @@ from hetuflow.models import (
     AttemptStart,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyLimits,
     CronFire,
     CronJob,
     CronTick,
@@ -121,10 +122,11 @@ class Store(Protocol):
         change right after; the fenced writes (release, finish) decide."""
         ...
 
-    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
+    async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
         """Cancel one task with a conditional update.
 
-        pending or waiting (a workflow step) -> cancelled at once, and a step's workflow
+        pending or waiting (a workflow step) -> cancelled at once (``reason``, if given,
+        becomes its ``error``), and a step's workflow
         settles in the same transaction (see ``create_workflow``); dispatched/running ->
         cancelling (the agent holding it must stop it and confirm through
         ``finish_attempts``); cancelling -> unchanged.
@@ -139,6 +141,7 @@ class Store(Protocol):
         now: datetime,
         until: datetime | None = None,
         global_limit: int | None = None,
+        key_limits: ConcurrencyLimits | None = None,
     ) -> list[Dispatch]:
         """Claim pending tasks for connected agents, atomically.
 
@@ -155,7 +158,23 @@ class Store(Protocol):
         nodes exceed ``global_limit``. A task is claimed by at most one caller, even with
         several server processes claiming at once (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
         the single writer on SQLite).
+
+        Never lets the active tasks with one ``concurrency_key`` exceed that key's limit
+        (the task's ``max_concurrent_per_key``, else ``key_limits`` by task type, else 1),
+        across all nodes: keyed claims are serialised by an advisory lock on PostgreSQL
+        (unkeyed claims take none). A key at its limit is passed over, not waited on: the
+        tasks behind it are claimed (``_concurrency``).
         """
+        ...
+
+    async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
+        """The tasks with concurrency key ``key`` in ``statuses`` (unfinished ones only),
+        oldest (created first) first."""
+        ...
+
+    async def count_active_by_key(self, keys: Sequence[str]) -> dict[str, int]:
+        """How many active tasks (dispatched, running, cancelling) each of ``keys`` has; keys
+        with none are left out. A snapshot: for explaining, not for deciding."""
         ...
 
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
@@ -200,8 +219,11 @@ class Store(Protocol):
         """Give back the active attempts an agent holds, except those in ``keep``.
 
         Their attempts end ``lost``; dispatched/running tasks go back to pending (ready now,
-        retry budget untouched); cancelling ones become cancelled. Returns the ids of the
-        tasks that went back to pending. Safe to call concurrently and repeatedly.
+        retry budget untouched); cancelling ones become cancelled, and a cancelled workflow
+        step settles its workflow in the same transaction (as ``finish_attempts`` does).
+        Returns the ids of the tasks that went back to pending, and of the workflow steps
+        that settle released (so the caller wakes the dispatchers). Safe to call
+        concurrently and repeatedly.
 
         With ``session``, nothing is released unless that is still the agent's current
         connection session, checked in the same transaction: a release decided for a dropped
@@ -233,7 +255,10 @@ class Store(Protocol):
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` terminal tasks finished before the instant, with their
-        attempts and logs; return how many. Short transactions: never blocks dispatch long."""
+        attempts and logs; return how many. Short transactions: never blocks dispatch long.
+        Workflow steps go only with their workflow, once every step of it has ended before
+        the instant (the workflow row and all its steps at once, counted in the total, which
+        may then pass ``limit``); a running or recent workflow keeps every step."""
         ...
 
     async def stats(self) -> Stats: ...
@@ -489,6 +514,20 @@ class Store(Protocol):
         transaction; return it and its active steps' ids, which the caller cancels with
         ``cancel_task`` (their agents are told to stop). ``WorkflowNotFound``;
         ``WorkflowAlreadyFinished`` when every step has ended (and it was not cancelled)."""
+        ...
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        """Start over, in one transaction, every step that did not succeed (failed, timed
+        out, cancelled, skipped) and every descendant of theirs, keeping what succeeded:
+        each back to waiting (results, errors and retry budget cleared), then released or
+        decided as on the first run against its kept parents; the workflow is no longer
+        cancelled. Return it and how many steps became pending. ``WorkflowNotFound``;
+        ``WorkflowNotRetryable`` while a step has not ended or when every step succeeded.
+        Ordered against settles and cancels of the workflow (PostgreSQL: its row lock)."""
+        ...
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        """The workflow the task is a step of; None for a task that is no step."""
         ...
 
 

@@ -25,6 +25,7 @@ from hetuflow.models import (
     AttemptStart,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyLimits,
     CronFire,
     CronJob,
     CronTick,
@@ -122,9 +123,13 @@ class PostgresStore:
         async with self._db.connection() as c:
             return await task_sql.list_held(c, agent_ids)
 
-    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
+    async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
         async with self._db.transaction() as c:
-            return await workflow_sql.cancel_task(c, task_id, now, self._aging)
+            return await workflow_sql.cancel_task(c, task_id, now, self._aging, reason)
+
+    async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
+        async with self._db.connection() as c:
+            return await task_sql.list_keyed_tasks(c, key, statuses)
 
     async def claim_tasks(
         self,
@@ -133,6 +138,7 @@ class PostgresStore:
         now: datetime,
         until: datetime | None = None,
         global_limit: int | None = None,
+        key_limits: ConcurrencyLimits | None = None,
     ) -> list[Dispatch]:
         types = offered_task_types(groups)
         if not types:
@@ -144,7 +150,15 @@ class PostgresStore:
             if not await task_sql.any_due(c, types, until or now):
                 return []
         async with self._db.transaction() as c:
-            return await task_sql.claim_tasks(c, groups, now, until, global_limit)
+            return await task_sql.claim_tasks(
+                c, groups, now, until, global_limit, key_limits=key_limits
+            )
+
+    async def count_active_by_key(self, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        async with self._db.connection() as c:
+            return await task_sql.count_active_by_key(c, keys)
 
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
         async with self._db.connection() as c:
@@ -178,7 +192,7 @@ class PostgresStore:
         session: int | None = None,
     ) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.release_agent(c, agent_id, now, keep, session)
+            return await agent_sql.release_agent(c, agent_id, now, keep, session, self._aging)
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         async with self._db.connection() as c:
@@ -199,7 +213,7 @@ class PostgresStore:
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
         async with self._db.transaction() as c:
-            return await task_sql.delete_finished_tasks(c, finished_before, limit)
+            return await workflow_sql.delete_finished(c, finished_before, limit)
 
     async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
         async with self._db.connection() as c:
@@ -271,7 +285,7 @@ class PostgresStore:
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.reap_agents(c, stale_before, now)
+            return await agent_sql.reap_agents(c, stale_before, now, self._aging)
 
     # --- cron jobs ----------------------------------------------------------------------------
 
@@ -385,3 +399,11 @@ class PostgresStore:
     ) -> tuple[Workflow, list[UUID]]:
         async with self._db.transaction() as c:
             return await workflow_sql.cancel_workflow(c, workflow_id, now)
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        async with self._db.transaction() as c:
+            return await workflow_sql.retry_workflow(c, workflow_id, now, self._aging)
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        async with self._db.connection() as c:
+            return await workflow_sql.workflow_of_step(c, task_id)

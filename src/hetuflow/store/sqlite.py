@@ -26,6 +26,7 @@ from hetuflow.models import (
     AttemptStart,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyLimits,
     CronFire,
     CronJob,
     CronTick,
@@ -123,8 +124,11 @@ class SqliteStore:
             return []
         return await self._db.read(task_sql.list_held, agent_ids)
 
-    async def cancel_task(self, task_id: UUID, *, now: datetime) -> Task:
-        return await self._db.write(workflow_sql.cancel_task, task_id, now, self._aging)
+    async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
+        return await self._db.write(workflow_sql.cancel_task, task_id, now, self._aging, reason)
+
+    async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
+        return await self._db.read(task_sql.list_keyed_tasks, key, statuses)
 
     async def claim_tasks(
         self,
@@ -133,6 +137,7 @@ class SqliteStore:
         now: datetime,
         until: datetime | None = None,
         global_limit: int | None = None,
+        key_limits: ConcurrencyLimits | None = None,
     ) -> list[Dispatch]:
         types = offered_task_types(groups)
         if not types:
@@ -142,7 +147,14 @@ class SqliteStore:
         # read wakes the dispatcher again once committed.
         if not await self._db.read(task_sql.any_due, types, until or now):
             return []
-        return await self._db.write(task_sql.claim_tasks, groups, now, until, global_limit)
+        return await self._db.write(
+            task_sql.claim_tasks, groups, now, until, global_limit, None, key_limits
+        )
+
+    async def count_active_by_key(self, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        return await self._db.read(task_sql.count_active_by_key, keys)
 
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
         return await self._db.read(task_sql.next_scheduled_at, now)
@@ -171,7 +183,9 @@ class SqliteStore:
         keep: Sequence[AttemptRef] = (),
         session: int | None = None,
     ) -> list[UUID]:
-        return await self._db.write(agent_sql.release_agent, agent_id, now, keep, session)
+        return await self._db.write(
+            agent_sql.release_agent, agent_id, now, keep, session, self._aging
+        )
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         return await self._db.read(attempt_sql.list_attempts, task_id)
@@ -188,7 +202,7 @@ class SqliteStore:
         return await self._db.read(attempt_sql.list_logs, task_id, after_seq, attempt, limit)
 
     async def delete_finished_tasks(self, *, finished_before: datetime, limit: int) -> int:
-        return await self._db.write(task_sql.delete_finished_tasks, finished_before, limit)
+        return await self._db.write(workflow_sql.delete_finished, finished_before, limit)
 
     async def count_tasks_by_type(self, *, statuses: Sequence[TaskStatus]) -> dict[str, int]:
         return await self._db.read(task_sql.count_tasks_by_type, statuses)
@@ -245,7 +259,7 @@ class SqliteStore:
         return await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
-        return await self._db.write(agent_sql.reap_agents, stale_before, now)
+        return await self._db.write(agent_sql.reap_agents, stale_before, now, self._aging)
 
     # --- cron jobs ----------------------------------------------------------------------------
 
@@ -346,3 +360,9 @@ class SqliteStore:
         self, workflow_id: UUID, *, now: datetime
     ) -> tuple[Workflow, list[UUID]]:
         return await self._db.write(workflow_sql.cancel_workflow, workflow_id, now)
+
+    async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        return await self._db.write(workflow_sql.retry_workflow, workflow_id, now, self._aging)
+
+    async def workflow_of_step(self, task_id: UUID) -> UUID | None:
+        return await self._db.read(workflow_sql.workflow_of_step, task_id)

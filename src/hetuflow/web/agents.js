@@ -39,7 +39,7 @@ export async function renderAgents(view, { signal }) {
   const draw = () => {
     const now = Date.now();
     fill(body, agents.length ? agents.map((agent) => h("tr", { dataset: { id: agent.id } },
-      h("td", {}, h("strong", {}, agent.name), h("div", { class: "small muted mono" }, agent.node_id ? `on ${agent.node_id}` : "")),
+      h("td", {}, h("a", { href: `#/agents/${agent.id}`, class: "agent-link" }, h("strong", {}, agent.name)), h("div", { class: "small muted mono" }, agent.node_id ? `on ${agent.node_id}` : "")),
       h("td", {}, badge(agent.status), agent.enabled ? null : [" ", badge("disabled")]),
       h("td", { class: "num" }, meter(agent.running, agent.max_concurrent_tasks), ` ${agent.running}/${agent.max_concurrent_tasks}`),
       h("td", { title: when(agent.last_heartbeat_at) }, agent.last_heartbeat_at ? relative(agent.last_heartbeat_at, now) : "never"),

@@ -1,10 +1,12 @@
 // The console's entry point: hash routing, theme toggle, live indicator.
+import { renderAgent } from "./agent.js";
 import { renderAgents } from "./agents.js";
 import { renderCronForm, renderCronJobs } from "./cron.js";
 import { renderDashboard } from "./dashboard.js";
 import { fill, h, setLive, setTimeMode, timeMode } from "./lib.js";
 import { renderTask, renderTaskForm, renderTasks } from "./tasks.js";
 import { renderTaskTypes } from "./types.js";
+import { renderWorkflow, renderWorkflows } from "./workflows.js";
 
 const ROUTES = [
   [/^\/?$/, "dashboard", renderDashboard],
@@ -12,6 +14,9 @@ const ROUTES = [
   [/^\/tasks\/types$/, "tasks", renderTaskTypes],
   [/^\/tasks\/([0-9a-f-]{36})$/i, "tasks", renderTask],
   [/^\/tasks$/, "tasks", renderTasks],
+  [/^\/workflows\/([0-9a-f-]{36})$/i, "workflows", renderWorkflow],
+  [/^\/workflows$/, "workflows", renderWorkflows],
+  [/^\/agents\/([0-9a-f-]{36})$/i, "agents", renderAgent],
   [/^\/agents$/, "agents", renderAgents],
   [/^\/cron\/new$/, "cron", renderCronForm],
   [/^\/cron\/([0-9a-f-]{36})$/i, "cron", renderCronForm],

@@ -4,6 +4,7 @@ import {
   api, badge, chips, delay, errorText, fill, h, parsePayload, pretty, relative, setLive, toast,
   displayZone, viewerZone, when, words,
 } from "./lib.js";
+import { drawTicks } from "./cron_ticks.js";
 
 const PRIORITIES = ["low", "normal", "high", "critical"];
 const MISFIRE = ["run_once", "skip", "catch_up"];
@@ -104,6 +105,7 @@ export async function renderCronForm(view, { id, signal }) {
   const formError = h("p", { class: "error", id: "form-error", hidden: true });
   const submit = h("button", { class: "primary", type: "submit" }, job ? "Save" : "Create cron job");
   const extra = h("div", { class: "stack" });
+  const history = h("section", { class: "panel", id: "tick-history" }, h("h2", {}, "Tick history"), h("p", { class: "loading", role: "status" }, "Loading…"));
 
   let previewOk = true;
   let payloadOk = true;
@@ -215,7 +217,8 @@ export async function renderCronForm(view, { id, signal }) {
           h("label", { class: "check" }, enabled, "Enabled"),
           formError,
           h("div", { class: "row" }, submit, h("a", { href: "#/cron" }, "Cancel")))),
-      job ? extra : null));
+      job ? extra : null),
+    job ? history : null);
 
   const loadExtra = async () => {
     if (!job) return;
@@ -229,12 +232,8 @@ export async function renderCronForm(view, { id, signal }) {
           h("dl", { class: "kv small" }, h("dt", {}, "Enabled"), h("dd", {}, job.enabled ? "yes" : "no"),
             h("dt", {}, "Capabilities"), h("dd", {}, chips(job.required_capabilities))),
           h("ol", { id: "next-fires", class: "small" }, fireTimes(fires).map((t) => h("li", {}, `${when(t, job.timezone)} (${job.timezone})`,
-            h("div", { class: "muted" }, `${when(t)} (${displayZone()}), ${relative(t)}`))))),
-        h("section", { class: "panel" }, h("h2", {}, "Recent ticks"),
-          listOf(ticks).length ? h("ul", { class: "small", id: "cron-ticks" }, listOf(ticks).map((tick) => h("li", {},
-            when(tick.tick_at, job.timezone), " ", badge(tick.outcome === "fired" ? "succeeded" : "cancelled"), ` ${tick.outcome}`,
-            tick.task_id ? [" · ", h("a", { href: `#/tasks/${tick.task_id}` }, "task")] : null,
-            tick.reason ? h("span", { class: "muted" }, ` (${tick.reason})`) : null))) : h("p", { class: "empty" }, "Not fired yet.")));
+            h("div", { class: "muted" }, `${when(t)} (${displayZone()}), ${relative(t)}`))))));
+      drawTicks(history, job, listOf(ticks));
     } catch (error) {
       if (!signal.aborted) fill(extra, h("p", { class: "error" }, errorText(error)));
     }
@@ -244,7 +243,7 @@ export async function renderCronForm(view, { id, signal }) {
   if (job) {
     loadExtra();
     while (!signal.aborted) {
-      await delay(10000, signal);
+      await delay(3000, signal);
       if (!signal.aborted) await loadExtra();
     }
   }

@@ -211,11 +211,11 @@ export function errorText(error) {
 
 // --- formatting -------------------------------------------------------------------------------
 
-export const STATUSES = ["pending", "dispatched", "running", "cancelling", "succeeded", "failed", "timed_out", "cancelled"];
-export const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled"]);
+export const STATUSES = ["waiting", "pending", "dispatched", "running", "cancelling", "succeeded", "failed", "timed_out", "cancelled", "skipped"];
+export const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "skipped"]);
 
-export function badge(status) {
-  return h("span", { class: `badge ${status}` }, String(status).replace("_", " "));
+export function badge(status, label) {
+  return h("span", { class: `badge ${status}` }, label ?? String(status).replace("_", " "));
 }
 
 export function chips(values) {

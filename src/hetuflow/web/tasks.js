@@ -140,7 +140,9 @@ function reasonText(reason) {
 
 // --- one task ---------------------------------------------------------------------------------
 
-export async function renderTask(view, { id, signal }) {
+export async function renderTask(view, { id, query, signal }) {
+  // Opened from a workflow's graph: a way back to it.
+  const workflowId = /^[0-9a-f-]{36}$/i.test(query?.get("workflow") || "") ? query.get("workflow") : null;
   const header = h("div", { class: "spread" }, h("h1", {}, "Task"), loading());
   const details = h("dl", { class: "kv", id: "task-details" }, h("dt", { class: "loading" }, "Loading…"));
   const payload = h("pre", { id: "task-payload" }, "…");
@@ -183,6 +185,7 @@ export async function renderTask(view, { id, signal }) {
           onclick: () => act("Retried as a new task", "POST", `/api/tasks/${task.id}/retry`, (t) => { location.hash = `#/tasks/${t.id}`; }) }, "Retry") : null,
         terminal ? h("button", { id: "replay-task", title: "Run it again as a new task with the same spec, linked to this one",
           onclick: () => act("Replayed as a new task", "POST", `/api/tasks/${task.id}/replay`, (t) => { location.hash = `#/tasks/${t.id}`; }) }, "Replay") : null,
+        workflowId ? h("a", { class: "button", id: "task-workflow", href: `#/workflows/${workflowId}` }, "Back to the workflow") : null,
         h("a", { class: "button", href: "#/tasks" }, "All tasks")));
     fill(details,
       h("dt", {}, "Task type"), h("dd", {}, task.task_type),

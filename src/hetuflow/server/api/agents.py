@@ -15,7 +15,7 @@ from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import AgentCreate, AgentCreated, AgentList, AgentOut
 from hetuflow.server.auth import issue_token
 from hetuflow.server.context import ServerContext
-from hetuflow.server.gateway import AGENT_ENABLED_CHANGED
+from hetuflow.server.presence import AGENT_ENABLED_CHANGED
 from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASKS_READY
 from hetuflow.tokens import Role
 

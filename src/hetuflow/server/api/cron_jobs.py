@@ -8,10 +8,18 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from hetuflow.errors import InvalidInput
 from hetuflow.models import (
+    MAX_CONCURRENCY_KEY_LENGTH,
     CronJob,
     CronTick,
     MisfirePolicy,
@@ -42,7 +50,9 @@ MAX_FIRE_TIMES = 100
 MAX_TICKS = 1000
 MAX_CATCH_UP = 10_000
 MAX_DEADLINE_SECONDS = 365 * 24 * 3600.0
-_NULLABLE = frozenset({"timeout_seconds", "start_deadline_seconds"})
+_NULLABLE = frozenset(
+    {"timeout_seconds", "start_deadline_seconds", "concurrency_key", "max_concurrent_per_key"}
+)
 
 Expression = Annotated[
     str, StringConstraints(min_length=1, max_length=256), AfterValidator(storable_text)
@@ -135,6 +145,25 @@ class CronJobCreate(_Input):
     start_deadline_seconds: float | None = Field(
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=_DEADLINE
     )
+    concurrency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CONCURRENCY_KEY_LENGTH,
+        description="Given to every task it creates: at most `max_concurrent_per_key` of "
+        "them (and other tasks with the key) dispatched or running at once.",
+    )
+    max_concurrent_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="The key's limit; default the `[concurrency]` limit of the task type, else 1.",
+    )
+
+    @model_validator(mode="after")
+    def _key_with_limit(self) -> CronJobCreate:
+        if self.max_concurrent_per_key is not None and self.concurrency_key is None:
+            raise ValueError("max_concurrent_per_key needs a concurrency_key")
+        return self
 
     def to_new_cron_job(self, default_backoff_seconds: float) -> NewCronJob:
         backoff = self.retry_backoff_seconds
@@ -156,6 +185,8 @@ class CronJobCreate(_Input):
             catch_up_limit=self.catch_up_limit,
             overlap_policy=self.overlap_policy,
             start_deadline_seconds=self.start_deadline_seconds,
+            concurrency_key=self.concurrency_key,
+            max_concurrent_per_key=self.max_concurrent_per_key,
         )
 
 
@@ -181,6 +212,15 @@ class CronJobUpdate(_Input):
     overlap_policy: OverlapPolicy | None = Field(default=None, description=_OVERLAP)
     start_deadline_seconds: float | None = Field(
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=f"{_DEADLINE} null removes it."
+    )
+    concurrency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CONCURRENCY_KEY_LENGTH,
+        description="null removes it (tasks already created keep theirs).",
+    )
+    max_concurrent_per_key: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="null: the `[concurrency]` default."
     )
 
     def to_changes(self, job: CronJob) -> dict[str, Any]:
@@ -227,6 +267,8 @@ class CronJobOut(_Output):
     catch_up_limit: int
     overlap_policy: OverlapPolicy
     start_deadline_seconds: float | None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
     next_fire_at: datetime | None = Field(
         description="The next tick to be settled (fired or skipped). Null when disabled "
         "before its first tick."
@@ -258,6 +300,8 @@ class CronJobOut(_Output):
             catch_up_limit=job.catch_up_limit,
             overlap_policy=job.overlap_policy,
             start_deadline_seconds=job.start_deadline_seconds,
+            concurrency_key=job.concurrency_key,
+            max_concurrent_per_key=job.max_concurrent_per_key,
             next_fire_at=job.next_fire_at,
             last_fire_at=job.last_fire_at,
             last_task_id=job.last_task_id,

@@ -25,10 +25,12 @@ from pydantic import (
 )
 
 from hetuflow.models import (
+    MAX_CONCURRENCY_KEY_LENGTH,
     Agent,
     AgentStatus,
     Attempt,
     AttemptOutcome,
+    ConcurrencyStrategy,
     JSONObject,
     LogLine,
     NewAgent,
@@ -190,6 +192,28 @@ class TaskCreate(_Input):
         default=None,
         description="A second create with the same key returns the existing task (200, not 201).",
     )
+    concurrency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CONCURRENCY_KEY_LENGTH,
+        description="At most `max_concurrent_per_key` tasks with this key are dispatched or "
+        "running at once, across all nodes; the rest wait (`pending_reason: "
+        "concurrency_limit`). E.g. `customer:42`.",
+        examples=["customer:42"],
+    )
+    max_concurrent_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="The limit of its `concurrency_key`; default the `[concurrency]` limit of "
+        "its task type, else 1.",
+    )
+    concurrency_strategy: ConcurrencyStrategy = Field(
+        default=ConcurrencyStrategy.QUEUE,
+        description="When its key is at its limit: `queue` (wait), `cancel_newest` (this task "
+        "is created cancelled) or `cancel_in_progress` (the oldest active tasks with the key "
+        "are cancelled to make room).",
+    )
 
     @model_validator(mode="after")
     def _one_start_time(self) -> TaskCreate:
@@ -198,6 +222,13 @@ class TaskCreate(_Input):
         if self.capabilities is not None and "required_capabilities" in self.model_fields_set:
             raise ValueError(
                 "give capabilities or required_capabilities (the same field), not both"
+            )
+        if self.concurrency_key is None and (
+            self.max_concurrent_per_key is not None
+            or self.concurrency_strategy is not ConcurrencyStrategy.QUEUE
+        ):
+            raise ValueError(
+                "max_concurrent_per_key and concurrency_strategy need a concurrency_key"
             )
         return self
 
@@ -224,6 +255,11 @@ class TaskCreate(_Input):
                 backoff_seconds=default_backoff_seconds if backoff is None else backoff,
             ),
             idempotency_key=self.idempotency_key,
+            concurrency_key=self.concurrency_key,
+            max_concurrent_per_key=self.max_concurrent_per_key,
+            concurrency_strategy=None
+            if self.concurrency_key is None
+            else self.concurrency_strategy,
         )
 
 
@@ -245,7 +281,8 @@ class TaskOut(_Output):
         default=None,
         description="Why a pending task is not running yet: `scheduled` (waiting for "
         "scheduled_at or a retry backoff), `no_agent_for_task_type`, "
-        "`no_agent_with_capabilities`, `agents_busy`, `global_limit` or `queued` (about to be "
+        "`no_agent_with_capabilities`, `agents_busy`, `global_limit`, `concurrency_limit` (its "
+        "`concurrency_key` has its limit of tasks active) or `queued` (about to be "
         "dispatched). Null unless the task is pending.",
     )
     scheduled_at: datetime
@@ -268,6 +305,11 @@ class TaskOut(_Output):
         default=None,
         description="The finished task this one replays (`POST /api/tasks/{id}/replay`); null "
         "for other tasks. The original may since have been deleted by the cleanup loop.",
+    )
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = Field(
+        default=None,
+        description="As created; null: the `[concurrency]` limit of its task type, else 1.",
     )
 
     @classmethod
@@ -298,6 +340,8 @@ class TaskOut(_Output):
             started_at=task.started_at,
             finished_at=task.finished_at,
             replay_of=task.replay_of,
+            concurrency_key=task.concurrency_key,
+            max_concurrent_per_key=task.max_concurrent_per_key,
         )
 
 
@@ -332,6 +376,8 @@ def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]
         "started_at": task.started_at,
         "finished_at": task.finished_at,
         "replay_of": task.replay_of,
+        "concurrency_key": task.concurrency_key,
+        "max_concurrent_per_key": task.max_concurrent_per_key,
     }
 
 

@@ -216,7 +216,8 @@ async def cancel_task(task_id: UUID, queue: Queue) -> TaskOut:
 )
 async def retry_task(task_id: UUID, queue: Queue) -> TaskOut:
     """Create a new task with the same spec as a `failed`, `timed_out` or `cancelled` one
-    and return it. **409** for any other status."""
+    and return it. **409** for any other status, and for a workflow step (its message names
+    the workflow: retry that, `POST /api/workflows/{id}/retry`, so its descendants follow)."""
     task = await queue.retry(task_id)
     return TaskOut.of(task, (await queue.explain([task])).get(task.id))
 

@@ -1,4 +1,4 @@
-"""Workflow routes: submit, list, get, cancel (docs/workflows.md)."""
+"""Workflow routes: submit, list, get, cancel, retry (docs/workflows.md)."""
 
 from __future__ import annotations
 
@@ -87,3 +87,19 @@ async def cancel_workflow(workflow_id: UUID, workflows: Workflows) -> WorkflowOu
     """Cancel every waiting and pending step at once and every running one through the task
     cancel path (its agent is told to stop). **409** when every step has already ended."""
     return WorkflowOut.of_workflow(await workflows.cancel(workflow_id))
+
+
+@router.post(
+    "/{workflow_id}/retry",
+    response_model=WorkflowOut,
+    summary="Retry a workflow from the steps that did not succeed",
+    responses=error_responses(404, 409, 422),
+)
+async def retry_workflow(workflow_id: UUID, workflows: Workflows) -> WorkflowOut:
+    """In one transaction, every step that failed, timed out, was cancelled or was skipped,
+    and every step that depends on one of them, goes back to `waiting` (results, errors and
+    retry budget cleared); those whose parents all succeeded are released at once (`pending`,
+    with the kept parents' results) or decided again by their `run_if`. Steps that succeeded
+    are kept. A cancelled workflow runs again. **409** `workflow_not_retryable` while a step
+    has not ended, or when every step succeeded."""
+    return WorkflowOut.of_workflow(await workflows.retry(workflow_id))

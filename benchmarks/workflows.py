@@ -1,0 +1,108 @@
+"""(h) Workflows: step-to-step latency along a chain, and creating a 100-step workflow.
+
+Chain: one workflow of ``wf_chain_steps`` no-op steps, each depending on the one before
+(``bench-chain``). Each handler stamps its start in the ledger and returns ``time.time()`` at
+its end; the latency of a link is the child's start minus its parent's end (handler end of
+the parent -> handler start of the child: the result's report, its write with the child's
+release in one transaction, the dispatch, the frame to the agent). Both clocks are this
+machine's.
+
+Creation: ``POST /api/workflows`` of a 100-step chain of a task type no agent runs (nothing is
+dispatched meanwhile), ``wf_create_repeats`` times, one after the other; the time is the
+request's round trip as the client sees it. While the chain runs, the scenario reads only the
+ledger (the last step's start), not the workflow, so as not to load the server it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from benchmarks.harness import ScenarioFailed, summary_ms
+from benchmarks.suite import Context
+
+CREATE_STEPS = 100
+
+
+def chain(steps: int, task_type: str) -> dict[str, Any]:
+    return {
+        "name": f"bench-chain-{steps}",
+        "steps": [
+            {"name": f"s{i}", "task_type": task_type, "depends_on": [f"s{i - 1}"] if i else []}
+            for i in range(steps)
+        ],
+    }
+
+
+async def _submit(http: httpx.AsyncClient, document: dict[str, Any]) -> dict[str, Any]:
+    response = await http.post("/api/workflows", json=document)
+    if response.status_code != 201:
+        raise ScenarioFailed(f"submit workflow: {response.status_code} {response.text[:200]}")
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def _ended(
+    http: httpx.AsyncClient, workflow_id: str, within_seconds: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within_seconds
+    while True:
+        response = await http.get(f"/api/workflows/{workflow_id}")
+        response.raise_for_status()
+        shown: dict[str, Any] = response.json()
+        if shown["status"] != "running":
+            return shown
+        if time.monotonic() > deadline:
+            raise ScenarioFailed(f"workflow {workflow_id} still running after {within_seconds:g} s")
+        await asyncio.sleep(0.2)
+
+
+async def run(context: Context) -> dict[str, Any]:
+    sizes = context.sizes
+    steps = sizes.wf_chain_steps
+    result: dict[str, Any] = {"chain_steps": steps}
+    async with context.cluster("workflows", agents=1, slots=10) as c:
+        await _ended(c.http, (await _submit(c.http, chain(5, "bench-chain")))["id"], 60)  # warm
+        started = time.monotonic()
+        created = await _submit(c.http, chain(steps, "bench-chain"))
+        # The ledger (a file) says when the last step started: polling the 1,000-step
+        # workflow meanwhile would load the server being measured.
+        last = created["steps"][-1]["task"]["id"]
+        deadline = started + 30 + steps * 0.5
+        while last not in c.ledger.first_starts():
+            if time.monotonic() > deadline:
+                raise ScenarioFailed(f"the chain's last step did not start within {steps} links")
+            await asyncio.sleep(0.05)
+        done = await _ended(c.http, created["id"], 30)
+        wall = time.monotonic() - started
+        if done["status"] != "succeeded":
+            raise ScenarioFailed(f"the chain ended {done['status']}")
+        starts = c.ledger.first_starts()
+        links = []
+        for parent, child in zip(done["steps"], done["steps"][1:], strict=False):
+            start = starts.get(child["task"]["id"])
+            ended = parent["task"]["result"]
+            if start is not None and isinstance(ended, int | float):
+                links.append(start.at - float(ended))
+        if len(links) != steps - 1:
+            raise ScenarioFailed(f"{len(links)} of {steps - 1} links measured")
+        result["chain"] = {
+            "step_to_step": summary_ms(links),
+            "wall_seconds": round(wall, 3),
+            "steps_per_second": round(steps / wall, 1),
+        }
+        context.log(f"  chain p50 {result['chain']['step_to_step'].get('p50_ms')} ms")
+
+        document = chain(CREATE_STEPS, "bench-not-run")
+        await _submit(c.http, document)  # warm-up
+        timings = []
+        for _ in range(sizes.wf_create_repeats):
+            before = time.perf_counter()
+            await _submit(c.http, document)
+            timings.append(time.perf_counter() - before)
+        result["create_100"] = {"steps": CREATE_STEPS, "request": summary_ms(timings)}
+        context.log(f"  create 100 steps p50 {result['create_100']['request'].get('p50_ms')} ms")
+    return result

@@ -1,0 +1,79 @@
+"""What retrying a workflow does (docs/workflows.md, Retry): pure rules over the workflow as
+read, applied by each store in one transaction.
+
+The steps that did not succeed (failed, timed out, cancelled, skipped) and every descendant of
+theirs start over; what succeeded outside them is kept, and its results are handed down again.
+A reset step whose parents are all kept is decided at once (``decide_child``: released, or
+skipped again, as a ``run_if: any_failed`` step under parents that all succeeded); the others
+wait for their parents as on the first run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hetuflow.errors import WorkflowNotRetryable
+from hetuflow.models import TaskStatus
+from hetuflow.workflows import Parent, Workflow, decide_child
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    reset: tuple[str, ...]
+    """The steps that start over, in document order."""
+    parents_left: dict[str, int]
+    """Per reset step, how many of its parents start over too."""
+    roots: tuple[str, ...] = ()
+    """Reset steps without parents: pending at once."""
+    releases: tuple[str, ...] = ()
+    """Reset steps whose parents are all kept and that run: pending, with their results."""
+    skips: dict[str, str] = field(default_factory=dict)
+    """Reset steps whose parents are all kept and that do not run, with the reason."""
+
+
+def retry_plan(workflow: Workflow) -> RetryPlan:
+    """``WorkflowNotRetryable`` while a step has not ended, or when every step succeeded
+    (nothing to retry); else what to reset and how each reset step starts."""
+    if any(not step.task.status.is_terminal for step in workflow.steps):
+        raise WorkflowNotRetryable(
+            f"workflow {workflow.id} is still running: cancel it or wait for it to end",
+            field="workflow_id",
+        )
+    children: dict[str, list[str]] = {}
+    for step in workflow.steps:
+        for parent in step.depends_on:
+            children.setdefault(parent, []).append(step.name)
+    again = [s.name for s in workflow.steps if s.task.status is not TaskStatus.SUCCEEDED]
+    reset: set[str] = set()
+    while again:
+        name = again.pop()
+        if name not in reset:
+            reset.add(name)
+            again.extend(children.get(name, ()))
+    if not any(s.task.status is not TaskStatus.SKIPPED for s in workflow.steps if s.name in reset):
+        raise WorkflowNotRetryable(
+            f"workflow {workflow.id} has no failed, timed-out or cancelled step to retry",
+            field="workflow_id",
+        )
+    ordered = tuple(s.name for s in workflow.steps if s.name in reset)
+    by_name = {s.name: s for s in workflow.steps}
+    parents_left = {
+        name: sum(parent in reset for parent in by_name[name].depends_on) for name in ordered
+    }
+    roots: list[str] = []
+    releases: list[str] = []
+    skips: dict[str, str] = {}
+    for name in ordered:
+        step = by_name[name]
+        if not step.depends_on:
+            roots.append(name)
+        elif parents_left[name] == 0:
+            parents = [
+                Parent(p, by_name[p].task.status, by_name[p].task.error) for p in step.depends_on
+            ]
+            status, reason = decide_child(step.run_if, parents)
+            if status is TaskStatus.PENDING:
+                releases.append(name)
+            else:
+                skips[name] = reason or "skipped"
+    return RetryPlan(ordered, parents_left, tuple(roots), tuple(releases), skips)

@@ -1,0 +1,180 @@
+"""API: concurrency keys on tasks: validation, ``pending_reason: concurrency_limit`` with the
+``[concurrency]`` limits of the config, and the ``cancel_newest`` / ``cancel_in_progress``
+strategies. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from hetuflow.config import DatabaseConfig
+from hetuflow.models import AgentRegistration, ClaimGroup, ConcurrencyLimits, SlotOffer
+from hetuflow.server.app import create_app
+
+from .helpers import context_of, make_config
+
+LIMITS = {"report": 2}
+
+
+@pytest.fixture
+async def app(database: DatabaseConfig) -> AsyncIterator[FastAPI]:
+    config = make_config(database).model_copy(update={"concurrency": LIMITS})
+    application = create_app(config)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8080") as http:
+        yield http
+
+
+async def create(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    response = await client.post("/api/tasks", json={"task_type": "report", **body})
+    assert response.status_code == 201, response.text
+    task: dict[str, Any] = response.json()
+    return task
+
+
+async def get(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
+    response = await client.get(f"/api/tasks/{task_id}")
+    assert response.status_code == 200, response.text
+    task: dict[str, Any] = response.json()
+    return task
+
+
+async def claim(app: FastAPI, free: int) -> list[str]:
+    """An agent of another node claims up to ``free`` report tasks, as the dispatcher would
+    (with the app's ``[concurrency]`` limits)."""
+    context = context_of(app)
+    now = context.clock.now()
+    agent = await context.store.connect_agent(
+        AgentRegistration(
+            capabilities=(), supported_task_types=("report",), max_concurrent_tasks=100, name="far"
+        ),
+        node_id="node-elsewhere",
+        now=now,
+    )
+    group = ClaimGroup(
+        frozenset({"report"}), frozenset(), (SlotOffer(agent.id, free_slots=free, running=0),)
+    )
+    dispatches = await context.store.claim_tasks(
+        [group], now=now, key_limits=ConcurrencyLimits(LIMITS)
+    )
+    return [str(d.task.id) for d in dispatches]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"concurrency_key": "k" * 201}, "concurrency_key"),
+        ({"concurrency_key": ""}, "concurrency_key"),
+        ({"concurrency_key": "k", "max_concurrent_per_key": 0}, "max_concurrent_per_key"),
+        ({"max_concurrent_per_key": 2}, "body"),
+        ({"concurrency_strategy": "cancel_newest"}, "body"),
+        ({"concurrency_key": "k", "concurrency_strategy": "drop"}, "concurrency_strategy"),
+    ],
+)
+async def test_bad_concurrency_fields_are_a_422_and_create_nothing(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post("/api/tasks", json={"task_type": "report", **body})
+    assert response.status_code == 422, response.text
+    assert field in response.text
+    listed = (await client.get("/api/tasks")).json()
+    assert listed["items"] == []
+
+
+async def test_a_key_at_its_config_limit_says_concurrency_limit(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    key = "customer:" + "4" * 191  # 200 characters: the longest key allowed
+    tasks = [await create(client, concurrency_key=key) for _ in range(3)]
+    assert tasks[0]["concurrency_key"] == key
+    assert tasks[0]["max_concurrent_per_key"] is None
+    [first] = await claim(app, 1)
+    # one active of the "report" limit of 2: the others are not waiting for the key
+    waiting = [await get(client, t["id"]) for t in tasks if t["id"] != first]
+    assert all(t["pending_reason"] != "concurrency_limit" for t in waiting), waiting
+    [second] = await claim(app, 5)  # room for 5, the key allows one more
+    [last] = [t for t in tasks if t["id"] not in (first, second)]
+    shown = await get(client, last["id"])
+    assert shown["status"] == "pending"
+    assert shown["pending_reason"] == "concurrency_limit"
+    assert shown["concurrency_key"] == key
+    # the tasks list explains it the same way
+    listed = (await client.get("/api/tasks", params={"status": "pending"})).json()
+    assert [t["pending_reason"] for t in listed["items"]] == ["concurrency_limit"]
+
+
+async def test_cancel_newest_cancels_the_new_task_over_the_limit(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    kept = await create(client, concurrency_key="k", max_concurrent_per_key=1)
+    extra = await create(
+        client, concurrency_key="k", max_concurrent_per_key=1, concurrency_strategy="cancel_newest"
+    )
+    assert extra["status"] == "cancelled"
+    assert "concurrency key 'k'" in extra["error"]
+    assert (await get(client, extra["id"]))["status"] == "cancelled"
+    assert (await get(client, kept["id"]))["status"] == "pending"
+    # under the limit it is created as usual
+    other = await create(
+        client, concurrency_key="j", max_concurrent_per_key=1, concurrency_strategy="cancel_newest"
+    )
+    assert other["status"] == "pending"
+
+
+async def test_cancel_in_progress_cancels_the_oldest_running_one(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    old = await create(client, concurrency_key="k", max_concurrent_per_key=1)
+    assert await claim(app, 1) == [old["id"]]
+    new = await create(
+        client,
+        concurrency_key="k",
+        max_concurrent_per_key=1,
+        concurrency_strategy="cancel_in_progress",
+    )
+    assert (await get(client, old["id"]))["status"] == "cancelling"  # its agent is told to stop
+    shown = await get(client, new["id"])
+    assert shown["status"] == "pending"
+    assert shown["pending_reason"] == "concurrency_limit"  # until the old one has stopped
+
+
+async def test_a_cron_job_gives_its_key_and_limit_to_its_tasks(client: httpx.AsyncClient) -> None:
+    body = {
+        "name": "nightly",
+        "cron_expression": "0 2 * * *",
+        "task_type": "report",
+        "concurrency_key": "nightly-report",
+        "max_concurrent_per_key": 1,
+    }
+    response = await client.post("/api/cron-jobs", json=body)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert (job["concurrency_key"], job["max_concurrent_per_key"]) == ("nightly-report", 1)
+    runs = [(await client.post(f"/api/cron-jobs/{job['id']}/trigger")).json() for _ in range(2)]
+    assert [run["concurrency_key"] for run in runs] == ["nightly-report"] * 2
+    assert [run["max_concurrent_per_key"] for run in runs] == [1, 1]
+    changed = await client.patch(
+        f"/api/cron-jobs/{job['id']}",
+        json={"concurrency_key": None, "max_concurrent_per_key": None},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["concurrency_key"] is None
+    bad = await client.post(
+        "/api/cron-jobs", json={**body, "name": "other", "concurrency_key": "k" * 201}
+    )
+    assert bad.status_code == 422
+    alone = await client.post(
+        "/api/cron-jobs", json={**body, "name": "third", "concurrency_key": None}
+    )
+    assert alone.status_code == 422
+    assert "max_concurrent_per_key needs a concurrency_key" in alone.text
