@@ -110,7 +110,8 @@ async def test_a_create_on_sqlite_explains_itself_without_reading_the_agents(
     list_agents = store.list_agents
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        reads.append(args)
+        if "statuses" in kwargs:  # the reaper's periodic list of every agent is not ours
+            reads.append(args)
         return await list_agents(*args, **kwargs)
 
     async with agent(server, "scrape", capabilities=["chrome"], slots=1) as chrome:
