@@ -1,0 +1,61 @@
+"""A dispatch that arrives while a superseded attempt still winds down is run, not failed.
+
+Found by the chaos suite (tests/chaos): an agent paused past the silence window reconnects
+holding its attempts; the server has released them (their slots are free in its eyes), says
+they are superseded and dispatches new work at once. Before, the agent answered that work
+``agent has no free slot`` (the superseded runners had not ended yet), and a task that never
+ran ended ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hetuflow.agent import Agent, TaskContext
+from hetuflow.protocol import AgentCapabilities, TaskCancel, TaskResult, TaskStarted
+
+from .conftest import running
+from .fake_server import FakeServer, task
+
+
+def winding_agent(url: str) -> Agent:
+    """One slot; ``slow`` takes 0.3 s to clean up after a cancel."""
+    agent = Agent(server=url, name="winding", max_concurrent_tasks=1, kill_grace_seconds=1.0)
+    stopped: list[float] = []
+
+    @agent.handler("slow")
+    async def slow(payload: dict[str, Any], ctx: TaskContext) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # cleanup
+            stopped.append(asyncio.get_running_loop().time())
+            raise
+        return "late"
+
+    @agent.handler("quick")
+    async def quick(payload: dict[str, Any]) -> float:
+        assert stopped, "started beside the superseded attempt"
+        return asyncio.get_running_loop().time() - stopped[0]
+
+    return agent
+
+
+async def test_a_task_dispatched_beside_a_superseded_attempt_runs_once_it_has_ended(
+    server: FakeServer,
+) -> None:
+    agent = winding_agent(server.url)
+    async with running(agent):
+        await server.next(AgentCapabilities)
+        first = task("slow")
+        await server.dispatch(first)
+        await server.next(TaskStarted)
+        await server.send(TaskCancel(task_id=first.task_id, attempt=1, reason="superseded"))
+        fresh = task("quick")
+        await server.dispatch(fresh)
+        done = await server.next(TaskResult)
+        assert (done.task_id, done.outcome) == (fresh.task_id, "succeeded"), done
+        assert isinstance(done.result, float)
+        assert done.result >= 0  # started after the superseded one had ended
+        assert [result.task_id for result in server.all_of(TaskResult)] == [fresh.task_id]
