@@ -10,6 +10,8 @@ ran ended ``failed``.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 from hetuflow.agent import Agent, TaskContext
@@ -59,3 +61,33 @@ async def test_a_task_dispatched_beside_a_superseded_attempt_runs_once_it_has_en
         assert isinstance(done.result, float)
         assert done.result >= 0  # started after the superseded one had ended
         assert [result.task_id for result in server.all_of(TaskResult)] == [fresh.task_id]
+
+
+async def test_a_task_dispatched_beside_a_superseded_sync_handler_waits_for_its_thread(
+    server: FakeServer,
+) -> None:
+    """A sync handler cannot be interrupted: its thread outlives the kill grace (abandoned),
+    and the new task starts when it returns, not beside it and not refused."""
+    agent = Agent(server=server.url, name="sync", max_concurrent_tasks=1, kill_grace_seconds=0.1)
+    returned = threading.Event()
+
+    @agent.handler("sleepy")
+    def sleepy(payload: dict[str, Any]) -> str:
+        time.sleep(1.5)  # ignores the cancel, past kill grace + 1 s
+        returned.set()
+        return "late"
+
+    @agent.handler("quick")
+    def quick(payload: dict[str, Any]) -> bool:
+        return returned.is_set()
+
+    async with running(agent):
+        await server.next(AgentCapabilities)
+        first = task("sleepy")
+        await server.dispatch(first)
+        await server.next(TaskStarted)
+        await server.send(TaskCancel(task_id=first.task_id, attempt=1, reason="superseded"))
+        fresh = task("quick")
+        await server.dispatch(fresh)
+        done = await server.next(TaskResult, timeout_seconds=10)
+        assert (done.task_id, done.outcome, done.result) == (fresh.task_id, "succeeded", True)

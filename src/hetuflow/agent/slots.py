@@ -8,8 +8,9 @@ with a failed result, error ``"agent has no free slot"``. Attempts already told 
 (superseded, cancelled, timed out) do not count for that: their runners only wind down, and the
 server may already count their slots free (it dispatches to an agent that reconnected while
 the agent still stops the attempts it superseded). A task taken that way waits, before it
-starts, until the stopped ones have ended (at most ``kill_grace_seconds`` + 1 s, else it is
-answered ``"agent has no free slot"``), so no more than ``max_concurrent_tasks`` ever run.
+starts, until the stopped ones have ended, a stopped sync handler's thread included (at most
+``SLOT_WAIT_SECONDS``, else it is answered ``"agent has no free slot"``), so no more than
+``max_concurrent_tasks`` ever run.
 
 Stopping an attempt (``Slots.stop``) cancels its asyncio task; the reason decides the report:
 ``cancelled`` → outcome ``cancelled``, ``timed_out`` → ``timed_out``, ``superseded`` and
@@ -54,6 +55,8 @@ log = logging.getLogger("hetuflow.agent")
 
 StopReason = Literal["cancelled", "superseded", "timed_out", "released"]
 NO_FREE_SLOT = "agent has no free slot"
+SLOT_WAIT_SECONDS = 60.0
+"""How long a task taken beside stopping attempts waits for their slots (see above)."""
 FINAL_WAIT_SECONDS = 0.004
 """``start_at`` waits sleep until half this close, then yield to the loop until the instant.
 
@@ -214,10 +217,10 @@ class Slots:
 
     async def _slot_free(self, job: Job) -> bool:
         """Wait until ``job`` fits beside the other held attempts and abandoned threads (it
-        was taken while stopped attempts still wound down); False if none ended within
-        ``kill_grace_seconds`` + 1 s (a stopped sync handler became an abandoned thread)."""
+        was taken while stopped attempts still wound down); False if they did not end within
+        ``SLOT_WAIT_SECONDS`` (a stopped sync handler's thread that does not return)."""
         try:
-            async with asyncio.timeout(self.kill_grace_seconds + 1.0):
+            async with asyncio.timeout(SLOT_WAIT_SECONDS):
                 while len(self._jobs) + self._abandoned > self.capacity:
                     self._freed.clear()
                     await self._freed.wait()
