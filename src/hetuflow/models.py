@@ -63,6 +63,11 @@ class TaskStatus(StrEnum):
     finished; it becomes pending in the transaction that finishes the last of them) and
     ``skipped`` (a step that will never run, because a parent failed, the workflow stopped, or
     its ``run_if`` does not hold; ``error`` says why).
+
+    ``quarantined``: a poison task. Its attempts were lost with their agent (the agent
+    process crashed, was killed or cut off while holding it) ``[scheduler]
+    max_agent_crashes_per_task`` times; it is not dispatched again (``error``: "crashed N
+    agents"). ``POST /api/tasks/{id}/retry`` runs it again on purpose.
     """
 
     WAITING = "waiting"
@@ -75,6 +80,7 @@ class TaskStatus(StrEnum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    QUARANTINED = "quarantined"
 
     @property
     def is_terminal(self) -> bool:
@@ -93,6 +99,7 @@ TERMINAL_TASK_STATUSES = frozenset(
         TaskStatus.TIMED_OUT,
         TaskStatus.CANCELLED,
         TaskStatus.SKIPPED,
+        TaskStatus.QUARANTINED,
     }
 )
 ACTIVE_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.CANCELLING})
@@ -111,6 +118,7 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
         {
             TaskStatus.RUNNING,
             TaskStatus.PENDING,  # agent lost, or the attempt failed and a retry is due
+            TaskStatus.QUARANTINED,  # agent lost, for the max_agent_crashes_per_task-th time
             TaskStatus.CANCELLING,
             TaskStatus.SUCCEEDED,  # a result may arrive before (or instead of) the start
             TaskStatus.FAILED,
@@ -121,6 +129,7 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.RUNNING: frozenset(
         {
             TaskStatus.PENDING,
+            TaskStatus.QUARANTINED,
             TaskStatus.CANCELLING,
             TaskStatus.SUCCEEDED,
             TaskStatus.FAILED,
@@ -136,6 +145,7 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.TIMED_OUT: frozenset(),
     TaskStatus.CANCELLED: frozenset(),
     TaskStatus.SKIPPED: frozenset(),
+    TaskStatus.QUARANTINED: frozenset(),
 }
 
 
@@ -511,6 +521,7 @@ class OverlapPolicy(StrEnum):
 class TickOutcome(StrEnum):
     FIRED = "fired"
     SKIPPED = "skipped"
+    QUARANTINED = "quarantined"
 
 
 @dataclass(frozen=True, slots=True)

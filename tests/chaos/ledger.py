@@ -20,6 +20,7 @@ Every task the suite submits carries a unique ``uid`` in its payload. Its handle
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class Entry:
 
 
 def read(path: Path) -> list[Entry]:
-    entries = []
+    entries: list[Entry] = []
     if not path.exists():
         return entries
     for raw in path.read_text().splitlines():
@@ -247,7 +248,7 @@ async def _redispatch(
     """For each attempt lost with a fault on its agent: fault → next attempt dispatched."""
     for task_id in submitted.values():
         attempts = sorted(await store.list_attempts(task_id), key=lambda a: a.number)
-        for attempt, following in zip(attempts, attempts[1:], strict=False):
+        for attempt, following in itertools.pairwise(attempts):
             if attempt.outcome != AttemptOutcome.LOST or attempt.agent_id is None:
                 continue
             name = agent_names.get(attempt.agent_id, "")

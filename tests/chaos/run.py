@@ -21,19 +21,23 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
 import httpx
 
-from acceptance.processes import Cluster, Process, ServerProcess, cluster
 from hetuflow.config import DatabaseConfig
 from hetuflow.store import create_store
 from hetuflow.store.migrate import migrate_up
 
 from . import ledger as ledger_module
 from .ledger import Fault, Report
+
+if TYPE_CHECKING:  # mypy names the test tree from the root (``-p tests``)
+    from tests.acceptance.processes import Cluster, Process, ServerProcess, cluster
+else:  # at run time ``tests/`` is on sys.path (pytest's rootdir conftest, scripts/chaos)
+    from acceptance.processes import Cluster, Process, ServerProcess, cluster
 
 HERE = Path(__file__).parent
 ACTIVE = ("pending", "dispatched", "running", "cancelling")
@@ -208,7 +212,7 @@ async def _drain(http: httpx.AsyncClient, timeout_seconds: float) -> None:
     """Wait until no task is active (or the deadline passes: ``check`` reports the stuck)."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_seconds):
-            while await _active(http) != 0:
+            while await _active(http) != 0:  # noqa: ASYNC110 - polls another process
                 await asyncio.sleep(0.25)
 
 

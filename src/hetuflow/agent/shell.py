@@ -20,7 +20,8 @@ escapes this, as with any process-group based runner). If the agent dies without
 The command does not inherit the agent's environment: it gets ``base_env`` (the minimal set of
 ``agent/environment.py`` plus the agent's ``pass_env`` names), the payload's ``env``, and
 ``HETUFLOW_TASK_ID`` and ``HETUFLOW_TASK_ATTEMPT`` (the attempt's number), so a command can key
-its side effects by attempt. Its output lines, and so the tails and the error, are scrubbed of the secrets the agent knows.
+its side effects by attempt. Its output lines, and so the tails and the error, are scrubbed of
+the secrets the agent knows.
 """
 
 from __future__ import annotations

@@ -225,6 +225,7 @@ async def release_agent(
     now: datetime,
     keep: Sequence[AttemptRef],
     session: int | None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one.
     The agent's row stays locked until the transaction ends, so a concurrent ``connect_agent``
@@ -235,7 +236,7 @@ async def release_agent(
         )
         if current != session:
             return []
-    return await release(connection, [agent_id], now, keep)
+    return await release(connection, [agent_id], now, keep, crash_limit)
 
 
 async def record_heartbeats(
@@ -259,7 +260,9 @@ async def record_heartbeats(
     return [agent_id for agent_id in unique if agent_id not in live]
 
 
-async def reap_agents(connection: Conn, stale_before: datetime, now: datetime) -> list[UUID]:
+async def reap_agents(
+    connection: Conn, stale_before: datetime, now: datetime, crash_limit: int = 0
+) -> list[UUID]:
     rows = await connection.fetch(
         """
         UPDATE agents SET status = 'offline', node_id = NULL
@@ -270,5 +273,5 @@ async def reap_agents(connection: Conn, stale_before: datetime, now: datetime) -
     )
     reaped = sorted(uid(row["id"]) for row in rows)
     if reaped:
-        await release(connection, reaped, now)
+        await release(connection, reaped, now, crash_limit=crash_limit)
     return reaped

@@ -75,15 +75,25 @@ FROM c WHERE a.task_id = c.id AND a.number = c.number"""
 cost more of the server's CPU than the rest of the finish."""
 
 _RELEASE = f"""
-WITH released AS (
-    UPDATE tasks AS t
-    SET status = CASE WHEN t.status = 'cancelling' THEN 'cancelled' ELSE 'pending' END,
-        finished_at = CASE WHEN t.status = 'cancelling' THEN $2 ELSE t.finished_at END,
-        progress = CASE WHEN t.status = 'cancelling' THEN t.progress ELSE NULL END,
-        updated_at = $2
+WITH held AS (
+    SELECT t.id, t.status = 'cancelling' AS cancelling,
+           $5::int > 0 AND t.status <> 'cancelling' AND 1 + (
+               SELECT count(*) FROM attempts AS p
+               WHERE p.task_id = t.id AND p.outcome = 'lost') >= $5::int AS poison
+    FROM tasks AS t
     WHERE t.agent_id = ANY($1::uuid[]) AND t.status IN {ACTIVE_SQL}
       AND (t.id, t.attempts) NOT IN (
           SELECT k.id, k.number FROM unnest($3::uuid[], $4::int[]) AS k(id, number))
+), released AS (
+    UPDATE tasks AS t
+    SET status = CASE WHEN h.cancelling THEN 'cancelled'
+                      WHEN h.poison THEN 'quarantined' ELSE 'pending' END,
+        finished_at = CASE WHEN h.cancelling OR h.poison THEN $2 ELSE t.finished_at END,
+        progress = CASE WHEN h.cancelling OR h.poison THEN t.progress ELSE NULL END,
+        error = CASE WHEN h.poison THEN 'crashed ' || $5::int || ' agents' ELSE t.error END,
+        updated_at = $2
+    FROM held AS h
+    WHERE t.id = h.id
     RETURNING t.id, t.attempts, t.status
 ), lost AS (
     UPDATE attempts AS a SET finished_at = $2, outcome = 'lost'
@@ -207,14 +217,18 @@ async def release(
     agent_ids: Sequence[UUID],
     now: datetime,
     keep: Sequence[AttemptRef] = (),
+    crash_limit: int = 0,
 ) -> list[UUID]:
-    """End the agents' active attempts as lost (except ``keep``); return tasks made pending."""
+    """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
+    A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
+    ``quarantined`` instead ("crashed N agents")."""
     rows = await connection.fetch(
         _RELEASE,
         list(agent_ids),
         utc(now),
         [ref.task_id for ref in keep],
         [ref.attempt for ref in keep],
+        crash_limit,
     )
     return [uid(row["id"]) for row in rows]
 

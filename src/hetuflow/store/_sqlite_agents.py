@@ -228,6 +228,7 @@ def release_agent(
     now: datetime,
     keep: Sequence[AttemptRef],
     session: int | None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one
     (the single writer orders this against ``connect_agent``)."""
@@ -237,7 +238,7 @@ def release_agent(
         ).fetchone()
         if row is None or row["session"] != session:
             return []
-    return release(connection, [agent_id], now, keep)
+    return release(connection, [agent_id], now, keep, crash_limit)
 
 
 def record_heartbeats(
@@ -266,7 +267,7 @@ def record_heartbeats(
 
 
 def reap_agents(
-    connection: sqlite3.Connection, stale_before: datetime, now: datetime
+    connection: sqlite3.Connection, stale_before: datetime, now: datetime, crash_limit: int = 0
 ) -> list[UUID]:
     rows = connection.execute(
         """
@@ -278,5 +279,5 @@ def reap_agents(
     ).fetchall()
     reaped = sorted(row["id"] for row in rows)
     if reaped:
-        release(connection, reaped, now)
+        release(connection, reaped, now, crash_limit=crash_limit)
     return [UUID(agent_id) for agent_id in reaped]

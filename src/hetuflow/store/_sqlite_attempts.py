@@ -208,13 +208,19 @@ def release(
     agent_ids: Sequence[UUID | str],
     now: datetime,
     keep: Sequence[AttemptRef] = (),
+    crash_limit: int = 0,
 ) -> list[UUID]:
-    """End the agents' active attempts as lost (except ``keep``); return tasks made pending."""
+    """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
+    A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
+    ``quarantined`` instead ("crashed N agents")."""
     stamp = micros(now)
     kept = {(str(ref.task_id), ref.attempt) for ref in keep}
     rows = connection.execute(
         f"""
-        SELECT id, attempts, status FROM tasks
+        SELECT id, attempts, status,
+               (SELECT count(*) FROM attempts AS p
+                WHERE p.task_id = tasks.id AND p.outcome = 'lost') AS lost
+        FROM tasks
         WHERE agent_id IN (SELECT value FROM json_each(?)) AND status IN {ACTIVE_SQL}
         ORDER BY id""",
         (id_list(agent_ids),),
@@ -228,6 +234,12 @@ def release(
                 "UPDATE tasks SET status = 'cancelled', finished_at = ?, updated_at = ?"
                 " WHERE id = ?",
                 (stamp, stamp, row["id"]),
+            )
+        elif crash_limit > 0 and row["lost"] + 1 >= crash_limit:
+            connection.execute(
+                "UPDATE tasks SET status = 'quarantined', error = ?, finished_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (f"crashed {crash_limit} agents", stamp, stamp, row["id"]),
             )
         else:
             connection.execute(
