@@ -7,7 +7,8 @@ Every task the suite submits carries a unique ``uid`` in its payload. Its handle
 
 - **lost**: a submitted task missing from the store, or not ended as its policy says
   (every chaos task succeeds on its first run that is not interrupted, and an agent lost
-  never costs a retry, so ``succeeded``);
+  never costs a retry, so ``succeeded``; or ``quarantined`` once its attempts were lost
+  with their agents ``crash_limit`` times, ``[scheduler] max_agent_crashes_per_task``);
 - **stuck**: a task still ``pending``/``dispatched``/``running``/``cancelling``;
 - **attempt run twice**: one ``(task, attempt)`` started more than once (never allowed);
 - **wrong agent**: an attempt that ran on another agent than the store gave it to;
@@ -164,6 +165,7 @@ async def check(  # noqa: C901 - one pass per task, each rule a few lines
     ledger: list[Entry],
     faults: list[Fault],
     agent_names: dict[UUID, str],
+    crash_limit: int = 3,
 ) -> Report:
     """Hold ``ledger`` against ``store`` for the tasks of ``submitted`` (uid → task id)."""
     report = Report(submitted=len(submitted))
@@ -184,9 +186,11 @@ async def check(  # noqa: C901 - one pass per task, each rule a few lines
         if task.status in UNFINISHED:
             report.stuck.append(f"{uid} ({task_id}) is {task.status}")
             continue
-        if task.status != TaskStatus.SUCCEEDED:
-            report.lost.append(f"{uid} ({task_id}) ended {task.status}: {task.error}")
         attempts = {a.number: a for a in await store.list_attempts(task_id)}
+        lost_attempts = sum(a.outcome == AttemptOutcome.LOST for a in attempts.values())
+        quarantined = task.status == TaskStatus.QUARANTINED and lost_attempts >= crash_limit
+        if task.status != TaskStatus.SUCCEEDED and not quarantined:
+            report.lost.append(f"{uid} ({task_id}) ended {task.status}: {task.error}")
         entries = by_uid.get(uid, [])
         starts: dict[int, list[Entry]] = defaultdict(list)
         ends: dict[int, Entry] = {}
@@ -224,8 +228,13 @@ async def check(  # noqa: C901 - one pass per task, each rule a few lines
             report.duplicates_completed += number in ends
             attempt = attempts.get(number)
             if attempt is None or attempt.outcome != AttemptOutcome.LOST:
+                history = [
+                    (a.number, agent_names.get(a.agent_id) if a.agent_id else None, a.outcome)
+                    for a in sorted(attempts.values(), key=lambda a: a.number)
+                ]
                 report.unexplained_duplicates.append(
-                    f"{uid} attempt {number} ran and ended {attempt and attempt.outcome}"
+                    f"{uid} ({task_id}) attempt {number} ran and ended "
+                    f"{attempt and attempt.outcome}; attempts {history}; ledger {entries}"
                 )
                 continue
             cause = _cause(

@@ -74,26 +74,26 @@ FROM c WHERE a.task_id = c.id AND a.number = c.number"""
 (encoded by orjson, parsed by PostgreSQL): binding a dozen arrays of hundreds of values each
 cost more of the server's CPU than the rest of the finish."""
 
+_POISON = """($5::int > 0 AND t.status <> 'cancelling' AND 1 + (
+    SELECT count(*) FROM attempts AS p WHERE p.task_id = t.id AND p.outcome = 'lost') >= $5::int)"""
+"""The attempt released is the ``$5``-th of the task lost with its agent: quarantine it. Read
+in the UPDATE itself, so it sees the row version the UPDATE locked (as every condition here
+must: a result committed meanwhile makes the row no longer match)."""
+
 _RELEASE = f"""
-WITH held AS (
-    SELECT t.id, t.status = 'cancelling' AS cancelling,
-           $5::int > 0 AND t.status <> 'cancelling' AND 1 + (
-               SELECT count(*) FROM attempts AS p
-               WHERE p.task_id = t.id AND p.outcome = 'lost') >= $5::int AS poison
-    FROM tasks AS t
+WITH released AS (
+    UPDATE tasks AS t
+    SET status = CASE WHEN t.status = 'cancelling' THEN 'cancelled'
+                      WHEN {_POISON} THEN 'quarantined' ELSE 'pending' END,
+        finished_at = CASE WHEN t.status = 'cancelling' OR {_POISON} THEN $2
+                           ELSE t.finished_at END,
+        progress = CASE WHEN t.status = 'cancelling' OR {_POISON} THEN t.progress
+                        ELSE NULL END,
+        error = CASE WHEN {_POISON} THEN 'crashed ' || $5::int || ' agents' ELSE t.error END,
+        updated_at = $2
     WHERE t.agent_id = ANY($1::uuid[]) AND t.status IN {ACTIVE_SQL}
       AND (t.id, t.attempts) NOT IN (
           SELECT k.id, k.number FROM unnest($3::uuid[], $4::int[]) AS k(id, number))
-), released AS (
-    UPDATE tasks AS t
-    SET status = CASE WHEN h.cancelling THEN 'cancelled'
-                      WHEN h.poison THEN 'quarantined' ELSE 'pending' END,
-        finished_at = CASE WHEN h.cancelling OR h.poison THEN $2 ELSE t.finished_at END,
-        progress = CASE WHEN h.cancelling OR h.poison THEN t.progress ELSE NULL END,
-        error = CASE WHEN h.poison THEN 'crashed ' || $5::int || ' agents' ELSE t.error END,
-        updated_at = $2
-    FROM held AS h
-    WHERE t.id = h.id
     RETURNING t.id, t.attempts, t.status
 ), lost AS (
     UPDATE attempts AS a SET finished_at = $2, outcome = 'lost'
