@@ -91,3 +91,32 @@ async def test_a_task_dispatched_beside_a_superseded_sync_handler_waits_for_its_
         await server.dispatch(fresh)
         done = await server.next(TaskResult, timeout_seconds=10)
         assert (done.task_id, done.outcome, done.result) == (fresh.task_id, "succeeded", True)
+
+
+async def test_a_repeated_cancel_does_not_cut_the_clean_up_short(server: FakeServer) -> None:
+    """Servers re-send the cancel of a task still ``cancelling`` (the reconcile pass): the
+    second one must not interrupt the handler's clean-up (a shell command's SIGTERM grace)."""
+    agent = Agent(server=server.url, name="tidy", max_concurrent_tasks=1, kill_grace_seconds=1.0)
+    cleaned: list[bool] = []
+
+    @agent.handler("tidy")
+    async def tidy(payload: dict[str, Any]) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # interrupted by a second cancel before the fix
+            cleaned.append(True)
+            raise
+        return "late"
+
+    async with running(agent):
+        await server.next(AgentCapabilities)
+        job = task("tidy")
+        await server.dispatch(job)
+        await server.next(TaskStarted)
+        for _ in range(2):
+            await server.send(TaskCancel(task_id=job.task_id, attempt=1, reason="cancelled"))
+            await asyncio.sleep(0.05)
+        done = await server.next(TaskResult)
+        assert (done.task_id, done.outcome) == (job.task_id, "cancelled")
+        assert cleaned == [True]

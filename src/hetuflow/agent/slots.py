@@ -242,6 +242,8 @@ class Slots:
         job = self._jobs.get((task_id, attempt))
         if job is None:
             return False
+        if job.stop_reason == reason:
+            return True  # told again (a server re-sends cancels): already stopping
         if job.stop_reason is None or reason == "superseded":
             job.stop_reason = reason
         job.ctx.request_cancel()
