@@ -13,13 +13,14 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -303,28 +304,30 @@ async def main_async(arguments: argparse.Namespace) -> int:
     )
     failures = 0
     for kind in arguments.db:
-        with tempfile.TemporaryDirectory(prefix=f"chaos-{kind}-") as directory:
-            workdir = Path(directory)
-            if kind == "sqlite":
-                database = DatabaseConfig(type="sqlite", path=str(workdir / "hetuflow.db"))
-                await migrate_up(database)
-                scenario = base
-                dropped = None
-            else:
-                database, dropped = await _pg_database(admin_url)
-                restarts = tuple(arguments.restart_postgres) if arguments.full else ()
-                scenario = Scenario(
-                    **{**base.__dict__, "terminate_backends": True, "restart_postgres": restarts}
-                )
-            try:
-                report, figures = await run_scenario(scenario, database, workdir, admin_url)
-            finally:
-                if dropped is not None:
-                    await _drop(admin_url, dropped)
+        workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{kind}-"))
+        # The workdir (the ledger, every process's log) is kept when the ledger fails.
+        if kind == "sqlite":
+            database = DatabaseConfig(type="sqlite", path=str(workdir / "hetuflow.db"))
+            await migrate_up(database)
+            scenario = base
+            dropped = None
+        else:
+            database, dropped = await _pg_database(admin_url)
+            restarts = tuple(arguments.restart_postgres) if arguments.full else ()
+            scenario = replace(base, terminate_backends=True, restart_postgres=restarts)
+        try:
+            report, figures = await run_scenario(scenario, database, workdir, admin_url)
+        finally:
+            if dropped is not None:
+                await _drop(admin_url, dropped)
         print(json.dumps({**figures, **report.summary()}, indent=2))
         for violation in report.violations:
             print("VIOLATION", violation)
         failures += len(report.violations)
+        if report.violations:
+            print(f"ledger and logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failures else 0
 
 
