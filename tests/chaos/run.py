@@ -148,11 +148,13 @@ async def _pause(run: Run, name: str, seconds: float) -> None:
 
 async def _agent_faults(run: Run, until: float) -> None:
     """``scenario.faults`` SIGKILLs (each followed by a replacement) and pauses."""
-    interval = run.scenario.seconds / max(run.scenario.faults, 1)
     async with asyncio.TaskGroup() as pauses:
-        for _ in range(run.scenario.faults):
-            if time.monotonic() >= until:
+        for done in range(run.scenario.faults):
+            left = until - time.monotonic()
+            if left <= 0:
                 break
+            # Paced on what is left, so the time spent killing and replacing is caught up.
+            interval = left / (run.scenario.faults - done)
             await asyncio.sleep(run.rng.uniform(0.5, 1.5) * interval)
             candidates = sorted(set(run.agents) - run.paused)
             if len(candidates) <= 1:
