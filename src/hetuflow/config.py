@@ -36,6 +36,7 @@ from hetuflow.errors import ConfigInvalid
 ENV_PREFIX = "HETUFLOW_"
 DEFAULT_CONFIG_FILE = "config.toml"
 DEFAULT_PRIORITY_AGING_SECONDS = 60.0
+DEFAULT_MAX_AGENT_CRASHES_PER_TASK = 3
 
 
 class _Section(BaseModel):
@@ -184,6 +185,11 @@ class SchedulerConfig(_Section):
     with one a level higher just created, so a steady flow of urgent tasks cannot starve the
     rest (docs/guarantees.md, "Ordering and aging"). 0: strict priority. Applies to tasks
     created from then on (each task's standing is computed when it is inserted)."""
+    max_agent_crashes_per_task: int = Field(default=DEFAULT_MAX_AGENT_CRASHES_PER_TASK, ge=0)
+    """A poison task: when a task's attempt is lost with its agent (the agent process crashed,
+    was killed, or was cut off past the grace) for this many times, the task ends
+    ``quarantined`` ("crashed N agents") instead of being dispatched again, so one bad task
+    cannot take the whole fleet down. 0: never quarantine."""
     max_log_bytes_per_attempt: int = Field(default=10 * 1024 * 1024, ge=0)
     """Log volume one attempt may store; each line counts its UTF-8 bytes plus
     ``LOG_LINE_OVERHEAD_BYTES`` (64), so empty lines are not free. Past it: one marker line."""

@@ -65,6 +65,11 @@ class TaskStatus(StrEnum):
     finished; it becomes pending in the transaction that finishes the last of them) and
     ``skipped`` (a step that will never run, because a parent failed, the workflow stopped, or
     its ``run_if`` does not hold; ``error`` says why).
+
+    ``quarantined``: a poison task. Its attempts were lost with their agent (the agent
+    process crashed, was killed or cut off while holding it) ``[scheduler]
+    max_agent_crashes_per_task`` times; it is not dispatched again (``error``: "crashed N
+    agents"). ``POST /api/tasks/{id}/retry`` runs it again on purpose.
     """
 
     WAITING = "waiting"
@@ -77,6 +82,7 @@ class TaskStatus(StrEnum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    QUARANTINED = "quarantined"
 
     @property
     def is_terminal(self) -> bool:
@@ -95,6 +101,7 @@ TERMINAL_TASK_STATUSES = frozenset(
         TaskStatus.TIMED_OUT,
         TaskStatus.CANCELLED,
         TaskStatus.SKIPPED,
+        TaskStatus.QUARANTINED,
     }
 )
 ACTIVE_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.CANCELLING})
@@ -115,6 +122,7 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
         {
             TaskStatus.RUNNING,
             TaskStatus.PENDING,  # agent lost, or the attempt failed and a retry is due
+            TaskStatus.QUARANTINED,  # agent lost, for the max_agent_crashes_per_task-th time
             TaskStatus.CANCELLING,
             TaskStatus.SUCCEEDED,  # a result may arrive before (or instead of) the start
             TaskStatus.FAILED,
@@ -125,6 +133,7 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.RUNNING: frozenset(
         {
             TaskStatus.PENDING,
+            TaskStatus.QUARANTINED,
             TaskStatus.CANCELLING,
             TaskStatus.SUCCEEDED,
             TaskStatus.FAILED,
@@ -142,6 +151,7 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.TIMED_OUT: _RETRIED_STEP,
     TaskStatus.CANCELLED: _RETRIED_STEP,
     TaskStatus.SKIPPED: _RETRIED_STEP,
+    TaskStatus.QUARANTINED: frozenset(),  # a retry of a quarantined task is a new task
 }
 
 
@@ -555,6 +565,7 @@ class OverlapPolicy(StrEnum):
 class TickOutcome(StrEnum):
     FIRED = "fired"
     SKIPPED = "skipped"
+    QUARANTINED = "quarantined"
 
 
 @dataclass(frozen=True, slots=True)

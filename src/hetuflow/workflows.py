@@ -51,7 +51,9 @@ class WorkflowStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-FAILED_STEP_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED})
+FAILED_STEP_STATUSES = frozenset(
+    {TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED, TaskStatus.QUARANTINED}
+)
 """A step that ended in one of these failed for good (retries exhausted, or cancelled)."""
 
 

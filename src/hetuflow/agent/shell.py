@@ -18,8 +18,10 @@ escapes this, as with any process-group based runner). If the agent dies without
 (SIGKILL), the agent's ``ShellWatchdog`` (``agent/watchdog.py``) stops the group.
 
 The command does not inherit the agent's environment: it gets ``base_env`` (the minimal set of
-``agent/environment.py`` plus the agent's ``pass_env`` names) and the payload's ``env``. Its
-output lines, and so the tails and the error, are scrubbed of the secrets the agent knows.
+``agent/environment.py`` plus the agent's ``pass_env`` names), the payload's ``env``, and
+``HETUFLOW_TASK_ID`` and ``HETUFLOW_TASK_ATTEMPT`` (the attempt's number), so a command can key
+its side effects by attempt. Its output lines, and so the tails and the error, are scrubbed of
+the secrets the agent knows.
 """
 
 from __future__ import annotations
@@ -242,6 +244,8 @@ async def run_shell(
     the command starts from (never the agent's own: see ``agent/environment.py``);
     ``watchdog`` stops the command's process group if the agent dies first."""
     argv, env, cwd, timeout_seconds = _parse(payload, base_env)
+    env["HETUFLOW_TASK_ID"] = str(ctx.task_id)
+    env["HETUFLOW_TASK_ATTEMPT"] = str(ctx.attempt)
     started = time.monotonic()
     out = _Stream("stdout", ctx, max_line_bytes, STDOUT_TAIL_CHARS)
     err = _Stream("stderr", ctx, max_line_bytes, STDERR_TAIL_CHARS)

@@ -4,7 +4,13 @@
 waits for its ``start_at`` if that is in the future (never a moment early), starts
 (``TaskStarted``), runs its handler under the execution timeout and reports a result. Never
 more than ``max_concurrent_tasks`` attempts are held: a dispatch beyond that is answered at once
-with a failed result, error ``"agent has no free slot"``.
+with a failed result, error ``"agent has no free slot"``. Attempts already told to stop
+(superseded, cancelled, timed out) do not count for that: their runners only wind down, and the
+server may already count their slots free (it dispatches to an agent that reconnected while
+the agent still stops the attempts it superseded). A task taken that way waits, before it
+starts, until the stopped ones have ended, a stopped sync handler's thread included (at most
+``SLOT_WAIT_SECONDS``, else it is answered ``"agent has no free slot"``), so no more than
+``max_concurrent_tasks`` ever run.
 
 Stopping an attempt (``Slots.stop``) cancels its asyncio task; the reason decides the report:
 ``cancelled`` → outcome ``cancelled``, ``timed_out`` → ``timed_out``, ``superseded`` and
@@ -49,6 +55,8 @@ log = logging.getLogger("hetuflow.agent")
 
 StopReason = Literal["cancelled", "superseded", "timed_out", "released"]
 NO_FREE_SLOT = "agent has no free slot"
+SLOT_WAIT_SECONDS = 60.0
+"""How long a task taken beside stopping attempts waits for their slots (see above)."""
 FINAL_WAIT_SECONDS = 0.004
 """``start_at`` waits sleep until half this close, then yield to the loop until the instant.
 
@@ -127,6 +135,7 @@ class Slots:
         self._jobs: dict[AttemptKey, Job] = {}
         self._empty = asyncio.Event()
         self._empty.set()
+        self._freed = asyncio.Event()
         self.accepting = True
 
     # --- queries ---------------------------------------------------------------------------
@@ -164,7 +173,7 @@ class Slots:
             if not self.accepting:
                 log.info("not taking task %s attempt %d: draining", task.task_id, task.attempt)
                 continue  # unanswered: the server re-dispatches it when this agent leaves
-            if len(self._jobs) + self._abandoned >= self.capacity:
+            if self._winding_down_excluded() + self._abandoned >= self.capacity:
                 log.warning(
                     "task %s attempt %d dispatched with no free slot (%d held, %d by abandoned "
                     "threads)",
@@ -207,6 +216,31 @@ class Slots:
             job.runner = asyncio.create_task(self._run(job))
             job.runner.add_done_callback(functools.partial(self._runner_done, job))
 
+    def _winding_down_excluded(self) -> int:
+        """Held attempts, not counting those already told to stop (their runners are winding
+        down: a superseded attempt's slot is already free in the server's eyes)."""
+        return sum(1 for job in self._jobs.values() if job.stop_reason is None)
+
+    async def _slot_free(self, job: Job) -> bool:
+        """Wait until ``job`` fits beside the other held attempts and abandoned threads (it
+        was taken while stopped attempts still wound down); False if they did not end within
+        ``SLOT_WAIT_SECONDS`` (a stopped sync handler's thread that does not return)."""
+        try:
+            async with asyncio.timeout(SLOT_WAIT_SECONDS):
+                while len(self._jobs) + self._abandoned > self.capacity:
+                    self._freed.clear()
+                    await self._freed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _release(self, job: Job) -> None:
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+            self._freed.set()
+            if not self._jobs:
+                self._empty.set()
+
     # --- stopping --------------------------------------------------------------------------
 
     def stop(self, task_id: str, attempt: int, reason: StopReason) -> bool:
@@ -214,6 +248,8 @@ class Slots:
         job = self._jobs.get((task_id, attempt))
         if job is None:
             return False
+        if job.stop_reason == reason:
+            return True  # told again (a server re-sends cancels): already stopping
         if job.stop_reason is None or reason == "superseded":
             job.stop_reason = reason
         job.ctx.request_cancel()
@@ -268,6 +304,7 @@ class Slots:
 
     def _thread_ended(self, _: asyncio.Future[Any]) -> None:
         self._abandoned -= 1
+        self._freed.set()
         log.info(
             "an abandoned sync handler thread returned: %d abandoned thread(s) left",
             self._abandoned,
@@ -288,10 +325,7 @@ class Slots:
             log.exception("runner of task %s attempt %d crashed", task.task_id, task.attempt)
             entry = _failed(task.task_id, task.attempt, "agent error while running the task")
         finally:
-            if self._jobs.get(job.key) is job:
-                del self._jobs[job.key]
-                if not self._jobs:
-                    self._empty.set()
+            self._release(job)
         if entry is not None:
             self.outbox.result(entry)
 
@@ -300,9 +334,7 @@ class Slots:
         release its slot and report it here (a stop right after the dispatch)."""
         if self._jobs.get(job.key) is not job:
             return  # _run released it
-        del self._jobs[job.key]
-        if not self._jobs:
-            self._empty.set()
+        self._release(job)
         entry = self._stopped(job, None)
         if entry is not None:
             self.outbox.result(entry)
@@ -341,6 +373,15 @@ class Slots:
 
     async def _execute(self, job: Job) -> TaskOutcomeField | None:
         task = job.task
+        if not await self._slot_free(job):
+            log.warning(
+                "task %s attempt %d: no slot came free (%d held, %d by abandoned threads)",
+                task.task_id,
+                task.attempt,
+                len(self._jobs) + self._abandoned - 1,
+                self._abandoned,
+            )
+            return _failed(task.task_id, task.attempt, NO_FREE_SLOT)
         if task.start_at is not None and task.start_at.timestamp() > time.time():
             await wait_until(task.start_at)
         job.started_at = job.ctx.started_at = datetime.now(UTC)

@@ -180,6 +180,7 @@ STATUS_STYLES = {
     "succeeded": "green",
     "failed": "red",
     "timed_out": "red",
+    "quarantined": "bold red",
     "cancelled": "dim",
     "skipped": "dim",
     "online": "green",

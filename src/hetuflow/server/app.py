@@ -73,6 +73,7 @@ def create_app(
             else create_store(
                 config.database,
                 priority_aging_seconds=config.scheduler.priority_aging_seconds,
+                max_agent_crashes_per_task=config.scheduler.max_agent_crashes_per_task,
             )
         ),
         notifier=notifier if notifier is not None else create_notifier(config.database),

@@ -84,6 +84,14 @@ class Metrics:
             ["task_type"],
             registry=registry,
         )
+        self._quarantined = Gauge(
+            "hetuflow_tasks_quarantined",
+            "Poison tasks: quarantined after crashing [scheduler] max_agent_crashes_per_task "
+            "agents, by task type (read from the database at scrape; kept until retention).",
+            ["task_type"],
+            registry=registry,
+        )
+        self._quarantined_types: set[str] = set()
         self._agents_connected = Gauge(
             "hetuflow_agents_connected",
             "Agents whose WebSocket is open on this node.",
@@ -157,6 +165,14 @@ class Metrics:
             self._pending.labels(task_type).set(count)
         self._pending_types |= counts.keys()
 
+    def set_quarantined(self, counts: dict[str, int]) -> None:
+        """Quarantined tasks by task type; task types that are gone drop to zero."""
+        for task_type in self._quarantined_types - counts.keys():
+            self._quarantined.labels(task_type).set(0)
+        for task_type, count in counts.items():
+            self._quarantined.labels(task_type).set(count)
+        self._quarantined_types |= counts.keys()
+
     # --- agents, cron, transport ------------------------------------------------------------
 
     def agent_connected(self) -> None:
@@ -193,10 +209,12 @@ class Metrics:
         error and leaves the previous values, so a scrape still answers."""
         try:
             counts = await store.count_tasks_by_type(statuses=(TaskStatus.PENDING,))
+            quarantined = await store.count_tasks_by_type(statuses=(TaskStatus.QUARANTINED,))
         except (HetuflowError, OSError):
             self.database_error("metrics_scrape")
             return
         self.set_pending(counts)
+        self.set_quarantined(quarantined)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -9,7 +9,10 @@ agent holds but it does not report are released (back to pending, re-dispatched 
 Periodically (every ``heartbeat_interval * heartbeat_misses * 2``) the same comparison runs for
 each connected agent, keeping what the connection holds plus what the agent last reported:
 an attempt claimed for the agent through a stale connection on another node (which the agent
-never received) is given back instead of waiting forever.
+never received) is given back instead of waiting forever, and the cancel of every kept attempt
+that is ``cancelling`` is sent again: a cancel whose notification never reached this node
+(published while its PostgreSQL notifier was disconnected) still reaches the agent. Agents
+take a repeated cancel as a no-op.
 """
 
 from __future__ import annotations
@@ -172,6 +175,9 @@ class Reconciler:
                 connection.send_cancel(task_id, attempt, "superseded")
         for task_id, entry in keep.items():
             connection.held.setdefault(task_id, entry)
+        for task_id, (attempt, _) in keep.items():
+            if held[task_id].status == TaskStatus.CANCELLING:  # its notification may be lost
+                connection.send_cancel(task_id, attempt, "cancelled")
         return keep | finishing
 
     async def _release(

@@ -44,7 +44,9 @@ from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
 
 log = logging.getLogger("hetuflow.tasks")
 
-RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED})
+RETRYABLE_STATUSES = frozenset(
+    {TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED, TaskStatus.QUARANTINED}
+)
 
 
 class TaskNotRetryable(Conflict):

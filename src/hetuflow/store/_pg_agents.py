@@ -227,6 +227,7 @@ async def release_agent(
     keep: Sequence[AttemptRef],
     session: int | None,
     aging: Aging | None = None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one.
     The agent's row stays locked until the transaction ends, so a concurrent ``connect_agent``
@@ -237,7 +238,7 @@ async def release_agent(
         )
         if current != session:
             return []
-    return await release(connection, [agent_id], now, keep, aging)
+    return await release(connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit)
 
 
 async def record_heartbeats(
@@ -262,7 +263,11 @@ async def record_heartbeats(
 
 
 async def reap_agents(
-    connection: Conn, stale_before: datetime, now: datetime, aging: Aging | None = None
+    connection: Conn,
+    stale_before: datetime,
+    now: datetime,
+    aging: Aging | None = None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     rows = await connection.fetch(
         """
@@ -274,5 +279,5 @@ async def reap_agents(
     )
     reaped = sorted(uid(row["id"]) for row in rows)
     if reaped:
-        await release(connection, reaped, now, aging=aging)
+        await release(connection, reaped, now, aging=aging, crash_limit=crash_limit)
     return reaped

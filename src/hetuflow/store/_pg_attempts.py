@@ -76,12 +76,22 @@ FROM c WHERE a.task_id = c.id AND a.number = c.number"""
 (encoded by orjson, parsed by PostgreSQL): binding a dozen arrays of hundreds of values each
 cost more of the server's CPU than the rest of the finish."""
 
+_POISON = """($5::int > 0 AND t.status <> 'cancelling' AND 1 + (
+    SELECT count(*) FROM attempts AS p WHERE p.task_id = t.id AND p.outcome = 'lost') >= $5::int)"""
+"""The attempt released is the ``$5``-th of the task lost with its agent: quarantine it. Read
+in the UPDATE itself, so it sees the row version the UPDATE locked (as every condition here
+must: a result committed meanwhile makes the row no longer match)."""
+
 _RELEASE = f"""
 WITH released AS (
     UPDATE tasks AS t
-    SET status = CASE WHEN t.status = 'cancelling' THEN 'cancelled' ELSE 'pending' END,
-        finished_at = CASE WHEN t.status = 'cancelling' THEN $2 ELSE t.finished_at END,
-        progress = CASE WHEN t.status = 'cancelling' THEN t.progress ELSE NULL END,
+    SET status = CASE WHEN t.status = 'cancelling' THEN 'cancelled'
+                      WHEN {_POISON} THEN 'quarantined' ELSE 'pending' END,
+        finished_at = CASE WHEN t.status = 'cancelling' OR {_POISON} THEN $2
+                           ELSE t.finished_at END,
+        progress = CASE WHEN t.status = 'cancelling' OR {_POISON} THEN t.progress
+                        ELSE NULL END,
+        error = CASE WHEN {_POISON} THEN 'crashed ' || $5::int || ' agents' ELSE t.error END,
         updated_at = $2
     WHERE t.agent_id = ANY($1::uuid[]) AND t.status IN {ACTIVE_SQL}
       AND (t.id, t.attempts) NOT IN (
@@ -223,11 +233,14 @@ async def release(
     now: datetime,
     keep: Sequence[AttemptRef] = (),
     aging: Aging | None = None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
-    Cancelling tasks end cancelled; those that are workflow steps settle their workflows in
-    this transaction (``settle``), their workflow rows locked before the task rows; the
-    steps that releases are among the tasks returned (so the caller wakes the dispatchers)."""
+    A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
+    ``quarantined`` instead ("crashed N agents"). Cancelling tasks end cancelled; steps that
+    end (cancelled or quarantined) settle their workflows in this transaction (``settle``),
+    their workflow rows locked before the task rows; the steps that releases are among the
+    tasks returned (so the caller wakes the dispatchers)."""
     stamp = utc(now)
     await connection.execute(_LOCK_HELD_WORKFLOWS, list(agent_ids))
     rows = await connection.fetch(
@@ -236,9 +249,14 @@ async def release(
         stamp,
         [ref.task_id for ref in keep],
         [ref.attempt for ref in keep],
+        crash_limit,
     )
     pending = [uid(row["id"]) for row in rows if row["status"] == "pending"]
-    ended_steps = [uid(row["id"]) for row in rows if row["step"] and row["status"] == "cancelled"]
+    ended_steps = [
+        uid(row["id"])
+        for row in rows
+        if row["step"] and row["status"] in ("cancelled", "quarantined")
+    ]
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         released = await settle(
             connection, ended_steps, stamp, aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)

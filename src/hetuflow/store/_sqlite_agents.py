@@ -230,6 +230,7 @@ def release_agent(
     keep: Sequence[AttemptRef],
     session: int | None,
     aging: Aging | None = None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one
     (the single writer orders this against ``connect_agent``)."""
@@ -239,7 +240,7 @@ def release_agent(
         ).fetchone()
         if row is None or row["session"] != session:
             return []
-    return release(connection, [agent_id], now, keep, aging)
+    return release(connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit)
 
 
 def record_heartbeats(
@@ -272,6 +273,7 @@ def reap_agents(
     stale_before: datetime,
     now: datetime,
     aging: Aging | None = None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     rows = connection.execute(
         """
@@ -283,5 +285,5 @@ def reap_agents(
     ).fetchall()
     reaped = sorted(row["id"] for row in rows)
     if reaped:
-        release(connection, reaped, now, aging=aging)
+        release(connection, reaped, now, aging=aging, crash_limit=crash_limit)
     return [UUID(agent_id) for agent_id in reaped]

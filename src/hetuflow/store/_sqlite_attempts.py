@@ -209,17 +209,22 @@ def release(
     now: datetime,
     keep: Sequence[AttemptRef] = (),
     aging: Aging | None = None,
+    crash_limit: int = 0,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
-    Cancelling tasks end cancelled; those that are workflow steps settle their workflows in
-    this transaction (``settle``), as any other end of a step does, and the steps that
-    releases are among the tasks returned (so the caller wakes the dispatchers)."""
+    A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
+    ``quarantined`` instead ("crashed N agents"). Cancelling tasks end cancelled; steps that
+    end (cancelled or quarantined) settle their workflows in this transaction (``settle``),
+    as any other end of a step does, and the steps that releases are among the tasks
+    returned (so the caller wakes the dispatchers)."""
     stamp = micros(now)
     kept = {(str(ref.task_id), ref.attempt) for ref in keep}
     rows = connection.execute(
         f"""
         SELECT id, attempts, status,
-            EXISTS (SELECT 1 FROM workflow_steps WHERE task_id = tasks.id) AS step
+            EXISTS (SELECT 1 FROM workflow_steps WHERE task_id = tasks.id) AS step,
+               (SELECT count(*) FROM attempts AS p
+                WHERE p.task_id = tasks.id AND p.outcome = 'lost') AS lost
         FROM tasks
         WHERE agent_id IN (SELECT value FROM json_each(?)) AND status IN {ACTIVE_SQL}
         ORDER BY id""",
@@ -235,6 +240,14 @@ def release(
                 "UPDATE tasks SET status = 'cancelled', finished_at = ?, updated_at = ?"
                 " WHERE id = ?",
                 (stamp, stamp, row["id"]),
+            )
+            if row["step"]:
+                ended_steps.append(row["id"])
+        elif crash_limit > 0 and row["lost"] + 1 >= crash_limit:
+            connection.execute(
+                "UPDATE tasks SET status = 'quarantined', error = ?, finished_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (f"crashed {crash_limit} agents", stamp, stamp, row["id"]),
             )
             if row["step"]:
                 ended_steps.append(row["id"])

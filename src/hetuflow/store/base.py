@@ -219,11 +219,13 @@ class Store(Protocol):
         """Give back the active attempts an agent holds, except those in ``keep``.
 
         Their attempts end ``lost``; dispatched/running tasks go back to pending (ready now,
-        retry budget untouched); cancelling ones become cancelled, and a cancelled workflow
-        step settles its workflow in the same transaction (as ``finish_attempts`` does).
-        Returns the ids of the tasks that went back to pending, and of the workflow steps
-        that settle released (so the caller wakes the dispatchers). Safe to call
-        concurrently and repeatedly.
+        retry budget untouched); cancelling ones become cancelled. A task whose attempt is
+        thereby lost for the ``max_agent_crashes_per_task``-th time (the store's setting; 0:
+        never) ends ``quarantined`` instead, error "crashed N agents" (a poison task). A
+        workflow step that ends so (cancelled or quarantined) settles its workflow in the same
+        transaction (as ``finish_attempts`` does). Returns the ids of the tasks that went back
+        to pending, and of the workflow steps that settle released (so the caller wakes the
+        dispatchers). Safe to call concurrently and repeatedly.
 
         With ``session``, nothing is released unless that is still the agent's current
         connection session, checked in the same transaction: a release decided for a dropped

@@ -14,7 +14,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS, DatabaseConfig
+from hetuflow.config import (
+    DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
+    DEFAULT_PRIORITY_AGING_SECONDS,
+    DatabaseConfig,
+)
 from hetuflow.models import (
     Agent,
     AgentRegistration,
@@ -66,10 +70,12 @@ class PostgresStore:
         database: DatabaseConfig,
         *,
         priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS,
+        max_agent_crashes_per_task: int = DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
     ) -> None:
         self.config = database
         self._db = PgDatabase(database.dsn, database.max_connections)
         self._aging = Aging.of(priority_aging_seconds)
+        self._crash_limit = max_agent_crashes_per_task
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -192,7 +198,9 @@ class PostgresStore:
         session: int | None = None,
     ) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.release_agent(c, agent_id, now, keep, session, self._aging)
+            return await agent_sql.release_agent(
+                c, agent_id, now, keep, session, aging=self._aging, crash_limit=self._crash_limit
+            )
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         async with self._db.connection() as c:
@@ -285,7 +293,9 @@ class PostgresStore:
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
         async with self._db.transaction() as c:
-            return await agent_sql.reap_agents(c, stale_before, now, self._aging)
+            return await agent_sql.reap_agents(
+                c, stale_before, now, aging=self._aging, crash_limit=self._crash_limit
+            )
 
     # --- cron jobs ----------------------------------------------------------------------------
 

@@ -15,7 +15,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS, DatabaseConfig
+from hetuflow.config import (
+    DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
+    DEFAULT_PRIORITY_AGING_SECONDS,
+    DatabaseConfig,
+)
 from hetuflow.models import (
     Agent,
     AgentRegistration,
@@ -71,10 +75,12 @@ class SqliteStore:
         database: DatabaseConfig,
         *,
         priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS,
+        max_agent_crashes_per_task: int = DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
     ) -> None:
         self.config = database
         self._db = SqliteDatabase(database.sqlite_path)
         self._aging = Aging.of(priority_aging_seconds)
+        self._crash_limit = max_agent_crashes_per_task
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -184,7 +190,13 @@ class SqliteStore:
         session: int | None = None,
     ) -> list[UUID]:
         return await self._db.write(
-            agent_sql.release_agent, agent_id, now, keep, session, self._aging
+            agent_sql.release_agent,
+            agent_id,
+            now,
+            keep,
+            session,
+            aging=self._aging,
+            crash_limit=self._crash_limit,
         )
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
@@ -259,7 +271,13 @@ class SqliteStore:
         return await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
-        return await self._db.write(agent_sql.reap_agents, stale_before, now, self._aging)
+        return await self._db.write(
+            agent_sql.reap_agents,
+            stale_before,
+            now,
+            aging=self._aging,
+            crash_limit=self._crash_limit,
+        )
 
     # --- cron jobs ----------------------------------------------------------------------------
 
