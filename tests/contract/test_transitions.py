@@ -199,6 +199,25 @@ async def drive_release(store: Store, record: Recorder, connect: ConnectAgent) -
                 later = T0 + timedelta(hours=1)
                 pruning = store.prune_agents(offline_before=later, now=later, limit=10)
                 assert agent.id in [a.id for a in await record(operation, pruning)]
+    # quarantine: a task lost with one agent after another (max_agent_crashes_per_task)
+    for status in (TaskStatus.DISPATCHED, TaskStatus.RUNNING):
+        task_type = f"poison-{status}"
+        [(task, _)] = await record(
+            "create", store.create_tasks([NewTask(task_type, task_type)], now=T0)
+        )
+        for crash in itertools.count(1):
+            assert crash <= 10, "never quarantined"
+            agent = await record("connect", connect(f"{task_type}-{crash}"))
+            offer = group([agent], task_types=(task_type,))
+            [dispatch] = await record("claim", store.claim_tasks([offer], now=T0))
+            if status is TaskStatus.RUNNING:
+                started = AttemptStart(ref(dispatch), started_at=T0)
+                assert await record("start", store.start_attempts([started])) == [True]
+            await record("release", store.release_agent(agent.id, now=T0))
+            found = await store.get_task(task.id)
+            assert found is not None
+            if found.status is TaskStatus.QUARANTINED:
+                break
 
 
 async def drive_workflows(store: Store, record: Recorder, drive: Drive) -> None:
