@@ -18,7 +18,7 @@ from hetuflow.protocol import CloseCode, parse_uuid
 from hetuflow.server.context import ServerContext
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.reconcile import Reconciler, reconcile_interval
-from hetuflow.server.registry import AgentSvc
+from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.resilience import StoreRetry
 
 logger = logging.getLogger("hetuflow.server.gateway")  # the gateway's log, as before the split
@@ -54,15 +54,24 @@ class Presence:
             self._agents.detach(connection)
             connection.close(CloseCode.SUPERSEDED, "superseded by a newer connection of this agent")
 
-    def on_agent_drain_changed(self, payload: str) -> None:
-        """Notifier callback: an operator drained (``<id>:1``) or resumed (``<id>:0``) an
-        agent; if its connection is here, stop or start giving it tasks."""
+    def _flagged(self, payload: str) -> tuple[AgentConnection, bool] | None:
+        """A notifier payload ``<agent id>:<0|1>`` as the agent's connection here and the
+        flag; None when the agent is not connected here or the payload is malformed."""
         agent_text, _, flag = payload.partition(":")
         agent_id = parse_uuid(agent_text)
         connection = self._agents.current(agent_id) if agent_id is not None else None
         if connection is None or flag not in ("0", "1"):
+            return None
+        return connection, flag == "1"
+
+    def on_agent_drain_changed(self, payload: str) -> None:
+        """Notifier callback: an operator drained (``<id>:1``) or resumed (``<id>:0``) an
+        agent; if its connection is here, stop or start giving it tasks."""
+        flagged = self._flagged(payload)
+        if flagged is None:
             return
-        connection.set_operator_drained(flag == "1")
+        connection, on = flagged
+        connection.set_operator_drained(on)
         logger.info(
             "agent %s %s by an operator",
             connection.name,
@@ -74,12 +83,11 @@ class Presence:
     def on_agent_enabled_changed(self, payload: str) -> None:
         """Notifier callback: an operator disabled (``<id>:0``) or enabled (``<id>:1``) an
         agent; if its connection is here, stop or start giving it tasks."""
-        agent_text, _, flag = payload.partition(":")
-        agent_id = parse_uuid(agent_text)
-        connection = self._agents.current(agent_id) if agent_id is not None else None
-        if connection is None or flag not in ("0", "1"):
+        flagged = self._flagged(payload)
+        if flagged is None:
             return
-        connection.set_enabled(flag == "1")
+        connection, on = flagged
+        connection.set_enabled(on)
         logger.info(
             "agent %s %s by an operator",
             connection.name,
