@@ -445,6 +445,31 @@ async def test_overlap_skip_waits_for_the_tick_then_skips(store: Store) -> None:
     assert latest.reason == f"overlap_policy=skip: task {first.id} is still pending"
 
 
+async def test_a_tick_deferred_to_its_instant_is_decided_when_the_pass_runs_past_it(
+    store: Store,
+) -> None:
+    """A busy job's tick is deferred to its instant; if the same pass is still going when that
+    instant comes (other jobs kept it busy), the tick is decided then, not taken for a stuck
+    job and put off by a second (which turned it into a misfire on a loaded machine)."""
+    job, first, clock, service = await first_task(store, OverlapPolicy.SKIP)
+    clock.set(at(10, 1, 59.5))
+    busy = await add_job(store, clock, "* * * * * *", name="every-second")
+    assert busy.next_fire_at == at(10, 2)
+    record = service._record
+
+    async def slow_record(decided: Any, now: datetime) -> int:
+        fired = await record(decided, now)
+        clock.set(at(10, 2, 0.2))  # the commit ran past the skip job's tick
+        return fired
+
+    service._record = slow_record  # type: ignore[method-assign]
+    await service.fire_due()
+    latest = (await store.list_cron_ticks(job.id, limit=10))[0]
+    assert latest.tick_at == at(10, 2)
+    assert latest.outcome is TickOutcome.SKIPPED
+    assert latest.reason == f"overlap_policy=skip: task {first.id} is still pending"
+
+
 async def test_overlap_skip_fires_ahead_when_the_previous_finished(store: Store) -> None:
     job, first, clock, service = await first_task(store, OverlapPolicy.SKIP)
     ref = await run_on_agent(store, first, at(10, 1))

@@ -135,13 +135,17 @@ class CronService:
             decided: list[tuple[CronJob, Decision]] = []
             for job in ready[:BATCH]:
                 self._deferred.pop(job.id, None)
-                if (job.id, job.next_fire_at) in settled:
+                key = (job.id, job.next_fire_at)
+                if key in settled:
                     # Recorded, yet the job still points at that tick.
                     progressed |= await self._unstick(job, now)
                     continue
-                settled.add((job.id, job.next_fire_at))
                 decision = await self._decide_now(job, now)
                 if decision is not None:
+                    # Only a recorded decision settles the tick: a tick deferred to its
+                    # instant (a busy previous task) is decided again once that instant
+                    # passes, even within this same call.
+                    settled.add(key)
                     decided.append((job, decision))
             if decided:
                 progressed = True
