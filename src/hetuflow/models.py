@@ -16,10 +16,10 @@ import base64
 import binascii
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
+from enum import Enum, StrEnum
+from typing import Any, Final, Generic, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
 
 from hetuflow.errors import StatusTransitionInvalid
@@ -613,6 +613,52 @@ class CronJob:
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
+
+
+class Unset(Enum):
+    """The type of ``UNSET``: a change that leaves a field as it is (``x is UNSET`` narrows)."""
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+"""A field a change leaves as it is; ``None`` is a real value where the field is nullable."""
+
+
+@dataclass(frozen=True, slots=True)
+class CronJobChanges:
+    """The fields ``Store.update_cron_job`` sets; those left ``UNSET`` stay as they are.
+
+    ``None`` is a value like any other where the ``CronJob`` field is nullable: it removes a
+    limit, a key, a next fire time."""
+
+    name: str | Unset = UNSET
+    cron_expression: str | Unset = UNSET
+    timezone: str | Unset = UNSET
+    task_type: str | Unset = UNSET
+    payload: JSONObject | Unset = UNSET
+    priority: Priority | Unset = UNSET
+    required_capabilities: tuple[str, ...] | Unset = UNSET
+    timeout_seconds: float | Unset | None = UNSET
+    retry: RetryPolicy | Unset = UNSET
+    enabled: bool | Unset = UNSET
+    misfire_policy: MisfirePolicy | Unset = UNSET
+    catch_up_limit: int | Unset = UNSET
+    overlap_policy: OverlapPolicy | Unset = UNSET
+    start_deadline_seconds: float | Unset | None = UNSET
+    concurrency_key: str | Unset | None = UNSET
+    max_concurrent_per_key: int | Unset | None = UNSET
+    next_fire_at: datetime | Unset | None = UNSET
+    last_fire_at: datetime | Unset | None = UNSET
+    last_task_id: UUID | Unset | None = UNSET
+
+    @property
+    def empty(self) -> bool:
+        """Whether every field is ``UNSET`` (the change changes nothing)."""
+        return all(getattr(self, each.name) is UNSET for each in fields(self))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
-from hetuflow.errors import CronJobNameTaken, CronJobNotFound, InvalidInput
+from hetuflow.errors import CronJobNameTaken, CronJobNotFound
 from hetuflow.models import (
     CronFire,
+    CronJobChanges,
     MisfirePolicy,
     NewCronJob,
     NewTask,
@@ -69,7 +71,7 @@ async def test_create_read_update_delete(store: Store) -> None:
     later = T0 + timedelta(minutes=5)
     changed = await store.update_cron_job(
         job.id,
-        {"enabled": False, "priority": Priority.LOW, "retry": RetryPolicy(), "payload": {}},
+        CronJobChanges(enabled=False, priority=Priority.LOW, retry=RetryPolicy(), payload={}),
         now=later,
     )
     assert not changed.enabled
@@ -78,15 +80,26 @@ async def test_create_read_update_delete(store: Store) -> None:
     assert changed.retry == RetryPolicy()
     assert changed.updated_at == later
     with pytest.raises(CronJobNameTaken):
-        await store.update_cron_job(other.id, {"name": "daily-backup"}, now=later)
+        await store.update_cron_job(other.id, CronJobChanges(name="daily-backup"), now=later)
     with pytest.raises(CronJobNotFound):
-        await store.update_cron_job(uuid.uuid4(), {"enabled": True}, now=later)
-    with pytest.raises(InvalidInput):
-        await store.update_cron_job(job.id, {"id": uuid.uuid4()}, now=later)
+        await store.update_cron_job(uuid.uuid4(), CronJobChanges(enabled=True), now=later)
     await store.delete_cron_job(job.id)
     assert await store.get_cron_job(job.id) is None
     with pytest.raises(CronJobNotFound):
         await store.delete_cron_job(job.id)
+
+
+async def test_update_sets_only_the_fields_given_and_none_is_a_value(store: Store) -> None:
+    limited = replace(BACKUP, timeout_seconds=30.0, concurrency_key="backups")
+    job = await store.create_cron_job(limited, next_fire_at=T0 + timedelta(hours=1), now=T0)
+    later = T0 + timedelta(minutes=5)
+    changed = await store.update_cron_job(
+        job.id, CronJobChanges(timeout_seconds=None, next_fire_at=None), now=later
+    )
+    assert changed == replace(job, timeout_seconds=None, next_fire_at=None, updated_at=later)
+    assert changed.concurrency_key == "backups"
+    touched = await store.update_cron_job(job.id, CronJobChanges(), now=later + timedelta(1))
+    assert touched == replace(changed, updated_at=later + timedelta(1))
 
 
 async def test_due_jobs_earliest_first_and_enabled_only(store: Store) -> None:

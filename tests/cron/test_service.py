@@ -23,6 +23,7 @@ from hetuflow.models import (
     AttemptResult,
     ClaimGroup,
     CronJob,
+    CronJobChanges,
     MisfirePolicy,
     NewCronJob,
     OverlapPolicy,
@@ -226,7 +227,7 @@ async def test_a_job_pointing_at_an_already_recorded_tick_moves_on(store: Store)
     service = make_service(store, clock)
     job = await add_job(store, clock, "* * * * * *")
     await service.fire_due()  # fires 10:00:01 and 10:00:02 ahead
-    await store.update_cron_job(job.id, {"next_fire_at": at(10, 0, 1)}, now=clock.now())
+    await store.update_cron_job(job.id, CronJobChanges(next_fire_at=at(10, 0, 1)), now=clock.now())
     clock.advance(1.0)
     await service.fire_due()
     ticks = [task.cron_tick_at for task in await tasks_of(store, job)]
@@ -341,12 +342,12 @@ async def test_misfire_catch_up_within_limit_runs_all(store: Store) -> None:
 async def test_enabling_after_a_pause_applies_the_misfire_policy(store: Store) -> None:
     clock = FrozenClock(at(9, 30))
     job = await add_job(store, clock, "0 * * * *", misfire_policy=MisfirePolicy.SKIP)
-    await store.update_cron_job(job.id, {"enabled": False}, now=clock.now())
+    await store.update_cron_job(job.id, CronJobChanges(enabled=False), now=clock.now())
     clock.set(at(12, 10))
     service = make_service(store, clock)
     await service.fire_due()
     assert await store.list_cron_ticks(job.id, limit=10) == []
-    await store.update_cron_job(job.id, {"enabled": True}, now=clock.now())
+    await store.update_cron_job(job.id, CronJobChanges(enabled=True), now=clock.now())
     await service.fire_due()
     [tick] = await store.list_cron_ticks(job.id, limit=10)
     assert tick.outcome is TickOutcome.SKIPPED

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from hetuflow.cron import parse
 from hetuflow.errors import CronJobNotFound
-from hetuflow.models import CronJob, CronTick, NewCronJob, Task, TaskStatus
+from hetuflow.models import UNSET, CronJob, CronJobChanges, CronTick, NewCronJob, Task, TaskStatus
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_policy import cron_task
 from hetuflow.server.tasks import TaskQueue
@@ -64,31 +64,32 @@ class CronJobs:
     async def list_jobs(self) -> list[CronJob]:
         return await self.store.list_cron_jobs()
 
-    async def update(self, cron_job_id: UUID, changes: dict[str, Any]) -> CronJob:
-        """Apply ``changes`` (``CronJob`` field names; ``enabled`` included)."""
+    async def update(self, cron_job_id: UUID, changes: CronJobChanges) -> CronJob:
+        """Apply ``changes`` (``enabled`` included); the job's next fire time follows."""
         job = await self.get(cron_job_id)
-        changes = dict(changes)
-        expression = changes.get("cron_expression", job.cron_expression)
-        timezone = changes.get("timezone", job.timezone)
+        expression = (
+            job.cron_expression if changes.cron_expression is UNSET else changes.cron_expression
+        )
+        timezone = job.timezone if changes.timezone is UNSET else changes.timezone
         schedule = parse(expression, timezone)
-        enabled = changes.get("enabled", job.enabled)
+        enabled = job.enabled if changes.enabled is UNSET else changes.enabled
         rescheduled = expression != job.cron_expression or timezone != job.timezone
         now = self.clock.now()
         if not enabled:
             if rescheduled:
-                changes["next_fire_at"] = None
+                changes = replace(changes, next_fire_at=None)
         elif rescheduled or job.next_fire_at is None:
             # Start fresh after the last recorded fire (ticks may be fired ahead of now).
             start = max(now, job.last_fire_at) if job.last_fire_at is not None else now
-            changes["next_fire_at"] = schedule.next_after(start)
-        if not changes:
+            changes = replace(changes, next_fire_at=schedule.next_after(start))
+        if changes.empty:
             return job
         updated = await self.store.update_cron_job(cron_job_id, changes, now=now)
         await self._changed()
         return updated
 
     async def set_enabled(self, cron_job_id: UUID, enabled: bool) -> CronJob:
-        return await self.update(cron_job_id, {"enabled": enabled})
+        return await self.update(cron_job_id, CronJobChanges(enabled=enabled))
 
     async def delete(self, cron_job_id: UUID) -> None:
         await self.store.delete_cron_job(cron_job_id)
@@ -101,7 +102,7 @@ class CronJobs:
         job = await self.get(cron_job_id)
         task, _ = await self.tasks.create(cron_task(job, None, None))
         await self.store.update_cron_job(
-            cron_job_id, {"last_task_id": task.id}, now=self.clock.now()
+            cron_job_id, CronJobChanges(last_task_id=task.id), now=self.clock.now()
         )
         await self._changed()
         return task

@@ -50,6 +50,7 @@ from hetuflow.errors import (
 from hetuflow.models import (
     CronFire,
     CronJob,
+    CronJobChanges,
     OverlapPolicy,
     Task,
     TickOutcome,
@@ -251,7 +252,7 @@ class CronService:
         try:
             await self.store.update_cron_job(
                 job.id,
-                {"next_fire_at": schedule.next_after(ticks[0].tick_at)},
+                CronJobChanges(next_fire_at=schedule.next_after(ticks[0].tick_at)),
                 now=self.clock.now(),
             )
         except HetuflowError as error:

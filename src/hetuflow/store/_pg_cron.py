@@ -9,14 +9,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from hetuflow.clock import utc
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
-from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.models import (
+    CronFire,
+    CronJob,
+    CronJobChanges,
+    CronTick,
+    NewCronJob,
+    NewTask,
+    Task,
+    TickOutcome,
+)
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
@@ -83,7 +91,7 @@ async def list_cron_jobs(connection: Conn) -> list[CronJob]:
 
 
 async def update_cron_job(
-    connection: Conn, cron_job_id: UUID, changes: dict[str, Any], now: datetime
+    connection: Conn, cron_job_id: UUID, changes: CronJobChanges, now: datetime
 ) -> CronJob:
     columns = cron_columns(changes, CODEC)
     columns["updated_at"] = utc(now)
@@ -95,7 +103,7 @@ async def update_cron_job(
             *columns.values(),
         )
     except asyncpg.UniqueViolationError as error:
-        name = changes.get("name")
+        name = changes.name
         raise CronJobNameTaken(f"a cron job named {name!r} exists", field="name") from error
     if row is None:
         raise _not_found(cron_job_id)

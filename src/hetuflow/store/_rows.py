@@ -14,14 +14,15 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from hetuflow.clock import utc
-from hetuflow.errors import InvalidInput
 from hetuflow.models import (
+    UNSET,
     Agent,
     AgentStatus,
     Attempt,
     AttemptOutcome,
     ClaimedTask,
     CronJob,
+    CronJobChanges,
     CronTick,
     LogLine,
     MisfirePolicy,
@@ -281,52 +282,49 @@ def token_from(row: Row, codec: Codec) -> ApiToken:
 
 # --- cron job changes -------------------------------------------------------------------------
 
-_CRON_PLAIN = frozenset(
-    {
-        "name",
-        "cron_expression",
-        "timezone",
-        "task_type",
-        "timeout_seconds",
-        "catch_up_limit",
-        "start_deadline_seconds",
-        "concurrency_key",
-        "max_concurrent_per_key",
-    }
+_CRON_PLAIN = (
+    "name",
+    "cron_expression",
+    "timezone",
+    "task_type",
+    "timeout_seconds",
+    "catch_up_limit",
+    "start_deadline_seconds",
+    "concurrency_key",
+    "max_concurrent_per_key",
+    "enabled",
 )
-_CRON_TIMES = frozenset({"next_fire_at", "last_fire_at"})
+"""``CronJobChanges`` fields stored as they are, in a column of the same name."""
 
 
-def cron_columns(changes: dict[str, Any], codec: Codec) -> dict[str, Any]:
-    """``update_cron_job`` changes (``CronJob`` field names) as column values for ``codec``."""
+def cron_columns(changes: CronJobChanges, codec: Codec) -> dict[str, Any]:
+    """The columns ``changes`` sets (its ``UNSET`` fields left out), as values for ``codec``."""
     columns: dict[str, Any] = {}
-    for key, value in changes.items():
-        if key in _CRON_PLAIN:
-            columns[key] = value
-        elif key in _CRON_TIMES:
-            columns[key] = codec.put_time(value)
-        elif key == "enabled":
-            columns[key] = bool(value)
-        elif key == "payload":
-            columns[key] = codec.put_json(value)
-        elif key == "required_capabilities":
-            columns[key] = codec.put_texts(tuple(value))
-        elif key == "priority":
-            columns[key] = Priority(value).rank
-        elif key == "misfire_policy":
-            columns[key] = MisfirePolicy(value).value
-        elif key == "overlap_policy":
-            columns[key] = OverlapPolicy(value).value
-        elif key == "last_task_id":
-            columns[key] = codec.put_uuid(value)
-        elif key == "retry":
-            retry: RetryPolicy = value
-            columns["max_retries"] = retry.max_retries
-            columns["backoff_seconds"] = retry.backoff_seconds
-            columns["backoff_factor"] = retry.backoff_factor
-            columns["max_backoff_seconds"] = retry.max_backoff_seconds
-        else:
-            raise InvalidInput(f"a cron job has no changeable field {key!r}", field=key)
+    for name in _CRON_PLAIN:
+        value = getattr(changes, name)
+        if value is not UNSET:
+            columns[name] = value
+    if changes.payload is not UNSET:
+        columns["payload"] = codec.put_json(changes.payload)
+    if changes.required_capabilities is not UNSET:
+        columns["required_capabilities"] = codec.put_texts(changes.required_capabilities)
+    if changes.priority is not UNSET:
+        columns["priority"] = changes.priority.rank
+    if changes.misfire_policy is not UNSET:
+        columns["misfire_policy"] = changes.misfire_policy.value
+    if changes.overlap_policy is not UNSET:
+        columns["overlap_policy"] = changes.overlap_policy.value
+    if changes.retry is not UNSET:
+        columns["max_retries"] = changes.retry.max_retries
+        columns["backoff_seconds"] = changes.retry.backoff_seconds
+        columns["backoff_factor"] = changes.retry.backoff_factor
+        columns["max_backoff_seconds"] = changes.retry.max_backoff_seconds
+    for name in ("next_fire_at", "last_fire_at"):
+        time = getattr(changes, name)
+        if time is not UNSET:
+            columns[name] = codec.put_time(time)
+    if changes.last_task_id is not UNSET:
+        columns["last_task_id"] = codec.put_uuid(changes.last_task_id)
     return columns
 
 

@@ -6,11 +6,19 @@ import sqlite3
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
-from hetuflow.models import CronFire, CronJob, CronTick, NewCronJob, NewTask, Task, TickOutcome
+from hetuflow.models import (
+    CronFire,
+    CronJob,
+    CronJobChanges,
+    CronTick,
+    NewCronJob,
+    NewTask,
+    Task,
+    TickOutcome,
+)
 from hetuflow.store._claims import Aging
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
 from hetuflow.store._sqlite_db import CODEC, micros
@@ -79,7 +87,7 @@ def list_cron_jobs(connection: sqlite3.Connection) -> list[CronJob]:
 
 
 def update_cron_job(
-    connection: sqlite3.Connection, cron_job_id: UUID, changes: dict[str, Any], now: datetime
+    connection: sqlite3.Connection, cron_job_id: UUID, changes: CronJobChanges, now: datetime
 ) -> CronJob:
     columns = cron_columns(changes, CODEC)
     columns["updated_at"] = micros(now)
@@ -90,7 +98,7 @@ def update_cron_job(
             (*columns.values(), str(cron_job_id)),
         ).fetchone()
     except sqlite3.IntegrityError as error:
-        raise _name_taken(changes.get("name")) from error
+        raise _name_taken(changes.name) from error
     if row is None:
         raise CronJobNotFound(f"cron job {cron_job_id} does not exist", field="cron_job_id")
     return cron_job_from(row, CODEC)

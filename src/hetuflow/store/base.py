@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from hetuflow.models import (
@@ -29,6 +29,7 @@ from hetuflow.models import (
     ConcurrencyLimits,
     CronFire,
     CronJob,
+    CronJobChanges,
     CronTick,
     Dispatch,
     FinishOutcome,
@@ -384,9 +385,10 @@ class Store(Protocol):
     async def list_cron_jobs(self) -> list[CronJob]: ...
 
     async def update_cron_job(
-        self, cron_job_id: UUID, changes: dict[str, Any], *, now: datetime
+        self, cron_job_id: UUID, changes: CronJobChanges, *, now: datetime
     ) -> CronJob:
-        """Apply field changes (names as in ``CronJob``).
+        """Set the fields ``changes`` does not leave ``UNSET`` (and ``updated_at``), in one
+        conditional update: concurrent callers each apply theirs whole, the last one wins.
 
         Raises ``CronJobNotFound`` or ``CronJobNameTaken``.
         """

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from hetuflow.config import (
@@ -32,6 +31,7 @@ from hetuflow.models import (
     ConcurrencyLimits,
     CronFire,
     CronJob,
+    CronJobChanges,
     CronTick,
     Dispatch,
     FinishOutcome,
@@ -314,7 +314,7 @@ class PostgresStore:
             return await cron_sql.list_cron_jobs(c)
 
     async def update_cron_job(
-        self, cron_job_id: UUID, changes: dict[str, Any], *, now: datetime
+        self, cron_job_id: UUID, changes: CronJobChanges, *, now: datetime
     ) -> CronJob:
         async with self._db.transaction() as c:
             return await cron_sql.update_cron_job(c, cron_job_id, changes, now)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from hetuflow.config import (
@@ -33,6 +32,7 @@ from hetuflow.models import (
     ConcurrencyLimits,
     CronFire,
     CronJob,
+    CronJobChanges,
     CronTick,
     Dispatch,
     FinishOutcome,
@@ -293,7 +293,7 @@ class SqliteStore:
         return await self._db.read(cron_sql.list_cron_jobs)
 
     async def update_cron_job(
-        self, cron_job_id: UUID, changes: dict[str, Any], *, now: datetime
+        self, cron_job_id: UUID, changes: CronJobChanges, *, now: datetime
     ) -> CronJob:
         return await self._db.write(cron_sql.update_cron_job, cron_job_id, changes, now)
 

@@ -21,6 +21,7 @@ from hetuflow.errors import InvalidInput
 from hetuflow.models import (
     MAX_CONCURRENCY_KEY_LENGTH,
     CronJob,
+    CronJobChanges,
     CronTick,
     MisfirePolicy,
     NewCronJob,
@@ -223,8 +224,8 @@ class CronJobUpdate(_Input):
         default=None, ge=1, le=1_000_000, description="null: the `[concurrency]` default."
     )
 
-    def to_changes(self, job: CronJob) -> dict[str, Any]:
-        """``update_cron_job`` changes (``CronJob`` field names) for the fields sent."""
+    def to_changes(self, job: CronJob) -> CronJobChanges:
+        """The ``CronJobChanges`` of the fields sent (the others left ``UNSET``)."""
         changes: dict[str, Any] = {}
         for key in self.model_fields_set:
             value = getattr(self, key)
@@ -247,7 +248,7 @@ class CronJobUpdate(_Input):
                 backoff_factor=retry.backoff_factor,
                 max_backoff_seconds=retry.max_backoff_seconds,
             )
-        return changes
+        return CronJobChanges(**changes)
 
 
 class CronJobOut(_Output):
