@@ -1,10 +1,56 @@
 """Every error hetuflow raises on purpose, under one root.
 
 The REST layer maps the intermediate classes (``NotFound``, ``Conflict``, ``InvalidInput``,
-``TooLarge``) to HTTP statuses in one table; nothing else needs to know about HTTP.
+``TooLarge``, ``Unavailable``, ``Unauthenticated``, ``PermissionDenied``) to HTTP statuses in
+one table (``hetuflow.server.api.errors``); nothing else needs to know about HTTP. Every class is
+defined here but the SDK's (``hetuflow.client.errors``); tests/unit/test_errors.py checks that
+this tree lists every one, where it sits::
+
+    HetuflowError
+    ├── NotFound                    kinds: one HTTP status each
+    │   ├── TaskNotFound
+    │   ├── AgentNotFound
+    │   ├── CronJobNotFound
+    │   ├── TokenNotFound
+    │   └── WorkflowNotFound
+    ├── Conflict
+    │   ├── TaskAlreadyFinished
+    │   ├── TaskNotFinished
+    │   ├── WorkflowAlreadyFinished
+    │   ├── WorkflowNotRetryable
+    │   ├── TaskNotRetryable
+    │   ├── AgentNameTaken
+    │   ├── CronJobNameTaken
+    │   ├── StatusTransitionInvalid
+    │   ├── AgentOffline
+    │   ├── AgentOnline
+    │   └── AgentDeleted
+    ├── InvalidInput
+    │   ├── CronExpressionInvalid
+    │   ├── TimeZoneInvalid
+    │   └── WorkflowInvalid
+    ├── TooLarge
+    │   └── PayloadTooLarge
+    ├── Unavailable
+    │   └── StoreUnavailable
+    ├── Unauthenticated
+    ├── PermissionDenied
+    ├── ConfigInvalid               no kind (HTTP 500 if ever raised by a route)
+    ├── MigrationFailed
+    ├── ProtocolViolation           the agent protocol (hetuflow.protocol re-exports it)
+    ├── RegistrationRefused         the agent (hetuflow.agent exports AgentRejected,
+    ├── AgentRejected                 TaskFailed and TaskTimedOut)
+    ├── TaskFailed                  raised by a handler: ends the attempt failed
+    │   └── ShellPayloadInvalid
+    ├── TaskTimedOut                raised by a handler: ends the attempt timed_out
+    └── ClientError                 the SDK, in hetuflow.client.errors
+        ├── ServerUnreachable
+        └── WaitTimeout             also a TimeoutError
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class HetuflowError(Exception):
@@ -96,6 +142,13 @@ class WorkflowNotRetryable(Conflict):
     code = "workflow_not_retryable"
 
 
+class TaskNotRetryable(Conflict):
+    """Retrying a task that has not ended failed, timed out, cancelled or quarantined, or a
+    workflow step (its descendants would not follow)."""
+
+    code = "task_not_retryable"
+
+
 class AgentNameTaken(Conflict):
     code = "agent_name_taken"
 
@@ -155,3 +208,57 @@ class StoreUnavailable(Unavailable):
 
 class MigrationFailed(HetuflowError):
     code = "migration_failed"
+
+
+# --- the agent protocol and the agent ---------------------------------------------------------
+
+
+class ProtocolViolation(HetuflowError):
+    """A frame that is not valid JSON, has an unknown ``type`` or a malformed field."""
+
+    code = "protocol_violation"
+
+
+class RegistrationRefused(HetuflowError):
+    """The server answered the agent's registration with an ``Error``."""
+
+    code = "registration_refused"
+
+    def __init__(self, message: str, *, error_code: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class AgentRejected(HetuflowError):
+    """The server will not have this agent: another process took over its identity, it names
+    an unknown agent id, or it speaks an unsupported protocol version. ``Agent.run`` raises it."""
+
+    code = "agent_rejected"
+
+
+class TaskFailed(HetuflowError):
+    """Raise from a handler to fail the attempt with this error text."""
+
+    code = "task_failed"
+
+    def __init__(self, message: str, *, exit_code: int | None = None, result: Any = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.result = result
+
+
+class ShellPayloadInvalid(TaskFailed):
+    """A ``shell`` task's payload the agent cannot run (fails the attempt)."""
+
+    code = "shell_payload_invalid"
+
+
+class TaskTimedOut(HetuflowError):
+    """Raise from a handler to end the attempt ``timed_out`` (the retry policy applies)."""
+
+    code = "task_timed_out"
+
+    def __init__(self, message: str, *, exit_code: int | None = None, result: Any = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.result = result

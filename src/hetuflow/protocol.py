@@ -22,7 +22,7 @@ from uuid import UUID
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from hetuflow.errors import HetuflowError
+from hetuflow.errors import ProtocolViolation as ProtocolViolation
 from hetuflow.models import ClaimedTask
 
 PROTOCOL_VERSION = 1
@@ -37,12 +37,6 @@ def parse_uuid(text: str) -> UUID | None:
         return UUID(text)
     except ValueError:
         return None
-
-
-class ProtocolViolation(HetuflowError):
-    """A frame that is not valid JSON, has an unknown ``type`` or a malformed field."""
-
-    code = "protocol_violation"
 
 
 class _Message(BaseModel):

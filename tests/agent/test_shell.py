@@ -14,7 +14,8 @@ import pytest
 from hetuflow.agent import TaskContext, TaskFailed, TaskTimedOut
 from hetuflow.agent.environment import base_task_environment
 from hetuflow.agent.outbox import Outbox
-from hetuflow.agent.shell import ShellPayloadInvalid, run_shell
+from hetuflow.agent.shell import run_shell
+from hetuflow.errors import ShellPayloadInvalid
 from hetuflow.protocol import LogEntry, TaskLogs, decode_agent_message
 
 MAX_LINE = 1000

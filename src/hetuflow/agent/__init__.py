@@ -17,10 +17,11 @@ See docs/agent.md. This package imports neither ``hetuflow.server`` nor ``hetufl
 from __future__ import annotations
 
 from hetuflow.agent.config import AgentConfig, load_agent_config
-from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut
+from hetuflow.agent.context import TaskContext
 from hetuflow.agent.handlers import Handler, Handlers
-from hetuflow.agent.runtime import Agent, AgentRejected
+from hetuflow.agent.runtime import Agent
 from hetuflow.agent.slots import NO_FREE_SLOT
+from hetuflow.errors import AgentRejected, TaskFailed, TaskTimedOut
 
 __all__ = [
     "NO_FREE_SLOT",

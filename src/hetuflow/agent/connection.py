@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.slots import Slots
-from hetuflow.errors import HetuflowError
+from hetuflow.errors import ProtocolViolation, RegistrationRefused
 from hetuflow.protocol import (
     AgentCapabilities,
     AgentHeartbeat,
@@ -27,7 +27,6 @@ from hetuflow.protocol import (
     Error,
     Ping,
     Pong,
-    ProtocolViolation,
     ServerMessage,
     TaskCancel,
     TaskDispatch,
@@ -47,16 +46,6 @@ CLOSE_PROTOCOL_VERSION = CloseCode.PROTOCOL_VERSION
 CLOSE_AGENT_NOT_FOUND = CloseCode.AGENT_NOT_FOUND
 CLOSE_AGENT_DELETED = CloseCode.AGENT_DELETED
 """The agent was deleted on the server: coming back with its id is refused."""
-
-
-class RegistrationRefused(HetuflowError):
-    """The server answered the registration with an ``Error``."""
-
-    code = "registration_refused"
-
-    def __init__(self, message: str, *, error_code: str) -> None:
-        super().__init__(message)
-        self.error_code = error_code
 
 
 class Connection:

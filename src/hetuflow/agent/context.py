@@ -9,7 +9,8 @@ the ``logging`` API), reports progress and sees a cancel:
 
 ``ctx.cancelled`` is set in both cases. Raising ``TaskFailed`` fails the attempt with a chosen
 error (and optionally an exit code and a result); ``TaskTimedOut`` ends it ``timed_out``; any
-other exception fails it with ``"<ExceptionType>: <message>"``.
+other exception fails it with ``"<ExceptionType>: <message>"``. Both are defined in
+``hetuflow.errors`` and exported by ``hetuflow.agent``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from hetuflow.errors import HetuflowError
 from hetuflow.protocol import LogEntry, TaskProgress
 
 if TYPE_CHECKING:
@@ -28,28 +28,6 @@ if TYPE_CHECKING:
 
 TASK_LOGGER_NAME = "hetuflow.task"
 TRUNCATED_MARK = " … [truncated]"
-
-
-class TaskFailed(HetuflowError):
-    """Raise from a handler to fail the attempt with this error text."""
-
-    code = "task_failed"
-
-    def __init__(self, message: str, *, exit_code: int | None = None, result: Any = None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.result = result
-
-
-class TaskTimedOut(HetuflowError):
-    """Raise from a handler to end the attempt ``timed_out`` (the retry policy applies)."""
-
-    code = "task_timed_out"
-
-    def __init__(self, message: str, *, exit_code: int | None = None, result: Any = None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.result = result
 
 
 def cut_line(line: str, max_bytes: int) -> str:

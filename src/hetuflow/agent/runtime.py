@@ -45,7 +45,6 @@ from hetuflow.agent.connection import (
     CLOSE_SUPERSEDED,
     CLOSE_UNAUTHORIZED,
     Connection,
-    RegistrationRefused,
 )
 from hetuflow.agent.environment import Redactor, base_task_environment, secret_values
 from hetuflow.agent.handlers import F, HandlerFunc, Handlers, load_module
@@ -53,26 +52,23 @@ from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.shell import run_shell
 from hetuflow.agent.slots import Slots
 from hetuflow.agent.watchdog import ShellWatchdog
-from hetuflow.errors import ConfigInvalid, HetuflowError
+from hetuflow.errors import (
+    AgentRejected,
+    ConfigInvalid,
+    ProtocolViolation,
+    RegistrationRefused,
+)
 from hetuflow.protocol import (
     PROTOCOL_VERSION,
     AgentCapabilities,
     AgentDraining,
     AgentRegistered,
     CapabilitySet,
-    ProtocolViolation,
 )
 
 log = logging.getLogger("hetuflow.agent")
 
 FLUSH_ON_EXIT_SECONDS = 5.0
-
-
-class AgentRejected(HetuflowError):
-    """The server will not have this agent: another process took over its identity, it names
-    an unknown agent id, or it speaks an unsupported protocol version. ``run`` raises it."""
-
-    code = "agent_rejected"
 
 
 class Agent:

@@ -37,17 +37,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut, cut_line
+from hetuflow.agent.context import TaskContext, cut_line
 from hetuflow.agent.watchdog import ShellWatchdog
+from hetuflow.errors import ShellPayloadInvalid, TaskFailed, TaskTimedOut
 
 STDOUT_TAIL_CHARS = 4000
 STDERR_TAIL_CHARS = 2000
 _GROUP_POLL_SECONDS = 0.02
 PIPE_DRAIN_SECONDS = 2.0
-
-
-class ShellPayloadInvalid(TaskFailed):
-    code = "shell_payload_invalid"
 
 
 def _parse(

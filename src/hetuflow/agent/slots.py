@@ -40,9 +40,10 @@ from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
 
-from hetuflow.agent.context import TaskContext, TaskFailed, TaskTimedOut
+from hetuflow.agent.context import TaskContext
 from hetuflow.agent.handlers import Handler, Handlers
 from hetuflow.agent.outbox import AttemptKey, Outbox
+from hetuflow.errors import TaskFailed, TaskTimedOut
 from hetuflow.protocol import (
     DispatchedTask,
     RunningAttempt,

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hetuflow.errors import (
     PermissionDenied,
+    ProtocolViolation,
     Unauthenticated,
 )
 from hetuflow.models import (
@@ -47,7 +48,6 @@ from hetuflow.protocol import (
     AgentHeartbeat,
     AgentMessage,
     CloseCode,
-    ProtocolViolation,
     TaskLogs,
     TaskProgress,
     TaskResult,

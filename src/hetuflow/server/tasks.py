@@ -18,11 +18,11 @@ import orjson
 from hetuflow.clock import Clock
 from hetuflow.config import SchedulerConfig
 from hetuflow.errors import (
-    Conflict,
     InvalidInput,
     PayloadTooLarge,
     StoreUnavailable,
     TaskNotFound,
+    TaskNotRetryable,
 )
 from hetuflow.models import (
     ACTIVE_TASK_STATUSES,
@@ -47,10 +47,6 @@ log = logging.getLogger("hetuflow.tasks")
 RETRYABLE_STATUSES = frozenset(
     {TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED, TaskStatus.QUARANTINED}
 )
-
-
-class TaskNotRetryable(Conflict):
-    code = "task_not_retryable"
 
 
 _Waiting = tuple[NewTask, "asyncio.Future[tuple[Task, bool]]"]
