@@ -37,13 +37,14 @@ from hetuflow.agent.processes import ProcessInfo, environment_has, snapshot
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def become_subreaper() -> bool:
-    """Make this process its descendants' subreaper; False where that is not possible."""
+def become_subreaper(on: bool = True) -> bool:
+    """Make this process its descendants' subreaper (or no longer, ``on=False``); False where
+    that is not possible."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
 

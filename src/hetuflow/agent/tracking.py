@@ -171,11 +171,14 @@ class ProcessTracker:
         return TaskProcesses()
 
     def close(self) -> None:
-        """The agent stops (its tasks are stopped): remove its cgroup, reap what is left."""
+        """The agent stops (its tasks are stopped): remove its cgroup, or reap what is left
+        and stop being a subreaper (the process may outlive its agent)."""
         if self._cgroups is not None:
             self._cgroups.remove()
         if self._subreaper is not None:
             self._subreaper.reap()
+            become_subreaper(on=False)
+        self.method, self._cgroups, self._subreaper = None, None, None
 
 
 async def _working_cgroups() -> CgroupFactory | None:
