@@ -18,17 +18,14 @@ in a container with a writable cgroup2 mount; ``probe`` tries it once and says w
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import os
 import signal
-import time
 from pathlib import Path
 
 from hetuflow.agent.processes import live
 
 _ENTER = 'echo $$ > "$0" && exec "$@"'
-_RMDIR_SECONDS = 1.0
 
 
 def own_cgroup() -> Path | None:
@@ -83,20 +80,16 @@ class TaskCgroup:
             self.signal(signal.SIGKILL)
 
     def remove(self) -> bool:
-        """Remove the (empty) cgroup; retried while its last processes are being reaped."""
-        deadline = time.monotonic() + _RMDIR_SECONDS
-        while True:
-            try:
-                for directory, _, _ in sorted(os.walk(self.directory), reverse=True):
-                    Path(directory).rmdir()
-            except FileNotFoundError:
-                return True
-            except OSError as error:
-                if error.errno != errno.EBUSY or time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.01)
-            else:
-                return True
+        """Remove the cgroup (and any below it) if no live process is left in it; whether it
+        is gone. Does not wait: the caller retries while the last processes are reaped."""
+        try:
+            for directory, _, _ in sorted(os.walk(self.directory), reverse=True):
+                Path(directory).rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
 
 
 class CgroupFactory:
