@@ -354,3 +354,15 @@ async def test_timeout_and_exit_stop_a_daemon_that_left_the_group(
         for daemon in daemons:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(daemon, signal.SIGKILL)
+
+
+async def test_a_missing_program_fails_the_same_with_tracking(
+    outbox_logs: tuple[Outbox, Logs], tracker: ProcessTracker
+) -> None:
+    outbox, _ = outbox_logs
+    with pytest.raises(TaskFailed, match="cannot start '/no/such/program'"):
+        await shell(outbox, {"args": ["/no/such/program"]}, tracker=tracker)
+    with pytest.raises(TaskFailed, match="cannot start 'no-such-program-here'"):
+        await shell(outbox, {"args": ["no-such-program-here"]}, tracker=tracker)
+    result = await shell(outbox, {"args": ["echo", "found on PATH"]}, tracker=tracker)
+    assert result["stdout_tail"] == "found on PATH"
