@@ -174,7 +174,8 @@ class AgentStatus(StrEnum):
 
 
 AGENT_TRANSITIONS: Mapping[AgentStatus, frozenset[AgentStatus]] = {
-    AgentStatus.OFFLINE: frozenset({AgentStatus.ONLINE}),
+    # a drained agent (drained by an operator, not resumed) connects draining
+    AgentStatus.OFFLINE: frozenset({AgentStatus.ONLINE, AgentStatus.DRAINING}),
     AgentStatus.ONLINE: frozenset({AgentStatus.OFFLINE, AgentStatus.DRAINING, AgentStatus.ONLINE}),
     AgentStatus.DRAINING: frozenset({AgentStatus.OFFLINE, AgentStatus.ONLINE}),
 }
@@ -528,6 +529,7 @@ class Agent:
     supported_task_types: tuple[str, ...]
     max_concurrent_tasks: int
     enabled: bool
+    drained: bool  # by an operator, until resumed (also across reconnects)
     status: AgentStatus
     node_id: str | None  # the server node holding its connection
     session: int  # bumped on every connection; fences a stale disconnect

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hetuflow.agent.cgroups import own_cgroup
 from hetuflow.config import DatabaseConfig
 
 from .processes import api, cluster, wait_gone
@@ -45,6 +46,40 @@ async def test_an_agent_sigkilled_mid_task_takes_its_shell_processes_with_it(
                 for pid in (sleep_pid, shell_pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+
+
+async def test_an_agent_sigkilled_mid_task_takes_a_daemon_of_its_task_with_it(
+    database: DatabaseConfig, tmp_path: Path
+) -> None:
+    """With a cgroup per shell task, the watchdog stops what left the task's group too."""
+    own = own_cgroup()
+    if own is None or not os.access(own, os.W_OK):
+        pytest.skip("no writable cgroup v2 here: the agent tracks its tasks as a subreaper")
+    pid_file = tmp_path / "daemon"
+    command = (
+        f"setsid sh -c 'sleep 600 & echo $! > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}' &"
+        " sleep 600"
+    )
+    async with cluster(database, tmp_path) as c:
+        server = await c.server()
+        doomed = await c.agent("doomed", slots=1)
+        async with api(server) as http:
+            await http.wait_agents_online(1)
+            task_id = await http.create(task_type="shell", payload={"command": command})
+            await http.wait_status(task_id, "running")
+            async with asyncio.timeout(10):
+                while True:  # the file appears once the daemon runs
+                    if pid_file.exists():
+                        break
+                    await asyncio.sleep(0.05)
+            daemon = int(pid_file.read_text())
+            try:
+                assert os.getsid(daemon) != os.getsid(0)
+                await doomed.kill()
+                await wait_gone(daemon, timeout_seconds=5)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(daemon, signal.SIGKILL)
 
 
 def _live_members(pgid: int) -> list[int]:

@@ -81,8 +81,12 @@ async def test_cancel_of_a_running_shell_task_leaves_no_process(
     database: DatabaseConfig, tmp_path: Path
 ) -> None:
     pids = tmp_path / "pids"
-    # A shell with a child: the whole process group must go.
-    command = f"sleep 600 & echo $$ $! > {pids}; wait"
+    daemon = tmp_path / "daemon"
+    # A shell with a child, and a daemon that left the group (setsid): all must go.
+    command = (
+        f"setsid sh -c 'sleep 600 & echo $! > {daemon}.tmp; mv {daemon}.tmp {daemon}' & "
+        f"sleep 600 & echo $$ $! > {pids}; wait"
+    )
     async with cluster(database, tmp_path) as c:
         server = await c.server()
         await c.agent("worker")
@@ -91,14 +95,14 @@ async def test_cancel_of_a_running_shell_task_leaves_no_process(
             await http.wait_status(task_id, "running")
             async with asyncio.timeout(10):
                 while True:
-                    if pids.exists() and len(pids.read_text().split()) >= 2:
+                    if daemon.exists() and pids.exists() and len(pids.read_text().split()) >= 2:
                         break
                     await asyncio.sleep(0.05)
             response = await http.http.delete(f"/api/tasks/{task_id}")
             assert response.status_code == 200, response.text
             done = await http.wait_status(task_id, "cancelled")
             assert done["status"] == "cancelled"
-            for pid in pids.read_text().split():
+            for pid in [*pids.read_text().split(), daemon.read_text()]:
                 await wait_gone(int(pid))
             [attempt] = await http.attempts(task_id)
             assert attempt["outcome"] == "cancelled"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from hetuflow.agent import TaskContext, TaskFailed, TaskTimedOut
+from hetuflow.agent import TaskContext, TaskFailed, TaskTimedOut, processes
 from hetuflow.agent.environment import base_task_environment
 from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.shell import run_shell
+from hetuflow.agent.tracking import ProcessTracker, TrackingMethod
 from hetuflow.errors import ShellPayloadInvalid
 from hetuflow.protocol import LogEntry, TaskLogs, decode_agent_message
 
@@ -72,13 +76,19 @@ def context(outbox: Outbox) -> TaskContext:
     )
 
 
-async def shell(outbox: Outbox, payload: dict[str, Any], grace: float = 5.0) -> dict[str, Any]:
+async def shell(
+    outbox: Outbox,
+    payload: dict[str, Any],
+    grace: float = 5.0,
+    tracker: ProcessTracker | None = None,
+) -> dict[str, Any]:
     return await run_shell(
         payload,
         context(outbox),
         kill_grace_seconds=grace,
         max_line_bytes=MAX_LINE,
         base_env=base_task_environment(os.environ, []),
+        tracker=tracker,
     )
 
 
@@ -248,3 +258,112 @@ async def test_killed_by_signal_is_named(outbox_logs: tuple[Outbox, Logs]) -> No
     with pytest.raises(TaskFailed, match="command killed by signal SIGKILL") as failure:
         await shell(outbox, {"command": "kill -9 $$"})
     assert failure.value.exit_code == -9
+
+
+# --- daemons: processes that leave the task's process group -------------------------------------
+
+DOUBLE_FORK = (
+    "import os, sys, time\n"
+    "if os.fork():\n    sys.exit(0)\n"
+    "os.setsid()\n"
+    "if os.fork():\n    os._exit(0)\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n"
+    "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+    "time.sleep(600)\n"
+)
+
+
+def daemonising(kind: str, pidfile: Path, then: str = "sleep 600") -> str:
+    """A command that starts a daemon writing its pid to ``pidfile``, then runs ``then``."""
+    if kind == "setsid":
+        start = f"setsid sh -c 'sleep 600 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}' &"
+    else:
+        start = f'{sys.executable} -c "$DOUBLE_FORK" {pidfile}'
+    return f"{start}\n{then}"
+
+
+@pytest.fixture(params=["cgroup", "subreaper"])
+async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[ProcessTracker]:
+    method: TrackingMethod = request.param
+    tracker = ProcessTracker(method)
+    try:
+        await tracker.track("probe", 0)
+    except RuntimeError:
+        pytest.skip(f"{method} tracking is not possible on this machine")
+    yield tracker
+    tracker.close()
+
+
+def read_pidfile(pidfile: Path) -> int:
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return int(pidfile.read_text())
+
+
+async def daemon_pid(pidfile: Path) -> int:
+    """The daemon's pid, once it wrote it."""
+    return await asyncio.to_thread(read_pidfile, pidfile)
+
+
+@pytest.mark.parametrize("kind", ["setsid", "double_fork"])
+async def test_cancel_stops_a_daemon_that_left_the_group(
+    outbox_logs: tuple[Outbox, Logs], tracker: ProcessTracker, tmp_path: Path, kind: str
+) -> None:
+    outbox, _ = outbox_logs
+    pidfile = tmp_path / "daemon.pid"
+    payload = {"command": daemonising(kind, pidfile), "env": {"DOUBLE_FORK": DOUBLE_FORK}}
+    running = asyncio.create_task(shell(outbox, payload, tracker=tracker))
+    daemon = await daemon_pid(pidfile)
+    try:
+        assert alive(daemon)
+        assert os.getsid(daemon) != os.getsid(0)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert not alive(daemon)
+        if tracker.method == "subreaper":
+            assert processes.read(daemon) is None  # adopted by this process, and reaped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("kind", ["setsid", "double_fork"])
+async def test_timeout_and_exit_stop_a_daemon_that_left_the_group(
+    outbox_logs: tuple[Outbox, Logs], tracker: ProcessTracker, tmp_path: Path, kind: str
+) -> None:
+    outbox, _ = outbox_logs
+    pidfile = tmp_path / "daemon.pid"
+    command = daemonising(kind, pidfile)
+    payload = {"command": command, "env": {"DOUBLE_FORK": DOUBLE_FORK}, "timeout_seconds": 2}
+    daemons = []
+    try:
+        with pytest.raises(TaskTimedOut):
+            await shell(outbox, payload, tracker=tracker)
+        daemons.append(await daemon_pid(pidfile))
+        assert not alive(daemons[-1])
+        pidfile.unlink()
+        # the command exits at once, leaving its daemon: that is stopped as well
+        exits = daemonising(kind, pidfile, then=f"until test -e {pidfile}; do sleep 0.02; done")
+        payload = {"command": exits, "env": {"DOUBLE_FORK": DOUBLE_FORK}}
+        result = await shell(outbox, payload, tracker=tracker)
+        assert result["exit_code"] == 0
+        daemons.append(await daemon_pid(pidfile))
+        assert not alive(daemons[-1])
+    finally:
+        for daemon in daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon, signal.SIGKILL)
+
+
+async def test_a_missing_program_fails_the_same_with_tracking(
+    outbox_logs: tuple[Outbox, Logs], tracker: ProcessTracker
+) -> None:
+    outbox, _ = outbox_logs
+    with pytest.raises(TaskFailed, match="cannot start '/no/such/program'"):
+        await shell(outbox, {"args": ["/no/such/program"]}, tracker=tracker)
+    with pytest.raises(TaskFailed, match="cannot start 'no-such-program-here'"):
+        await shell(outbox, {"args": ["no-such-program-here"]}, tracker=tracker)
+    result = await shell(outbox, {"args": ["echo", "found on PATH"]}, tracker=tracker)
+    assert result["stdout_tail"] == "found on PATH"

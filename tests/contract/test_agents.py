@@ -207,7 +207,31 @@ async def test_an_operator_drains_and_resumes_a_connected_agent_whatever_its_ses
     assert await store.set_agent_status(
         agent.id, AgentStatus.OFFLINE, session=agent.session, now=T0
     )
-    assert (await store.set_agent_draining(agent.id, True, now=T0)).status is AgentStatus.OFFLINE
+    offline = await store.set_agent_draining(agent.id, True, now=T0)
+    assert (offline.status, offline.drained) == (AgentStatus.OFFLINE, False)
     assert (await store.set_agent_draining(agent.id, False, now=T0)).status is AgentStatus.OFFLINE
     with pytest.raises(AgentNotFound):
         await store.set_agent_draining(uuid.uuid4(), True, now=T0)
+
+
+async def test_a_drain_is_kept_until_resumed_whatever_the_connections(
+    store: Store, connect: ConnectAgent
+) -> None:
+    agent = await connect("a1")
+    assert (await store.set_agent_draining(agent.id, True, now=T0)).drained
+    again = await connect("a1", node_id="node-b")  # reconnects (by name) to another node
+    assert (again.status, again.drained) == (AgentStatus.DRAINING, True)
+    assert await store.set_agent_status(
+        agent.id, AgentStatus.OFFLINE, session=again.session, now=T0
+    )
+    by_id = await store.connect_agent(
+        AgentRegistration((), ("t",), 1, agent_id=agent.id), node_id="node-a", now=T0
+    )
+    assert (by_id.status, by_id.drained) == (AgentStatus.DRAINING, True)
+    assert await store.set_agent_status(
+        agent.id, AgentStatus.OFFLINE, session=by_id.session, now=T0
+    )
+    resumed = await store.set_agent_draining(agent.id, False, now=T0)  # offline: cleared
+    assert (resumed.status, resumed.drained) == (AgentStatus.OFFLINE, False)
+    back = await connect("a1")
+    assert (back.status, back.drained) == (AgentStatus.ONLINE, False)

@@ -312,7 +312,8 @@ async def drive_agents(store: Store, record: Recorder, connect: ConnectAgent) ->
     await record("drain", store.set_agent_draining(agent.id, True, now=T0))
     stale = T0 + timedelta(hours=1)
     await record("reap", store.reap_agents(stale_before=stale, now=stale))
-    again = await record("connect", connect("pre"))
+    again = await record("connect", connect("pre"))  # still drained: it connects draining
+    await record("resume", store.set_agent_draining(agent.id, False, now=T0))
     await record(
         "disconnect",
         store.set_agent_status(again.id, AgentStatus.OFFLINE, session=again.session, now=T0),

@@ -25,6 +25,7 @@ def agent(*, session: int = 1, slots: int = 3, enabled: bool = True) -> Agent:
         max_concurrent_tasks=slots,
         status=AgentStatus.ONLINE,
         enabled=enabled,
+        drained=False,
         node_id="n",
         session=session,
         running=0,

@@ -120,13 +120,17 @@ def test_a_lost_attempt_goes_back_to_pending_now_without_spending_the_budget() -
 
 
 @pytest.mark.parametrize("target", list(AgentStatus))
-def test_agent_sources_are_the_other_statuses_the_table_allows(target: AgentStatus) -> None:
-    expected = {s for s, targets in AGENT_TRANSITIONS.items() if target in targets} - {target}
-    assert agent_sources(target) == tuple(sorted(expected))
+def test_agent_sources_are_the_other_connected_statuses_the_table_allows(
+    target: AgentStatus,
+) -> None:
+    allowed = {s for s, targets in AGENT_TRANSITIONS.items() if target in targets}
+    assert agent_sources(target) == tuple(sorted(allowed - {target, AgentStatus.OFFLINE}))
 
 
-def test_agent_sources_of_online() -> None:
-    assert agent_sources(AgentStatus.ONLINE) == ("draining", "offline")
+def test_only_a_connection_brings_an_agent_back_from_offline() -> None:
+    assert agent_sources(AgentStatus.ONLINE) == ("draining",)
+    assert agent_sources(AgentStatus.DRAINING) == ("online",)  # offline -> draining: connect
+    assert agent_sources(AgentStatus.OFFLINE) == ("draining", "online")
 
 
 def test_generated_names_are_distinct_agent_names() -> None:

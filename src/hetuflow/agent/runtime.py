@@ -51,6 +51,7 @@ from hetuflow.agent.handlers import F, HandlerFunc, Handlers, load_module
 from hetuflow.agent.outbox import Outbox
 from hetuflow.agent.shell import run_shell
 from hetuflow.agent.slots import Slots
+from hetuflow.agent.tracking import ProcessTracker
 from hetuflow.agent.watchdog import ShellWatchdog
 from hetuflow.errors import (
     AgentRejected,
@@ -112,6 +113,7 @@ class Agent:
         self._connection: Connection | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._watchdog = ShellWatchdog(self.config.kill_grace_seconds, env=self._task_env)
+        self._tracker = ProcessTracker()
         self._task_types: list[str] = []
         self._registered = asyncio.Event()
         self._closing = asyncio.Event()
@@ -167,6 +169,7 @@ class Agent:
             max_line_bytes=self.config.max_log_line_bytes,
             base_env=self._task_env,
             watchdog=self._watchdog,
+            tracker=self._tracker,
         )
 
     def supported_task_types(self) -> list[str]:
@@ -267,6 +270,7 @@ class Agent:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             await self._watchdog.close()
+            self._tracker.close()
             log.info("agent stopped")
         if self._rejected is not None:
             raise self._rejected

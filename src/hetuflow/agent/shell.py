@@ -11,11 +11,13 @@ Payload::
 stdout and stderr stream to the server line by line (long lines cut). Exit code 0 succeeds with
 ``{"exit_code": 0, "duration_seconds": …, "stdout_tail": …}``; another exit code fails with the
 code and the tail of stderr in the error. The command runs in a new session (its own process
-group); when it is stopped (cancel, timeout, agent shutdown) the whole group gets SIGTERM, then
-SIGKILL after the grace period. When the command exits, whatever it left running in its group
-is stopped the same way, so no process outlives its task (a process that starts its own session
-escapes this, as with any process-group based runner). If the agent dies without stopping it
-(SIGKILL), the agent's ``ShellWatchdog`` (``agent/watchdog.py``) stops the group.
+group); when it is stopped (cancel, timeout, agent shutdown) the whole group, and every process
+the task's tracking (``agent/tracking.py``: a cgroup per task, else the agent as subreaper)
+finds beyond the group, gets SIGTERM, then SIGKILL after the grace period. When the command
+exits, whatever it left running is stopped the same way, so no process outlives its task, not
+even a daemon that started its own session (``setsid``, a double fork). If the agent dies
+without stopping it (SIGKILL), the agent's ``ShellWatchdog`` (``agent/watchdog.py``) stops the
+group and the task's cgroup.
 
 The command does not inherit the agent's environment: it gets ``base_env`` (the minimal set of
 ``agent/environment.py`` plus the agent's ``pass_env`` names), the payload's ``env``, and
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hetuflow.agent.context import TaskContext, cut_line
+from hetuflow.agent.tracking import ProcessTracker, TaskProcesses, missing_program
 from hetuflow.agent.watchdog import ShellWatchdog
 from hetuflow.errors import ShellPayloadInvalid, TaskFailed, TaskTimedOut
 
@@ -107,9 +110,9 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-async def _wait_group_gone(pgid: int, seconds: float) -> bool:
+async def _wait_gone(pgid: int, processes: TaskProcesses, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _group_alive(pgid):
+    while _group_alive(pgid) or processes.members():
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(_GROUP_POLL_SECONDS)
@@ -203,28 +206,35 @@ async def _wait_event(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-async def stop_group(pgid: int, exited: asyncio.Event, grace_seconds: float) -> None:
-    """SIGTERM process group ``pgid``, SIGKILL it after ``grace_seconds``; return once the
-    leader has exited and no process of the group is left."""
-    if not exited.is_set() or _group_alive(pgid):
+async def stop_group(
+    pgid: int, exited: asyncio.Event, grace_seconds: float, processes: TaskProcesses
+) -> None:
+    """SIGTERM process group ``pgid`` and the task's tracked ``processes``, SIGKILL them after
+    ``grace_seconds``; return once the leader has exited and none of them is left."""
+    if not exited.is_set() or _group_alive(pgid) or processes.members():
         _signal_group(pgid, signal.SIGTERM)
+        processes.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
-        stopped = await _wait_event(exited, grace_seconds) and await _wait_group_gone(
-            pgid, max(deadline - time.monotonic(), 0.0)
+        stopped = await _wait_event(exited, grace_seconds) and await _wait_gone(
+            pgid, processes, max(deadline - time.monotonic(), 0.0)
         )
         if not stopped:
             _signal_group(pgid, signal.SIGKILL)
-            await _wait_group_gone(pgid, 5.0)
+            processes.kill()
+            await _wait_gone(pgid, processes, 5.0)
     await _wait_event(exited, 5.0)
 
 
-async def _stop_shielded(pgid: int, exited: asyncio.Event, grace_seconds: float) -> None:
+async def _stop_shielded(
+    pgid: int, exited: asyncio.Event, grace_seconds: float, processes: TaskProcesses
+) -> None:
     """``stop_group`` that a second cancel cannot interrupt halfway (it SIGKILLs instead)."""
-    stopping = asyncio.ensure_future(stop_group(pgid, exited, grace_seconds))
+    stopping = asyncio.ensure_future(stop_group(pgid, exited, grace_seconds, processes))
     try:
         await asyncio.shield(stopping)
     except BaseException:
         _signal_group(pgid, signal.SIGKILL)
+        processes.kill()
         raise
 
 
@@ -236,10 +246,12 @@ async def run_shell(
     max_line_bytes: int,
     base_env: Mapping[str, str],
     watchdog: ShellWatchdog | None = None,
+    tracker: ProcessTracker | None = None,
 ) -> dict[str, Any]:
     """Run the payload's command; see the module docstring. ``base_env`` is the environment
     the command starts from (never the agent's own: see ``agent/environment.py``);
-    ``watchdog`` stops the command's process group if the agent dies first."""
+    ``watchdog`` stops the command's process group (and cgroup) if the agent dies first;
+    ``tracker`` finds the processes that left the group (without it: the group only)."""
     argv, env, cwd, timeout_seconds = _parse(payload, base_env)
     env["HETUFLOW_TASK_ID"] = str(ctx.task_id)
     env["HETUFLOW_TASK_ATTEMPT"] = str(ctx.attempt)
@@ -247,10 +259,17 @@ async def run_shell(
     out = _Stream("stdout", ctx, max_line_bytes, STDOUT_TAIL_CHARS)
     err = _Stream("stderr", ctx, max_line_bytes, STDERR_TAIL_CHARS)
     loop = asyncio.get_running_loop()
+    processes = (
+        TaskProcesses() if tracker is None else await tracker.track(ctx.task_id, ctx.attempt)
+    )
+    command = processes.argv(argv)
+    if command is not argv and missing_program(argv, env, cwd):
+        await processes.release()
+        raise TaskFailed(f"cannot start {argv[0]!r}: no such executable")
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ShellProtocol(out, err),
-            *argv,
+            *command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -259,27 +278,30 @@ async def run_shell(
             start_new_session=True,
         )
     except OSError as error:
+        await processes.release()
         raise TaskFailed(f"cannot start {argv[0]!r}: {error}") from None
     pgid = transport.get_pid()
+    processes.started(pgid)
     timed_out = False
     try:
         if watchdog is not None:
-            await watchdog.watch(pgid)
+            await watchdog.watch(pgid, processes.cgroup)
         try:
             async with asyncio.timeout(timeout_seconds):
                 await protocol.exited.wait()
         except TimeoutError:
             timed_out = True
         # the command is done (or timed out): nothing of its group may outlive it
-        await _stop_shielded(pgid, protocol.exited, kill_grace_seconds)
+        await _stop_shielded(pgid, protocol.exited, kill_grace_seconds, processes)
         if not await _wait_event(protocol.pipes_closed, PIPE_DRAIN_SECONDS):
             ctx.log("output pipes still open after the command ended; stopped reading")
     except BaseException:
         # cancelled (cancel, execution timeout, agent shutdown): stop the whole group
-        await _stop_shielded(pgid, protocol.exited, kill_grace_seconds)
+        await _stop_shielded(pgid, protocol.exited, kill_grace_seconds, processes)
         raise
     finally:
         transport.close()
+        await processes.release()
         if watchdog is not None:
             watchdog.release(pgid)
     duration = round(time.monotonic() - started, 3)

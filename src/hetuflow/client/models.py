@@ -84,6 +84,7 @@ class Agent(_Model):
     name: str
     status: AgentStatus
     enabled: bool = True
+    drained: bool = False
     capabilities: list[str]
     supported_task_types: list[str]
     max_concurrent_tasks: int

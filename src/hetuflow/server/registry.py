@@ -100,7 +100,8 @@ class AgentConnection:
         self.max_slots = 0
         self.enabled = True
         self.drained_by_operator = False
-        """``POST /api/agents/{id}/drain`` (until resumed, or the agent reconnects)."""
+        """``POST /api/agents/{id}/drain``, until resumed (kept in the store: a reconnect
+        registers drained)."""
         self.held: dict[UUID, tuple[int, str]] = {}
         """task id -> (attempt, task type) of every attempt dispatched to (or kept by) this
         agent and not reported finished: one waiting for ``start_at`` takes a slot too."""
@@ -164,6 +165,7 @@ class AgentConnection:
         self.capabilities = shared(agent.capabilities)
         self.max_slots = agent.max_concurrent_tasks
         self.enabled = agent.enabled
+        self.drained_by_operator = agent.drained
 
     def drain(self) -> None:
         """The agent drains: it takes no new task; what it holds finishes."""
@@ -171,7 +173,7 @@ class AgentConnection:
             self.state = ConnectionState.DRAINING
 
     def set_operator_drained(self, drained: bool) -> None:
-        """``POST /api/agents/{id}/drain`` (until resumed, or the agent reconnects)."""
+        """``POST /api/agents/{id}/drain`` or ``resume`` (told by the notifier)."""
         self.drained_by_operator = drained
 
     def set_enabled(self, enabled: bool) -> None:

@@ -32,7 +32,8 @@ FROM agents AS a"""
 _CONNECT_BY_ID = """
 UPDATE agents
 SET capabilities = $1, supported_task_types = $2, max_concurrent_tasks = $3,
-    status = 'online', node_id = $4, session = session + 1,
+    status = CASE WHEN drained THEN 'draining' ELSE 'online' END,
+    node_id = $4, session = session + 1,
     connected_at = $5, last_heartbeat_at = $5
 WHERE id = $6 AND deleted_at IS NULL
 RETURNING id"""
@@ -48,7 +49,8 @@ ON CONFLICT (name) DO UPDATE
 SET capabilities = excluded.capabilities,
     supported_task_types = excluded.supported_task_types,
     max_concurrent_tasks = excluded.max_concurrent_tasks,
-    status = 'online', node_id = excluded.node_id, session = agents.session + 1,
+    status = CASE WHEN agents.drained THEN 'draining' ELSE 'online' END,
+    node_id = excluded.node_id, session = agents.session + 1,
     connected_at = excluded.connected_at, last_heartbeat_at = excluded.connected_at
 RETURNING id"""
 
@@ -213,11 +215,20 @@ async def set_agent_status(
 
 
 async def set_agent_draining(connection: Conn, agent_id: UUID, draining: bool) -> Agent:
-    source, target = ("online", "draining") if draining else ("draining", "online")
-    await connection.execute(
-        "UPDATE agents SET status = $1 WHERE id = $2 AND status = $3", target, agent_id, source
-    )
+    await connection.execute(_DRAIN if draining else _RESUME, agent_id)
     return await _must_get(connection, agent_id)
+
+
+_DRAIN = """
+UPDATE agents SET drained = true, status = 'draining'
+WHERE id = $1 AND deleted_at IS NULL AND status IN ('online', 'draining')"""
+"""Only a connected agent; it stays drained across reconnects (``connect_agent``)."""
+
+_RESUME = """
+UPDATE agents SET drained = false,
+                  status = CASE WHEN status = 'draining' THEN 'online' ELSE status END
+WHERE id = $1 AND deleted_at IS NULL"""
+"""Connected or not: an offline agent drained before it left connects ``online`` again."""
 
 
 async def release_agent(

@@ -219,6 +219,7 @@ def agent_from(row: Row, codec: Codec) -> Agent:
         supported_task_types=codec.texts(row["supported_task_types"]),
         max_concurrent_tasks=row["max_concurrent_tasks"],
         enabled=bool(row["enabled"]),
+        drained=bool(row["drained"]),
         status=AgentStatus(row["status"]),
         node_id=row["node_id"],
         session=row["session"],

@@ -90,12 +90,14 @@ def decide_finish(held: Held, result: AttemptResult, now: datetime) -> Finish:
 
 
 def agent_sources(target: AgentStatus) -> tuple[str, ...]:
-    """Statuses an agent may move to ``target`` from (a real change, not a repeat)."""
+    """Statuses a connection (``set_agent_status``) may move its agent to ``target`` from (a
+    real change, not a repeat). Never ``offline``: only ``connect_agent`` brings an agent
+    back (``online``, or ``draining`` when an operator drained it)."""
     return tuple(
         sorted(
             source.value
             for source, targets in AGENT_TRANSITIONS.items()
-            if target in targets and source is not target
+            if target in targets and source is not target and source is not AgentStatus.OFFLINE
         )
     )
 

@@ -165,7 +165,8 @@ def connect_agent(
             """
             UPDATE agents
             SET capabilities = ?, supported_task_types = ?, max_concurrent_tasks = ?,
-                status = 'online', node_id = ?, session = session + 1,
+                status = CASE WHEN drained THEN 'draining' ELSE 'online' END,
+                node_id = ?, session = session + 1,
                 connected_at = ?, last_heartbeat_at = ?
             WHERE id = ? AND deleted_at IS NULL
             RETURNING id""",
@@ -184,7 +185,8 @@ def connect_agent(
             SET capabilities = excluded.capabilities,
                 supported_task_types = excluded.supported_task_types,
                 max_concurrent_tasks = excluded.max_concurrent_tasks,
-                status = 'online', node_id = excluded.node_id, session = agents.session + 1,
+                status = CASE WHEN agents.drained THEN 'draining' ELSE 'online' END,
+                node_id = excluded.node_id, session = agents.session + 1,
                 connected_at = excluded.connected_at, last_heartbeat_at = excluded.connected_at
             RETURNING id""",
             (
@@ -215,12 +217,20 @@ def set_agent_status(
 
 
 def set_agent_draining(connection: sqlite3.Connection, agent_id: UUID, draining: bool) -> Agent:
-    source, target = ("online", "draining") if draining else ("draining", "online")
-    connection.execute(
-        "UPDATE agents SET status = ? WHERE id = ? AND status = ?",
-        (target, str(agent_id), source),
-    )
+    connection.execute(_DRAIN if draining else _RESUME, (str(agent_id),))
     return _must_get(connection, str(agent_id))
+
+
+_DRAIN = """
+UPDATE agents SET drained = 1, status = 'draining'
+WHERE id = ? AND deleted_at IS NULL AND status IN ('online', 'draining')"""
+"""Only a connected agent; it stays drained across reconnects (``connect_agent``)."""
+
+_RESUME = """
+UPDATE agents SET drained = 0,
+                  status = CASE WHEN status = 'draining' THEN 'online' ELSE status END
+WHERE id = ? AND deleted_at IS NULL"""
+"""Connected or not: an offline agent drained before it left connects ``online`` again."""
 
 
 def release_agent(

@@ -337,10 +337,13 @@ class Store(Protocol):
 
     async def set_agent_draining(self, agent_id: UUID, draining: bool, *, now: datetime) -> Agent:
         """An operator drains (``online`` -> ``draining``) or resumes (``draining`` ->
-        ``online``) a connected agent, whatever its connection session; return the agent.
+        ``online``) an agent, whatever its connection session; return the agent.
 
-        One conditional update: an offline agent, or one already in the wanted status, is
-        returned unchanged. ``AgentNotFound`` if there is no such agent.
+        The drain is kept with the agent (``drained``) until resumed: ``connect_agent`` of a
+        drained agent makes it ``draining``, on any node. Only a connected agent can be
+        drained (an offline one is returned unchanged); a resume clears the drain of an
+        offline agent too. One conditional update. ``AgentNotFound`` if there is no such
+        agent.
         """
         ...
 

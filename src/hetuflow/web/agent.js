@@ -86,11 +86,11 @@ export async function renderAgent(view, { id, signal }) {
     const now = Date.now();
     const connected = agent.status !== "offline";
     fill(header,
-      h("div", {}, h("h1", { id: "agent-name" }, agent.name, " ", h("span", { id: "agent-status" }, badge(agent.status), agent.enabled ? null : [" ", badge("disabled")])),
+      h("div", {}, h("h1", { id: "agent-name" }, agent.name, " ", h("span", { id: "agent-status" }, badge(agent.status), agent.enabled ? null : [" ", badge("disabled")], agent.drained && agent.status === "offline" ? [" ", badge("drained")] : null)),
         h("div", { class: "small muted mono" }, agent.id)),
       h("div", { class: "row" },
         agent.status === "online" ? h("button", { id: "agent-drain", onclick: () => change("/drain", "POST", `${agent.name} is draining: it finishes its tasks and takes no new ones`) }, "Drain") : null,
-        agent.status === "draining" ? h("button", { id: "agent-resume", onclick: () => change("/resume", "POST", `${agent.name} is online: it takes tasks again`) }, "Resume") : null,
+        agent.status === "draining" || agent.drained ? h("button", { id: "agent-resume", onclick: () => change("/resume", "POST", connected ? `${agent.name} is online: it takes tasks again` : `${agent.name} is no longer drained: it takes tasks once connected`) }, "Resume") : null,
         h("button", { id: agent.enabled ? "agent-disable" : "agent-enable",
           onclick: () => change(agent.enabled ? "/disable" : "/enable", "POST", agent.enabled ? `${agent.name} is disabled: it takes no new task until enabled` : `${agent.name} is enabled: it takes tasks again`) },
           agent.enabled ? "Disable" : "Enable"),

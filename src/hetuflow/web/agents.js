@@ -40,13 +40,13 @@ export async function renderAgents(view, { signal }) {
     const now = Date.now();
     fill(body, agents.length ? agents.map((agent) => h("tr", { dataset: { id: agent.id } },
       h("td", {}, h("a", { href: `#/agents/${agent.id}`, class: "agent-link" }, h("strong", {}, agent.name)), h("div", { class: "small muted mono" }, agent.node_id ? `on ${agent.node_id}` : "")),
-      h("td", {}, badge(agent.status), agent.enabled ? null : [" ", badge("disabled")]),
+      h("td", {}, badge(agent.status), agent.enabled ? null : [" ", badge("disabled")], agent.drained && agent.status === "offline" ? [" ", badge("drained")] : null),
       h("td", { class: "num" }, meter(agent.running, agent.max_concurrent_tasks), ` ${agent.running}/${agent.max_concurrent_tasks}`),
       h("td", { title: when(agent.last_heartbeat_at) }, agent.last_heartbeat_at ? relative(agent.last_heartbeat_at, now) : "never"),
       h("td", { class: "wide" }, chips(agent.capabilities)),
       h("td", { class: "wide" }, chips(agent.supported_task_types)),
       h("td", {}, drain && agent.status === "online" ? h("button", { onclick: () => setDraining(agent, "drain") }, "Drain")
-        : resumeSupported && agent.status === "draining" ? h("button", { onclick: () => setDraining(agent, "resume") }, "Resume") : null,
+        : resumeSupported && (agent.status === "draining" || agent.drained) ? h("button", { onclick: () => setDraining(agent, "resume") }, "Resume") : null,
         " ", h("button", { onclick: () => setEnabled(agent, !agent.enabled),
           title: agent.enabled ? "Give it no task until enabled (what it runs finishes)" : "Give it tasks again" },
           agent.enabled ? "Disable" : "Enable"),
@@ -62,6 +62,7 @@ export async function renderAgents(view, { signal }) {
       agents = agents.map((a) => (a.id === changed.id ? changed : a));
       draw();
       toast(action === "drain" ? `${agent.name} is draining: it finishes its tasks and takes no new ones`
+        : changed.status === "offline" ? `${agent.name} is no longer drained: it takes tasks once connected`
         : `${agent.name} is online: it takes tasks again`);
     } catch (error) {
       toast(errorText(error), true);

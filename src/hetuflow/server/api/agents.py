@@ -99,8 +99,9 @@ async def delete_agent(agent_id: UUID, context: Context) -> Response:
 )
 async def drain_agent(agent_id: UUID, context: Context) -> AgentOut:
     """The agent gets no new tasks; the ones it runs finish and report as usual. Its status
-    becomes `draining` until `POST /api/agents/{agent_id}/resume` or it reconnects. **409**
-    `agent_offline` if it is not connected."""
+    becomes `draining` and `drained` true until `POST /api/agents/{agent_id}/resume`, also
+    when it reconnects meanwhile (to any node). **409** `agent_offline` if it is not
+    connected."""
     return await _set_draining(context, agent_id, draining=True)
 
 
@@ -108,11 +109,12 @@ async def drain_agent(agent_id: UUID, context: Context) -> AgentOut:
     "/{agent_id}/resume",
     response_model=AgentOut,
     summary="Resume a drained agent",
-    responses=error_responses(404, 409),
+    responses=error_responses(404),
 )
 async def resume_agent(agent_id: UUID, context: Context) -> AgentOut:
-    """Undo a drain: the agent is `online` and gets tasks again. **409** `agent_offline` if
-    it is not connected."""
+    """Undo a drain: `drained` becomes false and the agent is `online` and gets tasks again
+    (an offline agent: once it connects). Resuming an agent that is not drained changes
+    nothing."""
     return await _set_draining(context, agent_id, draining=False)
 
 
@@ -149,10 +151,9 @@ async def _set_enabled(context: ServerContext, agent_id: UUID, *, enabled: bool)
 
 async def _set_draining(context: ServerContext, agent_id: UUID, *, draining: bool) -> AgentOut:
     agent = await context.store.set_agent_draining(agent_id, draining, now=context.clock.now())
-    if agent.status is AgentStatus.OFFLINE:
-        action = "drained" if draining else "resumed"
+    if draining and agent.status is AgentStatus.OFFLINE:
         raise AgentOffline(
-            f"agent {agent.name} is offline: only a connected agent can be {action}",
+            f"agent {agent.name} is offline: only a connected agent can be drained",
             field="agent_id",
         )
     # The node holding the agent's connection (found through the notifier) acts on it.

@@ -494,6 +494,10 @@ class AgentOut(_Output):
     name: str
     status: AgentStatus = Field(description="Connection state: online, offline or draining.")
     enabled: bool = Field(description="False for an agent created with status `disabled`.")
+    drained: bool = Field(
+        description="Drained by an operator (`POST /api/agents/{id}/drain`) and not resumed: "
+        "it gets no new task, also after it reconnects (status `draining` while connected)."
+    )
     capabilities: list[str]
     supported_task_types: list[str]
     max_concurrent_tasks: int
@@ -510,6 +514,7 @@ class AgentOut(_Output):
             name=agent.name,
             status=agent.status,
             enabled=agent.enabled,
+            drained=agent.drained,
             capabilities=list(agent.capabilities),
             supported_task_types=list(agent.supported_task_types),
             max_concurrent_tasks=agent.max_concurrent_tasks,

@@ -1,0 +1,5 @@
+-- An operator's drain (POST /api/agents/{id}/drain) is kept with the agent until resumed: a
+-- drained agent that reconnects comes back `draining` (docs/guarantees.md, Agents). An agent
+-- draining before this migration was drained either by an operator or by itself (shutting
+-- down): that is not recorded, so none starts drained.
+ALTER TABLE agents ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
