@@ -179,11 +179,12 @@ def retry_workflow(cli: Cli, workflow_id: str) -> None:
 
 
 def _tree(workflow: Workflow) -> Tree:
-    """Steps without parents at the root, each step under every one of its parents."""
+    """Steps without parents at the root, each step under every one of its parents, a map
+    child under its mapped step."""
     root = Tree(f"[bold]{escape(workflow.name)}[/bold] {styled(workflow.status)}")
     children: dict[str, list[WorkflowStep]] = {}
     for step in workflow.steps:
-        for parent in step.depends_on:
+        for parent in step.depends_on if step.map_of is None else (step.map_of,):
             children.setdefault(parent, []).append(step)
 
     def add(node: Tree, step: WorkflowStep, path: tuple[str, ...]) -> None:
@@ -194,7 +195,7 @@ def _tree(workflow: Workflow) -> Tree:
             add(branch, child, (*path, step.name))
 
     for step in workflow.steps:
-        if not step.depends_on:
+        if not step.depends_on and step.map_of is None:
             add(root, step, ())
     return root
 
@@ -204,6 +205,8 @@ def _label(step: WorkflowStep) -> str:
     parts = [f"[bold]{escape(step.name)}[/bold]", styled(step.status)]
     if step.run_if != "all_succeeded":
         parts.append(f"(run_if {step.run_if})")
+    if step.map_over is not None:
+        parts.append(f"(map_over {escape(step.map_over)})")
     if task.started_at and task.finished_at:
         parts.append(f"{(task.finished_at - task.started_at).total_seconds():.2f} s")
     if task.result is not None:

@@ -23,6 +23,7 @@ import orjson
 from hetuflow.clock import utc
 from hetuflow.errors import WorkflowAlreadyFinished, WorkflowNotFound
 from hetuflow.models import Page, Task, TaskStatus
+from hetuflow.store import _pg_maps as maps
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
@@ -30,6 +31,7 @@ from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._workflow_rows import (
     STEP_COLUMNS,
+    STEP_ORDER,
     Done,
     child_decision,
     counts_of,
@@ -73,7 +75,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps AS s SET parents_left = s.parents_left - c.n
 FROM unnest($1::uuid[], $2::int[]) AS c(id, n)
 WHERE s.task_id = c.id
-RETURNING s.task_id, s.parents_left, s.run_if"""
+RETURNING s.task_id, s.parents_left, s.run_if, s.map_count"""
 
 _PARENTS = """
 SELECT e.child_id, p.name, t.status, t.error
@@ -92,7 +94,9 @@ GROUP BY e.child_id"""
 
 _STOPPABLE = """
 SELECT s.task_id, s.workflow_id FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-WHERE s.workflow_id = ANY($1::uuid[]) AND s.run_if = 'all_succeeded' AND t.status = 'waiting'"""
+WHERE s.workflow_id = ANY($1::uuid[]) AND s.run_if = 'all_succeeded' AND t.status = 'waiting'
+  AND s.map_count IS NULL"""
+"""A mapped step that has fanned out is not stopped: it waits for its children."""
 
 _END = """
 UPDATE tasks AS t SET status = c.status, error = c.error, finished_at = $2, updated_at = $2
@@ -142,10 +146,12 @@ async def create_workflow(
         )
     await connection.execute(
         """
-        INSERT INTO workflow_steps (task_id, workflow_id, name, position, run_if, parents_left)
-        SELECT c.task_id, $1, c.name, c.position, c.run_if, c.parents_left
-        FROM json_to_recordset($2::json)
-             AS c(task_id uuid, name text, position int, run_if text, parents_left int)""",
+        INSERT INTO workflow_steps
+            (task_id, workflow_id, name, position, run_if, parents_left, map_over)
+        SELECT c.task_id, $1, c.name, c.position, c.run_if, c.parents_left, c.map_over
+        FROM json_to_recordset($2::json) AS c(
+            task_id uuid, name text, position int, run_if text, parents_left int, map_over text
+        )""",
         workflow_id,
         orjson.dumps(
             [
@@ -155,6 +161,7 @@ async def create_workflow(
                     "position": position[step.name],
                     "run_if": step.run_if.value,
                     "parents_left": len(set(step.depends_on)),
+                    "map_over": step.map_over,
                 }
                 for step in steps
             ]
@@ -185,7 +192,7 @@ async def get_workflow(connection: Conn, workflow_id: UUID) -> Workflow | None:
     steps = await connection.fetch(
         f"""
         SELECT {STEP_COLUMNS} FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-        WHERE s.workflow_id = $1 ORDER BY s.position""",
+        WHERE s.workflow_id = $1 ORDER BY {STEP_ORDER}""",
         workflow_id,
     )
     edges = await connection.fetch(
@@ -193,7 +200,7 @@ async def get_workflow(connection: Conn, workflow_id: UUID) -> Workflow | None:
         SELECT p.name AS parent, c.name AS child FROM workflow_edges AS e
         JOIN workflow_steps AS p ON p.task_id = e.parent_id
         JOIN workflow_steps AS c ON c.task_id = e.child_id
-        WHERE c.workflow_id = $1 ORDER BY c.position, p.position""",
+        WHERE c.workflow_id = $1 ORDER BY c.position, p.position, p.map_index""",
         workflow_id,
     )
     return workflow_from(row, steps, [(e["parent"], e["child"]) for e in edges], CODEC)
@@ -301,7 +308,9 @@ async def cancel_workflow(
 
 _RESET = """
 UPDATE tasks
-SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+SET status = 'waiting', result = NULL, error = NULL, progress = NULL,
+    parents = CASE WHEN id IN (SELECT task_id FROM workflow_steps WHERE map_index IS NOT NULL)
+                   THEN parents END,
     failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = $2, updated_at = $2
 WHERE id = ANY($1::uuid[])"""
 
@@ -350,8 +359,12 @@ async def retry_workflow(
         ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
     }
     released = len(roots)
-    released += len(await _release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
-    released += len(await settle(connection, await _end(connection, ends, stamp), stamp, aging))
+    more, succeeded = await _release(
+        connection, [ids[n] for n in plan.releases], ends, stamp, aging
+    )
+    released += len(more)
+    ended = await _end(connection, ends, stamp) + succeeded
+    released += len(await settle(connection, ended, stamp, aging))
     found = await get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -435,8 +448,10 @@ async def _settle_round(
         for row in await connection.fetch(_STOPPABLE, list(stopping)):
             failed = stopping[row["workflow_id"]].parent
             ends.setdefault(row["task_id"], (TaskStatus.SKIPPED, stop_reason(failed)))
-    released = await _release(connection, [c for c in releases if c not in ends], ends, now, aging)
-    return await _end(connection, ends, now), released
+    released, succeeded = await _release(
+        connection, [c for c in releases if c not in ends], ends, now, aging
+    )
+    return await _end(connection, ends, now) + succeeded, released
 
 
 async def _end(
@@ -479,6 +494,10 @@ async def _decide_children(
             )
     for row in sorted(rows, key=lambda r: r["task_id"]):
         child, left = row["task_id"], row["parents_left"]
+        if row["map_count"] is not None:  # a mapped step waits for all its children
+            if left == 0:
+                releases.append(child)
+            continue
         status, reason = child_decision(
             RunIf(row["run_if"]),
             left,
@@ -498,13 +517,18 @@ async def _release(
     ends: dict[Any, tuple[TaskStatus, str | None]],
     now: datetime,
     aging: Aging,
-) -> list[UUID]:
+) -> tuple[list[UUID], list[UUID]]:
     """Make ``releases`` pending with their parents' results; one whose results are over
-    the limit goes to ``ends`` as failed instead. Returns those released."""
+    the limit goes to ``ends`` as failed instead. A mapped step fans out, or, once its
+    children have ended, collects them (``_pg_maps``). Returns the steps released (map
+    children included) and the mapped steps that succeeded."""
     if not releases:
-        return []
+        return [], []
+    mapped = await maps.mapped_steps(connection, releases)
+    released, succeeded = await maps.release_mapped(connection, mapped, ends, now, aging)
+    plain = [task_id for task_id in releases if uid(task_id) not in mapped]
     documents: list[dict[str, Any]] = []
-    for row in await connection.fetch(_PARENT_RESULTS, list(releases)):
+    for row in await connection.fetch(_PARENT_RESULTS, plain) if plain else []:
         size = len(orjson.dumps(row["parents"]))
         if size > MAX_PARENT_RESULTS_BYTES:
             ends[row["child_id"]] = (TaskStatus.FAILED, _too_large(size))
@@ -512,7 +536,7 @@ async def _release(
             documents.append({"id": uid(row["child_id"]), "parents": row["parents"]})
     if documents:
         await connection.execute(_RELEASE, orjson.dumps(documents).decode(), now, aging.step_micros)
-    return [document["id"] for document in documents]
+    return released + [document["id"] for document in documents], succeeded
 
 
 def _too_large(size: int) -> str:

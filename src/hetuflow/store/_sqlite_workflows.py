@@ -18,6 +18,7 @@ import orjson
 
 from hetuflow.errors import WorkflowAlreadyFinished, WorkflowNotFound
 from hetuflow.models import Page, Task, TaskStatus
+from hetuflow.store import _sqlite_maps as maps
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._rules import ACTIVE_SQL
@@ -25,6 +26,7 @@ from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_tasks import create_tasks
 from hetuflow.store._workflow_rows import (
     STEP_COLUMNS,
+    STEP_ORDER,
     Done,
     child_decision,
     counts_of,
@@ -63,7 +65,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps SET parents_left = parents_left - c.n
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS c
 WHERE workflow_steps.task_id = c.id
-RETURNING task_id, parents_left, run_if"""
+RETURNING task_id, parents_left, run_if, map_count"""
 
 _PARENTS = """
 SELECT p.name, t.status, t.error
@@ -81,7 +83,9 @@ WHERE e.child_id = ?"""
 
 _STOPPABLE = """
 SELECT s.task_id FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-WHERE s.workflow_id = ? AND s.run_if = 'all_succeeded' AND t.status = 'waiting'"""
+WHERE s.workflow_id = ? AND s.run_if = 'all_succeeded' AND t.status = 'waiting'
+  AND s.map_count IS NULL"""
+"""A mapped step that has fanned out is not stopped: it waits for its children."""
 
 _END = """
 UPDATE tasks SET status = c.status, error = c.error, finished_at = ?, updated_at = ?
@@ -127,8 +131,9 @@ def create_workflow(
         )
     connection.execute(
         """
-        INSERT INTO workflow_steps (task_id, workflow_id, name, position, run_if, parents_left)
-        SELECT value ->> 0, ?, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+        INSERT INTO workflow_steps
+            (task_id, workflow_id, name, position, run_if, parents_left, map_over)
+        SELECT value ->> 0, ?, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
         FROM json_each(?)""",
         (
             workflow_id,
@@ -140,6 +145,7 @@ def create_workflow(
                         position[step.name],
                         step.run_if.value,
                         len(set(step.depends_on)),
+                        step.map_over,
                     )
                     for step in steps
                 ]
@@ -170,7 +176,7 @@ def get_workflow(connection: sqlite3.Connection, workflow_id: UUID) -> Workflow 
     steps = connection.execute(
         f"""
         SELECT {STEP_COLUMNS} FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-        WHERE s.workflow_id = ? ORDER BY s.position""",
+        WHERE s.workflow_id = ? ORDER BY {STEP_ORDER}""",
         (row["id"],),
     ).fetchall()
     edges = connection.execute(
@@ -178,7 +184,7 @@ def get_workflow(connection: sqlite3.Connection, workflow_id: UUID) -> Workflow 
         SELECT p.name, c.name FROM workflow_edges AS e
         JOIN workflow_steps AS p ON p.task_id = e.parent_id
         JOIN workflow_steps AS c ON c.task_id = e.child_id
-        WHERE c.workflow_id = ? ORDER BY c.position, p.position""",
+        WHERE c.workflow_id = ? ORDER BY c.position, p.position, p.map_index""",
         (row["id"],),
     ).fetchall()
     return workflow_from(row, steps, [(e[0], e[1]) for e in edges], CODEC)
@@ -275,7 +281,9 @@ def cancel_task(
 
 _RESET = """
 UPDATE tasks
-SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+SET status = 'waiting', result = NULL, error = NULL, progress = NULL,
+    parents = CASE WHEN id IN (SELECT task_id FROM workflow_steps WHERE map_index IS NOT NULL)
+                   THEN parents END,
     failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = ?, updated_at = ?
 WHERE id IN (SELECT value FROM json_each(?))"""
 
@@ -317,8 +325,9 @@ def retry_workflow(
         ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
     }
     released = len(roots)
-    released += len(_release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
-    released += len(settle(connection, _end(connection, ends, stamp), now, aging))
+    more, succeeded = _release(connection, [ids[n] for n in plan.releases], ends, now, aging)
+    released += len(more)
+    released += len(settle(connection, _end(connection, ends, stamp) + succeeded, now, aging))
     found = get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -408,6 +417,10 @@ def _settle_round(
         ).fetchall()
         for row in sorted(rows, key=lambda r: r["task_id"]):
             child, left = row["task_id"], row["parents_left"]
+            if row["map_count"] is not None:  # a mapped step waits for all its children
+                if left == 0:
+                    releases.append(child)
+                continue
             everyone = _parents(connection, child) if left == 0 else None
             status, reason = child_decision(
                 RunIf(row["run_if"]), left, finished_parents[child], everyone
@@ -420,21 +433,29 @@ def _settle_round(
         for (step,) in connection.execute(_STOPPABLE, (workflow_id,)):
             ends.setdefault(step, (TaskStatus.SKIPPED, stop_reason(failed.parent)))
     stamp = micros(now)
-    released = _release(connection, [c for c in releases if c not in ends], ends, stamp, aging)
-    return _end(connection, ends, stamp), released
+    released, succeeded = _release(
+        connection, [c for c in releases if c not in ends], ends, now, aging
+    )
+    return _end(connection, ends, stamp) + succeeded, released
 
 
 def _release(
     connection: sqlite3.Connection,
     releases: Sequence[str],
     ends: dict[str, tuple[TaskStatus, str | None]],
-    stamp: int,
+    now: datetime,
     aging: Aging,
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Make the waiting ``releases`` pending with their parents' results; one whose results
-    are over the limit goes to ``ends`` as failed instead. Returns those released."""
-    released: list[str] = []
+    are over the limit goes to ``ends`` as failed instead. A mapped step fans out, or, once
+    its children have ended, collects them (``_sqlite_maps``). Returns the steps released
+    (map children included) and the mapped steps that succeeded."""
+    stamp = micros(now)
+    mapped = maps.mapped_steps(connection, releases)
+    released, succeeded = maps.release_mapped(connection, mapped, ends, now, aging)
     for child in releases:
+        if child in mapped:
+            continue
         [document] = connection.execute(_PARENT_RESULTS, (child,)).fetchone()
         size = len(document.encode())
         if size > MAX_PARENT_RESULTS_BYTES:
@@ -442,7 +463,7 @@ def _release(
             continue
         connection.execute(_RELEASE, (document, stamp, stamp, aging.step_micros, stamp, child))
         released.append(child)
-    return released
+    return released, succeeded
 
 
 def _end(

@@ -31,8 +31,14 @@ from hetuflow.workflows import (
     workflow_status,
 )
 
-STEP_COLUMNS = "t.*, s.name AS step_name, s.run_if AS step_run_if"
+STEP_COLUMNS = (
+    "t.*, s.name AS step_name, s.run_if AS step_run_if, s.map_over AS step_map_over,"
+    " s.map_index AS step_map_index"
+)
 """A step's task row and its step columns (``s.name`` would shadow the task's name)."""
+
+STEP_ORDER = "s.position, coalesce(s.map_index, -1)"
+"""Steps in document order, a mapped step's children right after it, in item order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +111,23 @@ def workflow_from(
     edges: Sequence[tuple[str, str]],
     codec: Codec,
 ) -> Workflow:
+    map_children = {row["step_name"] for row in step_rows if row["step_map_index"] is not None}
     parents: dict[str, list[str]] = {}
+    map_of: dict[str, str] = {}
     for parent, child in edges:
-        parents.setdefault(child, []).append(parent)
+        if parent in map_children:  # a map child's edge to its mapped step
+            map_of[parent] = child
+        else:
+            parents.setdefault(child, []).append(parent)
     steps = tuple(
         WorkflowStep(
             name=step["step_name"],
             depends_on=tuple(parents.get(step["step_name"], ())),
             run_if=RunIf(step["step_run_if"]),
             task=task_from(step, codec),
+            map_over=step["step_map_over"],
+            map_index=step["step_map_index"],
+            map_of=map_of.get(step["step_name"]),
         )
         for step in step_rows
     )
