@@ -36,6 +36,7 @@ class WorkflowService:
         queue = self._queue
         created = await queue.store.create_workflow(workflow, ordered, now=queue.clock.now())
         if queue.metrics is not None:
+            queue.metrics.workflow_created()
             for task_type, count in Counter(s.task.task_type for s in created.steps).items():
                 queue.metrics.task_submitted(task_type, count)
         if queue.dispatcher is not None:

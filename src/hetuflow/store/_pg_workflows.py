@@ -31,11 +31,13 @@ from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._workflow_rows import (
     STEP_COLUMNS,
+    FINISHED_SQL,
     STEP_ORDER,
     Done,
     child_decision,
     counts_of,
     done_from,
+    finished_status,
     stops,
     summary_from,
     workflow_from,
@@ -48,6 +50,7 @@ from hetuflow.workflows import (
     Parent,
     RunIf,
     Workflow,
+    WorkflowStatus,
     WorkflowSummary,
     stop_reason,
 )
@@ -250,19 +253,24 @@ async def lock_workflows_of(connection: Conn, task_ids: Sequence[UUID]) -> None:
 
 
 async def cancel_task(
-    connection: Conn, task_id: UUID, now: datetime, aging: Aging, reason: str | None = None
+    connection: Conn,
+    task_id: UUID,
+    now: datetime,
+    aging: Aging,
+    reason: str | None = None,
+    finished: list[WorkflowStatus] | None = None,
 ) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction, its workflow row locked before its task row."""
     await lock_workflows_of(connection, [task_id])
     task = await task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
-        await settle(connection, [task.id], now, aging)
+        await settle(connection, [task.id], now, aging, finished)
     return task
 
 
 async def cancel_workflow(
-    connection: Conn, workflow_id: UUID, now: datetime
+    connection: Conn, workflow_id: UUID, now: datetime, finished: list[WorkflowStatus] | None = None
 ) -> tuple[Workflow, list[UUID]]:
     """Cancel every waiting and pending step now and mark the workflow cancelled; return it
     and the ids of its active steps (the caller cancels those through the task cancel path,
@@ -301,6 +309,9 @@ async def cancel_workflow(
     )
     found = await get_workflow(connection, workflow_id)
     assert found is not None
+    was_running = any(not step.task.status.is_terminal for step in workflow.steps)
+    if finished is not None and was_running and not active:
+        finished.append(found.status)  # nothing is left running: it ended here
     return found, [uid(row["id"]) for row in active]
 
 
@@ -327,7 +338,11 @@ WHERE id = ANY($1::uuid[]) AND status = 'waiting'"""
 
 
 async def retry_workflow(
-    connection: Conn, workflow_id: UUID, now: datetime, aging: Aging
+    connection: Conn,
+    workflow_id: UUID,
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> tuple[Workflow, int]:
     """``Store.retry_workflow``: the workflow row locked first, then, in this transaction,
     the steps that did not succeed and every descendant of theirs start over
@@ -364,7 +379,7 @@ async def retry_workflow(
     )
     released += len(more)
     ended = await _end(connection, ends, stamp) + succeeded
-    released += len(await settle(connection, ended, stamp, aging))
+    released += len(await settle(connection, ended, stamp, aging, finished))
     found = await get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -412,23 +427,39 @@ async def delete_finished(connection: Conn, finished_before: datetime, limit: in
 
 
 async def settle(
-    connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging
+    connection: Conn,
+    task_ids: Sequence[UUID],
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     """Steps ``task_ids`` just became terminal (in this transaction, their workflow rows
     locked, then their task rows):
     release, skip or fail what depends on them, and under ``on_failure: stop`` skip what is
     left of their workflows; repeat for every step that ends on the way. Returns the steps
-    that became pending. Ids that are no workflow step are ignored."""
+    that became pending; the status of each workflow that thereby ended goes to ``finished``.
+    Ids that are no workflow step are ignored."""
     if not task_ids:
         return []
     await lock_workflows_of(connection, task_ids)  # held already by every caller: a no-op
     released: list[UUID] = []
     done = await _read_done(connection, task_ids)
+    workflows = {uid(item.workflow_id) for item in done}
     while done:
         ended, more = await _settle_round(connection, done, utc(now), aging)
         released.extend(more)
         done = await _read_done(connection, ended)
+    if finished is not None and workflows:
+        finished.extend(await _finished(connection, sorted(workflows)))
     return released
+
+
+async def _finished(connection: Conn, workflow_ids: Sequence[UUID]) -> list[WorkflowStatus]:
+    """The statuses of those of the workflows whose every step has ended."""
+    rows = await connection.fetch(
+        FINISHED_SQL.format(ids="SELECT unnest($1::uuid[])"), list(workflow_ids)
+    )
+    return [status for row in rows if (status := finished_status(row)) is not None]
 
 
 async def _read_done(connection: Conn, task_ids: Sequence[UUID]) -> list[Done]:

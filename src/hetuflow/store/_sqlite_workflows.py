@@ -26,11 +26,13 @@ from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_tasks import create_tasks
 from hetuflow.store._workflow_rows import (
     STEP_COLUMNS,
+    FINISHED_SQL,
     STEP_ORDER,
     Done,
     child_decision,
     counts_of,
     done_from,
+    finished_status,
     stops,
     summary_from,
     workflow_from,
@@ -43,6 +45,7 @@ from hetuflow.workflows import (
     Parent,
     RunIf,
     Workflow,
+    WorkflowStatus,
     WorkflowSummary,
     stop_reason,
 )
@@ -225,7 +228,10 @@ def list_workflows(
 
 
 def cancel_workflow(
-    connection: sqlite3.Connection, workflow_id: UUID, now: datetime
+    connection: sqlite3.Connection,
+    workflow_id: UUID,
+    now: datetime,
+    finished: list[WorkflowStatus] | None = None,
 ) -> tuple[Workflow, list[UUID]]:
     """Cancel every waiting and pending step now and mark the workflow cancelled; return it
     and the ids of its active steps (the caller cancels those through the task cancel path,
@@ -259,6 +265,9 @@ def cancel_workflow(
     ).fetchall()
     found = get_workflow(connection, workflow_id)
     assert found is not None
+    was_running = any(not step.task.status.is_terminal for step in workflow.steps)
+    if finished is not None and was_running and not active:
+        finished.append(found.status)  # nothing is left running: it ended here
     return found, [UUID(row[0]) for row in active]
 
 
@@ -268,12 +277,13 @@ def cancel_task(
     now: datetime,
     aging: Aging,
     reason: str | None = None,
+    finished: list[WorkflowStatus] | None = None,
 ) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction."""
     task = task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
-        settle(connection, [str(task.id)], now, aging)
+        settle(connection, [str(task.id)], now, aging, finished)
     return task
 
 
@@ -298,7 +308,11 @@ WHERE id IN (SELECT value FROM json_each(?)) AND status = 'waiting'"""
 
 
 def retry_workflow(
-    connection: sqlite3.Connection, workflow_id: UUID, now: datetime, aging: Aging
+    connection: sqlite3.Connection,
+    workflow_id: UUID,
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> tuple[Workflow, int]:
     """``Store.retry_workflow``: in this transaction, the steps that did not succeed and
     every descendant of theirs start over (``retry_plan``); return the workflow and how many
@@ -327,7 +341,8 @@ def retry_workflow(
     released = len(roots)
     more, succeeded = _release(connection, [ids[n] for n in plan.releases], ends, now, aging)
     released += len(more)
-    released += len(settle(connection, _end(connection, ends, stamp) + succeeded, now, aging))
+    ended = _end(connection, ends, stamp) + succeeded
+    released += len(settle(connection, ended, now, aging, finished))
     found = get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -380,19 +395,34 @@ def delete_finished(connection: sqlite3.Connection, finished_before: datetime, l
 
 
 def settle(
-    connection: sqlite3.Connection, task_ids: Sequence[str], now: datetime, aging: Aging
+    connection: sqlite3.Connection,
+    task_ids: Sequence[str],
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[str]:
     """Steps ``task_ids`` just became terminal (in this transaction): release, skip or fail
     what depends on them, and under ``on_failure: stop`` skip what is left of their
     workflows; repeat for every step that ends on the way. Returns the steps that became
-    pending. Ids that are no workflow step are ignored."""
+    pending; the status of each workflow that thereby ended goes to ``finished``. Ids that
+    are no workflow step are ignored."""
     released: list[str] = []
     done = _read_done(connection, task_ids)
+    workflows = {item.workflow_id for item in done}
     while done:
         ended, more = _settle_round(connection, done, now, aging)
         released.extend(more)
         done = _read_done(connection, ended)
+    if finished is not None and workflows:
+        finished.extend(_finished(connection, sorted(workflows)))
     return released
+
+
+def _finished(connection: sqlite3.Connection, workflow_ids: Sequence[str]) -> list[WorkflowStatus]:
+    """The statuses of those of the workflows whose every step has ended."""
+    query = FINISHED_SQL.format(ids="SELECT value FROM json_each(?)")
+    rows = connection.execute(query, (id_list(workflow_ids),))
+    return [status for row in rows if (status := finished_status(row)) is not None]
 
 
 def _read_done(connection: sqlite3.Connection, task_ids: Sequence[str]) -> list[Done]:

@@ -1,5 +1,10 @@
 """What both stores share about workflows: rows to domain objects, and the settle rules.
 
+A transaction that ends the last unfinished step of a workflow reports the workflow's status
+into its caller's ``finished`` list (``settle``, ``cancel_workflow``): the store calls its
+``on_workflow_finished`` listener with it once the transaction has committed, so each end of
+a workflow is counted once, by the node whose transaction ended it.
+
 ``settle`` (in ``_sqlite_workflows`` and ``_pg_workflows``) runs in the transaction that makes
 steps terminal. It works through a list of steps that just finished (``Done``): each
 one's waiting children lose a parent (``parents_left``), and ``child_decision`` says what a
@@ -16,7 +21,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from hetuflow.models import TaskStatus
+from hetuflow.models import TERMINAL_TASK_STATUSES, TaskStatus
 from hetuflow.store._rows import Codec, Row, task_from, task_status
 from hetuflow.workflows import (
     FAILED_STEP_STATUSES,
@@ -24,6 +29,7 @@ from hetuflow.workflows import (
     Parent,
     RunIf,
     Workflow,
+    WorkflowStatus,
     WorkflowStep,
     WorkflowSummary,
     decide_child,
@@ -90,6 +96,36 @@ def child_decision(
             if parent.status is not TaskStatus.SUCCEEDED:
                 return TaskStatus.SKIPPED, skip_reason(parent)
     return TaskStatus.WAITING, None
+
+
+def _sql_list(statuses: Iterable[TaskStatus]) -> str:
+    return "(" + ", ".join(f"'{status}'" for status in sorted(statuses)) + ")"
+
+
+FINISHED_SQL = """
+SELECT w.id, w.cancelled_at,
+    EXISTS (SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+            WHERE s.workflow_id = w.id AND t.status NOT IN {terminal}) AS running,
+    EXISTS (SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+            WHERE s.workflow_id = w.id AND t.status IN {failed}) AS failed
+FROM workflows AS w WHERE w.id IN ({{ids}})""".format(
+    terminal=_sql_list(TERMINAL_TASK_STATUSES), failed=_sql_list(FAILED_STEP_STATUSES)
+)
+"""Per workflow, whether a step has not ended and whether one failed (``{ids}``: the
+dialect's list of ids)."""
+
+
+def finished_status(row: Row) -> WorkflowStatus | None:
+    """The status a workflow ended with, from a ``FINISHED_SQL`` row; None while running."""
+    if row["running"]:
+        return None
+    if row["cancelled_at"] is not None:
+        return WorkflowStatus.CANCELLED
+    return WorkflowStatus.FAILED if row["failed"] else WorkflowStatus.SUCCEEDED
+
+
+def ignore_finished(status: WorkflowStatus) -> None:
+    """The listener of a store nobody listens to (``Store.on_workflow_finished``)."""
 
 
 def stops(done: Iterable[Done]) -> dict[Any, Done]:
