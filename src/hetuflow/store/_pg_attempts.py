@@ -32,9 +32,9 @@ from hetuflow.models import (
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_workflows import lock_workflows_of, settle
-from hetuflow.workflows import WorkflowStatus
 from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
+from hetuflow.workflows import WorkflowStatus
 
 _START = f"""
 WITH started AS (

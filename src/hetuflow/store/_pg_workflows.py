@@ -30,8 +30,8 @@ from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._workflow_rows import (
-    STEP_COLUMNS,
     FINISHED_SQL,
+    STEP_COLUMNS,
     STEP_ORDER,
     Done,
     child_decision,

@@ -25,8 +25,8 @@ from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_tasks import create_tasks
 from hetuflow.store._workflow_rows import (
-    STEP_COLUMNS,
     FINISHED_SQL,
+    STEP_COLUMNS,
     STEP_ORDER,
     Done,
     child_decision,

@@ -102,15 +102,16 @@ def _sql_list(statuses: Iterable[TaskStatus]) -> str:
     return "(" + ", ".join(f"'{status}'" for status in sorted(statuses)) + ")"
 
 
-FINISHED_SQL = """
+_TERMINAL = _sql_list(TERMINAL_TASK_STATUSES)
+_FAILED = _sql_list(FAILED_STEP_STATUSES)
+
+FINISHED_SQL = f"""
 SELECT w.id, w.cancelled_at,
     EXISTS (SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-            WHERE s.workflow_id = w.id AND t.status NOT IN {terminal}) AS running,
+            WHERE s.workflow_id = w.id AND t.status NOT IN {_TERMINAL}) AS running,
     EXISTS (SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-            WHERE s.workflow_id = w.id AND t.status IN {failed}) AS failed
-FROM workflows AS w WHERE w.id IN ({{ids}})""".format(
-    terminal=_sql_list(TERMINAL_TASK_STATUSES), failed=_sql_list(FAILED_STEP_STATUSES)
-)
+            WHERE s.workflow_id = w.id AND t.status IN {_FAILED}) AS failed
+FROM workflows AS w WHERE w.id IN ({{ids}})"""
 """Per workflow, whether a step has not ended and whether one failed (``{ids}``: the
 dialect's list of ids)."""
 

@@ -60,8 +60,8 @@ from hetuflow.store import _pg_tokens as token_sql
 from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
-from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.store._workflow_rows import ignore_finished
+from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 

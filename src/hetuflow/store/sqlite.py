@@ -61,8 +61,8 @@ from hetuflow.store import _sqlite_tokens as token_sql
 from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
-from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.store._workflow_rows import ignore_finished
+from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
