@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from hetuflow.workflows import NewWorkflow
 
 from hetuflow.errors import StatusTransitionInvalid
 
@@ -586,6 +589,9 @@ class NewCronJob:
     start_deadline_seconds: float | None = None
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    workflow: JSONObject | None = None
+    """A workflow document (as ``POST /api/workflows`` takes it): each tick starts one such
+    workflow instead of a task (``task_type`` is then empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,6 +619,8 @@ class CronJob:
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
+    workflow: JSONObject | None = None
+    """The workflow document each tick starts, instead of a task (docs/cron.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +631,8 @@ class CronTick:
     task_id: UUID | None
     reason: str | None
     recorded_at: datetime
+    workflow_id: UUID | None = None
+    """The workflow the tick started (a workflow cron job)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,6 +646,8 @@ class CronFire:
     outcome: TickOutcome
     task: NewTask | None = None
     reason: str | None = None
+    workflow: NewWorkflow | None = None
+    """A workflow cron job's fired tick: the workflow to create (instead of ``task``)."""
 
 
 def spec_of(task: Task) -> NewTask:

@@ -252,6 +252,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         updated_at=_must_time(codec, row["updated_at"]),
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
+        workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
     )
 
 
@@ -263,6 +264,7 @@ def cron_tick_from(row: Row, codec: Codec) -> CronTick:
         task_id=codec.uuid(row["task_id"]),
         reason=row["reason"],
         recorded_at=_must_time(codec, row["recorded_at"]),
+        workflow_id=codec.uuid(row["workflow_id"]),
     )
 
 
@@ -307,8 +309,8 @@ def cron_columns(changes: dict[str, Any], codec: Codec) -> dict[str, Any]:
             columns[key] = codec.put_time(value)
         elif key == "enabled":
             columns[key] = bool(value)
-        elif key == "payload":
-            columns[key] = codec.put_json(value)
+        elif key in ("payload", "workflow"):  # a job's workflow may go (None)
+            columns[key] = None if value is None else codec.put_json(value)
         elif key == "required_capabilities":
             columns[key] = codec.put_texts(tuple(value))
         elif key == "priority":

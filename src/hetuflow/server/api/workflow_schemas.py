@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import Field
@@ -156,3 +157,17 @@ class WorkflowPage(_Output):
     total: int
     limit: int
     offset: int
+
+
+def workflow_document(workflow: WorkflowCreate) -> dict[str, Any]:
+    """The document as stored for a cron job (``workflow_from_document`` reads it back)."""
+    return workflow.model_dump(mode="json", exclude_unset=True)
+
+
+def workflow_from_document(
+    document: dict[str, Any], *, now: datetime, default_backoff_seconds: float
+) -> NewWorkflow:
+    """A stored workflow document (a cron job's) as the workflow to create ``now``."""
+    return WorkflowCreate.model_validate(document).to_new_workflow(
+        now=now, default_backoff_seconds=default_backoff_seconds
+    )

@@ -5,3 +5,8 @@
 ALTER TABLE workflow_steps ADD COLUMN map_over TEXT;
 ALTER TABLE workflow_steps ADD COLUMN map_index INTEGER;
 ALTER TABLE workflow_steps ADD COLUMN map_count INTEGER;
+
+-- Cron jobs that start workflows (docs/cron.md): the workflow document (as POST
+-- /api/workflows takes it) instead of a task spec, and each tick's workflow.
+ALTER TABLE cron_jobs ADD COLUMN workflow jsonb;
+ALTER TABLE cron_ticks ADD COLUMN workflow_id uuid;
