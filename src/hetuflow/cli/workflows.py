@@ -37,16 +37,17 @@ def register(group: click.Group) -> None:
         group.add_command(command)
 
 
-def _read_document(source: str) -> dict[str, Any]:
+def read_document(source: str, option: str = "--file") -> dict[str, Any]:
+    """A workflow document from a JSON file (``-``: standard input); exit 2 if it is none."""
     try:
         with click.open_file(source, encoding="utf-8") as handle:
             document = json.load(handle)
     except OSError as error:
-        fail(f"--file: cannot read {source}: {error.strerror or error}", EXIT_USAGE)
+        fail(f"{option}: cannot read {source}: {error.strerror or error}", EXIT_USAGE)
     except json.JSONDecodeError as error:
-        fail(f"--file: {source} is not JSON: {error}", EXIT_USAGE)
+        fail(f"{option}: {source} is not JSON: {error}", EXIT_USAGE)
     if not isinstance(document, dict) or not isinstance(document.get("steps"), list):
-        fail('--file: expected a JSON object {"name": ..., "steps": [...]}', EXIT_USAGE)
+        fail(f'{option}: expected a JSON object {{"name": ..., "steps": [...]}}', EXIT_USAGE)
     return document
 
 
@@ -67,7 +68,7 @@ def create_workflow(cli: Cli, source: str, wait: bool, wait_timeout: float) -> N
     \b
     hetuflow-server create-workflow --file wf.json
     """
-    document = _read_document(source)
+    document = read_document(source)
     workflow = cli.client.submit_workflow(
         str(document.get("name", "")),
         document["steps"],
