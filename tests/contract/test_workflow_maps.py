@@ -283,3 +283,17 @@ def test_a_map_over_that_cannot_run_is_refused_naming_the_step(
     with pytest.raises(WorkflowInvalid, match=message.replace("[", r"\[")) as raised:
         check_workflow(NewWorkflow("wf", steps, OnFailure.STOP))
     assert raised.value.field == field
+
+
+async def test_a_list_at_the_limit_fans_out_in_full(store: Store, connect: ConnectAgent) -> None:
+    agent = await connect("a1")
+    workflow = await create(store, step("fetch"), mapped("each", "fetch"))
+    await finish(store, (await claim(store, agent))["fetch"], result=list(range(MAX_MAP_ITEMS)))
+    shown = await reread(store, workflow)
+    assert len(shown.steps) == 2 + MAX_MAP_ITEMS
+    last = shown.steps[-1]
+    assert (last.name, last.task.status, last.task.payload["item"]) == (
+        f"each[{MAX_MAP_ITEMS - 1}]",
+        TaskStatus.PENDING,
+        MAX_MAP_ITEMS - 1,
+    )

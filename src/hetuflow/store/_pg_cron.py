@@ -207,7 +207,8 @@ async def fire_cron_ticks(
 ) -> list[tuple[bool, Task | None]]:
     """Four statements whatever the number of ticks: insert the ticks (in (job, tick) order,
     so concurrent nodes queue on the same keys in the same order), insert the winners'
-    tasks, link them to their ticks, advance the winners' jobs."""
+    tasks, link them to their ticks, advance the winners' jobs; plus, for each won tick of a
+    job that starts workflows, its workflow (``create_workflow``) and the tick's link."""
     stamp = utc(now)
     ordered = sorted(fires, key=lambda fire: (fire.cron_job_id, fire.tick_at))
     try:
