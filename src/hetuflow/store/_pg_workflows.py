@@ -449,7 +449,8 @@ async def settle(
         ended, more = await _settle_round(connection, done, utc(now), aging)
         released.extend(more)
         done = await _read_done(connection, ended)
-    if finished is not None and workflows:
+    if finished is not None and workflows and not (released and len(workflows) == 1):
+        # (a step it released is running: its workflow has not ended; spares a chain a scan)
         finished.extend(await _finished(connection, sorted(workflows)))
     return released
 

@@ -413,7 +413,8 @@ def settle(
         ended, more = _settle_round(connection, done, now, aging)
         released.extend(more)
         done = _read_done(connection, ended)
-    if finished is not None and workflows:
+    if finished is not None and workflows and not (released and len(workflows) == 1):
+        # (a step it released is running: its workflow has not ended; spares a chain a scan)
         finished.extend(_finished(connection, sorted(workflows)))
     return released
 
