@@ -57,7 +57,8 @@ def read_document(source: str, option: str = "--file") -> dict[str, Any]:
     "source",
     required=True,
     help='The workflow as JSON ("-": standard input): {"name", "on_failure", "steps": [...]},'
-    " each step a task spec with a name and depends_on.",
+    " each step a task spec with a name, depends_on, run_if and map_over (fan out over a"
+    " parent's list result: one child step per item).",
 )
 @click.option("--wait", is_flag=True, help="Wait until it ends; exit 1 unless it succeeded.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0), default=300, show_default=True)
