@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
-from typing import Any, Final, Generic, NamedTuple, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from hetuflow.workflows import NewWorkflow
 
 from hetuflow.errors import StatusTransitionInvalid
 
@@ -588,6 +591,9 @@ class NewCronJob:
     start_deadline_seconds: float | None = None
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    workflow: JSONObject | None = None
+    """A workflow document (as ``POST /api/workflows`` takes it): each tick starts one such
+    workflow instead of a task (``task_type`` is then empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,6 +621,8 @@ class CronJob:
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
+    workflow: JSONObject | None = None
+    """The workflow document each tick starts, instead of a task (docs/cron.md)."""
 
 
 class Unset(Enum):
@@ -656,6 +664,7 @@ class CronJobChanges:
     next_fire_at: datetime | Unset | None = UNSET
     last_fire_at: datetime | Unset | None = UNSET
     last_task_id: UUID | Unset | None = UNSET
+    workflow: JSONObject | Unset | None = UNSET
 
     @property
     def empty(self) -> bool:
@@ -671,6 +680,8 @@ class CronTick:
     task_id: UUID | None
     reason: str | None
     recorded_at: datetime
+    workflow_id: UUID | None = None
+    """The workflow the tick started (a workflow cron job)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -684,6 +695,8 @@ class CronFire:
     outcome: TickOutcome
     task: NewTask | None = None
     reason: str | None = None
+    workflow: NewWorkflow | None = None
+    """A workflow cron job's fired tick: the workflow to create (instead of ``task``)."""
 
 
 def spec_of(task: Task) -> NewTask:

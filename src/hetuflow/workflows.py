@@ -6,19 +6,23 @@ steps, too many, a duplicate or unknown name, a self-dependency, a cycle) naming
 the stores then create every step in one transaction, ``waiting`` while a parent has not
 finished. ``decide_child`` and ``workflow_status`` are the rules both stores and the API
 share: what a waiting step becomes once its parents are done, and what the workflow's status
-is, derived from its steps. See docs/workflows.md.
+is, derived from its steps. A step that ``map_over``s a parent fans out: once that parent
+succeeds with a JSON array, one child step per item runs (``map_items``, ``map_child_spec``),
+and the mapped step ends with their results in item order (``collect_children``). See
+docs/workflows.md.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
 from hetuflow.errors import WorkflowInvalid
-from hetuflow.models import NewTask, Task, TaskStatus
+from hetuflow.models import JSONObject, NewTask, Task, TaskStatus, spec_of
 
 MAX_WORKFLOW_STEPS = 1000
 """Steps per workflow (one create transaction inserts them all)."""
@@ -27,6 +31,16 @@ MAX_PARENT_RESULTS_BYTES = 1024 * 1024
 """The parents' results a step is handed (``parents``, as compact JSON) may total this much;
 a step whose parents returned more fails when it would be released, with an error saying so
 (its ``on_failure`` policy then applies). Results travel in the dispatch frame."""
+
+MAX_MAP_ITEMS = 10_000
+"""The items a ``map_over`` parent may return: one child step each. A longer list (or a
+result that is no JSON array) fails the mapped step, naming its parent."""
+
+MAP_ITEM_KEY = "item"
+"""The key of a map child's payload that holds its item (the mapped step's payload is copied)."""
+
+MAP_INDEX_KEY = "map_index"
+"""The key of a map child's payload that holds its item's position in the list, from 0."""
 
 
 class OnFailure(StrEnum):
@@ -63,6 +77,8 @@ class NewStep:
     task: NewTask
     depends_on: tuple[str, ...] = ()
     run_if: RunIf = RunIf.ALL_SUCCEEDED
+    map_over: str | None = None
+    """A parent (in ``depends_on``) whose result, a JSON array, fans this step out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,12 @@ class WorkflowStep:
     depends_on: tuple[str, ...]
     run_if: RunIf
     task: Task
+    map_over: str | None = None
+    """The parent whose result this step is mapped over (it runs as one child per item)."""
+    map_index: int | None = None
+    """A map child: the position of its item in the parent's list."""
+    map_of: str | None = None
+    """A map child: the mapped step it belongs to (named ``<map_of>[<map_index>]``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +160,39 @@ def check_workflow(workflow: NewWorkflow) -> list[NewStep]:
                     f"step {step.name!r} depends on {parent!r}, which is no step of this workflow",
                     field=f"steps.{step.name}.depends_on",
                 )
+        _check_map_over(step, by_name)
         if step.task.idempotency_key is not None:
             raise WorkflowInvalid(
                 f"step {step.name!r}: steps take no idempotency key",
                 field=f"steps.{step.name}.idempotency_key",
             )
     return _topological(steps, by_name)
+
+
+_CHILD_NAME = re.compile(r"^(.*)\[[0-9]+\]$")
+
+
+def _check_map_over(step: NewStep, by_name: Mapping[str, NewStep]) -> None:
+    field_name = f"steps.{step.name}.map_over"
+    child_of = _CHILD_NAME.match(step.name)
+    if child_of and child_of.group(1) in by_name and by_name[child_of.group(1)].map_over:
+        raise WorkflowInvalid(
+            f"step {step.name!r} has the name of a child of mapped step {child_of.group(1)!r}",
+            field=f"steps.{step.name}.name",
+        )
+    if step.map_over is None:
+        return
+    if step.map_over not in step.depends_on:
+        raise WorkflowInvalid(
+            f"step {step.name!r} maps over {step.map_over!r}, which is not in its depends_on",
+            field=field_name,
+        )
+    if step.run_if is not RunIf.ALL_SUCCEEDED:
+        raise WorkflowInvalid(
+            f"step {step.name!r} maps over {step.map_over!r}: a mapped step runs only if all"
+            f" its parents succeeded (run_if all_succeeded), not {step.run_if}",
+            field=f"steps.{step.name}.run_if",
+        )
 
 
 def _topological(steps: Sequence[NewStep], by_name: Mapping[str, NewStep]) -> list[NewStep]:
@@ -244,3 +293,62 @@ def workflow_status(
     if any(counts.get(status, 0) for status in FAILED_STEP_STATUSES):
         return WorkflowStatus.FAILED
     return WorkflowStatus.SUCCEEDED
+
+
+# --- fan-out (map_over) -----------------------------------------------------------------------
+
+
+def map_child_name(step: str, index: int) -> str:
+    """The name of the child step that runs item ``index`` of mapped step ``step``."""
+    return f"{step}[{index}]"
+
+
+def map_items(parent: str, result: object) -> list[object] | str:
+    """The items of ``parent``'s result, or why it cannot be mapped over (not a JSON array,
+    or more than ``MAX_MAP_ITEMS`` items)."""
+    if not isinstance(result, list):
+        kind = "null" if result is None else type(result).__name__
+        kind = {
+            "dict": "an object",
+            "str": "a string",
+            "int": "a number",
+            "float": "a number",
+            "bool": "a boolean",
+        }.get(kind, kind)
+        return f"map_over: step {parent!r} returned {kind}, not a JSON array"
+    if len(result) > MAX_MAP_ITEMS:
+        return (
+            f"map_over: step {parent!r} returned {len(result)} items, over the limit of"
+            f" {MAX_MAP_ITEMS} (docs/workflows.md, Limits)"
+        )
+    return result
+
+
+def map_child_spec(mapped: Task, index: int, item: object) -> NewTask:
+    """The task of the child that runs item ``index``: the mapped step's spec, its payload
+    with ``item`` and ``map_index`` set."""
+    payload: JSONObject = {**mapped.payload, MAP_ITEM_KEY: item, MAP_INDEX_KEY: index}
+    return replace(spec_of(mapped), name=map_child_name(mapped.name, index), payload=payload)
+
+
+@dataclass(frozen=True, slots=True)
+class MapChild:
+    """A map child as its mapped step collects it."""
+
+    name: str
+    status: TaskStatus
+    result: object
+
+
+def collect_children(children: Sequence[MapChild]) -> tuple[TaskStatus, list[object] | str]:
+    """What a mapped step becomes once every child has ended: ``succeeded`` with their
+    results in item order, or ``failed`` with a reason naming the first child that did not
+    succeed."""
+    failed = [child for child in children if child.status is not TaskStatus.SUCCEEDED]
+    if not failed:
+        return TaskStatus.SUCCEEDED, [child.result for child in children]
+    first = failed[0]
+    return TaskStatus.FAILED, (
+        f"{len(failed)} of {len(children)} items did not succeed: step {first.name!r}"
+        f" {first.status}"
+    )

@@ -17,6 +17,7 @@ from .processes import BIN, api, cluster
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "workflow.json"
+MAPPED = EXAMPLE.with_name("workflow-map.json")
 TYPES = "wf_fetch wf_transform wf_aggregate wf_notify"
 
 
@@ -83,6 +84,42 @@ async def test_the_worked_example_runs_with_results_flowing_downstream(
             code, again = await cli(server.http_url, "show-workflow", workflow["id"][:8])
             assert code == 0, again
             assert workflow["id"] in again
+
+
+async def test_a_step_mapped_over_a_list_runs_once_per_item_and_the_fan_in_sees_all(
+    database: DatabaseConfig, tmp_path: Path
+) -> None:
+    async with cluster(database, tmp_path) as c:
+        server = await c.server()
+        await c.agent(
+            "worker", task_types="wf_list wf_square wf_sum", slots=4, modules=("workflow_handlers",)
+        )
+        async with api(server) as http:
+            await http.wait_agents_online(1)
+            code, out = await cli(
+                server.http_url, "create-workflow", "--file", str(MAPPED), "--wait", "--json"
+            )
+            assert code == 0, out
+            workflow: dict[str, Any] = json.loads(out)
+            assert workflow["status"] == "succeeded", out
+            steps = {step["name"]: step for step in workflow["steps"]}
+            assert list(steps) == [
+                "fetch",
+                "square",
+                *(f"square[{i}]" for i in range(5)),
+                "total",
+            ]
+            assert steps["square"]["task"]["result"] == [1, 4, 9, 16, 25]
+            assert steps["total"]["task"]["result"] == {"squares": [1, 4, 9, 16, 25], "total": 55}
+            for i in range(5):
+                child = steps[f"square[{i}]"]
+                assert (child["map_of"], child["map_index"]) == ("square", i)
+                assert child["task"]["attempts"] == 1
+                assert child["task"]["started_at"] >= steps["fetch"]["task"]["finished_at"]
+            code, tree = await cli(server.http_url, "show-workflow", workflow["id"])
+            assert code == 0, tree
+            assert "(map_over fetch)" in tree
+            assert "square[4]" in tree
 
 
 async def test_a_failed_step_skips_its_descendants_and_clean_up_runs(

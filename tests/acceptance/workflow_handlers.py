@@ -38,3 +38,22 @@ def notify(payload: dict[str, Any], ctx: TaskContext) -> str:
     if payload.get("failure"):
         return "something failed upstream"
     return f"total is {ctx.parents['aggregate']['total']}"
+
+
+# --- the fan-out example (docs/examples/workflow-map.json) ------------------------------------
+
+
+@handlers.handler("wf_list")
+def list_items(payload: dict[str, Any], ctx: TaskContext) -> list[int]:
+    return list(range(1, int(payload["count"]) + 1))
+
+
+@handlers.handler("wf_square")
+def square(payload: dict[str, Any], ctx: TaskContext) -> int:
+    assert ctx.parents["fetch"] == payload["item"]  # a child sees its own item as its parent's
+    return int(payload["item"]) ** 2
+
+
+@handlers.handler("wf_sum")
+def sum_squares(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    return {"squares": ctx.parents["square"], "total": sum(ctx.parents["square"])}

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from hetuflow.models import AttemptOutcome, AttemptRef, AttemptResult
 from hetuflow.workflows import MAX_WORKFLOW_STEPS
@@ -46,6 +47,16 @@ async def nothing_created(client: httpx.AsyncClient) -> None:
             f"at most {MAX_WORKFLOW_STEPS} steps",
         ),
         (doc(s("a", idempotency_key="k")), "steps.a.idempotency_key", "no idempotency key"),
+        (
+            doc(s("a"), s("b", map_over="a")),
+            "steps.b.map_over",
+            "step 'b' maps over 'a', which is not in its depends_on",
+        ),
+        (
+            doc(s("a"), s("b", "a", map_over="ghost")),
+            "steps.b.map_over",
+            "step 'b' maps over 'ghost', which is not in its depends_on",
+        ),
     ],
 )
 async def test_a_document_that_cannot_run_is_a_422_naming_the_step(
@@ -172,3 +183,64 @@ async def test_retry_a_failed_workflow_and_retry_task_on_a_step_is_a_409(
     assert again.attempt == held.attempt + 1
     missing = await client.post("/api/workflows/00000000-0000-0000-0000-000000000001/retry")
     assert missing.status_code == 404
+
+
+async def test_map_over_fans_out_and_shows_the_children(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    document = doc(
+        s("fetch", task_type="f"), s("each", "fetch", map_over="fetch", payload={"k": 1})
+    )
+    created = (await client.post("/api/workflows", json=document)).json()
+    assert created["steps"][1]["map_over"] == "fetch"
+    fetch = await hold_task(app, "f")
+    ref = AttemptRef(fetch.task.id, fetch.attempt, fetch.agent_id)
+    await context_of(app).store.finish_attempts(
+        [AttemptResult(ref, AttemptOutcome.SUCCEEDED, result=["x", "y"])], now=now_of(app)
+    )
+    shown = (await client.get(f"/api/workflows/{created['id']}")).json()
+    assert [(st["name"], st["status"], st["map_of"], st["map_index"]) for st in shown["steps"]] == [
+        ("fetch", "succeeded", None, None),
+        ("each", "waiting", None, None),
+        ("each[0]", "pending", "each", 0),
+        ("each[1]", "pending", "each", 1),
+    ]
+    assert shown["steps"][3]["task"]["payload"] == {"k": 1, "item": "y", "map_index": 1}
+
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample in a Prometheus exposition (0 when it is absent)."""
+    for family in text_string_to_metric_families(text):
+        for item in family.samples:
+            if item.name == name and all(
+                item.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
+                return float(item.value)
+    return 0.0
+
+
+async def test_workflows_are_counted_when_created_and_once_when_they_end(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    finished = "hetuflow_workflows_finished_total"
+    text = (await client.get("/metrics")).text
+    assert sample(text, finished, {"status": "succeeded"}) == 0  # every status is exported
+    assert 'hetuflow_workflows_finished_total{status="cancelled"}' in text
+    ok = (await client.post("/api/workflows", json=doc(s("a")))).json()
+    gone = (await client.post("/api/workflows", json=doc(s("x", task_type="x")))).json()
+    broken = (await client.post("/api/workflows", json=doc(s("y", task_type="y")))).json()
+    held = await hold_task(app, "t")
+    ref = AttemptRef(held.task.id, held.attempt, held.agent_id)
+    await context_of(app).store.finish_attempts(
+        [AttemptResult(ref, AttemptOutcome.SUCCEEDED, result=1)], now=now_of(app)
+    )
+    assert (await client.delete(f"/api/workflows/{gone['id']}")).status_code == 200
+    assert (await client.delete(f"/api/workflows/{gone['id']}")).status_code == 200
+    step_task = broken["steps"][0]["task"]["id"]
+    assert (await client.delete(f"/api/tasks/{step_task}")).status_code == 200
+    text = (await client.get("/metrics")).text
+    assert ok["id"] != gone["id"]
+    assert sample(text, "hetuflow_workflows_created_total") == 3
+    assert sample(text, finished, {"status": "succeeded"}) == 1
+    assert sample(text, finished, {"status": "cancelled"}) == 1
+    assert sample(text, finished, {"status": "failed"}) == 1

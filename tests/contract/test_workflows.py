@@ -296,3 +296,50 @@ async def test_parents_finishing_at_once_on_two_nodes_release_their_child_exactl
             f"p{i}": {"i": i, "round": round_} for i in range(6)
         }
         await finish(store, released["child"], result=None)
+
+
+async def test_each_end_of_a_workflow_is_reported_once_by_the_store_that_ended_it(
+    store: Store, connect: ConnectAgent, open_store: OpenStore
+) -> None:
+    """``on_workflow_finished``: the steps of a workflow finish concurrently through two
+    store instances (two nodes); exactly one reports the workflow, after its commit. A cancel
+    that leaves nothing running, a cancelled step, and a retry that ends again report too."""
+    other = await open_store()
+    reports: dict[int, list[WorkflowStatus]] = {0: [], 1: []}
+    stores: Sequence[Store] = (store, other)
+    for index, each in enumerate(stores):
+        each.on_workflow_finished(reports[index].append)
+    agent = await connect("a1", slots=100)
+    for round_ in range(5):
+        await create(store, *[step(f"s{i}") for i in range(6)])
+        claimed = await claim(store, agent)
+        await asyncio.gather(*(finish(stores[i % 2], claimed[f"s{i}"], result=i) for i in range(6)))
+        assert reports[0] + reports[1] == [WorkflowStatus.SUCCEEDED] * (round_ + 1)
+    reports[0].clear()
+    reports[1].clear()
+
+    waiting = await create(store, step("a"), step("b", "a"))
+    await store.cancel_workflow(waiting.id, now=T0)
+    assert reports[0] == [WorkflowStatus.CANCELLED]
+    await store.cancel_workflow(waiting.id, now=T0)  # already ended: not reported again
+    assert reports[0] == [WorkflowStatus.CANCELLED]
+
+    alone = await create(store, step("a"), step("b", "a"))
+    await other.cancel_task(alone.steps[0].task.id, now=T0)
+    assert reports[1] == [WorkflowStatus.FAILED]  # a was cancelled, b skipped
+
+    running = await create(store, step("a"))
+    [dispatch] = (await claim(store, agent)).values()
+    _, active = await store.cancel_workflow(running.id, now=T0)
+    assert active == [dispatch.task.id]
+    assert reports[0] == [WorkflowStatus.CANCELLED]  # a step is still running
+    await store.finish_attempts(
+        [
+            AttemptResult(
+                AttemptRef(dispatch.task.id, dispatch.attempt, dispatch.agent_id),
+                AttemptOutcome.CANCELLED,
+            )
+        ],
+        now=T0,
+    )
+    assert reports[0] == [WorkflowStatus.CANCELLED, WorkflowStatus.CANCELLED]

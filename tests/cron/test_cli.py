@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -174,3 +175,27 @@ def test_failures_are_readable_and_non_zero(cli: Invoke) -> None:
     assert both.exit_code == 2
     neither = cli("next-fires")
     assert neither.exit_code == 2
+
+
+def test_a_cron_job_that_starts_a_workflow(cli: Invoke, tmp_path: Path) -> None:
+    document = tmp_path / "wf.json"
+    document.write_text(
+        json.dumps({"name": "report", "steps": [{"name": "a", "task_type": "t"}]}),
+        encoding="utf-8",
+    )
+    both = cli(
+        "create-cron-job", "--name", "x", "--cron-expression", "@daily", "--task-type", "t",
+        "--workflow-file", str(document),
+    )  # fmt: skip
+    assert both.exit_code == 2
+    assert "exactly one" in both.output
+    result = cli(
+        "create-cron-job", "--name", "nightly", "--cron-expression", "@daily",
+        "--workflow-file", str(document),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "workflow" in result.output
+    assert "report" in result.output
+    [job] = json.loads(cli("list-cron-jobs", "--json").output)
+    assert (job["task_type"], job["workflow"]["steps"][0]["name"]) == (None, "a")
+    assert "report" in cli("list-cron-jobs").output

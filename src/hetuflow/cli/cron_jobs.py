@@ -30,6 +30,7 @@ from hetuflow.cli.common import (
 )
 from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
+from hetuflow.cli.workflows import read_document
 from hetuflow.client import CronJob
 
 PRIORITIES = ["low", "normal", "high", "critical"]
@@ -73,6 +74,13 @@ def _local(value: datetime | str | None, timezone: str) -> str:
     return text
 
 
+def _what(job: CronJob) -> tuple[str, str]:
+    """What each tick makes: a task type, or a workflow (by its name)."""
+    if job.workflow is not None:
+        return "workflow", str(job.workflow.get("name", "-"))
+    return "task type", job.task_type or "-"
+
+
 def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
     if cli.as_json:
         cli.emit_json(job)
@@ -83,7 +91,7 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
             [
                 ("id", str(job.id)),
                 ("schedule", f"{escape(job.cron_expression)} ({escape(job.timezone)})"),
-                ("task type", escape(job.task_type)),
+                (_what(job)[0], escape(_what(job)[1])),
                 ("state", state),
                 ("next fire", _local(job.next_fire_at, job.timezone)),
                 ("misfire", str(_extra(job, "misfire_policy") or "-")),
@@ -101,7 +109,12 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
     required=True,
     help='5 fields ("0 2 * * *"), 6 with leading seconds, or @hourly/@daily/@weekly/...',
 )
-@click.option("--task-type", required=True, help="Task type of the tasks it creates.")
+@click.option("--task-type", help="Task type of the tasks it creates (or --workflow-file).")
+@click.option(
+    "--workflow-file",
+    help="Instead of --task-type: a workflow document (JSON, as create-workflow --file;"
+    " '-' for standard input); each tick starts one such workflow.",
+)
 @click.option(
     "--payload", default="{}", show_default=True, help=f"For every task: {JSON_OPTION_HELP}."
 )
@@ -142,7 +155,8 @@ def create_cron_job(
     cli: Cli,
     name: str,
     cron_expression: str,
-    task_type: str,
+    task_type: str | None,
+    workflow_file: str | None,
     payload: str,
     timezone: str,
     priority: str,
@@ -170,6 +184,10 @@ def create_cron_job(
         fields["start_deadline_seconds"] = start_deadline_seconds
     if timeout_seconds is not None:
         fields["timeout_seconds"] = timeout_seconds
+    if (task_type is None) == (workflow_file is None):
+        fail("give --task-type or --workflow-file (exactly one)", EXIT_USAGE)
+    if workflow_file is not None:
+        fields["workflow"] = read_document(workflow_file, "--workflow-file")
     job = cli.client.create_cron_job(
         name, cron_expression, task_type, parse_json_object(payload, "--payload"), **fields
     )
@@ -189,7 +207,7 @@ def list_cron_jobs(cli: Cli) -> None:
             escape(job.name),
             short(job.id),
             f"{escape(job.cron_expression)}\n[dim]{escape(job.timezone)}[/dim]",
-            escape(job.task_type),
+            escape(_what(job)[1]),
             "yes" if job.enabled else "[red]no[/red]",
             _local(job.next_fire_at, job.timezone) if job.enabled else "-",
             when(job.last_fire_at),

@@ -37,16 +37,17 @@ def register(group: click.Group) -> None:
         group.add_command(command)
 
 
-def _read_document(source: str) -> dict[str, Any]:
+def read_document(source: str, option: str = "--file") -> dict[str, Any]:
+    """A workflow document from a JSON file (``-``: standard input); exit 2 if it is none."""
     try:
         with click.open_file(source, encoding="utf-8") as handle:
             document = json.load(handle)
     except OSError as error:
-        fail(f"--file: cannot read {source}: {error.strerror or error}", EXIT_USAGE)
+        fail(f"{option}: cannot read {source}: {error.strerror or error}", EXIT_USAGE)
     except json.JSONDecodeError as error:
-        fail(f"--file: {source} is not JSON: {error}", EXIT_USAGE)
+        fail(f"{option}: {source} is not JSON: {error}", EXIT_USAGE)
     if not isinstance(document, dict) or not isinstance(document.get("steps"), list):
-        fail('--file: expected a JSON object {"name": ..., "steps": [...]}', EXIT_USAGE)
+        fail(f'{option}: expected a JSON object {{"name": ..., "steps": [...]}}', EXIT_USAGE)
     return document
 
 
@@ -56,7 +57,8 @@ def _read_document(source: str) -> dict[str, Any]:
     "source",
     required=True,
     help='The workflow as JSON ("-": standard input): {"name", "on_failure", "steps": [...]},'
-    " each step a task spec with a name and depends_on.",
+    " each step a task spec with a name, depends_on, run_if and map_over (fan out over a"
+    " parent's list result: one child step per item).",
 )
 @click.option("--wait", is_flag=True, help="Wait until it ends; exit 1 unless it succeeded.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0), default=300, show_default=True)
@@ -67,7 +69,7 @@ def create_workflow(cli: Cli, source: str, wait: bool, wait_timeout: float) -> N
     \b
     hetuflow-server create-workflow --file wf.json
     """
-    document = _read_document(source)
+    document = read_document(source)
     workflow = cli.client.submit_workflow(
         str(document.get("name", "")),
         document["steps"],
@@ -179,11 +181,12 @@ def retry_workflow(cli: Cli, workflow_id: str) -> None:
 
 
 def _tree(workflow: Workflow) -> Tree:
-    """Steps without parents at the root, each step under every one of its parents."""
+    """Steps without parents at the root, each step under every one of its parents, a map
+    child under its mapped step."""
     root = Tree(f"[bold]{escape(workflow.name)}[/bold] {styled(workflow.status)}")
     children: dict[str, list[WorkflowStep]] = {}
     for step in workflow.steps:
-        for parent in step.depends_on:
+        for parent in step.depends_on if step.map_of is None else (step.map_of,):
             children.setdefault(parent, []).append(step)
 
     def add(node: Tree, step: WorkflowStep, path: tuple[str, ...]) -> None:
@@ -194,7 +197,7 @@ def _tree(workflow: Workflow) -> Tree:
             add(branch, child, (*path, step.name))
 
     for step in workflow.steps:
-        if not step.depends_on:
+        if not step.depends_on and step.map_of is None:
             add(root, step, ())
     return root
 
@@ -204,6 +207,8 @@ def _label(step: WorkflowStep) -> str:
     parts = [f"[bold]{escape(step.name)}[/bold]", styled(step.status)]
     if step.run_if != "all_succeeded":
         parts.append(f"(run_if {step.run_if})")
+    if step.map_over is not None:
+        parts.append(f"(map_over {escape(step.map_over)})")
     if task.started_at and task.finished_at:
         parts.append(f"{(task.finished_at - task.started_at).total_seconds():.2f} s")
     if task.result is not None:

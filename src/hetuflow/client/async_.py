@@ -345,7 +345,7 @@ class AsyncClient:
         self,
         name: str,
         cron_expression: str,
-        task_type: str,
+        task_type: str | None,
         payload: Mapping[str, Any] | None = None,
         **fields: Any,
     ) -> CronJob:
@@ -353,7 +353,7 @@ class AsyncClient:
             {
                 "name": name,
                 "cron_expression": cron_expression,
-                "task_type": task_type,
+                **({} if task_type is None else {"task_type": task_type}),
                 "payload": dict(payload or {}),
                 **fields,
             }

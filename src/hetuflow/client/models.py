@@ -112,7 +112,8 @@ class CronJob(BaseModel):
     id: UUID
     name: str
     cron_expression: str
-    task_type: str
+    task_type: str | None = None  # None for a job that starts workflows (``workflow``)
+    workflow: dict[str, Any] | None = None
     payload: dict[str, Any] = {}
     enabled: bool = True
     timezone: str = "UTC"

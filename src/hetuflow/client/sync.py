@@ -340,16 +340,18 @@ class Client:
         self,
         name: str,
         cron_expression: str,
-        task_type: str,
+        task_type: str | None,
         payload: Mapping[str, Any] | None = None,
         **fields: Any,
     ) -> CronJob:
-        """Fields beyond the seed's (timezone, priority, policies, …) go in ``fields``."""
+        """Fields beyond the seed's (timezone, priority, policies, …) go in ``fields``. A job
+        that starts a workflow at each tick: ``task_type=None, workflow={...}`` (the document
+        ``submit_workflow`` sends: ``name``, ``steps``, ``on_failure``)."""
         body = jsonable(
             {
                 "name": name,
                 "cron_expression": cron_expression,
-                "task_type": task_type,
+                **({} if task_type is None else {"task_type": task_type}),
                 "payload": dict(payload or {}),
                 **fields,
             }

@@ -17,13 +17,15 @@ from hetuflow.models import TaskStatus
 
 class StepSpec(TypedDict, total=False):
     """One step for ``submit_workflow``: a task spec (``TaskSpec``) with a unique ``name``,
-    the steps it ``depends_on``, and ``run_if`` (``all_succeeded``, ``all_done``,
-    ``any_failed``)."""
+    the steps it ``depends_on``, ``run_if`` (``all_succeeded``, ``all_done``,
+    ``any_failed``), and ``map_over`` (a parent whose list result fans the step out, one child
+    step per item)."""
 
     name: Required[str]
     task_type: Required[str]
     depends_on: list[str]
     run_if: str
+    map_over: str
     priority: str
     payload: dict[str, Any]
     required_capabilities: list[str]
@@ -42,6 +44,9 @@ class WorkflowStep(_Model):
     name: str
     depends_on: list[str] = []
     run_if: str = "all_succeeded"
+    map_over: str | None = None
+    map_index: int | None = None
+    map_of: str | None = None
     status: TaskStatus
     task: Task
 

@@ -80,6 +80,7 @@ def create_app(
         clock=clock if clock is not None else SystemClock(),
         node_id=node_id or config.server.node_id or f"node-{uuid.uuid4().hex[:8]}",
     )
+    context.store.on_workflow_finished(context.metrics.workflow_finished)
     engine = SchedulerEngine(context)
     task_queue = TaskQueue(
         context.store,

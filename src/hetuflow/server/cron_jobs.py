@@ -10,15 +10,28 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from hetuflow.cron import parse
-from hetuflow.errors import CronJobNotFound
-from hetuflow.models import UNSET, CronJob, CronJobChanges, CronTick, NewCronJob, Task, TaskStatus
+from hetuflow.errors import CronJobNotFound, InvalidInput, PayloadTooLarge, WorkflowInvalid
+from hetuflow.models import (
+    UNSET,
+    CronJob,
+    CronJobChanges,
+    CronTick,
+    NewCronJob,
+    OverlapPolicy,
+    Task,
+    TaskStatus,
+)
+from hetuflow.server.api.workflow_schemas import workflow_from_document
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_policy import cron_task
 from hetuflow.server.tasks import TaskQueue
+from hetuflow.server.workflows import check_payloads
 from hetuflow.store.base import CRON_CHANGED
+from hetuflow.workflows import NewWorkflow, check_workflow
 
 log = logging.getLogger("hetuflow.cron")
 
@@ -48,6 +61,8 @@ class CronJobs:
         )
 
     async def create(self, job: NewCronJob) -> CronJob:
+        if job.workflow is not None:
+            self.workflow_of(job.workflow)
         schedule = parse(job.cron_expression, job.timezone)
         now = self.clock.now()
         first = schedule.next_after(now) if job.enabled else None
@@ -67,6 +82,16 @@ class CronJobs:
     async def update(self, cron_job_id: UUID, changes: CronJobChanges) -> CronJob:
         """Apply ``changes`` (``enabled`` included); the job's next fire time follows."""
         job = await self.get(cron_job_id)
+        if changes.workflow is not UNSET and changes.workflow is not None:
+            self.workflow_of(changes.workflow)
+        workflow = job.workflow if changes.workflow is UNSET else changes.workflow
+        overlap = job.overlap_policy if changes.overlap_policy is UNSET else changes.overlap_policy
+        if workflow is not None and overlap is not OverlapPolicy.ALLOW:
+            raise InvalidInput(
+                "overlap_policy applies to a job's previous task; a cron job that starts"
+                " workflows takes only overlap_policy allow",
+                field="overlap_policy",
+            )
         expression = (
             job.cron_expression if changes.cron_expression is UNSET else changes.cron_expression
         )
@@ -100,12 +125,33 @@ class CronJobs:
 
         It becomes the job's last task, so the overlap policy of the next tick sees it."""
         job = await self.get(cron_job_id)
+        if job.workflow is not None:
+            raise InvalidInput(
+                f"cron job {job.name!r} starts workflows; run now creates a task: submit its"
+                " workflow with POST /api/workflows instead",
+                field="cron_job_id",
+            )
         task, _ = await self.tasks.create(cron_task(job, None, None))
         await self.store.update_cron_job(
             cron_job_id, CronJobChanges(last_task_id=task.id), now=self.clock.now()
         )
         await self._changed()
         return task
+
+    def workflow_of(self, document: dict[str, Any]) -> NewWorkflow:
+        """The workflow a tick of a job with this document starts now; ``WorkflowInvalid``
+        (its field under ``workflow.``) or ``PayloadTooLarge`` as ``POST /api/workflows``."""
+        scheduler = self.context.config.scheduler
+        workflow = workflow_from_document(
+            document, now=self.clock.now(), default_backoff_seconds=scheduler.retry_interval_seconds
+        )
+        try:
+            check_workflow(workflow)
+            check_payloads(workflow, self.context.config.server.max_payload_bytes)
+        except (WorkflowInvalid, PayloadTooLarge) as error:
+            field = f"workflow.{error.field}" if error.field else "workflow"
+            raise type(error)(error.message, field=field) from error
+        return workflow
 
     def preview(self, expression: str, timezone: str, count: int) -> list[datetime]:
         """The next ``count`` fire times after now of an expression in a time zone."""

@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -55,6 +56,7 @@ from hetuflow.models import (
     Task,
     TickOutcome,
 )
+from hetuflow.server.api.workflow_schemas import workflow_from_document
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_policy import Decision, decide, fire_of, unschedulable
 from hetuflow.server.resilience import StoreRetry
@@ -201,7 +203,7 @@ class CronService:
         """Record the decided ticks in one transaction (``Store.fire_cron_ticks``); if that
         fails with a domain error (a job deleted meanwhile), one by one. Returns how many
         tasks were created."""
-        fires = [fire_of(job, decision) for job, decision in decided]
+        fires = [self._fire_of(job, decision, now) for job, decision in decided]
         try:
             results = await self.store.fire_cron_ticks(fires, now=now)
         except HetuflowError as error:
@@ -214,12 +216,19 @@ class CronService:
                     self._failed(job, problem, now)
                     results.append((False, None))
         fired = 0
-        for (_, decision), (won, task) in zip(decided, results, strict=True):
+        for (_, decision), fire, (won, task) in zip(decided, fires, results, strict=True):
             # Count only what this node recorded: with several nodes the losers of the race
             # decided the same, and must not count it again.
             if not won:
                 continue
-            if task is not None:
+            if fire.workflow is not None:
+                fired += 1
+                self.context.metrics.workflow_created()
+                for step in fire.workflow.steps:
+                    self.context.metrics.task_submitted(step.task.task_type)
+                if decision.late is not None:
+                    self.context.metrics.cron_misfired(decision.late)
+            elif task is not None:
                 fired += 1
                 self.context.metrics.task_submitted(task.task_type)
                 if decision.late is not None:
@@ -227,6 +236,26 @@ class CronService:
             elif decision.outcome is TickOutcome.SKIPPED:
                 self.context.metrics.cron_misfired("skipped")
         return fired
+
+    def _fire_of(self, job: CronJob, decision: Decision, now: datetime) -> CronFire:
+        """The fire to record; a fired tick of a job that starts workflows starts its
+        workflow (built from the stored document) instead of creating a task."""
+        fire = fire_of(job, decision)
+        if job.workflow is None or fire.task is None:
+            return fire
+        workflow = workflow_from_document(
+            job.workflow,
+            now=now,
+            default_backoff_seconds=self.context.config.scheduler.retry_interval_seconds,
+        )
+        at = fire.task.scheduled_at  # a tick fired ahead of its instant starts at it
+        if at is not None:
+            steps = tuple(
+                replace(s, task=replace(s.task, scheduled_at=max(s.task.scheduled_at or at, at)))
+                for s in workflow.steps
+            )
+            workflow = replace(workflow, steps=steps)
+        return replace(fire, task=None, workflow=workflow)
 
     async def _record_one(self, fire: CronFire, now: datetime) -> tuple[bool, Task | None]:
         [result] = await self.store.fire_cron_ticks([fire], now=now)

@@ -121,6 +121,20 @@ class Metrics:
             ["operation"],
             registry=registry,
         )
+        self._workflows_created = Counter(
+            "hetuflow_workflows_created",
+            "Workflows submitted (REST, CLI, SDK).",
+            registry=registry,
+        )
+        self._workflows_finished = Counter(
+            "hetuflow_workflows_finished",
+            "Workflows that ended, by status (succeeded, failed, cancelled), counted by the node"
+            " whose transaction ended the last step; a retried workflow counts again.",
+            ["status"],
+            registry=registry,
+        )
+        for status in ("succeeded", "failed", "cancelled"):
+            self._workflows_finished.labels(status)
         self._pending_types: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -172,6 +186,17 @@ class Metrics:
         for task_type, count in counts.items():
             self._quarantined.labels(task_type).set(count)
         self._quarantined_types |= counts.keys()
+
+    # --- workflows ---------------------------------------------------------------------------
+
+    def workflow_created(self) -> None:
+        """A workflow was submitted (its steps count as submitted tasks too)."""
+        self._workflows_created.inc()
+
+    def workflow_finished(self, status: str) -> None:
+        """A workflow ended with ``status`` (a ``WorkflowStatus`` value), in a transaction of
+        this node (``Store.on_workflow_finished``)."""
+        self._child(self._workflows_finished, status).inc()
 
     # --- agents, cron, transport ------------------------------------------------------------
 

@@ -23,6 +23,20 @@ from hetuflow.workflows import NewWorkflow, Workflow, WorkflowSummary, check_wor
 log = logging.getLogger("hetuflow.workflows")
 
 
+def check_payloads(workflow: NewWorkflow, limit: int | None) -> None:
+    """``PayloadTooLarge`` naming the first step whose payload is over ``limit`` bytes."""
+    if limit is None:
+        return
+    for step in workflow.steps:
+        size = len(orjson.dumps(step.task.payload))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"step {step.name!r}: the payload is {size} bytes as JSON; the limit is"
+                f" {limit} bytes ([server] max_payload_bytes)",
+                field=f"steps.{step.name}.payload",
+            )
+
+
 class WorkflowService:
     def __init__(self, queue: TaskQueue) -> None:
         self._queue = queue
@@ -32,29 +46,17 @@ class WorkflowService:
         create the workflow and every step in one transaction, then wake the dispatchers:
         the steps without parents are pending."""
         ordered = check_workflow(workflow)
-        self._check_payloads(workflow)
+        check_payloads(workflow, self._queue.max_payload_bytes)
         queue = self._queue
         created = await queue.store.create_workflow(workflow, ordered, now=queue.clock.now())
         if queue.metrics is not None:
+            queue.metrics.workflow_created()
             for task_type, count in Counter(s.task.task_type for s in created.steps).items():
                 queue.metrics.task_submitted(task_type, count)
         if queue.dispatcher is not None:
             queue.dispatcher.wake()
         await self._publish_ready()
         return created
-
-    def _check_payloads(self, workflow: NewWorkflow) -> None:
-        limit = self._queue.max_payload_bytes
-        if limit is None:
-            return
-        for step in workflow.steps:
-            size = len(orjson.dumps(step.task.payload))
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"step {step.name!r}: the payload is {size} bytes as JSON; the limit is"
-                    f" {limit} bytes ([server] max_payload_bytes)",
-                    field=f"steps.{step.name}.payload",
-                )
 
     async def get(self, workflow_id: UUID) -> Workflow:
         workflow = await self._queue.store.get_workflow(workflow_id)

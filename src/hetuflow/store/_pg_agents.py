@@ -23,6 +23,7 @@ from hetuflow.store._rules import (
     generated_agent_name,
     tombstone_name,
 )
+from hetuflow.workflows import WorkflowStatus
 
 _SELECT_AGENTS = f"""
 SELECT a.*, (SELECT count(*) FROM tasks AS t
@@ -109,7 +110,9 @@ _LAST_HEARD = "coalesce(a.last_heartbeat_at, a.connected_at, a.created_at)"
 creation (a pre-created agent that never connected)."""
 
 
-async def _tombstone(connection: Conn, agent_id: UUID, now: datetime) -> bool:
+async def _tombstone(
+    connection: Conn, agent_id: UUID, now: datetime, finished: list[WorkflowStatus] | None = None
+) -> bool:
     """Tombstone one offline agent, release what it still holds and delete its tokens;
     whether it did.
 
@@ -127,14 +130,16 @@ async def _tombstone(connection: Conn, agent_id: UUID, now: datetime) -> bool:
     )
     if deleted is None:
         return False
-    await release(connection, [agent_id], now)
+    await release(connection, [agent_id], now, finished=finished)
     await connection.execute("DELETE FROM api_tokens WHERE agent_id = $1", agent_id)
     return True
 
 
-async def delete_agent(connection: Conn, agent_id: UUID, now: datetime) -> None:
+async def delete_agent(
+    connection: Conn, agent_id: UUID, now: datetime, finished: list[WorkflowStatus] | None = None
+) -> None:
     """Tombstone an offline agent; ``AgentOnline`` if the store records a connection."""
-    if not await _tombstone(connection, agent_id, now):
+    if not await _tombstone(connection, agent_id, now, finished):
         agent = await get_agent(connection, agent_id)
         if agent is None:
             raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
@@ -142,7 +147,11 @@ async def delete_agent(connection: Conn, agent_id: UUID, now: datetime) -> None:
 
 
 async def prune_agents(
-    connection: Conn, offline_before: datetime, now: datetime, limit: int
+    connection: Conn,
+    offline_before: datetime,
+    now: datetime,
+    limit: int,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[Agent]:
     """Tombstone offline agents last heard from before ``offline_before``, oldest first.
 
@@ -157,7 +166,7 @@ async def prune_agents(
     pruned: list[Agent] = []
     for row in rows:
         agent = agent_from(row, CODEC)
-        if await _tombstone(connection, agent.id, now):
+        if await _tombstone(connection, agent.id, now, finished):
             pruned.append(agent)
     return pruned
 
@@ -239,6 +248,7 @@ async def release_agent(
     session: int | None,
     aging: Aging | None = None,
     crash_limit: int = 0,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one.
     The agent's row stays locked until the transaction ends, so a concurrent ``connect_agent``
@@ -249,7 +259,9 @@ async def release_agent(
         )
         if current != session:
             return []
-    return await release(connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit)
+    return await release(
+        connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit, finished=finished
+    )
 
 
 async def record_heartbeats(
@@ -279,6 +291,7 @@ async def reap_agents(
     now: datetime,
     aging: Aging | None = None,
     crash_limit: int = 0,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     rows = await connection.fetch(
         """
@@ -290,5 +303,7 @@ async def reap_agents(
     )
     reaped = sorted(uid(row["id"]) for row in rows)
     if reaped:
-        await release(connection, reaped, now, aging=aging, crash_limit=crash_limit)
+        await release(
+            connection, reaped, now, aging=aging, crash_limit=crash_limit, finished=finished
+        )
     return reaped

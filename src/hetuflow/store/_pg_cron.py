@@ -28,7 +28,9 @@ from hetuflow.models import (
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
+from hetuflow.store._pg_workflows import create_workflow
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
+from hetuflow.workflows import check_workflow
 
 
 def _not_found(cron_job_id: UUID) -> CronJobNotFound:
@@ -46,9 +48,9 @@ async def create_cron_job(
                 required_capabilities, timeout_seconds, max_retries, backoff_seconds,
                 backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
                 overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at,
-                concurrency_key, max_concurrent_per_key)
+                concurrency_key, max_concurrent_per_key, workflow)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18, $19, $20, $20, $21, $22)
+                    $17, $18, $19, $20, $20, $21, $22, $23)
             RETURNING *""",
             uuid.uuid4(),
             job.name,
@@ -72,6 +74,7 @@ async def create_cron_job(
             utc(now),
             job.concurrency_key,
             job.max_concurrent_per_key,
+            job.workflow,
         )
     except asyncpg.UniqueViolationError as error:
         raise CronJobNameTaken(f"a cron job named {job.name!r} exists", field="name") from error
@@ -212,7 +215,8 @@ async def fire_cron_ticks(
 ) -> list[tuple[bool, Task | None]]:
     """Four statements whatever the number of ticks: insert the ticks (in (job, tick) order,
     so concurrent nodes queue on the same keys in the same order), insert the winners'
-    tasks, link them to their ticks, advance the winners' jobs."""
+    tasks, link them to their ticks, advance the winners' jobs; plus, for each won tick of a
+    job that starts workflows, its workflow (``create_workflow``) and the tick's link."""
     stamp = utc(now)
     ordered = sorted(fires, key=lambda fire: (fire.cron_job_id, fire.tick_at))
     try:
@@ -240,6 +244,18 @@ async def fire_cron_ticks(
             [utc(fire.tick_at) for fire in firing],
             [created[(fire.cron_job_id, fire.tick_at)].id for fire in firing],
         )
+    for fire in won:  # a workflow cron job: the tick starts one, in this transaction
+        if fire.workflow is not None:
+            workflow = fire.workflow
+            started = await create_workflow(
+                connection, workflow, check_workflow(workflow), now, aging
+            )
+            await connection.execute(
+                "UPDATE cron_ticks SET workflow_id = $3 WHERE cron_job_id = $1 AND tick_at = $2",
+                fire.cron_job_id,
+                utc(fire.tick_at),
+                started.id,
+            )
     if won:
         tasks = [created.get((fire.cron_job_id, fire.tick_at)) for fire in won]
         await connection.execute(

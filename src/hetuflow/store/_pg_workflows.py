@@ -23,17 +23,21 @@ import orjson
 from hetuflow.clock import utc
 from hetuflow.errors import WorkflowAlreadyFinished, WorkflowNotFound
 from hetuflow.models import Page, Task, TaskStatus
+from hetuflow.store import _pg_maps as maps
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._workflow_rows import (
+    FINISHED_SQL,
     STEP_COLUMNS,
+    STEP_ORDER,
     Done,
     child_decision,
     counts_of,
     done_from,
+    finished_status,
     stops,
     summary_from,
     workflow_from,
@@ -46,6 +50,7 @@ from hetuflow.workflows import (
     Parent,
     RunIf,
     Workflow,
+    WorkflowStatus,
     WorkflowSummary,
     stop_reason,
 )
@@ -73,7 +78,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps AS s SET parents_left = s.parents_left - c.n
 FROM unnest($1::uuid[], $2::int[]) AS c(id, n)
 WHERE s.task_id = c.id
-RETURNING s.task_id, s.parents_left, s.run_if"""
+RETURNING s.task_id, s.parents_left, s.run_if, s.map_count"""
 
 _PARENTS = """
 SELECT e.child_id, p.name, t.status, t.error
@@ -92,7 +97,9 @@ GROUP BY e.child_id"""
 
 _STOPPABLE = """
 SELECT s.task_id, s.workflow_id FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-WHERE s.workflow_id = ANY($1::uuid[]) AND s.run_if = 'all_succeeded' AND t.status = 'waiting'"""
+WHERE s.workflow_id = ANY($1::uuid[]) AND s.run_if = 'all_succeeded' AND t.status = 'waiting'
+  AND s.map_count IS NULL"""
+"""A mapped step that has fanned out is not stopped: it waits for its children."""
 
 _END = """
 UPDATE tasks AS t SET status = c.status, error = c.error, finished_at = $2, updated_at = $2
@@ -142,10 +149,12 @@ async def create_workflow(
         )
     await connection.execute(
         """
-        INSERT INTO workflow_steps (task_id, workflow_id, name, position, run_if, parents_left)
-        SELECT c.task_id, $1, c.name, c.position, c.run_if, c.parents_left
-        FROM json_to_recordset($2::json)
-             AS c(task_id uuid, name text, position int, run_if text, parents_left int)""",
+        INSERT INTO workflow_steps
+            (task_id, workflow_id, name, position, run_if, parents_left, map_over)
+        SELECT c.task_id, $1, c.name, c.position, c.run_if, c.parents_left, c.map_over
+        FROM json_to_recordset($2::json) AS c(
+            task_id uuid, name text, position int, run_if text, parents_left int, map_over text
+        )""",
         workflow_id,
         orjson.dumps(
             [
@@ -155,6 +164,7 @@ async def create_workflow(
                     "position": position[step.name],
                     "run_if": step.run_if.value,
                     "parents_left": len(set(step.depends_on)),
+                    "map_over": step.map_over,
                 }
                 for step in steps
             ]
@@ -185,7 +195,7 @@ async def get_workflow(connection: Conn, workflow_id: UUID) -> Workflow | None:
     steps = await connection.fetch(
         f"""
         SELECT {STEP_COLUMNS} FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-        WHERE s.workflow_id = $1 ORDER BY s.position""",
+        WHERE s.workflow_id = $1 ORDER BY {STEP_ORDER}""",
         workflow_id,
     )
     edges = await connection.fetch(
@@ -193,7 +203,7 @@ async def get_workflow(connection: Conn, workflow_id: UUID) -> Workflow | None:
         SELECT p.name AS parent, c.name AS child FROM workflow_edges AS e
         JOIN workflow_steps AS p ON p.task_id = e.parent_id
         JOIN workflow_steps AS c ON c.task_id = e.child_id
-        WHERE c.workflow_id = $1 ORDER BY c.position, p.position""",
+        WHERE c.workflow_id = $1 ORDER BY c.position, p.position, p.map_index""",
         workflow_id,
     )
     return workflow_from(row, steps, [(e["parent"], e["child"]) for e in edges], CODEC)
@@ -243,19 +253,24 @@ async def lock_workflows_of(connection: Conn, task_ids: Sequence[UUID]) -> None:
 
 
 async def cancel_task(
-    connection: Conn, task_id: UUID, now: datetime, aging: Aging, reason: str | None = None
+    connection: Conn,
+    task_id: UUID,
+    now: datetime,
+    aging: Aging,
+    reason: str | None = None,
+    finished: list[WorkflowStatus] | None = None,
 ) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction, its workflow row locked before its task row."""
     await lock_workflows_of(connection, [task_id])
     task = await task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
-        await settle(connection, [task.id], now, aging)
+        await settle(connection, [task.id], now, aging, finished)
     return task
 
 
 async def cancel_workflow(
-    connection: Conn, workflow_id: UUID, now: datetime
+    connection: Conn, workflow_id: UUID, now: datetime, finished: list[WorkflowStatus] | None = None
 ) -> tuple[Workflow, list[UUID]]:
     """Cancel every waiting and pending step now and mark the workflow cancelled; return it
     and the ids of its active steps (the caller cancels those through the task cancel path,
@@ -294,6 +309,9 @@ async def cancel_workflow(
     )
     found = await get_workflow(connection, workflow_id)
     assert found is not None
+    was_running = any(not step.task.status.is_terminal for step in workflow.steps)
+    if finished is not None and was_running and not active:
+        finished.append(found.status)  # nothing is left running: it ended here
     return found, [uid(row["id"]) for row in active]
 
 
@@ -301,7 +319,9 @@ async def cancel_workflow(
 
 _RESET = """
 UPDATE tasks
-SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+SET status = 'waiting', result = NULL, error = NULL, progress = NULL,
+    parents = CASE WHEN id IN (SELECT task_id FROM workflow_steps WHERE map_index IS NOT NULL)
+                   THEN parents END,
     failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = $2, updated_at = $2
 WHERE id = ANY($1::uuid[])"""
 
@@ -318,7 +338,11 @@ WHERE id = ANY($1::uuid[]) AND status = 'waiting'"""
 
 
 async def retry_workflow(
-    connection: Conn, workflow_id: UUID, now: datetime, aging: Aging
+    connection: Conn,
+    workflow_id: UUID,
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> tuple[Workflow, int]:
     """``Store.retry_workflow``: the workflow row locked first, then, in this transaction,
     the steps that did not succeed and every descendant of theirs start over
@@ -350,8 +374,12 @@ async def retry_workflow(
         ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
     }
     released = len(roots)
-    released += len(await _release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
-    released += len(await settle(connection, await _end(connection, ends, stamp), stamp, aging))
+    more, succeeded = await _release(
+        connection, [ids[n] for n in plan.releases], ends, stamp, aging
+    )
+    released += len(more)
+    ended = await _end(connection, ends, stamp) + succeeded
+    released += len(await settle(connection, ended, stamp, aging, finished))
     found = await get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -399,23 +427,40 @@ async def delete_finished(connection: Conn, finished_before: datetime, limit: in
 
 
 async def settle(
-    connection: Conn, task_ids: Sequence[UUID], now: datetime, aging: Aging
+    connection: Conn,
+    task_ids: Sequence[UUID],
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     """Steps ``task_ids`` just became terminal (in this transaction, their workflow rows
     locked, then their task rows):
     release, skip or fail what depends on them, and under ``on_failure: stop`` skip what is
     left of their workflows; repeat for every step that ends on the way. Returns the steps
-    that became pending. Ids that are no workflow step are ignored."""
+    that became pending; the status of each workflow that thereby ended goes to ``finished``.
+    Ids that are no workflow step are ignored."""
     if not task_ids:
         return []
     await lock_workflows_of(connection, task_ids)  # held already by every caller: a no-op
     released: list[UUID] = []
     done = await _read_done(connection, task_ids)
+    workflows = {uid(item.workflow_id) for item in done}
     while done:
         ended, more = await _settle_round(connection, done, utc(now), aging)
         released.extend(more)
         done = await _read_done(connection, ended)
+    if finished is not None and workflows and not (released and len(workflows) == 1):
+        # (a step it released is running: its workflow has not ended; spares a chain a scan)
+        finished.extend(await _finished(connection, sorted(workflows)))
     return released
+
+
+async def _finished(connection: Conn, workflow_ids: Sequence[UUID]) -> list[WorkflowStatus]:
+    """The statuses of those of the workflows whose every step has ended."""
+    rows = await connection.fetch(
+        FINISHED_SQL.format(ids="SELECT unnest($1::uuid[])"), list(workflow_ids)
+    )
+    return [status for row in rows if (status := finished_status(row)) is not None]
 
 
 async def _read_done(connection: Conn, task_ids: Sequence[UUID]) -> list[Done]:
@@ -435,8 +480,10 @@ async def _settle_round(
         for row in await connection.fetch(_STOPPABLE, list(stopping)):
             failed = stopping[row["workflow_id"]].parent
             ends.setdefault(row["task_id"], (TaskStatus.SKIPPED, stop_reason(failed)))
-    released = await _release(connection, [c for c in releases if c not in ends], ends, now, aging)
-    return await _end(connection, ends, now), released
+    released, succeeded = await _release(
+        connection, [c for c in releases if c not in ends], ends, now, aging
+    )
+    return await _end(connection, ends, now) + succeeded, released
 
 
 async def _end(
@@ -479,6 +526,10 @@ async def _decide_children(
             )
     for row in sorted(rows, key=lambda r: r["task_id"]):
         child, left = row["task_id"], row["parents_left"]
+        if row["map_count"] is not None:  # a mapped step waits for all its children
+            if left == 0:
+                releases.append(child)
+            continue
         status, reason = child_decision(
             RunIf(row["run_if"]),
             left,
@@ -498,13 +549,18 @@ async def _release(
     ends: dict[Any, tuple[TaskStatus, str | None]],
     now: datetime,
     aging: Aging,
-) -> list[UUID]:
+) -> tuple[list[UUID], list[UUID]]:
     """Make ``releases`` pending with their parents' results; one whose results are over
-    the limit goes to ``ends`` as failed instead. Returns those released."""
+    the limit goes to ``ends`` as failed instead. A mapped step fans out, or, once its
+    children have ended, collects them (``_pg_maps``). Returns the steps released (map
+    children included) and the mapped steps that succeeded."""
     if not releases:
-        return []
+        return [], []
+    mapped = await maps.mapped_steps(connection, releases)
+    released, succeeded = await maps.release_mapped(connection, mapped, ends, now, aging)
+    plain = [task_id for task_id in releases if uid(task_id) not in mapped]
     documents: list[dict[str, Any]] = []
-    for row in await connection.fetch(_PARENT_RESULTS, list(releases)):
+    for row in await connection.fetch(_PARENT_RESULTS, plain) if plain else []:
         size = len(orjson.dumps(row["parents"]))
         if size > MAX_PARENT_RESULTS_BYTES:
             ends[row["child_id"]] = (TaskStatus.FAILED, _too_large(size))
@@ -512,7 +568,7 @@ async def _release(
             documents.append({"id": uid(row["child_id"]), "parents": row["parents"]})
     if documents:
         await connection.execute(_RELEASE, orjson.dumps(documents).decode(), now, aging.step_micros)
-    return [document["id"] for document in documents]
+    return released + [document["id"] for document in documents], succeeded
 
 
 def _too_large(size: int) -> str:

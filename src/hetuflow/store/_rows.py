@@ -8,7 +8,7 @@ the same in both dialects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -254,6 +254,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         updated_at=_must_time(codec, row["updated_at"]),
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
+        workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
     )
 
 
@@ -265,6 +266,7 @@ def cron_tick_from(row: Row, codec: Codec) -> CronTick:
         task_id=codec.uuid(row["task_id"]),
         reason=row["reason"],
         recorded_at=_must_time(codec, row["recorded_at"]),
+        workflow_id=codec.uuid(row["workflow_id"]),
     )
 
 
@@ -305,28 +307,31 @@ def cron_columns(changes: CronJobChanges, codec: Codec) -> dict[str, Any]:
         value = getattr(changes, name)
         if value is not UNSET:
             columns[name] = value
-    if changes.payload is not UNSET:
-        columns["payload"] = codec.put_json(changes.payload)
-    if changes.required_capabilities is not UNSET:
-        columns["required_capabilities"] = codec.put_texts(changes.required_capabilities)
-    if changes.priority is not UNSET:
-        columns["priority"] = changes.priority.rank
-    if changes.misfire_policy is not UNSET:
-        columns["misfire_policy"] = changes.misfire_policy.value
-    if changes.overlap_policy is not UNSET:
-        columns["overlap_policy"] = changes.overlap_policy.value
+    for name, convert in _CRON_CONVERTED.items():
+        value = getattr(changes, name)
+        if value is not UNSET:
+            columns[name] = convert(value, codec)
     if changes.retry is not UNSET:
         columns["max_retries"] = changes.retry.max_retries
         columns["backoff_seconds"] = changes.retry.backoff_seconds
         columns["backoff_factor"] = changes.retry.backoff_factor
         columns["max_backoff_seconds"] = changes.retry.max_backoff_seconds
-    for name in ("next_fire_at", "last_fire_at"):
-        time = getattr(changes, name)
-        if time is not UNSET:
-            columns[name] = codec.put_time(time)
-    if changes.last_task_id is not UNSET:
-        columns["last_task_id"] = codec.put_uuid(changes.last_task_id)
     return columns
+
+
+_CRON_CONVERTED: dict[str, Callable[[Any, Codec], Any]] = {
+    "required_capabilities": lambda value, codec: codec.put_texts(value),
+    "priority": lambda value, codec: value.rank,
+    "misfire_policy": lambda value, codec: value.value,
+    "overlap_policy": lambda value, codec: value.value,
+    "next_fire_at": lambda value, codec: codec.put_time(value),
+    "last_fire_at": lambda value, codec: codec.put_time(value),
+    "last_task_id": lambda value, codec: codec.put_uuid(value),
+    "payload": lambda value, codec: codec.put_json(value),
+    # a job's workflow may go (None)
+    "workflow": lambda value, codec: None if value is None else codec.put_json(value),
+}
+"""``CronJobChanges`` fields whose column value ``codec`` converts."""
 
 
 def like_pattern(text: str) -> str:

@@ -21,6 +21,7 @@ from hetuflow.store._rules import (
 )
 from hetuflow.store._sqlite_attempts import release
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
+from hetuflow.workflows import WorkflowStatus
 
 # INDEXED BY: left alone, SQLite counts through tasks_agent_created, i.e. every task the agent
 # ever ran; (agent_id, status) seeks straight to the active ones.
@@ -91,7 +92,12 @@ _LAST_HEARD = "coalesce(a.last_heartbeat_at, a.connected_at, a.created_at)"
 creation (a pre-created agent that never connected)."""
 
 
-def _tombstone(connection: sqlite3.Connection, agent_id: UUID, now: datetime) -> bool:
+def _tombstone(
+    connection: sqlite3.Connection,
+    agent_id: UUID,
+    now: datetime,
+    finished: list[WorkflowStatus] | None = None,
+) -> bool:
     """Tombstone one offline agent (one conditional update, so a registration committed
     first keeps it), release what it still holds and delete its tokens; whether it did."""
     key = str(agent_id)
@@ -104,14 +110,19 @@ def _tombstone(connection: sqlite3.Connection, agent_id: UUID, now: datetime) ->
     ).fetchone()
     if row is None:
         return False
-    release(connection, [agent_id], now)
+    release(connection, [agent_id], now, finished=finished)
     connection.execute("DELETE FROM api_tokens WHERE agent_id = ?", (key,))
     return True
 
 
-def delete_agent(connection: sqlite3.Connection, agent_id: UUID, now: datetime) -> None:
+def delete_agent(
+    connection: sqlite3.Connection,
+    agent_id: UUID,
+    now: datetime,
+    finished: list[WorkflowStatus] | None = None,
+) -> None:
     """Tombstone an offline agent; ``AgentOnline`` if the store records a connection."""
-    if not _tombstone(connection, agent_id, now):
+    if not _tombstone(connection, agent_id, now, finished):
         agent = _one(connection, "a.id = ?", str(agent_id))
         if agent is None:
             raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
@@ -119,7 +130,11 @@ def delete_agent(connection: sqlite3.Connection, agent_id: UUID, now: datetime) 
 
 
 def prune_agents(
-    connection: sqlite3.Connection, offline_before: datetime, now: datetime, limit: int
+    connection: sqlite3.Connection,
+    offline_before: datetime,
+    now: datetime,
+    limit: int,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[Agent]:
     """Tombstone offline agents last heard from before ``offline_before``, oldest first (the
     single writer keeps the read and the updates together)."""
@@ -130,7 +145,7 @@ def prune_agents(
         (micros(offline_before), limit),
     ).fetchall()
     stale = [agent_from(row, CODEC) for row in rows]
-    return [agent for agent in stale if _tombstone(connection, agent.id, now)]
+    return [agent for agent in stale if _tombstone(connection, agent.id, now, finished)]
 
 
 def set_agent_enabled(connection: sqlite3.Connection, agent_id: UUID, enabled: bool) -> Agent:
@@ -241,6 +256,7 @@ def release_agent(
     session: int | None,
     aging: Aging | None = None,
     crash_limit: int = 0,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one
     (the single writer orders this against ``connect_agent``)."""
@@ -250,7 +266,9 @@ def release_agent(
         ).fetchone()
         if row is None or row["session"] != session:
             return []
-    return release(connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit)
+    return release(
+        connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit, finished=finished
+    )
 
 
 def record_heartbeats(
@@ -284,6 +302,7 @@ def reap_agents(
     now: datetime,
     aging: Aging | None = None,
     crash_limit: int = 0,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     rows = connection.execute(
         """
@@ -295,5 +314,5 @@ def reap_agents(
     ).fetchall()
     reaped = sorted(row["id"] for row in rows)
     if reaped:
-        release(connection, reaped, now, aging=aging, crash_limit=crash_limit)
+        release(connection, reaped, now, aging=aging, crash_limit=crash_limit, finished=finished)
     return [UUID(agent_id) for agent_id in reaped]

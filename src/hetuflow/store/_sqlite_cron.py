@@ -23,6 +23,8 @@ from hetuflow.store._claims import Aging
 from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
 from hetuflow.store._sqlite_db import CODEC, micros
 from hetuflow.store._sqlite_tasks import insert_task
+from hetuflow.store._sqlite_workflows import create_workflow
+from hetuflow.workflows import NewWorkflow, check_workflow
 
 
 def _name_taken(name: object) -> CronJobNameTaken:
@@ -42,8 +44,8 @@ def create_cron_job(
                 required_capabilities, timeout_seconds, max_retries, backoff_seconds,
                 backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
                 overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at,
-                concurrency_key, max_concurrent_per_key)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                concurrency_key, max_concurrent_per_key, workflow)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING *""",
             (
                 job_id,
@@ -69,6 +71,7 @@ def create_cron_job(
                 stamp,
                 job.concurrency_key,
                 job.max_concurrent_per_key,
+                None if job.workflow is None else CODEC.put_json(job.workflow),
             ),
         ).fetchone()
     except sqlite3.IntegrityError as error:
@@ -145,6 +148,7 @@ def _fire(
     reason: str | None,
     now: datetime,
     aging: Aging,
+    workflow: NewWorkflow | None = None,
 ) -> tuple[bool, Task | None]:
     job_key, tick_key, stamp = str(cron_job_id), micros(tick_at), micros(now)
     try:
@@ -168,6 +172,12 @@ def _fire(
         connection.execute(
             "UPDATE cron_ticks SET task_id = ? WHERE cron_job_id = ? AND tick_at = ?",
             (str(created.id), job_key, tick_key),
+        )
+    if workflow is not None:  # a workflow cron job: the tick starts one, in this transaction
+        started = create_workflow(connection, workflow, check_workflow(workflow), now, aging)
+        connection.execute(
+            "UPDATE cron_ticks SET workflow_id = ? WHERE cron_job_id = ? AND tick_at = ?",
+            (str(started.id), job_key, tick_key),
         )
     connection.execute(
         """
@@ -209,6 +219,7 @@ def fire_cron_ticks(
                 fire.reason,
                 now,
                 aging,
+                fire.workflow,
             )
         except CronJobNotFound:
             continue

@@ -18,17 +18,21 @@ import orjson
 
 from hetuflow.errors import WorkflowAlreadyFinished, WorkflowNotFound
 from hetuflow.models import Page, Task, TaskStatus
+from hetuflow.store import _sqlite_maps as maps
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_tasks import create_tasks
 from hetuflow.store._workflow_rows import (
+    FINISHED_SQL,
     STEP_COLUMNS,
+    STEP_ORDER,
     Done,
     child_decision,
     counts_of,
     done_from,
+    finished_status,
     stops,
     summary_from,
     workflow_from,
@@ -41,6 +45,7 @@ from hetuflow.workflows import (
     Parent,
     RunIf,
     Workflow,
+    WorkflowStatus,
     WorkflowSummary,
     stop_reason,
 )
@@ -63,7 +68,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps SET parents_left = parents_left - c.n
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS c
 WHERE workflow_steps.task_id = c.id
-RETURNING task_id, parents_left, run_if"""
+RETURNING task_id, parents_left, run_if, map_count"""
 
 _PARENTS = """
 SELECT p.name, t.status, t.error
@@ -81,7 +86,9 @@ WHERE e.child_id = ?"""
 
 _STOPPABLE = """
 SELECT s.task_id FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-WHERE s.workflow_id = ? AND s.run_if = 'all_succeeded' AND t.status = 'waiting'"""
+WHERE s.workflow_id = ? AND s.run_if = 'all_succeeded' AND t.status = 'waiting'
+  AND s.map_count IS NULL"""
+"""A mapped step that has fanned out is not stopped: it waits for its children."""
 
 _END = """
 UPDATE tasks SET status = c.status, error = c.error, finished_at = ?, updated_at = ?
@@ -127,8 +134,9 @@ def create_workflow(
         )
     connection.execute(
         """
-        INSERT INTO workflow_steps (task_id, workflow_id, name, position, run_if, parents_left)
-        SELECT value ->> 0, ?, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+        INSERT INTO workflow_steps
+            (task_id, workflow_id, name, position, run_if, parents_left, map_over)
+        SELECT value ->> 0, ?, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
         FROM json_each(?)""",
         (
             workflow_id,
@@ -140,6 +148,7 @@ def create_workflow(
                         position[step.name],
                         step.run_if.value,
                         len(set(step.depends_on)),
+                        step.map_over,
                     )
                     for step in steps
                 ]
@@ -170,7 +179,7 @@ def get_workflow(connection: sqlite3.Connection, workflow_id: UUID) -> Workflow 
     steps = connection.execute(
         f"""
         SELECT {STEP_COLUMNS} FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
-        WHERE s.workflow_id = ? ORDER BY s.position""",
+        WHERE s.workflow_id = ? ORDER BY {STEP_ORDER}""",
         (row["id"],),
     ).fetchall()
     edges = connection.execute(
@@ -178,7 +187,7 @@ def get_workflow(connection: sqlite3.Connection, workflow_id: UUID) -> Workflow 
         SELECT p.name, c.name FROM workflow_edges AS e
         JOIN workflow_steps AS p ON p.task_id = e.parent_id
         JOIN workflow_steps AS c ON c.task_id = e.child_id
-        WHERE c.workflow_id = ? ORDER BY c.position, p.position""",
+        WHERE c.workflow_id = ? ORDER BY c.position, p.position, p.map_index""",
         (row["id"],),
     ).fetchall()
     return workflow_from(row, steps, [(e[0], e[1]) for e in edges], CODEC)
@@ -219,7 +228,10 @@ def list_workflows(
 
 
 def cancel_workflow(
-    connection: sqlite3.Connection, workflow_id: UUID, now: datetime
+    connection: sqlite3.Connection,
+    workflow_id: UUID,
+    now: datetime,
+    finished: list[WorkflowStatus] | None = None,
 ) -> tuple[Workflow, list[UUID]]:
     """Cancel every waiting and pending step now and mark the workflow cancelled; return it
     and the ids of its active steps (the caller cancels those through the task cancel path,
@@ -253,6 +265,9 @@ def cancel_workflow(
     ).fetchall()
     found = get_workflow(connection, workflow_id)
     assert found is not None
+    was_running = any(not step.task.status.is_terminal for step in workflow.steps)
+    if finished is not None and was_running and not active:
+        finished.append(found.status)  # nothing is left running: it ended here
     return found, [UUID(row[0]) for row in active]
 
 
@@ -262,12 +277,13 @@ def cancel_task(
     now: datetime,
     aging: Aging,
     reason: str | None = None,
+    finished: list[WorkflowStatus] | None = None,
 ) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction."""
     task = task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
-        settle(connection, [str(task.id)], now, aging)
+        settle(connection, [str(task.id)], now, aging, finished)
     return task
 
 
@@ -275,7 +291,9 @@ def cancel_task(
 
 _RESET = """
 UPDATE tasks
-SET status = 'waiting', result = NULL, error = NULL, parents = NULL, progress = NULL,
+SET status = 'waiting', result = NULL, error = NULL, progress = NULL,
+    parents = CASE WHEN id IN (SELECT task_id FROM workflow_steps WHERE map_index IS NOT NULL)
+                   THEN parents END,
     failures = 0, started_at = NULL, finished_at = NULL, scheduled_at = ?, updated_at = ?
 WHERE id IN (SELECT value FROM json_each(?))"""
 
@@ -290,7 +308,11 @@ WHERE id IN (SELECT value FROM json_each(?)) AND status = 'waiting'"""
 
 
 def retry_workflow(
-    connection: sqlite3.Connection, workflow_id: UUID, now: datetime, aging: Aging
+    connection: sqlite3.Connection,
+    workflow_id: UUID,
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> tuple[Workflow, int]:
     """``Store.retry_workflow``: in this transaction, the steps that did not succeed and
     every descendant of theirs start over (``retry_plan``); return the workflow and how many
@@ -317,8 +339,10 @@ def retry_workflow(
         ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
     }
     released = len(roots)
-    released += len(_release(connection, [ids[n] for n in plan.releases], ends, stamp, aging))
-    released += len(settle(connection, _end(connection, ends, stamp), now, aging))
+    more, succeeded = _release(connection, [ids[n] for n in plan.releases], ends, now, aging)
+    released += len(more)
+    ended = _end(connection, ends, stamp) + succeeded
+    released += len(settle(connection, ended, now, aging, finished))
     found = get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -371,19 +395,35 @@ def delete_finished(connection: sqlite3.Connection, finished_before: datetime, l
 
 
 def settle(
-    connection: sqlite3.Connection, task_ids: Sequence[str], now: datetime, aging: Aging
+    connection: sqlite3.Connection,
+    task_ids: Sequence[str],
+    now: datetime,
+    aging: Aging,
+    finished: list[WorkflowStatus] | None = None,
 ) -> list[str]:
     """Steps ``task_ids`` just became terminal (in this transaction): release, skip or fail
     what depends on them, and under ``on_failure: stop`` skip what is left of their
     workflows; repeat for every step that ends on the way. Returns the steps that became
-    pending. Ids that are no workflow step are ignored."""
+    pending; the status of each workflow that thereby ended goes to ``finished``. Ids that
+    are no workflow step are ignored."""
     released: list[str] = []
     done = _read_done(connection, task_ids)
+    workflows = {item.workflow_id for item in done}
     while done:
         ended, more = _settle_round(connection, done, now, aging)
         released.extend(more)
         done = _read_done(connection, ended)
+    if finished is not None and workflows and not (released and len(workflows) == 1):
+        # (a step it released is running: its workflow has not ended; spares a chain a scan)
+        finished.extend(_finished(connection, sorted(workflows)))
     return released
+
+
+def _finished(connection: sqlite3.Connection, workflow_ids: Sequence[str]) -> list[WorkflowStatus]:
+    """The statuses of those of the workflows whose every step has ended."""
+    query = FINISHED_SQL.format(ids="SELECT value FROM json_each(?)")
+    rows = connection.execute(query, (id_list(workflow_ids),))
+    return [status for row in rows if (status := finished_status(row)) is not None]
 
 
 def _read_done(connection: sqlite3.Connection, task_ids: Sequence[str]) -> list[Done]:
@@ -408,6 +448,10 @@ def _settle_round(
         ).fetchall()
         for row in sorted(rows, key=lambda r: r["task_id"]):
             child, left = row["task_id"], row["parents_left"]
+            if row["map_count"] is not None:  # a mapped step waits for all its children
+                if left == 0:
+                    releases.append(child)
+                continue
             everyone = _parents(connection, child) if left == 0 else None
             status, reason = child_decision(
                 RunIf(row["run_if"]), left, finished_parents[child], everyone
@@ -420,21 +464,29 @@ def _settle_round(
         for (step,) in connection.execute(_STOPPABLE, (workflow_id,)):
             ends.setdefault(step, (TaskStatus.SKIPPED, stop_reason(failed.parent)))
     stamp = micros(now)
-    released = _release(connection, [c for c in releases if c not in ends], ends, stamp, aging)
-    return _end(connection, ends, stamp), released
+    released, succeeded = _release(
+        connection, [c for c in releases if c not in ends], ends, now, aging
+    )
+    return _end(connection, ends, stamp) + succeeded, released
 
 
 def _release(
     connection: sqlite3.Connection,
     releases: Sequence[str],
     ends: dict[str, tuple[TaskStatus, str | None]],
-    stamp: int,
+    now: datetime,
     aging: Aging,
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Make the waiting ``releases`` pending with their parents' results; one whose results
-    are over the limit goes to ``ends`` as failed instead. Returns those released."""
-    released: list[str] = []
+    are over the limit goes to ``ends`` as failed instead. A mapped step fans out, or, once
+    its children have ended, collects them (``_sqlite_maps``). Returns the steps released
+    (map children included) and the mapped steps that succeeded."""
+    stamp = micros(now)
+    mapped = maps.mapped_steps(connection, releases)
+    released, succeeded = maps.release_mapped(connection, mapped, ends, now, aging)
     for child in releases:
+        if child in mapped:
+            continue
         [document] = connection.execute(_PARENT_RESULTS, (child,)).fetchone()
         size = len(document.encode())
         if size > MAX_PARENT_RESULTS_BYTES:
@@ -442,7 +494,7 @@ def _release(
             continue
         connection.execute(_RELEASE, (document, stamp, stamp, aging.step_micros, stamp, child))
         released.append(child)
-    return released
+    return released, succeeded
 
 
 def _end(

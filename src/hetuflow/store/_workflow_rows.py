@@ -1,5 +1,10 @@
 """What both stores share about workflows: rows to domain objects, and the settle rules.
 
+A transaction that ends the last unfinished step of a workflow reports the workflow's status
+into its caller's ``finished`` list (``settle``, ``cancel_workflow``): the store calls its
+``on_workflow_finished`` listener with it once the transaction has committed, so each end of
+a workflow is counted once, by the node whose transaction ended it.
+
 ``settle`` (in ``_sqlite_workflows`` and ``_pg_workflows``) runs in the transaction that makes
 steps terminal. It works through a list of steps that just finished (``Done``): each
 one's waiting children lose a parent (``parents_left``), and ``child_decision`` says what a
@@ -16,7 +21,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from hetuflow.models import TaskStatus
+from hetuflow.models import TERMINAL_TASK_STATUSES, TaskStatus
 from hetuflow.store._rows import Codec, Row, task_from, task_status
 from hetuflow.workflows import (
     FAILED_STEP_STATUSES,
@@ -24,6 +29,7 @@ from hetuflow.workflows import (
     Parent,
     RunIf,
     Workflow,
+    WorkflowStatus,
     WorkflowStep,
     WorkflowSummary,
     decide_child,
@@ -31,8 +37,14 @@ from hetuflow.workflows import (
     workflow_status,
 )
 
-STEP_COLUMNS = "t.*, s.name AS step_name, s.run_if AS step_run_if"
+STEP_COLUMNS = (
+    "t.*, s.name AS step_name, s.run_if AS step_run_if, s.map_over AS step_map_over,"
+    " s.map_index AS step_map_index"
+)
 """A step's task row and its step columns (``s.name`` would shadow the task's name)."""
+
+STEP_ORDER = "s.position, coalesce(s.map_index, -1)"
+"""Steps in document order, a mapped step's children right after it, in item order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +98,37 @@ def child_decision(
     return TaskStatus.WAITING, None
 
 
+def _sql_list(statuses: Iterable[TaskStatus]) -> str:
+    return "(" + ", ".join(f"'{status}'" for status in sorted(statuses)) + ")"
+
+
+_TERMINAL = _sql_list(TERMINAL_TASK_STATUSES)
+_FAILED = _sql_list(FAILED_STEP_STATUSES)
+
+FINISHED_SQL = f"""
+SELECT w.id, w.cancelled_at,
+    EXISTS (SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+            WHERE s.workflow_id = w.id AND t.status NOT IN {_TERMINAL}) AS running,
+    EXISTS (SELECT 1 FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
+            WHERE s.workflow_id = w.id AND t.status IN {_FAILED}) AS failed
+FROM workflows AS w WHERE w.id IN ({{ids}})"""
+"""Per workflow, whether a step has not ended and whether one failed (``{ids}``: the
+dialect's list of ids)."""
+
+
+def finished_status(row: Row) -> WorkflowStatus | None:
+    """The status a workflow ended with, from a ``FINISHED_SQL`` row; None while running."""
+    if row["running"]:
+        return None
+    if row["cancelled_at"] is not None:
+        return WorkflowStatus.CANCELLED
+    return WorkflowStatus.FAILED if row["failed"] else WorkflowStatus.SUCCEEDED
+
+
+def ignore_finished(status: WorkflowStatus) -> None:
+    """The listener of a store nobody listens to (``Store.on_workflow_finished``)."""
+
+
 def stops(done: Iterable[Done]) -> dict[Any, Done]:
     """Per workflow to stop (``on_failure: stop``), the first step that failed for good."""
     stopping: dict[Any, Done] = {}
@@ -105,15 +148,23 @@ def workflow_from(
     edges: Sequence[tuple[str, str]],
     codec: Codec,
 ) -> Workflow:
+    map_children = {row["step_name"] for row in step_rows if row["step_map_index"] is not None}
     parents: dict[str, list[str]] = {}
+    map_of: dict[str, str] = {}
     for parent, child in edges:
-        parents.setdefault(child, []).append(parent)
+        if parent in map_children:  # a map child's edge to its mapped step
+            map_of[parent] = child
+        else:
+            parents.setdefault(child, []).append(parent)
     steps = tuple(
         WorkflowStep(
             name=step["step_name"],
             depends_on=tuple(parents.get(step["step_name"], ())),
             run_if=RunIf(step["step_run_if"]),
             task=task_from(step, codec),
+            map_over=step["step_map_over"],
+            map_index=step["step_map_index"],
+            map_of=map_of.get(step["step_name"]),
         )
         for step in step_rows
     )

@@ -11,7 +11,7 @@ sequences, so one call (one round trip, one commit) serves many tasks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -50,7 +50,7 @@ from hetuflow.models import (
     TickOutcome,
 )
 from hetuflow.tokens import ApiToken, NewApiToken
-from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
+from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
 class Store(Protocol):
@@ -64,6 +64,14 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the database answers a trivial query."""
+        ...
+
+    def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
+        """Call ``listener`` with a workflow's status each time a transaction of this store
+        ends its last unfinished step (a result, a cancel, a release of a lost agent's
+        attempts, a workflow cancel or retry), once that transaction has committed: each end
+        of a workflow is reported once, by the store instance (node) that committed it. A
+        retried workflow that ends again is reported again. The listener must not block."""
         ...
 
     # --- tasks ----------------------------------------------------------------------------

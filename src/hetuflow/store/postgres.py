@@ -9,7 +9,7 @@ names, idempotency keys and cron ticks. The SQL lives in ``_pg_tasks``, ``_pg_at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -60,8 +60,9 @@ from hetuflow.store import _pg_tokens as token_sql
 from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
+from hetuflow.store._workflow_rows import ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
-from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
+from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
 class PostgresStore:
@@ -76,6 +77,15 @@ class PostgresStore:
         self._db = PgDatabase(database.dsn, database.max_connections)
         self._aging = Aging.of(priority_aging_seconds)
         self._crash_limit = max_agent_crashes_per_task
+        self._workflow_finished: Callable[[WorkflowStatus], None] = ignore_finished
+
+    def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
+        self._workflow_finished = listener
+
+    def _report(self, finished: Sequence[WorkflowStatus]) -> None:
+        """Tell the listener of the workflows a committed transaction ended."""
+        for status in finished:
+            self._workflow_finished(status)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -130,8 +140,11 @@ class PostgresStore:
             return await task_sql.list_held(c, agent_ids)
 
     async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            return await workflow_sql.cancel_task(c, task_id, now, self._aging, reason)
+            task = await workflow_sql.cancel_task(c, task_id, now, self._aging, reason, finished)
+        self._report(finished)
+        return task
 
     async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
         async with self._db.connection() as c:
@@ -181,8 +194,11 @@ class PostgresStore:
     ) -> list[FinishOutcome]:
         if not results:
             return []
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            return await attempt_sql.finish_attempts(c, results, now, self._aging)
+            outcomes = await attempt_sql.finish_attempts(c, results, now, self._aging, finished)
+        self._report(finished)
+        return outcomes
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
         if refs:
@@ -197,10 +213,20 @@ class PostgresStore:
         keep: Sequence[AttemptRef] = (),
         session: int | None = None,
     ) -> list[UUID]:
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            return await agent_sql.release_agent(
-                c, agent_id, now, keep, session, aging=self._aging, crash_limit=self._crash_limit
+            pending = await agent_sql.release_agent(
+                c,
+                agent_id,
+                now,
+                keep,
+                session,
+                aging=self._aging,
+                crash_limit=self._crash_limit,
+                finished=finished,
             )
+        self._report(finished)
+        return pending
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         async with self._db.connection() as c:
@@ -256,8 +282,10 @@ class PostgresStore:
             return await agent_sql.list_agents(c, statuses)
 
     async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            await agent_sql.delete_agent(c, agent_id, now)
+            await agent_sql.delete_agent(c, agent_id, now, finished)
+        self._report(finished)
 
     async def connect_agent(
         self, registration: AgentRegistration, *, node_id: str, now: datetime
@@ -282,8 +310,11 @@ class PostgresStore:
     async def prune_agents(
         self, *, offline_before: datetime, now: datetime, limit: int
     ) -> list[Agent]:
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            return await agent_sql.prune_agents(c, offline_before, now, limit)
+            pruned = await agent_sql.prune_agents(c, offline_before, now, limit, finished)
+        self._report(finished)
+        return pruned
 
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
         if not agent_ids:
@@ -292,10 +323,18 @@ class PostgresStore:
             return await agent_sql.record_heartbeats(c, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            return await agent_sql.reap_agents(
-                c, stale_before, now, aging=self._aging, crash_limit=self._crash_limit
+            reaped = await agent_sql.reap_agents(
+                c,
+                stale_before,
+                now,
+                aging=self._aging,
+                crash_limit=self._crash_limit,
+                finished=finished,
             )
+        self._report(finished)
+        return reaped
 
     # --- cron jobs ----------------------------------------------------------------------------
 
@@ -407,12 +446,18 @@ class PostgresStore:
     async def cancel_workflow(
         self, workflow_id: UUID, *, now: datetime
     ) -> tuple[Workflow, list[UUID]]:
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            return await workflow_sql.cancel_workflow(c, workflow_id, now)
+            cancelled = await workflow_sql.cancel_workflow(c, workflow_id, now, finished)
+        self._report(finished)
+        return cancelled
 
     async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
+        finished: list[WorkflowStatus] = []
         async with self._db.transaction() as c:
-            return await workflow_sql.retry_workflow(c, workflow_id, now, self._aging)
+            retried = await workflow_sql.retry_workflow(c, workflow_id, now, self._aging, finished)
+        self._report(finished)
+        return retried
 
     async def workflow_of_step(self, task_id: UUID) -> UUID | None:
         async with self._db.connection() as c:

@@ -10,7 +10,7 @@ The SQL lives in ``_sqlite_tasks``, ``_sqlite_attempts``, ``_sqlite_agents`` and
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -61,8 +61,9 @@ from hetuflow.store import _sqlite_tokens as token_sql
 from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
+from hetuflow.store._workflow_rows import ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
-from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
+from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
 def _ping(connection: sqlite3.Connection) -> None:
@@ -81,6 +82,15 @@ class SqliteStore:
         self._db = SqliteDatabase(database.sqlite_path)
         self._aging = Aging.of(priority_aging_seconds)
         self._crash_limit = max_agent_crashes_per_task
+        self._workflow_finished: Callable[[WorkflowStatus], None] = ignore_finished
+
+    def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
+        self._workflow_finished = listener
+
+    def _report(self, finished: Sequence[WorkflowStatus]) -> None:
+        """Tell the listener of the workflows a committed transaction ended."""
+        for status in finished:
+            self._workflow_finished(status)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -131,7 +141,12 @@ class SqliteStore:
         return await self._db.read(task_sql.list_held, agent_ids)
 
     async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
-        return await self._db.write(workflow_sql.cancel_task, task_id, now, self._aging, reason)
+        finished: list[WorkflowStatus] = []
+        task = await self._db.write(
+            workflow_sql.cancel_task, task_id, now, self._aging, reason, finished
+        )
+        self._report(finished)
+        return task
 
     async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
         return await self._db.read(task_sql.list_keyed_tasks, key, statuses)
@@ -175,7 +190,12 @@ class SqliteStore:
     ) -> list[FinishOutcome]:
         if not results:
             return []
-        return await self._db.write(attempt_sql.finish_attempts, results, now, self._aging)
+        finished: list[WorkflowStatus] = []
+        outcomes = await self._db.write(
+            attempt_sql.finish_attempts, results, now, self._aging, finished
+        )
+        self._report(finished)
+        return outcomes
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
         if refs:
@@ -189,7 +209,8 @@ class SqliteStore:
         keep: Sequence[AttemptRef] = (),
         session: int | None = None,
     ) -> list[UUID]:
-        return await self._db.write(
+        finished: list[WorkflowStatus] = []
+        pending = await self._db.write(
             agent_sql.release_agent,
             agent_id,
             now,
@@ -197,7 +218,10 @@ class SqliteStore:
             session,
             aging=self._aging,
             crash_limit=self._crash_limit,
+            finished=finished,
         )
+        self._report(finished)
+        return pending
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
         return await self._db.read(attempt_sql.list_attempts, task_id)
@@ -242,7 +266,9 @@ class SqliteStore:
         return await self._db.read(agent_sql.list_agents, statuses)
 
     async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
-        await self._db.write(agent_sql.delete_agent, agent_id, now)
+        finished: list[WorkflowStatus] = []
+        await self._db.write(agent_sql.delete_agent, agent_id, now, finished)
+        self._report(finished)
 
     async def connect_agent(
         self, registration: AgentRegistration, *, node_id: str, now: datetime
@@ -263,7 +289,10 @@ class SqliteStore:
     async def prune_agents(
         self, *, offline_before: datetime, now: datetime, limit: int
     ) -> list[Agent]:
-        return await self._db.write(agent_sql.prune_agents, offline_before, now, limit)
+        finished: list[WorkflowStatus] = []
+        pruned = await self._db.write(agent_sql.prune_agents, offline_before, now, limit, finished)
+        self._report(finished)
+        return pruned
 
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
         if not agent_ids:
@@ -271,13 +300,17 @@ class SqliteStore:
         return await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
-        return await self._db.write(
+        finished: list[WorkflowStatus] = []
+        reaped = await self._db.write(
             agent_sql.reap_agents,
             stale_before,
             now,
             aging=self._aging,
             crash_limit=self._crash_limit,
+            finished=finished,
         )
+        self._report(finished)
+        return reaped
 
     # --- cron jobs ----------------------------------------------------------------------------
 
@@ -377,10 +410,18 @@ class SqliteStore:
     async def cancel_workflow(
         self, workflow_id: UUID, *, now: datetime
     ) -> tuple[Workflow, list[UUID]]:
-        return await self._db.write(workflow_sql.cancel_workflow, workflow_id, now)
+        finished: list[WorkflowStatus] = []
+        cancelled = await self._db.write(workflow_sql.cancel_workflow, workflow_id, now, finished)
+        self._report(finished)
+        return cancelled
 
     async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
-        return await self._db.write(workflow_sql.retry_workflow, workflow_id, now, self._aging)
+        finished: list[WorkflowStatus] = []
+        retried = await self._db.write(
+            workflow_sql.retry_workflow, workflow_id, now, self._aging, finished
+        )
+        self._report(finished)
+        return retried
 
     async def workflow_of_step(self, task_id: UUID) -> UUID | None:
         return await self._db.read(workflow_sql.workflow_of_step, task_id)

@@ -40,7 +40,7 @@ export async function renderCronJobs(view, { signal }) {
   const draw = () => {
     fill(body, jobs.length ? jobs.map((job) => h("tr", { dataset: { id: job.id, name: job.name } },
       h("td", {}, h("a", { href: `#/cron/${job.id}` }, h("strong", {}, job.name)), " ", job.enabled ? null : badge("disabled"),
-        h("div", { class: "small muted" }, job.task_type)),
+        h("div", { class: "small muted" }, job.workflow ? `workflow ${job.workflow.name}` : job.task_type)),
       h("td", {}, h("code", {}, job.cron_expression), h("div", { class: "small muted" }, job.timezone)),
       h("td", { class: "next-fire" }, job.enabled && job.next_fire_at ? [relative(job.next_fire_at),
         h("div", { class: "small muted" }, `${when(job.next_fire_at, job.timezone)} (${job.timezone})`)] : h("span", { class: "muted" }, "—")),

@@ -70,6 +70,20 @@ const PAD = 12;
  * root to it; within a column, steps are ordered by the mean row of their parents (one sweep),
  * then by submission order. Returns {nodes: Map(name -> {x, y, column}), width, height}.
  */
+/**
+ * The steps as the graph draws them: a map child (`map_of`) between its mapped step's parents and
+ * the mapped step, which collects it.
+ */
+export function graphSteps(steps) {
+  const children = new Map();
+  for (const step of steps) if (step.map_of) (children.get(step.map_of) || children.set(step.map_of, []).get(step.map_of)).push(step.name);
+  const byName = new Map(steps.map((step) => [step.name, step]));
+  return steps.map((step) => ({
+    ...step,
+    depends_on: step.map_of ? [...(byName.get(step.map_of)?.depends_on || [])] : [...step.depends_on, ...(children.get(step.name) || [])],
+  }));
+}
+
 export function layout(steps) {
   const byName = new Map(steps.map((step, index) => [step.name, { step, index }]));
   const column = new Map();
@@ -160,13 +174,14 @@ export async function renderWorkflow(view, { id, signal }) {
 
   // The graph is laid out once per set of steps; a step's transition only recolours its node.
   const drawGraph = () => {
-    const { nodes, width, height } = layout(workflow.steps);
+    const drawn = graphSteps(workflow.steps);
+    const { nodes, width, height } = layout(drawn);
     const svg = h("svg:svg", { class: "dag", viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
       "aria-label": `The graph of workflow ${workflow.name}: ${workflow.steps.length} steps` });
     svg.append(h("svg:defs", {}, h("svg:marker", { id: "dag-arrow", viewBox: "0 0 8 8", refX: 7, refY: 4, markerWidth: 7, markerHeight: 7, orient: "auto" },
       h("svg:path", { d: "M0,0 L8,4 L0,8 z", class: "dag-arrow" }))));
     const edges = h("svg:g", { class: "edges" });
-    for (const step of workflow.steps) {
+    for (const step of drawn) {
       const to = nodes.get(step.name);
       for (const parent of step.depends_on) {
         const from = nodes.get(parent);

@@ -42,6 +42,7 @@ from hetuflow.server.api.schemas import (
     TaskOut,
     storable_text,
 )
+from hetuflow.server.api.workflow_schemas import WorkflowCreate, workflow_document
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_jobs import CronJobs
 
@@ -81,6 +82,13 @@ _OVERLAP = (
     "A tick while the job's previous task is still pending or running: `allow` (default), "
     "`skip` the tick, `queue` (wait for it, at most one waiting) or `cancel_previous`."
 )
+_WORKFLOW = (
+    "Instead of `task_type`: a workflow document, as `POST /api/workflows` takes it, checked"
+    " when saved the same way (a 422 `workflow_invalid` naming the step). Each fired tick"
+    " starts one such workflow, in the transaction that records the tick (`workflow_id` in"
+    " the tick history). The task fields (`payload`, `priority`, ...) do not apply; the steps"
+    " carry their own."
+)
 _DEADLINE = (
     "Skip a tick (recorded as skipped, with why) when its task could only start more than "
     "this many seconds after the tick. None: no deadline."
@@ -104,11 +112,20 @@ class _Output(BaseModel):
 
 
 class CronJobCreate(_Input):
-    """A cron job. The seed sends name, cron_expression, task_type, payload, enabled."""
+    """A cron job. The seed sends name, cron_expression, task_type, payload, enabled. A job
+    that starts a workflow at each tick sends `workflow` instead of `task_type`."""
 
     name: Name = Field(description="Unique name of the cron job.", examples=["daily-backup"])
     cron_expression: Expression = Field(description=_EXPRESSION, examples=["0 2 * * *"])
-    task_type: Name = Field(description="Task type of the tasks it creates.", examples=["backup"])
+    task_type: Name | None = Field(
+        default=None,
+        description="Task type of the tasks it creates; required unless `workflow` is given.",
+        examples=["backup"],
+    )
+    workflow: WorkflowCreate | None = Field(
+        default=None,
+        description=_WORKFLOW,
+    )
     payload: Payload = Field(
         default_factory=dict,
         description="JSON object given to every task it creates.",
@@ -166,12 +183,29 @@ class CronJobCreate(_Input):
             raise ValueError("max_concurrent_per_key needs a concurrency_key")
         return self
 
+    def _task_type_or_workflow(self) -> None:
+        if (self.task_type is None) == (self.workflow is None):
+            raise InvalidInput(
+                "a cron job creates a task (task_type) or starts a workflow (workflow): give"
+                " exactly one",
+                field="task_type",
+            )
+        if self.workflow is not None and self.overlap_policy is not OverlapPolicy.ALLOW:
+            raise InvalidInput(
+                "overlap_policy applies to a job's previous task; a cron job that starts"
+                " workflows takes only overlap_policy allow",
+                field="overlap_policy",
+            )
+
     def to_new_cron_job(self, default_backoff_seconds: float) -> NewCronJob:
+        """The job to create (``InvalidInput`` unless it names exactly one of a task type
+        and a workflow); its workflow document is checked by ``CronJobs.create``."""
+        self._task_type_or_workflow()
         backoff = self.retry_backoff_seconds
         return NewCronJob(
             name=self.name,
             cron_expression=self.cron_expression,
-            task_type=self.task_type,
+            task_type=self.task_type or "",
             payload=self.payload,
             timezone=self.timezone,
             priority=self.priority,
@@ -188,6 +222,7 @@ class CronJobCreate(_Input):
             start_deadline_seconds=self.start_deadline_seconds,
             concurrency_key=self.concurrency_key,
             max_concurrent_per_key=self.max_concurrent_per_key,
+            workflow=None if self.workflow is None else workflow_document(self.workflow),
         )
 
 
@@ -197,7 +232,12 @@ class CronJobUpdate(_Input):
 
     name: Name | None = None
     cron_expression: Expression | None = Field(default=None, description=_EXPRESSION)
-    task_type: Name | None = None
+    task_type: Name | None = Field(
+        default=None, description="Makes a job that started workflows create tasks of this type."
+    )
+    workflow: WorkflowCreate | None = Field(
+        default=None, description=f"{_WORKFLOW} Replaces the job's task type or workflow."
+    )
     payload: Payload | None = None
     enabled: bool | None = None
     timezone: TimeZone | None = Field(default=None, description=_TIMEZONE)
@@ -235,7 +275,14 @@ class CronJobUpdate(_Input):
                 continue
             if key == "required_capabilities":
                 value = tuple(dict.fromkeys(value))
+            if key == "workflow":
+                value = workflow_document(value)
+                changes["task_type"] = ""
             changes[key] = value
+        if "task_type" in self.model_fields_set and job.workflow is not None:
+            if "workflow" in self.model_fields_set:
+                raise InvalidInput("give task_type or workflow, not both", field="task_type")
+            changes["workflow"] = None  # a task job from now on
         if {"max_retries", "retry_backoff_seconds"} & self.model_fields_set:
             retry = job.retry
             changes["retry"] = RetryPolicy(
@@ -256,7 +303,11 @@ class CronJobOut(_Output):
     name: str
     cron_expression: str
     timezone: str
-    task_type: str
+    task_type: str | None = Field(description="Null for a job that starts workflows.")
+    workflow: dict[str, Any] | None = Field(
+        default=None,
+        description="The workflow document each tick starts (as `POST /api/workflows`).",
+    )
     payload: dict[str, Any]
     priority: Priority
     required_capabilities: list[str]
@@ -289,7 +340,8 @@ class CronJobOut(_Output):
             name=job.name,
             cron_expression=job.cron_expression,
             timezone=job.timezone,
-            task_type=job.task_type,
+            task_type=job.task_type if job.workflow is None else None,
+            workflow=job.workflow,
             payload=job.payload,
             priority=job.priority,
             required_capabilities=list(job.required_capabilities),
@@ -332,8 +384,13 @@ class FireTimes(_Output):
 class CronTickOut(_Output):
     cron_job_id: UUID
     tick_at: datetime = Field(description="The instant the schedule named.")
-    outcome: TickOutcome = Field(description="`fired` (a task was created) or `skipped`.")
+    outcome: TickOutcome = Field(
+        description="`fired` (a task was created, or a workflow started) or `skipped`."
+    )
     task_id: UUID | None
+    workflow_id: UUID | None = Field(
+        default=None, description="The workflow the tick started (a job with `workflow`)."
+    )
     reason: str | None = Field(description="Why it was skipped, or how a late tick ran.")
     recorded_at: datetime
 
@@ -344,6 +401,7 @@ class CronTickOut(_Output):
             tick_at=tick.tick_at,
             outcome=tick.outcome,
             task_id=tick.task_id,
+            workflow_id=tick.workflow_id,
             reason=tick.reason,
             recorded_at=tick.recorded_at,
         )

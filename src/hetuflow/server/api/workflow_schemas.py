@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import Field
@@ -10,6 +11,7 @@ from pydantic import Field
 from hetuflow.models import TaskStatus
 from hetuflow.server.api.schemas import Name, TaskCreate, TaskOut, _Input, _Output
 from hetuflow.workflows import (
+    MAX_MAP_ITEMS,
     MAX_WORKFLOW_STEPS,
     NewStep,
     NewWorkflow,
@@ -41,9 +43,19 @@ class WorkflowStepCreate(TaskCreate):
         " (`any_failed`); otherwise the step is `skipped`.",
     )
 
+    map_over: Name | None = Field(
+        default=None,
+        description="Fan out: a parent (in `depends_on`) whose result is a JSON array of at"
+        f" most {MAX_MAP_ITEMS} items. Once it succeeds, one child step per item runs"
+        " (named `<name>[<i>]`, its payload this step's with `item` and `map_index` set); this"
+        " step then ends with their results, a list in item order. A result that is no array,"
+        " or too long, fails this step.",
+        examples=["fetch"],
+    )
+
     def to_new_step(self, *, now: datetime, default_backoff_seconds: float) -> NewStep:
         task = self.to_new_task(now=now, default_backoff_seconds=default_backoff_seconds)
-        return NewStep(self.name, task, tuple(self.depends_on), self.run_if)
+        return NewStep(self.name, task, tuple(self.depends_on), self.run_if, self.map_over)
 
 
 class WorkflowCreate(_Input):
@@ -75,6 +87,15 @@ class WorkflowStepOut(_Output):
     name: str
     depends_on: list[str]
     run_if: RunIf
+    map_over: str | None = Field(
+        default=None, description="The parent this step fans out over (`map_over`)."
+    )
+    map_index: int | None = Field(
+        default=None, description="A map child: its item's position in the parent's list."
+    )
+    map_of: str | None = Field(
+        default=None, description="A map child: the mapped step it belongs to."
+    )
     status: TaskStatus = Field(description="The status of the step's task.")
     task: TaskOut = Field(description="The step's task: timings, attempts, result, error.")
 
@@ -84,6 +105,9 @@ class WorkflowStepOut(_Output):
             name=step.name,
             depends_on=list(step.depends_on),
             run_if=step.run_if,
+            map_over=step.map_over,
+            map_index=step.map_index,
+            map_of=step.map_of,
             status=step.task.status,
             task=TaskOut.of(step.task),
         )
@@ -133,3 +157,17 @@ class WorkflowPage(_Output):
     total: int
     limit: int
     offset: int
+
+
+def workflow_document(workflow: WorkflowCreate) -> dict[str, Any]:
+    """The document as stored for a cron job (``workflow_from_document`` reads it back)."""
+    return workflow.model_dump(mode="json", exclude_unset=True)
+
+
+def workflow_from_document(
+    document: dict[str, Any], *, now: datetime, default_backoff_seconds: float
+) -> NewWorkflow:
+    """A stored workflow document (a cron job's) as the workflow to create ``now``."""
+    return WorkflowCreate.model_validate(document).to_new_workflow(
+        now=now, default_backoff_seconds=default_backoff_seconds
+    )
