@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -603,3 +604,51 @@ async def test_a_deleted_agent_stops_instead_of_coming_back(server: FakeServer) 
     with pytest.raises(AgentRejected, match="was deleted on the server"):
         await asyncio.wait_for(runner, 10)
     assert server.connection_count == 1
+
+
+async def test_several_servers_the_first_that_answers_then_the_next_with_the_running_work() -> None:
+    """Nodes of one cluster: a refused URL is passed over at once, and a lost connection moves
+    to the next URL at once (the 5 s backoff would show), reporting the attempt it runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        refused = f"ws://127.0.0.1:{sock.getsockname()[1]}/ws"
+    first, second = FakeServer(), FakeServer()
+    await first.start()
+    await second.start()
+    release = asyncio.Event()
+    agent = Agent(
+        server=[refused, first.url, second.url],
+        name="a",
+        reconnect_min_seconds=5,
+        reconnect_max_seconds=5,
+    )
+
+    @agent.handler("wait")
+    async def wait(payload: dict[str, Any]) -> str:
+        await release.wait()
+        return "carried over"
+
+    try:
+        async with running(agent):
+            assert agent.registrations == 1
+            await first.next(AgentCapabilities)
+            held = task("wait", attempt=2)
+            await first.dispatch(held)
+            await first.next(TaskStarted)
+            lost = time.monotonic()
+            await first.stop()
+            hello = await second.next(AgentCapabilities, timeout_seconds=10)
+            assert time.monotonic() - lost < 2.0
+            assert hello.agent_id == first.agent_id
+            assert hello.running == [RunningAttempt(task_id=held.task_id, attempt=2)]
+            release.set()
+            result = await second.next(TaskResult)
+            assert (result.task_id, result.attempt, result.result) == (
+                held.task_id,
+                2,
+                "carried over",
+            )
+            assert agent.registrations == 2
+    finally:
+        await first.stop()
+        await second.stop()
