@@ -72,7 +72,8 @@ def read(path: Path) -> list[Entry]:
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One injected fault on an agent: ``kill`` (SIGKILL), ``pause`` (SIGSTOP for
-    ``seconds``), or ``node kill`` (the server node it was connected to was SIGKILLed)."""
+    ``seconds``), or ``node kill`` (the server node it was connected to was SIGKILLed;
+    ``seconds`` until it registered again on another)."""
 
     kind: str
     agent: str

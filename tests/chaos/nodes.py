@@ -15,7 +15,8 @@ cron tasks included), and besides:
   second apart, or the earlier one says (as its misfire policy records a gap) how many ticks it
   stands for.
 
-Run by ``scripts/chaos --scenario nodes [--quick|--full]`` and, in its quick form, by
+The checks are in ``nodes_checks.py``. Run by ``scripts/chaos --scenario nodes [--quick|--full]``
+and, in its quick form, by
 ``tests/chaos/test_chaos.py``. See docs/guarantees.md.
 """
 
@@ -23,13 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import random
-import re
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -37,12 +34,18 @@ from uuid import UUID
 import httpx
 
 from hetuflow.config import DatabaseConfig
-from hetuflow.models import CronTick, TaskFilter, TickOutcome
 from hetuflow.store import create_store
-from hetuflow.store.base import Store
 
 from . import ledger as ledger_module
-from .ledger import Entry, Fault, Report, percentiles
+from .ledger import Report
+from .nodes_checks import (
+    NodeKill,
+    NodesReport,
+    carried_over,
+    check_cron,
+    measure_reconnects,
+    registrations,
+)
 from .run import HERE, Run, Scenario, _drain, _load
 
 if TYPE_CHECKING:
@@ -50,9 +53,7 @@ if TYPE_CHECKING:
 else:
     from acceptance.processes import Cluster, ServerProcess, cluster
 
-RECONNECT_BOUND_SECONDS = 30.0
 MISFIRE_POLICIES = ("skip", "run_once", "catch_up")
-SECOND = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -99,48 +100,6 @@ class Node:
     @property
     def url(self) -> str:
         return self.process.ws_url
-
-
-@dataclass(frozen=True)
-class NodeKill:
-    node: str
-    url: str
-    at: float
-    back_after_seconds: float
-    """From the SIGKILL to the restarted node answering ``/readyz``."""
-
-
-@dataclass
-class NodesReport:
-    kills: list[NodeKill] = field(default_factory=list)
-    reconnects: list[float] = field(default_factory=list)
-    not_reconnected: list[str] = field(default_factory=list)
-    running_at_kills: int = 0
-    carried_over: int = 0
-    cron: dict[str, dict[str, int]] = field(default_factory=dict)
-    cron_violations: list[str] = field(default_factory=list)
-
-    @property
-    def violations(self) -> list[str]:
-        slow = [x for x in self.reconnects if x > RECONNECT_BOUND_SECONDS]
-        return [
-            *(f"not reconnected: {x}" for x in self.not_reconnected),
-            *(f"reconnected after {x:.1f} s" for x in slow),
-            *(f"cron: {x}" for x in self.cron_violations),
-        ]
-
-    def summary(self) -> dict[str, Any]:
-        backs = [kill.back_after_seconds for kill in self.kills]
-        return {
-            "node_kills": len(self.kills),
-            "node_restart_seconds": percentiles(backs),
-            "agent_reconnect_seconds": percentiles(self.reconnects),
-            "not_reconnected": len(self.not_reconnected),
-            "attempts_running_at_kills": self.running_at_kills,
-            "attempts_carried_over": self.carried_over,
-            "cron": self.cron,
-            "cron_violations": len(self.cron_violations),
-        }
 
 
 @dataclass
@@ -261,16 +220,16 @@ async def run_nodes(
                 raise AssertionError(f"{node.name} died:\n{node.process.output()[-4000:]}")
         agent_logs = {name: agent.log for name, agent in run.agents.items()}
     entries = ledger_module.read(ledger)
-    registrations = {name: _registrations(log) for name, log in agent_logs.items()}
-    faults = _measure_reconnects(report, registrations)
+    registered = {name: registrations(log) for name, log in agent_logs.items()}
+    faults = measure_reconnects(report, registered)
     store = create_store(database)
     await store.open()
     try:
         names = {agent.id: agent.name for agent in await store.list_agents()}
-        cron_tasks = await _check_cron(store, jobs, report)
+        cron_tasks = await check_cron(store, jobs, report)
         submitted = {**run.submitted, **{str(task_id): task_id for task_id in cron_tasks}}
         ledger_report = await ledger_module.check(store, submitted, entries, faults, names)
-        await _carried_over(store, report, faults, entries)
+        await carried_over(store, report, faults, entries)
     finally:
         await store.close()
     figures = {
@@ -286,125 +245,3 @@ async def run_nodes(
         "creates_retried": run.refused,
     }
     return ledger_report, report, figures
-
-
-# --- reconnects --------------------------------------------------------------------------
-
-REGISTERED = re.compile(r"^registered as \S+ \(\S+\) on (\S+),")
-
-
-def _registrations(log: Path) -> list[tuple[float, str]]:
-    """(unix time, server URL) of each registration in an agent's JSON log."""
-    found: list[tuple[float, str]] = []
-    for line in log.read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            record = json.loads(line)
-            match = REGISTERED.match(record["message"])
-            if match:
-                found.append((_unix(record["time"]), match.group(1)))
-    return found
-
-
-def _unix(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
-
-
-def _measure_reconnects(
-    report: NodesReport, registrations: dict[str, list[tuple[float, str]]]
-) -> list[Fault]:
-    """For each kill, the agents registered on that node then, and when each registered
-    again; a ``node kill`` fault for each (it explains their released attempts)."""
-    faults: list[Fault] = []
-    for kill in report.kills:
-        for agent, events in registrations.items():
-            before = [url for at, url in events if at < kill.at]
-            if not before or before[-1] != kill.url:
-                continue
-            faults.append(Fault("node kill", agent, kill.at))
-            after = [at for at, _ in events if at >= kill.at]
-            if after:
-                report.reconnects.append(after[0] - kill.at)
-            else:
-                report.not_reconnected.append(f"{agent} after {kill.node} died at {kill.at:.3f}")
-    return faults
-
-
-async def _carried_over(
-    store: Store, report: NodesReport, faults: list[Fault], entries: list[Entry]
-) -> None:
-    """Attempts running on an agent when its node died; those that became the result."""
-    for fault in faults:
-        running = [
-            entry
-            for entry in entries
-            if entry.event == "start" and entry.agent == fault.agent and entry.at < fault.at
-        ]
-        ended = {(e.task_id, e.attempt) for e in entries if e.event == "end" and e.at <= fault.at}
-        for entry in running:
-            if (entry.task_id, entry.attempt) in ended:
-                continue
-            report.running_at_kills += 1
-            task = await store.get_task(UUID(entry.task_id))
-            if task is not None and task.attempts == entry.attempt:
-                report.carried_over += 1
-
-
-# --- cron ----------------------------------------------------------------------------------
-
-COVERS = (
-    re.compile(r"the oldest (\d+) skipped"),
-    re.compile(r"^missed (\d+)\+? ticks?"),
-    re.compile(r"^ran once now for (\d+)\+? ticks?"),
-)
-
-
-def covers(tick: CronTick) -> int:
-    """How many ticks of the schedule this recorded tick stands for (a misfire records a run
-    of missed ticks as one, at the first of them)."""
-    for pattern in COVERS:
-        match = pattern.search(tick.reason or "")
-        if match:
-            return int(match.group(1))
-    return 1
-
-
-async def _check_cron(store: Store, jobs: dict[str, UUID], report: NodesReport) -> list[UUID]:
-    """Each job's ticks: none twice, none missing, each fired one with its task."""
-    tasks: list[UUID] = []
-    for name, job_id in jobs.items():
-        ticks = sorted(await store.list_cron_ticks(job_id, limit=100_000), key=lambda t: t.tick_at)
-        instants = [tick.tick_at for tick in ticks]
-        counts = {
-            "ticks": len(ticks),
-            "fired": sum(t.outcome is TickOutcome.FIRED for t in ticks),
-            "skipped": sum(t.outcome is TickOutcome.SKIPPED for t in ticks),
-            "late": sum(t.reason is not None and t.outcome is TickOutcome.FIRED for t in ticks),
-            "missed_covered": sum(covers(t) - 1 for t in ticks),
-        }
-        report.cron[name] = counts
-        if len(set(instants)) != len(instants):
-            report.cron_violations.append(f"{name}: a tick recorded twice")
-        for tick, following in itertools.pairwise(ticks):
-            if following.tick_at - tick.tick_at != covers(tick) * SECOND:
-                report.cron_violations.append(
-                    f"{name}: {tick.tick_at.isoformat()} ({tick.outcome}, {tick.reason!r}) "
-                    f"then {following.tick_at.isoformat()}: ticks missing"
-                )
-        for tick in ticks:
-            if tick.outcome is not TickOutcome.FIRED:
-                continue
-            task = await store.get_task(tick.task_id) if tick.task_id else None
-            if task is None or task.cron_tick_at != tick.tick_at:
-                report.cron_violations.append(
-                    f"{name}: tick {tick.tick_at.isoformat()} fired without its task"
-                )
-                continue
-            tasks.append(task.id)
-        made = await store.list_tasks(TaskFilter(cron_job_id=job_id), limit=1)
-        if made.total != counts["fired"]:
-            report.cron_violations.append(
-                f"{name}: {made.total} tasks for {counts['fired']} fired ticks"
-            )
-    return tasks

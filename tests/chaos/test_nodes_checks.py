@@ -1,4 +1,4 @@
-"""The pure checks of the chaos suite's nodes scenario (``nodes.py``), held against what the
+"""The pure checks of the chaos suite's nodes scenario (``nodes_checks.py``), held against what the
 real cron policy records and against made-up agent timelines: they must catch what they claim
 to catch."""
 
@@ -21,7 +21,7 @@ from hetuflow.models import (
 )
 from hetuflow.server.cron_policy import decide, fire_of
 
-from .nodes import NodeKill, NodesReport, _measure_reconnects, covers
+from .nodes_checks import NodeKill, NodesReport, covers, measure_reconnects
 
 NOW = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
 EVERY_SECOND = parse("* * * * * *", "UTC")
@@ -80,7 +80,7 @@ def test_reconnects_are_measured_for_the_agents_of_the_killed_node_only() -> Non
         "left-before": [(10.0, a), (50.0, b)],
         "never-back": [(20.0, a)],
     }
-    faults = _measure_reconnects(report, registrations)
+    faults = measure_reconnects(report, registrations)
     assert [fault.agent for fault in faults] == ["moved", "never-back"]
     assert report.reconnects == [pytest.approx(0.4)]
     assert len(report.not_reconnected) == 1
