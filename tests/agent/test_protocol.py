@@ -652,3 +652,34 @@ async def test_several_servers_the_first_that_answers_then_the_next_with_the_run
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_results_sent_just_before_a_connection_is_lost_are_sent_again(
+    server: FakeServer,
+) -> None:
+    """A node that dies (no close frame) may not have written the results it was sent: the
+    agent sends them again after it registers (the server fences a repeat). A clean close
+    (the node wrote what it received) sends nothing again."""
+    agent = make_agent(server)
+    agent.add_handler("quick", lambda payload: "done")
+    async with running(agent):
+        await server.next(AgentCapabilities)
+        lost = task("quick", attempt=4)
+        await server.dispatch(lost)
+        first = await server.next_received(TaskResult)
+        assert first.connection == 1
+        server._connections[-1].transport.abort()  # the node died: no close frame
+        await server.next(AgentCapabilities)
+        again = await server.next_received(TaskResult)
+        assert again.connection == 2
+        assert isinstance(again.message, TaskResult)
+        assert (again.message.task_id, again.message.attempt) == (lost.task_id, 4)
+
+        written = task("quick")
+        await server.dispatch(written)
+        await server.next(TaskResult)
+        await server.drop(1001)  # a node shutting down writes what it received first
+        await server.next(AgentCapabilities)
+        await server.dispatch(task("quick"))
+        await server.results(1)
+        assert [e.task_id for e in server.result_entries()].count(written.task_id) == 1

@@ -66,6 +66,7 @@ from hetuflow.protocol import (
     AgentDraining,
     AgentRegistered,
     CapabilitySet,
+    CloseCode,
     ProtocolViolation,
 )
 
@@ -371,6 +372,7 @@ class Agent:
                     await self._session(websocket, task_types, url)
                 finally:
                     close_code = websocket.close_code
+                    self._after_session(url, close_code)
             if not self._draining:
                 log.warning("connection to %s closed (%s)", url, close_code)
         except InvalidStatus as error:
@@ -387,6 +389,18 @@ class Agent:
         except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as error:
             log.warning("connection to %s failed: %s", url, error or repr(error))
         return close_code
+
+    def _after_session(self, url: str, close_code: int | None) -> None:
+        """A registered connection ended with no close frame (the node died, the network
+        failed): what was sent on it lately may never have been written, so send it again."""
+        if close_code not in (None, CloseCode.ABNORMAL):
+            return
+        assert self._outbox is not None
+        resent = self._outbox.resend_recent()
+        if resent:
+            log.info(
+                "%d result(s) sent to %s just before it was lost will be sent again", resent, url
+            )
 
     async def _session(self, websocket: ClientConnection, task_types: list[str], url: str) -> None:
         """Register on ``websocket`` (to ``url``) and serve it until it closes."""
