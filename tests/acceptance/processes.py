@@ -113,9 +113,15 @@ class Cluster:
         return process, log
 
     async def server(
-        self, name: str = "server", *, migrate: bool = True, node_id: str | None = None
+        self,
+        name: str = "server",
+        *,
+        migrate: bool = True,
+        node_id: str | None = None,
+        port: int | None = None,
     ) -> ServerProcess:
-        port = free_port()
+        """Start a node (on ``port``, else a free one: a restarted node keeps its address)."""
+        port = port or free_port()
         argv = [str(BIN / "hetuflow-server"), "start", "--bind", f"127.0.0.1:{port}"]
         argv += ["--database-url", database_url(self.database)]
         if not migrate:
@@ -144,13 +150,18 @@ class Cluster:
         name: str,
         *,
         server: ServerProcess | None = None,
+        servers: tuple[ServerProcess, ...] = (),
         task_types: str = "shell",
         capabilities: str = "",
         slots: int = 2,
         modules: tuple[str, ...] = (),
     ) -> Process:
-        target = server or self.servers[0]
-        argv = [str(BIN / "hetuflow-agent"), "start", "--server", target.ws_url]
+        """An agent connected to ``server`` (default: the first), or given every URL of
+        ``servers`` (``--server`` repeated: the first that answers, then the others in turn)."""
+        targets = servers or (server or self.servers[0],)
+        argv = [str(BIN / "hetuflow-agent"), "start"]
+        for target in targets:
+            argv += ["--server", target.ws_url]
         argv += ["--name", name, "--task-types", task_types, "--max-concurrent", str(slots)]
         argv += ["--kill-grace-seconds", "1"]
         if capabilities:

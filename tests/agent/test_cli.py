@@ -115,7 +115,7 @@ def test_config_file_then_environment_then_flags(tmp_path: Path) -> None:
         "HETUFLOW_AGENT_TASK_TYPES": "shell web-scraping",
     }
     config = load_agent_config(path, env=env, overrides={"max_concurrent_tasks": 5, "token": None})
-    assert config.server == "ws://file:8080/ws"
+    assert config.server == ["ws://file:8080/ws"]
     assert config.name == "from-env"
     assert config.capabilities == ["gpu", "headless"]
     assert config.task_types == ["shell", "web-scraping"]
@@ -124,6 +124,27 @@ def test_config_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert config.token is None
     from_env_file = load_agent_config(env={"HETUFLOW_AGENT_CONFIG": str(path)})
     assert from_env_file.name == "from-file"
+
+
+def test_several_servers_from_the_file_the_environment_or_repeated_flags(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nserver = ["ws://a:8080/ws", "ws://b:8080/ws"]\n')
+    assert load_agent_config(path, env={}).server == ["ws://a:8080/ws", "ws://b:8080/ws"]
+    env = {"HETUFLOW_AGENT_SERVER": "ws://c/ws, ws://d/ws"}
+    assert load_agent_config(env=env).server == ["ws://c/ws", "ws://d/ws"]
+    assert Agent(server="ws://e/ws").config.server == ["ws://e/ws"]
+    assert Agent(server=["ws://e/ws", "ws://f/ws", "ws://e/ws"]).config.server == [
+        "ws://e/ws",
+        "ws://f/ws",
+    ]
+    from hetuflow.cli.agent import main
+
+    args = ["start", "--server", "ws://g/ws", "--server", "http://h/ws"]
+    outcome = CliRunner().invoke(main, args)
+    assert outcome.exit_code == 1
+    assert "'http://h/ws' is not a WebSocket URL" in outcome.output
+    with pytest.raises(ConfigInvalid, match="at least 1 item"):
+        load_agent_config(env={}, overrides={"server": []})
 
 
 @pytest.mark.parametrize(

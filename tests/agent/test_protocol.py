@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -603,3 +604,82 @@ async def test_a_deleted_agent_stops_instead_of_coming_back(server: FakeServer) 
     with pytest.raises(AgentRejected, match="was deleted on the server"):
         await asyncio.wait_for(runner, 10)
     assert server.connection_count == 1
+
+
+async def test_several_servers_the_first_that_answers_then_the_next_with_the_running_work() -> None:
+    """Nodes of one cluster: a refused URL is passed over at once, and a lost connection moves
+    to the next URL at once (the 5 s backoff would show), reporting the attempt it runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        refused = f"ws://127.0.0.1:{sock.getsockname()[1]}/ws"
+    first, second = FakeServer(), FakeServer()
+    await first.start()
+    await second.start()
+    release = asyncio.Event()
+    agent = Agent(
+        server=[refused, first.url, second.url],
+        name="a",
+        reconnect_min_seconds=5,
+        reconnect_max_seconds=5,
+    )
+
+    @agent.handler("wait")
+    async def wait(payload: dict[str, Any]) -> str:
+        await release.wait()
+        return "carried over"
+
+    try:
+        async with running(agent):
+            assert agent.registrations == 1
+            await first.next(AgentCapabilities)
+            held = task("wait", attempt=2)
+            await first.dispatch(held)
+            await first.next(TaskStarted)
+            lost = time.monotonic()
+            await first.stop()
+            hello = await second.next(AgentCapabilities, timeout_seconds=10)
+            assert time.monotonic() - lost < 2.0
+            assert hello.agent_id == first.agent_id
+            assert hello.running == [RunningAttempt(task_id=held.task_id, attempt=2)]
+            release.set()
+            result = await second.next(TaskResult)
+            assert (result.task_id, result.attempt, result.result) == (
+                held.task_id,
+                2,
+                "carried over",
+            )
+            assert agent.registrations == 2
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_results_sent_just_before_a_connection_is_lost_are_sent_again(
+    server: FakeServer,
+) -> None:
+    """A node that dies (no close frame) may not have written the results it was sent: the
+    agent sends them again after it registers (the server fences a repeat). A clean close
+    (the node wrote what it received) sends nothing again."""
+    agent = make_agent(server)
+    agent.add_handler("quick", lambda payload: "done")
+    async with running(agent):
+        await server.next(AgentCapabilities)
+        lost = task("quick", attempt=4)
+        await server.dispatch(lost)
+        first = await server.next_received(TaskResult)
+        assert first.connection == 1
+        server._connections[-1].transport.abort()  # the node died: no close frame
+        await server.next(AgentCapabilities)
+        again = await server.next_received(TaskResult)
+        assert again.connection == 2
+        assert isinstance(again.message, TaskResult)
+        assert (again.message.task_id, again.message.attempt) == (lost.task_id, 4)
+
+        written = task("quick")
+        await server.dispatch(written)
+        await server.next(TaskResult)
+        await server.drop(1001)  # a node shutting down writes what it received first
+        await server.next(AgentCapabilities)
+        await server.dispatch(task("quick"))
+        await server.results(1)
+        assert [e.task_id for e in server.result_entries()].count(written.task_id) == 1

@@ -71,7 +71,9 @@ def read(path: Path) -> list[Entry]:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected fault: ``kill`` (SIGKILL) or ``pause`` (SIGSTOP for ``seconds``)."""
+    """One injected fault on an agent: ``kill`` (SIGKILL), ``pause`` (SIGSTOP for
+    ``seconds``), or ``node kill`` (the server node it was connected to was SIGKILLed;
+    ``seconds`` until it registered again on another)."""
 
     kind: str
     agent: str
@@ -270,5 +272,5 @@ async def _redispatch(
             delay = again - fault.at
             if fault.kind == "kill":
                 report.redispatch_after_kill.append(delay)
-            else:
+            elif fault.kind == "pause":
                 report.redispatch_after_pause.append(delay)

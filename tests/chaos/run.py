@@ -299,11 +299,36 @@ async def _drop(admin_url: str, name: str) -> None:
         await connection.close()
 
 
+async def main_nodes(arguments: argparse.Namespace, admin_url: str) -> int:
+    """``--scenario nodes``: three server nodes on one PostgreSQL database (see nodes.py)."""
+    from .nodes import FULL_NODES, QUICK_NODES, run_nodes  # nodes.py builds on this module
+
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-nodes-"))
+    database, name = await _pg_database(admin_url)
+    try:
+        report, nodes, figures = await run_nodes(
+            FULL_NODES if arguments.full else QUICK_NODES, database, workdir
+        )
+    finally:
+        await _drop(admin_url, name)
+    print(json.dumps({**figures, **report.summary(), **nodes.summary()}, indent=2))
+    violations = [*report.violations, *nodes.violations]
+    for violation in violations:
+        print("VIOLATION", violation)
+    if violations:
+        print(f"ledger and logs kept in {workdir}")
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
 async def main_async(arguments: argparse.Namespace) -> int:
     base = FULL if arguments.full else QUICK
     admin_url = os.environ.get(
         "HETUFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
+    if arguments.scenario == "nodes":
+        return await main_nodes(arguments, admin_url)
     failures = 0
     for kind in arguments.db:
         workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{kind}-"))
@@ -336,8 +361,26 @@ async def main_async(arguments: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="6 agents, 30 faults per database")
-    size.add_argument("--full", action="store_true", help="20 agents, 1,000 faults")
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="agents: 6 agents, 30 faults per database; nodes: 3 nodes, 4 agents, a node "
+        "killed every ~5 s for 30 s",
+    )
+    size.add_argument(
+        "--full",
+        action="store_true",
+        help="agents: 20 agents, 1,000 faults; nodes: 3 nodes, 9 agents, a node killed every "
+        "~20 s for 5 minutes",
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=["agents", "nodes"],
+        default="agents",
+        help="agents (default): agents killed and paused (PostgreSQL backends terminated too); "
+        "nodes: three server nodes on one PostgreSQL, a random one SIGKILLed and restarted "
+        "under load and per-second cron jobs (PostgreSQL only)",
+    )
     parser.add_argument(
         "--db", action="append", choices=["sqlite", "postgres"], help="default: both"
     )
@@ -350,6 +393,8 @@ def main() -> None:
         "this mode mid-load; it restarts the whole cluster, every database on it",
     )
     arguments = parser.parse_args()
+    if arguments.scenario == "nodes" and (arguments.restart_postgres or arguments.db):
+        parser.error("--scenario nodes runs on PostgreSQL only, with no --db or --restart-postgres")
     arguments.db = arguments.db or ["sqlite", "postgres"]
     if arguments.restart_postgres and not arguments.full:
         parser.error("--restart-postgres needs --full")

@@ -1,7 +1,8 @@
-"""The chaos suite's quick form in the normal test suite (``scripts/chaos --quick`` runs the
-same scenario from the command line): 6 real agents under load, 30 random SIGKILLs and
-SIGSTOP/SIGCONT pauses per database, PostgreSQL backends terminated at random; the ledger must
-balance (see ``ledger.check``)."""
+"""The chaos suite's quick forms in the normal test suite (``scripts/chaos --quick`` and
+``scripts/chaos --scenario nodes --quick`` run the same scenarios from the command line):
+6 real agents under load, 30 random SIGKILLs and SIGSTOP/SIGCONT pauses per database,
+PostgreSQL backends terminated at random; and three server nodes, one SIGKILLed at random every
+few seconds. The ledger must balance (see ``ledger.check``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from hetuflow.config import DatabaseConfig
 
+from .nodes import QUICK_NODES, run_nodes
 from .run import QUICK, run_scenario
 
 pytestmark = [pytest.mark.chaos, pytest.mark.acceptance, pytest.mark.timeout(240)]
@@ -31,3 +33,20 @@ async def test_random_agent_kills_and_pauses_lose_nothing(
     assert sum(report.faults.values()) >= QUICK.faults * 0.8
     if database.kind == "postgres":
         assert figures["backends_terminated"] > 0
+
+
+@pytest.mark.postgres
+async def test_random_node_kills_lose_nothing_and_agents_move_on(
+    pg_database: DatabaseConfig, tmp_path: Path
+) -> None:
+    """``scripts/chaos --scenario nodes --quick``: 3 nodes on one PostgreSQL, 4 agents given
+    all three URLs, per-second cron jobs, a random node SIGKILLed about every 5 s and
+    restarted; the ledger balances, every agent is back within 30 s, no tick twice or lost."""
+    report, nodes, figures = await run_nodes(QUICK_NODES, pg_database, tmp_path)
+    print(json.dumps({**figures, **report.summary(), **nodes.summary()}, indent=2))
+    assert report.violations == []
+    assert nodes.violations == []
+    assert len(nodes.kills) >= 3
+    assert nodes.reconnects  # the kills hit agents, and they came back
+    assert report.submitted >= 50
+    assert figures["cron_tasks"] >= QUICK_NODES.cron_jobs * 20

@@ -434,6 +434,8 @@ def test_a_request_without_host_is_no_browser_but_its_origin_still_counts() -> N
 
 def test_an_agent_moves_a_token_from_its_url_to_the_header() -> None:
     config = AgentConfig(server="ws://127.0.0.1:8080/ws?token=hf_secret&x=1")
-    assert (config.server, config.token) == ("ws://127.0.0.1:8080/ws?x=1", "hf_secret")
+    assert (config.server, config.token) == (["ws://127.0.0.1:8080/ws?x=1"], "hf_secret")
     given = AgentConfig(server="wss://s.example/ws?token=hf_old", token="hf_flag")
-    assert (given.server, given.token) == ("wss://s.example/ws", "hf_flag")
+    assert (given.server, given.token) == (["wss://s.example/ws"], "hf_flag")
+    several = AgentConfig(server=["ws://a/ws", "ws://b/ws?token=hf_b"])
+    assert (several.server, several.token) == (["ws://a/ws", "ws://b/ws"], "hf_b")

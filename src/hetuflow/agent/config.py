@@ -4,7 +4,7 @@ The file holds the keys of ``AgentConfig`` in an ``[agent]`` table (top-level ke
 too)::
 
     [agent]
-    server = "ws://scheduler.internal:8080/ws"
+    server = "ws://scheduler.internal:8080/ws"   # or a list: ["ws://a:8080/ws", "ws://b:8080/ws"]
     name = "scraper-1"
     capabilities = ["chrome", "headless"]
     task_types = ["shell", "web-scraping"]   # naming shell turns shell tasks on
@@ -13,7 +13,8 @@ too)::
 
 Every key can be set from the environment as ``HETUFLOW_AGENT_<KEY>``
 (``HETUFLOW_AGENT_SERVER``, ``HETUFLOW_AGENT_NAME``, ``HETUFLOW_AGENT_MAX_CONCURRENT_TASKS``…);
-lists there are separated by commas or spaces. ``HETUFLOW_AGENT_CONFIG`` names the file.
+lists there are separated by commas or spaces (``HETUFLOW_AGENT_SERVER="ws://a/ws,ws://b/ws"``).
+``HETUFLOW_AGENT_CONFIG`` names the file.
 """
 
 from __future__ import annotations
@@ -41,13 +42,20 @@ ENV_PREFIX = "HETUFLOW_AGENT_"
 CONFIG_ENV = "HETUFLOW_AGENT_CONFIG"
 
 
+def _words(value: str) -> list[str]:
+    """A list given as one string: items separated by commas or spaces."""
+    return [word for word in value.replace(",", " ").split() if word]
+
+
 class AgentConfig(BaseModel):
     """Everything an agent process can be configured with."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    server: str = "ws://127.0.0.1:8080/ws"
-    """The server's WebSocket endpoint."""
+    server: list[str] = Field(default_factory=lambda: ["ws://127.0.0.1:8080/ws"], min_length=1)
+    """The WebSocket endpoints of the server's nodes (one or more, a string is one; see
+    ``Agent``): the agent connects to the first that answers and, when a connection is lost,
+    tries the next ones in turn, keeping its running attempts across the switch."""
     name: str | None = Field(default=None, max_length=200)
     """The agent's name; with none the server registers a new agent under a generated name."""
     agent_id: str | None = None
@@ -97,11 +105,11 @@ class AgentConfig(BaseModel):
             return self.shell
         return self.task_types is not None and "shell" in self.task_types
 
-    @field_validator("capabilities", "task_types", "modules", "pass_env", mode="before")
+    @field_validator("server", "capabilities", "task_types", "modules", "pass_env", mode="before")
     @classmethod
     def _split_words(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [word for word in value.replace(",", " ").split() if word]
+            return _words(value)
         return value
 
     @field_validator("pass_env")
@@ -120,26 +128,41 @@ class AgentConfig(BaseModel):
     @classmethod
     def _token_out_of_the_url(cls, values: Any) -> Any:
         """``ws://host/ws?token=hf_…``: the token moves to the ``Authorization`` header (and
-        out of the URL, which the agent logs and proxies write to their access logs)."""
-        if not isinstance(values, dict) or not isinstance(values.get("server"), str):
+        out of the URL, which the agent logs and proxies write to their access logs). With
+        several URLs the first token found is taken; every URL loses its own."""
+        if not isinstance(values, dict):
             return values
-        parts = urlsplit(values["server"])
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        tokens = [value for key, value in query if key == "token"]
+        urls = values.get("server")
+        if isinstance(urls, str):
+            urls = _words(urls)
+        if not isinstance(urls, list | tuple) or not all(isinstance(url, str) for url in urls):
+            return values
+        tokens: list[str] = []
+        cleaned: list[str] = []
+        for url in urls:
+            parts = urlsplit(url)
+            query = parse_qsl(parts.query, keep_blank_values=True)
+            found = [value for key, value in query if key == "token"]
+            if not found:
+                cleaned.append(url)
+                continue
+            tokens += found
+            rest = urlencode([(key, value) for key, value in query if key != "token"])
+            cleaned.append(urlunsplit(parts._replace(query=rest)))
         if not tokens:
             return values
-        rest = urlencode([(key, value) for key, value in query if key != "token"])
-        moved = {**values, "server": urlunsplit(parts._replace(query=rest))}
+        moved = {**values, "server": cleaned}
         if not values.get("token"):
             moved["token"] = tokens[0]
         return moved
 
     @field_validator("server")
     @classmethod
-    def _check_server(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("ws", "wss"):
-            raise ValueError(f"{value!r} is not a WebSocket URL: use ws://host:port/ws")
-        return value
+    def _check_server(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if urlsplit(url).scheme not in ("ws", "wss"):
+                raise ValueError(f"{url!r} is not a WebSocket URL: use ws://host:port/ws")
+        return list(dict.fromkeys(value))
 
 
 def _explain(error: ValidationError, source: str) -> str:

@@ -15,6 +15,11 @@ start, and a quick task then costs one batched entry instead of three frames.
 
 While disconnected, results, log lines, starts and progress stay buffered and go out after the
 next registration; pongs and heartbeats of the old connection are dropped.
+
+Results handed to a connection that then ends abnormally (no close frame: the node died, the
+network failed) may never have been written: the last ``RESEND_WINDOW_SECONDS`` of them are
+sent again after the next registration (``resend_recent``). The server takes a result at
+most once (a repeat is fenced like a stale one), so a resend costs a rejected entry at worst.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -50,6 +56,9 @@ Control = TaskAccepted | TaskStarted | Pong | AgentHeartbeat | AgentDraining | A
 MAX_ENTRIES_PER_FRAME = 2000
 MAX_GATHER_TURNS = 4
 """A flush waits while each turn of the event loop adds more, at most this many turns."""
+RESEND_WINDOW_SECONDS = 10.0
+"""Results sent this long before a connection ended abnormally are sent again."""
+MAX_RESENT_RESULTS = 10_000
 
 
 class Outbox:
@@ -61,6 +70,8 @@ class Outbox:
         self._control: list[Control] = []
         self._progress: dict[AttemptKey, TaskProgress] = {}
         self._results: list[TaskOutcomeField] = []
+        self._sent: deque[tuple[float, TaskOutcomeField]] = deque(maxlen=MAX_RESENT_RESULTS)
+        """Results handed to the current connection in the last ``RESEND_WINDOW_SECONDS``."""
         self._logs: deque[LogEntry] = deque()
         self._thread_logs: deque[LogEntry] = deque()
         self._thread_wake_pending = False
@@ -154,6 +165,25 @@ class Outbox:
             and (message.task_id, message.attempt) in held
         ]
         self._progress = {key: value for key, value in self._progress.items() if key in held}
+        self._sent.clear()  # the old connection's node had them (or resend_recent took them)
+
+    def resend_recent(self) -> int:
+        """The connection ended abnormally: put the results sent on it in the last
+        ``RESEND_WINDOW_SECONDS`` back in front of the buffered ones, to go out again after
+        the next registration (the node may have died before writing them). Returns how
+        many."""
+        cutoff = time.monotonic() - RESEND_WINDOW_SECONDS
+        buffered = {(entry.task_id, entry.attempt) for entry in self._results}
+        recent = [
+            entry
+            for at, entry in self._sent
+            if at >= cutoff and (entry.task_id, entry.attempt) not in buffered
+        ]
+        self._sent.clear()
+        if recent:
+            self._results[:0] = recent
+            self._poke()
+        return len(recent)
 
     @property
     def pending(self) -> bool:
@@ -231,3 +261,11 @@ class Outbox:
             except BaseException:
                 self._results[:0] = results  # resent after reconnect; the server fences dupes
                 raise
+            if results:
+                self._remember_sent(results)
+
+    def _remember_sent(self, results: list[TaskOutcomeField]) -> None:
+        now = time.monotonic()
+        while self._sent and self._sent[0][0] < now - RESEND_WINDOW_SECONDS:
+            self._sent.popleft()
+        self._sent.extend((now, entry) for entry in results)

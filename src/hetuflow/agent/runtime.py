@@ -16,6 +16,12 @@
 ``run_forever``) finishes. A dropped connection is retried with exponential backoff and
 jitter; running attempts carry on, are reported in the next ``AgentCapabilities.running``, and
 their results wait in the outbox until the agent is registered again.
+
+``server`` may name several nodes of one cluster (``server=["ws://a:8080/ws",
+"ws://b:8080/ws"]``): the agent connects to the first that answers. When its connection is
+lost it tries the next node at once, then the others in turn; the backoff applies once a whole
+round of them failed. Its running attempts continue across the switch as across a reconnect
+to the same node.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from hetuflow.protocol import (
     AgentDraining,
     AgentRegistered,
     CapabilitySet,
+    CloseCode,
 )
 
 log = logging.getLogger("hetuflow.agent")
@@ -77,7 +84,7 @@ class Agent:
 
     def __init__(
         self,
-        server: str | None = None,
+        server: str | Sequence[str] | None = None,
         name: str | None = None,
         *,
         capabilities: Sequence[str] = (),
@@ -90,7 +97,8 @@ class Agent:
         """Arguments override ``config`` (default ``AgentConfig()``); ``options`` are any
         other ``AgentConfig`` fields (``drain_grace_seconds=5``…)."""
         values = (config or AgentConfig()).model_dump()
-        given: dict[str, Any] = {"server": server, "name": name, "token": token, **options}
+        urls = [server] if isinstance(server, str) else list(server) if server else None
+        given: dict[str, Any] = {"server": urls, "name": name, "token": token, **options}
         values.update({key: value for key, value in given.items() if value is not None})
         if capabilities:
             values["capabilities"] = list(capabilities)
@@ -249,7 +257,7 @@ class Agent:
         log.info(
             "agent %s starting: server %s, task types %s, capabilities %s, %d slot(s)",
             self.config.name or "(unnamed)",
-            self.config.server,
+            ", ".join(self.config.server),
             ", ".join(task_types),
             ", ".join(self.config.capabilities) or "none",
             self.config.max_concurrent_tasks,
@@ -315,48 +323,30 @@ class Agent:
             self._outbox.control(AgentDraining())
 
     async def _connect_loop(self, task_types: list[str]) -> None:
-        assert self._outbox is not None
-        assert self._slots is not None
+        """Connect, register and serve; after a lost connection or a failed try, the next
+        server URL. The backoff pause comes once every URL was tried since the last
+        registration (with one URL: after every try, as always)."""
+        servers = self.config.server
         delay = self.config.reconnect_min_seconds
         headers = {"User-Agent": f"hetuflow-agent/{__version__}"}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
+        index = 0
+        tried = 0
         while not self._closing.is_set():
-            close_code: int | None = None
+            url = servers[index]
+            index = (index + 1) % len(servers)
+            tried += 1
             registrations = self.registrations
-            try:
-                async with connect(
-                    self.config.server,
-                    additional_headers=headers,
-                    user_agent_header=None,
-                    compression=None,
-                    max_size=self.config.max_frame_bytes,
-                    open_timeout=self.config.register_timeout_seconds,
-                ) as websocket:
-                    try:
-                        await self._session(websocket, task_types)
-                    finally:
-                        close_code = websocket.close_code
-                if not self._draining:
-                    log.warning("connection to %s closed (%s)", self.config.server, close_code)
-            except InvalidStatus as error:
-                status = error.response.status_code
-                log.error("server refused the connection: HTTP %d", status)
-                if status in (401, 403):
-                    self._refused_token(status, error.response.body)
-            except RegistrationRefused as error:
-                log.error("server refused the registration: %s", error.message)
-                if error.error_code == "agent_not_found":
-                    close_code = CLOSE_AGENT_NOT_FOUND
-                elif error.error_code == "agent_deleted":
-                    close_code = CLOSE_AGENT_DELETED
-            except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as error:
-                log.warning("connection to %s failed: %s", self.config.server, error or repr(error))
-            self._check_close_code(close_code)
+            self._check_close_code(await self._connect_once(url, headers, task_types))
             if self.registrations > registrations:
                 delay = self.config.reconnect_min_seconds
+                tried = 1  # the URL just lost counts as tried: the others come first
             if self._closing.is_set():
                 return
+            if tried < len(servers):
+                continue  # the next URL at once
+            tried = 0
             pause = random.uniform(delay / 2, delay)
             delay = min(delay * 2, self.config.reconnect_max_seconds)
             log.info("reconnecting in %.2f s", pause)
@@ -364,8 +354,56 @@ class Agent:
                 async with asyncio.timeout(pause):
                     await self._closing.wait()
 
-    async def _session(self, websocket: ClientConnection, task_types: list[str]) -> None:
-        """Register on ``websocket`` and serve it until it closes."""
+    async def _connect_once(
+        self, url: str, headers: dict[str, str], task_types: list[str]
+    ) -> int | None:
+        """One connection to ``url``, served until it ends; the close code that matters."""
+        close_code: int | None = None
+        try:
+            async with connect(
+                url,
+                additional_headers=headers,
+                user_agent_header=None,
+                compression=None,
+                max_size=self.config.max_frame_bytes,
+                open_timeout=self.config.register_timeout_seconds,
+            ) as websocket:
+                try:
+                    await self._session(websocket, task_types, url)
+                finally:
+                    close_code = websocket.close_code
+                    self._after_session(url, close_code)
+            if not self._draining:
+                log.warning("connection to %s closed (%s)", url, close_code)
+        except InvalidStatus as error:
+            status = error.response.status_code
+            log.error("server %s refused the connection: HTTP %d", url, status)
+            if status in (401, 403):
+                self._refused_token(status, error.response.body)
+        except RegistrationRefused as error:
+            log.error("server %s refused the registration: %s", url, error.message)
+            if error.error_code == "agent_not_found":
+                close_code = CLOSE_AGENT_NOT_FOUND
+            elif error.error_code == "agent_deleted":
+                close_code = CLOSE_AGENT_DELETED
+        except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as error:
+            log.warning("connection to %s failed: %s", url, error or repr(error))
+        return close_code
+
+    def _after_session(self, url: str, close_code: int | None) -> None:
+        """A registered connection ended with no close frame (the node died, the network
+        failed): what was sent on it lately may never have been written, so send it again."""
+        if close_code not in (None, CloseCode.ABNORMAL):
+            return
+        assert self._outbox is not None
+        resent = self._outbox.resend_recent()
+        if resent:
+            log.info(
+                "%d result(s) sent to %s just before it was lost will be sent again", resent, url
+            )
+
+    async def _session(self, websocket: ClientConnection, task_types: list[str], url: str) -> None:
+        """Register on ``websocket`` (to ``url``) and serve it until it closes."""
         assert self._outbox is not None
         assert self._slots is not None
         connection = Connection(
@@ -381,9 +419,10 @@ class Agent:
         self._on_registered(registered)
         self.registrations += 1
         log.info(
-            "registered as %s (%s), holding %d attempt(s)",
+            "registered as %s (%s) on %s, holding %d attempt(s)",
             registered.name,
             registered.agent_id,
+            url,
             len(self._slots),
         )
         self._connection = connection

@@ -6,6 +6,9 @@
         --capabilities chrome headless --task-types shell web-scraping --max-concurrent 3 \\
         [--token T] [--config agent.toml] [--module my_project.handlers ...]
 
+``--server`` may be given several times (or hold several URLs): the nodes of one cluster,
+tried in turn when a connection is lost.
+
 Flags override the environment (``HETUFLOW_AGENT_*``), which overrides the config file.
 Shell tasks are off unless ``--shell`` is given or ``--task-types`` names ``shell``; they get a
 minimal environment (``--pass-env NAME`` adds variables), never the agent's own.
@@ -44,12 +47,21 @@ def _default(field: str) -> str:
     """``[default: …]`` of a flag whose default lives in ``AgentConfig`` (flags default to
     None, so the environment and the config file can still set them)."""
     value = AgentConfig.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(value, list):
+        value = " ".join(str(item) for item in value)
     return f"  [default: {value}]"
 
 
 @main.command(cls=MultiValueCommand)
 @click.option(
-    "--server", help="The server's WebSocket URL (env HETUFLOW_AGENT_SERVER)." + _default("server")
+    "--server",
+    "server",
+    cls=MultiValueOption,
+    metavar="URL",
+    help="The server's WebSocket URL (env HETUFLOW_AGENT_SERVER). Give several (repeated, or "
+    "space- or comma-separated) for the nodes of one cluster: the agent connects to the first "
+    "that answers and, when the connection is lost, tries the others in turn, keeping its "
+    "running tasks." + _default("server"),
 )
 @click.option(
     "--name", help="Agent name, its identity across restarts (default: a generated name)."
@@ -123,6 +135,7 @@ def _default(field: str) -> str:
 )
 def start(
     config_path: str | None,
+    server: tuple[str, ...],
     capabilities: tuple[str, ...],
     task_types: tuple[str, ...],
     modules: tuple[str, ...],
@@ -133,6 +146,8 @@ def start(
 ) -> None:
     """Connect to the server and run tasks until SIGTERM/SIGINT."""
     overrides: dict[str, Any] = dict(flags)
+    if server:
+        overrides["server"] = list(server)
     if capabilities:
         overrides["capabilities"] = list(capabilities)
     if task_types:
