@@ -1,0 +1,4 @@
+DROP TABLE event_tasks;
+DROP TABLE events;
+DROP TABLE hooks;
+DROP TABLE triggers;
