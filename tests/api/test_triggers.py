@@ -59,6 +59,7 @@ async def test_a_trigger_is_created_read_listed_and_deleted(client: httpx.AsyncC
     assert (await client.get("/api/triggers?event=other")).json()["items"] == []
     again = await client.post("/api/triggers", json={**body, "task": INVOICE})
     _error(again, 409, "trigger_name_taken")
+    _error(await client.get("/api/triggers/nope"), 404, "trigger_not_found")
     assert (await client.delete(f"/api/triggers/{trigger['id']}")).status_code == 204
     _error(await client.get(f"/api/triggers/{trigger['id']}"), 404, "trigger_not_found")
     _error(await client.delete(f"/api/triggers/{trigger['id']}"), 404, "trigger_not_found")
@@ -284,6 +285,10 @@ async def test_unknown_hooks_and_bad_bodies(client: httpx.AsyncClient) -> None:
     _error(
         await client.post("/api/hooks", json={"name": "a/b", "event": "x"}), 422, "invalid_input"
     )
+    for path in ("/api/hooks/a%00b", "/api/hooks/" + "x" * 129):
+        _error(await client.post(path, content=body), 404, "hook_not_found")
+        _error(await client.delete(path), 404, "hook_not_found")
+    _error(await client.get("/api/triggers?event=a%00"), 422, "invalid_input")
     assert (await client.delete("/api/hooks/stripe")).status_code == 204
     _error(await client.delete("/api/hooks/stripe"), 404, "hook_not_found")
     gone = await client.post(

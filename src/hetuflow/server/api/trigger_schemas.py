@@ -43,8 +43,9 @@ EventId = Annotated[
     StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH),
     AfterValidator(storable_text),
 ]
+HOOK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 HookName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=HOOK_NAME_PATTERN)
 ]
 
 

@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from hetuflow.models import JSONObject, NewTask
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import encode_json
 from hetuflow.server.api.trigger_schemas import (
+    HOOK_NAME_PATTERN,
     EventCreate,
     EventOut,
     HookCreate,
@@ -31,7 +32,14 @@ from hetuflow.server.api.trigger_schemas import (
     task_of,
 )
 from hetuflow.server.triggers import TriggerService
-from hetuflow.triggers import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, NewEvent
+from hetuflow.triggers import (
+    EVENT_ID_HEADER,
+    EVENT_KEY_PATTERN,
+    MAX_EVENT_KEY_LENGTH,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    NewEvent,
+)
 
 router = APIRouter(prefix="/api", tags=["triggers"])
 calls_router = APIRouter(prefix="/api", tags=["triggers"])
@@ -47,6 +55,9 @@ async def get_triggers(queue: Queue, context: Context) -> TriggerService:
 
 
 Triggers = Annotated[TriggerService, Depends(get_triggers)]
+HookNamePath = Annotated[
+    str, Path(max_length=128, pattern=HOOK_NAME_PATTERN, description="The hook's name.")
+]
 
 
 def _delivered(out: EventOut) -> Response:
@@ -78,8 +89,19 @@ async def create_trigger(body: TriggerCreate, triggers: Triggers) -> TriggerOut:
     return TriggerOut.of(await triggers.create_trigger(body.to_new_trigger()))
 
 
-@router.get("/triggers", response_model=TriggerList, summary="List triggers")
-async def list_triggers(triggers: Triggers, event: str | None = None) -> TriggerList:
+@router.get(
+    "/triggers",
+    response_model=TriggerList,
+    summary="List triggers",
+    responses=error_responses(422),
+)
+async def list_triggers(
+    triggers: Triggers,
+    event: Annotated[
+        str | None,
+        Query(max_length=MAX_EVENT_KEY_LENGTH, pattern=EVENT_KEY_PATTERN, description="Event key."),
+    ] = None,
+) -> TriggerList:
     """By name; only those bound to `event` when given."""
     return TriggerList(items=[TriggerOut.of(t) for t in await triggers.list_triggers(event)])
 
@@ -154,9 +176,9 @@ async def list_hooks(queue: Queue) -> HookList:
     "/hooks/{name}",
     status_code=204,
     summary="Delete a hook",
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
-async def delete_hook(name: str, queue: Queue) -> Response:
+async def delete_hook(name: HookNamePath, queue: Queue) -> Response:
     """Its calls are refused (404) from now on; events it delivered and their tasks stay."""
     await queue.store.delete_hook(name)
     return Response(status_code=204)
@@ -199,7 +221,7 @@ async def delete_hook(name: str, queue: Queue) -> Response:
         },
     },
 )
-async def call_hook(name: str, request: Request, triggers: Triggers) -> Response:
+async def call_hook(name: HookNamePath, request: Request, triggers: Triggers) -> Response:
     """The body (a JSON object) becomes the `data` of an event of the hook's key, delivered as
     `POST /api/events` does. No bearer token: the signature is the credential. **404**
     `hook_not_found`; **401** `signature_invalid` (missing, wrong or stale; nothing created)."""
