@@ -1,8 +1,9 @@
 """Triggers, events and hooks (docs/triggers.md): the pure part.
 
 An **event** is something that happened outside (``order.created`` with its data). A
-**trigger** binds an event key to a task spec: each event with that key whose data passes the
-trigger's filter creates one task from the spec, the event under the payload key ``event``.
+**trigger** binds an event key to a task spec or a workflow document: each event with that key
+whose data passes the trigger's filter creates one task (or one workflow) from it, the event
+under the payload key ``event`` (of every step, for a workflow).
 A **hook** is a named, signed webhook endpoint that turns an outside call into an event.
 
 The filter is an object of dotted paths into the event's data and the values they must equal,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -24,6 +26,7 @@ from uuid import UUID
 
 from hetuflow.errors import InvalidInput, SignatureInvalid
 from hetuflow.models import JSONObject, JSONValue, NewTask, Task
+from hetuflow.workflows import NewStep, NewWorkflow, Workflow
 
 EVENT_PAYLOAD_KEY = "event"
 """The payload key under which a triggered task gets its event: ``{"key", "id", "data"}``."""
@@ -52,8 +55,10 @@ class NewTrigger:
     event_key: str
     filter: JSONObject
     """Dotted path -> the value it must equal (see the module's docstring)."""
-    task: JSONObject
+    task: JSONObject | None = None
     """The task spec, as ``POST /api/tasks`` takes it, checked when the trigger is created."""
+    workflow: JSONObject | None = None
+    """Instead of ``task``: a workflow document, as ``POST /api/workflows`` takes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,8 @@ class Trigger:
     name: str
     event_key: str
     filter: JSONObject
-    task: JSONObject
+    task: JSONObject | None
+    workflow: JSONObject | None
     created_at: datetime
 
 
@@ -94,7 +100,8 @@ class NewEvent:
 class EventDelivery:
     """What an event created: its tasks, in trigger-name order. ``created`` is False when the
     event id had been delivered before: the tasks are then those of that first delivery
-    (still existing ones: the cleanup loop may have deleted old finished tasks)."""
+    (still existing ones: the cleanup loop may have deleted old finished tasks). ``matched``
+    counts the tasks and workflows it created."""
 
     event_id: str
     key: str
@@ -102,6 +109,14 @@ class EventDelivery:
     created: bool
     matched: int
     tasks: tuple[Task, ...]
+    workflows: tuple[Workflow, ...] = ()
+
+
+TriggeredTask = tuple[str, NewTask]
+"""A task an event creates: its trigger's name and the task."""
+TriggeredWorkflow = tuple[str, NewWorkflow, Sequence[NewStep]]
+"""A workflow an event creates: its trigger's name, the workflow and its steps, checked and
+parents first (``check_workflow``)."""
 
 
 # --- filters ----------------------------------------------------------------------------------
@@ -168,6 +183,13 @@ def event_task(template: NewTask, event: NewEvent) -> NewTask:
         EVENT_PAYLOAD_KEY: {"key": event.key, "id": event.id, "data": event.data},
     }
     return replace(template, payload=payload)
+
+
+def event_workflow(template: NewWorkflow, event: NewEvent) -> NewWorkflow:
+    """The workflow a trigger creates for ``event``: every step gets the event as
+    ``event_task`` gives it to a task."""
+    steps = tuple(replace(step, task=event_task(step.task, event)) for step in template.steps)
+    return replace(template, steps=steps)
 
 
 # --- hook signatures --------------------------------------------------------------------------

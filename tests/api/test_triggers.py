@@ -152,6 +152,87 @@ async def test_an_event_creates_one_task_per_matching_trigger_once(
     assert await _task_count(client) == 4
 
 
+SHIP = {
+    "name": "ship",
+    "steps": [
+        {"name": "pack", "task_type": "pack", "payload": {"box": "m"}},
+        {"name": "send", "task_type": "send", "depends_on": ["pack"]},
+    ],
+}
+
+
+async def test_a_workflow_trigger_starts_a_workflow_once(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/api/triggers", json={"name": "ship", "event": "order.paid", "workflow": SHIP}
+    )
+    assert created.status_code == 201, created.text
+    assert (created.json()["task"], created.json()["workflow"]) == (None, SHIP)
+    sent = await client.post(
+        "/api/events", json={"key": "order.paid", "id": "p1", "data": {"n": 1}}
+    )
+    assert sent.status_code == 201, sent.text
+    answer = sent.json()
+    assert (answer["matched"], answer["tasks"]) == (1, [])
+    [workflow] = answer["workflows"]
+    assert workflow["name"] == "ship"
+    steps = {step["name"]: step for step in workflow["steps"]}
+    assert steps["pack"]["status"] == "pending"
+    assert steps["send"]["status"] == "waiting"
+    assert steps["pack"]["task"]["payload"] == {
+        "box": "m",
+        "event": {"key": "order.paid", "id": "p1", "data": {"n": 1}},
+    }
+    assert steps["send"]["task"]["payload"]["event"]["id"] == "p1"
+    replay = await client.post("/api/events", json={"key": "order.paid", "id": "p1"})
+    assert replay.status_code == 200
+    assert [w["id"] for w in replay.json()["workflows"]] == [workflow["id"]]
+    assert (await client.get("/api/workflows")).json()["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code", "field"),
+    [
+        ({}, 422, "invalid_input", "task"),
+        ({"task": INVOICE, "workflow": SHIP}, 422, "invalid_input", "task"),
+        (
+            {
+                "workflow": {
+                    "name": "w",
+                    "steps": [{"name": "a", "task_type": "t", "depends_on": ["a"]}],
+                }
+            },
+            422,
+            "workflow_invalid",
+            "steps.a.depends_on",
+        ),
+        (
+            {
+                "workflow": {
+                    "name": "w",
+                    "steps": [{"name": "a", "task_type": "t", "payload": {"event": 1}}],
+                }
+            },
+            422,
+            "invalid_input",
+            "workflow",
+        ),
+        (
+            {"workflow": {"name": "w", "steps": [{"name": "a"}]}},
+            422,
+            "invalid_input",
+            "workflow.steps[0].task_type",
+        ),
+    ],
+)
+async def test_a_trigger_has_a_task_or_a_valid_workflow(
+    client: httpx.AsyncClient, change: dict[str, Any], status: int, code: str, field: str
+) -> None:
+    body = {"name": "t", "event": "order.created", **change}
+    error = _error(await client.post("/api/triggers", json=body), status, code)
+    assert error["field"] == field, error
+    assert (await client.get("/api/triggers")).json()["items"] == []
+
+
 async def test_an_event_filtered_out_is_recorded_without_tasks(client: httpx.AsyncClient) -> None:
     await client.post(
         "/api/triggers",

@@ -112,10 +112,35 @@ def test_triggers_events_and_hooks_from_the_command_line(cli: Invoke, server: st
     assert len(tasks["items"] if isinstance(tasks, dict) else tasks) == 2  # kept
 
 
+def test_a_workflow_trigger_from_the_command_line(cli: Invoke) -> None:
+    document = {
+        "name": "ship",
+        "steps": [
+            {"name": "pack", "task_type": "pack"},
+            {"name": "send", "task_type": "send", "depends_on": ["pack"]},
+        ],
+    }
+    created = cli(
+        "create-trigger",
+        "--name",
+        "ship",
+        "--event",
+        "order.paid",
+        "--workflow",
+        json.dumps(document),
+    )
+    assert created.exit_code == 0, created.output
+    assert "workflow ship" in cli("list-triggers").output
+    sent = cli("send-event", "order.paid", "--id", "p1")
+    assert sent.exit_code == 0, sent.output
+    assert "workflow ship" in sent.output
+    assert "(2 steps)" in sent.output
+
+
 def test_create_trigger_usage_errors(cli: Invoke) -> None:
     both = cli("create-trigger", "--name", "t", "--event", "e", "--task", "{}", "--task-type", "x")
     assert both.exit_code != 0
-    assert "not both" in both.output
+    assert "give one of" in both.output
     neither = cli("create-trigger", "--name", "t", "--event", "e")
     assert neither.exit_code != 0
     assert "--task-type" in neither.output

@@ -68,3 +68,9 @@ async def test_async_triggers(async_client: AsyncClient) -> None:
     assert (await async_client.get_trigger(trigger.id)).name == "t"
     await async_client.delete_trigger(trigger.id)
     assert await async_client.list_triggers() == []
+    document = {"name": "w", "steps": [{"name": "a", "task_type": "x"}]}
+    flow = await async_client.create_trigger("flow", "k", workflow=document)
+    assert (flow.task, flow.workflow) == (None, document)
+    started = await async_client.send_event("k")
+    assert [w.name for w in started.workflows] == ["w"]
+    assert started.workflows[0].step("a").task.payload["event"]["key"] == "k"

@@ -15,9 +15,10 @@ from hetuflow.errors import (
     TriggerNameTaken,
     TriggerNotFound,
 )
-from hetuflow.models import NewTask, TaskFilter
+from hetuflow.models import NewTask, TaskFilter, TaskStatus
 from hetuflow.store.base import Store
-from hetuflow.triggers import NewEvent, NewHook, NewTrigger, event_task
+from hetuflow.triggers import NewEvent, NewHook, NewTrigger, event_task, event_workflow
+from hetuflow.workflows import NewStep, NewWorkflow, check_workflow
 
 from ._support import T0, OpenStore
 
@@ -125,3 +126,35 @@ async def test_concurrent_deliveries_of_one_id_create_once(
     ids = {tuple(t.id for t in r.tasks) for r in results}
     assert len(ids) == 1
     assert (await store.list_tasks(TaskFilter(), limit=10)).total == 2
+
+
+async def test_an_event_creates_workflows_once(store: Store) -> None:
+    event = NewEvent("evt-w", "order.created", {"order": 7})
+    template = NewWorkflow(
+        "ship",
+        (
+            NewStep("pack", NewTask(name="pack", task_type="t")),
+            NewStep("send", NewTask(name="send", task_type="t"), depends_on=("pack",)),
+        ),
+    )
+    workflow = event_workflow(template, event)
+    triggered = [("ship", workflow, check_workflow(workflow))]
+    first = await store.record_event(event, _tasks(event, "a"), workflows=triggered, now=T0)
+    assert first.created
+    assert first.matched == 2
+    [made] = first.workflows
+    assert [(s.name, s.task.status) for s in made.steps] == [
+        ("pack", TaskStatus.PENDING),
+        ("send", TaskStatus.WAITING),
+    ]
+    assert made.steps[1].task.payload["event"] == {
+        "key": "order.created",
+        "id": "evt-w",
+        "data": {"order": 7},
+    }
+    again = await store.record_event(event, [], workflows=triggered, now=T0)
+    assert not again.created
+    assert [w.id for w in again.workflows] == [made.id]
+    assert [t.name for t in again.tasks] == ["a"]
+    assert (await store.list_workflows(limit=10, offset=0)).total == 1
+    assert (await store.list_tasks(TaskFilter(), limit=10)).total == 3

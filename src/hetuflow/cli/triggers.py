@@ -51,6 +51,18 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
 
 
+def _creates(trigger: Trigger) -> tuple[str, str]:
+    if trigger.workflow is not None:
+        return "workflow", escape(_compact(trigger.workflow))
+    return "task", escape(_compact(trigger.task))
+
+
+def _creates_short(trigger: Trigger) -> str:
+    if trigger.workflow is not None:
+        return f"workflow {escape(str(trigger.workflow.get('name', '')))}"
+    return escape(str((trigger.task or {}).get("task_type", "-")))
+
+
 def _print_trigger(cli: Cli, trigger: Trigger) -> None:
     if cli.as_json:
         cli.emit_json(trigger)
@@ -61,7 +73,7 @@ def _print_trigger(cli: Cli, trigger: Trigger) -> None:
                 ("id", str(trigger.id)),
                 ("event", escape(trigger.event)),
                 ("filter", escape(_compact(trigger.filter)) if trigger.filter else "(every event)"),
-                ("task", escape(_compact(trigger.task))),
+                _creates(trigger),
             ],
             title=f"created trigger [bold]{escape(trigger.name)}[/bold]",
         )
@@ -89,6 +101,12 @@ def _print_trigger(cli: Cli, trigger: Trigger) -> None:
     help=f"The whole task spec, as POST /api/tasks takes it ({JSON_OPTION_HELP}), instead "
     "of --task-type and the other task options.",
 )
+@click.option(
+    "--workflow",
+    "workflow_spec",
+    help='Start a workflow instead of a task: its document {"name", "steps", "on_failure"}, '
+    f"as POST /api/workflows takes it ({JSON_OPTION_HELP}).",
+)
 @client_command
 def create_trigger(
     cli: Cli,
@@ -102,14 +120,17 @@ def create_trigger(
     timeout_seconds: float | None,
     max_retries: int | None,
     task_spec: str | None,
+    workflow_spec: str | None,
 ) -> None:
-    """Create a task for every event of a key whose data passes a filter.
+    """Create a task (or a workflow) for every event of a key whose data passes a filter.
 
-    The task's payload gets the event under the key "event": {"key", "id", "data"}.
+    The task's payload (every step's, for a workflow) gets the event under the key "event":
+    {"key", "id", "data"}.
 
     \b
     hetuflow-server create-trigger --name invoice --event order.created \\
         --filter '{"status": "paid"}' --task-type invoice --payload '{"copies": 2}'
+    hetuflow-server create-trigger --name ship --event order.paid --workflow @ship.json
     """
     fields: dict[str, Any] = {
         "payload": None if payload is None else parse_json_object(payload, "--payload"),
@@ -119,23 +140,33 @@ def create_trigger(
         "max_retries": max_retries,
     }
     given = {key: value for key, value in fields.items() if value is not None}
-    if task_spec is not None:
-        if task_type is not None or given:
-            fail("give --task, or --task-type with the task options, not both", EXIT_USAGE)
+    ways = (task_type is not None or bool(given)) + (task_spec is not None)
+    ways += workflow_spec is not None
+    if ways != 1:
+        fail(
+            "give one of --task-type (with the task options), --task or --workflow",
+            EXIT_USAGE,
+        )
+    task: dict[str, Any] | None = None
+    workflow: dict[str, Any] | None = None
+    if workflow_spec is not None:
+        workflow = parse_json_object(workflow_spec, "--workflow")
+    elif task_spec is not None:
         task = parse_json_object(task_spec, "--task")
     elif task_type is None:
-        fail("give --task-type (or the whole spec with --task)", EXIT_USAGE)
+        fail("the task options need --task-type", EXIT_USAGE)
     else:
         task = {"task_type": task_type, **given}
     filter = None if filter_ is None else parse_json_object(filter_, "--filter")
-    _print_trigger(cli, cli.client.create_trigger(name, event, task, filter=filter))
+    trigger = cli.client.create_trigger(name, event, task, workflow=workflow, filter=filter)
+    _print_trigger(cli, trigger)
 
 
 @click.command("list-triggers")
 @click.option("--event", help="Only the triggers of this event key.")
 @client_command
 def list_triggers(cli: Cli, event: str | None) -> None:
-    """List triggers by name: event key, filter, task type."""
+    """List triggers by name: event key, filter, task type (or workflow) they create."""
     triggers = cli.client.list_triggers(event=event)
     if cli.as_json:
         cli.emit_json(triggers)
@@ -146,14 +177,14 @@ def list_triggers(cli: Cli, event: str | None) -> None:
             short(t.id),
             escape(t.event),
             escape(_compact(t.filter)) if t.filter else "[dim]every event[/dim]",
-            escape(str(t.task.get("task_type", "-"))),
+            _creates_short(t),
             when(t.created_at),
         ]
         for t in triggers
     ]
     stdout().print(
         table(
-            ["NAME", "ID", "EVENT", "FILTER", "TASK TYPE", "CREATED"],
+            ["NAME", "ID", "EVENT", "FILTER", "CREATES", "CREATED"],
             rows,
             title=f"{len(triggers)} trigger{'s' if len(triggers) != 1 else ''}",
         )
@@ -186,6 +217,11 @@ def _print_delivery(cli: Cli, delivery: EventDelivery) -> None:
         stdout().print(
             f"  task [bold]{escape(task.name)}[/bold] {task.id} ({styled(str(task.status))})"
         )
+    for workflow in delivery.workflows:
+        stdout().print(
+            f"  workflow [bold]{escape(workflow.name)}[/bold] {workflow.id}"
+            f" ({len(workflow.steps)} steps)"
+        )
 
 
 @click.command("send-event")
@@ -200,7 +236,7 @@ def _print_delivery(cli: Cli, delivery: EventDelivery) -> None:
 )
 @client_command
 def send_event(cli: Cli, key: str, data: str, event_id: str | None) -> None:
-    """Send an event: one task per trigger of KEY whose filter the data passes, once per id.
+    """Send an event: a task (or workflow) per trigger of KEY the data passes, once per id.
 
     \b
     hetuflow-server send-event order.created --data '{"order": 42}' --id order-42

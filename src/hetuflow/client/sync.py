@@ -447,14 +447,16 @@ class Client:
         self,
         name: str,
         event: str,
-        task: TaskSpec | Mapping[str, Any],
+        task: TaskSpec | Mapping[str, Any] | None = None,
         *,
+        workflow: Mapping[str, Any] | None = None,
         filter: Mapping[str, Any] | None = None,
     ) -> Trigger:
-        """Create ``task`` (a spec as for ``submit``: ``{"task_type": ..., "payload": ...}``)
-        for every event of key ``event`` whose data passes ``filter`` (dotted path -> the
-        value it must equal). ``ClientError`` 409 for a taken name, 422 for a bad spec."""
-        return self._send(TriggerCalls.create(name, event, task, filter))
+        """Create ``task`` (a spec as for ``submit``: ``{"task_type": ..., "payload": ...}``),
+        or ``workflow`` (a document ``{"name", "steps", "on_failure"}``), for every event of
+        key ``event`` whose data passes ``filter`` (dotted path -> the value it must equal).
+        ``ClientError`` 409 for a taken name, 422 for a bad spec."""
+        return self._send(TriggerCalls.create(name, event, task, workflow, filter))
 
     def list_triggers(self, *, event: str | None = None) -> list[Trigger]:
         return self._send(TriggerCalls.list_triggers(event))
@@ -469,7 +471,7 @@ class Client:
     def send_event(
         self, key: str, data: Mapping[str, Any] | None = None, *, event_id: str | None = None
     ) -> EventDelivery:
-        """Send an event: one task per matching trigger, in one transaction, once per
+        """Send an event: one task (or workflow) per matching trigger, in one transaction, once per
         ``event_id`` (a second send of the id creates nothing and returns the first one's
         tasks, ``created`` False). ``ClientError`` 422 ``no_trigger`` when no trigger is
         bound to ``key``."""

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hetuflow.client.calls import Call, jsonable, parse_items, parse_none, parse_one, query
 from hetuflow.client.models import Task, TaskSpec
+from hetuflow.client.workflows import Workflow
 
 
 class _Model(BaseModel):
@@ -23,7 +24,8 @@ class Trigger(_Model):
     name: str
     event: str
     filter: dict[str, Any] = {}
-    task: dict[str, Any]
+    task: dict[str, Any] | None = None
+    workflow: dict[str, Any] | None = None
     created_at: datetime
 
 
@@ -37,6 +39,7 @@ class EventDelivery(_Model):
     matched: int
     received_at: datetime
     tasks: list[Task] = []
+    workflows: list[Workflow] = []
 
 
 class Hook(_Model):
@@ -54,10 +57,15 @@ class TriggerCalls:
     def create(
         name: str,
         event: str,
-        task: TaskSpec | Mapping[str, Any],
+        task: TaskSpec | Mapping[str, Any] | None,
+        workflow: Mapping[str, Any] | None,
         filter: Mapping[str, Any] | None,
     ) -> Call[Trigger]:
-        body = {"name": name, "event": event, "task": jsonable(dict(task))}
+        body: dict[str, Any] = {"name": name, "event": event}
+        if task is not None:
+            body["task"] = jsonable(dict(task))
+        if workflow is not None:
+            body["workflow"] = jsonable(dict(workflow))
         if filter is not None:
             body["filter"] = jsonable(dict(filter))
         return Call("POST", "/api/triggers", parse_one(Trigger), body=body)

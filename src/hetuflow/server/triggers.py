@@ -2,10 +2,11 @@
 
 Built per request from the node's ``TaskQueue`` (store, notifier, clock, dispatcher, payload
 limit, metrics). Delivering an event reads the triggers bound to its key, keeps those whose
-filter the data passes, builds one task per trigger from its stored spec (``TaskOf``: the
-REST layer's own parser, so a trigger's task is exactly what ``POST /api/tasks`` would make),
-and hands them to ``Store.record_event``, which records the event and creates the tasks in one
-transaction, once per event id.
+filter the data passes, builds one task (or workflow) per trigger from its stored spec
+(``Specs``: the REST layer's own parsers, so a trigger's task is exactly what
+``POST /api/tasks`` would make, its workflow what ``POST /api/workflows`` would), and hands
+them to ``Store.record_event``, which records the event and creates them in one transaction,
+once per event id.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -26,6 +28,7 @@ from hetuflow.errors import (
     NoTrigger,
     PayloadTooLarge,
     TriggerNotFound,
+    WorkflowInvalid,
 )
 from hetuflow.models import JSONObject, NewTask
 from hetuflow.server.tasks import TaskQueue
@@ -41,38 +44,52 @@ from hetuflow.triggers import (
     NewHook,
     NewTrigger,
     Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
     body_event_id,
     check_event_key,
     check_filter,
     event_task,
+    event_workflow,
     matches,
     verify_signature,
 )
+from hetuflow.workflows import NewWorkflow, check_workflow
 
 log = logging.getLogger("hetuflow.triggers")
 
 HOOK_SECRET_PREFIX = "whsec_"
 
 
-class TaskOf(Protocol):
-    """Builds a trigger's task from its stored spec; ``ValueError`` if the spec is invalid."""
+class Specs(Protocol):
+    """Builds a trigger's task or workflow from its stored spec; ``ValueError`` if the spec
+    is invalid."""
 
-    def __call__(self, spec: JSONObject, /, *, now: datetime) -> NewTask: ...
+    def task(self, spec: JSONObject, /, *, now: datetime) -> NewTask: ...
+
+    def workflow(self, spec: JSONObject, /, *, now: datetime) -> NewWorkflow: ...
 
 
 class TriggerService:
-    def __init__(self, queue: TaskQueue, task_of: TaskOf) -> None:
+    def __init__(self, queue: TaskQueue, specs: Specs) -> None:
         self._queue = queue
-        self._task_of = task_of
+        self._specs = specs
 
     # --- triggers ---------------------------------------------------------------------------
 
     async def create_trigger(self, trigger: NewTrigger) -> Trigger:
-        """``InvalidInput`` for a bad event key or filter; ``TriggerNameTaken``. The task spec
-        is checked by the caller (it parsed it)."""
+        """``InvalidInput`` for a bad event key or filter, for neither or both of a task and
+        a workflow; ``WorkflowInvalid`` for a workflow that could never run;
+        ``TriggerNameTaken``."""
         check_event_key(trigger.event_key, field="event")
         check_filter(trigger.filter)
-        self._task_of(trigger.task, now=self._queue.clock.now())
+        if (trigger.task is None) == (trigger.workflow is None):
+            raise InvalidInput("give a trigger a task or a workflow (one of them)", field="task")
+        now = self._queue.clock.now()
+        if trigger.task is not None:
+            self._specs.task(trigger.task, now=now)
+        if trigger.workflow is not None:
+            check_workflow(self._specs.workflow(trigger.workflow, now=now))
         return await self._queue.store.create_trigger(trigger, now=self._queue.clock.now())
 
     async def list_triggers(self, event_key: str | None = None) -> list[Trigger]:
@@ -104,16 +121,31 @@ class TriggerService:
                 field="key",
             )
         now = queue.clock.now()
-        tasks = [
-            (trigger.name, event_task(self._template(trigger, now), event))
-            for trigger in triggers
-            if matches(trigger.filter, event.data)
-        ]
-        self._check_payloads(tasks)
-        delivery = await queue.store.record_event(event, tasks, now=now)
-        if delivery.created and delivery.tasks:
+        tasks: list[TriggeredTask] = []
+        workflows: list[TriggeredWorkflow] = []
+        for trigger in triggers:
+            if not matches(trigger.filter, event.data):
+                continue
+            with self._spec_of(trigger):
+                if trigger.task is not None:
+                    tasks.append(
+                        (trigger.name, event_task(self._specs.task(trigger.task, now=now), event))
+                    )
+                elif trigger.workflow is not None:
+                    template = self._specs.workflow(trigger.workflow, now=now)
+                    workflow = event_workflow(template, event)
+                    workflows.append((trigger.name, workflow, check_workflow(workflow)))
+        self._check_payloads(
+            [*tasks, *((name, step.task) for name, w, _ in workflows for step in w.steps)]
+        )
+        delivery = await queue.store.record_event(event, tasks, workflows=workflows, now=now)
+        if delivery.created and (delivery.tasks or delivery.workflows):
+            created = [
+                *delivery.tasks,
+                *(step.task for workflow in delivery.workflows for step in workflow.steps),
+            ]
             if queue.metrics is not None:
-                for task_type, count in Counter(t.task_type for t in delivery.tasks).items():
+                for task_type, count in Counter(t.task_type for t in created).items():
                     queue.metrics.task_submitted(task_type, count)
             if queue.dispatcher is not None:
                 queue.dispatcher.wake()
@@ -123,16 +155,18 @@ class TriggerService:
                 log.warning("could not publish %s", TASKS_READY, exc_info=True)
         return delivery
 
-    def _template(self, trigger: Trigger, now: datetime) -> NewTask:
+    @contextmanager
+    def _spec_of(self, trigger: Trigger) -> Iterator[None]:
         try:
-            return self._task_of(trigger.task, now=now)
-        except ValueError as error:  # a spec stored by an older version that no longer parses
+            yield
+        except (ValueError, WorkflowInvalid) as error:  # stored by a version that no longer
+            # parses it: name the trigger
             raise InvalidInput(
-                f"trigger {trigger.name!r} has a task spec this server refuses: {error}",
+                f"trigger {trigger.name!r} has a spec this server refuses: {error}",
                 field="key",
             ) from error
 
-    def _check_payloads(self, tasks: list[tuple[str, NewTask]]) -> None:
+    def _check_payloads(self, tasks: list[TriggeredTask]) -> None:
         limit = self._queue.max_payload_bytes
         if limit is None:
             return

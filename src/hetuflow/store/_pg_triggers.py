@@ -22,25 +22,36 @@ from hetuflow.errors import (
     TriggerNameTaken,
     TriggerNotFound,
 )
-from hetuflow.models import NewTask, Task
+from hetuflow.models import Task
 from hetuflow.store._claims import Aging
-from hetuflow.store._pg_db import CODEC, Conn
+from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
+from hetuflow.store._pg_workflows import create_workflow, get_workflow
 from hetuflow.store._rows import task_from
 from hetuflow.store._trigger_rows import hook_from, trigger_from
-from hetuflow.triggers import EventDelivery, Hook, NewEvent, NewHook, NewTrigger, Trigger
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 
 
 async def create_trigger(connection: Conn, new: NewTrigger, now: datetime) -> Trigger:
     try:
         row = await connection.fetchrow(
-            "INSERT INTO triggers (id, name, event_key, filter, task, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO triggers (id, name, event_key, filter, task, workflow, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
             uuid.uuid4(),
             new.name,
             new.event_key,
             new.filter,
             new.task,
+            new.workflow,
             utc(now),
         )
     except asyncpg.UniqueViolationError as error:
@@ -107,17 +118,19 @@ async def delete_hook(connection: Conn, name: str) -> None:
 async def record_event(
     connection: Conn,
     event: NewEvent,
-    tasks: Sequence[tuple[str, NewTask]],
+    tasks: Sequence[TriggeredTask],
+    workflows: Sequence[TriggeredWorkflow],
     now: datetime,
     aging: Aging,
 ) -> EventDelivery:
+    matched = len(tasks) + len(workflows)
     won = await connection.fetchval(
         "INSERT INTO events (id, key, data, matched, received_at) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (id) DO NOTHING RETURNING id",
         event.id,
         event.key,
         event.data,
-        len(tasks),
+        matched,
         utc(now),
     )
     if won is None:
@@ -143,13 +156,29 @@ async def record_event(
                 )
             ],
         )
+    started = [
+        await create_workflow(connection, workflow, steps, now, aging)
+        for _, workflow, steps in workflows
+    ]
+    if started:
+        await connection.executemany(
+            "INSERT INTO event_workflows (event_id, position, workflow_id, trigger_name)"
+            " VALUES ($1, $2, $3, $4)",
+            [
+                (event.id, position, workflow.id, trigger_name)
+                for position, ((trigger_name, _, _), workflow) in enumerate(
+                    zip(workflows, started, strict=True)
+                )
+            ],
+        )
     return EventDelivery(
         event_id=event.id,
         key=event.key,
         received_at=utc(now),
         created=True,
-        matched=len(tasks),
+        matched=matched,
         tasks=tuple(task for task, _ in created),
+        workflows=tuple(started),
     )
 
 
@@ -166,6 +195,12 @@ async def get_event(connection: Conn, event_id: str) -> EventDelivery | None:
         event_id,
     )
     tasks: tuple[Task, ...] = tuple(task_from(task, CODEC) for task in rows)
+    workflow_ids = await connection.fetch(
+        "SELECT workflow_id FROM event_workflows WHERE event_id = $1 ORDER BY position", event_id
+    )
+    workflows = [
+        await get_workflow(connection, uid(found["workflow_id"])) for found in workflow_ids
+    ]
     return EventDelivery(
         event_id=event_id,
         key=row["key"],
@@ -173,4 +208,5 @@ async def get_event(connection: Conn, event_id: str) -> EventDelivery | None:
         created=False,
         matched=row["matched"],
         tasks=tasks,
+        workflows=tuple(workflow for workflow in workflows if workflow is not None),
     )

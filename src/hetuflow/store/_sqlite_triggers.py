@@ -19,26 +19,37 @@ from hetuflow.errors import (
     TriggerNameTaken,
     TriggerNotFound,
 )
-from hetuflow.models import NewTask, Task
+from hetuflow.models import Task
 from hetuflow.store._claims import Aging
 from hetuflow.store._rows import task_from
 from hetuflow.store._sqlite_db import CODEC, micros
 from hetuflow.store._sqlite_tasks import create_tasks
+from hetuflow.store._sqlite_workflows import create_workflow, get_workflow
 from hetuflow.store._trigger_rows import hook_from, trigger_from
-from hetuflow.triggers import EventDelivery, Hook, NewEvent, NewHook, NewTrigger, Trigger
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 
 
 def create_trigger(connection: sqlite3.Connection, new: NewTrigger, now: datetime) -> Trigger:
     try:
         row = connection.execute(
-            "INSERT INTO triggers (id, name, event_key, filter, task, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+            "INSERT INTO triggers (id, name, event_key, filter, task, workflow, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (
                 str(uuid.uuid4()),
                 new.name,
                 new.event_key,
                 CODEC.put_json(new.filter),
-                CODEC.put_json(new.task),
+                None if new.task is None else CODEC.put_json(new.task),
+                None if new.workflow is None else CODEC.put_json(new.workflow),
                 micros(now),
             ),
         ).fetchone()
@@ -100,14 +111,16 @@ def delete_hook(connection: sqlite3.Connection, name: str) -> None:
 def record_event(
     connection: sqlite3.Connection,
     event: NewEvent,
-    tasks: Sequence[tuple[str, NewTask]],
+    tasks: Sequence[TriggeredTask],
+    workflows: Sequence[TriggeredWorkflow],
     now: datetime,
     aging: Aging,
 ) -> EventDelivery:
+    matched = len(tasks) + len(workflows)
     won = connection.execute(
         "INSERT INTO events (id, key, data, matched, received_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (id) DO NOTHING RETURNING id",
-        (event.id, event.key, CODEC.put_json(event.data), len(tasks), micros(now)),
+        (event.id, event.key, CODEC.put_json(event.data), matched, micros(now)),
     ).fetchone()
     if won is None:
         previous = get_event(connection, event.id)
@@ -128,13 +141,27 @@ def record_event(
             )
         ],
     )
+    started = [
+        create_workflow(connection, workflow, steps, now, aging) for _, workflow, steps in workflows
+    ]
+    connection.executemany(
+        "INSERT INTO event_workflows (event_id, position, workflow_id, trigger_name)"
+        " VALUES (?, ?, ?, ?)",
+        [
+            (event.id, position, str(workflow.id), trigger_name)
+            for position, ((trigger_name, _, _), workflow) in enumerate(
+                zip(workflows, started, strict=True)
+            )
+        ],
+    )
     return EventDelivery(
         event_id=event.id,
         key=event.key,
         received_at=now,
         created=True,
-        matched=len(tasks),
+        matched=matched,
         tasks=tuple(task for task, _ in created),
+        workflows=tuple(started),
     )
 
 
@@ -151,6 +178,11 @@ def get_event(connection: sqlite3.Connection, event_id: str) -> EventDelivery | 
         (event_id,),
     )
     tasks: tuple[Task, ...] = tuple(task_from(task, CODEC) for task in rows)
+    workflow_ids = connection.execute(
+        "SELECT workflow_id FROM event_workflows WHERE event_id = ? ORDER BY position",
+        (event_id,),
+    ).fetchall()
+    workflows = [get_workflow(connection, UUID(found["workflow_id"])) for found in workflow_ids]
     received_at = CODEC.time(row["received_at"])
     assert received_at is not None
     return EventDelivery(
@@ -160,4 +192,5 @@ def get_event(connection: sqlite3.Connection, event_id: str) -> EventDelivery | 
         created=False,
         matched=row["matched"],
         tasks=tasks,
+        workflows=tuple(workflow for workflow in workflows if workflow is not None),
     )

@@ -30,7 +30,8 @@ def trigger_from(row: Row, codec: Codec) -> Trigger:
         name=row["name"],
         event_key=row["event_key"],
         filter=codec.json(row["filter"]),
-        task=codec.json(row["task"]),
+        task=None if row["task"] is None else codec.json(row["task"]),
+        workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
         created_at=_must_time(codec, row["created_at"]),
     )
 

@@ -50,7 +50,16 @@ from hetuflow.models import (
     TickOutcome,
 )
 from hetuflow.tokens import ApiToken, NewApiToken
-from hetuflow.triggers import EventDelivery, Hook, NewEvent, NewHook, NewTrigger, Trigger
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
 
 
@@ -566,9 +575,15 @@ class Store(Protocol):
         ...
 
     async def record_event(
-        self, event: NewEvent, tasks: Sequence[tuple[str, NewTask]], *, now: datetime
+        self,
+        event: NewEvent,
+        tasks: Sequence[TriggeredTask],
+        *,
+        now: datetime,
+        workflows: Sequence[TriggeredWorkflow] = (),
     ) -> EventDelivery:
-        """Deliver an event once: record it and create ``tasks`` (trigger name, task), in
+        """Deliver an event once: record it and create ``tasks`` (trigger name, task) and
+        ``workflows`` (trigger name, workflow, its checked steps: as ``create_workflow``), in
         one transaction, all or nothing; return the delivery (``created`` True).
 
         Exactly once per event id, across all nodes: the event's primary key decides

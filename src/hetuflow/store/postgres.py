@@ -62,7 +62,16 @@ from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
-from hetuflow.triggers import EventDelivery, Hook, NewEvent, NewHook, NewTrigger, Trigger
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
 
 
@@ -455,10 +464,15 @@ class PostgresStore:
             await trigger_sql.delete_hook(c, name)
 
     async def record_event(
-        self, event: NewEvent, tasks: Sequence[tuple[str, NewTask]], *, now: datetime
+        self,
+        event: NewEvent,
+        tasks: Sequence[TriggeredTask],
+        *,
+        now: datetime,
+        workflows: Sequence[TriggeredWorkflow] = (),
     ) -> EventDelivery:
         async with self._db.transaction() as c:
-            return await trigger_sql.record_event(c, event, tasks, now, self._aging)
+            return await trigger_sql.record_event(c, event, tasks, workflows, now, self._aging)
 
     async def get_event(self, event_id: str) -> EventDelivery | None:
         async with self._db.transaction() as c:  # the event and its tasks in one snapshot

@@ -63,7 +63,16 @@ from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
 from hetuflow.tokens import ApiToken, NewApiToken
-from hetuflow.triggers import EventDelivery, Hook, NewEvent, NewHook, NewTrigger, Trigger
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowSummary
 
 
@@ -414,9 +423,16 @@ class SqliteStore:
         await self._db.write(trigger_sql.delete_hook, name)
 
     async def record_event(
-        self, event: NewEvent, tasks: Sequence[tuple[str, NewTask]], *, now: datetime
+        self,
+        event: NewEvent,
+        tasks: Sequence[TriggeredTask],
+        *,
+        now: datetime,
+        workflows: Sequence[TriggeredWorkflow] = (),
     ) -> EventDelivery:
-        return await self._db.write(trigger_sql.record_event, event, tasks, now, self._aging)
+        return await self._db.write(
+            trigger_sql.record_event, event, tasks, workflows, now, self._aging
+        )
 
     async def get_event(self, event_id: str) -> EventDelivery | None:
         return await self._db.read(trigger_sql.get_event, event_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -21,6 +22,7 @@ from hetuflow.server.api.schemas import (
     storable_json,
     storable_text,
 )
+from hetuflow.server.api.workflow_schemas import WorkflowCreate, WorkflowOut
 from hetuflow.triggers import (
     EVENT_KEY_PATTERN,
     EVENT_PAYLOAD_KEY,
@@ -33,6 +35,7 @@ from hetuflow.triggers import (
     NewTrigger,
     Trigger,
 )
+from hetuflow.workflows import NewWorkflow
 
 EventKey = Annotated[
     str,
@@ -49,10 +52,20 @@ HookName = Annotated[
 ]
 
 
-def task_of(spec: JSONObject, *, now: datetime, default_backoff_seconds: float) -> NewTask:
-    """A trigger's stored task spec as the task ``POST /api/tasks`` would create."""
-    parsed = TaskCreate.model_validate(spec)
-    return parsed.to_new_task(now=now, default_backoff_seconds=default_backoff_seconds)
+@dataclass(frozen=True, slots=True)
+class TriggerSpecs:
+    """A trigger's stored task spec as the task ``POST /api/tasks`` would create, its
+    workflow document as the workflow ``POST /api/workflows`` would (``Specs``)."""
+
+    default_backoff_seconds: float
+
+    def task(self, spec: JSONObject, /, *, now: datetime) -> NewTask:
+        parsed = TaskCreate.model_validate(spec)
+        return parsed.to_new_task(now=now, default_backoff_seconds=self.default_backoff_seconds)
+
+    def workflow(self, spec: JSONObject, /, *, now: datetime) -> NewWorkflow:
+        parsed = WorkflowCreate.model_validate(spec)
+        return parsed.to_new_workflow(now=now, default_backoff_seconds=self.default_backoff_seconds)
 
 
 def hook_body(body: bytes) -> JSONObject:
@@ -87,15 +100,35 @@ class TriggerCreate(_Input):
         "equality; every entry must hold; at most 32). `{}` (default): every event of the key.",
         examples=[{"status": "paid", "customer.tier": "gold"}],
     )
-    task: TaskCreate = Field(
+    task: TaskCreate | None = Field(
+        default=None,
         description="The task to create, as `POST /api/tasks` takes it (no `idempotency_key`: "
         "the event id makes it once; `concurrency_strategy` `queue` only). The event comes "
-        f"under the payload key `{EVENT_PAYLOAD_KEY}`: `{{key, id, data}}`."
+        f"under the payload key `{EVENT_PAYLOAD_KEY}`: `{{key, id, data}}`. Give `task` or "
+        "`workflow`.",
     )
+    workflow: WorkflowCreate | None = Field(
+        default=None,
+        description="Instead of `task`: the workflow to create, as `POST /api/workflows` takes "
+        f"it; every step's payload gets the event under `{EVENT_PAYLOAD_KEY}`.",
+    )
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow_fits_a_trigger(cls, workflow: WorkflowCreate | None) -> WorkflowCreate | None:
+        for step in [] if workflow is None else workflow.steps:
+            if EVENT_PAYLOAD_KEY in step.payload:
+                raise ValueError(
+                    f"step {step.name!r}: a trigger's step payload must not use the key"
+                    f" {EVENT_PAYLOAD_KEY!r}: the event goes there"
+                )
+        return workflow
 
     @field_validator("task")
     @classmethod
-    def _task_fits_a_trigger(cls, task: TaskCreate) -> TaskCreate:
+    def _task_fits_a_trigger(cls, task: TaskCreate | None) -> TaskCreate | None:
+        if task is None:
+            return None
         if task.idempotency_key is not None:
             raise ValueError(
                 "a trigger's task takes no idempotency_key: each event id creates it once"
@@ -110,8 +143,15 @@ class TriggerCreate(_Input):
         return task
 
     def to_new_trigger(self) -> NewTrigger:
-        spec: dict[str, Any] = self.task.model_dump(mode="json", exclude_unset=True)
-        return NewTrigger(name=self.name, event_key=self.event, filter=self.filter, task=spec)
+        task = None if self.task is None else self.task.model_dump(mode="json", exclude_unset=True)
+        workflow = (
+            None
+            if self.workflow is None
+            else self.workflow.model_dump(mode="json", exclude_unset=True)
+        )
+        return NewTrigger(
+            name=self.name, event_key=self.event, filter=self.filter, task=task, workflow=workflow
+        )
 
 
 class TriggerOut(_Output):
@@ -119,7 +159,10 @@ class TriggerOut(_Output):
     name: str
     event: str
     filter: dict[str, Any]
-    task: dict[str, Any] = Field(description="The task spec, as given.")
+    task: dict[str, Any] | None = Field(description="The task spec, as given (or null).")
+    workflow: dict[str, Any] | None = Field(
+        description="The workflow document, as given (or null)."
+    )
     created_at: datetime
 
     @classmethod
@@ -130,6 +173,7 @@ class TriggerOut(_Output):
             event=trigger.event_key,
             filter=trigger.filter,
             task=trigger.task,
+            workflow=trigger.workflow,
             created_at=trigger.created_at,
         )
 
@@ -160,11 +204,17 @@ class EventOut(_Output):
     id: str
     key: str
     created: bool = Field(description="False when the id had been delivered before.")
-    matched: int = Field(description="How many triggers' filters the data passed.")
+    matched: int = Field(
+        description="How many triggers' filters the data passed: tasks plus workflows created."
+    )
     received_at: datetime = Field(description="When the first delivery was recorded.")
     tasks: list[TaskOut] = Field(
         description="The tasks the (first) delivery created, in trigger-name order (those "
         "still existing: old finished tasks are deleted by the cleanup loop)."
+    )
+    workflows: list[WorkflowOut] = Field(
+        default_factory=list,
+        description="The workflows the (first) delivery created, in trigger-name order.",
     )
 
     @classmethod
@@ -176,6 +226,7 @@ class EventOut(_Output):
             matched=delivery.matched,
             received_at=delivery.received_at,
             tasks=[TaskOut.of(task) for task in delivery.tasks],
+            workflows=[WorkflowOut.of_workflow(w) for w in delivery.workflows],
         )
 
 

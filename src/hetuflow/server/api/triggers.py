@@ -7,13 +7,11 @@ included without the bearer-token check, and answers only a valid signature.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from hetuflow.models import JSONObject, NewTask
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import encode_json
@@ -28,8 +26,8 @@ from hetuflow.server.api.trigger_schemas import (
     TriggerCreate,
     TriggerList,
     TriggerOut,
+    TriggerSpecs,
     hook_body,
-    task_of,
 )
 from hetuflow.server.triggers import TriggerService
 from hetuflow.triggers import (
@@ -46,12 +44,7 @@ calls_router = APIRouter(prefix="/api", tags=["triggers"])
 
 
 async def get_triggers(queue: Queue, context: Context) -> TriggerService:
-    backoff = context.config.scheduler.retry_interval_seconds
-
-    def of(spec: JSONObject, *, now: datetime) -> NewTask:
-        return task_of(spec, now=now, default_backoff_seconds=backoff)
-
-    return TriggerService(queue, of)
+    return TriggerService(queue, TriggerSpecs(context.config.scheduler.retry_interval_seconds))
 
 
 Triggers = Annotated[TriggerService, Depends(get_triggers)]
@@ -83,9 +76,10 @@ _DELIVERY_RESPONSES = {
     responses=error_responses(400, 409, 422),
 )
 async def create_trigger(body: TriggerCreate, triggers: Triggers) -> TriggerOut:
-    """Bind a task spec to an event key: every event of that key whose data passes `filter`
-    creates one task from `task`, with the event under the payload key `event`.
-    **409** `trigger_name_taken`."""
+    """Bind a task spec (or a workflow) to an event key: every event of that key whose data
+    passes `filter` creates one task from `task` (or one workflow from `workflow`), with the
+    event under the payload key `event` (of every step). **409** `trigger_name_taken`;
+    **422** `workflow_invalid` for a workflow that could never run."""
     return TriggerOut.of(await triggers.create_trigger(body.to_new_trigger()))
 
 
@@ -139,12 +133,12 @@ async def delete_trigger(trigger_id: UUID, queue: Queue) -> Response:
     responses=_DELIVERY_RESPONSES,
 )
 async def send_event(body: EventCreate, triggers: Triggers) -> Response:
-    """Create one task per trigger bound to `key` whose filter `data` passes, and record the
-    event, in one transaction. Exactly once per event `id`: a second delivery creates nothing
-    and answers **200** with the first one's tasks (**409** `event_id_reused` if that one had
-    another key). An event whose filters all refuse it is recorded with `matched: 0` and no
-    task (**201**). **422** `no_trigger` when no trigger is bound to `key` at all (nothing
-    recorded: most often a typo)."""
+    """Create one task (or workflow) per trigger bound to `key` whose filter `data` passes,
+    and record the event, in one transaction. Exactly once per event `id`: a second delivery
+    creates nothing and answers **200** with the first one's tasks and workflows (**409**
+    `event_id_reused` if that one had another key). An event whose filters all refuse it is
+    recorded with `matched: 0` and no task (**201**). **422** `no_trigger` when no trigger is
+    bound to `key` at all (nothing recorded: most often a typo)."""
     event = NewEvent(id=body.id or str(uuid4()), key=body.key, data=body.data)
     return _delivered(EventOut.of(await triggers.deliver(event)))
 

@@ -1,3 +1,4 @@
+DROP TABLE event_workflows;
 DROP TABLE event_tasks;
 DROP TABLE events;
 DROP TABLE hooks;
