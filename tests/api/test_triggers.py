@@ -16,7 +16,7 @@ from hetuflow.server.auth import issue_token
 from hetuflow.tokens import Role
 from hetuflow.triggers import signature
 
-from .helpers import context_of
+from .helpers import context_of, make_config
 
 INVOICE = {"task_type": "invoice", "priority": "high", "payload": {"copies": 2}}
 
@@ -418,3 +418,30 @@ async def test_with_auth_a_hook_needs_its_signature_not_a_token(secured: FastAPI
         assert called.status_code == 201, called.text
         tasks = await client.get("/api/tasks", headers=as_viewer)
         assert tasks.json()["total"] == 1
+
+
+# --- payload limit ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def small(database: DatabaseConfig) -> AsyncIterator[httpx.AsyncClient]:
+    application = create_app(make_config(database, max_payload_bytes=1024))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            yield http
+
+
+async def test_a_payload_with_its_event_over_the_limit_creates_nothing(
+    small: httpx.AsyncClient,
+) -> None:
+    task = {"task_type": "t", "payload": {"blob": "x" * 600}}
+    created = await small.post("/api/triggers", json={"name": "t", "event": "e", "task": task})
+    assert created.status_code == 201, created.text
+    big = {"key": "e", "id": "e1", "data": {"more": "y" * 600}}
+    _error(await small.post("/api/events", json=big), 413, "payload_too_large")
+    assert await _task_count(small) == 0
+    # Not recorded: the same id with smaller data is its first delivery.
+    fits = await small.post("/api/events", json={"key": "e", "id": "e1", "data": {"n": 1}})
+    assert fits.status_code == 201, fits.text
+    assert await _task_count(small) == 1

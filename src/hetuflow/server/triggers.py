@@ -86,11 +86,15 @@ class TriggerService:
         if (trigger.task is None) == (trigger.workflow is None):
             raise InvalidInput("give a trigger a task or a workflow (one of them)", field="task")
         now = self._queue.clock.now()
-        if trigger.task is not None:
-            self._specs.task(trigger.task, now=now)
-        if trigger.workflow is not None:
-            check_workflow(self._specs.workflow(trigger.workflow, now=now))
-        return await self._queue.store.create_trigger(trigger, now=self._queue.clock.now())
+        try:
+            if trigger.task is not None:
+                self._specs.task(trigger.task, now=now)
+            if trigger.workflow is not None:
+                check_workflow(self._specs.workflow(trigger.workflow, now=now))
+        except ValueError as error:  # the routes parse specs first: a caller that did not
+            field = "task" if trigger.task is not None else "workflow"
+            raise InvalidInput(f"the trigger's {field}: {error}", field=field) from error
+        return await self._queue.store.create_trigger(trigger, now=now)
 
     async def list_triggers(self, event_key: str | None = None) -> list[Trigger]:
         return await self._queue.store.list_triggers(event_key=event_key)
@@ -104,10 +108,11 @@ class TriggerService:
     # --- events -----------------------------------------------------------------------------
 
     async def deliver(self, event: NewEvent) -> EventDelivery:
-        """Create one task per trigger of ``event.key`` whose filter ``event.data`` passes,
-        and record the event, in one transaction; exactly once per event id (a replay returns
-        the first delivery, ``created`` False). ``NoTrigger`` when no trigger is bound to the
-        key at all (and the id was never delivered); ``EventIdReused``; ``PayloadTooLarge``."""
+        """Create one task (or workflow) per trigger of ``event.key`` whose filter
+        ``event.data`` passes, and record the event, in one transaction; exactly once per
+        event id (a replay returns the first delivery, ``created`` False). ``NoTrigger`` when
+        no trigger is bound to the key at all (and the id was never delivered);
+        ``EventIdReused``; ``PayloadTooLarge``."""
         queue = self._queue
         check_event_key(event.key)
         triggers = await queue.store.list_triggers(event_key=event.key)
