@@ -12,7 +12,9 @@ this tree lists every one, where it sits::
     │   ├── AgentNotFound
     │   ├── CronJobNotFound
     │   ├── TokenNotFound
-    │   └── WorkflowNotFound
+    │   ├── WorkflowNotFound
+    │   ├── TriggerNotFound
+    │   └── HookNotFound
     ├── Conflict
     │   ├── TaskAlreadyFinished
     │   ├── TaskNotFinished
@@ -24,16 +26,21 @@ this tree lists every one, where it sits::
     │   ├── StatusTransitionInvalid
     │   ├── AgentOffline
     │   ├── AgentOnline
-    │   └── AgentDeleted
+    │   ├── AgentDeleted
+    │   ├── TriggerNameTaken
+    │   ├── HookNameTaken
+    │   └── EventIdReused
     ├── InvalidInput
     │   ├── CronExpressionInvalid
     │   ├── TimeZoneInvalid
-    │   └── WorkflowInvalid
+    │   ├── WorkflowInvalid
+    │   └── NoTrigger
     ├── TooLarge
     │   └── PayloadTooLarge
     ├── Unavailable
     │   └── StoreUnavailable
     ├── Unauthenticated
+    │   └── SignatureInvalid
     ├── PermissionDenied
     ├── ConfigInvalid               no kind (HTTP 500 if ever raised by a route)
     ├── MigrationFailed
@@ -102,6 +109,12 @@ class PermissionDenied(HetuflowError):
 # --- concrete problems ------------------------------------------------------------------------
 
 
+class SignatureInvalid(Unauthenticated):
+    """A hook call whose signature or timestamp is missing, stale or wrong."""
+
+    code = "signature_invalid"
+
+
 class TaskNotFound(NotFound):
     code = "task_not_found"
 
@@ -120,6 +133,14 @@ class TokenNotFound(NotFound):
 
 class WorkflowNotFound(NotFound):
     code = "workflow_not_found"
+
+
+class TriggerNotFound(NotFound):
+    code = "trigger_not_found"
+
+
+class HookNotFound(NotFound):
+    code = "hook_not_found"
 
 
 class TaskAlreadyFinished(Conflict):
@@ -179,6 +200,20 @@ class AgentDeleted(Conflict):
     code = "agent_deleted"
 
 
+class TriggerNameTaken(Conflict):
+    code = "trigger_name_taken"
+
+
+class HookNameTaken(Conflict):
+    code = "hook_name_taken"
+
+
+class EventIdReused(Conflict):
+    """An event id already delivered with another event key."""
+
+    code = "event_id_reused"
+
+
 class CronExpressionInvalid(InvalidInput):
     code = "cron_expression_invalid"
 
@@ -192,6 +227,12 @@ class WorkflowInvalid(InvalidInput):
     steps, too many steps. ``field`` names the step (``steps.<name>``)."""
 
     code = "workflow_invalid"
+
+
+class NoTrigger(InvalidInput):
+    """An event whose key no trigger is bound to (a typo, or a trigger not yet created)."""
+
+    code = "no_trigger"
 
 
 class PayloadTooLarge(TooLarge):

@@ -201,6 +201,9 @@ def test_response_models_match_the_server_schemas(client: Client) -> None:
         (sdk.Agent, "AgentOut"),
         (sdk.Stats, "StatsOut"),
         (sdk.CronJob, "CronJobOut"),
+        (sdk.Trigger, "TriggerOut"),
+        (sdk.EventDelivery, "EventOut"),
+        (sdk.Hook, "HookCreated"),
     ]
     for model, schema in pairs:
         missing = set(model.model_fields) - set(schemas[schema]["properties"])

@@ -136,3 +136,11 @@ def workflow_id(cli: Cli, text: str) -> str:
         return full
     page = cli.client.list_workflows(limit=WORKFLOWS_SEARCHED)
     return _named("workflow", text, ((str(w.id), w.name) for w in page.items))
+
+
+def trigger_id(cli: Cli, text: str) -> str:
+    """A trigger's full id from its name, its id or a unique prefix of the id."""
+    full = _full(text)
+    if full is not None:
+        return full
+    return _named("trigger", text, ((str(t.id), t.name) for t in cli.client.list_triggers()))

@@ -30,6 +30,7 @@ from hetuflow.cli import agents as agent_commands
 from hetuflow.cli import auth as auth_commands
 from hetuflow.cli import cron_jobs as cron_commands
 from hetuflow.cli import tasks as task_commands
+from hetuflow.cli import triggers as trigger_commands
 from hetuflow.cli import workflows as workflow_commands
 from hetuflow.cli.common import (
     CONTEXT_SETTINGS,
@@ -75,6 +76,7 @@ task_commands.register(main)
 agent_commands.register(main)
 cron_commands.register(main)
 workflow_commands.register(main)
+trigger_commands.register(main)
 
 
 # --- configuration ----------------------------------------------------------------------------

@@ -16,8 +16,9 @@ body; ``ServerUnreachable`` when nothing answers at the URL; ``WaitTimeout`` fro
 
 Both clients build their requests with the same builders (``calls.py``), so they cannot drift
 apart. The package, by noun: ``errors``, ``models``, ``calls`` (request builders),
-``transport`` (httpx glue, SSE), ``http11`` (the lean keep-alive client of ``submit`` and
-``submit_many``), ``sync`` (``Client``), ``async_`` (``AsyncClient``).
+``transport`` (httpx glue, SSE), ``workflows`` and ``triggers`` (their models and calls),
+``http11`` (the lean keep-alive client of ``submit`` and ``submit_many``), ``sync``
+(``Client``), ``async_`` (``AsyncClient``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from hetuflow.client.models import (
 )
 from hetuflow.client.sync import Client
 from hetuflow.client.transport import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV
+from hetuflow.client.triggers import EventDelivery, Hook, Trigger
 from hetuflow.client.workflows import (
     StepSpec,
     Workflow,
@@ -54,6 +56,8 @@ __all__ = [
     "Client",
     "ClientError",
     "CronJob",
+    "EventDelivery",
+    "Hook",
     "LogLine",
     "ServerUnreachable",
     "Stats",
@@ -61,6 +65,7 @@ __all__ = [
     "Task",
     "TaskPage",
     "TaskSpec",
+    "Trigger",
     "WaitTimeout",
     "Workflow",
     "WorkflowPage",

@@ -40,6 +40,7 @@ from hetuflow.client.transport import (
     transport_error,
     wire_error,
 )
+from hetuflow.client.triggers import EventDelivery, Hook, Trigger, TriggerCalls
 from hetuflow.client.workflows import (
     WORKFLOW_ENDED,
     StepSpec,
@@ -441,3 +442,50 @@ class Client:
             if time.monotonic() >= deadline:
                 raise WaitTimeout(f"workflow {workflow_id} still {workflow.status}")
             time.sleep(poll_interval)
+
+    # --- triggers, events and hooks (docs/triggers.md) ----------------------------------------
+
+    def create_trigger(
+        self,
+        name: str,
+        event: str,
+        task: TaskSpec | Mapping[str, Any] | None = None,
+        *,
+        workflow: Mapping[str, Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> Trigger:
+        """Create ``task`` (a spec as for ``submit``: ``{"task_type": ..., "payload": ...}``),
+        or ``workflow`` (a document ``{"name", "steps", "on_failure"}``), for every event of
+        key ``event`` whose data passes ``filter`` (dotted path -> the value it must equal).
+        ``ClientError`` 409 for a taken name, 422 for a bad spec."""
+        return self._send(TriggerCalls.create(name, event, task, workflow, filter))
+
+    def list_triggers(self, *, event: str | None = None) -> list[Trigger]:
+        return self._send(TriggerCalls.list_triggers(event))
+
+    def get_trigger(self, trigger_id: UUID | str) -> Trigger:
+        return self._send(TriggerCalls.get(trigger_id))
+
+    def delete_trigger(self, trigger_id: UUID | str) -> None:
+        """Delete a trigger; the tasks it created are kept."""
+        self._send(TriggerCalls.delete(trigger_id))
+
+    def send_event(
+        self, key: str, data: Mapping[str, Any] | None = None, *, event_id: str | None = None
+    ) -> EventDelivery:
+        """Send an event: one task (or workflow) per matching trigger, in one transaction, once per
+        ``event_id`` (a second send of the id creates nothing and returns the first one's
+        tasks, ``created`` False). ``ClientError`` 422 ``no_trigger`` when no trigger is
+        bound to ``key``."""
+        return self._send(TriggerCalls.send_event(key, data, event_id))
+
+    def create_hook(self, name: str, event: str, *, secret: str | None = None) -> Hook:
+        """A signed webhook endpoint, ``POST /api/hooks/{name}``; the answer's ``secret``
+        (generated unless given) is shown this once."""
+        return self._send(TriggerCalls.create_hook(name, event, secret))
+
+    def list_hooks(self) -> list[Hook]:
+        return self._send(TriggerCalls.list_hooks())
+
+    def delete_hook(self, name: str) -> None:
+        self._send(TriggerCalls.delete_hook(name))

@@ -50,6 +50,16 @@ from hetuflow.models import (
     TickOutcome,
 )
 from hetuflow.tokens import ApiToken, NewApiToken
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
@@ -543,6 +553,60 @@ class Store(Protocol):
 
     async def workflow_of_step(self, task_id: UUID) -> UUID | None:
         """The workflow the task is a step of; None for a task that is no step."""
+        ...
+
+    # --- triggers, hooks and events (docs/triggers.md) ---------------------------------------
+
+    async def create_trigger(self, trigger: NewTrigger, *, now: datetime) -> Trigger:
+        """``TriggerNameTaken`` if the name exists (unique key)."""
+        ...
+
+    async def get_trigger(self, trigger_id: UUID) -> Trigger | None: ...
+
+    async def list_triggers(self, *, event_key: str | None = None) -> list[Trigger]:
+        """By name; only those bound to ``event_key`` when given (an indexed read)."""
+        ...
+
+    async def delete_trigger(self, trigger_id: UUID) -> None:
+        """``TriggerNotFound``. Tasks it created are kept."""
+        ...
+
+    async def create_hook(self, hook: NewHook, *, now: datetime) -> Hook:
+        """``HookNameTaken`` if the name exists (unique key)."""
+        ...
+
+    async def get_hook(self, name: str) -> Hook | None: ...
+
+    async def list_hooks(self) -> list[Hook]:
+        """By name."""
+        ...
+
+    async def delete_hook(self, name: str) -> None:
+        """``HookNotFound``."""
+        ...
+
+    async def record_event(
+        self,
+        event: NewEvent,
+        tasks: Sequence[TriggeredTask],
+        *,
+        now: datetime,
+        workflows: Sequence[TriggeredWorkflow] = (),
+    ) -> EventDelivery:
+        """Deliver an event once: record it and create ``tasks`` (trigger name, task) and
+        ``workflows`` (trigger name, workflow, its checked steps: as ``create_workflow``), in
+        one transaction, all or nothing; return the delivery (``created`` True).
+
+        Exactly once per event id, across all nodes: the event's primary key decides
+        (``ON CONFLICT DO NOTHING``; a concurrent delivery of the same id waits for the
+        first one's commit). A later delivery creates nothing and returns the first one's
+        (``created`` False, its still existing tasks); ``EventIdReused`` when that first
+        delivery had another key.
+        """
+        ...
+
+    async def get_event(self, event_id: str) -> EventDelivery | None:
+        """The delivery of ``event_id`` as a replay would see it (``created`` False)."""
         ...
 
 

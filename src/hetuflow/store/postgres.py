@@ -57,11 +57,22 @@ from hetuflow.store import _pg_cron as cron_sql
 from hetuflow.store import _pg_task_stats as stats_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
+from hetuflow.store import _pg_triggers as trigger_sql
 from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
 from hetuflow.store._workflow_rows import ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
@@ -462,3 +473,53 @@ class PostgresStore:
     async def workflow_of_step(self, task_id: UUID) -> UUID | None:
         async with self._db.connection() as c:
             return await workflow_sql.workflow_of_step(c, task_id)
+
+    # --- triggers, hooks and events -----------------------------------------------------------
+
+    async def create_trigger(self, trigger: NewTrigger, *, now: datetime) -> Trigger:
+        async with self._db.connection() as c:
+            return await trigger_sql.create_trigger(c, trigger, now)
+
+    async def get_trigger(self, trigger_id: UUID) -> Trigger | None:
+        async with self._db.connection() as c:
+            return await trigger_sql.get_trigger(c, trigger_id)
+
+    async def list_triggers(self, *, event_key: str | None = None) -> list[Trigger]:
+        async with self._db.connection() as c:
+            return await trigger_sql.list_triggers(c, event_key)
+
+    async def delete_trigger(self, trigger_id: UUID) -> None:
+        async with self._db.connection() as c:
+            await trigger_sql.delete_trigger(c, trigger_id)
+
+    async def create_hook(self, hook: NewHook, *, now: datetime) -> Hook:
+        async with self._db.connection() as c:
+            return await trigger_sql.create_hook(c, hook, now)
+
+    async def get_hook(self, name: str) -> Hook | None:
+        async with self._db.connection() as c:
+            return await trigger_sql.get_hook(c, name)
+
+    async def list_hooks(self) -> list[Hook]:
+        async with self._db.connection() as c:
+            return await trigger_sql.list_hooks(c)
+
+    async def delete_hook(self, name: str) -> None:
+        async with self._db.connection() as c:
+            await trigger_sql.delete_hook(c, name)
+
+    async def record_event(
+        self,
+        event: NewEvent,
+        tasks: Sequence[TriggeredTask],
+        *,
+        now: datetime,
+        workflows: Sequence[TriggeredWorkflow] = (),
+    ) -> EventDelivery:
+        async with self._db.transaction() as c:
+            return await trigger_sql.record_event(c, event, tasks, workflows, now, self._aging)
+
+    async def get_event(self, event_id: str) -> EventDelivery | None:
+        async with self._db.transaction() as c:  # the event and its tasks in one snapshot
+            await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return await trigger_sql.get_event(c, event_id)

@@ -58,11 +58,22 @@ from hetuflow.store import _sqlite_cron as cron_sql
 from hetuflow.store import _sqlite_task_stats as stats_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
+from hetuflow.store import _sqlite_triggers as trigger_sql
 from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
 from hetuflow.store._workflow_rows import ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
+from hetuflow.triggers import (
+    EventDelivery,
+    Hook,
+    NewEvent,
+    NewHook,
+    NewTrigger,
+    Trigger,
+    TriggeredTask,
+    TriggeredWorkflow,
+)
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
@@ -425,3 +436,44 @@ class SqliteStore:
 
     async def workflow_of_step(self, task_id: UUID) -> UUID | None:
         return await self._db.read(workflow_sql.workflow_of_step, task_id)
+
+    # --- triggers, hooks and events -----------------------------------------------------------
+
+    async def create_trigger(self, trigger: NewTrigger, *, now: datetime) -> Trigger:
+        return await self._db.write(trigger_sql.create_trigger, trigger, now)
+
+    async def get_trigger(self, trigger_id: UUID) -> Trigger | None:
+        return await self._db.read(trigger_sql.get_trigger, trigger_id)
+
+    async def list_triggers(self, *, event_key: str | None = None) -> list[Trigger]:
+        return await self._db.read(trigger_sql.list_triggers, event_key)
+
+    async def delete_trigger(self, trigger_id: UUID) -> None:
+        await self._db.write(trigger_sql.delete_trigger, trigger_id)
+
+    async def create_hook(self, hook: NewHook, *, now: datetime) -> Hook:
+        return await self._db.write(trigger_sql.create_hook, hook, now)
+
+    async def get_hook(self, name: str) -> Hook | None:
+        return await self._db.read(trigger_sql.get_hook, name)
+
+    async def list_hooks(self) -> list[Hook]:
+        return await self._db.read(trigger_sql.list_hooks)
+
+    async def delete_hook(self, name: str) -> None:
+        await self._db.write(trigger_sql.delete_hook, name)
+
+    async def record_event(
+        self,
+        event: NewEvent,
+        tasks: Sequence[TriggeredTask],
+        *,
+        now: datetime,
+        workflows: Sequence[TriggeredWorkflow] = (),
+    ) -> EventDelivery:
+        return await self._db.write(
+            trigger_sql.record_event, event, tasks, workflows, now, self._aging
+        )
+
+    async def get_event(self, event_id: str) -> EventDelivery | None:
+        return await self._db.read(trigger_sql.get_event, event_id)

@@ -1,6 +1,7 @@
 """The REST API: thin routes over the TaskQueue and the Store, one error table.
 
-Every route but ``/healthz`` and ``/readyz`` is behind ``server.auth.authorize`` (a viewer
+Every route but ``/healthz``, ``/readyz`` and a hook's calls (``POST /api/hooks/{name}``,
+which checks the hook's signature instead) is behind ``server.auth.authorize`` (a viewer
 token to read, an operator token to change; the token routes need an admin token); with auth
 off the check lets everything through.
 """
@@ -18,6 +19,7 @@ from hetuflow.server.api import (
     system,
     tasks,
     tokens,
+    triggers,
     workflows,
 )
 from hetuflow.server.auth import authorize, authorize_admin
@@ -36,6 +38,9 @@ router.include_router(cron_jobs.router, dependencies=_protected)
 router.include_router(system.stats_router, dependencies=_protected)
 router.include_router(insights.router, dependencies=_protected)
 router.include_router(events.router, dependencies=_protected)
+router.include_router(triggers.router, dependencies=_protected)
+# A hook's caller has no token: the hook's signature is checked instead.
+router.include_router(triggers.calls_router)
 router.include_router(tokens.router, dependencies=[Depends(authorize_admin)])
 
 __all__ = ["router"]

@@ -77,6 +77,8 @@ _RESOURCE_BY_PATH_PARAM = {
     "agent_id": "agent",
     "cron_job_id": "cron_job",
     "token_id": "token",
+    "trigger_id": "trigger",
+    "name": "hook",  # /api/hooks/{name}: the one route addressed by a name
 }
 
 
@@ -193,12 +195,13 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
         param = str(loc[1]) if len(loc) > 1 else "id"
         resource = _RESOURCE_BY_PATH_PARAM.get(param, "resource")
         value = first.get("input")
-        return error_response(
-            404,
-            f"{resource}_not_found",
-            f"no {resource.replace('_', ' ')} with id {value!r}: not a valid UUID",
-            param,
+        noun = resource.replace("_", " ")
+        message = (
+            f"no {noun} with id {value!r}: not a valid UUID"
+            if param.endswith("_id")
+            else f"no {noun} is named {value!r}: not a valid name"
         )
+        return error_response(404, f"{resource}_not_found", message, param)
     field = _field_name(loc)
     if loc == ("body",) and kind == "missing":
         message = "request body is required: send a JSON object"
