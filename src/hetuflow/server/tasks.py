@@ -8,6 +8,7 @@ commit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from hetuflow.models import (
     TaskCursor,
     TaskFilter,
     TaskStatus,
+    spec_of,
 )
 from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.dispatch import TaskDispatcher
@@ -175,7 +177,8 @@ class TaskQueue:
                 )
 
     async def retry(self, task_id: UUID) -> Task:
-        """A new task with the same spec as a failed, timed-out or cancelled one. A workflow
+        """A new task with the same spec as a failed, timed-out, cancelled or quarantined
+        one, its ``replay_of`` naming the original. A workflow
         step is not retried alone (its descendants would not follow): ``TaskNotRetryable``
         naming the workflow to retry instead (docs/workflows.md, Retry)."""
         task = await self.get(task_id)
@@ -192,15 +195,9 @@ class TaskQueue:
                 f" this one is {task.status}",
                 field="task_id",
             )
-        again = NewTask(
-            name=task.name,
-            task_type=task.task_type,
-            payload=task.payload,
-            priority=task.priority,
-            required_capabilities=task.required_capabilities,
-            timeout_seconds=task.timeout_seconds,
-            retry=task.retry,
-        )
+        # its spec (concurrency key and retry policy included), linked by ``replay_of``: it
+        # leaves the dead-letter view (``TaskFilter.final``)
+        again = dataclasses.replace(spec_of(task), replay_of=task.id)
         created, _ = await self.create(again)
         return created
 

@@ -52,21 +52,22 @@ WITH inserted AS (
         id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
         timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
         idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id,
-        attempts, claim_key, concurrency_key, max_concurrent_per_key)
+        attempts, claim_key, concurrency_key, max_concurrent_per_key, backoff_jitter,
+        retry_on, replay_of)
     SELECT n.id, n.name, n.task_type, n.priority, n.payload, n.required_capabilities,
            CASE WHEN n.agent_id IS NULL THEN 'pending' ELSE 'dispatched' END,
            coalesce(n.scheduled_at, $2), n.timeout_seconds, n.max_retries,
            n.backoff_seconds, n.backoff_factor, n.max_backoff_seconds, n.idempotency_key,
            n.cron_job_id, n.cron_tick_at, $2, $2, n.agent_id,
            CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END, n.claim_key, n.concurrency_key,
-           n.max_concurrent_per_key
+           n.max_concurrent_per_key, n.backoff_jitter, n.retry_on, n.replay_of
     FROM json_to_recordset($1::json) AS n(
         ord int, id uuid, name text, task_type text, priority smallint, payload jsonb,
         required_capabilities text[], scheduled_at timestamptz, timeout_seconds float8,
         max_retries int, backoff_seconds float8, backoff_factor float8,
         max_backoff_seconds float8, idempotency_key text, cron_job_id uuid,
         cron_tick_at timestamptz, agent_id uuid, claim_key bigint, concurrency_key text,
-        max_concurrent_per_key int)
+        max_concurrent_per_key int, backoff_jitter float8, retry_on text[], replay_of uuid)
     ORDER BY n.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, agent_id, attempts
@@ -214,6 +215,9 @@ async def create_and_claim_tasks(
                 "claim_key": claim_keys[index],
                 "concurrency_key": new.concurrency_key,
                 "max_concurrent_per_key": new.max_concurrent_per_key,
+                "backoff_jitter": new.retry.jitter,
+                "retry_on": new.retry.retry_on,
+                "replay_of": new.replay_of,
             }
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
         ]
@@ -254,6 +258,10 @@ async def get_task(connection: Conn, task_id: UUID) -> Task | None:
     return None if row is None else task_from(row, CODEC)
 
 
+UNHANDLED = "NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.replay_of = tasks.id)"
+"""No task retries or replays it (``TaskFilter.final``; index ``tasks_replay_of``)."""
+
+
 def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -262,8 +270,11 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
         params.append(value)
         clauses.append(sql.replace("?", f"${len(params)}"))
 
-    if query.statuses:
-        add("status = ANY(?::text[])", [status.value for status in query.statuses])
+    statuses = query.matched_statuses()
+    if statuses is not None:
+        add("status = ANY(?::text[])", [status.value for status in statuses])
+    if query.final:
+        clauses.append(UNHANDLED)
     if query.task_type is not None:
         add("task_type = ?", query.task_type)
     if query.agent_id is not None:

@@ -32,6 +32,7 @@ from hetuflow.models import (
     Task,
     TaskStatus,
     TickOutcome,
+    retry_on_of,
 )
 from hetuflow.tokens import ApiToken, Role
 
@@ -69,7 +70,8 @@ def _must_uuid(codec: Codec, value: Any) -> UUID:
 
 FENCE_COLUMNS = (
     "id, task_type, status, attempts, agent_id, failures,"
-    " max_retries, backoff_seconds, backoff_factor, max_backoff_seconds"
+    " max_retries, backoff_seconds, backoff_factor, max_backoff_seconds, backoff_jitter,"
+    " retry_on"
 )
 """The columns a fence and a finish decision read (``Held``, ``retry_of``)."""
 
@@ -83,12 +85,14 @@ def task_status(value: str) -> TaskStatus:
     return _STATUSES[value]
 
 
-def retry_of(row: Row) -> RetryPolicy:
+def retry_of(row: Row, codec: Codec) -> RetryPolicy:
     return RetryPolicy(
         max_retries=row["max_retries"],
         backoff_seconds=row["backoff_seconds"],
         backoff_factor=row["backoff_factor"],
         max_backoff_seconds=row["max_backoff_seconds"],
+        jitter=row["backoff_jitter"],
+        retry_on=retry_on_of(codec.texts(row["retry_on"])),
     )
 
 
@@ -104,7 +108,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         status=task_status(row["status"]),
         scheduled_at=_must_time(codec, row["scheduled_at"]),
         timeout_seconds=row["timeout_seconds"],
-        retry=retry_of(row),
+        retry=retry_of(row, codec),
         idempotency_key=row["idempotency_key"],
         result=None if result is None else codec.json(result),
         error=row["error"],
@@ -181,6 +185,7 @@ def new_task(
         finished_at=None,
         concurrency_key=new.concurrency_key,
         max_concurrent_per_key=new.max_concurrent_per_key,
+        replay_of=new.replay_of,
     )
 
 
@@ -239,7 +244,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         priority=Priority.from_rank(row["priority"]),
         required_capabilities=codec.texts(row["required_capabilities"]),
         timeout_seconds=row["timeout_seconds"],
-        retry=retry_of(row),
+        retry=retry_of(row, codec),
         enabled=bool(row["enabled"]),
         misfire_policy=MisfirePolicy(row["misfire_policy"]),
         catch_up_limit=row["catch_up_limit"],
@@ -325,6 +330,8 @@ def cron_columns(changes: dict[str, Any], codec: Codec) -> dict[str, Any]:
             columns["backoff_seconds"] = retry.backoff_seconds
             columns["backoff_factor"] = retry.backoff_factor
             columns["max_backoff_seconds"] = retry.max_backoff_seconds
+            columns["backoff_jitter"] = retry.jitter
+            columns["retry_on"] = codec.put_texts(retry.retry_on)
         else:
             raise InvalidInput(f"a cron job has no changeable field {key!r}", field=key)
     return columns

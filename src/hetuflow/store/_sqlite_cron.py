@@ -34,8 +34,8 @@ def create_cron_job(
                 required_capabilities, timeout_seconds, max_retries, backoff_seconds,
                 backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
                 overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at,
-                concurrency_key, max_concurrent_per_key)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                concurrency_key, max_concurrent_per_key, backoff_jitter, retry_on)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING *""",
             (
                 job_id,
@@ -61,6 +61,8 @@ def create_cron_job(
                 stamp,
                 job.concurrency_key,
                 job.max_concurrent_per_key,
+                job.retry.jitter,
+                CODEC.put_texts(job.retry.retry_on),
             ),
         ).fetchone()
     except sqlite3.IntegrityError as error:

@@ -58,11 +58,11 @@ _INSERT_COLUMNS = (
     "id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,"
     " timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,"
     " idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts,"
-    " claim_key, concurrency_key, max_concurrent_per_key"
+    " claim_key, concurrency_key, max_concurrent_per_key, backoff_jitter, retry_on, replay_of"
 )
 _INSERT_TASKS = f"""
 INSERT INTO tasks ({_INSERT_COLUMNS})
-SELECT {", ".join(f"value ->> {n}" for n in range(23))}
+SELECT {", ".join(f"value ->> {n}" for n in range(26))}
 FROM json_each(?) WHERE true
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 """One statement per batch (``json_rows``), in batch order: the first of two tasks with one
@@ -228,6 +228,9 @@ def prepare_tasks(
                 key,
                 new.concurrency_key,
                 new.max_concurrent_per_key,
+                retry.jitter,
+                CODEC.put_texts(retry.retry_on),
+                CODEC.put_uuid(new.replay_of),
             ]
         )
     fresh = FreshTasks(tasks, ids, created_at, keys, [row[0] for row in rows]) if claim else None
@@ -387,12 +390,19 @@ def get_task(connection: sqlite3.Connection, task_id: UUID) -> Task | None:
     return None if row is None else task_from(row, CODEC)
 
 
+UNHANDLED = "NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.replay_of = tasks.id)"
+"""No task retries or replays it (``TaskFilter.final``; index ``tasks_replay_of``)."""
+
+
 def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    if query.statuses:
-        clauses.append(f"status IN ({', '.join('?' for _ in query.statuses)})")
-        params.extend(status.value for status in query.statuses)
+    statuses = query.matched_statuses()
+    if statuses is not None:
+        clauses.append(f"status IN ({', '.join('?' for _ in statuses)})" if statuses else "0")
+        params.extend(status.value for status in statuses)
+    if query.final:
+        clauses.append(UNHANDLED)
     if query.task_type is not None:
         clauses.append("task_type = ?")
         params.append(query.task_type)

@@ -9,6 +9,7 @@ integers within 64 bits), so no input can fail later inside the store.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -26,11 +27,13 @@ from pydantic import (
 
 from hetuflow.models import (
     MAX_CONCURRENCY_KEY_LENGTH,
+    MAX_RETRY_JITTER,
     Agent,
     AgentStatus,
     Attempt,
     AttemptOutcome,
     ConcurrencyStrategy,
+    FailureKind,
     JSONObject,
     LogLine,
     NewAgent,
@@ -41,6 +44,7 @@ from hetuflow.models import (
     Stats,
     Task,
     TaskStatus,
+    retry_on_of,
 )
 
 MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0
@@ -122,6 +126,56 @@ class _Output(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+# --- retry policies (tasks and cron jobs) ------------------------------------------------------
+
+RETRY_BACKOFF_MAX_DESCRIPTION = (
+    "The cap of the exponential backoff: no retry waits longer (default 3600). A cap below "
+    "`retry_backoff_seconds` makes every wait the cap."
+)
+RETRY_JITTER_DESCRIPTION = (
+    "How much of each backoff is random, 0..1 (default 0): each wait is the delay times "
+    "`1 - retry_jitter * u`, `u` uniform in [0, 1) drawn per retry. 1 is full jitter "
+    "(anywhere from 0 to the delay), 0.2 spreads retries over the last fifth before it; a "
+    "wait never exceeds the cap. Spreads the retries of tasks that failed together."
+)
+RETRY_ON_DESCRIPTION = (
+    "The kinds of failure that are retried (default all three): `failed` (the handler "
+    "failed), `timed_out` (past `timeout_seconds`), `agent_lost` (its agent vanished while "
+    "holding it). An attempt that ends with a kind not listed ends the task at once: "
+    "`failed` or `timed_out` (`failed` for a lost agent), its `error` ending with "
+    "`not retried: retry_on does not include <kind>`. A lost attempt that is retried does not "
+    "spend `max_retries`; `[]` retries nothing."
+)
+
+
+def retry_policy(
+    *,
+    max_retries: int,
+    backoff_seconds: float,
+    max_backoff_seconds: float | None,
+    jitter: float,
+    retry_on: Sequence[FailureKind] | None,
+) -> RetryPolicy:
+    """The retry policy of a task or cron job from its API fields (None: the default)."""
+    default = RetryPolicy()
+    return RetryPolicy(
+        max_retries=max_retries,
+        backoff_seconds=backoff_seconds,
+        max_backoff_seconds=default.max_backoff_seconds
+        if max_backoff_seconds is None
+        else max_backoff_seconds,
+        jitter=jitter,
+        retry_on=default.retry_on if retry_on is None else retry_on_of(retry_on),
+    )
+
+
+FINAL_DESCRIPTION = (
+    "Only dead letters: tasks that ended `failed`, `timed_out` or `quarantined` (no automatic "
+    "retry left: `max_retries` spent, a failure kind not in `retry_on`, or a poison task) and "
+    "that no task retries or replays yet (none names them in `replay_of`). A `status` filter "
+    "narrows it (`status=failed&final=true`: failed ones only)."
+)
+
 # --- tasks ------------------------------------------------------------------------------------
 
 
@@ -185,8 +239,26 @@ class TaskCreate(_Input):
         default=None,
         ge=0,
         le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
         description="Wait before the first retry, doubled for each next one; default "
         "`[scheduler] retry_interval_seconds`.",
+    )
+    retry_backoff_max_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
+        description=RETRY_BACKOFF_MAX_DESCRIPTION,
+    )
+    retry_jitter: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_RETRY_JITTER,
+        allow_inf_nan=False,
+        description=RETRY_JITTER_DESCRIPTION,
+    )
+    retry_on: list[FailureKind] | None = Field(
+        default=None, max_length=16, description=RETRY_ON_DESCRIPTION
     )
     idempotency_key: Label | None = Field(
         default=None,
@@ -250,9 +322,12 @@ class TaskCreate(_Input):
             required_capabilities=tuple(dict.fromkeys(self.wanted_capabilities)),
             scheduled_at=scheduled_at,
             timeout_seconds=self.timeout_seconds,
-            retry=RetryPolicy(
+            retry=retry_policy(
                 max_retries=self.max_retries,
                 backoff_seconds=default_backoff_seconds if backoff is None else backoff,
+                max_backoff_seconds=self.retry_backoff_max_seconds,
+                jitter=self.retry_jitter,
+                retry_on=self.retry_on,
             ),
             idempotency_key=self.idempotency_key,
             concurrency_key=self.concurrency_key,
@@ -289,6 +364,9 @@ class TaskOut(_Output):
     timeout_seconds: float | None
     max_retries: int
     retry_backoff_seconds: float
+    retry_backoff_max_seconds: float = Field(description="No retry waits longer.")
+    retry_jitter: float = Field(description="The fraction of each backoff that is random (0..1).")
+    retry_on: list[FailureKind] = Field(description="The kinds of failure that are retried.")
     idempotency_key: str | None
     result: Any = Field(description="What the handler returned (succeeded tasks).")
     error: str | None = Field(description="Why the last attempt failed, if it did.")
@@ -327,6 +405,9 @@ class TaskOut(_Output):
             timeout_seconds=task.timeout_seconds,
             max_retries=task.retry.max_retries,
             retry_backoff_seconds=task.retry.backoff_seconds,
+            retry_backoff_max_seconds=task.retry.max_backoff_seconds,
+            retry_jitter=task.retry.jitter,
+            retry_on=list(task.retry.retry_on),
             idempotency_key=task.idempotency_key,
             result=task.result,
             error=task.error,
@@ -363,6 +444,9 @@ def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]
         "timeout_seconds": None if task.timeout_seconds is None else float(task.timeout_seconds),
         "max_retries": retry.max_retries,
         "retry_backoff_seconds": float(retry.backoff_seconds),
+        "retry_backoff_max_seconds": float(retry.max_backoff_seconds),
+        "retry_jitter": float(retry.jitter),
+        "retry_on": list(retry.retry_on),
         "idempotency_key": task.idempotency_key,
         "result": task.result,
         "error": task.error,
