@@ -17,6 +17,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     ClaimGroup,
+    FailureKind,
     LogLine,
     PendingReason,
     Priority,
@@ -179,6 +180,35 @@ async def test_async_client_lifecycle(async_client: AsyncClient, app: FastAPI) -
     with pytest.raises(ClientError) as error:
         await async_client.cancel_task(task.id)
     assert error.value.code == "task_already_finished"
+
+
+async def test_retry_options_and_the_dead_letter_view(
+    async_client: AsyncClient, app: FastAPI
+) -> None:
+    task = await async_client.submit(
+        "t",
+        max_retries=4,
+        retry_backoff_max_seconds=20,
+        retry_jitter=0.25,
+        retry_on=["agent_lost", "timed_out"],
+    )
+    assert (task.retry_backoff_max_seconds, task.retry_jitter, task.retry_on) == (
+        20,
+        0.25,
+        [FailureKind.TIMED_OUT, FailureKind.AGENT_LOST],
+    )
+    await _run_one(app, "t", AttemptOutcome.FAILED)  # failed is not retried
+    done = await async_client.get_task(task.id)
+    assert (done.status, done.error) == (
+        TaskStatus.FAILED,
+        "bad (not retried: retry_on does not include failed)",
+    )
+    assert [t.id for t in (await async_client.list_tasks(final=True)).items] == [task.id]
+    again = await async_client.retry_task(task.id)
+    assert again.replay_of == task.id
+    assert again.retry_on == task.retry_on
+    assert (await async_client.list_tasks(final=True)).items == []
+    assert [t.id async for t in async_client.iter_tasks(status="failed", final=False)] == [task.id]
 
 
 def test_follow_logs_sync(client: Client, server_url: str) -> None:

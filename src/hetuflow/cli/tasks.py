@@ -29,6 +29,7 @@ from hetuflow.cli.common import (
 )
 from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
+from hetuflow.cli.retry_options import retry_fields, retry_options
 from hetuflow.client import LogLine, Task, WaitTimeout
 from hetuflow.models import PendingReason, Priority, TaskStatus
 
@@ -79,6 +80,7 @@ def _task_options(func: Any) -> Any:
             help="Seconds --wait waits; then exit 1 saying why the task still waits.",
         ),
     ]
+    func = retry_options(func)  # listed after these
     for option in reversed(options):
         func = option(func)
     return func
@@ -100,6 +102,7 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
         timeout_seconds=options["timeout"],
         max_retries=options["max_retries"],
         idempotency_key=options["idempotency_key"],
+        **retry_fields(options),
     )
     if options["wait"]:
         try:
@@ -186,10 +189,21 @@ def dispatch_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> No
     show_default=True,
     help="Skip this many more (slow deep in a big list: prefer --cursor).",
 )
+@click.option(
+    "--final",
+    is_flag=True,
+    help="Only dead letters: failed, timed out or quarantined tasks (no automatic retry"
+    " left) that no task retries or replays yet. With --status: narrowed to those.",
+)
 @client_command
 def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
     """List tasks, newest first, one page; the next page is --cursor NEXT (printed below the
-    table, or `next` with --json)."""
+    table, or `next` with --json).
+
+    \b
+    The dead letters, to inspect or retry (retry-task ID):
+    hetuflow-server list-tasks --final
+    """
     unknown = [item for item in status if item not in STATUSES]
     if unknown:
         fail(f"--status {unknown[0]!r} is not one of {', '.join(STATUSES)}", EXIT_USAGE)
@@ -207,6 +221,7 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
         offset=options["offset"],
         cursor=options["cursor"],
         include_total=options["include_total"],
+        final=options["final"] or None,
     )
     if cli.as_json:
         cli.emit_json(page)
@@ -288,6 +303,7 @@ def _show(task: Task, names: dict[str, str]) -> list[tuple[str, str]]:
         ("capabilities", escape(" ".join(task.required_capabilities)) or "-"),
         ("payload", escape(_compact(task.payload))),
         ("attempts", f"{task.attempts} (max retries {task.max_retries})"),
+        ("retry on", " ".join(task.retry_on) if task.retry_on is not None else "-"),
         ("agent", _agent(task.agent_id, names)),
         ("scheduled at", when(task.scheduled_at)),
         ("created at", when(task.created_at)),

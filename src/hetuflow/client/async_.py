@@ -136,6 +136,9 @@ class AsyncClient:
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
         retry_backoff_seconds: float | None = None,
+        retry_backoff_max_seconds: float | None = None,
+        retry_jitter: float | None = None,
+        retry_on: Sequence[str] | None = None,
         idempotency_key: str | None = None,
     ) -> Task:
         options = {
@@ -144,6 +147,9 @@ class AsyncClient:
             "timeout_seconds": timeout_seconds,
             "max_retries": max_retries,
             "retry_backoff_seconds": retry_backoff_seconds,
+            "retry_backoff_max_seconds": retry_backoff_max_seconds,
+            "retry_jitter": retry_jitter,
+            "retry_on": None if retry_on is None else list(retry_on),
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
@@ -178,10 +184,12 @@ class AsyncClient:
         cursor: str | None = None,
         include_total: bool | None = None,
         id_prefix: str | None = None,
+        final: bool | None = None,
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
-        (default: on a first page only)."""
+        (default: on a first page only). ``final=True``: only dead letters (failed, timed out
+        or quarantined, not yet retried or replayed; docs/api.md)."""
         params = task_query(
             status,
             task_type,
@@ -195,6 +203,7 @@ class AsyncClient:
             cursor,
             include_total,
             id_prefix,
+            final,
         )
         return await self._send(Calls.list_tasks(params))
 
@@ -209,6 +218,7 @@ class AsyncClient:
         created_before: datetime | None = None,
         q: str | None = None,
         page_size: int = 500,
+        final: bool | None = None,
     ) -> AsyncIterator[Task]:
         """Every matching task, newest first, page by page (following ``next``; no count):
         each task that exists when the walk starts comes once, tasks created meanwhile not."""
@@ -225,6 +235,7 @@ class AsyncClient:
                 limit=page_size,
                 cursor=cursor,
                 include_total=False,
+                final=final,
             )
             for task in page.items:
                 yield task

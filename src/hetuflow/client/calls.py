@@ -205,6 +205,7 @@ def task_query(
     cursor: str | None = None,
     include_total: bool | None = None,
     id_prefix: str | None = None,
+    final: bool | None = None,
 ) -> Params:
     return query(
         status=[status] if isinstance(status, str) else status,
@@ -219,6 +220,7 @@ def task_query(
         cursor=cursor,
         include_total=include_total,
         id_prefix=id_prefix,
+        final=final,
     )
 
 

@@ -9,7 +9,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from hetuflow.models import AgentStatus, AttemptOutcome, PendingReason, Priority, TaskStatus
+from hetuflow.models import (
+    AgentStatus,
+    AttemptOutcome,
+    FailureKind,
+    PendingReason,
+    Priority,
+    TaskStatus,
+)
 
 
 class _Model(BaseModel):
@@ -29,6 +36,10 @@ class Task(_Model):
     timeout_seconds: float | None = None
     max_retries: int = 0
     retry_backoff_seconds: float | None = None
+    retry_backoff_max_seconds: float | None = None
+    retry_jitter: float = 0.0
+    retry_on: list[FailureKind] | None = None
+    """The failure kinds retried (None: a server that predates ``retry_on``)."""
     idempotency_key: str | None = None
     result: Any = None
     error: str | None = None
@@ -43,6 +54,8 @@ class Task(_Model):
     finished_at: datetime | None = None
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    replay_of: UUID | None = None
+    """The task this one retries or replays."""
 
     @property
     def is_finished(self) -> bool:
@@ -132,4 +145,7 @@ class TaskSpec(TypedDict, total=False):
     timeout_seconds: float
     max_retries: int
     retry_backoff_seconds: float
+    retry_backoff_max_seconds: float
+    retry_jitter: float
+    retry_on: list[str]
     idempotency_key: str

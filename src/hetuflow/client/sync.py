@@ -132,15 +132,24 @@ class Client:
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
         retry_backoff_seconds: float | None = None,
+        retry_backoff_max_seconds: float | None = None,
+        retry_jitter: float | None = None,
+        retry_on: Sequence[str] | None = None,
         idempotency_key: str | None = None,
     ) -> Task:
-        """Create one task and return it (the existing one if ``idempotency_key`` matched)."""
+        """Create one task and return it (the existing one if ``idempotency_key`` matched).
+        The retry options are those of ``POST /api/tasks`` (docs/guarantees.md#retries):
+        ``retry_on`` lists the failure kinds retried (``failed``, ``timed_out``,
+        ``agent_lost``), ``retry_jitter`` the random fraction (0..1) of each backoff."""
         options = {
             "scheduled_at": scheduled_at,
             "delay_seconds": delay_seconds,
             "timeout_seconds": timeout_seconds,
             "max_retries": max_retries,
             "retry_backoff_seconds": retry_backoff_seconds,
+            "retry_backoff_max_seconds": retry_backoff_max_seconds,
+            "retry_jitter": retry_jitter,
+            "retry_on": None if retry_on is None else list(retry_on),
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
@@ -176,10 +185,12 @@ class Client:
         cursor: str | None = None,
         include_total: bool | None = None,
         id_prefix: str | None = None,
+        final: bool | None = None,
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
-        (default: on a first page only)."""
+        (default: on a first page only). ``final=True``: only dead letters (failed, timed out
+        or quarantined, not yet retried or replayed; docs/api.md)."""
         params = task_query(
             status,
             task_type,
@@ -193,6 +204,7 @@ class Client:
             cursor,
             include_total,
             id_prefix,
+            final,
         )
         return self._send(Calls.list_tasks(params))
 
@@ -207,6 +219,7 @@ class Client:
         created_before: datetime | None = None,
         q: str | None = None,
         page_size: int = 500,
+        final: bool | None = None,
     ) -> Iterator[Task]:
         """Every matching task, newest first, page by page (following ``next``; no count):
         each task that exists when the walk starts comes once, tasks created meanwhile not."""
@@ -223,6 +236,7 @@ class Client:
                 limit=page_size,
                 cursor=cursor,
                 include_total=False,
+                final=final,
             )
             yield from page.items
             if page.next is None:
@@ -233,7 +247,8 @@ class Client:
         return self._send(Calls.cancel_task(task_id))
 
     def retry_task(self, task_id: UUID | str) -> Task:
-        """A new task with the same spec as a failed, timed-out or cancelled one."""
+        """A new task with the same spec as a failed, timed-out, cancelled or quarantined
+        one; its ``replay_of`` names the original."""
         return self._send(Calls.retry_task(task_id))
 
     def wait(
