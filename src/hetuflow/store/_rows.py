@@ -8,6 +8,7 @@ the same in both dialects.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from hetuflow.models import (
     ClaimedTask,
     CronJob,
     CronTick,
+    FailureKind,
     LogLine,
     MisfirePolicy,
     NewTask,
@@ -92,8 +94,14 @@ def retry_of(row: Row, codec: Codec) -> RetryPolicy:
         backoff_factor=row["backoff_factor"],
         max_backoff_seconds=row["max_backoff_seconds"],
         jitter=row["backoff_jitter"],
-        retry_on=retry_on_of(codec.texts(row["retry_on"])),
+        retry_on=_retry_on(codec.texts(row["retry_on"])),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _retry_on(kinds: tuple[str, ...]) -> tuple[FailureKind, ...]:
+    """``retry_on_of``, remembered: every finished task reads one, and there are few."""
+    return retry_on_of(kinds)
 
 
 def task_from(row: Row, codec: Codec) -> Task:
