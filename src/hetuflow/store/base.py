@@ -110,7 +110,8 @@ class Store(Protocol):
         before the walk). ``offset`` skips that many more (the older way: its cost grows with
         the offset). ``Page.next`` is None on the last page. ``with_total`` adds the count of
         every match (``Page.total``; a second read whose cost grows with the matches).
-        One snapshot read on PostgreSQL; no lock.
+        ``query.final`` lists dead letters (``TaskFilter.final``: a probe of the
+        ``tasks_replay_of`` index per ended task). One snapshot read on PostgreSQL; no lock.
         """
         ...
 
@@ -194,8 +195,10 @@ class Store(Protocol):
         Accepted only when the attempt is the task's current one, held by that agent, and the
         task is active. Then: succeeded -> task succeeded with the result; cancelled, or any
         outcome while cancelling -> cancelled; failed/timed_out -> pending again with
-        ``scheduled_at = now + retry.delay_after(attempt)`` if ``retry.allows_retry_after``,
-        else failed/timed_out. Rejected results change nothing. A second identical result is
+        ``scheduled_at = now + retry.delay_after(failures, u)`` (``u`` a jitter draw) if the
+        kind is in ``retry.retry_on`` and ``retry.allows_retry_after``, else failed/timed_out
+        (``store._rules.decide_finish``; a kind not in ``retry_on`` says so in ``error``).
+        Rejected results change nothing. A second identical result is
         rejected (the attempt already ended).
 
         A workflow step that ends here settles its workflow in the same transaction (see
@@ -219,13 +222,15 @@ class Store(Protocol):
         """Give back the active attempts an agent holds, except those in ``keep``.
 
         Their attempts end ``lost``; dispatched/running tasks go back to pending (ready now,
-        retry budget untouched); cancelling ones become cancelled. A task whose attempt is
+        retry budget untouched), or end ``failed`` when their ``retry_on`` lacks
+        ``agent_lost`` (``_rules.LOST_NOT_RETRIED``); cancelling ones become cancelled. A task
+        whose attempt is
         thereby lost for the ``max_agent_crashes_per_task``-th time (the store's setting; 0:
         never) ends ``quarantined`` instead, error "crashed N agents" (a poison task). A
-        workflow step that ends so (cancelled or quarantined) settles its workflow in the same
-        transaction (as ``finish_attempts`` does). Returns the ids of the tasks that went back
-        to pending, and of the workflow steps that settle released (so the caller wakes the
-        dispatchers). Safe to call concurrently and repeatedly.
+        workflow step that ends so (cancelled, failed or quarantined) settles its workflow in
+        the same transaction (as ``finish_attempts`` does). Returns the ids of the tasks that
+        went back to pending, and of the workflow steps that settle released (so the caller
+        wakes the dispatchers). Safe to call concurrently and repeatedly.
 
         With ``session``, nothing is released unless that is still the agent's current
         connection session, checked in the same transaction: a release decided for a dropped
