@@ -76,6 +76,16 @@ class WorkflowNotFound(NotFound):
     code = "workflow_not_found"
 
 
+class RateLimitNotFound(NotFound):
+    code = "rate_limit_not_found"
+
+
+class RateLimitUnknown(InvalidInput):
+    """A task names a rate limit that does not exist (or asks more units than it allows)."""
+
+    code = "rate_limit_unknown"
+
+
 class TaskAlreadyFinished(Conflict):
     code = "task_already_finished"
 
@@ -102,6 +112,10 @@ class AgentNameTaken(Conflict):
 
 class CronJobNameTaken(Conflict):
     code = "cron_job_name_taken"
+
+
+class RateLimitNameTaken(Conflict):
+    code = "rate_limit_name_taken"
 
 
 class StatusTransitionInvalid(Conflict):

@@ -203,6 +203,7 @@ class PendingReason(StrEnum):
     AGENTS_BUSY = "agents_busy"
     GLOBAL_LIMIT = "global_limit"
     CONCURRENCY_LIMIT = "concurrency_limit"  # its concurrency key has its limit of tasks active
+    RATE_LIMITED = "rate_limited"  # a rate limit it names has no units left in its window
     QUEUED = "queued"  # eligible and about to be dispatched
 
 
@@ -217,6 +218,44 @@ class ConcurrencyStrategy(StrEnum):
     QUEUE = "queue"  # wait, pending (concurrency_limit), until an active one ends
     CANCEL_NEWEST = "cancel_newest"  # the new task is cancelled at create
     CANCEL_IN_PROGRESS = "cancel_in_progress"  # the oldest active ones are cancelled for it
+
+
+MAX_RATE_LIMIT_NAME_LENGTH = 200
+MAX_RATE_LIMITS_PER_TASK = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitUse:
+    """What a task spends of a named rate limit when it is dispatched."""
+
+    name: str
+    units: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A named rate limit: at most ``limit`` units dispatched in any ``per_seconds`` window,
+    across all nodes (a sliding window of the dispatches kept in the store;
+    docs/guarantees.md#rate-limits)."""
+
+    name: str
+    limit: int
+    per_seconds: float
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """A rate limit as a claim at ``now`` would see it."""
+
+    limit: RateLimit
+    used: int
+    """Units dispatched in the window that ends now."""
+    next_free_at: datetime | None
+    """When the oldest dispatch in the window leaves it (None: nothing in the window)."""
+
+    def fits(self, units: int) -> bool:
+        return self.used + units <= self.limit.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +363,8 @@ class NewTask:
     """What to do when the key is at its limit at create (None: ``queue``)."""
     replay_of: UUID | None = None
     """The finished task this one retries or replays (``TaskQueue.retry``)."""
+    rate_limits: tuple[RateLimitUse, ...] = ()
+    """Named rate limits it spends from when dispatched (each must exist)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +394,7 @@ class Task:
     replay_of: UUID | None = None  # the finished task this one replays (``replay_task``)
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    rate_limits: tuple[RateLimitUse, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -705,6 +747,7 @@ def spec_of(task: Task) -> NewTask:
         retry=task.retry,
         concurrency_key=task.concurrency_key,
         max_concurrent_per_key=task.max_concurrent_per_key,
+        rate_limits=task.rate_limits,
     )
 
 

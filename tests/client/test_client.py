@@ -211,6 +211,22 @@ async def test_retry_options_and_the_dead_letter_view(
     assert [t.id async for t in async_client.iter_tasks(status="failed", final=False)] == [task.id]
 
 
+async def test_rate_limits_and_tasks_naming_them(async_client: AsyncClient) -> None:
+    made = await async_client.create_rate_limit("crm-api", 2, 60)
+    assert (made.name, made.limit, made.per_seconds, made.used) == ("crm-api", 2, 60, 0)
+    task = await async_client.submit("nobody", rate_limits=[{"name": "crm-api", "units": 2}])
+    assert [(use.name, use.units) for use in task.rate_limits] == [("crm-api", 2)]
+    with pytest.raises(ClientError) as error:
+        await async_client.submit("nobody", rate_limits=[{"name": "crm-api", "units": 3}])
+    assert (error.value.status, error.value.field) == (422, "rate_limits")
+    assert [limit.name for limit in await async_client.list_rate_limits()] == ["crm-api"]
+    assert (await async_client.get_rate_limit("crm-api")).used == 0
+    await async_client.delete_rate_limit("crm-api")
+    with pytest.raises(ClientError) as gone:
+        await async_client.get_rate_limit("crm-api")
+    assert gone.value.code == "rate_limit_not_found"
+
+
 def test_follow_logs_sync(client: Client, server_url: str) -> None:
     task = client.submit("t")
     client.cancel_task(task.id)
@@ -231,6 +247,8 @@ def test_response_models_match_the_server_schemas(client: Client) -> None:
         (sdk.Agent, "AgentOut"),
         (sdk.Stats, "StatsOut"),
         (sdk.CronJob, "CronJobOut"),
+        (sdk.RateLimit, "RateLimitOut"),
+        (sdk.RateLimitUse, "RateLimitUseOut"),
     ]
     for model, schema in pairs:
         missing = set(model.model_fields) - set(schemas[schema]["properties"])

@@ -70,6 +70,13 @@ def _task_options(func: Any) -> Any:
         click.option("--max-retries", type=click.IntRange(min=0), help="Retries after failure."),
         click.option("--idempotency-key", help="Return the existing task for a repeated key."),
         click.option(
+            "--rate-limit",
+            "rate_limits",
+            cls=MultiValueOption,
+            help="Rate limits it spends from when dispatched, NAME or NAME:UNITS"
+            " (space-separated; create-rate-limit makes one).",
+        ),
+        click.option(
             "--wait", is_flag=True, help="Wait until it finishes; exit 1 unless it succeeded."
         ),
         click.option(
@@ -102,6 +109,7 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
         timeout_seconds=options["timeout"],
         max_retries=options["max_retries"],
         idempotency_key=options["idempotency_key"],
+        rate_limits=_rate_limits(options["rate_limits"]) or None,
         **retry_fields(options),
     )
     if options["wait"]:
@@ -119,6 +127,17 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
             stdout().print(f"error: {escape(task.error)}")
     if options["wait"] and task.status is not TaskStatus.SUCCEEDED:
         raise SystemExit(1)
+
+
+def _rate_limits(given: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``--rate-limit NAME[:UNITS] …`` as the API's ``rate_limits``."""
+    uses = []
+    for item in given:
+        name, _, units = item.rpartition(":") if ":" in item else (item, "", "1")
+        if not name or not units.isdigit() or int(units) < 1:
+            fail(f"--rate-limit {item!r} is not NAME or NAME:UNITS (UNITS ≥ 1)", EXIT_USAGE)
+        uses.append({"name": name, "units": int(units)})
+    return uses
 
 
 @click.command("create-task", cls=MultiValueCommand)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -168,6 +169,11 @@ class Calls:
     @staticmethod
     def stats() -> Call[Stats]:
         return Call("GET", "/api/stats", parse_one(Stats))
+
+    @staticmethod
+    def rate_limit(method: str, name: str = "", body: Any = None) -> Call[Any]:
+        path = "/api/rate-limits" + (f"/{quote(name, safe='')}" if name else "")
+        return Call(method, path, parse_raw, body=body)
 
     @staticmethod
     def cron(

@@ -56,11 +56,32 @@ class Task(_Model):
     max_concurrent_per_key: int | None = None
     replay_of: UUID | None = None
     """The task this one retries or replays."""
+    rate_limits: list[RateLimitUse] = []
+    """The named rate limits it spends from when dispatched."""
+    rate_limited_until: datetime | None = None
+    """A ``rate_limited`` task: when a unit of the limits holding it back frees."""
 
     @property
     def is_finished(self) -> bool:
         """succeeded, failed, timed_out or cancelled: it will not change any more."""
         return self.status.is_terminal
+
+
+class RateLimitUse(_Model):
+    name: str
+    units: int = 1
+
+
+class RateLimit(_Model):
+    """A named rate limit: at most ``limit`` units dispatched in any ``per_seconds``."""
+
+    name: str
+    limit: int
+    per_seconds: float
+    created_at: datetime
+    used: int = 0
+    """Units dispatched in the window that ends now."""
+    next_free_at: datetime | None = None
 
 
 class TaskPage(_Model):
@@ -148,4 +169,5 @@ class TaskSpec(TypedDict, total=False):
     retry_backoff_max_seconds: float
     retry_jitter: float
     retry_on: list[str]
+    rate_limits: list[dict[str, Any]]
     idempotency_key: str

@@ -27,7 +27,17 @@ from hetuflow.client.calls import (
 from hetuflow.client.coalesce import SubmitCoalescer
 from hetuflow.client.errors import ClientError, WaitTimeout
 from hetuflow.client.http11 import SyncPool, WireError, endpoint, json_body
-from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
+from hetuflow.client.models import (
+    Agent,
+    Attempt,
+    CronJob,
+    LogLine,
+    RateLimit,
+    Stats,
+    Task,
+    TaskPage,
+    TaskSpec,
+)
 from hetuflow.client.transport import (
     FOLLOW_RETRIES,
     FOLLOW_TIMEOUT,
@@ -135,6 +145,7 @@ class Client:
         retry_backoff_max_seconds: float | None = None,
         retry_jitter: float | None = None,
         retry_on: Sequence[str] | None = None,
+        rate_limits: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
     ) -> Task:
         """Create one task and return it (the existing one if ``idempotency_key`` matched).
@@ -150,6 +161,7 @@ class Client:
             "retry_backoff_max_seconds": retry_backoff_max_seconds,
             "retry_jitter": retry_jitter,
             "retry_on": None if retry_on is None else list(retry_on),
+            "rate_limits": None if rate_limits is None else [dict(use) for use in rate_limits],
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
@@ -380,6 +392,24 @@ class Client:
     def update_cron_job(self, cron_job_id: UUID | str, **changes: Any) -> CronJob:
         call = Calls.cron("PATCH", f"/{cron_job_id}", body=jsonable(changes))
         return parse_job(self._send(call))
+
+    # rate limits
+
+    def create_rate_limit(self, name: str, limit: int, per_seconds: float) -> RateLimit:
+        """At most ``limit`` units dispatched in any window of ``per_seconds``, across all
+        nodes; tasks name it in ``submit(rate_limits=[{"name": name, "units": 1}])``."""
+        body = {"name": name, "limit": limit, "per_seconds": per_seconds}
+        return RateLimit.model_validate(self._send(Calls.rate_limit("POST", body=body)))
+
+    def list_rate_limits(self) -> list[RateLimit]:
+        data = self._send(Calls.rate_limit("GET"))
+        return [RateLimit.model_validate(item) for item in data["items"]]
+
+    def get_rate_limit(self, name: str) -> RateLimit:
+        return RateLimit.model_validate(self._send(Calls.rate_limit("GET", name)))
+
+    def delete_rate_limit(self, name: str) -> None:
+        self._send(Calls.rate_limit("DELETE", name))
 
     def delete_cron_job(self, cron_job_id: UUID | str) -> None:
         self._send(Calls.cron("DELETE", f"/{cron_job_id}"))

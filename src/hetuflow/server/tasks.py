@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID
 
 import orjson
@@ -223,16 +224,26 @@ class TaskQueue:
         )
 
     async def explain(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
-        """Why each pending task in ``tasks`` is not running, from one look at the agents.
+        """Why each pending task in ``tasks`` is not running (``explain_waits``)."""
+        reasons, _ = await self.explain_waits(tasks)
+        return reasons
 
-        In order: its start time is in the future; no online agent supports its task type;
-        none of those has every required capability; all of those are full; the global
+    async def explain_waits(
+        self, tasks: Sequence[Task]
+    ) -> tuple[dict[UUID, PendingReason], dict[UUID, datetime | None]]:
+        """Why each pending task in ``tasks`` is not running, from one look at the agents,
+        and for a ``rate_limited`` one when a unit of the limits holding it back frees.
+
+        In order: its start time is in the future; its concurrency key is full; a rate limit
+        it names has not its units left in the window; no online agent supports its task
+        type; none of those has every required capability; all of those are full; the global
         ``max_concurrent_tasks`` is reached; otherwise it is queued for dispatch.
         """
         pending = [task for task in tasks if task.status is TaskStatus.PENDING]
         if not pending:
-            return {}
+            return {}, {}
         now = self.clock.now()
+        limited = await self._rate_limited(pending, now)
         agents = [
             agent
             for agent in await self.store.list_agents(statuses=[AgentStatus.ONLINE])
@@ -248,13 +259,38 @@ class TaskQueue:
             if task.id in keys_full:
                 reasons[task.id] = PendingReason.CONCURRENCY_LIMIT
                 continue
+            if task.id in limited:
+                reasons[task.id] = PendingReason.RATE_LIMITED
+                continue
             reason = _agent_reason(task, agents)
             if reason is None:
                 if global_full is None:
                     global_full = await self._global_limit_reached()
                 reason = PendingReason.GLOBAL_LIMIT if global_full else PendingReason.QUEUED
             reasons[task.id] = reason
-        return reasons
+        return reasons, limited
+
+    async def _rate_limited(
+        self, pending: Sequence[Task], now: datetime
+    ) -> dict[UUID, datetime | None]:
+        """The due tasks a rate limit holds back (one of them has not their units left in
+        its window now), with when the latest of those limits frees a unit. A snapshot."""
+        due = [task for task in pending if task.rate_limits and task.scheduled_at <= now]
+        if not due:
+            return {}
+        names = sorted({use.name for task in due for use in task.rate_limits})
+        states = await self.store.rate_limit_states(names, now=now)
+        limited: dict[UUID, datetime | None] = {}
+        for task in due:
+            lacking = [
+                states[use.name]
+                for use in task.rate_limits
+                if use.name in states and not states[use.name].fits(use.units)
+            ]
+            if lacking:
+                frees = [state.next_free_at for state in lacking if state.next_free_at]
+                limited[task.id] = max(frees) if frees else None
+        return limited
 
     async def explain_created(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
         """``explain`` for tasks just created, cheap on the hot path: a due task that an agent
@@ -278,8 +314,8 @@ class TaskQueue:
             if task.scheduled_at > now:
                 reasons[task.id] = PendingReason.SCHEDULED
                 continue
-            if task.concurrency_key is not None:
-                rest.append(task)  # its key may be full: ``explain`` looks
+            if task.concurrency_key is not None or task.rate_limits:
+                rest.append(task)  # its key or a rate limit may be full: ``explain`` looks
                 continue
             key = (task.task_type, task.required_capabilities)
             local = startable.get(key)

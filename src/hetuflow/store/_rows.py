@@ -30,6 +30,7 @@ from hetuflow.models import (
     NewTask,
     OverlapPolicy,
     Priority,
+    RateLimitUse,
     RetryPolicy,
     Task,
     TaskStatus,
@@ -104,6 +105,20 @@ def _retry_on(kinds: tuple[str, ...]) -> tuple[FailureKind, ...]:
     return retry_on_of(kinds)
 
 
+def uses_of(value: Any, codec: Codec) -> tuple[RateLimitUse, ...]:
+    """A task row's ``rate_limits`` column (NULL: none)."""
+    if value is None:
+        return ()
+    return tuple(RateLimitUse(item["name"], item["units"]) for item in codec.json(value))
+
+
+def uses_json(uses: Sequence[RateLimitUse]) -> list[dict[str, Any]] | None:
+    """``rate_limits`` as the column keeps it (None: no limit)."""
+    if not uses:
+        return None
+    return [{"name": use.name, "units": use.units} for use in uses]
+
+
 def task_from(row: Row, codec: Codec) -> Task:
     result = row["result"]
     return Task(
@@ -132,6 +147,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         replay_of=codec.uuid(row["replay_of"]),
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
+        rate_limits=uses_of(row["rate_limits"], codec),
     )
 
 
@@ -194,6 +210,7 @@ def new_task(
         concurrency_key=new.concurrency_key,
         max_concurrent_per_key=new.max_concurrent_per_key,
         replay_of=new.replay_of,
+        rate_limits=new.rate_limits,
     )
 
 

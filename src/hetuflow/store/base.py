@@ -40,6 +40,8 @@ from hetuflow.models import (
     NewTask,
     Page,
     PendingGroup,
+    RateLimit,
+    RateLimitState,
     Stats,
     Task,
     TaskCursor,
@@ -165,6 +167,11 @@ class Store(Protocol):
         across all nodes: keyed claims are serialised by an advisory lock on PostgreSQL
         (unkeyed claims take none). A key at its limit is passed over, not waited on: the
         tasks behind it are claimed (``_concurrency``).
+
+        Never dispatches more units of a rate limit in any window of its ``per_seconds`` than
+        its ``limit``: each dispatch of a task naming it records a spend at ``now`` in the
+        claim's transaction, and claims that meet such tasks are serialised by the same lock
+        (``_rate_limits``). A limit without units left is passed over too.
         """
         ...
 
@@ -180,6 +187,36 @@ class Store(Protocol):
 
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
         """The earliest ``scheduled_at`` after ``now`` among pending tasks (dispatcher timer)."""
+        ...
+
+    # --- rate limits (docs/guarantees.md#rate-limits) -----------------------------------------
+
+    async def create_rate_limit(
+        self, name: str, limit: int, per_seconds: float, *, now: datetime
+    ) -> RateLimit:
+        """Store a named rate limit; ``RateLimitNameTaken`` if the name exists."""
+        ...
+
+    async def list_rate_limits(self) -> list[RateLimit]:
+        """Every rate limit, by name."""
+        ...
+
+    async def delete_rate_limit(self, name: str) -> None:
+        """Delete a rate limit with its spends; the tasks that named it are no longer held
+        back by it. ``RateLimitNotFound`` if there is none."""
+        ...
+
+    async def rate_limit_states(
+        self, names: Sequence[str], *, now: datetime
+    ) -> dict[str, RateLimitState]:
+        """The limits of ``names`` that exist, with the units dispatched in the window that
+        ends at ``now`` and when its oldest spend leaves it. A snapshot: for explaining;
+        the claim reads its own under its lock."""
+        ...
+
+    async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
+        """The earliest instant after ``now`` when a spend leaves the window of a rate limit
+        that pending tasks name: when the dispatcher looks again."""
         ...
 
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:

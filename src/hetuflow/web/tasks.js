@@ -148,6 +148,8 @@ const REASONS = {
   no_agent_with_capabilities: "no agent has the required capabilities",
   agents_busy: "every eligible agent is busy",
   global_limit: "the global concurrency limit is reached",
+  concurrency_limit: "its concurrency key has its limit of tasks running",
+  rate_limited: "a rate limit it names has no units left in its window",
   queued: "about to be dispatched",
 };
 function reasonText(reason) {

@@ -27,6 +27,8 @@ from pydantic import (
 
 from hetuflow.models import (
     MAX_CONCURRENCY_KEY_LENGTH,
+    MAX_RATE_LIMIT_NAME_LENGTH,
+    MAX_RATE_LIMITS_PER_TASK,
     MAX_RETRY_JITTER,
     Agent,
     AgentStatus,
@@ -40,6 +42,7 @@ from hetuflow.models import (
     NewTask,
     PendingReason,
     Priority,
+    RateLimitUse,
     RetryPolicy,
     Stats,
     Task,
@@ -115,6 +118,11 @@ Label = Annotated[
     str, StringConstraints(min_length=1, max_length=128), AfterValidator(storable_text)
 ]
 Payload = Annotated[JSONObject, AfterValidator(storable_json)]
+RateLimitName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_RATE_LIMIT_NAME_LENGTH),
+    AfterValidator(storable_text),
+]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
 
 
@@ -175,6 +183,29 @@ FINAL_DESCRIPTION = (
     "that no task retries or replays yet (none names them in `replay_of`). A `status` filter "
     "narrows it (`status=failed&final=true`: failed ones only)."
 )
+
+
+class RateLimitUseIn(_Input):
+    name: RateLimitName = Field(description="A rate limit (`POST /api/rate-limits`).")
+    units: int = Field(default=1, ge=1, le=1_000_000_000, description="What one dispatch spends.")
+
+    def to_use(self) -> RateLimitUse:
+        return RateLimitUse(self.name, self.units)
+
+
+class RateLimitUseOut(_Output):
+    name: str
+    units: int
+
+
+def _distinct_names(uses: list[RateLimitUseIn]) -> list[RateLimitUseIn]:
+    names = [use.name for use in uses]
+    if len(set(names)) != len(names):
+        raise ValueError("name each rate limit once")
+    return uses
+
+
+RateLimitUses = Annotated[list[RateLimitUseIn], AfterValidator(_distinct_names)]
 
 # --- tasks ------------------------------------------------------------------------------------
 
@@ -280,6 +311,15 @@ class TaskCreate(_Input):
         description="The limit of its `concurrency_key`; default the `[concurrency]` limit of "
         "its task type, else 1.",
     )
+    rate_limits: RateLimitUses = Field(
+        default_factory=list,
+        max_length=MAX_RATE_LIMITS_PER_TASK,
+        description="Named rate limits it spends from when dispatched (`units` each, default "
+        "1): it is dispatched only while every one has its units left in its window, across "
+        "all nodes; otherwise it waits (`pending_reason: rate_limited`, `rate_limited_until`). "
+        "An unknown name, or more units than the limit allows, is a 422.",
+        examples=[[{"name": "crm-api", "units": 1}]],
+    )
     concurrency_strategy: ConcurrencyStrategy = Field(
         default=ConcurrencyStrategy.QUEUE,
         description="When its key is at its limit: `queue` (wait), `cancel_newest` (this task "
@@ -335,6 +375,7 @@ class TaskCreate(_Input):
             concurrency_strategy=None
             if self.concurrency_key is None
             else self.concurrency_strategy,
+            rate_limits=tuple(use.to_use() for use in self.rate_limits),
         )
 
 
@@ -357,8 +398,9 @@ class TaskOut(_Output):
         description="Why a pending task is not running yet: `scheduled` (waiting for "
         "scheduled_at or a retry backoff), `no_agent_for_task_type`, "
         "`no_agent_with_capabilities`, `agents_busy`, `global_limit`, `concurrency_limit` (its "
-        "`concurrency_key` has its limit of tasks active) or `queued` (about to be "
-        "dispatched). Null unless the task is pending.",
+        "`concurrency_key` has its limit of tasks active), `rate_limited` (a rate limit it "
+        "names has no units left in its window: see `rate_limited_until`) or `queued` (about "
+        "to be dispatched). Null unless the task is pending.",
     )
     scheduled_at: datetime
     timeout_seconds: float | None
@@ -389,9 +431,20 @@ class TaskOut(_Output):
         default=None,
         description="As created; null: the `[concurrency]` limit of its task type, else 1.",
     )
+    rate_limits: list[RateLimitUseOut] = Field(default_factory=list)
+    rate_limited_until: datetime | None = Field(
+        default=None,
+        description="A `rate_limited` task: when a unit of the limits holding it back frees "
+        "(the oldest dispatch leaves the window); it may need more. Null otherwise.",
+    )
 
     @classmethod
-    def of(cls, task: Task, reason: PendingReason | None = None) -> TaskOut:
+    def of(
+        cls,
+        task: Task,
+        reason: PendingReason | None = None,
+        rate_limited_until: datetime | None = None,
+    ) -> TaskOut:
         return cls(
             id=task.id,
             name=task.name,
@@ -423,10 +476,16 @@ class TaskOut(_Output):
             replay_of=task.replay_of,
             concurrency_key=task.concurrency_key,
             max_concurrent_per_key=task.max_concurrent_per_key,
+            rate_limits=[RateLimitUseOut(name=u.name, units=u.units) for u in task.rate_limits],
+            rate_limited_until=rate_limited_until if reason is PendingReason.RATE_LIMITED else None,
         )
 
 
-def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]:
+def task_json(
+    task: Task,
+    reason: PendingReason | None = None,
+    rate_limited_until: datetime | None = None,
+) -> dict[str, Any]:
     """``TaskOut.of(task, reason)`` as plain JSON values, for ``encode_json``: the create
     routes answer hundreds of tasks per request, and building and validating a pydantic
     model for each cost more than storing it. A test holds both to the same output."""
@@ -462,6 +521,10 @@ def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]
         "replay_of": task.replay_of,
         "concurrency_key": task.concurrency_key,
         "max_concurrent_per_key": task.max_concurrent_per_key,
+        "rate_limits": [{"name": u.name, "units": u.units} for u in task.rate_limits],
+        "rate_limited_until": rate_limited_until
+        if reason is PendingReason.RATE_LIMITED and task.status is TaskStatus.PENDING
+        else None,
     }
 
 

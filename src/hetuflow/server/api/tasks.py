@@ -177,9 +177,9 @@ async def list_tasks(
             raise InvalidInput(str(error), field="cursor") from None
     with_total = include_total if include_total is not None else after is None
     page = await queue.list(query, limit=limit, offset=offset, after=after, with_total=with_total)
-    reasons = await queue.explain(page.items)
+    reasons, waits = await queue.explain_waits(page.items)
     return TaskPage(
-        items=[TaskOut.of(task, reasons.get(task.id)) for task in page.items],
+        items=[TaskOut.of(task, reasons.get(task.id), waits.get(task.id)) for task in page.items],
         total=page.total,
         limit=page.limit,
         offset=page.offset,
@@ -194,7 +194,8 @@ async def get_task(task_id: UUID, request: Request) -> Response:
     """A pending task says why it is not running in `pending_reason`."""
     queue: TaskQueue = request.app.state.task_queue  # hot path: no Depends
     task = await queue.get(task_id)
-    return _json(task_json(task, (await queue.explain([task])).get(task.id)), 200)
+    reasons, waits = await queue.explain_waits([task])
+    return _json(task_json(task, reasons.get(task.id), waits.get(task.id)), 200)
 
 
 @router.delete(
