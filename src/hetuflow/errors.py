@@ -14,7 +14,8 @@ this tree lists every one, where it sits::
     │   ├── TokenNotFound
     │   ├── WorkflowNotFound
     │   ├── TriggerNotFound
-    │   └── HookNotFound
+    │   ├── HookNotFound
+    │   └── RateLimitNotFound
     ├── Conflict
     │   ├── TaskAlreadyFinished
     │   ├── TaskNotFinished
@@ -23,6 +24,7 @@ this tree lists every one, where it sits::
     │   ├── TaskNotRetryable
     │   ├── AgentNameTaken
     │   ├── CronJobNameTaken
+    │   ├── RateLimitNameTaken
     │   ├── StatusTransitionInvalid
     │   ├── AgentOffline
     │   ├── AgentOnline
@@ -31,6 +33,7 @@ this tree lists every one, where it sits::
     │   ├── HookNameTaken
     │   └── EventIdReused
     ├── InvalidInput
+    │   ├── RateLimitUnknown
     │   ├── CronExpressionInvalid
     │   ├── TimeZoneInvalid
     │   ├── WorkflowInvalid
@@ -143,6 +146,16 @@ class HookNotFound(NotFound):
     code = "hook_not_found"
 
 
+class RateLimitNotFound(NotFound):
+    code = "rate_limit_not_found"
+
+
+class RateLimitUnknown(InvalidInput):
+    """A task names a rate limit that does not exist (or asks more units than it allows)."""
+
+    code = "rate_limit_unknown"
+
+
 class TaskAlreadyFinished(Conflict):
     code = "task_already_finished"
 
@@ -176,6 +189,10 @@ class AgentNameTaken(Conflict):
 
 class CronJobNameTaken(Conflict):
     code = "cron_job_name_taken"
+
+
+class RateLimitNameTaken(Conflict):
+    code = "rate_limit_name_taken"
 
 
 class StatusTransitionInvalid(Conflict):

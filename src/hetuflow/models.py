@@ -108,6 +108,9 @@ TERMINAL_TASK_STATUSES = frozenset(
     }
 )
 ACTIVE_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.CANCELLING})
+DEAD_LETTER_STATUSES = (TaskStatus.FAILED, TaskStatus.QUARANTINED, TaskStatus.TIMED_OUT)
+"""Ended without success, with no automatic retry left: what ``TaskFilter.final`` lists
+(sorted, as the SQL writes them)."""
 
 _RETRIED_STEP = frozenset({TaskStatus.WAITING, TaskStatus.PENDING})
 
@@ -204,6 +207,7 @@ class PendingReason(StrEnum):
     AGENTS_BUSY = "agents_busy"
     GLOBAL_LIMIT = "global_limit"
     CONCURRENCY_LIMIT = "concurrency_limit"  # its concurrency key has its limit of tasks active
+    RATE_LIMITED = "rate_limited"  # a rate limit it names has no units left in its window
     QUEUED = "queued"  # eligible and about to be dispatched
 
 
@@ -220,6 +224,44 @@ class ConcurrencyStrategy(StrEnum):
     CANCEL_IN_PROGRESS = "cancel_in_progress"  # the oldest active ones are cancelled for it
 
 
+MAX_RATE_LIMIT_NAME_LENGTH = 200
+MAX_RATE_LIMITS_PER_TASK = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitUse:
+    """What a task spends of a named rate limit when it is dispatched."""
+
+    name: str
+    units: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A named rate limit: at most ``limit`` units dispatched in any ``per_seconds`` window,
+    across all nodes (a sliding window of the dispatches kept in the store;
+    docs/guarantees.md#rate-limits)."""
+
+    name: str
+    limit: int
+    per_seconds: float
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """A rate limit as a claim at ``now`` would see it."""
+
+    limit: RateLimit
+    used: int
+    """Units dispatched in the window that ends now."""
+    next_free_at: datetime | None
+    """When the oldest dispatch in the window leaves it (None: nothing in the window)."""
+
+    def fits(self, units: int) -> bool:
+        return self.used + units <= self.limit.limit
+
+
 @dataclass(frozen=True, slots=True)
 class ConcurrencyLimits:
     """The limit of a key when the task names none: ``[concurrency]`` by task type, else 1."""
@@ -232,27 +274,75 @@ class ConcurrencyLimits:
         return self.by_task_type.get(task_type, 1)
 
 
+class FailureKind(StrEnum):
+    """How an attempt ended without success, as a retry policy's ``retry_on`` names it."""
+
+    FAILED = "failed"  # the handler failed (outcome ``failed``)
+    TIMED_OUT = "timed_out"  # it ran past ``timeout_seconds`` (outcome ``timed_out``)
+    AGENT_LOST = "agent_lost"  # its agent vanished while holding it (outcome ``lost``)
+
+
+ALL_FAILURE_KINDS: tuple[FailureKind, ...] = tuple(FailureKind)
+"""The default ``retry_on``: every kind is retried."""
+
+MAX_RETRY_JITTER = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Retries after a failed or timed-out attempt: ``base * factor**(n-1)``, capped."""
+    """What follows an attempt that ended without success (docs/guarantees.md#retries).
+
+    The wait before retry ``n`` (after the ``n``-th failed or timed-out attempt) is
+    ``min(backoff_seconds * backoff_factor**(n-1), max_backoff_seconds)``, then reduced by
+    jitter: times ``1 - jitter * u``, ``u`` drawn uniformly from [0, 1) for each retry. So
+    ``jitter`` 0 keeps the exact delay, 1 is "full jitter" (anywhere from 0 to the delay),
+    0.2 spreads retries over the last 20 % before it; never beyond the cap.
+
+    ``retry_on`` names the kinds of failure that are retried; an attempt that ends with
+    another kind ends the task at once (``failed`` or ``timed_out``; ``failed`` for a lost
+    agent). A lost attempt that is retried does not spend ``max_retries`` (the poison-task
+    limit ``max_agent_crashes_per_task`` bounds those) and is due again at once.
+    """
 
     max_retries: int = 0
     backoff_seconds: float = 60.0
     backoff_factor: float = 2.0
     max_backoff_seconds: float = 3600.0
+    jitter: float = 0.0
+    retry_on: tuple[FailureKind, ...] = ALL_FAILURE_KINDS
 
-    def delay_after(self, attempt: int) -> timedelta:
-        """The wait before retrying after attempt number ``attempt`` (1-based) failed."""
+    def delay_after(self, attempt: int, draw: float = 0.0) -> timedelta:
+        """The wait before retrying after failure number ``attempt`` (1-based), for the
+        jitter draw ``draw`` in [0, 1) (0: no reduction)."""
         exponent = max(attempt - 1, 0)
         try:
             seconds = self.backoff_seconds * math.pow(self.backoff_factor, exponent)
         except OverflowError:
             seconds = self.max_backoff_seconds
-        return timedelta(seconds=min(seconds, self.max_backoff_seconds))
+        capped = min(seconds, self.max_backoff_seconds)
+        unit = min(max(draw, 0.0), 1.0)
+        return timedelta(seconds=max(capped * (1.0 - self.jitter * unit), 0.0))
 
     def allows_retry_after(self, attempt: int) -> bool:
         """Whether a failed attempt number ``attempt`` may be followed by another one."""
         return attempt <= self.max_retries
+
+    def retries(self, kind: FailureKind) -> bool:
+        """Whether an attempt that ended with ``kind`` may be retried at all."""
+        return kind in self.retry_on
+
+
+def retry_on_of(kinds: Sequence[str]) -> tuple[FailureKind, ...]:
+    """``retry_on`` in a stored or given order, deduplicated, in ``FailureKind`` order.
+    ``ValueError`` names an unknown kind."""
+    wanted = set()
+    for kind in kinds:
+        try:
+            wanted.add(FailureKind(kind))
+        except ValueError:
+            known = ", ".join(k.value for k in FailureKind)
+            raise ValueError(f"{kind!r} is not a failure kind ({known})") from None
+    return tuple(kind for kind in FailureKind if kind in wanted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +365,10 @@ class NewTask:
     """None: the ``[concurrency]`` limit of its task type, else 1 (``ConcurrencyLimits``)."""
     concurrency_strategy: ConcurrencyStrategy | None = None
     """What to do when the key is at its limit at create (None: ``queue``)."""
+    replay_of: UUID | None = None
+    """The finished task this one retries or replays (``TaskQueue.retry``)."""
+    rate_limits: tuple[RateLimitUse, ...] = ()
+    """Named rate limits it spends from when dispatched (each must exist)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +398,7 @@ class Task:
     replay_of: UUID | None = None  # the finished task this one replays (``replay_task``)
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    rate_limits: tuple[RateLimitUse, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,6 +808,7 @@ def spec_of(task: Task) -> NewTask:
         retry=task.retry,
         concurrency_key=task.concurrency_key,
         max_concurrent_per_key=task.max_concurrent_per_key,
+        rate_limits=task.rate_limits,
     )
 
 
@@ -731,6 +827,19 @@ class TaskFilter:
     id_range: tuple[UUID, UUID] | None = None
     """Ids from the first to the second, both included: the ids that start with a prefix
     (``id_prefix_range``)."""
+    final: bool = False
+    """Only dead letters (``DEAD_LETTER_STATUSES``): tasks that ended ``failed``, ``timed_out``
+    or ``quarantined``, so will not run again by themselves, and that no task retries or
+    replays yet (none has ``replay_of`` naming them). ``statuses``, if given, narrow it."""
+
+    def matched_statuses(self) -> tuple[TaskStatus, ...] | None:
+        """The statuses a task must have: None for any; empty for none (``final`` with
+        ``statuses`` that are no dead-letter status)."""
+        if not self.final:
+            return self.statuses or None
+        return tuple(
+            s for s in (self.statuses or DEAD_LETTER_STATUSES) if s in DEAD_LETTER_STATUSES
+        )
 
 
 _HEX = frozenset("0123456789abcdef")

@@ -4,6 +4,7 @@ zone, bulk cancel / retry, replay, tasks by type, and the no-agent banner."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,3 +200,60 @@ def test_replay_a_succeeded_task_and_see_it_by_type(page: Page, server: ServerPr
     expect(row.locator("a.count[data-status=succeeded]")).to_contain_text("2")
     assert "—" not in row.locator("td").nth(5).inner_text()  # a run time p50 was measured
     screenshot(page, "tasks-by-type")
+
+
+def test_the_dead_letter_filter_and_its_bulk_retry(
+    page: Page, server: ServerProcess, tmp_path: Path
+) -> None:
+    fixed = tmp_path / "fixed"  # the cause of the failures, mended before the retry
+
+    def failing(name: str) -> str:
+        task = server.api(
+            "POST",
+            "/api/tasks",
+            json={
+                "task_type": "shell",
+                "name": name,
+                "payload": {"command": f"test -e '{fixed}'"},
+                "max_retries": 5,
+                "retry_on": ["timed_out", "agent_lost"],
+                "retry_jitter": 0.5,
+            },
+        )
+        task_id: str = task["id"]
+        return task_id
+
+    dead = [failing("dead-1"), failing("dead-2")]
+    server.api("POST", "/api/tasks", json={"task_type": "nobody-type", "name": "waiting"})
+    server.wait_for(
+        "both to fail at once (failed is not in retry_on)",
+        lambda: {t["id"] for t in tasks_of(server, status="failed")} == set(dead),
+    )
+    page.goto(f"/#/tasks/{dead[0]}")
+    expect(page.locator("#retry-policy")).to_have_text(
+        "on timed out, agent lost; backoff 60 s doubling, at most 3600 s, jitter 50%"
+    )
+    expect(page.locator("#task-error")).to_contain_text(
+        "not retried: retry_on does not include failed"
+    )
+
+    page.goto("/#/tasks")
+    rows = page.locator("#task-table tbody tr")
+    expect(rows).to_have_count(3)
+    page.check("#filter-final")
+    expect(page).to_have_url(re.compile(r"#/tasks\?final=true$"))
+    expect(rows).to_have_count(2)
+    expect(rows.locator(".badge.failed")).to_have_count(2)
+    screenshot(page, "tasks-dead-letters")
+    fixed.touch()
+    page.check("#select-page")
+    page.click("#bulk-retry")
+    page.click("#bulk-confirm")
+    expect(page.locator("#toast")).to_have_text("Retried 2 tasks")
+    expect(page.locator("#task-table tbody")).to_contain_text("No dead letters")
+    server.wait_for(
+        "the retries to succeed",
+        lambda: (
+            sorted(t["replay_of"] for t in tasks_of(server, status="succeeded")) == sorted(dead)
+        ),
+    )

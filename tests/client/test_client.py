@@ -17,6 +17,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     ClaimGroup,
+    FailureKind,
     LogLine,
     PendingReason,
     Priority,
@@ -181,6 +182,51 @@ async def test_async_client_lifecycle(async_client: AsyncClient, app: FastAPI) -
     assert error.value.code == "task_already_finished"
 
 
+async def test_retry_options_and_the_dead_letter_view(
+    async_client: AsyncClient, app: FastAPI
+) -> None:
+    task = await async_client.submit(
+        "t",
+        max_retries=4,
+        retry_backoff_max_seconds=20,
+        retry_jitter=0.25,
+        retry_on=["agent_lost", "timed_out"],
+    )
+    assert (task.retry_backoff_max_seconds, task.retry_jitter, task.retry_on) == (
+        20,
+        0.25,
+        [FailureKind.TIMED_OUT, FailureKind.AGENT_LOST],
+    )
+    await _run_one(app, "t", AttemptOutcome.FAILED)  # failed is not retried
+    done = await async_client.get_task(task.id)
+    assert (done.status, done.error) == (
+        TaskStatus.FAILED,
+        "bad (not retried: retry_on does not include failed)",
+    )
+    assert [t.id for t in (await async_client.list_tasks(final=True)).items] == [task.id]
+    again = await async_client.retry_task(task.id)
+    assert again.replay_of == task.id
+    assert again.retry_on == task.retry_on
+    assert (await async_client.list_tasks(final=True)).items == []
+    assert [t.id async for t in async_client.iter_tasks(status="failed", final=False)] == [task.id]
+
+
+async def test_rate_limits_and_tasks_naming_them(async_client: AsyncClient) -> None:
+    made = await async_client.create_rate_limit("crm-api", 2, 60)
+    assert (made.name, made.limit, made.per_seconds, made.used) == ("crm-api", 2, 60, 0)
+    task = await async_client.submit("nobody", rate_limits=[{"name": "crm-api", "units": 2}])
+    assert [(use.name, use.units) for use in task.rate_limits] == [("crm-api", 2)]
+    with pytest.raises(ClientError) as error:
+        await async_client.submit("nobody", rate_limits=[{"name": "crm-api", "units": 3}])
+    assert (error.value.status, error.value.field) == (422, "rate_limits")
+    assert [limit.name for limit in await async_client.list_rate_limits()] == ["crm-api"]
+    assert (await async_client.get_rate_limit("crm-api")).used == 0
+    await async_client.delete_rate_limit("crm-api")
+    with pytest.raises(ClientError) as gone:
+        await async_client.get_rate_limit("crm-api")
+    assert gone.value.code == "rate_limit_not_found"
+
+
 def test_follow_logs_sync(client: Client, server_url: str) -> None:
     task = client.submit("t")
     client.cancel_task(task.id)
@@ -204,6 +250,8 @@ def test_response_models_match_the_server_schemas(client: Client) -> None:
         (sdk.Trigger, "TriggerOut"),
         (sdk.EventDelivery, "EventOut"),
         (sdk.Hook, "HookCreated"),
+        (sdk.RateLimit, "RateLimitOut"),
+        (sdk.RateLimitUse, "RateLimitUseOut"),
     ]
     for model, schema in pairs:
         missing = set(model.model_fields) - set(schemas[schema]["properties"])

@@ -14,14 +14,17 @@ from hetuflow.models import (
     AttemptOutcome,
     AttemptRef,
     AttemptResult,
+    FailureKind,
     LogBudget,
     LogLine,
     LogUsage,
     RetryPolicy,
     TaskStatus,
+    retry_on_of,
 )
 from hetuflow.store._rules import (
     ACTIVE_SQL,
+    LOST_NOT_RETRIED,
     TOMBSTONE_NAME_LENGTH,
     Held,
     agent_sources,
@@ -184,3 +187,128 @@ def test_a_truncated_attempt_and_an_attempt_without_a_row_keep_nothing() -> None
     kept, usage = charge(budget, [_line("a"), _line("b", attempt=2)], stored)
     assert kept == []
     assert usage == {}
+
+
+# --- backoff, jitter and retry_on (docs/guarantees.md#retries) -------------------------------
+
+
+def test_the_backoff_grows_by_the_factor_up_to_the_cap() -> None:
+    policy = RetryPolicy(
+        max_retries=10, backoff_seconds=10, backoff_factor=2, max_backoff_seconds=45
+    )
+    delays = [policy.delay_after(n).total_seconds() for n in range(1, 6)]
+    assert delays == [10, 20, 40, 45, 45]
+
+
+def test_a_cap_below_the_base_makes_every_wait_the_cap() -> None:
+    policy = RetryPolicy(backoff_seconds=60, max_backoff_seconds=5)
+    assert policy.delay_after(1) == policy.delay_after(3) == timedelta(seconds=5)
+
+
+def test_a_huge_exponent_is_the_cap_not_an_overflow() -> None:
+    policy = RetryPolicy(backoff_seconds=1, backoff_factor=10, max_backoff_seconds=100)
+    assert policy.delay_after(10_000) == timedelta(seconds=100)
+
+
+@pytest.mark.parametrize(
+    ("jitter", "draw", "seconds"),
+    [
+        (0.0, 0.99, 40.0),  # no jitter: the draw changes nothing
+        (1.0, 0.0, 40.0),  # full jitter, lowest draw: the whole delay
+        (1.0, 0.5, 20.0),  # full jitter: anywhere from 0 to the delay
+        (1.0, 0.999, 0.04),
+        (0.25, 0.5, 35.0),  # a quarter: within the last quarter before the delay
+        (0.25, 1.0, 30.0),
+    ],
+)
+def test_jitter_takes_a_drawn_fraction_off_the_delay(
+    jitter: float, draw: float, seconds: float
+) -> None:
+    policy = RetryPolicy(backoff_seconds=10, backoff_factor=2, jitter=jitter)
+    assert policy.delay_after(3, draw).total_seconds() == pytest.approx(seconds)
+
+
+def test_jitter_never_goes_past_the_cap_nor_below_zero() -> None:
+    policy = RetryPolicy(backoff_seconds=10, backoff_factor=2, max_backoff_seconds=15, jitter=1.0)
+    for draw in (-1.0, 0.0, 0.3, 0.999, 2.0):
+        assert timedelta(0) <= policy.delay_after(5, draw) <= timedelta(seconds=15)
+
+
+def test_the_finish_applies_the_jitter_draw() -> None:
+    retry = RetryPolicy(max_retries=3, backoff_seconds=10, backoff_factor=2, jitter=0.5)
+    finish = decide_finish(
+        held(TaskStatus.RUNNING, failures=1, retry=retry), result(AttemptOutcome.FAILED), T0, 0.5
+    )
+    assert finish.status is TaskStatus.PENDING
+    assert finish.retry_at == T0 + timedelta(seconds=20 * 0.75)
+
+
+def test_retry_on_is_deduplicated_in_a_fixed_order_and_refuses_unknown_kinds() -> None:
+    assert retry_on_of(["agent_lost", "failed", "agent_lost"]) == (
+        FailureKind.FAILED,
+        FailureKind.AGENT_LOST,
+    )
+    assert retry_on_of([]) == ()
+    with pytest.raises(ValueError, match="'cancelled' is not a failure kind"):
+        retry_on_of(["cancelled"])
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kind", "final"),
+    [
+        (AttemptOutcome.FAILED, "failed", TaskStatus.FAILED),
+        (AttemptOutcome.TIMED_OUT, "timed_out", TaskStatus.TIMED_OUT),
+    ],
+)
+def test_a_failure_kind_not_in_retry_on_ends_the_task_at_once_saying_so(
+    outcome: AttemptOutcome, kind: str, final: TaskStatus
+) -> None:
+    others = tuple(k for k in FailureKind if k != kind)
+    retry = RetryPolicy(max_retries=5, retry_on=others)
+    failed = AttemptResult(AttemptRef(TASK, 2, AGENT), outcome, error="boom")
+    finish = decide_finish(held(TaskStatus.RUNNING, retry=retry), failed, T0)
+    assert (finish.status, finish.failures, finish.retry_at, finish.finished) == (
+        final,
+        1,
+        None,
+        True,
+    )
+    assert finish.error == f"boom (not retried: retry_on does not include {kind})"
+
+
+def test_a_failure_kind_in_retry_on_is_retried_and_keeps_its_error() -> None:
+    retry = RetryPolicy(max_retries=5, retry_on=(FailureKind.TIMED_OUT,))
+    timed_out = AttemptResult(AttemptRef(TASK, 2, AGENT), AttemptOutcome.TIMED_OUT, error="slow")
+    finish = decide_finish(held(TaskStatus.RUNNING, retry=retry), timed_out, T0)
+    assert (finish.status, finish.error) == (TaskStatus.PENDING, "slow")
+
+
+def test_a_lost_attempt_without_agent_lost_in_retry_on_fails_the_task() -> None:
+    retry = RetryPolicy(max_retries=5, retry_on=(FailureKind.FAILED,))
+    finish = decide_finish(held(TaskStatus.RUNNING, retry=retry), result(AttemptOutcome.LOST), T0)
+    assert (finish.status, finish.finished, finish.failures) == (TaskStatus.FAILED, True, 0)
+    assert finish.error == LOST_NOT_RETRIED
+    assert LOST_NOT_RETRIED.endswith("(not retried: retry_on does not include agent_lost)")
+
+
+def test_an_empty_retry_on_retries_nothing_whatever_max_retries_says() -> None:
+    retry = RetryPolicy(max_retries=5, retry_on=())
+    for outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.LOST):
+        finish = decide_finish(held(TaskStatus.RUNNING, retry=retry), result(outcome), T0)
+        assert finish.finished
+
+
+def test_success_and_cancel_ignore_retry_on() -> None:
+    retry = RetryPolicy(retry_on=())
+    assert (
+        decide_finish(
+            held(TaskStatus.RUNNING, retry=retry), result(AttemptOutcome.SUCCEEDED), T0
+        ).status
+        is TaskStatus.SUCCEEDED
+    )
+    assert (
+        decide_finish(
+            held(TaskStatus.CANCELLING, retry=retry), result(AttemptOutcome.FAILED), T0
+        ).status
+        is TaskStatus.CANCELLED
+    )

@@ -30,6 +30,7 @@ from hetuflow.cli.common import (
 )
 from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
+from hetuflow.cli.retry_options import retry_fields, retry_options
 from hetuflow.cli.workflows import read_document
 from hetuflow.client import CronJob
 
@@ -150,6 +151,7 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
 )
 @click.option("--timeout-seconds", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True)
+@retry_options
 @client_command
 def create_cron_job(
     cli: Cli,
@@ -168,6 +170,7 @@ def create_cron_job(
     start_deadline_seconds: float | None,
     timeout_seconds: float | None,
     max_retries: int,
+    **retry: Any,
 ) -> None:
     """Create a cron job (as POST /api/cron-jobs); the server checks the expression."""
     fields: dict[str, Any] = {
@@ -179,6 +182,7 @@ def create_cron_job(
         "catch_up_limit": catch_up_limit,
         "overlap_policy": overlap_policy,
         "max_retries": max_retries,
+        **retry_fields(retry),
     }
     if start_deadline_seconds is not None:
         fields["start_deadline_seconds"] = start_deadline_seconds

@@ -29,6 +29,7 @@ from hetuflow import __version__
 from hetuflow.cli import agents as agent_commands
 from hetuflow.cli import auth as auth_commands
 from hetuflow.cli import cron_jobs as cron_commands
+from hetuflow.cli import rate_limits as rate_limit_commands
 from hetuflow.cli import tasks as task_commands
 from hetuflow.cli import triggers as trigger_commands
 from hetuflow.cli import workflows as workflow_commands
@@ -75,6 +76,7 @@ def main() -> None:
 task_commands.register(main)
 agent_commands.register(main)
 cron_commands.register(main)
+rate_limit_commands.register(main)
 workflow_commands.register(main)
 trigger_commands.register(main)
 

@@ -29,6 +29,7 @@ from hetuflow.cli.common import (
 )
 from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
+from hetuflow.cli.retry_options import retry_fields, retry_options
 from hetuflow.client import LogLine, Task, WaitTimeout
 from hetuflow.models import PendingReason, Priority, TaskStatus
 
@@ -69,6 +70,13 @@ def _task_options(func: Any) -> Any:
         click.option("--max-retries", type=click.IntRange(min=0), help="Retries after failure."),
         click.option("--idempotency-key", help="Return the existing task for a repeated key."),
         click.option(
+            "--rate-limit",
+            "rate_limits",
+            cls=MultiValueOption,
+            help="Rate limits it spends from when dispatched, NAME or NAME:UNITS"
+            " (space-separated; create-rate-limit makes one).",
+        ),
+        click.option(
             "--wait", is_flag=True, help="Wait until it finishes; exit 1 unless it succeeded."
         ),
         click.option(
@@ -79,6 +87,7 @@ def _task_options(func: Any) -> Any:
             help="Seconds --wait waits; then exit 1 saying why the task still waits.",
         ),
     ]
+    func = retry_options(func)  # listed after these
     for option in reversed(options):
         func = option(func)
     return func
@@ -100,6 +109,8 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
         timeout_seconds=options["timeout"],
         max_retries=options["max_retries"],
         idempotency_key=options["idempotency_key"],
+        rate_limits=_rate_limits(options["rate_limits"]) or None,
+        **retry_fields(options),
     )
     if options["wait"]:
         try:
@@ -116,6 +127,17 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
             stdout().print(f"error: {escape(task.error)}")
     if options["wait"] and task.status is not TaskStatus.SUCCEEDED:
         raise SystemExit(1)
+
+
+def _rate_limits(given: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``--rate-limit NAME[:UNITS] …`` as the API's ``rate_limits``."""
+    uses = []
+    for item in given:
+        name, _, units = item.rpartition(":") if ":" in item else (item, "", "1")
+        if not name or not units.isdigit() or int(units) < 1:
+            fail(f"--rate-limit {item!r} is not NAME or NAME:UNITS (UNITS ≥ 1)", EXIT_USAGE)
+        uses.append({"name": name, "units": int(units)})
+    return uses
 
 
 @click.command("create-task", cls=MultiValueCommand)
@@ -186,10 +208,21 @@ def dispatch_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> No
     show_default=True,
     help="Skip this many more (slow deep in a big list: prefer --cursor).",
 )
+@click.option(
+    "--final",
+    is_flag=True,
+    help="Only dead letters: failed, timed out or quarantined tasks (no automatic retry"
+    " left) that no task retries or replays yet. With --status: narrowed to those.",
+)
 @client_command
 def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
     """List tasks, newest first, one page; the next page is --cursor NEXT (printed below the
-    table, or `next` with --json)."""
+    table, or `next` with --json).
+
+    \b
+    The dead letters, to inspect or retry (retry-task ID):
+    hetuflow-server list-tasks --final
+    """
     unknown = [item for item in status if item not in STATUSES]
     if unknown:
         fail(f"--status {unknown[0]!r} is not one of {', '.join(STATUSES)}", EXIT_USAGE)
@@ -207,6 +240,7 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
         offset=options["offset"],
         cursor=options["cursor"],
         include_total=options["include_total"],
+        final=options["final"] or None,
     )
     if cli.as_json:
         cli.emit_json(page)
@@ -288,6 +322,7 @@ def _show(task: Task, names: dict[str, str]) -> list[tuple[str, str]]:
         ("capabilities", escape(" ".join(task.required_capabilities)) or "-"),
         ("payload", escape(_compact(task.payload))),
         ("attempts", f"{task.attempts} (max retries {task.max_retries})"),
+        ("retry on", " ".join(task.retry_on) if task.retry_on is not None else "-"),
         ("agent", _agent(task.agent_id, names)),
         ("scheduled at", when(task.scheduled_at)),
         ("created at", when(task.created_at)),

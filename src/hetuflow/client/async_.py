@@ -27,7 +27,17 @@ from hetuflow.client.calls import (
 from hetuflow.client.coalesce import AsyncSubmitCoalescer
 from hetuflow.client.errors import ClientError, WaitTimeout
 from hetuflow.client.http11 import AsyncPool, WireError, endpoint, json_body
-from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
+from hetuflow.client.models import (
+    Agent,
+    Attempt,
+    CronJob,
+    LogLine,
+    RateLimit,
+    Stats,
+    Task,
+    TaskPage,
+    TaskSpec,
+)
 from hetuflow.client.transport import (
     FOLLOW_RETRIES,
     FOLLOW_TIMEOUT,
@@ -137,6 +147,10 @@ class AsyncClient:
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
         retry_backoff_seconds: float | None = None,
+        retry_backoff_max_seconds: float | None = None,
+        retry_jitter: float | None = None,
+        retry_on: Sequence[str] | None = None,
+        rate_limits: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
     ) -> Task:
         options = {
@@ -145,6 +159,10 @@ class AsyncClient:
             "timeout_seconds": timeout_seconds,
             "max_retries": max_retries,
             "retry_backoff_seconds": retry_backoff_seconds,
+            "retry_backoff_max_seconds": retry_backoff_max_seconds,
+            "retry_jitter": retry_jitter,
+            "retry_on": None if retry_on is None else list(retry_on),
+            "rate_limits": None if rate_limits is None else [dict(use) for use in rate_limits],
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
@@ -179,10 +197,12 @@ class AsyncClient:
         cursor: str | None = None,
         include_total: bool | None = None,
         id_prefix: str | None = None,
+        final: bool | None = None,
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
-        (default: on a first page only)."""
+        (default: on a first page only). ``final=True``: only dead letters (failed, timed out
+        or quarantined, not yet retried or replayed; docs/api.md)."""
         params = task_query(
             status,
             task_type,
@@ -196,6 +216,7 @@ class AsyncClient:
             cursor,
             include_total,
             id_prefix,
+            final,
         )
         return await self._send(Calls.list_tasks(params))
 
@@ -210,6 +231,7 @@ class AsyncClient:
         created_before: datetime | None = None,
         q: str | None = None,
         page_size: int = 500,
+        final: bool | None = None,
     ) -> AsyncIterator[Task]:
         """Every matching task, newest first, page by page (following ``next``; no count):
         each task that exists when the walk starts comes once, tasks created meanwhile not."""
@@ -226,6 +248,7 @@ class AsyncClient:
                 limit=page_size,
                 cursor=cursor,
                 include_total=False,
+                final=final,
             )
             for task in page.items:
                 yield task
@@ -370,6 +393,24 @@ class AsyncClient:
     async def update_cron_job(self, cron_job_id: UUID | str, **changes: Any) -> CronJob:
         call = Calls.cron("PATCH", f"/{cron_job_id}", body=jsonable(changes))
         return parse_job(await self._send(call))
+
+    # rate limits
+
+    async def create_rate_limit(self, name: str, limit: int, per_seconds: float) -> RateLimit:
+        """At most ``limit`` units dispatched in any window of ``per_seconds``, across all
+        nodes; tasks name it in ``submit(rate_limits=[{"name": name, "units": 1}])``."""
+        body = {"name": name, "limit": limit, "per_seconds": per_seconds}
+        return RateLimit.model_validate(await self._send(Calls.rate_limit("POST", body=body)))
+
+    async def list_rate_limits(self) -> list[RateLimit]:
+        data = await self._send(Calls.rate_limit("GET"))
+        return [RateLimit.model_validate(item) for item in data["items"]]
+
+    async def get_rate_limit(self, name: str) -> RateLimit:
+        return RateLimit.model_validate(await self._send(Calls.rate_limit("GET", name)))
+
+    async def delete_rate_limit(self, name: str) -> None:
+        await self._send(Calls.rate_limit("DELETE", name))
 
     async def delete_cron_job(self, cron_job_id: UUID | str) -> None:
         await self._send(Calls.cron("DELETE", f"/{cron_job_id}"))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -170,6 +171,11 @@ class Calls:
         return Call("GET", "/api/stats", parse_one(Stats))
 
     @staticmethod
+    def rate_limit(method: str, name: str = "", body: Any = None) -> Call[Any]:
+        path = "/api/rate-limits" + (f"/{quote(name, safe='')}" if name else "")
+        return Call(method, path, parse_raw, body=body)
+
+    @staticmethod
     def cron(
         method: str, suffix: str = "", body: Any = None, params: Params | None = None
     ) -> Call[Any]:
@@ -205,6 +211,7 @@ def task_query(
     cursor: str | None = None,
     include_total: bool | None = None,
     id_prefix: str | None = None,
+    final: bool | None = None,
 ) -> Params:
     return query(
         status=[status] if isinstance(status, str) else status,
@@ -219,6 +226,7 @@ def task_query(
         cursor=cursor,
         include_total=include_total,
         id_prefix=id_prefix,
+        final=final,
     )
 
 

@@ -9,7 +9,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from hetuflow.models import AgentStatus, AttemptOutcome, PendingReason, Priority, TaskStatus
+from hetuflow.models import (
+    AgentStatus,
+    AttemptOutcome,
+    FailureKind,
+    PendingReason,
+    Priority,
+    TaskStatus,
+)
 
 
 class _Model(BaseModel):
@@ -29,6 +36,10 @@ class Task(_Model):
     timeout_seconds: float | None = None
     max_retries: int = 0
     retry_backoff_seconds: float | None = None
+    retry_backoff_max_seconds: float | None = None
+    retry_jitter: float = 0.0
+    retry_on: list[FailureKind] | None = None
+    """The failure kinds retried (None: a server that predates ``retry_on``)."""
     idempotency_key: str | None = None
     result: Any = None
     error: str | None = None
@@ -43,11 +54,34 @@ class Task(_Model):
     finished_at: datetime | None = None
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    replay_of: UUID | None = None
+    """The task this one retries or replays."""
+    rate_limits: list[RateLimitUse] = []
+    """The named rate limits it spends from when dispatched."""
+    rate_limited_until: datetime | None = None
+    """A ``rate_limited`` task: when a unit of the limits holding it back frees."""
 
     @property
     def is_finished(self) -> bool:
         """succeeded, failed, timed_out or cancelled: it will not change any more."""
         return self.status.is_terminal
+
+
+class RateLimitUse(_Model):
+    name: str
+    units: int = 1
+
+
+class RateLimit(_Model):
+    """A named rate limit: at most ``limit`` units dispatched in any ``per_seconds``."""
+
+    name: str
+    limit: int
+    per_seconds: float
+    created_at: datetime
+    used: int = 0
+    """Units dispatched in the window that ends now."""
+    next_free_at: datetime | None = None
 
 
 class TaskPage(_Model):
@@ -134,4 +168,8 @@ class TaskSpec(TypedDict, total=False):
     timeout_seconds: float
     max_retries: int
     retry_backoff_seconds: float
+    retry_backoff_max_seconds: float
+    retry_jitter: float
+    retry_on: list[str]
+    rate_limits: list[dict[str, Any]]
     idempotency_key: str

@@ -27,7 +27,17 @@ from hetuflow.client.calls import (
 from hetuflow.client.coalesce import SubmitCoalescer
 from hetuflow.client.errors import ClientError, WaitTimeout
 from hetuflow.client.http11 import SyncPool, WireError, endpoint, json_body
-from hetuflow.client.models import Agent, Attempt, CronJob, LogLine, Stats, Task, TaskPage, TaskSpec
+from hetuflow.client.models import (
+    Agent,
+    Attempt,
+    CronJob,
+    LogLine,
+    RateLimit,
+    Stats,
+    Task,
+    TaskPage,
+    TaskSpec,
+)
 from hetuflow.client.transport import (
     FOLLOW_RETRIES,
     FOLLOW_TIMEOUT,
@@ -133,15 +143,26 @@ class Client:
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
         retry_backoff_seconds: float | None = None,
+        retry_backoff_max_seconds: float | None = None,
+        retry_jitter: float | None = None,
+        retry_on: Sequence[str] | None = None,
+        rate_limits: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
     ) -> Task:
-        """Create one task and return it (the existing one if ``idempotency_key`` matched)."""
+        """Create one task and return it (the existing one if ``idempotency_key`` matched).
+        The retry options are those of ``POST /api/tasks`` (docs/guarantees.md#retries):
+        ``retry_on`` lists the failure kinds retried (``failed``, ``timed_out``,
+        ``agent_lost``), ``retry_jitter`` the random fraction (0..1) of each backoff."""
         options = {
             "scheduled_at": scheduled_at,
             "delay_seconds": delay_seconds,
             "timeout_seconds": timeout_seconds,
             "max_retries": max_retries,
             "retry_backoff_seconds": retry_backoff_seconds,
+            "retry_backoff_max_seconds": retry_backoff_max_seconds,
+            "retry_jitter": retry_jitter,
+            "retry_on": None if retry_on is None else list(retry_on),
+            "rate_limits": None if rate_limits is None else [dict(use) for use in rate_limits],
             "idempotency_key": idempotency_key,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
@@ -177,10 +198,12 @@ class Client:
         cursor: str | None = None,
         include_total: bool | None = None,
         id_prefix: str | None = None,
+        final: bool | None = None,
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
-        (default: on a first page only)."""
+        (default: on a first page only). ``final=True``: only dead letters (failed, timed out
+        or quarantined, not yet retried or replayed; docs/api.md)."""
         params = task_query(
             status,
             task_type,
@@ -194,6 +217,7 @@ class Client:
             cursor,
             include_total,
             id_prefix,
+            final,
         )
         return self._send(Calls.list_tasks(params))
 
@@ -208,6 +232,7 @@ class Client:
         created_before: datetime | None = None,
         q: str | None = None,
         page_size: int = 500,
+        final: bool | None = None,
     ) -> Iterator[Task]:
         """Every matching task, newest first, page by page (following ``next``; no count):
         each task that exists when the walk starts comes once, tasks created meanwhile not."""
@@ -224,6 +249,7 @@ class Client:
                 limit=page_size,
                 cursor=cursor,
                 include_total=False,
+                final=final,
             )
             yield from page.items
             if page.next is None:
@@ -234,7 +260,8 @@ class Client:
         return self._send(Calls.cancel_task(task_id))
 
     def retry_task(self, task_id: UUID | str) -> Task:
-        """A new task with the same spec as a failed, timed-out or cancelled one."""
+        """A new task with the same spec as a failed, timed-out, cancelled or quarantined
+        one; its ``replay_of`` names the original."""
         return self._send(Calls.retry_task(task_id))
 
     def wait(
@@ -368,6 +395,24 @@ class Client:
     def update_cron_job(self, cron_job_id: UUID | str, **changes: Any) -> CronJob:
         call = Calls.cron("PATCH", f"/{cron_job_id}", body=jsonable(changes))
         return parse_job(self._send(call))
+
+    # rate limits
+
+    def create_rate_limit(self, name: str, limit: int, per_seconds: float) -> RateLimit:
+        """At most ``limit`` units dispatched in any window of ``per_seconds``, across all
+        nodes; tasks name it in ``submit(rate_limits=[{"name": name, "units": 1}])``."""
+        body = {"name": name, "limit": limit, "per_seconds": per_seconds}
+        return RateLimit.model_validate(self._send(Calls.rate_limit("POST", body=body)))
+
+    def list_rate_limits(self) -> list[RateLimit]:
+        data = self._send(Calls.rate_limit("GET"))
+        return [RateLimit.model_validate(item) for item in data["items"]]
+
+    def get_rate_limit(self, name: str) -> RateLimit:
+        return RateLimit.model_validate(self._send(Calls.rate_limit("GET", name)))
+
+    def delete_rate_limit(self, name: str) -> None:
+        self._send(Calls.rate_limit("DELETE", name))
 
     def delete_cron_job(self, cron_job_id: UUID | str) -> None:
         self._send(Calls.cron("DELETE", f"/{cron_job_id}"))

@@ -2,8 +2,9 @@
 
 The dispatcher sleeps until something can change what is dispatchable: tasks became ready
 (``TASKS_READY`` from this node or, through PostgreSQL ``LISTEN/NOTIFY``, from any node), a
-slot was freed, an agent connected, or the earliest future ``scheduled_at`` comes within the
-lookahead window. There is no polling timer.
+slot was freed, an agent connected, the earliest future ``scheduled_at`` comes within the
+lookahead window, or a rate limit that pending tasks wait for frees a unit (the instant its
+oldest dispatch leaves the window). There is no polling timer.
 
 A round makes one ``claim_tasks`` call for every group of agents with free slots and pushes
 one ``TaskDispatch`` frame per agent. Tasks due within ``dispatch_lookahead_seconds`` are
@@ -177,7 +178,11 @@ class TaskDispatcher:
         lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
         now = context.clock.now()
         upcoming = await context.store.next_scheduled_at(now=now + lookahead)
-        if upcoming is None:
+        # A rate limit's window frees at an exact instant: no lookahead (the claim then
+        # would still find it without units).
+        free_at = await context.store.next_rate_limit_free_at(now=now)
+        instants = [at for at in (upcoming and upcoming - lookahead, free_at) if at is not None]
+        if not instants:
             return None
-        wait = (upcoming - lookahead - now).total_seconds()
+        wait = (min(instants) - now).total_seconds()
         return context.clock.monotonic() + max(wait, 0.0)

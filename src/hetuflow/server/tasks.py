@@ -8,9 +8,11 @@ commit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID
 
 import orjson
@@ -35,6 +37,7 @@ from hetuflow.models import (
     TaskCursor,
     TaskFilter,
     TaskStatus,
+    spec_of,
 )
 from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.dispatch import TaskDispatcher
@@ -171,7 +174,8 @@ class TaskQueue:
                 )
 
     async def retry(self, task_id: UUID) -> Task:
-        """A new task with the same spec as a failed, timed-out or cancelled one. A workflow
+        """A new task with the same spec as a failed, timed-out, cancelled or quarantined
+        one, its ``replay_of`` naming the original. A workflow
         step is not retried alone (its descendants would not follow): ``TaskNotRetryable``
         naming the workflow to retry instead (docs/workflows.md, Retry)."""
         task = await self.get(task_id)
@@ -188,15 +192,9 @@ class TaskQueue:
                 f" this one is {task.status}",
                 field="task_id",
             )
-        again = NewTask(
-            name=task.name,
-            task_type=task.task_type,
-            payload=task.payload,
-            priority=task.priority,
-            required_capabilities=task.required_capabilities,
-            timeout_seconds=task.timeout_seconds,
-            retry=task.retry,
-        )
+        # its spec (concurrency key and retry policy included), linked by ``replay_of``: it
+        # leaves the dead-letter view (``TaskFilter.final``)
+        again = dataclasses.replace(spec_of(task), replay_of=task.id)
         created, _ = await self.create(again)
         return created
 
@@ -222,16 +220,26 @@ class TaskQueue:
         )
 
     async def explain(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
-        """Why each pending task in ``tasks`` is not running, from one look at the agents.
+        """Why each pending task in ``tasks`` is not running (``explain_waits``)."""
+        reasons, _ = await self.explain_waits(tasks)
+        return reasons
 
-        In order: its start time is in the future; no online agent supports its task type;
-        none of those has every required capability; all of those are full; the global
+    async def explain_waits(
+        self, tasks: Sequence[Task]
+    ) -> tuple[dict[UUID, PendingReason], dict[UUID, datetime | None]]:
+        """Why each pending task in ``tasks`` is not running, from one look at the agents,
+        and for a ``rate_limited`` one when a unit of the limits holding it back frees.
+
+        In order: its start time is in the future; its concurrency key is full; a rate limit
+        it names has not its units left in the window; no online agent supports its task
+        type; none of those has every required capability; all of those are full; the global
         ``max_concurrent_tasks`` is reached; otherwise it is queued for dispatch.
         """
         pending = [task for task in tasks if task.status is TaskStatus.PENDING]
         if not pending:
-            return {}
+            return {}, {}
         now = self.clock.now()
+        limited = await self._rate_limited(pending, now)
         agents = [
             agent
             for agent in await self.store.list_agents(statuses=[AgentStatus.ONLINE])
@@ -247,13 +255,38 @@ class TaskQueue:
             if task.id in keys_full:
                 reasons[task.id] = PendingReason.CONCURRENCY_LIMIT
                 continue
+            if task.id in limited:
+                reasons[task.id] = PendingReason.RATE_LIMITED
+                continue
             reason = _agent_reason(task, agents)
             if reason is None:
                 if global_full is None:
                     global_full = await self._global_limit_reached()
                 reason = PendingReason.GLOBAL_LIMIT if global_full else PendingReason.QUEUED
             reasons[task.id] = reason
-        return reasons
+        return reasons, limited
+
+    async def _rate_limited(
+        self, pending: Sequence[Task], now: datetime
+    ) -> dict[UUID, datetime | None]:
+        """The due tasks a rate limit holds back (one of them has not their units left in
+        its window now), with when the latest of those limits frees a unit. A snapshot."""
+        due = [task for task in pending if task.rate_limits and task.scheduled_at <= now]
+        if not due:
+            return {}
+        names = sorted({use.name for task in due for use in task.rate_limits})
+        states = await self.store.rate_limit_states(names, now=now)
+        limited: dict[UUID, datetime | None] = {}
+        for task in due:
+            lacking = [
+                states[use.name]
+                for use in task.rate_limits
+                if use.name in states and not states[use.name].fits(use.units)
+            ]
+            if lacking:
+                frees = [state.next_free_at for state in lacking if state.next_free_at]
+                limited[task.id] = max(frees) if frees else None
+        return limited
 
     async def explain_created(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
         """``explain`` for tasks just created, cheap on the hot path: a due task that an agent
@@ -277,8 +310,8 @@ class TaskQueue:
             if task.scheduled_at > now:
                 reasons[task.id] = PendingReason.SCHEDULED
                 continue
-            if task.concurrency_key is not None:
-                rest.append(task)  # its key may be full: ``explain`` looks
+            if task.concurrency_key is not None or task.rate_limits:
+                rest.append(task)  # its key or a rate limit may be full: ``explain`` looks
                 continue
             key = (task.task_type, task.required_capabilities)
             local = startable.get(key)

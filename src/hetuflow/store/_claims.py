@@ -93,8 +93,8 @@ class FreshTasks:
     """The tasks of a batch a claim in the same transaction may dispatch directly.
 
     Tasks with an idempotency key are left out (they may turn out to exist already), and so
-    are tasks with a concurrency key (their key's count is the claim's to check); they are
-    inserted pending and the next dispatch round claims them."""
+    are tasks with a concurrency key or rate limits (their counts are the claim's to check);
+    they are inserted pending and the next dispatch round claims them."""
 
     def __init__(
         self,
@@ -126,7 +126,7 @@ class FreshTasks:
                 (keys[index], texts[index]),
             )
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
-            if new.idempotency_key is None and new.concurrency_key is None
+            if new.idempotency_key is None and new.concurrency_key is None and not new.rate_limits
         ]
         fresh.sort(key=lambda item: item.order)
         self._waiting = fresh

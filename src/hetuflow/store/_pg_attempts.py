@@ -9,6 +9,7 @@ that ends a step or cancels a workflow follows (``_pg_workflows``).
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -33,7 +34,14 @@ from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_workflows import lock_workflows_of, settle
 from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of, task_status
-from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
+from hetuflow.store._rules import (
+    ACTIVE_SQL,
+    LOST_NOT_RETRIED,
+    Held,
+    charge_logs,
+    decide_finish,
+    holds,
+)
 from hetuflow.workflows import WorkflowStatus
 
 _START = f"""
@@ -56,12 +64,13 @@ SELECT id, attempts, agent_id FROM started"""
 _FINISH = """
 WITH c AS (
     SELECT * FROM json_to_recordset($1::json) AS c(
-        id uuid, number int, status text, result jsonb, error text, failures int,
+        id uuid, number int, status text, result jsonb, error text, task_error text,
+        failures int,
         retry_at timestamptz, finished boolean, started_at timestamptz, ended_at timestamptz,
         outcome text)
 ), finished AS (
     UPDATE tasks AS t
-    SET status = c.status, result = c.result, error = c.error, failures = c.failures,
+    SET status = c.status, result = c.result, error = c.task_error, failures = c.failures,
         scheduled_at = coalesce(c.retry_at, t.scheduled_at),
         finished_at = CASE WHEN c.finished THEN $2::timestamptz END,
         progress = CASE WHEN c.finished THEN t.progress END,
@@ -83,16 +92,21 @@ _POISON = """($5::int > 0 AND t.status <> 'cancelling' AND 1 + (
 in the UPDATE itself, so it sees the row version the UPDATE locked (as every condition here
 must: a result committed meanwhile makes the row no longer match)."""
 
+_LOST_ENDS = "(t.status <> 'cancelling' AND NOT ('agent_lost' = ANY(t.retry_on)))"
+"""The task's ``retry_on`` lacks ``agent_lost``: the lost attempt ends it ``failed``."""
+
 _RELEASE = f"""
 WITH released AS (
     UPDATE tasks AS t
     SET status = CASE WHEN t.status = 'cancelling' THEN 'cancelled'
+                      WHEN {_LOST_ENDS} THEN 'failed'
                       WHEN {_POISON} THEN 'quarantined' ELSE 'pending' END,
-        finished_at = CASE WHEN t.status = 'cancelling' OR {_POISON} THEN $2
+        finished_at = CASE WHEN t.status = 'cancelling' OR {_LOST_ENDS} OR {_POISON} THEN $2
                            ELSE t.finished_at END,
-        progress = CASE WHEN t.status = 'cancelling' OR {_POISON} THEN t.progress
-                        ELSE NULL END,
-        error = CASE WHEN {_POISON} THEN 'crashed ' || $5::int || ' agents' ELSE t.error END,
+        progress = CASE WHEN t.status = 'cancelling' OR {_LOST_ENDS} OR {_POISON}
+                        THEN t.progress ELSE NULL END,
+        error = CASE WHEN {_LOST_ENDS} THEN $6::text
+                     WHEN {_POISON} THEN 'crashed ' || $5::int || ' agents' ELSE t.error END,
         updated_at = $2
     WHERE t.agent_id = ANY($1::uuid[]) AND t.status IN {ACTIVE_SQL}
       AND (t.id, t.attempts) NOT IN (
@@ -168,7 +182,7 @@ async def finish_attempts(
             row["attempts"],
             row["agent_id"],
             row["failures"],
-            retry_of(row),
+            retry_of(row, CODEC),
         )
         for row in rows
     }
@@ -183,7 +197,7 @@ async def finish_attempts(
         if not holds(state, ref, ref.agent_id):
             outcomes.append(FinishOutcome(ref, False, task_types[ref.task_id], state.status))
             continue
-        finish = decide_finish(state, result, stamp)
+        finish = decide_finish(state, result, stamp, random.random())
         held[ref.task_id] = Held(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
@@ -197,6 +211,7 @@ async def finish_attempts(
                 "status": finish.status.value,
                 "result": result.result,
                 "error": result.error,
+                "task_error": finish.error,
                 "failures": finish.failures,
                 "retry_at": finish.retry_at,
                 "finished": finish.finished,
@@ -239,9 +254,10 @@ async def release(
     finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
-    A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
+    A task whose ``retry_on`` lacks ``agent_lost`` ends ``failed`` (``LOST_NOT_RETRIED``);
+    one whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
     ``quarantined`` instead ("crashed N agents"). Cancelling tasks end cancelled; steps that
-    end (cancelled or quarantined) settle their workflows in this transaction (``settle``),
+    end (cancelled, failed or quarantined) settle their workflows in this transaction (``settle``),
     their workflow rows locked before the task rows; the steps that releases are among the
     tasks returned (so the caller wakes the dispatchers)."""
     stamp = utc(now)
@@ -253,12 +269,13 @@ async def release(
         [ref.task_id for ref in keep],
         [ref.attempt for ref in keep],
         crash_limit,
+        LOST_NOT_RETRIED,
     )
     pending = [uid(row["id"]) for row in rows if row["status"] == "pending"]
     ended_steps = [
         uid(row["id"])
         for row in rows
-        if row["step"] and row["status"] in ("cancelled", "quarantined")
+        if row["step"] and row["status"] in ("cancelled", "failed", "quarantined")
     ]
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         released = await settle(

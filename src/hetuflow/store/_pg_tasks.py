@@ -19,6 +19,7 @@ from hetuflow.errors import (
     AgentNotFound,
     CronJobNotFound,
     HetuflowError,
+    RateLimitUnknown,
     TaskAlreadyFinished,
     TaskNotFound,
 )
@@ -38,10 +39,19 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
+from hetuflow.store import _pg_rate_limits as rates_sql
 from hetuflow.store._claims import Aging, FreshTasks, claim_order, epoch_micros
 from hetuflow.store._concurrency import KeyGate
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, uid
-from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
+from hetuflow.store._rate_limits import RateGate
+from hetuflow.store._rows import (
+    CLAIMED_COLUMNS,
+    claimed_from,
+    like_pattern,
+    new_task,
+    task_from,
+    uses_json,
+)
 from hetuflow.store._rules import ACTIVE_SQL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
@@ -52,27 +62,35 @@ WITH inserted AS (
         id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
         timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
         idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id,
-        attempts, claim_key, concurrency_key, max_concurrent_per_key)
+        attempts, claim_key, concurrency_key, max_concurrent_per_key, backoff_jitter,
+        retry_on, replay_of, rate_limits)
     SELECT n.id, n.name, n.task_type, n.priority, n.payload, n.required_capabilities,
            CASE WHEN n.agent_id IS NULL THEN 'pending' ELSE 'dispatched' END,
            coalesce(n.scheduled_at, $2), n.timeout_seconds, n.max_retries,
            n.backoff_seconds, n.backoff_factor, n.max_backoff_seconds, n.idempotency_key,
            n.cron_job_id, n.cron_tick_at, $2, $2, n.agent_id,
            CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END, n.claim_key, n.concurrency_key,
-           n.max_concurrent_per_key
+           n.max_concurrent_per_key, n.backoff_jitter, n.retry_on, n.replay_of, n.rate_limits
     FROM json_to_recordset($1::json) AS n(
         ord int, id uuid, name text, task_type text, priority smallint, payload jsonb,
         required_capabilities text[], scheduled_at timestamptz, timeout_seconds float8,
         max_retries int, backoff_seconds float8, backoff_factor float8,
         max_backoff_seconds float8, idempotency_key text, cron_job_id uuid,
         cron_tick_at timestamptz, agent_id uuid, claim_key bigint, concurrency_key text,
-        max_concurrent_per_key int)
+        max_concurrent_per_key int, backoff_jitter float8, retry_on text[], replay_of uuid,
+        rate_limits jsonb)
     ORDER BY n.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, agent_id, attempts
+    RETURNING id, agent_id, attempts, rate_limits
 ), recorded AS (
     INSERT INTO attempts (task_id, number, agent_id, dispatched_at)
     SELECT id, attempts, agent_id, $2 FROM inserted WHERE agent_id IS NOT NULL
+), limited AS (
+    INSERT INTO task_rate_limits (task_id, name, units)
+    SELECT i.id, u.name, u.units
+    FROM inserted AS i
+    CROSS JOIN LATERAL jsonb_to_recordset(i.rate_limits) AS u(name text, units int)
+    WHERE i.rate_limits IS NOT NULL
 )
 SELECT id FROM inserted"""
 """The batch travels as one JSON document (encoded by orjson, parsed by PostgreSQL): binding
@@ -80,19 +98,22 @@ seventeen arrays of hundreds of values each cost the server more CPU than the re
 create."""
 
 _CANDIDATES = """
-SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key FROM tasks
+SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key, rate_limits FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= $1
   AND task_type = ANY($2::text[])
   AND (required_capabilities = '{}' OR required_capabilities <@ $3::text[])
   AND NOT (id = ANY($4::uuid[]))
   AND (concurrency_key IS NULL OR NOT (concurrency_key = ANY($6::text[])))
+  AND (rate_limits IS NULL OR NOT EXISTS (
+      SELECT 1 FROM task_rate_limits AS l WHERE l.task_id = tasks.id AND l.name = ANY($7::text[])))
 ORDER BY claim_key, id
 LIMIT $5
 FOR UPDATE SKIP LOCKED"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
 in order (see ``_claims``); ``$6``: the concurrency keys this claim found full
-(``_concurrency``). ``= '{}'`` says nothing ``<@`` does not, but the planner estimates
+(``_concurrency``); ``$7``: the rate limits it found without units left (``_rate_limits``).
+``= '{}'`` says nothing ``<@`` does not, but the planner estimates
 it from the column's statistics (most tasks need no capability), where it guesses that ``<@``
 keeps one row in 200: with that guess it sorted every pending task instead of reading the
 index in order up to the limit."""
@@ -135,6 +156,11 @@ _MISSING_BY_CONSTRAINT: dict[str, tuple[type[HetuflowError], str, str]] = {
         TaskNotFound,
         "an attempt names a task that does not exist",
         "task_id",
+    ),
+    "task_rate_limits_name_fkey": (
+        RateLimitUnknown,
+        "a task names a rate limit that does not exist (POST /api/rate-limits creates one)",
+        "rate_limits",
     ),
 }
 """A failed foreign key of a task write, by constraint name, as the domain error it means."""
@@ -214,6 +240,10 @@ async def create_and_claim_tasks(
                 "claim_key": claim_keys[index],
                 "concurrency_key": new.concurrency_key,
                 "max_concurrent_per_key": new.max_concurrent_per_key,
+                "backoff_jitter": new.retry.jitter,
+                "retry_on": new.retry.retry_on,
+                "replay_of": new.replay_of,
+                "rate_limits": uses_json(new.rate_limits),
             }
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
         ]
@@ -224,6 +254,10 @@ async def create_and_claim_tasks(
         if (problem := missing_reference(error)) is None:
             raise
         raise problem from error
+    if any(new.rate_limits for new in tasks):  # --- rate limits: units it can ever have ---
+        await rates_sql.check_units(
+            connection, [i for new, i in zip(tasks, ids, strict=True) if new.rate_limits]
+        )
     # Built from what was inserted, not read back (RETURNING only says which were).
     built = [
         new_task(new, i, stamp, placed.get(index))
@@ -254,6 +288,10 @@ async def get_task(connection: Conn, task_id: UUID) -> Task | None:
     return None if row is None else task_from(row, CODEC)
 
 
+UNHANDLED = "NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.replay_of = tasks.id)"
+"""No task retries or replays it (``TaskFilter.final``; index ``tasks_replay_of``)."""
+
+
 def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -262,8 +300,11 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
         params.append(value)
         clauses.append(sql.replace("?", f"${len(params)}"))
 
-    if query.statuses:
-        add("status = ANY(?::text[])", [status.value for status in query.statuses])
+    statuses = query.matched_statuses()
+    if statuses is not None:
+        add("status = ANY(?::text[])", [status.value for status in statuses])
+    if query.final:
+        clauses.append(UNHANDLED)
     if query.task_type is not None:
         add("task_type = ?", query.task_type)
     if query.agent_id is not None:
@@ -379,6 +420,7 @@ async def claim_tasks(
     horizon = utc(until if until is not None else now)
     remaining: int | None = None
     gate = KeyGate(key_limits)
+    rates = RateGate(CODEC)
     if global_limit is not None:
         await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
         gate.locked = True
@@ -393,7 +435,7 @@ async def claim_tasks(
         want = group.free_slots if remaining is None else min(group.free_slots, remaining)
         if want <= 0 or not group.task_types:
             continue
-        rows = await _candidates(connection, group, horizon, chosen, want, gate)
+        rows = await _candidates(connection, group, horizon, chosen, want, gate, rates, now)
         stored = [((row["claim_key"], str(row["id"])), row) for row in rows]
         picks = claim_order(fresh, group, horizon, stored, want)
         assigned = assign_least_loaded(len(picks), group.offers)
@@ -407,6 +449,9 @@ async def claim_tasks(
                 ordered.append(Dispatch(pick.fresh.task, 1, agent_id))
         if remaining is not None:
             remaining -= len(assigned)
+    if rates.met:  # --- rate limits: the spends, in the claim's transaction ---
+        spent = rates.spent_by(set(chosen))
+        await rates_sql.record_spends(connection, spent, sorted(rates.met), now)
     rows = await _dispatch(connection, chosen, agents, now) if chosen else []
     by_id = {row["id"]: row for row in rows}
     dispatches = []
@@ -425,10 +470,13 @@ async def _candidates(
     chosen: list[UUID],
     want: int,
     gate: KeyGate,
+    rates: RateGate,
+    now: datetime,
 ) -> list[asyncpg.Record]:
     """Up to ``want`` pending candidates of ``group``, locked, in claim order, within their
-    concurrency keys' limits: keyed candidates over their limit are passed over and the
-    query repeated past their keys until ``want`` are found or none are left."""
+    concurrency keys' limits and their rate limits' windows: candidates over a limit are
+    passed over and the query repeated past them until ``want`` are found or none are
+    left."""
     task_types, capabilities = sorted(group.task_types), sorted(group.capabilities)
     taken: list[asyncpg.Record] = []
     while True:
@@ -441,6 +489,7 @@ async def _candidates(
             [*chosen, *(row["id"] for row in taken)],
             asked,
             sorted(gate.full),
+            sorted(rates.full),
         )
         # --- concurrency keys: only a claim that meets a keyed task locks and counts ---
         if keys := gate.unknown(rows):
@@ -449,7 +498,17 @@ async def _candidates(
                 gate.locked = True
             counts = await connection.fetch(_ACTIVE_BY_KEY, keys)
             gate.counted(keys, {row["concurrency_key"]: row["count"] for row in counts})
-        admitted = [row for row in rows if gate.admit(row)]
+        # --- rate limits: only a claim that meets a rate-limited task locks and reads ---
+        if names := rates.unknown(rows):
+            if not gate.locked:
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+                gate.locked = True
+            rates.read(names, await rates_sql.rate_limit_states(connection, names, now))
+        admitted = []
+        for row in rows:  # in claim order, each taking its units before the next is seen
+            if rates.fits(row) and gate.admit(row):
+                rates.spend(row)
+                admitted.append(row)
         taken.extend(admitted)
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find

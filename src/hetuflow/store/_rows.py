@@ -8,6 +8,7 @@ the same in both dialects.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,15 +25,18 @@ from hetuflow.models import (
     CronJob,
     CronJobChanges,
     CronTick,
+    FailureKind,
     LogLine,
     MisfirePolicy,
     NewTask,
     OverlapPolicy,
     Priority,
+    RateLimitUse,
     RetryPolicy,
     Task,
     TaskStatus,
     TickOutcome,
+    retry_on_of,
 )
 from hetuflow.tokens import ApiToken, Role
 
@@ -70,7 +74,8 @@ def _must_uuid(codec: Codec, value: Any) -> UUID:
 
 FENCE_COLUMNS = (
     "id, task_type, status, attempts, agent_id, failures,"
-    " max_retries, backoff_seconds, backoff_factor, max_backoff_seconds"
+    " max_retries, backoff_seconds, backoff_factor, max_backoff_seconds, backoff_jitter,"
+    " retry_on"
 )
 """The columns a fence and a finish decision read (``Held``, ``retry_of``)."""
 
@@ -84,13 +89,35 @@ def task_status(value: str) -> TaskStatus:
     return _STATUSES[value]
 
 
-def retry_of(row: Row) -> RetryPolicy:
+def retry_of(row: Row, codec: Codec) -> RetryPolicy:
     return RetryPolicy(
         max_retries=row["max_retries"],
         backoff_seconds=row["backoff_seconds"],
         backoff_factor=row["backoff_factor"],
         max_backoff_seconds=row["max_backoff_seconds"],
+        jitter=row["backoff_jitter"],
+        retry_on=_retry_on(codec.texts(row["retry_on"])),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _retry_on(kinds: tuple[str, ...]) -> tuple[FailureKind, ...]:
+    """``retry_on_of``, remembered: every finished task reads one, and there are few."""
+    return retry_on_of(kinds)
+
+
+def uses_of(value: Any, codec: Codec) -> tuple[RateLimitUse, ...]:
+    """A task row's ``rate_limits`` column (NULL: none)."""
+    if value is None:
+        return ()
+    return tuple(RateLimitUse(item["name"], item["units"]) for item in codec.json(value))
+
+
+def uses_json(uses: Sequence[RateLimitUse]) -> list[dict[str, Any]] | None:
+    """``rate_limits`` as the column keeps it (None: no limit)."""
+    if not uses:
+        return None
+    return [{"name": use.name, "units": use.units} for use in uses]
 
 
 def task_from(row: Row, codec: Codec) -> Task:
@@ -105,7 +132,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         status=task_status(row["status"]),
         scheduled_at=_must_time(codec, row["scheduled_at"]),
         timeout_seconds=row["timeout_seconds"],
-        retry=retry_of(row),
+        retry=retry_of(row, codec),
         idempotency_key=row["idempotency_key"],
         result=None if result is None else codec.json(result),
         error=row["error"],
@@ -121,6 +148,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         replay_of=codec.uuid(row["replay_of"]),
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
+        rate_limits=uses_of(row["rate_limits"], codec),
     )
 
 
@@ -182,6 +210,8 @@ def new_task(
         finished_at=None,
         concurrency_key=new.concurrency_key,
         max_concurrent_per_key=new.max_concurrent_per_key,
+        replay_of=new.replay_of,
+        rate_limits=new.rate_limits,
     )
 
 
@@ -241,7 +271,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         priority=Priority.from_rank(row["priority"]),
         required_capabilities=codec.texts(row["required_capabilities"]),
         timeout_seconds=row["timeout_seconds"],
-        retry=retry_of(row),
+        retry=retry_of(row, codec),
         enabled=bool(row["enabled"]),
         misfire_policy=MisfirePolicy(row["misfire_policy"]),
         catch_up_limit=row["catch_up_limit"],
@@ -316,6 +346,8 @@ def cron_columns(changes: CronJobChanges, codec: Codec) -> dict[str, Any]:
         columns["backoff_seconds"] = changes.retry.backoff_seconds
         columns["backoff_factor"] = changes.retry.backoff_factor
         columns["max_backoff_seconds"] = changes.retry.max_backoff_seconds
+        columns["backoff_jitter"] = changes.retry.jitter
+        columns["retry_on"] = codec.put_texts(changes.retry.retry_on)
     return columns
 
 

@@ -21,6 +21,7 @@ from hetuflow.models import (
     AttemptOutcome,
     AttemptRef,
     AttemptResult,
+    FailureKind,
     LogBudget,
     LogLine,
     LogUsage,
@@ -63,30 +64,59 @@ class Finish:
     failures: int
     retry_at: datetime | None  # set when the task goes back to pending
     finished: bool
+    error: str | None = None  # the task's error: the result's, with why it was not retried
 
 
-def decide_finish(held: Held, result: AttemptResult, now: datetime) -> Finish:
+_KIND_OF = {
+    AttemptOutcome.FAILED: FailureKind.FAILED,
+    AttemptOutcome.TIMED_OUT: FailureKind.TIMED_OUT,
+    AttemptOutcome.LOST: FailureKind.AGENT_LOST,
+}
+
+
+def not_retried(error: str | None, kind: FailureKind) -> str:
+    """The error of a task that ended because ``kind`` is not in its ``retry_on``."""
+    reason = f"not retried: retry_on does not include {kind}"
+    return reason if not error else f"{error} ({reason})"
+
+
+LOST_ERROR = "its agent was lost while holding the attempt"
+"""What a lost attempt says as the error of a task it ends (``not_retried``)."""
+LOST_NOT_RETRIED = not_retried(LOST_ERROR, FailureKind.AGENT_LOST)
+"""The error of a task that ends because its attempt was lost and ``retry_on`` lacks
+``agent_lost`` (``Store.release_agent``)."""
+
+
+def decide_finish(held: Held, result: AttemptResult, now: datetime, draw: float = 0.0) -> Finish:
     """succeeded -> succeeded; cancelled or anything while cancelling -> cancelled;
-    failed/timed_out -> pending after ``retry.delay_after(failures)`` while
-    ``retry.allows_retry_after(failures)``, else failed/timed_out.
+    failed/timed_out -> pending after ``retry.delay_after(failures, draw)`` while
+    ``retry.allows_retry_after(failures)``, else failed/timed_out. ``draw`` is the jitter
+    draw in [0, 1) (the stores pass ``random.random()``).
 
+    A failure whose kind is not in ``retry.retry_on`` ends the task at once (failed,
+    timed_out; failed for a lost attempt), its error saying so (``not_retried``).
     ``failures`` counts failed and timed-out attempts only: a lost attempt (agent gone) does
     not spend the retry budget.
     """
     outcome = result.outcome
     if held.status is TaskStatus.CANCELLING or outcome is AttemptOutcome.CANCELLED:
-        return Finish(TaskStatus.CANCELLED, held.failures, None, finished=True)
+        return Finish(TaskStatus.CANCELLED, held.failures, None, True, result.error)
     if outcome is AttemptOutcome.SUCCEEDED:
-        return Finish(TaskStatus.SUCCEEDED, held.failures, None, finished=True)
+        return Finish(TaskStatus.SUCCEEDED, held.failures, None, True, result.error)
+    kind = _KIND_OF[outcome]
     if outcome is AttemptOutcome.LOST:
-        return Finish(TaskStatus.PENDING, held.failures, now, finished=False)
+        if not held.retry.retries(kind):
+            error = not_retried(result.error or LOST_ERROR, kind)
+            return Finish(TaskStatus.FAILED, held.failures, None, True, error)
+        return Finish(TaskStatus.PENDING, held.failures, now, False, result.error)
     failures = held.failures + 1
-    if held.retry.allows_retry_after(failures):
-        return Finish(
-            TaskStatus.PENDING, failures, now + held.retry.delay_after(failures), finished=False
-        )
     final = TaskStatus.FAILED if outcome is AttemptOutcome.FAILED else TaskStatus.TIMED_OUT
-    return Finish(final, failures, None, finished=True)
+    if not held.retry.retries(kind):
+        return Finish(final, failures, None, True, not_retried(result.error, kind))
+    if held.retry.allows_retry_after(failures):
+        delay = held.retry.delay_after(failures, draw)
+        return Finish(TaskStatus.PENDING, failures, now + delay, False, result.error)
+    return Finish(final, failures, None, True, result.error)
 
 
 def agent_sources(target: AgentStatus) -> tuple[str, ...]:

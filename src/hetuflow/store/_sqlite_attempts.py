@@ -6,6 +6,7 @@ writer thread serialises them, and the conditional updates repeat the fence in S
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    FailureKind,
     FinishOutcome,
     LogBudget,
     LogLine,
@@ -29,7 +31,14 @@ from hetuflow.models import (
 )
 from hetuflow.store._claims import Aging
 from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of, task_status
-from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
+from hetuflow.store._rules import (
+    ACTIVE_SQL,
+    LOST_NOT_RETRIED,
+    Held,
+    charge_logs,
+    decide_finish,
+    holds,
+)
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_workflows import settle
 from hetuflow.workflows import WorkflowStatus
@@ -125,7 +134,7 @@ def _held(row: Row) -> Held:
         attempts=row["attempts"],
         agent_id=row["agent_id"],
         failures=row["failures"],
-        retry=retry_of(row),
+        retry=retry_of(row, CODEC),
     )
 
 
@@ -158,7 +167,7 @@ def finish_attempts(
         if not holds(state, ref, str(ref.agent_id)):
             outcomes.append(FinishOutcome(ref, False, task_type, state.status))
             continue
-        finish = decide_finish(state, result, now)
+        finish = decide_finish(state, result, now, random.random())
         held[task_id] = Held(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
@@ -169,7 +178,7 @@ def finish_attempts(
                 task_id,
                 finish.status.value,
                 None if result.result is None else CODEC.put_json(result.result),
-                result.error,
+                finish.error,
                 finish.failures,
                 retry_at,
                 stamp if finish.finished else None,
@@ -216,16 +225,17 @@ def release(
     finished: list[WorkflowStatus] | None = None,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
-    A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
+    A task whose ``retry_on`` lacks ``agent_lost`` ends ``failed`` (``LOST_NOT_RETRIED``);
+    one whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
     ``quarantined`` instead ("crashed N agents"). Cancelling tasks end cancelled; steps that
-    end (cancelled or quarantined) settle their workflows in this transaction (``settle``),
+    end (cancelled, failed or quarantined) settle their workflows in this transaction (``settle``),
     as any other end of a step does, and the steps that releases are among the tasks
     returned (so the caller wakes the dispatchers)."""
     stamp = micros(now)
     kept = {(str(ref.task_id), ref.attempt) for ref in keep}
     rows = connection.execute(
         f"""
-        SELECT id, attempts, status,
+        SELECT id, attempts, status, retry_on,
             EXISTS (SELECT 1 FROM workflow_steps WHERE task_id = tasks.id) AS step,
                (SELECT count(*) FROM attempts AS p
                 WHERE p.task_id = tasks.id AND p.outcome = 'lost') AS lost
@@ -244,6 +254,14 @@ def release(
                 "UPDATE tasks SET status = 'cancelled', finished_at = ?, updated_at = ?"
                 " WHERE id = ?",
                 (stamp, stamp, row["id"]),
+            )
+            if row["step"]:
+                ended_steps.append(row["id"])
+        elif FailureKind.AGENT_LOST.value not in CODEC.texts(row["retry_on"]):
+            connection.execute(
+                "UPDATE tasks SET status = 'failed', error = ?, finished_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (LOST_NOT_RETRIED, stamp, stamp, row["id"]),
             )
             if row["step"]:
                 ended_steps.append(row["id"])

@@ -38,8 +38,10 @@ from hetuflow.models import (
     TaskStatus,
     assign_least_loaded,
 )
+from hetuflow.store import _sqlite_rate_limits as rates_sql
 from hetuflow.store._claims import Aging, FreshTasks, claim_order
 from hetuflow.store._concurrency import KeyGate
+from hetuflow.store._rate_limits import RateGate
 from hetuflow.store._rows import (
     CLAIMED_COLUMNS,
     Row,
@@ -47,6 +49,7 @@ from hetuflow.store._rows import (
     like_pattern,
     new_task,
     task_from,
+    uses_json,
 )
 from hetuflow.store._rules import ACTIVE_SQL
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
@@ -58,18 +61,19 @@ _INSERT_COLUMNS = (
     "id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,"
     " timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,"
     " idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts,"
-    " claim_key, concurrency_key, max_concurrent_per_key"
+    " claim_key, concurrency_key, max_concurrent_per_key, backoff_jitter, retry_on, replay_of,"
+    " rate_limits"
 )
 _INSERT_TASKS = f"""
 INSERT INTO tasks ({_INSERT_COLUMNS})
-SELECT {", ".join(f"value ->> {n}" for n in range(23))}
+SELECT {", ".join(f"value ->> {n}" for n in range(27))}
 FROM json_each(?) WHERE true
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 """One statement per batch (``json_rows``), in batch order: the first of two tasks with one
 idempotency key wins."""
 
 _CANDIDATES = f"""
-SELECT {CLAIMED_COLUMNS}, claim_key, concurrency_key, max_concurrent_per_key,
+SELECT {CLAIMED_COLUMNS}, claim_key, concurrency_key, max_concurrent_per_key, rate_limits,
        (SELECT s.workflow_id FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS workflow_id,
        (SELECT s.name FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS step
 FROM tasks
@@ -87,11 +91,15 @@ in order (see ``_claims``)."""
 _MORE_CANDIDATES = _CANDIDATES.replace(
     "ORDER BY",
     """  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(?)))
+  AND (rate_limits IS NULL OR NOT EXISTS (
+      SELECT 1 FROM task_rate_limits AS l
+      WHERE l.task_id = tasks.id AND l.name IN (SELECT value FROM json_each(?))))
   AND id NOT IN (SELECT value FROM json_each(?))
 ORDER BY""",
 )
-"""The candidates past the concurrency keys a claim found full (and the ones it took):
-only a claim that passed a keyed task over runs it (``_concurrency``)."""
+"""The candidates past the concurrency keys and rate limits a claim found full (and the ones
+it took): only a claim that passed a candidate over runs it (``_concurrency``,
+``_rate_limits``)."""
 
 _ACTIVE_BY_KEY = f"""
 SELECT concurrency_key, count(*) AS count FROM tasks
@@ -124,11 +132,13 @@ def _candidates(
     horizon: int,
     want: int,
     gate: KeyGate,
+    rates: RateGate,
+    now: datetime,
 ) -> list[Row]:
     """Up to ``want`` pending candidates of ``group`` in claim order, within their
-    concurrency keys' limits: keyed candidates over their limit are passed over and the
-    query repeated past their keys until ``want`` are found or none are left. (The single
-    writer holds the database: no other claim counts meanwhile.)"""
+    concurrency keys' limits and their rate limits' windows: candidates over a limit are
+    passed over and the query repeated past them until ``want`` are found or none are left.
+    (The single writer holds the database: no other claim counts meanwhile.)"""
     task_types, capabilities = (
         id_list(sorted(group.task_types)),
         id_list(sorted(group.capabilities)),
@@ -136,18 +146,26 @@ def _candidates(
     taken: list[Row] = []
     while True:
         asked = want - len(taken)
-        if not gate.full:
+        if not gate.full and not rates.full:
             cursor = connection.execute(_CANDIDATES, (horizon, task_types, capabilities, asked))
         else:
             taken_ids = id_list([row["id"] for row in taken])
             full = id_list(sorted(gate.full))
+            spent = id_list(sorted(rates.full))
             cursor = connection.execute(
-                _MORE_CANDIDATES, (horizon, task_types, capabilities, full, taken_ids, asked)
+                _MORE_CANDIDATES,
+                (horizon, task_types, capabilities, full, spent, taken_ids, asked),
             )
         rows = cursor.fetchall()
         if keys := gate.unknown(rows):
             gate.counted(keys, count_active_by_key(connection, keys))
-        admitted = [row for row in rows if gate.admit(row)]
+        if names := rates.unknown(rows):
+            rates.read(names, rates_sql.rate_limit_states(connection, names, now))
+        admitted = []
+        for row in rows:  # in claim order, each taking its units before the next is seen
+            if rates.fits(row) and gate.admit(row):
+                rates.spend(row)
+                admitted.append(row)
         taken.extend(admitted)
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
@@ -228,6 +246,10 @@ def prepare_tasks(
                 key,
                 new.concurrency_key,
                 new.max_concurrent_per_key,
+                retry.jitter,
+                CODEC.put_texts(retry.retry_on),
+                CODEC.put_uuid(new.replay_of),
+                None if not new.rate_limits else CODEC.put_json(uses_json(new.rate_limits)),
             ]
         )
     fresh = FreshTasks(tasks, ids, created_at, keys, [row[0] for row in rows]) if claim else None
@@ -305,6 +327,13 @@ def insert_prepared(
         if problem is None:
             raise
         raise problem from error
+    uses = [
+        (rows[index][0], use.name, use.units)
+        for index, new in enumerate(prepared.tasks)
+        for use in new.rate_limits
+    ]
+    if uses:  # --- rate limits: what each task spends, checked against the limits ---
+        rates_sql.insert_uses(connection, uses)
     return _taken_keys(connection, prepared), dispatches
 
 
@@ -387,12 +416,19 @@ def get_task(connection: sqlite3.Connection, task_id: UUID) -> Task | None:
     return None if row is None else task_from(row, CODEC)
 
 
+UNHANDLED = "NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.replay_of = tasks.id)"
+"""No task retries or replays it (``TaskFilter.final``; index ``tasks_replay_of``)."""
+
+
 def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    if query.statuses:
-        clauses.append(f"status IN ({', '.join('?' for _ in query.statuses)})")
-        params.extend(status.value for status in query.statuses)
+    statuses = query.matched_statuses()
+    if statuses is not None:
+        clauses.append(f"status IN ({', '.join('?' for _ in statuses)})" if statuses else "0")
+        params.extend(status.value for status in statuses)
+    if query.final:
+        clauses.append(UNHANDLED)
     if query.task_type is not None:
         clauses.append("task_type = ?")
         params.append(query.task_type)
@@ -501,6 +537,7 @@ def claim_tasks(
     """Claim stored pending tasks and, given ``fresh``, tasks of the batch being created
     (placed there; the caller inserts them dispatched, with their attempt rows)."""
     gate = KeyGate(key_limits)
+    rates = RateGate(CODEC)
     horizon_at = until if until is not None else now
     horizon = micros(horizon_at)
     stamp = micros(now)
@@ -515,7 +552,7 @@ def claim_tasks(
         want = group.free_slots if remaining is None else min(group.free_slots, remaining)
         if want <= 0 or not group.task_types:
             continue
-        rows = _candidates(connection, group, horizon, want, gate)
+        rows = _candidates(connection, group, horizon, want, gate, rates, now)
         stored = [((row["claim_key"], row["id"]), row) for row in rows]
         picks = claim_order(fresh, group, horizon_at, stored, want)
         agents = assign_least_loaded(len(picks), group.offers)
@@ -544,6 +581,9 @@ def claim_tasks(
                 raise problem from error
         if remaining is not None:
             remaining -= len(agents)
+    if rates.met:  # --- rate limits: the spends, in the claim's transaction ---
+        claimed = {str(d.task.id) for d in dispatches}
+        rates_sql.record_spends(connection, rates.spent_by(claimed), sorted(rates.met), now)
     return dispatches
 
 

@@ -41,6 +41,8 @@ from hetuflow.models import (
     NewTask,
     Page,
     PendingGroup,
+    RateLimit,
+    RateLimitState,
     Stats,
     Task,
     TaskCursor,
@@ -129,7 +131,8 @@ class Store(Protocol):
         before the walk). ``offset`` skips that many more (the older way: its cost grows with
         the offset). ``Page.next`` is None on the last page. ``with_total`` adds the count of
         every match (``Page.total``; a second read whose cost grows with the matches).
-        One snapshot read on PostgreSQL; no lock.
+        ``query.final`` lists dead letters (``TaskFilter.final``: a probe of the
+        ``tasks_replay_of`` index per ended task). One snapshot read on PostgreSQL; no lock.
         """
         ...
 
@@ -183,6 +186,11 @@ class Store(Protocol):
         across all nodes: keyed claims are serialised by an advisory lock on PostgreSQL
         (unkeyed claims take none). A key at its limit is passed over, not waited on: the
         tasks behind it are claimed (``_concurrency``).
+
+        Never dispatches more units of a rate limit in any window of its ``per_seconds`` than
+        its ``limit``: each dispatch of a task naming it records a spend at ``now`` in the
+        claim's transaction, and claims that meet such tasks are serialised by the same lock
+        (``_rate_limits``). A limit without units left is passed over too.
         """
         ...
 
@@ -200,6 +208,36 @@ class Store(Protocol):
         """The earliest ``scheduled_at`` after ``now`` among pending tasks (dispatcher timer)."""
         ...
 
+    # --- rate limits (docs/guarantees.md#rate-limits) -----------------------------------------
+
+    async def create_rate_limit(
+        self, name: str, limit: int, per_seconds: float, *, now: datetime
+    ) -> RateLimit:
+        """Store a named rate limit; ``RateLimitNameTaken`` if the name exists."""
+        ...
+
+    async def list_rate_limits(self) -> list[RateLimit]:
+        """Every rate limit, by name."""
+        ...
+
+    async def delete_rate_limit(self, name: str) -> None:
+        """Delete a rate limit with its spends; the tasks that named it are no longer held
+        back by it. ``RateLimitNotFound`` if there is none."""
+        ...
+
+    async def rate_limit_states(
+        self, names: Sequence[str], *, now: datetime
+    ) -> dict[str, RateLimitState]:
+        """The limits of ``names`` that exist, with the units dispatched in the window that
+        ends at ``now`` and when its oldest spend leaves it. A snapshot: for explaining;
+        the claim reads its own under its lock."""
+        ...
+
+    async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
+        """The earliest instant after ``now`` when a spend leaves the window of a rate limit
+        that pending tasks name: when the dispatcher looks again."""
+        ...
+
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
         """Mark attempts started: dispatched -> running, only when the attempt is current and
         held by that agent. Returns, per start, whether it was accepted. Idempotent."""
@@ -213,8 +251,10 @@ class Store(Protocol):
         Accepted only when the attempt is the task's current one, held by that agent, and the
         task is active. Then: succeeded -> task succeeded with the result; cancelled, or any
         outcome while cancelling -> cancelled; failed/timed_out -> pending again with
-        ``scheduled_at = now + retry.delay_after(attempt)`` if ``retry.allows_retry_after``,
-        else failed/timed_out. Rejected results change nothing. A second identical result is
+        ``scheduled_at = now + retry.delay_after(failures, u)`` (``u`` a jitter draw) if the
+        kind is in ``retry.retry_on`` and ``retry.allows_retry_after``, else failed/timed_out
+        (``store._rules.decide_finish``; a kind not in ``retry_on`` says so in ``error``).
+        Rejected results change nothing. A second identical result is
         rejected (the attempt already ended).
 
         A workflow step that ends here settles its workflow in the same transaction (see
@@ -238,13 +278,15 @@ class Store(Protocol):
         """Give back the active attempts an agent holds, except those in ``keep``.
 
         Their attempts end ``lost``; dispatched/running tasks go back to pending (ready now,
-        retry budget untouched); cancelling ones become cancelled. A task whose attempt is
+        retry budget untouched), or end ``failed`` when their ``retry_on`` lacks
+        ``agent_lost`` (``_rules.LOST_NOT_RETRIED``); cancelling ones become cancelled. A task
+        whose attempt is
         thereby lost for the ``max_agent_crashes_per_task``-th time (the store's setting; 0:
         never) ends ``quarantined`` instead, error "crashed N agents" (a poison task). A
-        workflow step that ends so (cancelled or quarantined) settles its workflow in the same
-        transaction (as ``finish_attempts`` does). Returns the ids of the tasks that went back
-        to pending, and of the workflow steps that settle released (so the caller wakes the
-        dispatchers). Safe to call concurrently and repeatedly.
+        workflow step that ends so (cancelled, failed or quarantined) settles its workflow in
+        the same transaction (as ``finish_attempts`` does). Returns the ids of the tasks that
+        went back to pending, and of the workflow steps that settle released (so the caller
+        wakes the dispatchers). Safe to call concurrently and repeatedly.
 
         With ``session``, nothing is released unless that is still the agent's current
         connection session, checked in the same transaction: a release decided for a dropped

@@ -43,6 +43,8 @@ from hetuflow.models import (
     NewTask,
     Page,
     PendingGroup,
+    RateLimit,
+    RateLimitState,
     Stats,
     Task,
     TaskCursor,
@@ -54,6 +56,7 @@ from hetuflow.models import (
 from hetuflow.store import _pg_agents as agent_sql
 from hetuflow.store import _pg_attempts as attempt_sql
 from hetuflow.store import _pg_cron as cron_sql
+from hetuflow.store import _pg_rate_limits as rates_sql
 from hetuflow.store import _pg_task_stats as stats_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
@@ -193,6 +196,34 @@ class PostgresStore:
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
         async with self._db.connection() as c:
             return await task_sql.next_scheduled_at(c, now)
+
+    # --- rate limits ----------------------------------------------------------------------------
+
+    async def create_rate_limit(
+        self, name: str, limit: int, per_seconds: float, *, now: datetime
+    ) -> RateLimit:
+        async with self._db.connection() as c:
+            return await rates_sql.create_rate_limit(c, name, limit, per_seconds, now)
+
+    async def list_rate_limits(self) -> list[RateLimit]:
+        async with self._db.connection() as c:
+            return await rates_sql.list_rate_limits(c)
+
+    async def delete_rate_limit(self, name: str) -> None:
+        async with self._db.transaction() as c:
+            await rates_sql.delete_rate_limit(c, name)
+
+    async def rate_limit_states(
+        self, names: Sequence[str], *, now: datetime
+    ) -> dict[str, RateLimitState]:
+        if not names:
+            return {}
+        async with self._db.connection() as c:
+            return await rates_sql.rate_limit_states(c, names, now)
+
+    async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
+        async with self._db.connection() as c:
+            return await rates_sql.next_free_at(c, now)
 
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
         if not starts:

@@ -44,6 +44,8 @@ from hetuflow.models import (
     NewTask,
     Page,
     PendingGroup,
+    RateLimit,
+    RateLimitState,
     Stats,
     Task,
     TaskCursor,
@@ -55,6 +57,7 @@ from hetuflow.models import (
 from hetuflow.store import _sqlite_agents as agent_sql
 from hetuflow.store import _sqlite_attempts as attempt_sql
 from hetuflow.store import _sqlite_cron as cron_sql
+from hetuflow.store import _sqlite_rate_limits as rates_sql
 from hetuflow.store import _sqlite_task_stats as stats_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
@@ -190,6 +193,29 @@ class SqliteStore:
 
     async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
         return await self._db.read(task_sql.next_scheduled_at, now)
+
+    # --- rate limits ----------------------------------------------------------------------------
+
+    async def create_rate_limit(
+        self, name: str, limit: int, per_seconds: float, *, now: datetime
+    ) -> RateLimit:
+        return await self._db.write(rates_sql.create_rate_limit, name, limit, per_seconds, now)
+
+    async def list_rate_limits(self) -> list[RateLimit]:
+        return await self._db.read(rates_sql.list_rate_limits)
+
+    async def delete_rate_limit(self, name: str) -> None:
+        await self._db.write(rates_sql.delete_rate_limit, name)
+
+    async def rate_limit_states(
+        self, names: Sequence[str], *, now: datetime
+    ) -> dict[str, RateLimitState]:
+        if not names:
+            return {}
+        return await self._db.read(rates_sql.rate_limit_states, names, now)
+
+    async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
+        return await self._db.read(rates_sql.next_free_at, now)
 
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
         if not starts:

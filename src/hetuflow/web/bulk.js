@@ -2,10 +2,10 @@
 // retry them in one request (POST /api/tasks/bulk-cancel, /bulk-retry); one outcome per task.
 import { TERMINAL, api, errorText, fill, h, toast } from "./lib.js";
 
-const RETRYABLE = new Set(["failed", "timed_out", "cancelled"]);
+const RETRYABLE = new Set(["failed", "timed_out", "cancelled", "quarantined"]);
 const REFUSALS = {
   task_already_finished: "already finished",
-  task_not_retryable: "not failed, timed out or cancelled",
+  task_not_retryable: "not failed, timed out, cancelled or quarantined",
   task_not_found: "gone",
 };
 
@@ -17,6 +17,7 @@ function filterOf(query) {
   for (const key of ["task_type", "agent_id", "cron_job_id", "created_after", "created_before", "q"]) {
     if (query.get(key)) filter[key] = query.get(key);
   }
+  if (query.get("final") === "true") filter.final = true; // the dead letters
   return filter;
 }
 

@@ -23,6 +23,11 @@ export async function renderTasks(view, { query, signal }) {
   const agent = h("select", { name: "agent_id", "aria-label": "Agent" }, h("option", { value: "" }, "Any agent"));
   const statusBoxes = STATUSES.map((status) => h("label", {},
     h("input", { type: "checkbox", name: "status", value: status, checked: selected.has(status) }), status.replace("_", " ")));
+  // Dead letters (GET /api/tasks?final=true): ended failed, timed out or quarantined, with no
+  // automatic retry left, and not retried or replayed yet; a retry takes a task off the list.
+  const finalBox = h("input", { type: "checkbox", name: "final", id: "filter-final", checked: query.get("final") === "true" });
+  const finalLabel = h("label", { title: "Failed, timed out or quarantined tasks with no retry left that nobody has retried or replayed yet" },
+    finalBox, "dead letters only");
   const body = h("tbody", {}, h("tr", {}, h("td", { colspan: 8, class: "loading" }, "Loading tasks…")));
   const bulk = createBulk({ query, reload: () => load() });
   const summary = h("span", { class: "muted small" });
@@ -36,9 +41,11 @@ export async function renderTasks(view, { query, signal }) {
     if (type.value.trim()) params.set("task_type", type.value.trim());
     if (agent.value) params.set("agent_id", agent.value);
     if (text.value.trim()) params.set("q", text.value.trim());
+    if (finalBox.checked) params.set("final", "true");
     location.hash = `#/tasks${params.size ? `?${params}` : ""}`;
   };
   for (const box of statusBoxes) box.firstChild.addEventListener("change", apply);
+  finalBox.addEventListener("change", apply);
   agent.addEventListener("change", apply);
 
   fill(view,
@@ -48,7 +55,7 @@ export async function renderTasks(view, { query, signal }) {
     h("section", { class: "panel" },
       h("form", { id: "task-filters", onsubmit: apply },
         h("div", { class: "statuses", role: "group", "aria-label": "Status" }, statusBoxes),
-        h("div", { class: "filters" }, text, type, agent),
+        h("div", { class: "filters" }, text, type, agent, finalLabel),
         h("div", { class: "row" }, h("button", { type: "submit" }, "Apply"), h("a", { href: "#/tasks" }, "Clear"), summary)),
       types),
     h("section", { class: "panel" },
@@ -119,8 +126,17 @@ export async function renderTasks(view, { query, signal }) {
   }
 }
 
+/** The retry policy in words: backoff, its cap and jitter, and the failure kinds retried. */
+function retryText(task) {
+  const kinds = task.retry_on || [];
+  const on = kinds.length ? `on ${kinds.map((kind) => kind.replace("_", " ")).join(", ")}` : "on no failure";
+  const jitter = task.retry_jitter ? `, jitter ${Math.round(task.retry_jitter * 100)}%` : "";
+  return `${on}; backoff ${task.retry_backoff_seconds} s doubling, at most ${task.retry_backoff_max_seconds} s${jitter}`;
+}
+
 /** The empty list: nothing at all yet (say how to start), or nothing matching the filter. */
 function emptyText(query) {
+  if (query.get("final") === "true") return ["No dead letters: every task that failed for good was retried or replayed. ", h("a", { href: "#/tasks" }, "All tasks")];
   const filtered = [...query.keys()].some((key) => key !== "offset");
   if (filtered) return ["No task matches. ", h("a", { href: "#/tasks" }, "Clear the filter")];
   return ["No tasks yet. ", h("a", { href: "#/tasks/new" }, "Create one"), ", or submit one with the CLI or POST /api/tasks."];
@@ -132,6 +148,8 @@ const REASONS = {
   no_agent_with_capabilities: "no agent has the required capabilities",
   agents_busy: "every eligible agent is busy",
   global_limit: "the global concurrency limit is reached",
+  concurrency_limit: "its concurrency key has its limit of tasks running",
+  rate_limited: "a rate limit it names has no units left in its window",
   queued: "about to be dispatched",
 };
 function reasonText(reason) {
@@ -194,6 +212,7 @@ export async function renderTask(view, { id, query, signal }) {
       task.pending_reason ? [h("dt", {}, "Waiting"), h("dd", { id: "pending-reason" }, reasonText(task.pending_reason))] : null,
       h("dt", {}, "Agent"), h("dd", {}, agentName(task.agent_id)),
       h("dt", {}, "Attempts"), h("dd", {}, `${task.attempts} (retries allowed: ${task.max_retries})`),
+      h("dt", {}, "Retries"), h("dd", { id: "retry-policy" }, retryText(task)),
       task.progress !== null && task.progress !== undefined ? [h("dt", {}, "Progress"), h("dd", {},
         h("div", { class: "progress" }, h("span", { style: null, dataset: { p: task.progress } })), `${Math.round(task.progress * 100)}%`)] : null,
       h("dt", {}, "Created"), h("dd", {}, when(task.created_at)),

@@ -16,6 +16,7 @@ from hetuflow.server.api import (
     cron_jobs,
     events,
     insights,
+    rate_limits,
     system,
     tasks,
     tokens,
@@ -35,6 +36,7 @@ router.include_router(bulk.router, dependencies=_protected)
 router.include_router(workflows.router, dependencies=_protected)
 router.include_router(agents.router, dependencies=_protected)
 router.include_router(cron_jobs.router, dependencies=_protected)
+router.include_router(rate_limits.router, dependencies=_protected)
 router.include_router(system.stats_router, dependencies=_protected)
 router.include_router(insights.router, dependencies=_protected)
 router.include_router(events.router, dependencies=_protected)

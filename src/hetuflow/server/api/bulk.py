@@ -11,7 +11,14 @@ from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, mo
 from hetuflow.models import TaskFilter, TaskStatus
 from hetuflow.server.api.deps import Queue
 from hetuflow.server.api.errors import error_responses, status_for
-from hetuflow.server.api.schemas import TaskOut, _Input, _Output, storable_text, utc_datetime
+from hetuflow.server.api.schemas import (
+    FINAL_DESCRIPTION,
+    TaskOut,
+    _Input,
+    _Output,
+    storable_text,
+    utc_datetime,
+)
 from hetuflow.server.bulk import BulkActions, BulkResult
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
@@ -32,6 +39,7 @@ class BulkFilter(_Input):
     created_after: FilterDatetime | None = None
     created_before: FilterDatetime | None = None
     q: FilterText | None = Field(default=None, description="Text in the name or task type.")
+    final: bool = Field(default=False, description=FINAL_DESCRIPTION)
 
     def to_filter(self) -> TaskFilter:
         return TaskFilter(
@@ -42,6 +50,7 @@ class BulkFilter(_Input):
             created_after=self.created_after,
             created_before=self.created_before,
             text=self.q,
+            final=self.final,
         )
 
 
@@ -144,7 +153,10 @@ async def bulk_cancel(body: BulkRequest, bulk: Bulk) -> BulkOut:
 async def bulk_retry(body: BulkRequest, bulk: Bulk) -> BulkOut:
     """Retry each task as `POST /api/tasks/{id}/retry` would (a new task with the same spec),
     one outcome per task: `ok` with the new task, or the `error` (`task_not_retryable` for a
-    task that is not failed, timed out or cancelled; `task_not_found`). A `filter` only
-    selects failed, timed-out and cancelled tasks. Bounded as `bulk-cancel`."""
+    task that is not failed, timed out, cancelled or quarantined; `task_not_found`). A `filter`
+    only selects failed, timed-out, cancelled and quarantined tasks. Bounded as `bulk-cancel`.
+    `{"filter": {"final": true}}` retries the dead letters: each retried task leaves that view
+    (its new task names it in `replay_of`), so repeating a truncated request goes on with the
+    next ones."""
     selection = body.filter.to_filter() if body.filter is not None else None
     return BulkOut.of(await bulk.retry(ids=body.ids, query=selection))

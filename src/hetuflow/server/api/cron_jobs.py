@@ -20,9 +20,11 @@ from pydantic import (
 from hetuflow.errors import InvalidInput
 from hetuflow.models import (
     MAX_CONCURRENCY_KEY_LENGTH,
+    MAX_RETRY_JITTER,
     CronJob,
     CronJobChanges,
     CronTick,
+    FailureKind,
     MisfirePolicy,
     NewCronJob,
     OverlapPolicy,
@@ -30,16 +32,21 @@ from hetuflow.models import (
     RetryPolicy,
     TaskStatus,
     TickOutcome,
+    retry_on_of,
 )
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import (
     MAX_BACKOFF_SECONDS,
     MAX_RETRIES,
     MAX_TIMEOUT_SECONDS,
+    RETRY_BACKOFF_MAX_DESCRIPTION,
+    RETRY_JITTER_DESCRIPTION,
+    RETRY_ON_DESCRIPTION,
     Label,
     Name,
     Payload,
     TaskOut,
+    retry_policy,
     storable_text,
 )
 from hetuflow.server.api.workflow_schemas import WorkflowCreate, workflow_document
@@ -52,6 +59,15 @@ MAX_FIRE_TIMES = 100
 MAX_TICKS = 1000
 MAX_CATCH_UP = 10_000
 MAX_DEADLINE_SECONDS = 365 * 24 * 3600.0
+_RETRY_FIELDS = frozenset(
+    {
+        "max_retries",
+        "retry_backoff_seconds",
+        "retry_backoff_max_seconds",
+        "retry_jitter",
+        "retry_on",
+    }
+)
 _NULLABLE = frozenset(
     {"timeout_seconds", "start_deadline_seconds", "concurrency_key", "max_concurrent_per_key"}
 )
@@ -149,8 +165,26 @@ class CronJobCreate(_Input):
         default=None,
         ge=0,
         le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
         description="Wait before the first retry, doubled each time; default "
         "`[scheduler] retry_interval_seconds`.",
+    )
+    retry_backoff_max_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
+        description=RETRY_BACKOFF_MAX_DESCRIPTION,
+    )
+    retry_jitter: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_RETRY_JITTER,
+        allow_inf_nan=False,
+        description=RETRY_JITTER_DESCRIPTION,
+    )
+    retry_on: list[FailureKind] | None = Field(
+        default=None, max_length=16, description=RETRY_ON_DESCRIPTION
     )
     misfire_policy: MisfirePolicy = Field(default=MisfirePolicy.RUN_ONCE, description=_MISFIRE)
     catch_up_limit: int = Field(
@@ -211,9 +245,12 @@ class CronJobCreate(_Input):
             priority=self.priority,
             required_capabilities=tuple(dict.fromkeys(self.required_capabilities)),
             timeout_seconds=self.timeout_seconds,
-            retry=RetryPolicy(
+            retry=retry_policy(
                 max_retries=self.max_retries,
                 backoff_seconds=default_backoff_seconds if backoff is None else backoff,
+                max_backoff_seconds=self.retry_backoff_max_seconds,
+                jitter=self.retry_jitter,
+                retry_on=self.retry_on,
             ),
             enabled=self.enabled,
             misfire_policy=self.misfire_policy,
@@ -247,7 +284,14 @@ class CronJobUpdate(_Input):
         default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="null removes the limit."
     )
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
-    retry_backoff_seconds: float | None = Field(default=None, ge=0, le=MAX_BACKOFF_SECONDS)
+    retry_backoff_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_BACKOFF_SECONDS, allow_inf_nan=False
+    )
+    retry_backoff_max_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_BACKOFF_SECONDS, allow_inf_nan=False
+    )
+    retry_jitter: float | None = Field(default=None, ge=0, le=MAX_RETRY_JITTER, allow_inf_nan=False)
+    retry_on: list[FailureKind] | None = Field(default=None, max_length=16)
     misfire_policy: MisfirePolicy | None = Field(default=None, description=_MISFIRE)
     catch_up_limit: int | None = Field(default=None, ge=0, le=MAX_CATCH_UP)
     overlap_policy: OverlapPolicy | None = Field(default=None, description=_OVERLAP)
@@ -271,7 +315,7 @@ class CronJobUpdate(_Input):
             value = getattr(self, key)
             if value is None and key not in _NULLABLE:
                 raise InvalidInput(f"{key} cannot be null", field=key)
-            if key in ("max_retries", "retry_backoff_seconds"):
+            if key in _RETRY_FIELDS:
                 continue
             if key == "required_capabilities":
                 value = tuple(dict.fromkeys(value))
@@ -283,7 +327,7 @@ class CronJobUpdate(_Input):
             if "workflow" in self.model_fields_set:
                 raise InvalidInput("give task_type or workflow, not both", field="task_type")
             changes["workflow"] = None  # a task job from now on
-        if {"max_retries", "retry_backoff_seconds"} & self.model_fields_set:
+        if _RETRY_FIELDS & self.model_fields_set:
             retry = job.retry
             changes["retry"] = RetryPolicy(
                 max_retries=self.max_retries if self.max_retries is not None else retry.max_retries,
@@ -293,7 +337,13 @@ class CronJobUpdate(_Input):
                     else retry.backoff_seconds
                 ),
                 backoff_factor=retry.backoff_factor,
-                max_backoff_seconds=retry.max_backoff_seconds,
+                max_backoff_seconds=(
+                    self.retry_backoff_max_seconds
+                    if self.retry_backoff_max_seconds is not None
+                    else retry.max_backoff_seconds
+                ),
+                jitter=self.retry_jitter if self.retry_jitter is not None else retry.jitter,
+                retry_on=retry.retry_on if self.retry_on is None else retry_on_of(self.retry_on),
             )
         return CronJobChanges(**changes)
 
@@ -314,6 +364,9 @@ class CronJobOut(_Output):
     timeout_seconds: float | None
     max_retries: int
     retry_backoff_seconds: float
+    retry_backoff_max_seconds: float = Field(description="No retry waits longer.")
+    retry_jitter: float = Field(description="The fraction of each backoff that is random (0..1).")
+    retry_on: list[FailureKind] = Field(description="The kinds of failure that are retried.")
     enabled: bool
     misfire_policy: MisfirePolicy
     catch_up_limit: int
@@ -348,6 +401,9 @@ class CronJobOut(_Output):
             timeout_seconds=job.timeout_seconds,
             max_retries=job.retry.max_retries,
             retry_backoff_seconds=job.retry.backoff_seconds,
+            retry_backoff_max_seconds=job.retry.max_backoff_seconds,
+            retry_jitter=job.retry.jitter,
+            retry_on=list(job.retry.retry_on),
             enabled=job.enabled,
             misfire_policy=job.misfire_policy,
             catch_up_limit=job.catch_up_limit,

@@ -9,6 +9,7 @@ integers within 64 bits), so no input can fail later inside the store.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -26,21 +27,27 @@ from pydantic import (
 
 from hetuflow.models import (
     MAX_CONCURRENCY_KEY_LENGTH,
+    MAX_RATE_LIMIT_NAME_LENGTH,
+    MAX_RATE_LIMITS_PER_TASK,
+    MAX_RETRY_JITTER,
     Agent,
     AgentStatus,
     Attempt,
     AttemptOutcome,
     ConcurrencyStrategy,
+    FailureKind,
     JSONObject,
     LogLine,
     NewAgent,
     NewTask,
     PendingReason,
     Priority,
+    RateLimitUse,
     RetryPolicy,
     Stats,
     Task,
     TaskStatus,
+    retry_on_of,
 )
 
 MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0
@@ -111,6 +118,11 @@ Label = Annotated[
     str, StringConstraints(min_length=1, max_length=128), AfterValidator(storable_text)
 ]
 Payload = Annotated[JSONObject, AfterValidator(storable_json)]
+RateLimitName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_RATE_LIMIT_NAME_LENGTH),
+    AfterValidator(storable_text),
+]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
 
 
@@ -121,6 +133,79 @@ class _Input(BaseModel):
 class _Output(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+
+# --- retry policies (tasks and cron jobs) ------------------------------------------------------
+
+RETRY_BACKOFF_MAX_DESCRIPTION = (
+    "The cap of the exponential backoff: no retry waits longer (default 3600). A cap below "
+    "`retry_backoff_seconds` makes every wait the cap."
+)
+RETRY_JITTER_DESCRIPTION = (
+    "How much of each backoff is random, 0..1 (default 0): each wait is the delay times "
+    "`1 - retry_jitter * u`, `u` uniform in [0, 1) drawn per retry. 1 is full jitter "
+    "(anywhere from 0 to the delay), 0.2 spreads retries over the last fifth before it; a "
+    "wait never exceeds the cap. Spreads the retries of tasks that failed together."
+)
+RETRY_ON_DESCRIPTION = (
+    "The kinds of failure that are retried (default all three): `failed` (the handler "
+    "failed), `timed_out` (past `timeout_seconds`), `agent_lost` (its agent vanished while "
+    "holding it). An attempt that ends with a kind not listed ends the task at once: "
+    "`failed` or `timed_out` (`failed` for a lost agent), its `error` ending with "
+    "`not retried: retry_on does not include <kind>`. A lost attempt that is retried does not "
+    "spend `max_retries`; `[]` retries nothing."
+)
+
+
+def retry_policy(
+    *,
+    max_retries: int,
+    backoff_seconds: float,
+    max_backoff_seconds: float | None,
+    jitter: float,
+    retry_on: Sequence[FailureKind] | None,
+) -> RetryPolicy:
+    """The retry policy of a task or cron job from its API fields (None: the default)."""
+    default = RetryPolicy()
+    return RetryPolicy(
+        max_retries=max_retries,
+        backoff_seconds=backoff_seconds,
+        max_backoff_seconds=default.max_backoff_seconds
+        if max_backoff_seconds is None
+        else max_backoff_seconds,
+        jitter=jitter,
+        retry_on=default.retry_on if retry_on is None else retry_on_of(retry_on),
+    )
+
+
+FINAL_DESCRIPTION = (
+    "Only dead letters: tasks that ended `failed`, `timed_out` or `quarantined` (no automatic "
+    "retry left: `max_retries` spent, a failure kind not in `retry_on`, or a poison task) and "
+    "that no task retries or replays yet (none names them in `replay_of`). A `status` filter "
+    "narrows it (`status=failed&final=true`: failed ones only)."
+)
+
+
+class RateLimitUseIn(_Input):
+    name: RateLimitName = Field(description="A rate limit (`POST /api/rate-limits`).")
+    units: int = Field(default=1, ge=1, le=1_000_000_000, description="What one dispatch spends.")
+
+    def to_use(self) -> RateLimitUse:
+        return RateLimitUse(self.name, self.units)
+
+
+class RateLimitUseOut(_Output):
+    name: str
+    units: int
+
+
+def _distinct_names(uses: list[RateLimitUseIn]) -> list[RateLimitUseIn]:
+    names = [use.name for use in uses]
+    if len(set(names)) != len(names):
+        raise ValueError("name each rate limit once")
+    return uses
+
+
+RateLimitUses = Annotated[list[RateLimitUseIn], AfterValidator(_distinct_names)]
 
 # --- tasks ------------------------------------------------------------------------------------
 
@@ -185,8 +270,26 @@ class TaskCreate(_Input):
         default=None,
         ge=0,
         le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
         description="Wait before the first retry, doubled for each next one; default "
         "`[scheduler] retry_interval_seconds`.",
+    )
+    retry_backoff_max_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_BACKOFF_SECONDS,
+        allow_inf_nan=False,
+        description=RETRY_BACKOFF_MAX_DESCRIPTION,
+    )
+    retry_jitter: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_RETRY_JITTER,
+        allow_inf_nan=False,
+        description=RETRY_JITTER_DESCRIPTION,
+    )
+    retry_on: list[FailureKind] | None = Field(
+        default=None, max_length=16, description=RETRY_ON_DESCRIPTION
     )
     idempotency_key: Label | None = Field(
         default=None,
@@ -207,6 +310,15 @@ class TaskCreate(_Input):
         le=1_000_000,
         description="The limit of its `concurrency_key`; default the `[concurrency]` limit of "
         "its task type, else 1.",
+    )
+    rate_limits: RateLimitUses = Field(
+        default_factory=list,
+        max_length=MAX_RATE_LIMITS_PER_TASK,
+        description="Named rate limits it spends from when dispatched (`units` each, default "
+        "1): it is dispatched only while every one has its units left in its window, across "
+        "all nodes; otherwise it waits (`pending_reason: rate_limited`, `rate_limited_until`). "
+        "An unknown name, or more units than the limit allows, is a 422.",
+        examples=[[{"name": "crm-api", "units": 1}]],
     )
     concurrency_strategy: ConcurrencyStrategy = Field(
         default=ConcurrencyStrategy.QUEUE,
@@ -250,9 +362,12 @@ class TaskCreate(_Input):
             required_capabilities=tuple(dict.fromkeys(self.wanted_capabilities)),
             scheduled_at=scheduled_at,
             timeout_seconds=self.timeout_seconds,
-            retry=RetryPolicy(
+            retry=retry_policy(
                 max_retries=self.max_retries,
                 backoff_seconds=default_backoff_seconds if backoff is None else backoff,
+                max_backoff_seconds=self.retry_backoff_max_seconds,
+                jitter=self.retry_jitter,
+                retry_on=self.retry_on,
             ),
             idempotency_key=self.idempotency_key,
             concurrency_key=self.concurrency_key,
@@ -260,6 +375,7 @@ class TaskCreate(_Input):
             concurrency_strategy=None
             if self.concurrency_key is None
             else self.concurrency_strategy,
+            rate_limits=tuple(use.to_use() for use in self.rate_limits),
         )
 
 
@@ -282,13 +398,17 @@ class TaskOut(_Output):
         description="Why a pending task is not running yet: `scheduled` (waiting for "
         "scheduled_at or a retry backoff), `no_agent_for_task_type`, "
         "`no_agent_with_capabilities`, `agents_busy`, `global_limit`, `concurrency_limit` (its "
-        "`concurrency_key` has its limit of tasks active) or `queued` (about to be "
-        "dispatched). Null unless the task is pending.",
+        "`concurrency_key` has its limit of tasks active), `rate_limited` (a rate limit it "
+        "names has no units left in its window: see `rate_limited_until`) or `queued` (about "
+        "to be dispatched). Null unless the task is pending.",
     )
     scheduled_at: datetime
     timeout_seconds: float | None
     max_retries: int
     retry_backoff_seconds: float
+    retry_backoff_max_seconds: float = Field(description="No retry waits longer.")
+    retry_jitter: float = Field(description="The fraction of each backoff that is random (0..1).")
+    retry_on: list[FailureKind] = Field(description="The kinds of failure that are retried.")
     idempotency_key: str | None
     result: Any = Field(description="What the handler returned (succeeded tasks).")
     error: str | None = Field(description="Why the last attempt failed, if it did.")
@@ -311,9 +431,20 @@ class TaskOut(_Output):
         default=None,
         description="As created; null: the `[concurrency]` limit of its task type, else 1.",
     )
+    rate_limits: list[RateLimitUseOut] = Field(default_factory=list)
+    rate_limited_until: datetime | None = Field(
+        default=None,
+        description="A `rate_limited` task: when a unit of the limits holding it back frees "
+        "(the oldest dispatch leaves the window); it may need more. Null otherwise.",
+    )
 
     @classmethod
-    def of(cls, task: Task, reason: PendingReason | None = None) -> TaskOut:
+    def of(
+        cls,
+        task: Task,
+        reason: PendingReason | None = None,
+        rate_limited_until: datetime | None = None,
+    ) -> TaskOut:
         return cls(
             id=task.id,
             name=task.name,
@@ -327,6 +458,9 @@ class TaskOut(_Output):
             timeout_seconds=task.timeout_seconds,
             max_retries=task.retry.max_retries,
             retry_backoff_seconds=task.retry.backoff_seconds,
+            retry_backoff_max_seconds=task.retry.max_backoff_seconds,
+            retry_jitter=task.retry.jitter,
+            retry_on=list(task.retry.retry_on),
             idempotency_key=task.idempotency_key,
             result=task.result,
             error=task.error,
@@ -342,10 +476,16 @@ class TaskOut(_Output):
             replay_of=task.replay_of,
             concurrency_key=task.concurrency_key,
             max_concurrent_per_key=task.max_concurrent_per_key,
+            rate_limits=[RateLimitUseOut(name=u.name, units=u.units) for u in task.rate_limits],
+            rate_limited_until=rate_limited_until if reason is PendingReason.RATE_LIMITED else None,
         )
 
 
-def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]:
+def task_json(
+    task: Task,
+    reason: PendingReason | None = None,
+    rate_limited_until: datetime | None = None,
+) -> dict[str, Any]:
     """``TaskOut.of(task, reason)`` as plain JSON values, for ``encode_json``: the create
     routes answer hundreds of tasks per request, and building and validating a pydantic
     model for each cost more than storing it. A test holds both to the same output."""
@@ -363,6 +503,9 @@ def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]
         "timeout_seconds": None if task.timeout_seconds is None else float(task.timeout_seconds),
         "max_retries": retry.max_retries,
         "retry_backoff_seconds": float(retry.backoff_seconds),
+        "retry_backoff_max_seconds": float(retry.max_backoff_seconds),
+        "retry_jitter": float(retry.jitter),
+        "retry_on": list(retry.retry_on),
         "idempotency_key": task.idempotency_key,
         "result": task.result,
         "error": task.error,
@@ -378,6 +521,10 @@ def task_json(task: Task, reason: PendingReason | None = None) -> dict[str, Any]
         "replay_of": task.replay_of,
         "concurrency_key": task.concurrency_key,
         "max_concurrent_per_key": task.max_concurrent_per_key,
+        "rate_limits": [{"name": u.name, "units": u.units} for u in task.rate_limits],
+        "rate_limited_until": rate_limited_until
+        if reason is PendingReason.RATE_LIMITED and task.status is TaskStatus.PENDING
+        else None,
     }
 
 

@@ -16,6 +16,7 @@ from hetuflow.models import TaskCursor, TaskFilter, TaskStatus, id_prefix_range
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import (
+    FINAL_DESCRIPTION,
     AttemptList,
     AttemptOut,
     LogLineOut,
@@ -128,6 +129,7 @@ async def list_tasks(
             examples=["0a1b2c3d"],
         ),
     ] = None,
+    final: Annotated[bool, Query(description=FINAL_DESCRIPTION)] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[
         str | None,
@@ -165,6 +167,7 @@ async def list_tasks(
         created_before=created_before,
         text=q,
         id_range=None if id_prefix is None else id_prefix_range(id_prefix),
+        final=final,
     )
     after = None
     if cursor is not None:
@@ -174,9 +177,9 @@ async def list_tasks(
             raise InvalidInput(str(error), field="cursor") from None
     with_total = include_total if include_total is not None else after is None
     page = await queue.list(query, limit=limit, offset=offset, after=after, with_total=with_total)
-    reasons = await queue.explain(page.items)
+    reasons, waits = await queue.explain_waits(page.items)
     return TaskPage(
-        items=[TaskOut.of(task, reasons.get(task.id)) for task in page.items],
+        items=[TaskOut.of(task, reasons.get(task.id), waits.get(task.id)) for task in page.items],
         total=page.total,
         limit=page.limit,
         offset=page.offset,
@@ -191,7 +194,8 @@ async def get_task(task_id: UUID, request: Request) -> Response:
     """A pending task says why it is not running in `pending_reason`."""
     queue: TaskQueue = request.app.state.task_queue  # hot path: no Depends
     task = await queue.get(task_id)
-    return _json(task_json(task, (await queue.explain([task])).get(task.id)), 200)
+    reasons, waits = await queue.explain_waits([task])
+    return _json(task_json(task, reasons.get(task.id), waits.get(task.id)), 200)
 
 
 @router.delete(
@@ -215,9 +219,11 @@ async def cancel_task(task_id: UUID, queue: Queue) -> TaskOut:
     responses=error_responses(404, 409),
 )
 async def retry_task(task_id: UUID, queue: Queue) -> TaskOut:
-    """Create a new task with the same spec as a `failed`, `timed_out` or `cancelled` one
-    and return it. **409** for any other status, and for a workflow step (its message names
-    the workflow: retry that, `POST /api/workflows/{id}/retry`, so its descendants follow)."""
+    """Create a new task with the same spec as a `failed`, `timed_out`, `cancelled` or
+    `quarantined` one and return it, its `replay_of` naming the original (which so leaves the
+    dead-letter view, `GET /api/tasks?final=true`). **409** for any other status, and for a
+    workflow step (its message names the workflow: retry that,
+    `POST /api/workflows/{id}/retry`, so its descendants follow)."""
     task = await queue.retry(task_id)
     return TaskOut.of(task, (await queue.explain([task])).get(task.id))
 

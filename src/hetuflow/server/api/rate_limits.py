@@ -1,0 +1,128 @@
+"""Rate limit routes: create, list, get, delete named rate limits (docs/api.md#rate-limits).
+
+A task names the limits it spends from in ``rate_limits`` (``POST /api/tasks``); the claim of
+every node keeps each limit's window (docs/guarantees.md#rate-limits)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from pydantic import AfterValidator, Field
+
+from hetuflow.errors import RateLimitNotFound
+from hetuflow.models import MAX_RATE_LIMIT_NAME_LENGTH, RateLimit, RateLimitState
+from hetuflow.server.api.deps import Context
+from hetuflow.server.api.errors import error_responses
+from hetuflow.server.api.schemas import RateLimitName, _Input, _Output, storable_text
+from hetuflow.store.base import TASKS_READY
+
+router = APIRouter(prefix="/api/rate-limits", tags=["rate limits"])
+log = logging.getLogger("hetuflow.rate_limits")
+
+MAX_RATE_LIMIT = 1_000_000_000
+MAX_RATE_WINDOW_SECONDS = 366 * 24 * 3600.0
+
+
+class RateLimitCreate(_Input):
+    """At most `limit` units dispatched in any window of `per_seconds`, across all nodes."""
+
+    name: RateLimitName = Field(description="Unique; tasks name it.", examples=["crm-api"])
+    limit: int = Field(ge=1, le=MAX_RATE_LIMIT, description="Units per window.", examples=[100])
+    per_seconds: float = Field(
+        gt=0,
+        le=MAX_RATE_WINDOW_SECONDS,
+        allow_inf_nan=False,
+        description="The window's length in seconds.",
+        examples=[60],
+    )
+
+
+class RateLimitOut(_Output):
+    name: str
+    limit: int
+    per_seconds: float
+    created_at: datetime
+    used: int = Field(description="Units dispatched in the window that ends now.")
+    next_free_at: datetime | None = Field(
+        description="When the oldest dispatch of the window leaves it (null: none in it)."
+    )
+
+    @classmethod
+    def of(cls, limit: RateLimit, state: RateLimitState | None) -> RateLimitOut:
+        return cls(
+            name=limit.name,
+            limit=limit.limit,
+            per_seconds=limit.per_seconds,
+            created_at=limit.created_at,
+            used=0 if state is None else state.used,
+            next_free_at=None if state is None else state.next_free_at,
+        )
+
+
+class RateLimitList(_Output):
+    items: list[RateLimitOut] = Field(description="By name.")
+
+
+PathName = Annotated[
+    str,
+    Path(min_length=1, max_length=MAX_RATE_LIMIT_NAME_LENGTH),
+    AfterValidator(storable_text),
+]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RateLimitOut,
+    summary="Create a rate limit",
+    responses=error_responses(409, 422),
+)
+async def create_rate_limit(body: RateLimitCreate, context: Context) -> RateLimitOut:
+    """**409** `rate_limit_name_taken` if the name exists."""
+    made = await context.store.create_rate_limit(
+        body.name, body.limit, body.per_seconds, now=context.clock.now()
+    )
+    return RateLimitOut.of(made, None)
+
+
+@router.get("", response_model=RateLimitList, summary="List rate limits")
+async def list_rate_limits(context: Context) -> RateLimitList:
+    """Every limit with its use of the current window."""
+    limits = await context.store.list_rate_limits()
+    states = await context.store.rate_limit_states(
+        [limit.name for limit in limits], now=context.clock.now()
+    )
+    return RateLimitList(items=[RateLimitOut.of(limit, states.get(limit.name)) for limit in limits])
+
+
+@router.get(
+    "/{name}",
+    response_model=RateLimitOut,
+    summary="Get a rate limit",
+    responses=error_responses(404),
+)
+async def get_rate_limit(name: PathName, context: Context) -> RateLimitOut:
+    state = (await context.store.rate_limit_states([name], now=context.clock.now())).get(name)
+    if state is None:
+        raise RateLimitNotFound(f"no rate limit named {name!r}", field="name")
+    return RateLimitOut.of(state.limit, state)
+
+
+@router.delete(
+    "/{name}",
+    status_code=204,
+    summary="Delete a rate limit",
+    responses=error_responses(404),
+)
+async def delete_rate_limit(name: PathName, context: Context) -> Response:
+    """The tasks that named it are no longer held back by it (they are dispatched as any
+    other); their `rate_limits` still show the name."""
+    await context.store.delete_rate_limit(name)
+    try:
+        await context.notifier.publish(TASKS_READY, "")
+    except Exception:  # committed: a lost wake-up only delays (dispatchers also re-check)
+        log.warning("could not publish %s", TASKS_READY, exc_info=True)
+    return Response(status_code=204)

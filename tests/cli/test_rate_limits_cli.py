@@ -1,0 +1,96 @@
+"""Rate limits end to end, against a real ``hetuflow-server start`` process and an agent
+speaking the protocol over a real WebSocket: the CLI commands, and a limit's window that frees
+re-waking the dispatcher on its own (its timer; no other event, no polling)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from typing import Any
+
+from websockets.sync.client import connect
+
+from .conftest import Running
+
+
+def _json(server: Running, line: str) -> Any:
+    ran = server.run(line)
+    assert ran.returncode == 0, ran.stderr
+    return json.loads(ran.stdout)
+
+
+def test_rate_limit_commands_and_bad_input(server: Running) -> None:
+    made = _json(
+        server,
+        "./hetuflow-server create-rate-limit --name cli-api --limit 5 --per-seconds 60 --json",
+    )
+    assert (made["name"], made["limit"], made["per_seconds"]) == ("cli-api", 5, 60)
+    listed = server.run("./hetuflow-server list-rate-limits")
+    assert "cli-api" in listed.stdout
+    assert "5 / 60 s" in listed.stdout
+    task = _json(
+        server,
+        "./hetuflow-server create-task --task-type cli-rl --rate-limit cli-api:2 --json",
+    )
+    assert task["rate_limits"] == [{"name": "cli-api", "units": 2}]
+    unknown = server.run("./hetuflow-server create-task --task-type cli-rl --rate-limit nope")
+    assert unknown.returncode == 1
+    assert "rate limit" in unknown.stderr
+    assert unknown.stderr.count("\n") == 1
+    syntax = server.run("./hetuflow-server create-task --task-type cli-rl --rate-limit x:0")
+    assert syntax.returncode == 2
+    assert syntax.stderr == "error: --rate-limit 'x:0' is not NAME or NAME:UNITS (UNITS ≥ 1)\n"
+    taken = server.run(
+        "./hetuflow-server create-rate-limit --name cli-api --limit 1 --per-seconds 1"
+    )
+    assert taken.returncode == 1
+    deleted = server.run("./hetuflow-server delete-rate-limit cli-api")
+    assert (deleted.returncode, deleted.stdout.strip()) == (0, "deleted rate limit cli-api")
+
+
+def test_the_dispatcher_wakes_when_the_window_frees(server: Running) -> None:
+    name = f"rl-{uuid.uuid4().hex[:6]}"
+    task_type = f"limited-{name}"
+    window = 1.5
+    _json(
+        server,
+        f"./hetuflow-server create-rate-limit --name {name} --limit 1"
+        f" --per-seconds {window} --json",
+    )
+    for _ in range(3):
+        _json(
+            server,
+            f"./hetuflow-server create-task --task-type {task_type} --rate-limit {name} --json",
+        )
+    ws_url = server.url.replace("http://", "ws://") + "/ws"
+    arrivals: list[float] = []
+    with connect(ws_url, open_timeout=5) as ws:
+        hello = {
+            "type": "AgentCapabilities",
+            "name": f"agent-{name}",
+            "capabilities": {
+                "capabilities": [],
+                "max_concurrent_tasks": 10,  # room for all three: only the limit holds them
+                "supported_task_types": [task_type],
+            },
+        }
+        ws.send(json.dumps(hello))
+        assert json.loads(ws.recv(timeout=5))["type"] == "AgentRegistered"
+        while len(arrivals) < 3:
+            frame = json.loads(ws.recv(timeout=10))
+            if frame["type"] != "TaskDispatch":
+                continue
+            for dispatched in frame["tasks"]:
+                arrivals.append(time.monotonic())
+                done = {
+                    "type": "TaskResult",
+                    "task_id": dispatched["task_id"],
+                    "attempt": dispatched["attempt"],
+                    "outcome": "succeeded",
+                }
+                ws.send(json.dumps(done))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    for gap in gaps:
+        assert window - 0.2 <= gap <= window + 1.0, gaps  # never sooner; promptly after
