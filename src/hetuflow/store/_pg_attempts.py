@@ -34,7 +34,7 @@ from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_workflows import lock_workflows_of, settle
 from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
-from hetuflow.workflows import WorkflowStatus
+from hetuflow.store._workflow_rows import Committed
 
 _START = f"""
 WITH started AS (
@@ -144,7 +144,7 @@ async def finish_attempts(
     results: Sequence[AttemptResult],
     now: datetime,
     aging: Aging | None = None,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[FinishOutcome]:
     """Fence, decide and write a batch of results. Workflow steps that ended release, skip
     or stop what depends on them in the same transaction (``settle``; ``aging`` orders the
@@ -209,7 +209,7 @@ async def finish_attempts(
         await connection.execute(_FINISH, orjson.dumps(changes).decode(), stamp)
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         aging = aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
-        await settle(connection, ended_steps, stamp, aging, finished)
+        await settle(connection, ended_steps, stamp, aging, committed)
     return outcomes
 
 
@@ -236,7 +236,7 @@ async def release(
     keep: Sequence[AttemptRef] = (),
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
     A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
@@ -266,7 +266,7 @@ async def release(
             ended_steps,
             stamp,
             aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS),
-            finished,
+            committed,
         )
         pending.extend(uid(task_id) for task_id in released)  # the caller wakes dispatchers
     return pending

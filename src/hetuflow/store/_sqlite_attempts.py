@@ -32,7 +32,7 @@ from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, ret
 from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_workflows import settle
-from hetuflow.workflows import WorkflowStatus
+from hetuflow.store._workflow_rows import Committed
 
 _FENCE = f"id = ? AND attempts = ? AND agent_id = ? AND status IN {ACTIVE_SQL}"
 
@@ -134,7 +134,7 @@ def finish_attempts(
     results: Sequence[AttemptResult],
     now: datetime,
     aging: Aging | None = None,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[FinishOutcome]:
     """Fence and decide every result against one read of the tasks (a task reported twice
     in the batch sees its first result's decision), then write them in two statements.
@@ -195,7 +195,7 @@ def finish_attempts(
         connection.execute(_FINISH_ATTEMPTS, (json_rows(attempt_changes),))
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         default = Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
-        settle(connection, ended_steps, now, aging or default, finished)
+        settle(connection, ended_steps, now, aging or default, committed)
     return outcomes
 
 
@@ -213,7 +213,7 @@ def release(
     keep: Sequence[AttemptRef] = (),
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
     A task whose attempt is thereby lost for the ``crash_limit``-th time (0: never) ends
@@ -272,7 +272,7 @@ def release(
             ended_steps,
             now,
             aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS),
-            finished,
+            committed,
         )
         pending.extend(UUID(task_id) for task_id in released)  # the caller wakes dispatchers
     return pending
