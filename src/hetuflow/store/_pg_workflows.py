@@ -79,7 +79,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps AS s SET parents_left = s.parents_left - c.n
 FROM unnest($1::uuid[], $2::int[]) AS c(id, n)
 WHERE s.task_id = c.id
-RETURNING s.task_id, s.parents_left, s.run_if, s.map_count"""
+RETURNING s.task_id, s.workflow_id, s.parents_left, s.run_if, s.map_count"""
 
 _PARENTS = """
 SELECT e.child_id, p.name, t.status, t.error
@@ -445,15 +445,18 @@ async def settle(
         return []
     await lock_workflows_of(connection, task_ids)  # held already by every caller: a no-op
     released: list[UUID] = []
+    collecting: set[UUID] = set()
     done = await _read_done(connection, task_ids)
     workflows = {uid(item.workflow_id) for item in done}
     while done:
-        ended, more = await _settle_round(connection, done, utc(now), aging, committed)
+        ended, more = await _settle_round(connection, done, utc(now), aging, committed, collecting)
         released.extend(more)
         done = await _read_done(connection, ended)
-    if committed is not None and workflows and not (released and len(workflows) == 1):
-        # (a step it released is running: its workflow has not ended; spares a chain a scan)
-        committed.finished.extend(await _finished(connection, sorted(workflows)))
+    # A step it released is running: its workflow has not ended (spares a chain a scan); so
+    # has one with a mapped step still collecting (spares each child's end a scan).
+    unsure = [] if released and len(workflows) == 1 else sorted(workflows - collecting)
+    if committed is not None and unsure:
+        committed.finished.extend(await _finished(connection, unsure))
     return released
 
 
@@ -477,10 +480,12 @@ async def _settle_round(
     now: datetime,
     aging: Aging,
     committed: Committed | None,
+    collecting: set[UUID],
 ) -> tuple[list[UUID], list[UUID]]:
     """One round: decide the waiting children of ``done``, apply ``stop``, write it all;
-    return the steps that ended on the way (the next round's) and those released."""
-    ends, releases = await _decide_children(connection, done)
+    return the steps that ended on the way (the next round's) and those released. The
+    workflows of mapped steps that still wait for children go to ``collecting``."""
+    ends, releases = await _decide_children(connection, done, collecting)
     stopping = stops(done)
     if stopping:
         for row in await connection.fetch(_STOPPABLE, list(stopping)):
@@ -507,7 +512,7 @@ async def _end(
 
 
 async def _decide_children(
-    connection: Conn, done: Sequence[Done]
+    connection: Conn, done: Sequence[Done], collecting: set[UUID]
 ) -> tuple[dict[Any, tuple[TaskStatus, str | None]], list[Any]]:
     """The waiting children of ``done`` lose those parents; return the ones to end (with
     status and reason) and the ones to release."""
@@ -535,6 +540,8 @@ async def _decide_children(
         if row["map_count"] is not None:  # a mapped step waits for all its children
             if left == 0:
                 releases.append(child)
+            else:  # ``left`` of them have not ended: the workflow is running
+                collecting.add(uid(row["workflow_id"]))
             continue
         status, reason = child_decision(
             RunIf(row["run_if"]),

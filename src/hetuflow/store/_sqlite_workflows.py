@@ -69,7 +69,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps SET parents_left = parents_left - c.n
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS c
 WHERE workflow_steps.task_id = c.id
-RETURNING task_id, parents_left, run_if, map_count"""
+RETURNING task_id, workflow_id, parents_left, run_if, map_count"""
 
 _PARENTS = """
 SELECT p.name, t.status, t.error
@@ -411,15 +411,18 @@ def settle(
     the children of a fan-out to ``committed.created``. Ids that are no workflow step are
     ignored."""
     released: list[str] = []
+    collecting: set[str] = set()
     done = _read_done(connection, task_ids)
     workflows = {item.workflow_id for item in done}
     while done:
-        ended, more = _settle_round(connection, done, now, aging, committed)
+        ended, more = _settle_round(connection, done, now, aging, committed, collecting)
         released.extend(more)
         done = _read_done(connection, ended)
-    if committed is not None and workflows and not (released and len(workflows) == 1):
-        # (a step it released is running: its workflow has not ended; spares a chain a scan)
-        committed.finished.extend(_finished(connection, sorted(workflows)))
+    # A step it released is running: its workflow has not ended (spares a chain a scan); so
+    # has one with a mapped step still collecting (spares each child's end a scan).
+    unsure = [] if released and len(workflows) == 1 else sorted(workflows - collecting)
+    if committed is not None and unsure:
+        committed.finished.extend(_finished(connection, unsure))
     return released
 
 
@@ -442,7 +445,11 @@ def _settle_round(
     now: datetime,
     aging: Aging,
     committed: Committed | None,
+    collecting: set[str],
 ) -> tuple[list[str], list[str]]:
+    """One round: decide the waiting children of ``done``, apply ``stop``, write it all;
+    return the steps that ended on the way (the next round's) and those released. The
+    workflows of mapped steps that still wait for children go to ``collecting``."""
     by_id = {item.task_id: item for item in done}
     finished_parents: dict[str, list[Parent]] = defaultdict(list)
     for child, parent in connection.execute(_WAITING_CHILDREN, (id_list(list(by_id)),)):
@@ -459,6 +466,8 @@ def _settle_round(
             if row["map_count"] is not None:  # a mapped step waits for all its children
                 if left == 0:
                     releases.append(child)
+                else:  # ``left`` of them have not ended: the workflow is running
+                    collecting.add(row["workflow_id"])
                 continue
             everyone = _parents(connection, child) if left == 0 else None
             status, reason = child_decision(
