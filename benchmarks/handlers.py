@@ -9,6 +9,9 @@ benchmarks.handlers``.
   task that is running when its agent is killed).
 - ``bench-chain``: stamps like ``bench-stamp`` and returns ``time.time()`` at its end (the
   workflows scenario: a child's start minus its parent's end).
+- ``bench-list``: returns a list of ``payload["count"]`` items, each ``time.time()`` at its end
+  (the root of the workflows scenario's fan-out: the mapped step's children run ``bench-noop``
+  once per item, and the fan-in's start minus an item is the fan-out's duration).
 """
 
 from __future__ import annotations
@@ -56,3 +59,8 @@ async def hold(payload: dict[str, Any], ctx: TaskContext) -> None:
 async def chain(payload: dict[str, Any], ctx: TaskContext) -> float:
     _stamp(ctx)
     return time.time()
+
+
+@handlers.handler("bench-list")
+async def items(payload: dict[str, Any]) -> list[float]:
+    return [time.time()] * int(payload["count"])

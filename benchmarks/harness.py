@@ -285,7 +285,7 @@ async def start_server(
             await asyncio.sleep(0.05)
 
 
-TASK_TYPES = ("bench-noop", "bench-stamp", "bench-hold", "bench-chain")
+TASK_TYPES = ("bench-noop", "bench-stamp", "bench-hold", "bench-chain", "bench-list")
 
 
 def start_agent(

@@ -180,6 +180,11 @@ ROWS = (
     Row("workflows", "create 100 steps p50", "create_100.request.p50_ms", "ms", "<= 20",
         _at_most(20)),
     Row("workflows", "create 100 steps p99", "create_100.request.p99_ms", "ms", ""),
+    Row("workflows", "fan-out: items", "fan_out.items", "", ""),
+    Row("workflows", "fan-out, root end to fan-in start", "fan_out.children_per_second",
+        "steps/s", ">= 5,000", _at_least(5000)),
+    Row("workflows", "fan-out, submit to end", "fan_out.total_steps_per_second", "steps/s", ""),
+    Row("workflows", "fan-out, server CPU", "fan_out.cpu_percent.server", "% core", ""),
 )  # fmt: skip
 
 

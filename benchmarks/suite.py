@@ -80,6 +80,8 @@ class Sizes:
     # (h) workflows: a chain of no-op steps; 100-step workflows created one after the other
     wf_chain_steps: int = 1000
     wf_create_repeats: int = 50
+    # (h) workflows: the items of a fan-out (map_over), each a no-op child step
+    wf_map_items: int = 10_000
 
 
 FULL = Sizes()
@@ -100,6 +102,7 @@ QUICK = dataclasses.replace(
     edge_requests=1000,
     wf_chain_steps=300,
     wf_create_repeats=20,
+    wf_map_items=1000,
 )
 SMOKE = dataclasses.replace(
     FULL,
@@ -133,6 +136,7 @@ SMOKE = dataclasses.replace(
     edge_requests=40,
     wf_chain_steps=10,
     wf_create_repeats=3,
+    wf_map_items=50,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 

@@ -114,6 +114,9 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
     _latency(workflows["chain"]["step_to_step"])
     assert workflows["chain"]["step_to_step"]["count"] == workflows["chain_steps"] - 1
     _latency(workflows["create_100"]["request"])
+    assert workflows["fan_out"]["items"] == 50
+    assert _number(workflows["fan_out"]["children_per_second"]) > 0
+    assert _number(workflows["fan_out"]["total_steps_per_second"]) > 0
 
     rows = {(v["scenario"], v["measure"]) for v in report["verdicts"]}
     assert ("throughput", "batch submit, end to end") in rows

@@ -244,3 +244,22 @@ async def test_workflows_are_counted_when_created_and_once_when_they_end(
     assert sample(text, finished, {"status": "succeeded"}) == 1
     assert sample(text, finished, {"status": "cancelled"}) == 1
     assert sample(text, finished, {"status": "failed"}) == 1
+
+
+async def test_the_children_of_a_fan_out_count_as_submitted_tasks(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    submitted = "hetuflow_tasks_submitted_total"
+    document = doc(s("fetch", task_type="f"), s("each", "fetch", map_over="fetch", task_type="m"))
+    await client.post("/api/workflows", json=document)
+    text = (await client.get("/metrics")).text
+    assert sample(text, submitted, {"task_type": "f"}) == 1
+    assert sample(text, submitted, {"task_type": "m"}) == 1  # the mapped step itself
+    fetch = await hold_task(app, "f")
+    ref = AttemptRef(fetch.task.id, fetch.attempt, fetch.agent_id)
+    await context_of(app).store.finish_attempts(
+        [AttemptResult(ref, AttemptOutcome.SUCCEEDED, result=["x", "y", "z"])], now=now_of(app)
+    )
+    text = (await client.get("/metrics")).text
+    assert sample(text, submitted, {"task_type": "m"}) == 4  # and its three children
+    assert sample(text, submitted, {"task_type": "f"}) == 1

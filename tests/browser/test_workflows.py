@@ -1,10 +1,17 @@
 """The console's workflow pages in headless Chromium, against a real ``hetuflow-server start
 --local-agent`` whose agent runs the steps (shell commands): the list, the DAG drawn live
-(nodes recoloured as steps move, without reloading), a node's task page, and cancel."""
+(nodes recoloured as steps move, without reloading), a node's task page, and cancel; a
+mapped step (``map_over``) with its children, the list coming from a real ``hetuflow-agent``
+running ``map_handlers``."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +143,89 @@ def test_cancel_a_workflow_from_its_page(page: Page, server: ServerProcess, tmp_
     )
     assert server.api("GET", f"/api/workflows/{workflow['id']}")["status"] == "cancelled"
     expect(page.locator("#cancel-workflow")).to_have_count(0)
+
+
+@contextlib.contextmanager
+def python_agent(server: ServerProcess, workdir: Path) -> Iterator[None]:
+    """A real ``hetuflow-agent`` beside the server's local shell agent, running
+    ``map_handlers`` (the list a fan-out needs); stopped (SIGTERM, then SIGKILL) after."""
+    ws_url = server.url.replace("http://", "ws://", 1) + "/ws"
+    argv = [str(Path(sys.executable).with_name("hetuflow-agent")), "start"]
+    argv += ["--server", ws_url, "--name", "lister", "--task-types", "browser_items"]
+    argv += ["--module", "map_handlers", "--no-shell"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HETUFLOW_")}
+    log = workdir / "lister.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            argv,
+            cwd=Path(__file__).parent,  # --module map_handlers imports from here
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield
+    except BaseException:
+        print(f"--- lister agent log\n{log.read_text(errors='replace')}")
+        raise
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_a_mapped_step_shows_its_children_and_a_child_opens_its_task(
+    page: Page, server: ServerProcess, tmp_path: Path
+) -> None:
+    steps = [
+        {"name": "words", "task_type": "browser_items", "payload": {"count": 3}},
+        {
+            "name": "shout",
+            "task_type": "shell",
+            # A child's payload is this one plus its item; the shell runs the command only.
+            "payload": {"command": "echo mapped child"},
+            "depends_on": ["words"],
+            "map_over": "words",
+        },
+        shell("done", "echo all shouted", "shout"),
+    ]
+    with python_agent(server, tmp_path):
+        workflow = server.api("POST", "/api/workflows", json={"name": "mapped", "steps": steps})
+        server.wait_for(
+            "the workflow to end",
+            lambda: server.api("GET", f"/api/workflows/{workflow['id']}")["status"] != "running",
+            SLOW / 1000,
+        )
+    shown = server.api("GET", f"/api/workflows/{workflow['id']}")
+    assert shown["status"] == "succeeded", shown
+    children = [step for step in shown["steps"] if step["map_of"] == "shout"]
+    assert [child["name"] for child in children] == ["shout[0]", "shout[1]", "shout[2]"]
+
+    page.goto(f"/#/workflows/{workflow['id']}")
+    dag = page.locator("#workflow-dag")
+    expect(page.locator("#workflow-status .badge")).to_have_text("succeeded")
+    # The root, the mapped step, its three children and the fan-in.
+    expect(dag.locator(".node")).to_have_count(6)
+    for name in ("words", "shout", "shout[0]", "shout[1]", "shout[2]", "done"):
+        expect(dag.locator(f".node[data-step='{name}']")).to_have_attribute(
+            "data-status", "succeeded"
+        )
+    # The children sit between the mapped-over step and the mapped step, which collects them.
+    xs = {}
+    for name in ("words", "shout[1]", "shout", "done"):
+        box = dag.locator(f".node[data-step='{name}'] rect").first.bounding_box()
+        assert box is not None
+        xs[name] = box["x"]
+    assert xs["words"] < xs["shout[1]"] < xs["shout"] < xs["done"], xs
+    assert stroke(page, "shout[0]") == stroke(page, "done")  # coloured as succeeded
+    screenshot(page, "workflow-mapped")
+
+    dag.locator(".node[data-step='shout[1]']").click()
+    expect(page).to_have_url(re.compile(f"#/tasks/{children[1]['task']['id']}\\?workflow="))
+    expect(page.locator("#task-status .badge")).to_have_text("succeeded")
+    expect(page.locator("#task-logs")).to_contain_text("mapped child")
+    expect(page.locator("#task-attempts li")).to_have_count(1)

@@ -297,3 +297,36 @@ async def test_a_list_at_the_limit_fans_out_in_full(store: Store, connect: Conne
         TaskStatus.PENDING,
         MAX_MAP_ITEMS - 1,
     )
+
+
+@pytest.mark.parametrize(
+    ("middle", "status"),
+    [
+        (AttemptOutcome.SUCCEEDED, WorkflowStatus.SUCCEEDED),
+        (AttemptOutcome.FAILED, WorkflowStatus.FAILED),
+    ],
+)
+async def test_a_fan_out_reports_its_children_and_the_workflow_ends_once_with_the_last(
+    store: Store, connect: ConnectAgent, middle: AttemptOutcome, status: WorkflowStatus
+) -> None:
+    """``on_tasks_created`` hears of the children once the fan-out has committed;
+    ``on_workflow_finished`` hears nothing while children run, then the workflow's end once,
+    from the transaction of its last child (here the mapped step is the last step)."""
+    ended: list[WorkflowStatus] = []
+    created: list[tuple[str, int]] = []
+    store.on_workflow_finished(ended.append)
+    store.on_tasks_created(lambda task_type, count: created.append((task_type, count)))
+    agent = await connect("a1", slots=10)
+    workflow = await create(store, step("fetch"), mapped("each", "fetch"), step("other"))
+    first = await claim(store, agent)
+    await finish(store, first["other"], result=None)
+    await finish(store, first["fetch"], result=["a", "b", "c"])
+    assert created == [("t", 3)]
+    runs = await claim(store, agent)
+    await finish(store, runs["each[0]"], result="A")
+    await finish(store, runs["each[1]"], middle, result="B")
+    assert ended == []
+    await finish(store, runs["each[2]"], result="C")
+    assert ended == [status]
+    assert (await reread(store, workflow)).status is status
+    assert created == [("t", 3)]

@@ -81,6 +81,7 @@ def create_app(
         node_id=node_id or config.server.node_id or f"node-{uuid.uuid4().hex[:8]}",
     )
     context.store.on_workflow_finished(context.metrics.workflow_finished)
+    context.store.on_tasks_created(context.metrics.task_submitted)
     engine = SchedulerEngine(context)
     task_queue = TaskQueue(
         context.store,

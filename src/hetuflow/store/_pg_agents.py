@@ -23,7 +23,7 @@ from hetuflow.store._rules import (
     generated_agent_name,
     tombstone_name,
 )
-from hetuflow.workflows import WorkflowStatus
+from hetuflow.store._workflow_rows import Committed
 
 _SELECT_AGENTS = f"""
 SELECT a.*, (SELECT count(*) FROM tasks AS t
@@ -111,7 +111,7 @@ creation (a pre-created agent that never connected)."""
 
 
 async def _tombstone(
-    connection: Conn, agent_id: UUID, now: datetime, finished: list[WorkflowStatus] | None = None
+    connection: Conn, agent_id: UUID, now: datetime, committed: Committed | None = None
 ) -> bool:
     """Tombstone one offline agent, release what it still holds and delete its tokens;
     whether it did.
@@ -130,16 +130,16 @@ async def _tombstone(
     )
     if deleted is None:
         return False
-    await release(connection, [agent_id], now, finished=finished)
+    await release(connection, [agent_id], now, committed=committed)
     await connection.execute("DELETE FROM api_tokens WHERE agent_id = $1", agent_id)
     return True
 
 
 async def delete_agent(
-    connection: Conn, agent_id: UUID, now: datetime, finished: list[WorkflowStatus] | None = None
+    connection: Conn, agent_id: UUID, now: datetime, committed: Committed | None = None
 ) -> None:
     """Tombstone an offline agent; ``AgentOnline`` if the store records a connection."""
-    if not await _tombstone(connection, agent_id, now, finished):
+    if not await _tombstone(connection, agent_id, now, committed):
         agent = await get_agent(connection, agent_id)
         if agent is None:
             raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
@@ -151,7 +151,7 @@ async def prune_agents(
     offline_before: datetime,
     now: datetime,
     limit: int,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[Agent]:
     """Tombstone offline agents last heard from before ``offline_before``, oldest first.
 
@@ -166,7 +166,7 @@ async def prune_agents(
     pruned: list[Agent] = []
     for row in rows:
         agent = agent_from(row, CODEC)
-        if await _tombstone(connection, agent.id, now, finished):
+        if await _tombstone(connection, agent.id, now, committed):
             pruned.append(agent)
     return pruned
 
@@ -248,7 +248,7 @@ async def release_agent(
     session: int | None,
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one.
     The agent's row stays locked until the transaction ends, so a concurrent ``connect_agent``
@@ -260,7 +260,7 @@ async def release_agent(
         if current != session:
             return []
     return await release(
-        connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit, finished=finished
+        connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit, committed=committed
     )
 
 
@@ -291,7 +291,7 @@ async def reap_agents(
     now: datetime,
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     rows = await connection.fetch(
         """
@@ -304,6 +304,6 @@ async def reap_agents(
     reaped = sorted(uid(row["id"]) for row in rows)
     if reaped:
         await release(
-            connection, reaped, now, aging=aging, crash_limit=crash_limit, finished=finished
+            connection, reaped, now, aging=aging, crash_limit=crash_limit, committed=committed
         )
     return reaped

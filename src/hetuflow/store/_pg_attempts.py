@@ -42,7 +42,7 @@ from hetuflow.store._rules import (
     decide_finish,
     holds,
 )
-from hetuflow.workflows import WorkflowStatus
+from hetuflow.store._workflow_rows import Committed
 
 _START = f"""
 WITH started AS (
@@ -158,7 +158,7 @@ async def finish_attempts(
     results: Sequence[AttemptResult],
     now: datetime,
     aging: Aging | None = None,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[FinishOutcome]:
     """Fence, decide and write a batch of results. Workflow steps that ended release, skip
     or stop what depends on them in the same transaction (``settle``; ``aging`` orders the
@@ -224,7 +224,7 @@ async def finish_attempts(
         await connection.execute(_FINISH, orjson.dumps(changes).decode(), stamp)
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         aging = aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
-        await settle(connection, ended_steps, stamp, aging, finished)
+        await settle(connection, ended_steps, stamp, aging, committed)
     return outcomes
 
 
@@ -251,7 +251,7 @@ async def release(
     keep: Sequence[AttemptRef] = (),
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
     A task whose ``retry_on`` lacks ``agent_lost`` ends ``failed`` (``LOST_NOT_RETRIED``);
@@ -283,7 +283,7 @@ async def release(
             ended_steps,
             stamp,
             aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS),
-            finished,
+            committed,
         )
         pending.extend(uid(task_id) for task_id in released)  # the caller wakes dispatchers
     return pending

@@ -25,6 +25,7 @@ from hetuflow.models import TaskStatus
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import Conn, uid
 from hetuflow.store._pg_tasks import get_task, insert_tasks
+from hetuflow.store._workflow_rows import Committed
 from hetuflow.workflows import (
     MAX_PARENT_RESULTS_BYTES,
     MapChild,
@@ -37,8 +38,8 @@ from hetuflow.workflows import (
 Ends = dict[Any, tuple[TaskStatus, str | None]]
 
 _MAPPED = """
-SELECT s.task_id, s.workflow_id, s.name, s.position, s.map_over, s.map_count
-FROM workflow_steps AS s
+SELECT s.task_id, s.workflow_id, s.name, s.position, s.map_over, s.map_count, t.task_type
+FROM workflow_steps AS s JOIN tasks AS t ON t.id = s.task_id
 WHERE s.task_id = ANY($1::uuid[]) AND s.map_over IS NOT NULL"""
 
 _PARENT_RESULTS = """
@@ -80,16 +81,21 @@ async def release_mapped(
     ends: Ends,
     now: datetime,
     aging: Aging,
+    committed: Committed | None = None,
 ) -> tuple[list[UUID], list[UUID]]:
     """Fan out the mapped steps not fanned out yet, collect the others (every child has
     ended); a mapped step that cannot fan out goes to ``ends`` as failed, with the reason.
-    Returns the children released and the mapped steps that succeeded."""
+    Returns the children released and the mapped steps that succeeded; the children
+    created are counted, by task type, in ``committed.created``."""
     released: list[UUID] = []
     succeeded: list[UUID] = []
     for task_id in sorted(mapped):
         row = mapped[task_id]
         if row["map_count"] is None:
-            released.extend(await _fan_out(connection, task_id, row, ends, now, aging, succeeded))
+            children = await _fan_out(connection, task_id, row, ends, now, aging, succeeded)
+            released.extend(children)
+            if children and committed is not None:
+                committed.created[row["task_type"]] += len(children)
         else:
             await _collect(connection, task_id, ends, now, succeeded)
     return released, succeeded

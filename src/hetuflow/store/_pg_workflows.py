@@ -33,6 +33,7 @@ from hetuflow.store._workflow_rows import (
     FINISHED_SQL,
     STEP_COLUMNS,
     STEP_ORDER,
+    Committed,
     Done,
     child_decision,
     counts_of,
@@ -78,7 +79,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps AS s SET parents_left = s.parents_left - c.n
 FROM unnest($1::uuid[], $2::int[]) AS c(id, n)
 WHERE s.task_id = c.id
-RETURNING s.task_id, s.parents_left, s.run_if, s.map_count"""
+RETURNING s.task_id, s.workflow_id, s.parents_left, s.run_if, s.map_count"""
 
 _PARENTS = """
 SELECT e.child_id, p.name, t.status, t.error
@@ -258,19 +259,19 @@ async def cancel_task(
     now: datetime,
     aging: Aging,
     reason: str | None = None,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction, its workflow row locked before its task row."""
     await lock_workflows_of(connection, [task_id])
     task = await task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
-        await settle(connection, [task.id], now, aging, finished)
+        await settle(connection, [task.id], now, aging, committed)
     return task
 
 
 async def cancel_workflow(
-    connection: Conn, workflow_id: UUID, now: datetime, finished: list[WorkflowStatus] | None = None
+    connection: Conn, workflow_id: UUID, now: datetime, committed: Committed | None = None
 ) -> tuple[Workflow, list[UUID]]:
     """Cancel every waiting and pending step now and mark the workflow cancelled; return it
     and the ids of its active steps (the caller cancels those through the task cancel path,
@@ -310,8 +311,8 @@ async def cancel_workflow(
     found = await get_workflow(connection, workflow_id)
     assert found is not None
     was_running = any(not step.task.status.is_terminal for step in workflow.steps)
-    if finished is not None and was_running and not active:
-        finished.append(found.status)  # nothing is left running: it ended here
+    if committed is not None and was_running and not active:
+        committed.finished.append(found.status)  # nothing is left running: it ended here
     return found, [uid(row["id"]) for row in active]
 
 
@@ -342,7 +343,7 @@ async def retry_workflow(
     workflow_id: UUID,
     now: datetime,
     aging: Aging,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> tuple[Workflow, int]:
     """``Store.retry_workflow``: the workflow row locked first, then, in this transaction,
     the steps that did not succeed and every descendant of theirs start over
@@ -375,11 +376,11 @@ async def retry_workflow(
     }
     released = len(roots)
     more, succeeded = await _release(
-        connection, [ids[n] for n in plan.releases], ends, stamp, aging
+        connection, [ids[n] for n in plan.releases], ends, stamp, aging, committed
     )
     released += len(more)
     ended = await _end(connection, ends, stamp) + succeeded
-    released += len(await settle(connection, ended, stamp, aging, finished))
+    released += len(await settle(connection, ended, stamp, aging, committed))
     found = await get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -431,27 +432,31 @@ async def settle(
     task_ids: Sequence[UUID],
     now: datetime,
     aging: Aging,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     """Steps ``task_ids`` just became terminal (in this transaction, their workflow rows
     locked, then their task rows):
     release, skip or fail what depends on them, and under ``on_failure: stop`` skip what is
     left of their workflows; repeat for every step that ends on the way. Returns the steps
-    that became pending; the status of each workflow that thereby ended goes to ``finished``.
-    Ids that are no workflow step are ignored."""
+    that became pending; the status of each workflow that thereby ended goes to
+    ``committed.finished``, the children of a fan-out to ``committed.created``. Ids that are
+    no workflow step are ignored."""
     if not task_ids:
         return []
     await lock_workflows_of(connection, task_ids)  # held already by every caller: a no-op
     released: list[UUID] = []
+    collecting: set[UUID] = set()
     done = await _read_done(connection, task_ids)
     workflows = {uid(item.workflow_id) for item in done}
     while done:
-        ended, more = await _settle_round(connection, done, utc(now), aging)
+        ended, more = await _settle_round(connection, done, utc(now), aging, committed, collecting)
         released.extend(more)
         done = await _read_done(connection, ended)
-    if finished is not None and workflows and not (released and len(workflows) == 1):
-        # (a step it released is running: its workflow has not ended; spares a chain a scan)
-        finished.extend(await _finished(connection, sorted(workflows)))
+    # A step it released is running: its workflow has not ended (spares a chain a scan); so
+    # has one with a mapped step still collecting (spares each child's end a scan).
+    unsure = [] if released and len(workflows) == 1 else sorted(workflows - collecting)
+    if committed is not None and unsure:
+        committed.finished.extend(await _finished(connection, unsure))
     return released
 
 
@@ -470,18 +475,24 @@ async def _read_done(connection: Conn, task_ids: Sequence[UUID]) -> list[Done]:
 
 
 async def _settle_round(
-    connection: Conn, done: Sequence[Done], now: datetime, aging: Aging
+    connection: Conn,
+    done: Sequence[Done],
+    now: datetime,
+    aging: Aging,
+    committed: Committed | None,
+    collecting: set[UUID],
 ) -> tuple[list[UUID], list[UUID]]:
     """One round: decide the waiting children of ``done``, apply ``stop``, write it all;
-    return the steps that ended on the way (the next round's) and those released."""
-    ends, releases = await _decide_children(connection, done)
+    return the steps that ended on the way (the next round's) and those released. The
+    workflows of mapped steps that still wait for children go to ``collecting``."""
+    ends, releases = await _decide_children(connection, done, collecting)
     stopping = stops(done)
     if stopping:
         for row in await connection.fetch(_STOPPABLE, list(stopping)):
             failed = stopping[row["workflow_id"]].parent
             ends.setdefault(row["task_id"], (TaskStatus.SKIPPED, stop_reason(failed)))
     released, succeeded = await _release(
-        connection, [c for c in releases if c not in ends], ends, now, aging
+        connection, [c for c in releases if c not in ends], ends, now, aging, committed
     )
     return await _end(connection, ends, now) + succeeded, released
 
@@ -501,7 +512,7 @@ async def _end(
 
 
 async def _decide_children(
-    connection: Conn, done: Sequence[Done]
+    connection: Conn, done: Sequence[Done], collecting: set[UUID]
 ) -> tuple[dict[Any, tuple[TaskStatus, str | None]], list[Any]]:
     """The waiting children of ``done`` lose those parents; return the ones to end (with
     status and reason) and the ones to release."""
@@ -529,6 +540,8 @@ async def _decide_children(
         if row["map_count"] is not None:  # a mapped step waits for all its children
             if left == 0:
                 releases.append(child)
+            else:  # ``left`` of them have not ended: the workflow is running
+                collecting.add(uid(row["workflow_id"]))
             continue
         status, reason = child_decision(
             RunIf(row["run_if"]),
@@ -549,15 +562,17 @@ async def _release(
     ends: dict[Any, tuple[TaskStatus, str | None]],
     now: datetime,
     aging: Aging,
+    committed: Committed | None,
 ) -> tuple[list[UUID], list[UUID]]:
     """Make ``releases`` pending with their parents' results; one whose results are over
-    the limit goes to ``ends`` as failed instead. A mapped step fans out, or, once its
-    children have ended, collects them (``_pg_maps``). Returns the steps released (map
-    children included) and the mapped steps that succeeded."""
+    the limit goes to ``ends`` as failed instead. A mapped step fans out (its children
+    counted in ``committed.created``), or, once its children have ended, collects them
+    (``_pg_maps``). Returns the steps released (map children included) and the mapped steps
+    that succeeded."""
     if not releases:
         return [], []
     mapped = await maps.mapped_steps(connection, releases)
-    released, succeeded = await maps.release_mapped(connection, mapped, ends, now, aging)
+    released, succeeded = await maps.release_mapped(connection, mapped, ends, now, aging, committed)
     plain = [task_id for task_id in releases if uid(task_id) not in mapped]
     documents: list[dict[str, Any]] = []
     for row in await connection.fetch(_PARENT_RESULTS, plain) if plain else []:

@@ -21,7 +21,7 @@ from hetuflow.store._rules import (
 )
 from hetuflow.store._sqlite_attempts import release
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
-from hetuflow.workflows import WorkflowStatus
+from hetuflow.store._workflow_rows import Committed
 
 # INDEXED BY: left alone, SQLite counts through tasks_agent_created, i.e. every task the agent
 # ever ran; (agent_id, status) seeks straight to the active ones.
@@ -96,7 +96,7 @@ def _tombstone(
     connection: sqlite3.Connection,
     agent_id: UUID,
     now: datetime,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> bool:
     """Tombstone one offline agent (one conditional update, so a registration committed
     first keeps it), release what it still holds and delete its tokens; whether it did."""
@@ -110,7 +110,7 @@ def _tombstone(
     ).fetchone()
     if row is None:
         return False
-    release(connection, [agent_id], now, finished=finished)
+    release(connection, [agent_id], now, committed=committed)
     connection.execute("DELETE FROM api_tokens WHERE agent_id = ?", (key,))
     return True
 
@@ -119,10 +119,10 @@ def delete_agent(
     connection: sqlite3.Connection,
     agent_id: UUID,
     now: datetime,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> None:
     """Tombstone an offline agent; ``AgentOnline`` if the store records a connection."""
-    if not _tombstone(connection, agent_id, now, finished):
+    if not _tombstone(connection, agent_id, now, committed):
         agent = _one(connection, "a.id = ?", str(agent_id))
         if agent is None:
             raise AgentNotFound(f"agent {agent_id} does not exist", field="agent_id")
@@ -134,7 +134,7 @@ def prune_agents(
     offline_before: datetime,
     now: datetime,
     limit: int,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[Agent]:
     """Tombstone offline agents last heard from before ``offline_before``, oldest first (the
     single writer keeps the read and the updates together)."""
@@ -145,7 +145,7 @@ def prune_agents(
         (micros(offline_before), limit),
     ).fetchall()
     stale = [agent_from(row, CODEC) for row in rows]
-    return [agent for agent in stale if _tombstone(connection, agent.id, now, finished)]
+    return [agent for agent in stale if _tombstone(connection, agent.id, now, committed)]
 
 
 def set_agent_enabled(connection: sqlite3.Connection, agent_id: UUID, enabled: bool) -> Agent:
@@ -256,7 +256,7 @@ def release_agent(
     session: int | None,
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     """``release`` of one agent; with ``session``, only while that is the agent's current one
     (the single writer orders this against ``connect_agent``)."""
@@ -267,7 +267,7 @@ def release_agent(
         if row is None or row["session"] != session:
             return []
     return release(
-        connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit, finished=finished
+        connection, [agent_id], now, keep, aging=aging, crash_limit=crash_limit, committed=committed
     )
 
 
@@ -302,7 +302,7 @@ def reap_agents(
     now: datetime,
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     rows = connection.execute(
         """
@@ -314,5 +314,5 @@ def reap_agents(
     ).fetchall()
     reaped = sorted(row["id"] for row in rows)
     if reaped:
-        release(connection, reaped, now, aging=aging, crash_limit=crash_limit, finished=finished)
+        release(connection, reaped, now, aging=aging, crash_limit=crash_limit, committed=committed)
     return [UUID(agent_id) for agent_id in reaped]

@@ -41,7 +41,7 @@ from hetuflow.store._rules import (
 )
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_workflows import settle
-from hetuflow.workflows import WorkflowStatus
+from hetuflow.store._workflow_rows import Committed
 
 _FENCE = f"id = ? AND attempts = ? AND agent_id = ? AND status IN {ACTIVE_SQL}"
 
@@ -143,7 +143,7 @@ def finish_attempts(
     results: Sequence[AttemptResult],
     now: datetime,
     aging: Aging | None = None,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[FinishOutcome]:
     """Fence and decide every result against one read of the tasks (a task reported twice
     in the batch sees its first result's decision), then write them in two statements.
@@ -204,7 +204,7 @@ def finish_attempts(
         connection.execute(_FINISH_ATTEMPTS, (json_rows(attempt_changes),))
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         default = Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
-        settle(connection, ended_steps, now, aging or default, finished)
+        settle(connection, ended_steps, now, aging or default, committed)
     return outcomes
 
 
@@ -222,7 +222,7 @@ def release(
     keep: Sequence[AttemptRef] = (),
     aging: Aging | None = None,
     crash_limit: int = 0,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[UUID]:
     """End the agents' active attempts as lost (except ``keep``); return tasks made pending.
     A task whose ``retry_on`` lacks ``agent_lost`` ends ``failed`` (``LOST_NOT_RETRIED``);
@@ -290,7 +290,7 @@ def release(
             ended_steps,
             now,
             aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS),
-            finished,
+            committed,
         )
         pending.extend(UUID(task_id) for task_id in released)  # the caller wakes dispatchers
     return pending

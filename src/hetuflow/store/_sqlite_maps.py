@@ -22,6 +22,7 @@ from hetuflow.models import TaskStatus
 from hetuflow.store._claims import Aging
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_tasks import create_tasks, get_task
+from hetuflow.store._workflow_rows import Committed
 from hetuflow.workflows import (
     MAX_PARENT_RESULTS_BYTES,
     MapChild,
@@ -34,8 +35,10 @@ from hetuflow.workflows import (
 Ends = dict[str, tuple[TaskStatus, str | None]]
 
 _MAPPED = """
-SELECT s.task_id, s.workflow_id, s.name, s.position, s.map_over, s.map_count, p.task_id AS parent
+SELECT s.task_id, s.workflow_id, s.name, s.position, s.map_over, s.map_count, p.task_id AS parent,
+       t.task_type
 FROM workflow_steps AS s
+JOIN tasks AS t ON t.id = s.task_id
 JOIN workflow_steps AS p ON p.workflow_id = s.workflow_id AND p.name = s.map_over
 WHERE s.task_id IN (SELECT value FROM json_each(?)) AND s.map_over IS NOT NULL"""
 
@@ -79,16 +82,21 @@ def release_mapped(
     ends: Ends,
     now: datetime,
     aging: Aging,
+    committed: Committed | None = None,
 ) -> tuple[list[str], list[str]]:
     """Fan out the mapped steps not fanned out yet, collect the others (every child has
     ended); a mapped step that cannot fan out goes to ``ends`` as failed, with the reason.
-    Returns the children released and the mapped steps that succeeded."""
+    Returns the children released and the mapped steps that succeeded; the children
+    created are counted, by task type, in ``committed.created``."""
     released: list[str] = []
     succeeded: list[str] = []
     for task_id in sorted(mapped):
         row = mapped[task_id]
         if row["map_count"] is None:
-            released.extend(_fan_out(connection, row, ends, now, aging, succeeded))
+            children = _fan_out(connection, row, ends, now, aging, succeeded)
+            released.extend(children)
+            if children and committed is not None:
+                committed.created[str(row["task_type"])] += len(children)
         else:
             _collect(connection, task_id, ends, now, succeeded)
     return released, succeeded

@@ -28,6 +28,7 @@ from hetuflow.store._workflow_rows import (
     FINISHED_SQL,
     STEP_COLUMNS,
     STEP_ORDER,
+    Committed,
     Done,
     child_decision,
     counts_of,
@@ -68,7 +69,7 @@ _LOSE_PARENTS = """
 UPDATE workflow_steps SET parents_left = parents_left - c.n
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS c
 WHERE workflow_steps.task_id = c.id
-RETURNING task_id, parents_left, run_if, map_count"""
+RETURNING task_id, workflow_id, parents_left, run_if, map_count"""
 
 _PARENTS = """
 SELECT p.name, t.status, t.error
@@ -231,7 +232,7 @@ def cancel_workflow(
     connection: sqlite3.Connection,
     workflow_id: UUID,
     now: datetime,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> tuple[Workflow, list[UUID]]:
     """Cancel every waiting and pending step now and mark the workflow cancelled; return it
     and the ids of its active steps (the caller cancels those through the task cancel path,
@@ -266,8 +267,8 @@ def cancel_workflow(
     found = get_workflow(connection, workflow_id)
     assert found is not None
     was_running = any(not step.task.status.is_terminal for step in workflow.steps)
-    if finished is not None and was_running and not active:
-        finished.append(found.status)  # nothing is left running: it ended here
+    if committed is not None and was_running and not active:
+        committed.finished.append(found.status)  # nothing is left running: it ended here
     return found, [UUID(row[0]) for row in active]
 
 
@@ -277,13 +278,13 @@ def cancel_task(
     now: datetime,
     aging: Aging,
     reason: str | None = None,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> Task:
     """``Store.cancel_task``: a step cancelled at once (waiting or pending) settles its
     workflow in the same transaction."""
     task = task_sql.cancel_task(connection, task_id, now, reason)
     if task.status is TaskStatus.CANCELLED:
-        settle(connection, [str(task.id)], now, aging, finished)
+        settle(connection, [str(task.id)], now, aging, committed)
     return task
 
 
@@ -312,7 +313,7 @@ def retry_workflow(
     workflow_id: UUID,
     now: datetime,
     aging: Aging,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> tuple[Workflow, int]:
     """``Store.retry_workflow``: in this transaction, the steps that did not succeed and
     every descendant of theirs start over (``retry_plan``); return the workflow and how many
@@ -339,10 +340,12 @@ def retry_workflow(
         ids[name]: (TaskStatus.SKIPPED, reason) for name, reason in plan.skips.items()
     }
     released = len(roots)
-    more, succeeded = _release(connection, [ids[n] for n in plan.releases], ends, now, aging)
+    more, succeeded = _release(
+        connection, [ids[n] for n in plan.releases], ends, now, aging, committed
+    )
     released += len(more)
     ended = _end(connection, ends, stamp) + succeeded
-    released += len(settle(connection, ended, now, aging, finished))
+    released += len(settle(connection, ended, now, aging, committed))
     found = get_workflow(connection, workflow_id)
     assert found is not None
     return found, released
@@ -399,23 +402,27 @@ def settle(
     task_ids: Sequence[str],
     now: datetime,
     aging: Aging,
-    finished: list[WorkflowStatus] | None = None,
+    committed: Committed | None = None,
 ) -> list[str]:
     """Steps ``task_ids`` just became terminal (in this transaction): release, skip or fail
     what depends on them, and under ``on_failure: stop`` skip what is left of their
     workflows; repeat for every step that ends on the way. Returns the steps that became
-    pending; the status of each workflow that thereby ended goes to ``finished``. Ids that
-    are no workflow step are ignored."""
+    pending; the status of each workflow that thereby ended goes to ``committed.finished``,
+    the children of a fan-out to ``committed.created``. Ids that are no workflow step are
+    ignored."""
     released: list[str] = []
+    collecting: set[str] = set()
     done = _read_done(connection, task_ids)
     workflows = {item.workflow_id for item in done}
     while done:
-        ended, more = _settle_round(connection, done, now, aging)
+        ended, more = _settle_round(connection, done, now, aging, committed, collecting)
         released.extend(more)
         done = _read_done(connection, ended)
-    if finished is not None and workflows and not (released and len(workflows) == 1):
-        # (a step it released is running: its workflow has not ended; spares a chain a scan)
-        finished.extend(_finished(connection, sorted(workflows)))
+    # A step it released is running: its workflow has not ended (spares a chain a scan); so
+    # has one with a mapped step still collecting (spares each child's end a scan).
+    unsure = [] if released and len(workflows) == 1 else sorted(workflows - collecting)
+    if committed is not None and unsure:
+        committed.finished.extend(_finished(connection, unsure))
     return released
 
 
@@ -433,8 +440,16 @@ def _read_done(connection: sqlite3.Connection, task_ids: Sequence[str]) -> list[
 
 
 def _settle_round(
-    connection: sqlite3.Connection, done: Sequence[Done], now: datetime, aging: Aging
+    connection: sqlite3.Connection,
+    done: Sequence[Done],
+    now: datetime,
+    aging: Aging,
+    committed: Committed | None,
+    collecting: set[str],
 ) -> tuple[list[str], list[str]]:
+    """One round: decide the waiting children of ``done``, apply ``stop``, write it all;
+    return the steps that ended on the way (the next round's) and those released. The
+    workflows of mapped steps that still wait for children go to ``collecting``."""
     by_id = {item.task_id: item for item in done}
     finished_parents: dict[str, list[Parent]] = defaultdict(list)
     for child, parent in connection.execute(_WAITING_CHILDREN, (id_list(list(by_id)),)):
@@ -451,6 +466,8 @@ def _settle_round(
             if row["map_count"] is not None:  # a mapped step waits for all its children
                 if left == 0:
                     releases.append(child)
+                else:  # ``left`` of them have not ended: the workflow is running
+                    collecting.add(row["workflow_id"])
                 continue
             everyone = _parents(connection, child) if left == 0 else None
             status, reason = child_decision(
@@ -465,7 +482,7 @@ def _settle_round(
             ends.setdefault(step, (TaskStatus.SKIPPED, stop_reason(failed.parent)))
     stamp = micros(now)
     released, succeeded = _release(
-        connection, [c for c in releases if c not in ends], ends, now, aging
+        connection, [c for c in releases if c not in ends], ends, now, aging, committed
     )
     return _end(connection, ends, stamp) + succeeded, released
 
@@ -476,14 +493,16 @@ def _release(
     ends: dict[str, tuple[TaskStatus, str | None]],
     now: datetime,
     aging: Aging,
+    committed: Committed | None,
 ) -> tuple[list[str], list[str]]:
     """Make the waiting ``releases`` pending with their parents' results; one whose results
-    are over the limit goes to ``ends`` as failed instead. A mapped step fans out, or, once
-    its children have ended, collects them (``_sqlite_maps``). Returns the steps released
+    are over the limit goes to ``ends`` as failed instead. A mapped step fans out (its
+    children counted in ``committed.created``), or, once its children have ended, collects
+    them (``_sqlite_maps``). Returns the steps released
     (map children included) and the mapped steps that succeeded."""
     stamp = micros(now)
     mapped = maps.mapped_steps(connection, releases)
-    released, succeeded = maps.release_mapped(connection, mapped, ends, now, aging)
+    released, succeeded = maps.release_mapped(connection, mapped, ends, now, aging, committed)
     for child in releases:
         if child in mapped:
             continue

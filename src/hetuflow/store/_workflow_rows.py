@@ -1,9 +1,10 @@
 """What both stores share about workflows: rows to domain objects, and the settle rules.
 
 A transaction that ends the last unfinished step of a workflow reports the workflow's status
-into its caller's ``finished`` list (``settle``, ``cancel_workflow``): the store calls its
-``on_workflow_finished`` listener with it once the transaction has committed, so each end of
-a workflow is counted once, by the node whose transaction ended it.
+into its caller's ``Committed`` (``settle``, ``cancel_workflow``), and one that fans a mapped
+step out the task type and number of the children it created: the store calls its
+``on_workflow_finished`` and ``on_tasks_created`` listeners with them once the transaction
+has committed, so each is counted once, by the node whose transaction did it.
 
 ``settle`` (in ``_sqlite_workflows`` and ``_pg_workflows``) runs in the transaction that makes
 steps terminal. It works through a list of steps that just finished (``Done``): each
@@ -15,8 +16,9 @@ too, so they go round again, until nothing changes.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -127,6 +129,20 @@ def finished_status(row: Row) -> WorkflowStatus | None:
 
 def ignore_finished(status: WorkflowStatus) -> None:
     """The listener of a store nobody listens to (``Store.on_workflow_finished``)."""
+
+
+def ignore_created(task_type: str, count: int) -> None:
+    """The listener of a store nobody listens to (``Store.on_tasks_created``)."""
+
+
+@dataclass
+class Committed:
+    """What a transaction tells its store's listeners once it has committed: the statuses of
+    the workflows it ended (``finished``) and, by task type, the tasks it created of its own
+    accord (``created``: the children of a fan-out, ``map_over``)."""
+
+    finished: list[WorkflowStatus] = field(default_factory=list)
+    created: Counter[str] = field(default_factory=Counter)
 
 
 def stops(done: Iterable[Done]) -> dict[Any, Done]:

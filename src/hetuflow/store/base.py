@@ -86,6 +86,14 @@ class Store(Protocol):
         retried workflow that ends again is reported again. The listener must not block."""
         ...
 
+    def on_tasks_created(self, listener: Callable[[str, int], None]) -> None:
+        """Call ``listener`` with a task type and a count each time a transaction of this
+        store creates tasks that no ``create_tasks`` or ``create_workflow`` call asked for:
+        the children of a fan-out (``map_over``, made in the transaction that records the
+        mapped-over parent's result), once that transaction has committed, by the store
+        instance (node) that committed it. The listener must not block."""
+        ...
+
     # --- tasks ----------------------------------------------------------------------------
 
     async def create_tasks(

@@ -64,7 +64,7 @@ from hetuflow.store import _pg_triggers as trigger_sql
 from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
-from hetuflow.store._workflow_rows import ignore_finished
+from hetuflow.store._workflow_rows import Committed, ignore_created, ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.triggers import (
     EventDelivery,
@@ -92,14 +92,21 @@ class PostgresStore:
         self._aging = Aging.of(priority_aging_seconds)
         self._crash_limit = max_agent_crashes_per_task
         self._workflow_finished: Callable[[WorkflowStatus], None] = ignore_finished
+        self._tasks_created: Callable[[str, int], None] = ignore_created
 
     def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
         self._workflow_finished = listener
 
-    def _report(self, finished: Sequence[WorkflowStatus]) -> None:
-        """Tell the listener of the workflows a committed transaction ended."""
-        for status in finished:
+    def on_tasks_created(self, listener: Callable[[str, int], None]) -> None:
+        self._tasks_created = listener
+
+    def _report(self, committed: Committed) -> None:
+        """Tell the listeners of the workflows a committed transaction ended and of the
+        tasks it created (a fan-out's children)."""
+        for status in committed.finished:
             self._workflow_finished(status)
+        for task_type, count in committed.created.items():
+            self._tasks_created(task_type, count)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -154,10 +161,10 @@ class PostgresStore:
             return await task_sql.list_held(c, agent_ids)
 
     async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
-            task = await workflow_sql.cancel_task(c, task_id, now, self._aging, reason, finished)
-        self._report(finished)
+            task = await workflow_sql.cancel_task(c, task_id, now, self._aging, reason, committed)
+        self._report(committed)
         return task
 
     async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
@@ -236,10 +243,10 @@ class PostgresStore:
     ) -> list[FinishOutcome]:
         if not results:
             return []
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
-            outcomes = await attempt_sql.finish_attempts(c, results, now, self._aging, finished)
-        self._report(finished)
+            outcomes = await attempt_sql.finish_attempts(c, results, now, self._aging, committed)
+        self._report(committed)
         return outcomes
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
@@ -255,7 +262,7 @@ class PostgresStore:
         keep: Sequence[AttemptRef] = (),
         session: int | None = None,
     ) -> list[UUID]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
             pending = await agent_sql.release_agent(
                 c,
@@ -265,9 +272,9 @@ class PostgresStore:
                 session,
                 aging=self._aging,
                 crash_limit=self._crash_limit,
-                finished=finished,
+                committed=committed,
             )
-        self._report(finished)
+        self._report(committed)
         return pending
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
@@ -324,10 +331,10 @@ class PostgresStore:
             return await agent_sql.list_agents(c, statuses)
 
     async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
-            await agent_sql.delete_agent(c, agent_id, now, finished)
-        self._report(finished)
+            await agent_sql.delete_agent(c, agent_id, now, committed)
+        self._report(committed)
 
     async def connect_agent(
         self, registration: AgentRegistration, *, node_id: str, now: datetime
@@ -352,10 +359,10 @@ class PostgresStore:
     async def prune_agents(
         self, *, offline_before: datetime, now: datetime, limit: int
     ) -> list[Agent]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
-            pruned = await agent_sql.prune_agents(c, offline_before, now, limit, finished)
-        self._report(finished)
+            pruned = await agent_sql.prune_agents(c, offline_before, now, limit, committed)
+        self._report(committed)
         return pruned
 
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
@@ -365,7 +372,7 @@ class PostgresStore:
             return await agent_sql.record_heartbeats(c, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
             reaped = await agent_sql.reap_agents(
                 c,
@@ -373,9 +380,9 @@ class PostgresStore:
                 now,
                 aging=self._aging,
                 crash_limit=self._crash_limit,
-                finished=finished,
+                committed=committed,
             )
-        self._report(finished)
+        self._report(committed)
         return reaped
 
     # --- cron jobs ----------------------------------------------------------------------------
@@ -488,17 +495,17 @@ class PostgresStore:
     async def cancel_workflow(
         self, workflow_id: UUID, *, now: datetime
     ) -> tuple[Workflow, list[UUID]]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
-            cancelled = await workflow_sql.cancel_workflow(c, workflow_id, now, finished)
-        self._report(finished)
+            cancelled = await workflow_sql.cancel_workflow(c, workflow_id, now, committed)
+        self._report(committed)
         return cancelled
 
     async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         async with self._db.transaction() as c:
-            retried = await workflow_sql.retry_workflow(c, workflow_id, now, self._aging, finished)
-        self._report(finished)
+            retried = await workflow_sql.retry_workflow(c, workflow_id, now, self._aging, committed)
+        self._report(committed)
         return retried
 
     async def workflow_of_step(self, task_id: UUID) -> UUID | None:

@@ -65,7 +65,7 @@ from hetuflow.store import _sqlite_triggers as trigger_sql
 from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
-from hetuflow.store._workflow_rows import ignore_finished
+from hetuflow.store._workflow_rows import Committed, ignore_created, ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.triggers import (
     EventDelivery,
@@ -97,14 +97,21 @@ class SqliteStore:
         self._aging = Aging.of(priority_aging_seconds)
         self._crash_limit = max_agent_crashes_per_task
         self._workflow_finished: Callable[[WorkflowStatus], None] = ignore_finished
+        self._tasks_created: Callable[[str, int], None] = ignore_created
 
     def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
         self._workflow_finished = listener
 
-    def _report(self, finished: Sequence[WorkflowStatus]) -> None:
-        """Tell the listener of the workflows a committed transaction ended."""
-        for status in finished:
+    def on_tasks_created(self, listener: Callable[[str, int], None]) -> None:
+        self._tasks_created = listener
+
+    def _report(self, committed: Committed) -> None:
+        """Tell the listeners of the workflows a committed transaction ended and of the
+        tasks it created (a fan-out's children)."""
+        for status in committed.finished:
             self._workflow_finished(status)
+        for task_type, count in committed.created.items():
+            self._tasks_created(task_type, count)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -155,11 +162,11 @@ class SqliteStore:
         return await self._db.read(task_sql.list_held, agent_ids)
 
     async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         task = await self._db.write(
-            workflow_sql.cancel_task, task_id, now, self._aging, reason, finished
+            workflow_sql.cancel_task, task_id, now, self._aging, reason, committed
         )
-        self._report(finished)
+        self._report(committed)
         return task
 
     async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
@@ -227,11 +234,11 @@ class SqliteStore:
     ) -> list[FinishOutcome]:
         if not results:
             return []
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         outcomes = await self._db.write(
-            attempt_sql.finish_attempts, results, now, self._aging, finished
+            attempt_sql.finish_attempts, results, now, self._aging, committed
         )
-        self._report(finished)
+        self._report(committed)
         return outcomes
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
@@ -246,7 +253,7 @@ class SqliteStore:
         keep: Sequence[AttemptRef] = (),
         session: int | None = None,
     ) -> list[UUID]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         pending = await self._db.write(
             agent_sql.release_agent,
             agent_id,
@@ -255,9 +262,9 @@ class SqliteStore:
             session,
             aging=self._aging,
             crash_limit=self._crash_limit,
-            finished=finished,
+            committed=committed,
         )
-        self._report(finished)
+        self._report(committed)
         return pending
 
     async def list_attempts(self, task_id: UUID) -> list[Attempt]:
@@ -303,9 +310,9 @@ class SqliteStore:
         return await self._db.read(agent_sql.list_agents, statuses)
 
     async def delete_agent(self, agent_id: UUID, *, now: datetime) -> None:
-        finished: list[WorkflowStatus] = []
-        await self._db.write(agent_sql.delete_agent, agent_id, now, finished)
-        self._report(finished)
+        committed = Committed()
+        await self._db.write(agent_sql.delete_agent, agent_id, now, committed)
+        self._report(committed)
 
     async def connect_agent(
         self, registration: AgentRegistration, *, node_id: str, now: datetime
@@ -326,9 +333,9 @@ class SqliteStore:
     async def prune_agents(
         self, *, offline_before: datetime, now: datetime, limit: int
     ) -> list[Agent]:
-        finished: list[WorkflowStatus] = []
-        pruned = await self._db.write(agent_sql.prune_agents, offline_before, now, limit, finished)
-        self._report(finished)
+        committed = Committed()
+        pruned = await self._db.write(agent_sql.prune_agents, offline_before, now, limit, committed)
+        self._report(committed)
         return pruned
 
     async def record_heartbeats(self, agent_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
@@ -337,16 +344,16 @@ class SqliteStore:
         return await self._db.write(agent_sql.record_heartbeats, agent_ids, now)
 
     async def reap_agents(self, *, stale_before: datetime, now: datetime) -> list[UUID]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         reaped = await self._db.write(
             agent_sql.reap_agents,
             stale_before,
             now,
             aging=self._aging,
             crash_limit=self._crash_limit,
-            finished=finished,
+            committed=committed,
         )
-        self._report(finished)
+        self._report(committed)
         return reaped
 
     # --- cron jobs ----------------------------------------------------------------------------
@@ -447,17 +454,17 @@ class SqliteStore:
     async def cancel_workflow(
         self, workflow_id: UUID, *, now: datetime
     ) -> tuple[Workflow, list[UUID]]:
-        finished: list[WorkflowStatus] = []
-        cancelled = await self._db.write(workflow_sql.cancel_workflow, workflow_id, now, finished)
-        self._report(finished)
+        committed = Committed()
+        cancelled = await self._db.write(workflow_sql.cancel_workflow, workflow_id, now, committed)
+        self._report(committed)
         return cancelled
 
     async def retry_workflow(self, workflow_id: UUID, *, now: datetime) -> tuple[Workflow, int]:
-        finished: list[WorkflowStatus] = []
+        committed = Committed()
         retried = await self._db.write(
-            workflow_sql.retry_workflow, workflow_id, now, self._aging, finished
+            workflow_sql.retry_workflow, workflow_id, now, self._aging, committed
         )
-        self._report(finished)
+        self._report(committed)
         return retried
 
     async def workflow_of_step(self, task_id: UUID) -> UUID | None:
