@@ -666,7 +666,9 @@ class TaskFilter:
     cron_job_id: UUID | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    text: str | None = None  # substring of the name or the task type
+    text: str | None = None
+    """A substring (any case) of the name, task type, payload, result or error (their JSON
+    text); indexed from 3 characters on."""
     id_range: tuple[UUID, UUID] | None = None
     """Ids from the first to the second, both included: the ids that start with a prefix
     (``id_prefix_range``)."""

@@ -412,9 +412,25 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
         clauses.append("id BETWEEN ? AND ?")  # ids are canonical lowercase text
         params.extend(str(bound) for bound in query.id_range)
     if query.text:
-        clauses.append("(name LIKE ? ESCAPE '\\' OR task_type LIKE ? ESCAPE '\\')")
-        params.extend([like_pattern(query.text)] * 2)
+        clause, values = _text_clause(query.text)
+        clauses.append(clause)
+        params.extend(values)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+SEARCHED_COLUMNS = ("name", "task_type", "payload", "result", "error")
+"""The columns ``TaskFilter.text`` looks in (``tasks_search`` indexes them, migration 0016)."""
+
+
+def _text_clause(text: str) -> tuple[str, list[Any]]:
+    """``text`` anywhere in a searched column (any case). From 3 characters on, through the
+    trigram index ``tasks_search``: the text as one FTS5 phrase, i.e. consecutive trigrams, a
+    substring. A shorter text has no trigram: ``LIKE`` over every row."""
+    if len(text) >= 3:
+        phrase = '"' + text.replace('"', '""') + '"'
+        return "rowid IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH ?)", [phrase]
+    likes = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in SEARCHED_COLUMNS)
+    return f"({likes})", [like_pattern(text)] * len(SEARCHED_COLUMNS)
 
 
 def list_tasks(

@@ -31,7 +31,10 @@ class BulkFilter(_Input):
     cron_job_id: UUID | None = None
     created_after: FilterDatetime | None = None
     created_before: FilterDatetime | None = None
-    q: FilterText | None = Field(default=None, description="Text in the name or task type.")
+    q: FilterText | None = Field(
+        default=None,
+        description="Text in the name, task type, payload, result or error (any case).",
+    )
 
     def to_filter(self) -> TaskFilter:
         return TaskFilter(
