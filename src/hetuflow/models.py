@@ -789,6 +789,20 @@ class TaskTypeStats:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineBucket:
+    """Tasks that finished in one time bucket (``Store.task_timeline``)."""
+
+    index: int
+    """The bucket's position from the window's start (0 is the oldest)."""
+    by_status: dict[TaskStatus, int]
+    """Terminal statuses; a status with no task is absent."""
+    queue_wait: Percentiles
+    """From when a task became due to its first start (finished tasks that started)."""
+    run_time: Percentiles
+    """From its first start to its finish, retries included."""
+
+
+@dataclass(frozen=True, slots=True)
 class PendingGroup:
     """Due pending tasks sharing a task type and required capabilities
     (``Store.count_pending_groups``)."""
