@@ -92,3 +92,27 @@ async def test_search_combines_with_the_other_filters(store: Store) -> None:
     page = await store.list_tasks(query, limit=10, offset=0)
     assert [task.name for task in page.items] == ["b"]
     assert page.total == 1
+
+
+async def test_a_text_in_most_tasks_pages_like_a_rare_one(store: Store) -> None:
+    """More than 2,000 matches: SQLite reads such a page along the list order instead of
+    through the index; the page, the cursor and the total are the same either way."""
+    tasks = [
+        NewTask(f"n{i}", "t", payload={"note": "Common-Word" if i % 3 else "other"})
+        for i in range(3300)
+    ]
+    created = []
+    for first in range(0, len(tasks), 1000):
+        batch = tasks[first : first + 1000]
+        created += await store.create_tasks(batch, now=T0 + timedelta(seconds=first))
+    newest_first = sorted(
+        (task for task, _ in created), key=lambda task: (task.created_at, task.id), reverse=True
+    )
+    matching = [task.name for task in newest_first if task.payload == {"note": "Common-Word"}]
+    query = TaskFilter(text="common-word")
+    page = await store.list_tasks(query, limit=5, offset=0)
+    assert page.total == 2200
+    assert [task.name for task in page.items] == matching[:5]
+    assert page.next is not None
+    following = await store.list_tasks(query, limit=3, offset=0, after=page.next)
+    assert [task.name for task in following.items] == matching[5:8]
