@@ -181,7 +181,8 @@ class AsyncClient:
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
-        (default: on a first page only)."""
+        (default: on a first page only). ``q`` is text anywhere in the name, task type,
+        payload, result or error (any case): ``list_tasks(q="acme")``."""
         params = task_query(
             status,
             task_type,
