@@ -216,6 +216,9 @@ async def measure_search(store: Store, tasks: int, repeat: int) -> dict[str, flo
         "search a word in every payload, first page, no count": await _median_ms(
             first("deliver before", False), repeat
         ),
+        "search a word in every payload, with total (a count of all)": await _median_ms(
+            first("deliver before", True), repeat
+        ),
         "search a word in no task, with total": await _median_ms(
             first("zebra-quokka", True), repeat
         ),
