@@ -213,3 +213,41 @@ async def test_priority_aging_migration_ranks_existing_tasks_as_the_store_does(
     assert await migrate_up(database) == ALL[aging:]
     assert await _claim_keys(database) == {**inserted, "done": 0}
     assert inserted["done"] != 0
+
+
+async def test_search_migration_indexes_the_tasks_already_stored(database: DatabaseConfig) -> None:
+    """0016 builds the search index over existing tasks (SQLite: FTS5 'rebuild'; PostgreSQL:
+    CREATE INDEX), so a search after an upgrade finds what was stored before it."""
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    search = ALL.index("0016_task_search")
+    assert await migrate_down(database, len(ALL) - search) == ALL[search:][::-1]
+    if database.kind == "sqlite":  # before 0016 nothing indexes tasks: insert them by hand
+        connection = sqlite3.connect(database.sqlite_path)
+        with connection:
+            connection.execute(
+                "INSERT INTO tasks (id, name, task_type, priority, payload, scheduled_at,"
+                " claim_key, created_at, updated_at)"
+                " VALUES ('00000000-0000-4000-8000-000000000001', 'old', 't', 1,"
+                ' \'{"customer":"Platypus Ltd"}\', 0, 0, 0, 0)'
+            )
+        connection.close()
+    else:
+        connection_pg = await asyncpg.connect(database.dsn)
+        try:
+            await connection_pg.execute(
+                "INSERT INTO tasks (id, name, task_type, priority, payload, scheduled_at,"
+                " claim_key, created_at, updated_at) VALUES"
+                " ('00000000-0000-4000-8000-000000000001', 'old', 't', 1,"
+                ' \'{"customer": "Platypus Ltd"}\', $1, 0, $1, $1)',
+                t0,
+            )
+        finally:
+            await connection_pg.close()
+    assert await migrate_up(database) == ALL[search:]
+    store = create_store(database)
+    await store.open()
+    try:
+        found = await store.list_tasks(TaskFilter(text="platypus"), limit=10, offset=0)
+        assert [task.name for task in found.items] == ["old"]
+    finally:
+        await store.close()
