@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sqlite3
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -251,3 +254,69 @@ async def test_search_migration_indexes_the_tasks_already_stored(database: Datab
         assert [task.name for task in found.items] == ["old"]
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_without_pg_trgm_the_migration_warns_and_search_still_answers(
+    pg_empty_database: DatabaseConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that may not create extensions (no CREATE on the database): 0016 leaves the
+    index out with a warning instead of failing, and search reads every task instead."""
+    admin_url = pg_empty_database.dsn
+    role = f"hetuflow_notrgm_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+    finally:
+        await admin.close()
+    parts = urlsplit(admin_url)
+    netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    limited = DatabaseConfig(type="postgres", url=urlunsplit(parts._replace(netloc=netloc)))
+    try:
+        with caplog.at_level(logging.WARNING, logger="hetuflow.store.migrate"):
+            assert await migrate_up(limited) == ALL
+        assert any(
+            "pg_trgm is not available" in record.getMessage() for record in caplog.records
+        ), caplog.text
+        check = await asyncpg.connect(admin_url)
+        try:
+            assert (
+                await check.fetchval(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = 'tasks_search'"
+                )
+                == 0
+            )
+            assert (
+                await check.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")
+                == 0
+            )
+        finally:
+            await check.close()
+        store = create_store(limited)
+        await store.open()
+        try:
+            await store.create_tasks(
+                [NewTask("n", "t", payload={"customer": "Echidna Co"})],
+                now=datetime(2030, 1, 1, tzinfo=UTC),
+            )
+            found = await store.list_tasks(TaskFilter(text="echidna"), limit=10, offset=0)
+            assert [task.name for task in found.items] == ["n"]
+        finally:
+            await store.close()
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f"DROP OWNED BY {role} CASCADE")
+        finally:
+            await admin.close()
+        # The role owns nothing left; the database (and with it the grants) is dropped by
+        # the fixture, the role here, from another database.
+        root = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+        try:
+            await root.execute(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            )
+            await root.execute(f"DROP ROLE IF EXISTS {role}")
+        finally:
+            await root.close()
