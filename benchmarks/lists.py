@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +32,7 @@ import asyncpg
 
 from hetuflow.config import DatabaseConfig
 from hetuflow.models import ACTIVE_TASK_STATUSES, TaskCursor, TaskFilter
+from hetuflow.server.insights import TIMELINE_SAMPLE
 from hetuflow.store import create_store
 from hetuflow.store.base import Store
 from hetuflow.store.migrate import migrate_up
@@ -191,6 +192,17 @@ async def measure(store: Store, tasks: int, repeat: int) -> dict[str, float]:
             lambda: store.list_tasks(active, limit=100_000, offset=0), repeat
         ),
         **await measure_search(store, tasks, repeat),
+        f"timeline of the newest {TIMELINE_SAMPLE:,} finished (GET /api/stats/timeline)": (
+            await _median_ms(
+                lambda: store.task_timeline(
+                    since=BASE - timedelta(days=7) + timedelta(hours=2),
+                    bucket_seconds=7200,
+                    buckets=84,
+                    limit=TIMELINE_SAMPLE,
+                ),
+                repeat,
+            )
+        ),
     }
 
 
