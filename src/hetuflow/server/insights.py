@@ -1,5 +1,6 @@
 """What the console shows about task types: per-type counts and durations over a recent
-window, and the tasks that wait because no agent could ever run them.
+window; the timeline of finished tasks and their durations over a chosen window (the
+dashboard's charts); and the tasks that wait because no agent could ever run them.
 
 "Unserved" is the question operators ask first when work does not move: due pending tasks
 whose task type no online, enabled agent supports, or whose required capabilities none of

@@ -1,4 +1,5 @@
-"""Task type statistics for the console: per-type counts and durations, unserved tasks."""
+"""Statistics for the console: per-type counts and durations, the timeline of finished tasks
+over a window, unserved tasks."""
 
 from __future__ import annotations
 
