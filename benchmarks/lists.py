@@ -5,8 +5,10 @@
 Fills a fresh database with ``--tasks`` tasks by bulk SQL (one statement; 99.9 % finished,
 one in 1,000 running on one of 100 agents), then times, through the Store, the median of
 ``--repeat`` runs of: the first page (50 tasks) with and without the total count; a page half
-way down the list by ``offset`` and by ``cursor``; and what one reconcile pass reads for 100
-agents: ``list_held`` (now) and ``list_tasks(active, limit=100_000)`` (before).
+way down the list by ``offset`` and by ``cursor``; what one reconcile pass reads for 100
+agents: ``list_held`` (now) and ``list_tasks(active, limit=100_000)`` (before); and text
+searches (``q=``) through the search index (migration 0016). Every task has a ~70-byte JSON
+payload naming one of 10,000 customers, every finished one a result with its invoice number.
 PostgreSQL is ``HETUFLOW_BENCH_DATABASE_URL`` (default ``postgresql://postgres@127.0.0.1:5432/
 postgres``); a database ``hetuflow_bench_lists`` is created there and dropped afterwards.
 """
@@ -20,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +32,7 @@ import asyncpg
 
 from hetuflow.config import DatabaseConfig
 from hetuflow.models import ACTIVE_TASK_STATUSES, TaskCursor, TaskFilter
+from hetuflow.server.insights import TIMELINE_SAMPLE
 from hetuflow.store import create_store
 from hetuflow.store.base import Store
 from hetuflow.store.migrate import migrate_up
@@ -39,6 +42,8 @@ BASE_MICROS = int((BASE - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 1
 AGENTS = 100
 ACTIVE_EVERY = 1000
 PAGE = 50
+CUSTOMERS = 10_000
+"""Each task's payload names one of these customers: a customer's name is in 1 task of 10,000."""
 BENCH_DATABASE = "hetuflow_bench_lists"
 
 _SQLITE_AGENTS = """
@@ -49,13 +54,17 @@ SELECT printf('00000000-0000-4000-8000-%012x', i), 'agent-' || i, ? FROM n"""
 _SQLITE_TASKS = f"""
 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
 INSERT INTO tasks (id, name, task_type, priority, status, scheduled_at, attempts, agent_id,
-                   created_at, updated_at, finished_at)
+                   created_at, updated_at, finished_at, payload, result)
 SELECT printf('%08x-0000-4000-8000-%012x', i, i), 'task-' || i, 'type-' || (i % 10), 1,
        CASE WHEN i % {ACTIVE_EVERY} = 0 THEN 'running' ELSE 'succeeded' END,
        ? + i * 1000, 1,
        printf('00000000-0000-4000-8000-%012x', (i / {ACTIVE_EVERY}) % {AGENTS}),
        ? + i * 1000, ? + i * 1000,
-       CASE WHEN i % {ACTIVE_EVERY} = 0 THEN NULL ELSE ? + i * 1000 + 500 END
+       CASE WHEN i % {ACTIVE_EVERY} = 0 THEN NULL ELSE ? + i * 1000 + 500 END,
+       printf('{{"customer":"customer-%d","order":%d,"note":"deliver before noon"}}',
+              i % {CUSTOMERS}, i),
+       CASE WHEN i % {ACTIVE_EVERY} = 0 THEN NULL
+            ELSE printf('{{"invoice":"INV-%08d","pages":%d}}', i, i % 9) END
 FROM n"""
 
 _PG_AGENTS = """
@@ -66,7 +75,7 @@ FROM generate_series(0, $1::int - 1) AS i"""
 
 _PG_TASKS = f"""
 INSERT INTO tasks (id, name, task_type, priority, status, scheduled_at, attempts, agent_id,
-                   created_at, updated_at, finished_at)
+                   created_at, updated_at, finished_at, payload, result, claim_key)
 SELECT (lpad(to_hex(i), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
        'task-' || i, 'type-' || (i % 10), 1,
        CASE WHEN i % {ACTIVE_EVERY} = 0 THEN 'running' ELSE 'succeeded' END,
@@ -76,7 +85,13 @@ SELECT (lpad(to_hex(i), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0'
        $2::timestamptz + i * interval '1 millisecond',
        $2::timestamptz + i * interval '1 millisecond',
        CASE WHEN i % {ACTIVE_EVERY} = 0 THEN NULL
-            ELSE $2::timestamptz + i * interval '1 millisecond' + interval '500 microseconds' END
+            ELSE $2::timestamptz + i * interval '1 millisecond' + interval '500 microseconds' END,
+       jsonb_build_object('customer', 'customer-' || i % {CUSTOMERS}, 'order', i,
+                          'note', 'deliver before noon'),
+       CASE WHEN i % {ACTIVE_EVERY} = 0 THEN NULL
+            ELSE jsonb_build_object('invoice', 'INV-' || lpad(i::text, 8, '0'), 'pages', i % 9)
+       END,
+       0
 FROM generate_series(0, $1::int - 1) AS i"""
 
 
@@ -90,6 +105,8 @@ def _task_cursor(index: int) -> TaskCursor:
 
 
 def _fill_sqlite(path: str, tasks: int) -> None:
+    """Fill (the search index's triggers index every row as it is inserted), then time a
+    rebuild of the search index: what migration 0016 costs on a database of that size."""
     import sqlite3
 
     connection = sqlite3.connect(path)
@@ -97,16 +114,32 @@ def _fill_sqlite(path: str, tasks: int) -> None:
         connection.execute(_SQLITE_AGENTS, (AGENTS, BASE_MICROS))
         connection.execute(_SQLITE_TASKS, (tasks, *([BASE_MICROS] * 4)))
         connection.commit()
+        started = time.perf_counter()
+        connection.execute("INSERT INTO tasks_search (tasks_search) VALUES ('rebuild')")
+        connection.commit()
+        print(f"sqlite: search index built in {time.perf_counter() - started:.1f} s", flush=True)
         connection.execute("ANALYZE")
     finally:
         connection.close()
 
 
 async def _fill_postgres(dsn: str, tasks: int) -> None:
+    """Fill without the search index, then build it (what migration 0016 costs on a database
+    of that size; a GIN index is built faster at once than row by row)."""
     connection = await asyncpg.connect(dsn)
     try:
+        index = await connection.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'tasks_search'"
+        )
+        if index is not None:
+            await connection.execute("DROP INDEX tasks_search")
         await connection.execute(_PG_AGENTS, AGENTS, BASE)
         await connection.execute(_PG_TASKS, tasks, BASE)
+        if index is not None:
+            started = time.perf_counter()
+            await connection.execute("SET maintenance_work_mem = '256MB'")
+            await connection.execute(index)
+            print(f"postgres: search index built in {time.perf_counter() - started:.1f} s")
         await connection.execute("VACUUM ANALYZE tasks")
     finally:
         await connection.close()
@@ -157,6 +190,52 @@ async def measure(store: Store, tasks: int, repeat: int) -> dict[str, float]:
         ),
         "reconcile read before (list_tasks active, 100k)": await _median_ms(
             lambda: store.list_tasks(active, limit=100_000, offset=0), repeat
+        ),
+        **await measure_search(store, tasks, repeat),
+        f"timeline of the newest {TIMELINE_SAMPLE:,} finished (GET /api/stats/timeline)": (
+            await _median_ms(
+                lambda: store.task_timeline(
+                    since=BASE - timedelta(days=7) + timedelta(hours=2),
+                    bucket_seconds=7200,
+                    buckets=84,
+                    limit=TIMELINE_SAMPLE,
+                ),
+                repeat,
+            )
+        ),
+    }
+
+
+async def measure_search(store: Store, tasks: int, repeat: int) -> dict[str, float]:
+    """First pages of a text search (``q=``): a word in 1 payload of 10,000, one in a single
+    result, one in every payload, one in none; and a 2-character text, which has no trigram
+    and so reads every task (what every search cost before the index)."""
+    customer = f"customer-{CUSTOMERS // 2 + 1}"
+    invoice = f"INV-{tasks // 2 + 1:08d}"
+    expected = {customer: len(range(CUSTOMERS // 2 + 1, tasks, CUSTOMERS)), invoice: 1}
+    for text, count in expected.items():
+        found = await store.list_tasks(TaskFilter(text=text), limit=PAGE, with_total=True)
+        assert found.total == count, (text, found.total, count)
+
+    def first(text: str, with_total: bool) -> Callable[[], Awaitable[Any]]:
+        return lambda: store.list_tasks(TaskFilter(text=text), limit=PAGE, with_total=with_total)
+
+    return {
+        f"search a payload word ({expected[customer]} tasks), with total": await _median_ms(
+            first(customer, True), repeat
+        ),
+        "search a result word (1 task), with total": await _median_ms(first(invoice, True), repeat),
+        "search a word in every payload, first page, no count": await _median_ms(
+            first("deliver before", False), repeat
+        ),
+        "search a word in every payload, with total (a count of all)": await _median_ms(
+            first("deliver before", True), repeat
+        ),
+        "search a word in no task, with total": await _median_ms(
+            first("zebra-quokka", True), repeat
+        ),
+        "search 2 characters (no trigram: reads every task), no match": await _median_ms(
+            first("~~", True), repeat
         ),
     }
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sqlite3
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -213,3 +216,107 @@ async def test_priority_aging_migration_ranks_existing_tasks_as_the_store_does(
     assert await migrate_up(database) == ALL[aging:]
     assert await _claim_keys(database) == {**inserted, "done": 0}
     assert inserted["done"] != 0
+
+
+async def test_search_migration_indexes_the_tasks_already_stored(database: DatabaseConfig) -> None:
+    """0016 builds the search index over existing tasks (SQLite: FTS5 'rebuild'; PostgreSQL:
+    CREATE INDEX), so a search after an upgrade finds what was stored before it."""
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    search = ALL.index("0016_task_search")
+    assert await migrate_down(database, len(ALL) - search) == ALL[search:][::-1]
+    if database.kind == "sqlite":  # before 0016 nothing indexes tasks: insert them by hand
+        connection = sqlite3.connect(database.sqlite_path)
+        with connection:
+            connection.execute(
+                "INSERT INTO tasks (id, name, task_type, priority, payload, scheduled_at,"
+                " claim_key, created_at, updated_at)"
+                " VALUES ('00000000-0000-4000-8000-000000000001', 'old', 't', 1,"
+                ' \'{"customer":"Platypus Ltd"}\', 0, 0, 0, 0)'
+            )
+        connection.close()
+    else:
+        connection_pg = await asyncpg.connect(database.dsn)
+        try:
+            await connection_pg.execute(
+                "INSERT INTO tasks (id, name, task_type, priority, payload, scheduled_at,"
+                " claim_key, created_at, updated_at) VALUES"
+                " ('00000000-0000-4000-8000-000000000001', 'old', 't', 1,"
+                ' \'{"customer": "Platypus Ltd"}\', $1, 0, $1, $1)',
+                t0,
+            )
+        finally:
+            await connection_pg.close()
+    assert await migrate_up(database) == ALL[search:]
+    store = create_store(database)
+    await store.open()
+    try:
+        found = await store.list_tasks(TaskFilter(text="platypus"), limit=10, offset=0)
+        assert [task.name for task in found.items] == ["old"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_without_pg_trgm_the_migration_warns_and_search_still_answers(
+    pg_empty_database: DatabaseConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that may not create extensions (no CREATE on the database): 0016 leaves the
+    index out with a warning instead of failing, and search reads every task instead."""
+    admin_url = pg_empty_database.dsn
+    role = f"hetuflow_notrgm_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+    finally:
+        await admin.close()
+    parts = urlsplit(admin_url)
+    netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    limited = DatabaseConfig(type="postgres", url=urlunsplit(parts._replace(netloc=netloc)))
+    try:
+        with caplog.at_level(logging.WARNING, logger="hetuflow.store.migrate"):
+            assert await migrate_up(limited) == ALL
+        assert any(
+            "pg_trgm is not available" in record.getMessage() for record in caplog.records
+        ), caplog.text
+        check = await asyncpg.connect(admin_url)
+        try:
+            assert (
+                await check.fetchval(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = 'tasks_search'"
+                )
+                == 0
+            )
+            assert (
+                await check.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")
+                == 0
+            )
+        finally:
+            await check.close()
+        store = create_store(limited)
+        await store.open()
+        try:
+            await store.create_tasks(
+                [NewTask("n", "t", payload={"customer": "Echidna Co"})],
+                now=datetime(2030, 1, 1, tzinfo=UTC),
+            )
+            found = await store.list_tasks(TaskFilter(text="echidna"), limit=10, offset=0)
+            assert [task.name for task in found.items] == ["n"]
+        finally:
+            await store.close()
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f"DROP OWNED BY {role} CASCADE")
+        finally:
+            await admin.close()
+        # The role owns nothing left; the database (and with it the grants) is dropped by
+        # the fixture, the role here, from another database.
+        root = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+        try:
+            await root.execute(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            )
+            await root.execute(f"DROP ROLE IF EXISTS {role}")
+        finally:
+            await root.close()

@@ -823,7 +823,9 @@ class TaskFilter:
     cron_job_id: UUID | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    text: str | None = None  # substring of the name or the task type
+    text: str | None = None
+    """A substring (any case) of the name, task type, payload, result or error (their JSON
+    text); indexed from 3 characters on."""
     id_range: tuple[UUID, UUID] | None = None
     """Ids from the first to the second, both included: the ids that start with a prefix
     (``id_prefix_range``)."""
@@ -954,6 +956,20 @@ class TaskTypeStats:
     """From when a task became due to its first start (tasks that started)."""
     run_time: Percentiles
     """From its first start to its finish (finished tasks that started), retries included."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineBucket:
+    """Tasks that finished in one time bucket (``Store.task_timeline``)."""
+
+    index: int
+    """The bucket's position from the window's start (0 is the oldest)."""
+    by_status: dict[TaskStatus, int]
+    """Terminal statuses; a status with no task is absent."""
+    queue_wait: Percentiles
+    """From when a task became due to its first start (finished tasks that started)."""
+    run_time: Percentiles
+    """From its first start to its finish, retries included."""
 
 
 @dataclass(frozen=True, slots=True)

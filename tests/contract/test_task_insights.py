@@ -139,3 +139,33 @@ async def test_count_pending_groups(store: Store, connect: ConnectAgent) -> None
     assert (await store.count_pending_groups(now=T0 + timedelta(hours=2), limit=1)) == [
         PendingGroup("t", (), 3)
     ]
+
+
+async def test_timeline_buckets_finished_tasks_with_their_percentiles(
+    store: Store, connect: ConnectAgent
+) -> None:
+    agent = await connect("a1")
+    await store.create_tasks([NewTask(f"n{i}", "t") for i in range(5)], now=T0)
+    dispatches = await store.claim_tasks([group([agent], free=5)], now=T0)
+    # Bucket 0 ([T0, T0+60s)): runs of 1, 2 and 10 s; bucket 2: one of 3 s; one task unfinished.
+    plan = [(0, 1, AttemptOutcome.SUCCEEDED), (0, 2, AttemptOutcome.FAILED)]
+    plan += [(0, 10, AttemptOutcome.SUCCEEDED), (2, 3, AttemptOutcome.SUCCEEDED)]
+    for dispatch, (bucket, run, outcome) in zip(dispatches, plan, strict=False):
+        started = T0 + timedelta(seconds=60 * bucket + 5)
+        ref = AttemptRef(dispatch.task.id, dispatch.attempt, agent.id)
+        result = AttemptResult(ref, outcome, started_at=started)
+        await store.finish_attempts([result], now=started + timedelta(seconds=run))
+
+    buckets = await store.task_timeline(since=T0, bucket_seconds=60, buckets=3, limit=1000)
+    assert [bucket.index for bucket in buckets] == [0, 2]
+    first, last = buckets
+    assert first.by_status == {TaskStatus.SUCCEEDED: 2, TaskStatus.FAILED: 1}
+    assert first.run_time == Percentiles(p50=2.0, p95=10.0)  # nearest rank
+    assert first.queue_wait == Percentiles(p50=5.0, p95=5.0)  # due at T0, started T0+5s
+    assert last.by_status == {TaskStatus.SUCCEEDED: 1}
+    assert last.run_time == Percentiles(p50=3.0, p95=3.0)
+    # a window that ends before the last bucket leaves its tasks out
+    assert [
+        b.index
+        for b in await store.task_timeline(since=T0, bucket_seconds=60, buckets=2, limit=1000)
+    ] == [0]

@@ -189,7 +189,12 @@ def dispatch_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> No
 @click.option("--cron-job", "cron_job_id", help="Only tasks fired by this cron job (name or id).")
 @click.option("--created-after", help="ISO-8601 date-time.")
 @click.option("--created-before", help="ISO-8601 date-time.")
-@click.option("--search", "-q", "text", help="Text in the name or task type.")
+@click.option(
+    "--search",
+    "-q",
+    "text",
+    help="Text in the name, task type, payload, result or error (any case).",
+)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option(
     "--cursor",

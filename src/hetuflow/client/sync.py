@@ -203,7 +203,8 @@ class Client:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
         (default: on a first page only). ``final=True``: only dead letters (failed, timed out
-        or quarantined, not yet retried or replayed; docs/api.md)."""
+        or quarantined, not yet retried or replayed; docs/api.md). ``q`` is text anywhere in
+        the name, task type, payload, result or error (any case): ``list_tasks(q="acme")``."""
         params = task_query(
             status,
             task_type,

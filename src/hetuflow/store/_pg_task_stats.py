@@ -4,14 +4,23 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from hetuflow.clock import utc
 from hetuflow.errors import TaskNotFinished, TaskNotFound
-from hetuflow.models import PendingGroup, Percentiles, Task, TaskStatus, TaskTypeStats, spec_of
+from hetuflow.models import (
+    PendingGroup,
+    Percentiles,
+    Task,
+    TaskStatus,
+    TaskTypeStats,
+    TimelineBucket,
+    spec_of,
+)
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn
-from hetuflow.store._pg_tasks import insert_tasks
+from hetuflow.store._pg_tasks import TERMINAL_SQL, insert_tasks
 from hetuflow.store._rows import task_from
 
 
@@ -68,6 +77,56 @@ async def task_type_stats(connection: Conn, since: datetime, limit: int) -> list
     return [
         TaskTypeStats(
             task_type=row["task_type"],
+            by_status={
+                TaskStatus(status): count for status, count in CODEC.json(row["by_status"]).items()
+            },
+            queue_wait=Percentiles(p50=row["wait_p50"], p95=row["wait_p95"]),
+            run_time=Percentiles(p50=row["run_p50"], p95=row["run_p95"]),
+        )
+        for row in rows
+    ]
+
+
+_TIMELINE = f"""
+WITH recent AS (
+    SELECT floor(extract(epoch FROM finished_at - $1) / $2)::int AS bucket, status,
+           started_at, finished_at,
+           CASE WHEN scheduled_at <= started_at THEN greatest(scheduled_at, created_at)
+                ELSE created_at END AS due_at
+    FROM tasks
+    WHERE finished_at >= $1 AND finished_at < $3 AND status IN {TERMINAL_SQL}
+    ORDER BY finished_at DESC
+    LIMIT $4
+), counts AS (
+    SELECT bucket, jsonb_object_agg(status, n) AS by_status
+    FROM (SELECT bucket, status, count(*) AS n FROM recent GROUP BY bucket, status) c
+    GROUP BY bucket
+), durations AS (
+    SELECT bucket,
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY wait) AS wait_p50,
+           percentile_disc(0.95) WITHIN GROUP (ORDER BY wait) AS wait_p95,
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY run) AS run_p50,
+           percentile_disc(0.95) WITHIN GROUP (ORDER BY run) AS run_p95
+    FROM (SELECT bucket,
+                 extract(epoch FROM started_at - due_at)::float8 AS wait,
+                 extract(epoch FROM finished_at - started_at)::float8 AS run
+          FROM recent WHERE started_at IS NOT NULL) s
+    GROUP BY bucket
+)
+SELECT c.bucket, c.by_status, d.wait_p50, d.wait_p95, d.run_p50, d.run_p95
+FROM counts c LEFT JOIN durations d USING (bucket)
+ORDER BY c.bucket"""
+"""One read through ``tasks_finished``; percentiles as in ``_TYPE_STATS``."""
+
+
+async def task_timeline(
+    connection: Conn, since: datetime, bucket_seconds: int, buckets: int, limit: int
+) -> list[TimelineBucket]:
+    until = since + timedelta(seconds=bucket_seconds * buckets)
+    rows = await connection.fetch(_TIMELINE, utc(since), float(bucket_seconds), utc(until), limit)
+    return [
+        TimelineBucket(
+            index=row["bucket"],
             by_status={
                 TaskStatus(status): count for status, count in CODEC.json(row["by_status"]).items()
             },

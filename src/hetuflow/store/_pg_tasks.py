@@ -290,6 +290,13 @@ async def get_task(connection: Conn, task_id: UUID) -> Task | None:
 
 UNHANDLED = "NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.replay_of = tasks.id)"
 """No task retries or replays it (``TaskFilter.final``; index ``tasks_replay_of``)."""
+SEARCH_TEXT = (
+    "(name || ' ' || task_type || ' ' || payload::text || ' '"
+    " || coalesce(result::text, '') || ' ' || coalesce(error, ''))"
+)
+"""What ``TaskFilter.text`` looks in: the name, task type, payload, result and error as one
+text, the expression of the trigram index ``tasks_search`` (migration 0016; keep them equal).
+From 3 characters on an ``ILIKE`` of it reads that index."""
 
 
 def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
@@ -319,7 +326,7 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
         add("id >= ?", query.id_range[0])
         add("id <= ?", query.id_range[1])
     if query.text:
-        add("(name ILIKE ? OR task_type ILIKE ?)", like_pattern(query.text))
+        add(f"{SEARCH_TEXT} ILIKE ?", like_pattern(query.text))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

@@ -10,10 +10,18 @@ from datetime import datetime
 from uuid import UUID
 
 from hetuflow.errors import TaskNotFinished, TaskNotFound
-from hetuflow.models import PendingGroup, Percentiles, Task, TaskStatus, TaskTypeStats, spec_of
+from hetuflow.models import (
+    PendingGroup,
+    Percentiles,
+    Task,
+    TaskStatus,
+    TaskTypeStats,
+    TimelineBucket,
+    spec_of,
+)
 from hetuflow.store._claims import Aging
 from hetuflow.store._sqlite_db import CODEC, micros
-from hetuflow.store._sqlite_tasks import create_tasks, get_task
+from hetuflow.store._sqlite_tasks import TERMINAL_SQL, create_tasks, get_task
 
 
 def replay_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, aging: Aging) -> Task:
@@ -87,6 +95,60 @@ def _percentiles(found: dict[str, float] | None) -> Percentiles:
     if not found:
         return Percentiles()
     return Percentiles(p50=found.get("p50"), p95=found.get("p95"))
+
+
+_TIMELINE = f"""
+WITH recent AS (
+    SELECT (finished_at - ?1) / ?2 AS bucket, status, started_at, finished_at,
+           CASE WHEN scheduled_at <= started_at THEN max(scheduled_at, created_at)
+                ELSE created_at END AS due_at
+    FROM tasks
+    WHERE finished_at >= ?1 AND finished_at < ?3 AND status IN {TERMINAL_SQL}
+    ORDER BY finished_at DESC
+    LIMIT ?4
+), durations AS (
+    SELECT 'wait' AS kind, bucket, started_at - due_at AS d
+    FROM recent WHERE started_at IS NOT NULL
+    UNION ALL
+    SELECT 'run', bucket, finished_at - started_at
+    FROM recent WHERE started_at IS NOT NULL
+), ranked AS (
+    SELECT kind, bucket, d,
+           row_number() OVER (PARTITION BY kind, bucket ORDER BY d) AS n,
+           count(*) OVER (PARTITION BY kind, bucket) AS total
+    FROM durations
+)
+SELECT 'count' AS kind, bucket, status AS what, count(*) AS value
+FROM recent GROUP BY bucket, status
+UNION ALL
+SELECT kind, bucket, 'p50', d FROM ranked WHERE n = (total * 50 + 99) / 100
+UNION ALL
+SELECT kind, bucket, 'p95', d FROM ranked WHERE n = (total * 95 + 99) / 100"""
+"""One read through ``tasks_finished``; percentiles as in ``_TYPE_STATS``."""
+
+
+def task_timeline(
+    connection: sqlite3.Connection, since: datetime, bucket_seconds: int, buckets: int, limit: int
+) -> list[TimelineBucket]:
+    start = micros(since)
+    width = bucket_seconds * 1_000_000
+    counts: dict[int, dict[TaskStatus, int]] = defaultdict(dict)
+    marks: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+    rows = connection.execute(_TIMELINE, (start, width, start + width * buckets, limit))
+    for kind, bucket, what, value in rows:
+        if kind == "count":
+            counts[bucket][TaskStatus(what)] = value
+        else:
+            marks[(kind, bucket)][what] = value / 1_000_000
+    return [
+        TimelineBucket(
+            index=bucket,
+            by_status=by_status,
+            queue_wait=_percentiles(marks.get(("wait", bucket))),
+            run_time=_percentiles(marks.get(("run", bucket))),
+        )
+        for bucket, by_status in sorted(counts.items())
+    ]
 
 
 def count_pending_groups(

@@ -420,7 +420,9 @@ UNHANDLED = "NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.replay_of = tasks.id)"
 """No task retries or replays it (``TaskFilter.final``; index ``tasks_replay_of``)."""
 
 
-def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
+def _filter(query: TaskFilter, *, scan_text: bool = False) -> tuple[str, list[Any]]:
+    """The WHERE clause of ``query``; its text through the search index unless ``scan_text``
+    (``LIKE`` on every row the query reads)."""
     clauses: list[str] = []
     params: list[Any] = []
     statuses = query.matched_statuses()
@@ -448,9 +450,47 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
         clauses.append("id BETWEEN ? AND ?")  # ids are canonical lowercase text
         params.extend(str(bound) for bound in query.id_range)
     if query.text:
-        clauses.append("(name LIKE ? ESCAPE '\\' OR task_type LIKE ? ESCAPE '\\')")
-        params.extend([like_pattern(query.text)] * 2)
+        clause, values = _text_clause(query.text, scan=scan_text)
+        clauses.append(clause)
+        params.extend(values)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+SEARCHED_COLUMNS = ("name", "task_type", "payload", "result", "error")
+"""The columns ``TaskFilter.text`` looks in (``tasks_search`` indexes them, migration 0016)."""
+BROAD_MATCHES = 2000
+"""A text found in more tasks than this is broad: its page is read by ``LIKE`` along the list
+order instead of through the index (see ``list_tasks``)."""
+
+
+def _phrase(text: str) -> str:
+    """``text`` as one FTS5 phrase: with the trigram tokenizer, consecutive trigrams, i.e. a
+    substring (any case)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _text_clause(text: str, *, scan: bool = False) -> tuple[str, list[Any]]:
+    """``text`` anywhere in a searched column (any case). From 3 characters on, through the
+    trigram index ``tasks_search``, unless ``scan``. A shorter text has no trigram: ``LIKE``
+    (ASCII case folding) over every row."""
+    if len(text) >= 3 and not scan:
+        return "rowid IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH ?)", [
+            _phrase(text)
+        ]
+    likes = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in SEARCHED_COLUMNS)
+    return f"({likes})", [like_pattern(text)] * len(SEARCHED_COLUMNS)
+
+
+def _is_broad(connection: sqlite3.Connection, text: str) -> bool:
+    """Whether more than ``BROAD_MATCHES`` tasks hold ``text`` (an index read that stops
+    there: a few milliseconds)."""
+    if len(text) < 3:
+        return False
+    found = connection.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM tasks_search WHERE tasks_search MATCH ? LIMIT ?)",
+        (_phrase(text), BROAD_MATCHES + 1),
+    ).fetchone()[0]
+    return bool(found > BROAD_MATCHES)
 
 
 def list_tasks(
@@ -462,11 +502,18 @@ def list_tasks(
     with_total: bool,
 ) -> Page[Task]:
     """One page, read from the ``(created_at, id)`` order (keyset after ``after``); one row
-    more than the page says whether there is a next one."""
+    more than the page says whether there is a next one.
+
+    A search text is looked up in the trigram index, which hands back every match at once: a
+    few milliseconds for a rare text, seconds for one in most of a million tasks. So a broad
+    text (``_is_broad``) reads its page along the list order with ``LIKE`` instead, stopping
+    at a full page (its matches are dense there). ``total`` counts through the index."""
     where, params = _filter(query)
     total = None
     if with_total:
         total = connection.execute(f"SELECT count(*) FROM tasks{where}", params).fetchone()[0]
+    if query.text and _is_broad(connection, query.text):
+        where, params = _filter(query, scan_text=True)
     if after is not None:
         where += (" AND " if where else " WHERE ") + "(created_at, id) < (?, ?)"
         params = [*params, after.created_at_micros, str(after.task_id)]

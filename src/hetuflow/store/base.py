@@ -50,6 +50,7 @@ from hetuflow.models import (
     TaskStatus,
     TaskTypeStats,
     TickOutcome,
+    TimelineBucket,
 )
 from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.triggers import (
@@ -547,6 +548,16 @@ class Store(Protocol):
         ``scheduled_at``; from ``created_at`` when a retry moved ``scheduled_at`` past its
         first start) to its first start. Run time: from its first start to its finish,
         retries included. One read; no lock; statuses with no task are absent."""
+        ...
+
+    async def task_timeline(
+        self, *, since: datetime, bucket_seconds: int, buckets: int, limit: int
+    ) -> list[TimelineBucket]:
+        """Tasks that finished in ``[since, since + buckets * bucket_seconds)`` (the newest
+        ``limit`` of them), by bucket of ``bucket_seconds`` from ``since``: counts by terminal
+        status, and queue wait and run time p50/p95 (nearest rank, measured as in
+        ``task_type_stats``) of the tasks that started. Buckets with no task are absent;
+        ordered by index. One read; no lock."""
         ...
 
     async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:

@@ -10,6 +10,7 @@ serialises concurrent migrators (several server processes starting at once); on 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _PG_LOCK_KEY = 0x6865_7475_6D69  # "hetumi": the migration advisory lock
 _MICRO = timedelta(microseconds=1)
+logger = logging.getLogger(__name__)
 
 _TABLE_SQLITE = """CREATE TABLE IF NOT EXISTS hetuflow_migrations (
     version TEXT PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"""
@@ -168,9 +170,17 @@ def _sqlite_status(db: DatabaseConfig) -> set[str]:
 
 async def _pg_connect(db: DatabaseConfig) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(db.dsn)
+        connection = await asyncpg.connect(db.dsn)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {error}") from error
+    connection.add_log_listener(_log_warning)
+    return connection
+
+
+def _log_warning(_connection: object, message: asyncpg.PostgresLogMessage) -> None:
+    """A migration's ``RAISE WARNING`` (e.g. 0016 without ``pg_trgm``) reaches the server log."""
+    if message.severity in ("WARNING", "ERROR"):
+        logger.warning("migration: %s", message.message)
 
 
 async def _pg_applied(connection: asyncpg.Connection) -> set[str]:

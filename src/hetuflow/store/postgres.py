@@ -52,6 +52,7 @@ from hetuflow.models import (
     TaskStatus,
     TaskTypeStats,
     TickOutcome,
+    TimelineBucket,
 )
 from hetuflow.store import _pg_agents as agent_sql
 from hetuflow.store import _pg_attempts as attempt_sql
@@ -470,6 +471,12 @@ class PostgresStore:
     async def task_type_stats(self, *, since: datetime, limit: int) -> list[TaskTypeStats]:
         async with self._db.connection() as c:
             return await stats_sql.task_type_stats(c, since, limit)
+
+    async def task_timeline(
+        self, *, since: datetime, bucket_seconds: int, buckets: int, limit: int
+    ) -> list[TimelineBucket]:
+        async with self._db.connection() as c:
+            return await stats_sql.task_timeline(c, since, bucket_seconds, buckets, limit)
 
     async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:
         async with self._db.connection() as c:

@@ -53,6 +53,7 @@ from hetuflow.models import (
     TaskStatus,
     TaskTypeStats,
     TickOutcome,
+    TimelineBucket,
 )
 from hetuflow.store import _sqlite_agents as agent_sql
 from hetuflow.store import _sqlite_attempts as attempt_sql
@@ -434,6 +435,11 @@ class SqliteStore:
 
     async def task_type_stats(self, *, since: datetime, limit: int) -> list[TaskTypeStats]:
         return await self._db.read(stats_sql.task_type_stats, since, limit)
+
+    async def task_timeline(
+        self, *, since: datetime, bucket_seconds: int, buckets: int, limit: int
+    ) -> list[TimelineBucket]:
+        return await self._db.read(stats_sql.task_timeline, since, bucket_seconds, buckets, limit)
 
     async def count_pending_groups(self, *, now: datetime, limit: int) -> list[PendingGroup]:
         return await self._db.read(stats_sql.count_pending_groups, now, limit)

@@ -1,5 +1,5 @@
 // Small SVG charts drawn from numbers: stacked bars per minute, a line, horizontal bars.
-import { clock, h } from "./lib.js";
+import { clock, day, h, seconds } from "./lib.js";
 
 const PAD = { left: 34, right: 8, top: 8, bottom: 20 };
 
@@ -11,32 +11,52 @@ function niceMax(value) {
 }
 
 // Charts are drawn at the width of their container (in CSS pixels) so text keeps its size.
-function axis(W, height, max, format) {
+function axis(W, height, max, format, left = PAD.left) {
   const inner = height - PAD.top - PAD.bottom;
   return [0, 0.5, 1].map((f) => {
     const y = PAD.top + inner * (1 - f);
     return h("svg:g", {},
-      h("svg:line", { class: "gridline", x1: PAD.left, x2: W - PAD.right, y1: y, y2: y }),
-      h("svg:text", { x: PAD.left - 4, y: y + 3, "text-anchor": "end" }, format(max * f)));
+      h("svg:line", { class: "gridline", x1: left, x2: W - PAD.right, y1: y, y2: y }),
+      h("svg:text", { x: left - 4, y: y + 3, "text-anchor": "end" }, format(max * f)));
   });
 }
 
-function timeLabels(W, minutes, height) {
-  const inner = W - PAD.left - PAD.right;
-  const step = inner / minutes.length;
+/** A round top for a duration axis (seconds): 1, 2, 2.5 or 5 times a power of ten. */
+function niceSeconds(value) {
+  if (value <= 0) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
+  return 10 * power;
+}
+
+/** Seconds, short enough for an axis: "250ms", "1.5s", "12m", "3.5h". */
+function shortSeconds(value) {
+  if (value === 0) return "0";
+  if (value < 1) return `${+(value * 1000).toPrecision(3)}ms`;
+  if (value < 60) return `${+value.toPrecision(3)}s`;
+  if (value < 3600) return `${+(value / 60).toPrecision(3)}m`;
+  return `${+(value / 3600).toPrecision(3)}h`;
+}
+
+// Time labels under a chart: about five, at bucket starts; with the day when buckets are wide.
+function timeLabels(W, starts, height, bucketSeconds = 60, left = PAD.left) {
+  const inner = W - left - PAD.right;
+  const step = inner / starts.length;
   const labels = [];
-  const every = W < 420 ? 30 : 15;
-  for (let i = 0; i < minutes.length; i += every) {
-    const date = new Date(minutes[i]);
-    const text = clock(date);
-    labels.push(h("svg:text", { x: PAD.left + i * step, y: height - 5 }, text));
+  const wanted = W < 420 ? 2 : 4;
+  const every = Math.max(1, Math.round(starts.length / wanted));
+  for (let i = 0; i < starts.length; i += every) {
+    const date = new Date(starts[i]);
+    const text = bucketSeconds >= 3600 ? `${day(date)} ${clock(date)}` : clock(date, { seconds: bucketSeconds < 60 });
+    labels.push(h("svg:text", { x: left + i * step, y: height - 5 }, text));
   }
   labels.push(h("svg:text", { x: W - PAD.right, y: height - 5, "text-anchor": "end" }, "now"));
   return labels;
 }
 
-/** Stacked bars: series is [[name, values[]], ...], one value per minute. */
-export function stackedBars(minutes, series, { width = 600, height = 170, label = "" } = {}) {
+/** Stacked bars: series is [[name, values[]], ...], one value per bucket (`minutes` holds
+ * each bucket's start; `bucketSeconds` its width). */
+export function stackedBars(minutes, series, { width = 600, height = 170, label = "", bucketSeconds = 60 } = {}) {
   const W = Math.max(width, 240);
   const totals = minutes.map((_, i) => series.reduce((sum, [, values]) => sum + (values[i] || 0), 0));
   const max = niceMax(Math.max(0, ...totals));
@@ -55,11 +75,11 @@ export function stackedBars(minutes, series, { width = 600, height = 170, label 
     }
   });
   return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },
-    axis(W, height, max, (v) => String(Math.round(v))), bars, timeLabels(W, minutes, height));
+    axis(W, height, max, (v) => String(Math.round(v))), bars, timeLabels(W, minutes, height, bucketSeconds));
 }
 
 /** A line of ratios (0..1, or null where there is nothing to measure). */
-export function ratioLine(minutes, ratios, { width = 600, height = 130, label = "" } = {}) {
+export function ratioLine(minutes, ratios, { width = 600, height = 130, label = "", bucketSeconds = 60 } = {}) {
   const W = Math.max(width, 240);
   const inner = { w: W - PAD.left - PAD.right, h: height - PAD.top - PAD.bottom };
   const step = inner.w / minutes.length;
@@ -78,7 +98,33 @@ export function ratioLine(minutes, ratios, { width = 600, height = 130, label = 
     ? h("svg:circle", { class: "fill-failed", cx: pts[0].split(",")[0], cy: pts[0].split(",")[1], r: 2.5 })
     : h("svg:polyline", { class: "line", points: pts.join(" ") }));
   return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },
-    axis(W, height, 1, (v) => `${Math.round(v * 100)}%`), shapes, timeLabels(W, minutes, height));
+    axis(W, height, 1, (v) => `${Math.round(v * 100)}%`), shapes, timeLabels(W, minutes, height, bucketSeconds));
+}
+
+/** Lines of durations in seconds, one per [name, values[]] (null where nothing was measured):
+ * each line is drawn with the class `line-<name>`, each point titled with its value. */
+export function durationLines(starts, series, { width = 600, height = 130, label = "", bucketSeconds = 60 } = {}) {
+  const W = Math.max(width, 240);
+  const left = 46; // room for "250ms"
+  const inner = { w: W - left - PAD.right, h: height - PAD.top - PAD.bottom };
+  const step = inner.w / starts.length;
+  const max = niceSeconds(Math.max(0, ...series.flatMap(([, values]) => values.filter((v) => v !== null))));
+  const shapes = series.map(([name, values]) => {
+    const points = [];
+    const dots = [];
+    values.forEach((value, i) => {
+      if (value === null) return;
+      const x = left + (i + 0.5) * step;
+      const y = PAD.top + inner.h * (1 - value / max);
+      points.push(`${x.toFixed(1)},${y.toFixed(1)}`);
+      dots.push(h("svg:circle", { class: `dot-${name}`, cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5 },
+        h("svg:title", {}, `${clock(new Date(starts[i]))}: ${name} ${seconds(value)}`)));
+    });
+    return h("svg:g", { class: `series-${name}` },
+      points.length > 1 ? h("svg:polyline", { class: `line line-${name}`, points: points.join(" ") }) : null, dots);
+  });
+  return h("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label },
+    axis(W, height, max, shortSeconds, left), shapes, timeLabels(W, starts, height, bucketSeconds, left));
 }
 
 /** Horizontal bars, one per [name, value]; each bar links to `href(name)`. */

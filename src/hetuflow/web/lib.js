@@ -271,6 +271,11 @@ export function clock(date, { seconds = false } = {}) {
   return format(displayZone(), options).format(date);
 }
 
+/** "Dec 6" in the display zone (chart labels over days). */
+export function day(date) {
+  return format(displayZone(), { month: "short", day: "numeric" }).format(date);
+}
+
 /** The element shown while a part of a page waits for its first data. */
 export function loading(text = "Loading…") {
   return h("p", { class: "loading", role: "status" }, text);

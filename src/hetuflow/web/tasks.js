@@ -18,7 +18,7 @@ export async function renderTasks(view, { query, signal }) {
   // tasks are created. `from` only numbers the rows shown; no total is counted.
   const cursor = query.get("cursor");
   const from = cursor ? Number(query.get("from") || 0) : 0;
-  const text = h("input", { type: "search", name: "q", placeholder: "Search name or task type", value: query.get("q") || "", "aria-label": "Search" });
+  const text = h("input", { type: "search", name: "q", placeholder: "Search name, type, payload, result, error", value: query.get("q") || "", "aria-label": "Search" });
   const type = h("input", { name: "task_type", placeholder: "Task type", value: query.get("task_type") || "", "aria-label": "Task type", list: "task-types" });
   const agent = h("select", { name: "agent_id", "aria-label": "Agent" }, h("option", { value: "" }, "Any agent"));
   const statusBoxes = STATUSES.map((status) => h("label", {},

@@ -38,7 +38,10 @@ class BulkFilter(_Input):
     cron_job_id: UUID | None = None
     created_after: FilterDatetime | None = None
     created_before: FilterDatetime | None = None
-    q: FilterText | None = Field(default=None, description="Text in the name or task type.")
+    q: FilterText | None = Field(
+        default=None,
+        description="Text in the name, task type, payload, result or error (any case).",
+    )
     final: bool = Field(default=False, description=FINAL_DESCRIPTION)
 
     def to_filter(self) -> TaskFilter:

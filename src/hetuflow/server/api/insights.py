@@ -1,24 +1,34 @@
-"""Task type statistics for the console: per-type counts and durations, unserved tasks."""
+"""Statistics for the console: per-type counts and durations, the timeline of finished tasks
+over a window, unserved tasks."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
-from hetuflow.models import PendingReason, TaskStatus, TaskTypeStats
+from hetuflow.models import (
+    TERMINAL_TASK_STATUSES,
+    PendingReason,
+    TaskStatus,
+    TaskTypeStats,
+    TimelineBucket,
+)
 from hetuflow.server.api.deps import Context
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import _Output
 from hetuflow.server.insights import (
+    CHART_WINDOWS,
     MAX_WINDOW_SECONDS,
+    TIMELINE_SAMPLE,
     TYPE_STATS_SAMPLE,
     TaskInsights,
 )
 
 router = APIRouter(prefix="/api/stats", tags=["system"])
+TERMINAL = sorted(TERMINAL_TASK_STATUSES)
 
 
 class PercentilesOut(_Output):
@@ -56,6 +66,46 @@ class TaskTypesOut(_Output):
     truncated: bool = Field(
         description=f"The window held more than {TYPE_STATS_SAMPLE} tasks: only the newest "
         f"{TYPE_STATS_SAMPLE} are counted."
+    )
+
+
+WindowName = Literal["15m", "1h", "6h", "24h", "7d"]
+
+
+class TimelineBucketOut(_Output):
+    start: datetime = Field(description="The bucket holds tasks finished from here on.")
+    by_status: dict[TaskStatus, int] = Field(
+        description="Tasks finished in the bucket, by terminal status (zeros included)."
+    )
+    queue_wait_seconds: PercentilesOut = Field(
+        description="Of the tasks finished in the bucket that started: from due to first start."
+    )
+    run_seconds: PercentilesOut = Field(
+        description="Of the tasks finished in the bucket that started: from first start to "
+        "finish, retries included."
+    )
+
+    @classmethod
+    def of(cls, item: TimelineBucket, start: datetime) -> TimelineBucketOut:
+        return cls(
+            start=start,
+            by_status={status: item.by_status.get(status, 0) for status in TERMINAL},
+            queue_wait_seconds=PercentilesOut(p50=item.queue_wait.p50, p95=item.queue_wait.p95),
+            run_seconds=PercentilesOut(p50=item.run_time.p50, p95=item.run_time.p95),
+        )
+
+
+class TimelineOut(_Output):
+    window: WindowName
+    bucket_seconds: int = Field(description="The width of every bucket.")
+    since: datetime = Field(description="The start of the first bucket.")
+    buckets: list[TimelineBucketOut] = Field(
+        description="Oldest first, every bucket of the window (the last one holds now)."
+    )
+    sampled: int = Field(description="Finished tasks counted.")
+    truncated: bool = Field(
+        description=f"The window held more than {TIMELINE_SAMPLE} finished tasks: only the "
+        f"newest {TIMELINE_SAMPLE} are counted."
     )
 
 
@@ -104,6 +154,41 @@ async def task_types(
         items=[TaskTypeOut.of(item) for item in window.items],
         sampled=window.sampled,
         truncated=window.truncated,
+    )
+
+
+@router.get(
+    "/timeline",
+    response_model=TimelineOut,
+    summary="Finished tasks and their durations over a window",
+    responses=error_responses(422),
+)
+async def timeline(
+    insights: Insights,
+    window: Annotated[
+        WindowName,
+        Query(
+            description="How far back: `15m` (30-second buckets), `1h` (1 minute), `6h` "
+            "(5 minutes), `24h` (20 minutes) or `7d` (2 hours). Anything else is a 422."
+        ),
+    ] = "1h",
+) -> TimelineOut:
+    """The tasks that finished in the window, bucket by bucket (30 to 84 buckets): counts by
+    terminal status (the console's throughput and failure charts) and queue wait and run time
+    p50 / p95 in seconds (nearest rank; its duration chart). At most the newest 100 000
+    finished tasks of the window are read. One database read."""
+    found = await insights.timeline(CHART_WINDOWS[window])
+    width = timedelta(seconds=found.window.bucket_seconds)
+    return TimelineOut(
+        window=window,
+        bucket_seconds=found.window.bucket_seconds,
+        since=found.since,
+        buckets=[
+            TimelineBucketOut.of(bucket, found.since + width * bucket.index)
+            for bucket in found.buckets
+        ],
+        sampled=found.sampled,
+        truncated=found.truncated,
     )
 
 

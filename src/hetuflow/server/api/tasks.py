@@ -120,7 +120,15 @@ async def list_tasks(
     cron_job_id: Annotated[UUID | None, Query(description="Tasks fired by this cron job.")] = None,
     created_after: Annotated[QueryDatetime | None, Query()] = None,
     created_before: Annotated[QueryDatetime | None, Query()] = None,
-    q: Annotated[QueryText | None, Query(description="Text in the name or task type.")] = None,
+    q: Annotated[
+        QueryText | None,
+        Query(
+            description="Text anywhere in the name, task type, payload, result or error "
+            "(their JSON text; any case). From 3 characters on it is read from a trigram "
+            "index; shorter text reads every task.",
+            examples=["acme-corp"],
+        ),
+    ] = None,
     id_prefix: Annotated[
         IdPrefix | None,
         Query(
