@@ -24,7 +24,8 @@ this tree lists every one, where it sits::
     │   ├── StatusTransitionInvalid
     │   ├── AgentOffline
     │   ├── AgentOnline
-    │   └── AgentDeleted
+    │   ├── AgentDeleted
+    │   └── NoAgentForBroadcast
     ├── InvalidInput
     │   ├── CronExpressionInvalid
     │   ├── TimeZoneInvalid
@@ -177,6 +178,13 @@ class AgentDeleted(Conflict):
     """A connection registers as an agent that was deleted (``DELETE /api/agents/{id}``)."""
 
     code = "agent_deleted"
+
+
+class NoAgentForBroadcast(Conflict):
+    """A broadcast (``dispatch: "all"``) found no online, enabled agent that runs its task
+    type with its capabilities: nothing was created."""
+
+    code = "no_agent_for_broadcast"
 
 
 class CronExpressionInvalid(InvalidInput):

@@ -114,10 +114,11 @@ _RETRIED_STEP = frozenset({TaskStatus.WAITING, TaskStatus.PENDING})
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.WAITING: frozenset(
         {
+            TaskStatus.SUCCEEDED,  # a broadcast parent whose children succeeded (per policy)
             TaskStatus.PENDING,  # the last parent finished and run_if holds
             TaskStatus.SKIPPED,  # a parent failed, the workflow stopped, or run_if fails
             TaskStatus.CANCELLED,
-            TaskStatus.FAILED,  # its parents' results are over MAX_PARENT_RESULTS_BYTES
+            TaskStatus.FAILED,  # its parents' results are too large; a broadcast failed
         }
     ),
     TaskStatus.PENDING: frozenset({TaskStatus.DISPATCHED, TaskStatus.CANCELLED}),
@@ -204,6 +205,7 @@ class PendingReason(StrEnum):
     AGENTS_BUSY = "agents_busy"
     GLOBAL_LIMIT = "global_limit"
     CONCURRENCY_LIMIT = "concurrency_limit"  # its concurrency key has its limit of tasks active
+    AGENT_OFFLINE = "agent_offline"  # pinned (a broadcast child) to an agent not online/enabled
     QUEUED = "queued"  # eligible and about to be dispatched
 
 
@@ -230,6 +232,13 @@ class ConcurrencyLimits:
         if declared is not None:
             return declared
         return self.by_task_type.get(task_type, 1)
+
+
+class BroadcastPolicy(StrEnum):
+    """When a broadcast parent succeeds (docs/guarantees.md, Broadcast)."""
+
+    ALL = "all"  # every child succeeded
+    ANY = "any"  # at least one child succeeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +313,12 @@ class Task:
     replay_of: UUID | None = None  # the finished task this one replays (``replay_task``)
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    pinned_agent_id: UUID | None = None
+    """A broadcast child: only this agent may run it (None: any matching agent)."""
+    broadcast_of: UUID | None = None
+    """A broadcast child: its parent task."""
+    broadcast_policy: BroadcastPolicy | None = None
+    """A broadcast parent (never dispatched; ends when its children have): when it succeeds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,9 @@ from hetuflow.models import (
     TaskCursor,
     TaskFilter,
     TaskStatus,
-    assign_least_loaded,
 )
-from hetuflow.store._claims import Aging, FreshTasks, claim_order, epoch_micros
+from hetuflow.store._broadcast import assign, offered_agents
+from hetuflow.store._claims import Aging, FreshTasks, Pick, claim_order, epoch_micros
 from hetuflow.store._concurrency import KeyGate
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, uid
 from hetuflow.store._rows import CLAIMED_COLUMNS, claimed_from, like_pattern, new_task, task_from
@@ -80,22 +80,25 @@ seventeen arrays of hundreds of values each cost the server more CPU than the re
 create."""
 
 _CANDIDATES = """
-SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key FROM tasks
+SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key, pinned_agent_id
+FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= $1
   AND task_type = ANY($2::text[])
   AND (required_capabilities = '{}' OR required_capabilities <@ $3::text[])
   AND NOT (id = ANY($4::uuid[]))
   AND (concurrency_key IS NULL OR NOT (concurrency_key = ANY($6::text[])))
+  AND (pinned_agent_id IS NULL OR pinned_agent_id = ANY($7::uuid[]))
 ORDER BY claim_key, id
 LIMIT $5
 FOR UPDATE SKIP LOCKED"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
 in order (see ``_claims``); ``$6``: the concurrency keys this claim found full
-(``_concurrency``). ``= '{}'`` says nothing ``<@`` does not, but the planner estimates
-it from the column's statistics (most tasks need no capability), where it guesses that ``<@``
-keeps one row in 200: with that guess it sorted every pending task instead of reading the
-index in order up to the limit."""
+(``_concurrency``); ``$7``: the group's agents with a free slot, the only ones a pinned task
+(a broadcast child, ``_broadcast``) may go to. ``= '{}'`` says nothing ``<@`` does not, but
+the planner estimates it from the column's statistics (most tasks need no capability), where
+it guesses that ``<@`` keeps one row in 200: with that guess it sorted every pending task
+instead of reading the index in order up to the limit."""
 
 _DISPATCH = f"""
 WITH dispatched AS (
@@ -396,8 +399,8 @@ async def claim_tasks(
         rows = await _candidates(connection, group, horizon, chosen, want, gate)
         stored = [((row["claim_key"], str(row["id"])), row) for row in rows]
         picks = claim_order(fresh, group, horizon, stored, want)
-        assigned = assign_least_loaded(len(picks), group.offers)
-        for pick, agent_id in zip(picks, assigned, strict=False):
+        assigned = assign(picks, group.offers, _pinned)  # broadcast children: their agent
+        for pick, agent_id in assigned:
             if pick.row is not None:
                 chosen.append(pick.row["id"])
                 agents.append(agent_id)
@@ -441,6 +444,7 @@ async def _candidates(
             [*chosen, *(row["id"] for row in taken)],
             asked,
             sorted(gate.full),
+            offered_agents(group.offers),
         )
         # --- concurrency keys: only a claim that meets a keyed task locks and counts ---
         if keys := gate.unknown(rows):
@@ -453,6 +457,11 @@ async def _candidates(
         taken.extend(admitted)
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
+
+
+def _pinned(pick: Pick[asyncpg.Record]) -> UUID | None:
+    """The agent a picked task is pinned to (a broadcast child), if any."""
+    return None if pick.row is None else pick.row["pinned_agent_id"]
 
 
 _ACTIVE_BY_KEY = f"""

@@ -20,6 +20,7 @@ from hetuflow.models import (
     AgentStatus,
     Attempt,
     AttemptOutcome,
+    BroadcastPolicy,
     ClaimedTask,
     CronJob,
     CronJobChanges,
@@ -95,6 +96,7 @@ def retry_of(row: Row) -> RetryPolicy:
 
 def task_from(row: Row, codec: Codec) -> Task:
     result = row["result"]
+    policy = row["broadcast_policy"]
     return Task(
         id=_must_uuid(codec, row["id"]),
         name=row["name"],
@@ -121,6 +123,9 @@ def task_from(row: Row, codec: Codec) -> Task:
         replay_of=codec.uuid(row["replay_of"]),
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
+        pinned_agent_id=codec.uuid(row["pinned_agent_id"]),
+        broadcast_of=codec.uuid(row["broadcast_of"]),
+        broadcast_policy=None if policy is None else BroadcastPolicy(policy),
     )
 
 

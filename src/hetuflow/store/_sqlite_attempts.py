@@ -30,6 +30,7 @@ from hetuflow.models import (
 from hetuflow.store._claims import Aging
 from hetuflow.store._rows import FENCE_COLUMNS, Row, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import ACTIVE_SQL, Held, charge_logs, decide_finish, holds
+from hetuflow.store._sqlite_broadcast import settle_of as settle_broadcasts
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_workflows import settle
 from hetuflow.workflows import WorkflowStatus
@@ -147,6 +148,7 @@ def finish_attempts(
     task_changes = []
     attempt_changes = []
     ended_steps: list[str] = []
+    ended: list[str] = []
     for result in results:
         ref = result.ref
         task_id = str(ref.task_id)
@@ -190,12 +192,15 @@ def finish_attempts(
         outcomes.append(FinishOutcome(ref, True, task_type, finish.status))
         if finish.finished and rows[task_id]["step"]:
             ended_steps.append(task_id)
+        if finish.finished:
+            ended.append(task_id)
     if task_changes:
         connection.execute(_FINISH_TASKS, (stamp, json_rows(task_changes)))
         connection.execute(_FINISH_ATTEMPTS, (json_rows(attempt_changes),))
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         default = Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
         settle(connection, ended_steps, now, aging or default, finished)
+    settle_broadcasts(connection, ended, now)  # a broadcast parent ends with its last child
     return outcomes
 
 
@@ -236,6 +241,7 @@ def release(
     ).fetchall()
     pending: list[UUID] = []
     ended_steps: list[str] = []
+    ended: list[str] = []
     for row in rows:
         if (row["id"], row["attempts"]) in kept:
             continue
@@ -247,6 +253,7 @@ def release(
             )
             if row["step"]:
                 ended_steps.append(row["id"])
+            ended.append(row["id"])
         elif crash_limit > 0 and row["lost"] + 1 >= crash_limit:
             connection.execute(
                 "UPDATE tasks SET status = 'quarantined', error = ?, finished_at = ?,"
@@ -255,6 +262,7 @@ def release(
             )
             if row["step"]:
                 ended_steps.append(row["id"])
+            ended.append(row["id"])
         else:
             connection.execute(
                 "UPDATE tasks SET status = 'pending', progress = NULL, updated_at = ? WHERE id = ?",
@@ -275,6 +283,7 @@ def release(
             finished,
         )
         pending.extend(UUID(task_id) for task_id in released)  # the caller wakes dispatchers
+    settle_broadcasts(connection, ended, now)  # a broadcast parent ends with its last child
     return pending
 
 
