@@ -9,7 +9,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from hetuflow.models import AgentStatus, AttemptOutcome, PendingReason, Priority, TaskStatus
+from hetuflow.models import (
+    AgentStatus,
+    AttemptOutcome,
+    BroadcastPolicy,
+    PendingReason,
+    Priority,
+    TaskStatus,
+)
 
 
 class _Model(BaseModel):
@@ -43,6 +50,12 @@ class Task(_Model):
     finished_at: datetime | None = None
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    broadcast_policy: BroadcastPolicy | None = None
+    """Set on a broadcast's parent (``submit(..., dispatch="all")``)."""
+    broadcast_of: UUID | None = None
+    """A broadcast child: its parent."""
+    pinned_agent_id: UUID | None = None
+    """A broadcast child: the only agent that may run it."""
 
     @property
     def is_finished(self) -> bool:
