@@ -284,6 +284,7 @@ REASONS = {
     PendingReason.CONCURRENCY_LIMIT: (
         "its concurrency key {key!r} has its limit of tasks dispatched or running"
     ),
+    PendingReason.AGENT_OFFLINE: "the agent it is pinned to (a broadcast) is not online",
     PendingReason.QUEUED: "it is about to be dispatched",
 }
 

@@ -132,6 +132,7 @@ const REASONS = {
   no_agent_with_capabilities: "no agent has the required capabilities",
   agents_busy: "every eligible agent is busy",
   global_limit: "the global concurrency limit is reached",
+  agent_offline: "the agent it is pinned to (a broadcast) is not online",
   queued: "about to be dispatched",
 };
 function reasonText(reason) {
