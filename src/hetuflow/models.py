@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
@@ -490,23 +490,38 @@ class ClaimRequest:
     key_limits: ConcurrencyLimits | None = None
 
 
-def assign_least_loaded(count: int, offers: Sequence[SlotOffer]) -> list[UUID]:
-    """Agent ids for ``count`` claimed tasks, in claim order: each to the least loaded agent.
+P = TypeVar("P")
+"""A claimed pick (``assign_least_loaded``): a stored row or a task of the batch."""
+
+
+def assign_least_loaded(
+    picks: Sequence[P], offers: Sequence[SlotOffer], pinned: Callable[[P], UUID | None]
+) -> list[tuple[P, UUID]]:
+    """An agent for each of the claimed ``picks``, in claim order: a pinned pick (a broadcast
+    child, ``pinned`` gives its agent) goes to its agent if that agent has a free slot left,
+    else it is left out (it stays pending); any other pick to the least loaded agent.
 
     Load is ``running`` plus what this call already assigned; ties keep the offers' order.
-    Never gives an agent more than its free slots; returns fewer ids if slots run out.
+    Never gives an agent more than its free slots; returns fewer pairs if slots run out.
     """
     load = [offer.running for offer in offers]
     left = [offer.free_slots for offer in offers]
-    assigned: list[UUID] = []
-    for _ in range(count):
-        best = -1
-        for index, free in enumerate(left):
-            if free > 0 and (best < 0 or load[index] < load[best]):
-                best = index
-        if best < 0:
-            break
-        assigned.append(offers[best].agent_id)
+    index_of = {offer.agent_id: index for index, offer in enumerate(offers)}
+    assigned: list[tuple[P, UUID]] = []
+    for pick in picks:
+        agent_id = pinned(pick)
+        if agent_id is not None:
+            best = index_of.get(agent_id, -1)
+            if best < 0 or left[best] <= 0:
+                continue
+        else:
+            best = -1
+            for index, free in enumerate(left):
+                if free > 0 and (best < 0 or load[index] < load[best]):
+                    best = index
+            if best < 0:
+                break
+        assigned.append((pick, offers[best].agent_id))
         load[best] += 1
         left[best] -= 1
     return assigned

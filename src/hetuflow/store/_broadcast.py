@@ -2,7 +2,8 @@
 
 A broadcast is a parent task (``broadcast_policy`` set, status ``waiting``, never dispatched)
 and one child per agent that matched it when it was created, each pinned to its agent
-(``pinned_agent_id``): the claim gives a pinned task to that agent only (``assign``). The
+(``pinned_agent_id``): the claim gives a pinned task to that agent only
+(``models.assign_least_loaded``). The
 parent ends in the transaction that ends its last child (``settle_parent`` decides how);
 each store's ``settle`` locks the parent row after the child rows, as every path that ends a
 child (finish, release, cancel) locks them, so of two children ending at once the second to
@@ -11,14 +12,11 @@ lock the parent sees the first ended and settles it once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 from uuid import UUID
 
 from hetuflow.models import BroadcastPolicy, JSONObject, SlotOffer, TaskStatus
-
-R = TypeVar("R")
 
 DELETED_AGENT_ERROR = "its agent was deleted"
 """The error of a pending child whose agent is deleted: it is cancelled."""
@@ -64,38 +62,6 @@ def settle_parent(policy: BroadcastPolicy, children: Sequence[ChildEnd]) -> Pare
     return ParentEnd(
         TaskStatus.FAILED, result, f"failed on {len(bad)} of {len(children)} agents: {named}"
     )
-
-
-def assign(
-    picks: Sequence[R],
-    offers: Sequence[SlotOffer],
-    pinned: Callable[[R], UUID | None],
-) -> list[tuple[R, UUID]]:
-    """Agents for claimed ``picks``, in claim order: a pinned pick goes to its agent if that
-    agent has a free slot left (else it stays pending), any other to the least loaded agent
-    (``assign_least_loaded``'s rule: load is ``running`` plus what was assigned here, ties
-    keep the offers' order). Never gives an agent more than its free slots."""
-    load = [offer.running for offer in offers]
-    left = [offer.free_slots for offer in offers]
-    index_of = {offer.agent_id: index for index, offer in enumerate(offers)}
-    assigned: list[tuple[R, UUID]] = []
-    for pick in picks:
-        agent_id = pinned(pick)
-        if agent_id is not None:
-            best = index_of.get(agent_id, -1)
-            if best < 0 or left[best] <= 0:
-                continue
-        else:
-            best = -1
-            for index, free in enumerate(left):
-                if free > 0 and (best < 0 or load[index] < load[best]):
-                    best = index
-            if best < 0:
-                break
-        assigned.append((pick, offers[best].agent_id))
-        load[best] += 1
-        left[best] -= 1
-    return assigned
 
 
 def offered_agents(offers: Sequence[SlotOffer]) -> list[UUID]:

@@ -36,8 +36,9 @@ from hetuflow.models import (
     TaskCursor,
     TaskFilter,
     TaskStatus,
+    assign_least_loaded,
 )
-from hetuflow.store._broadcast import assign, offered_agents
+from hetuflow.store._broadcast import offered_agents
 from hetuflow.store._claims import Aging, FreshTasks, Pick, claim_order, epoch_micros
 from hetuflow.store._concurrency import KeyGate
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, uid
@@ -399,7 +400,7 @@ async def claim_tasks(
         rows = await _candidates(connection, group, horizon, chosen, want, gate)
         stored = [((row["claim_key"], str(row["id"])), row) for row in rows]
         picks = claim_order(fresh, group, horizon, stored, want)
-        assigned = assign(picks, group.offers, _pinned)  # broadcast children: their agent
+        assigned = assign_least_loaded(picks, group.offers, _pinned)  # pinned: to its agent
         for pick, agent_id in assigned:
             if pick.row is not None:
                 chosen.append(pick.row["id"])

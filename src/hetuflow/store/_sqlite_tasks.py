@@ -36,8 +36,9 @@ from hetuflow.models import (
     TaskCursor,
     TaskFilter,
     TaskStatus,
+    assign_least_loaded,
 )
-from hetuflow.store._broadcast import assign, offered_agents
+from hetuflow.store._broadcast import offered_agents
 from hetuflow.store._claims import Aging, FreshTasks, Pick, claim_order
 from hetuflow.store._concurrency import KeyGate
 from hetuflow.store._rows import (
@@ -524,7 +525,7 @@ def claim_tasks(
         rows = _candidates(connection, group, horizon, want, gate)
         stored = [((row["claim_key"], row["id"]), row) for row in rows]
         picks = claim_order(fresh, group, horizon_at, stored, want)
-        assigned = assign(picks, group.offers, _pinned)  # broadcast children: their agent
+        assigned = assign_least_loaded(picks, group.offers, _pinned)  # pinned: to its agent
         agents = [agent_id for _, agent_id in assigned]
         agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}
         updates = []

@@ -184,8 +184,9 @@ class Store(Protocol):
         every required capability in the group's capabilities; smallest claim key first (the
         instant a task became due minus its priority rank times the aging step, computed
         when it was inserted: see ``_claims``), then id. Assign them with
-        ``assign_least_loaded``, set them dispatched to that agent, increment ``attempts``
-        and insert the attempt row.
+        ``assign_least_loaded`` (a task pinned to an agent, a broadcast child, is read only
+        for a group offering that agent a free slot and goes to it), set them dispatched to
+        that agent, increment ``attempts`` and insert the attempt row.
 
         Never lets the number of active tasks (dispatched, running, cancelling) across all
         nodes exceed ``global_limit``. A task is claimed by at most one caller, even with
