@@ -31,7 +31,8 @@ this tree lists every one, where it sits::
     │   ├── AgentDeleted
     │   ├── TriggerNameTaken
     │   ├── HookNameTaken
-    │   └── EventIdReused
+    │   ├── EventIdReused
+    │   └── NoAgentForBroadcast
     ├── InvalidInput
     │   ├── RateLimitUnknown
     │   ├── CronExpressionInvalid
@@ -229,6 +230,13 @@ class EventIdReused(Conflict):
     """An event id already delivered with another event key."""
 
     code = "event_id_reused"
+
+
+class NoAgentForBroadcast(Conflict):
+    """A broadcast (``dispatch: "all"``) found no online, enabled agent that runs its task
+    type with its capabilities: nothing was created."""
+
+    code = "no_agent_for_broadcast"
 
 
 class CronExpressionInvalid(InvalidInput):

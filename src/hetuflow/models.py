@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
@@ -117,10 +117,11 @@ _RETRIED_STEP = frozenset({TaskStatus.WAITING, TaskStatus.PENDING})
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.WAITING: frozenset(
         {
+            TaskStatus.SUCCEEDED,  # a broadcast parent whose children succeeded (per policy)
             TaskStatus.PENDING,  # the last parent finished and run_if holds
             TaskStatus.SKIPPED,  # a parent failed, the workflow stopped, or run_if fails
             TaskStatus.CANCELLED,
-            TaskStatus.FAILED,  # its parents' results are over MAX_PARENT_RESULTS_BYTES
+            TaskStatus.FAILED,  # its parents' results are too large; a broadcast failed
         }
     ),
     TaskStatus.PENDING: frozenset({TaskStatus.DISPATCHED, TaskStatus.CANCELLED}),
@@ -208,6 +209,7 @@ class PendingReason(StrEnum):
     GLOBAL_LIMIT = "global_limit"
     CONCURRENCY_LIMIT = "concurrency_limit"  # its concurrency key has its limit of tasks active
     RATE_LIMITED = "rate_limited"  # a rate limit it names has no units left in its window
+    AGENT_OFFLINE = "agent_offline"  # pinned (a broadcast child) to an agent not online/enabled
     QUEUED = "queued"  # eligible and about to be dispatched
 
 
@@ -286,6 +288,13 @@ ALL_FAILURE_KINDS: tuple[FailureKind, ...] = tuple(FailureKind)
 """The default ``retry_on``: every kind is retried."""
 
 MAX_RETRY_JITTER = 1.0
+
+
+class BroadcastPolicy(StrEnum):
+    """When a broadcast parent succeeds (docs/guarantees.md, Broadcast)."""
+
+    ALL = "all"  # every child succeeded
+    ANY = "any"  # at least one child succeeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +408,12 @@ class Task:
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     rate_limits: tuple[RateLimitUse, ...] = ()
+    pinned_agent_id: UUID | None = None
+    """A broadcast child: only this agent may run it (None: any matching agent)."""
+    broadcast_of: UUID | None = None
+    """A broadcast child: its parent task."""
+    broadcast_policy: BroadcastPolicy | None = None
+    """A broadcast parent (never dispatched; ends when its children have): when it succeeds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,23 +585,38 @@ class ClaimRequest:
     key_limits: ConcurrencyLimits | None = None
 
 
-def assign_least_loaded(count: int, offers: Sequence[SlotOffer]) -> list[UUID]:
-    """Agent ids for ``count`` claimed tasks, in claim order: each to the least loaded agent.
+P = TypeVar("P")
+"""A claimed pick (``assign_least_loaded``): a stored row or a task of the batch."""
+
+
+def assign_least_loaded(
+    picks: Sequence[P], offers: Sequence[SlotOffer], pinned: Callable[[P], UUID | None]
+) -> list[tuple[P, UUID]]:
+    """An agent for each of the claimed ``picks``, in claim order: a pinned pick (a broadcast
+    child, ``pinned`` gives its agent) goes to its agent if that agent has a free slot left,
+    else it is left out (it stays pending); any other pick to the least loaded agent.
 
     Load is ``running`` plus what this call already assigned; ties keep the offers' order.
-    Never gives an agent more than its free slots; returns fewer ids if slots run out.
+    Never gives an agent more than its free slots; returns fewer pairs if slots run out.
     """
     load = [offer.running for offer in offers]
     left = [offer.free_slots for offer in offers]
-    assigned: list[UUID] = []
-    for _ in range(count):
-        best = -1
-        for index, free in enumerate(left):
-            if free > 0 and (best < 0 or load[index] < load[best]):
-                best = index
-        if best < 0:
-            break
-        assigned.append(offers[best].agent_id)
+    index_of = {offer.agent_id: index for index, offer in enumerate(offers)}
+    assigned: list[tuple[P, UUID]] = []
+    for pick in picks:
+        agent_id = pinned(pick)
+        if agent_id is not None:
+            best = index_of.get(agent_id, -1)
+            if best < 0 or left[best] <= 0:
+                continue
+        else:
+            best = -1
+            for index, free in enumerate(left):
+                if free > 0 and (best < 0 or load[index] < load[best]):
+                    best = index
+            if best < 0:
+                break
+        assigned.append((pick, offers[best].agent_id))
         load[best] += 1
         left[best] -= 1
     return assigned

@@ -4,9 +4,9 @@
 stores move statuses in SQL (conditional updates, ``CASE`` expressions), which could drift
 from the table. This drives each store through every operation that changes a status (create,
 claim, start, finish with each outcome, retry, cancel in each state, release, reap, delete,
-prune, cron fire, workflows' waiting steps), reads every row before and after each call, and
-checks each before -> after pair against the table, and that every pair the table lists is
-one some operation produces (no dead entry).
+prune, cron fire, workflows' waiting steps, broadcasts), reads every row before and after each
+call, and checks each before -> after pair against the table, and that every pair the table
+lists is one some operation produces (no dead entry).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    BroadcastPolicy,
     ClaimRequest,
     CronFire,
     Dispatch,
@@ -334,6 +335,27 @@ def _offending(pairs: dict[Pair, set[str]], table: dict[str, frozenset[str]]) ->
     ]
 
 
+async def drive_broadcasts(store: Store, record: Recorder, connect: ConnectAgent) -> None:
+    """A broadcast's parent: waiting -> succeeded (its children did), -> failed (one did
+    not), -> cancelled (a cancel, which cancels its pending children)."""
+    agent = await connect("broadcast", task_types=["bc"])
+    drive = Drive(store, record, agent)
+    for outcome in (AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED, None):
+        new = NewTask("b", "bc")
+        await record(
+            "create_broadcast",
+            store.create_broadcast(new, policy=BroadcastPolicy.ALL, now=T0),
+        )
+        offer = group([drive.agent], task_types=("bc",), free=1)
+        if outcome is None:
+            page = await store.list_tasks(TaskFilter(statuses=(TaskStatus.WAITING,)), limit=100)
+            [parent] = [t for t in page.items if t.broadcast_policy is not None]
+            await record("cancel", store.cancel_task(parent.id, now=T0))
+            continue
+        [dispatch] = await record("claim", store.claim_tasks([offer], now=T0))
+        await drive.finish(dispatch, outcome)
+
+
 def _listed(table: dict[str, frozenset[str]]) -> set[Pair]:
     return {(before, after) for before, afters in table.items() for after in afters}
 
@@ -347,6 +369,7 @@ async def test_every_task_status_change_is_in_the_table(
     await drive_tasks(store, record, drive)
     await drive_release(store, record, connect)
     await drive_workflows(store, record, drive)
+    await drive_broadcasts(store, record, connect)
 
     table = {str(k): frozenset(str(v) for v in vs) for k, vs in TASK_TRANSITIONS.items()}
     assert _offending(record.tasks, table) == []

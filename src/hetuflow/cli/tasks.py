@@ -77,6 +77,19 @@ def _task_options(func: Any) -> Any:
             " (space-separated; create-rate-limit makes one).",
         ),
         click.option(
+            "--all-agents",
+            is_flag=True,
+            help="Broadcast: run it once on every agent online and matching now (not later "
+            "ones); the task made is the parent, ending with the last run, its result "
+            "per agent.",
+        ),
+        click.option(
+            "--broadcast-policy",
+            type=click.Choice(["all", "any"]),
+            help="With --all-agents: succeed when every run succeeded (all, the default) or "
+            "when one did (any).",
+        ),
+        click.option(
             "--wait", is_flag=True, help="Wait until it finishes; exit 1 unless it succeeded."
         ),
         click.option(
@@ -98,6 +111,9 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
     scheduled_at = parse_datetime(options["scheduled_at"], "--scheduled-at")
     if scheduled_at is not None and options["delay"] is not None:
         fail("give --delay or --scheduled-at, not both", EXIT_USAGE)
+    broadcast = bool(options["all_agents"])
+    if options["broadcast_policy"] is not None and not broadcast:
+        fail("--broadcast-policy needs --all-agents", EXIT_USAGE)
     task = cli.client.submit(
         options["task_type"],
         payload,
@@ -111,7 +127,18 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
         idempotency_key=options["idempotency_key"],
         rate_limits=_rate_limits(options["rate_limits"]) or None,
         **retry_fields(options),
+        dispatch="all" if broadcast else None,
+        broadcast_policy=options["broadcast_policy"],
     )
+    if broadcast and not cli.as_json:
+        agents = [
+            ids.agent_names(cli).get(str(c.pinned_agent_id), str(c.pinned_agent_id))
+            for c in cli.client.children(task.id)
+        ]
+        stdout().print(
+            f"broadcast to {len(agents)} agent{'s' if len(agents) != 1 else ''}: "
+            + escape(", ".join(agents))
+        )
     if options["wait"]:
         try:
             task = cli.client.wait(task.id, timeout_seconds=options["wait_timeout"])
@@ -296,6 +323,7 @@ REASONS = {
     PendingReason.CONCURRENCY_LIMIT: (
         "its concurrency key {key!r} has its limit of tasks dispatched or running"
     ),
+    PendingReason.AGENT_OFFLINE: "the agent it is pinned to (a broadcast) is not online",
     PendingReason.QUEUED: "it is about to be dispatched",
 }
 
@@ -340,6 +368,11 @@ def _show(task: Task, names: dict[str, str]) -> list[tuple[str, str]]:
         pairs.append(("result", escape(_compact(task.result))))
     if task.error:
         pairs.append(("error", f"[red]{escape(task.error)}[/red]"))
+    if task.broadcast_policy is not None:
+        pairs.append(("broadcast", f"parent (policy {task.broadcast_policy})"))
+    if task.broadcast_of is not None:
+        pairs.append(("broadcast", f"child of {task.broadcast_of}"))
+        pairs.append(("pinned to", _agent(task.pinned_agent_id, names)))
     return pairs
 
 
@@ -357,9 +390,23 @@ def show_task(cli: Cli, task_id: str) -> None:
         cli.emit_json(task)
         return
     attempts = cli.client.attempts(task.id)
-    names = ids.agent_names(cli) if task.agent_id is not None or attempts else {}
+    children = cli.client.children(task.id) if task.broadcast_policy is not None else []
+    pinned = task.pinned_agent_id is not None or children
+    names = ids.agent_names(cli) if task.agent_id is not None or attempts or pinned else {}
     console = stdout()
     console.print(details(_show(task, names)))
+    if children:
+        rows = [
+            [
+                _agent(child.pinned_agent_id, names),
+                str(child.id),
+                styled(child.status)
+                + (f" ({child.pending_reason})" if child.pending_reason else ""),
+                escape(child.error or ""),
+            ]
+            for child in children
+        ]
+        console.print(table(["AGENT", "TASK", "STATUS", "ERROR"], rows, title="Children"))
     if attempts:
         rows = [
             [

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import httpx
@@ -58,7 +58,7 @@ from hetuflow.client.workflows import (
     WorkflowCalls,
     WorkflowPage,
 )
-from hetuflow.models import Priority, TaskStatus
+from hetuflow.models import BroadcastPolicy, Priority, TaskStatus
 
 
 class AsyncClient:
@@ -152,6 +152,8 @@ class AsyncClient:
         retry_on: Sequence[str] | None = None,
         rate_limits: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
+        dispatch: Literal["one", "all"] | None = None,
+        broadcast_policy: BroadcastPolicy | str | None = None,
     ) -> Task:
         options = {
             "scheduled_at": scheduled_at,
@@ -164,9 +166,11 @@ class AsyncClient:
             "retry_on": None if retry_on is None else list(retry_on),
             "rate_limits": None if rate_limits is None else [dict(use) for use in rate_limits],
             "idempotency_key": idempotency_key,
+            "dispatch": dispatch,
+            "broadcast_policy": broadcast_policy,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
-        if self._coalescer is None:
+        if self._coalescer is None or dispatch == "all":  # a batch takes no broadcast
             return await self._create(body)
         return await self._coalescer.submit(body)
 
@@ -259,6 +263,10 @@ class AsyncClient:
 
     async def cancel_task(self, task_id: UUID | str) -> Task:
         return await self._send(Calls.cancel_task(task_id))
+
+    async def children(self, task_id: UUID | str) -> list[Task]:
+        """A broadcast's children, one per agent, by agent name."""
+        return await self._send(Calls.children(task_id))
 
     async def retry_task(self, task_id: UUID | str) -> Task:
         return await self._send(Calls.retry_task(task_id))

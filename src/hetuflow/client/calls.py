@@ -138,6 +138,10 @@ class Calls:
         return Call("POST", f"/api/tasks/{task_id}/retry", parse_one(Task))
 
     @staticmethod
+    def children(task_id: UUID | str) -> Call[list[Task]]:
+        return Call("GET", f"/api/tasks/{task_id}/children", parse_items(Task))
+
+    @staticmethod
     def attempts(task_id: UUID | str) -> Call[list[Attempt]]:
         return Call("GET", f"/api/tasks/{task_id}/attempts", parse_items(Attempt))
 

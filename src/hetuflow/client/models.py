@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from hetuflow.models import (
     AgentStatus,
     AttemptOutcome,
+    BroadcastPolicy,
     FailureKind,
     PendingReason,
     Priority,
@@ -60,6 +61,12 @@ class Task(_Model):
     """The named rate limits it spends from when dispatched."""
     rate_limited_until: datetime | None = None
     """A ``rate_limited`` task: when a unit of the limits holding it back frees."""
+    broadcast_policy: BroadcastPolicy | None = None
+    """Set on a broadcast's parent (``submit(..., dispatch="all")``)."""
+    broadcast_of: UUID | None = None
+    """A broadcast child: its parent."""
+    pinned_agent_id: UUID | None = None
+    """A broadcast child: the only agent that may run it."""
 
     @property
     def is_finished(self) -> bool:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import httpx
@@ -58,7 +58,7 @@ from hetuflow.client.workflows import (
     WorkflowCalls,
     WorkflowPage,
 )
-from hetuflow.models import Priority, TaskStatus
+from hetuflow.models import BroadcastPolicy, Priority, TaskStatus
 
 
 class Client:
@@ -148,11 +148,19 @@ class Client:
         retry_on: Sequence[str] | None = None,
         rate_limits: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
+        dispatch: Literal["one", "all"] | None = None,
+        broadcast_policy: BroadcastPolicy | str | None = None,
     ) -> Task:
         """Create one task and return it (the existing one if ``idempotency_key`` matched).
         The retry options are those of ``POST /api/tasks`` (docs/guarantees.md#retries):
         ``retry_on`` lists the failure kinds retried (``failed``, ``timed_out``,
-        ``agent_lost``), ``retry_jitter`` the random fraction (0..1) of each backoff."""
+        ``agent_lost``), ``retry_jitter`` the random fraction (0..1) of each backoff.
+
+        ``dispatch="all"``: a broadcast, run once on every agent that matches now; the task
+        returned is its parent (``children`` lists the one per agent), which ends with the
+        last of them, its ``result`` ``{agent name: result}`` (``broadcast_policy``: ``all``,
+        the default, or ``any``). ``Conflict`` (``no_agent_for_broadcast``) when no agent
+        matches."""
         options = {
             "scheduled_at": scheduled_at,
             "delay_seconds": delay_seconds,
@@ -164,9 +172,11 @@ class Client:
             "retry_on": None if retry_on is None else list(retry_on),
             "rate_limits": None if rate_limits is None else [dict(use) for use in rate_limits],
             "idempotency_key": idempotency_key,
+            "dispatch": dispatch,
+            "broadcast_policy": broadcast_policy,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
-        if self._coalescer is None:
+        if self._coalescer is None or dispatch == "all":  # a batch takes no broadcast
             return self._create(body)
         return self._coalescer.submit(body)
 
@@ -259,6 +269,10 @@ class Client:
 
     def cancel_task(self, task_id: UUID | str) -> Task:
         return self._send(Calls.cancel_task(task_id))
+
+    def children(self, task_id: UUID | str) -> list[Task]:
+        """A broadcast's children, one per agent, by agent name."""
+        return self._send(Calls.children(task_id))
 
     def retry_task(self, task_id: UUID | str) -> Task:
         """A new task with the same spec as a failed, timed-out, cancelled or quarantined

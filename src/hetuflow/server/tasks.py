@@ -30,6 +30,7 @@ from hetuflow.models import (
     ACTIVE_TASK_STATUSES,
     Agent,
     AgentStatus,
+    BroadcastPolicy,
     NewTask,
     Page,
     PendingReason,
@@ -159,6 +160,32 @@ class TaskQueue:
             await self._publish(TASKS_READY)
         return results
 
+    async def create_broadcast(
+        self, task: NewTask, policy: BroadcastPolicy = BroadcastPolicy.ALL
+    ) -> tuple[Task, list[Task]]:
+        """A broadcast (docs/guarantees.md, Broadcast): the parent and one child pinned to
+        each agent that matches now (``Store.create_broadcast``), then the dispatchers are
+        woken. ``NoAgentForBroadcast`` (nothing created) when none matches; ``InvalidInput``
+        for an idempotency or concurrency key (a broadcast takes neither)."""
+        if task.idempotency_key is not None:
+            raise InvalidInput("a broadcast takes no idempotency_key", field="idempotency_key")
+        if task.concurrency_key is not None:
+            raise InvalidInput("a broadcast takes no concurrency_key", field="concurrency_key")
+        self._check_payloads([task])
+        parent, children = await self.store.create_broadcast(
+            task, policy=policy, now=self.clock.now()
+        )
+        if self.metrics is not None:
+            self.metrics.task_submitted(task.task_type, len(children))
+        await self._publish(TASKS_READY)
+        return parent, children
+
+    async def children(self, task_id: UUID) -> list[Task]:
+        """A broadcast's children, by agent name (``TaskNotFound`` for no such task; empty
+        for a task that is no broadcast parent)."""
+        await self.get(task_id)
+        return await self.store.list_broadcast_children(task_id)
+
     def _check_payloads(self, tasks: Sequence[NewTask]) -> None:
         """``PayloadTooLarge`` for a payload over ``max_payload_bytes`` as compact JSON."""
         limit = self.max_payload_bytes
@@ -179,6 +206,7 @@ class TaskQueue:
         step is not retried alone (its descendants would not follow): ``TaskNotRetryable``
         naming the workflow to retry instead (docs/workflows.md, Retry)."""
         task = await self.get(task_id)
+        _refuse_broadcast(task)
         workflow_id = await self.store.workflow_of_step(task_id)
         if workflow_id is not None:
             raise TaskNotRetryable(
@@ -258,7 +286,15 @@ class TaskQueue:
             if task.id in limited:
                 reasons[task.id] = PendingReason.RATE_LIMITED
                 continue
-            reason = _agent_reason(task, agents)
+            if task.pinned_agent_id is not None:  # a broadcast child: its agent or none
+                pinned = [agent for agent in agents if agent.id == task.pinned_agent_id]
+                if not pinned:
+                    reasons[task.id] = PendingReason.AGENT_OFFLINE
+                    continue
+                agents_for: Sequence[Agent] = pinned
+            else:
+                agents_for = agents
+            reason = _agent_reason(task, agents_for)
             if reason is None:
                 if global_full is None:
                     global_full = await self._global_limit_reached()
@@ -310,8 +346,12 @@ class TaskQueue:
             if task.scheduled_at > now:
                 reasons[task.id] = PendingReason.SCHEDULED
                 continue
-            if task.concurrency_key is not None or task.rate_limits:
-                rest.append(task)  # its key or a rate limit may be full: ``explain`` looks
+            if (
+                task.concurrency_key is not None
+                or task.rate_limits
+                or task.pinned_agent_id is not None
+            ):
+                rest.append(task)  # its key or a rate limit may be full, its agent away
                 continue
             key = (task.task_type, task.required_capabilities)
             local = startable.get(key)
@@ -342,6 +382,12 @@ class TaskQueue:
         task = await self.store.cancel_task(task_id, now=self.clock.now(), reason=reason)
         if task.status is TaskStatus.CANCELLING and task.agent_id is not None:
             await self._publish(TASK_CANCEL, f"{task.id}:{task.attempts}:{task.agent_id}")
+        if task.broadcast_policy is not None:  # a broadcast: its held children really stop
+            for child in await self.store.list_broadcast_children(task.id):
+                if child.status is TaskStatus.CANCELLING and child.agent_id is not None:
+                    await self._publish(
+                        TASK_CANCEL, f"{child.id}:{child.attempts}:{child.agent_id}"
+                    )
         return task
 
     async def _cancel_for_key(self, task_id: UUID, reason: str) -> Task:
@@ -353,6 +399,8 @@ class TaskQueue:
         """A new task with the same spec as a finished one (any terminal status, succeeded
         included), linked to it by ``replay_of``; the dispatchers are woken.
         ``TaskNotFinished`` for a task still pending or running."""
+        if (original := await self.store.get_task(task_id)) is not None:
+            _refuse_broadcast(original)
         task = await self.store.replay_task(task_id, now=self.clock.now())
         if self.metrics is not None:
             self.metrics.task_submitted(task.task_type, 1)
@@ -366,6 +414,17 @@ class TaskQueue:
             await self.notifier.publish(channel, payload)
         except Exception:
             log.warning("could not publish %s %r", channel, payload, exc_info=True)
+
+
+def _refuse_broadcast(task: Task) -> None:
+    """``TaskNotRetryable`` for a broadcast's parent or child: its agents are chosen when it
+    is created, so a run again is a new broadcast."""
+    if task.broadcast_policy is not None or task.broadcast_of is not None:
+        raise TaskNotRetryable(
+            f"task {task.id} is part of a broadcast: create a new broadcast"
+            ' ("dispatch": "all") to run it again',
+            field="task_id",
+        )
 
 
 def _agent_reason(task: Task, agents: Sequence[Agent]) -> PendingReason | None:

@@ -14,6 +14,7 @@ from hetuflow.errors import AgentDeleted, AgentNameTaken, AgentNotFound
 from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_attempts import release
+from hetuflow.store._pg_broadcast import cancel_pinned
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._rows import agent_from
 from hetuflow.store._rules import (
@@ -131,6 +132,7 @@ async def _tombstone(
     if deleted is None:
         return False
     await release(connection, [agent_id], now, committed=committed)
+    await cancel_pinned(connection, agent_id, now)  # broadcast children it will never run
     await connection.execute("DELETE FROM api_tokens WHERE agent_id = $1", agent_id)
     return True
 

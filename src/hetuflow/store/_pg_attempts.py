@@ -30,6 +30,7 @@ from hetuflow.models import (
     LogLine,
     LogUsage,
 )
+from hetuflow.store import _pg_broadcast as broadcast_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_workflows import lock_workflows_of, settle
@@ -167,13 +168,15 @@ async def finish_attempts(
     task_ids = list({r.ref.task_id for r in results})
     await lock_workflows_of(connection, task_ids)  # the workflow rows first, then the tasks
     rows = await connection.fetch(
-        f"SELECT {FENCE_COLUMNS}, EXISTS (SELECT 1 FROM workflow_steps AS s"
+        f"SELECT {FENCE_COLUMNS}, broadcast_of, EXISTS (SELECT 1 FROM workflow_steps AS s"
         " WHERE s.task_id = tasks.id) AS step"
         " FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
         task_ids,
     )
     steps = {row["id"] for row in rows if row["step"]}
     ended_steps: list[UUID] = []
+    parents = {row["id"]: row["broadcast_of"] for row in rows if row["broadcast_of"]}
+    ended_children: list[UUID] = []
     # Keyed by asyncpg's UUID, which hashes and compares equal to the standard one.
     task_types: dict[UUID, str] = {row["id"]: row["task_type"] for row in rows}
     held = {
@@ -204,6 +207,8 @@ async def finish_attempts(
         outcomes.append(FinishOutcome(ref, True, task_types[ref.task_id], finish.status))
         if finish.finished and ref.task_id in steps:
             ended_steps.append(ref.task_id)
+        if finish.finished and ref.task_id in parents:
+            ended_children.append(uid(parents[ref.task_id]))
         changes.append(
             {
                 "id": ref.task_id,
@@ -225,6 +230,8 @@ async def finish_attempts(
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         aging = aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
         await settle(connection, ended_steps, stamp, aging, committed)
+    if ended_children:  # --- broadcasts: the parent ends with its last child ---
+        await broadcast_sql.settle(connection, ended_children, stamp)
     return outcomes
 
 
@@ -286,6 +293,11 @@ async def release(
             committed,
         )
         pending.extend(uid(task_id) for task_id in released)  # the caller wakes dispatchers
+    ended = [uid(row["id"]) for row in rows if row["status"] in ("cancelled", "failed", "quarantined")]
+    if ended:  # --- broadcasts: the parent ends with its last child ---
+        await broadcast_sql.settle(
+            connection, await broadcast_sql.parents_of(connection, ended), stamp
+        )
     return pending
 
 

@@ -40,7 +40,8 @@ from hetuflow.models import (
     assign_least_loaded,
 )
 from hetuflow.store import _pg_rate_limits as rates_sql
-from hetuflow.store._claims import Aging, FreshTasks, claim_order, epoch_micros
+from hetuflow.store._broadcast import offered_agents
+from hetuflow.store._claims import Aging, FreshTasks, Pick, claim_order, epoch_micros
 from hetuflow.store._concurrency import KeyGate
 from hetuflow.store._pg_db import CLAIM_LOCK, CODEC, Conn, uid
 from hetuflow.store._rate_limits import RateGate
@@ -98,7 +99,9 @@ seventeen arrays of hundreds of values each cost the server more CPU than the re
 create."""
 
 _CANDIDATES = """
-SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key, rate_limits FROM tasks
+SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key, rate_limits,
+       pinned_agent_id
+FROM tasks
 WHERE status = 'pending'
   AND scheduled_at <= $1
   AND task_type = ANY($2::text[])
@@ -107,12 +110,15 @@ WHERE status = 'pending'
   AND (concurrency_key IS NULL OR NOT (concurrency_key = ANY($6::text[])))
   AND (rate_limits IS NULL OR NOT EXISTS (
       SELECT 1 FROM task_rate_limits AS l WHERE l.task_id = tasks.id AND l.name = ANY($7::text[])))
+  AND (pinned_agent_id IS NULL OR pinned_agent_id = ANY($8::uuid[]))
 ORDER BY claim_key, id
 LIMIT $5
 FOR UPDATE SKIP LOCKED"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
 in order (see ``_claims``); ``$6``: the concurrency keys this claim found full
-(``_concurrency``); ``$7``: the rate limits it found without units left (``_rate_limits``).
+(``_concurrency``); ``$7``: the rate limits it found without units left (``_rate_limits``);
+``$8``: the group's agents with a free slot, the only ones a pinned task (a broadcast child,
+``_broadcast``) may go to.
 ``= '{}'`` says nothing ``<@`` does not, but the planner estimates
 it from the column's statistics (most tasks need no capability), where it guesses that ``<@``
 keeps one row in 200: with that guess it sorted every pending task instead of reading the
@@ -445,8 +451,8 @@ async def claim_tasks(
         rows = await _candidates(connection, group, horizon, chosen, want, gate, rates, now)
         stored = [((row["claim_key"], str(row["id"])), row) for row in rows]
         picks = claim_order(fresh, group, horizon, stored, want)
-        assigned = assign_least_loaded(len(picks), group.offers)
-        for pick, agent_id in zip(picks, assigned, strict=False):
+        assigned = assign_least_loaded(picks, group.offers, _pinned)  # pinned: to its agent
+        for pick, agent_id in assigned:
             if pick.row is not None:
                 chosen.append(pick.row["id"])
                 agents.append(agent_id)
@@ -497,6 +503,7 @@ async def _candidates(
             asked,
             sorted(gate.full),
             sorted(rates.full),
+            offered_agents(group.offers),
         )
         # --- concurrency keys: only a claim that meets a keyed task locks and counts ---
         if keys := gate.unknown(rows):
@@ -519,6 +526,11 @@ async def _candidates(
         taken.extend(admitted)
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
+
+
+def _pinned(pick: Pick[asyncpg.Record]) -> UUID | None:
+    """The agent a picked task is pinned to (a broadcast child), if any."""
+    return None if pick.row is None else pick.row["pinned_agent_id"]
 
 
 _ACTIVE_BY_KEY = f"""

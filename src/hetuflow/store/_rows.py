@@ -21,6 +21,7 @@ from hetuflow.models import (
     AgentStatus,
     Attempt,
     AttemptOutcome,
+    BroadcastPolicy,
     ClaimedTask,
     CronJob,
     CronJobChanges,
@@ -122,6 +123,7 @@ def uses_json(uses: Sequence[RateLimitUse]) -> list[dict[str, Any]] | None:
 
 def task_from(row: Row, codec: Codec) -> Task:
     result = row["result"]
+    policy = row["broadcast_policy"]
     return Task(
         id=_must_uuid(codec, row["id"]),
         name=row["name"],
@@ -149,6 +151,9 @@ def task_from(row: Row, codec: Codec) -> Task:
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
         rate_limits=uses_of(row["rate_limits"], codec),
+        pinned_agent_id=codec.uuid(row["pinned_agent_id"]),
+        broadcast_of=codec.uuid(row["broadcast_of"]),
+        broadcast_policy=None if policy is None else BroadcastPolicy(policy),
     )
 
 

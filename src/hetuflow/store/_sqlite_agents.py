@@ -20,6 +20,7 @@ from hetuflow.store._rules import (
     tombstone_name,
 )
 from hetuflow.store._sqlite_attempts import release
+from hetuflow.store._sqlite_broadcast import cancel_pinned
 from hetuflow.store._sqlite_db import CODEC, id_list, micros
 from hetuflow.store._workflow_rows import Committed
 
@@ -111,6 +112,7 @@ def _tombstone(
     if row is None:
         return False
     release(connection, [agent_id], now, committed=committed)
+    cancel_pinned(connection, agent_id, now)  # broadcast children it will never run
     connection.execute("DELETE FROM api_tokens WHERE agent_id = ?", (key,))
     return True
 

@@ -39,6 +39,7 @@ from hetuflow.store._rules import (
     decide_finish,
     holds,
 )
+from hetuflow.store._sqlite_broadcast import settle_of as settle_broadcasts
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 from hetuflow.store._sqlite_workflows import settle
 from hetuflow.store._workflow_rows import Committed
@@ -156,6 +157,7 @@ def finish_attempts(
     task_changes = []
     attempt_changes = []
     ended_steps: list[str] = []
+    ended: list[str] = []
     for result in results:
         ref = result.ref
         task_id = str(ref.task_id)
@@ -199,12 +201,15 @@ def finish_attempts(
         outcomes.append(FinishOutcome(ref, True, task_type, finish.status))
         if finish.finished and rows[task_id]["step"]:
             ended_steps.append(task_id)
+        if finish.finished:
+            ended.append(task_id)
     if task_changes:
         connection.execute(_FINISH_TASKS, (stamp, json_rows(task_changes)))
         connection.execute(_FINISH_ATTEMPTS, (json_rows(attempt_changes),))
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         default = Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
         settle(connection, ended_steps, now, aging or default, committed)
+    settle_broadcasts(connection, ended, now)  # a broadcast parent ends with its last child
     return outcomes
 
 
@@ -246,6 +251,7 @@ def release(
     ).fetchall()
     pending: list[UUID] = []
     ended_steps: list[str] = []
+    ended: list[str] = []
     for row in rows:
         if (row["id"], row["attempts"]) in kept:
             continue
@@ -257,6 +263,7 @@ def release(
             )
             if row["step"]:
                 ended_steps.append(row["id"])
+            ended.append(row["id"])
         elif FailureKind.AGENT_LOST.value not in CODEC.texts(row["retry_on"]):
             connection.execute(
                 "UPDATE tasks SET status = 'failed', error = ?, finished_at = ?,"
@@ -265,6 +272,7 @@ def release(
             )
             if row["step"]:
                 ended_steps.append(row["id"])
+            ended.append(row["id"])
         elif crash_limit > 0 and row["lost"] + 1 >= crash_limit:
             connection.execute(
                 "UPDATE tasks SET status = 'quarantined', error = ?, finished_at = ?,"
@@ -273,6 +281,7 @@ def release(
             )
             if row["step"]:
                 ended_steps.append(row["id"])
+            ended.append(row["id"])
         else:
             connection.execute(
                 "UPDATE tasks SET status = 'pending', progress = NULL, updated_at = ? WHERE id = ?",
@@ -293,6 +302,7 @@ def release(
             committed,
         )
         pending.extend(UUID(task_id) for task_id in released)  # the caller wakes dispatchers
+    settle_broadcasts(connection, ended, now)  # a broadcast parent ends with its last child
     return pending
 
 

@@ -39,7 +39,8 @@ from hetuflow.models import (
     assign_least_loaded,
 )
 from hetuflow.store import _sqlite_rate_limits as rates_sql
-from hetuflow.store._claims import Aging, FreshTasks, claim_order
+from hetuflow.store._broadcast import offered_agents
+from hetuflow.store._claims import Aging, FreshTasks, Pick, claim_order
 from hetuflow.store._concurrency import KeyGate
 from hetuflow.store._rate_limits import RateGate
 from hetuflow.store._rows import (
@@ -74,6 +75,7 @@ idempotency key wins."""
 
 _CANDIDATES = f"""
 SELECT {CLAIMED_COLUMNS}, claim_key, concurrency_key, max_concurrent_per_key, rate_limits,
+       pinned_agent_id,
        (SELECT s.workflow_id FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS workflow_id,
        (SELECT s.name FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS step
 FROM tasks
@@ -83,10 +85,12 @@ WHERE status = 'pending'
   AND (required_capabilities = '[]' OR NOT EXISTS (
       SELECT 1 FROM json_each(tasks.required_capabilities) AS need
       WHERE need.value NOT IN (SELECT value FROM json_each(?))))
+  AND (pinned_agent_id IS NULL OR pinned_agent_id IN (SELECT value FROM json_each(?)))
 ORDER BY claim_key, id
 LIMIT ?"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
-in order (see ``_claims``)."""
+in order (see ``_claims``). The fourth parameter: the group's agents with a free slot, the
+only ones a pinned task (a broadcast child, ``_broadcast``) may go to."""
 
 _MORE_CANDIDATES = _CANDIDATES.replace(
     "ORDER BY",
@@ -143,18 +147,21 @@ def _candidates(
         id_list(sorted(group.task_types)),
         id_list(sorted(group.capabilities)),
     )
+    pinned = id_list(offered_agents(group.offers))
     taken: list[Row] = []
     while True:
         asked = want - len(taken)
         if not gate.full and not rates.full:
-            cursor = connection.execute(_CANDIDATES, (horizon, task_types, capabilities, asked))
+            cursor = connection.execute(
+                _CANDIDATES, (horizon, task_types, capabilities, pinned, asked)
+            )
         else:
             taken_ids = id_list([row["id"] for row in taken])
             full = id_list(sorted(gate.full))
             spent = id_list(sorted(rates.full))
             cursor = connection.execute(
                 _MORE_CANDIDATES,
-                (horizon, task_types, capabilities, full, spent, taken_ids, asked),
+                (horizon, task_types, capabilities, pinned, full, spent, taken_ids, asked),
             )
         rows = cursor.fetchall()
         if keys := gate.unknown(rows):
@@ -602,10 +609,11 @@ def claim_tasks(
         rows = _candidates(connection, group, horizon, want, gate, rates, now)
         stored = [((row["claim_key"], row["id"]), row) for row in rows]
         picks = claim_order(fresh, group, horizon_at, stored, want)
-        agents = assign_least_loaded(len(picks), group.offers)
+        assigned = assign_least_loaded(picks, group.offers, _pinned)  # pinned: to its agent
+        agents = [agent_id for _, agent_id in assigned]
         agent_keys = {agent_id: str(agent_id) for agent_id in set(agents)}
         updates = []
-        for pick, agent_id in zip(picks, agents, strict=False):
+        for pick, agent_id in assigned:
             row = pick.row
             if row is not None:
                 # The single writer holds the database: the rows read above are still pending.
@@ -632,6 +640,11 @@ def claim_tasks(
         claimed = {str(d.task.id) for d in dispatches}
         rates_sql.record_spends(connection, rates.spent_by(claimed), sorted(rates.met), now)
     return dispatches
+
+
+def _pinned(pick: Pick[Row]) -> UUID | None:
+    """The agent a picked task is pinned to (a broadcast child), if any."""
+    return None if pick.row is None else CODEC.uuid(pick.row["pinned_agent_id"])
 
 
 def any_due(connection: sqlite3.Connection, task_types: Sequence[str], until: datetime) -> bool:

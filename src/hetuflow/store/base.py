@@ -24,6 +24,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
     ConcurrencyLimits,
@@ -161,8 +162,31 @@ class Store(Protocol):
         settles in the same transaction (see ``create_workflow``); dispatched/running ->
         cancelling (the agent holding it must stop it and confirm through
         ``finish_attempts``); cancelling -> unchanged.
+        A broadcast parent cancels its children in the same transaction (pending ->
+        cancelled, held -> cancelling); a broadcast child cancelled at once may end its
+        parent (see ``create_broadcast``).
         Raises ``TaskNotFound``, or ``TaskAlreadyFinished`` for a terminal task.
         """
+        ...
+
+    async def create_broadcast(
+        self, task: NewTask, *, policy: BroadcastPolicy, now: datetime
+    ) -> tuple[Task, list[Task]]:
+        """Create a broadcast in one transaction: the parent (``waiting``, never dispatched)
+        and one pending child per agent that is online, enabled, not deleted, runs
+        ``task.task_type`` and has every required capability at that moment, pinned to it
+        (``pinned_agent_id``: ``claim_tasks`` gives it to that agent only). The parent ends in
+        the transaction that ends its last child, whichever path ends it (``finish_attempts``,
+        ``release_agent``, ``cancel_task``, ``delete_agent``, which cancels the deleted
+        agent's pending children): per ``policy``, succeeded or failed, its result
+        ``{agent name: child's result}``. Of children ending concurrently (PostgreSQL, any
+        number of nodes) exactly one settles the parent. Raises ``NoAgentForBroadcast``
+        (nothing written) when no agent matches. ``task`` carries no idempotency or
+        concurrency key (``TaskQueue`` refuses them)."""
+        ...
+
+    async def list_broadcast_children(self, parent_id: UUID) -> list[Task]:
+        """A broadcast's children, by agent name (empty for any other task)."""
         ...
 
     async def claim_tasks(
@@ -182,8 +206,9 @@ class Store(Protocol):
         every required capability in the group's capabilities; smallest claim key first (the
         instant a task became due minus its priority rank times the aging step, computed
         when it was inserted: see ``_claims``), then id. Assign them with
-        ``assign_least_loaded``, set them dispatched to that agent, increment ``attempts``
-        and insert the attempt row.
+        ``assign_least_loaded`` (a task pinned to an agent, a broadcast child, is read only
+        for a group offering that agent a free slot and goes to it), set them dispatched to
+        that agent, increment ``attempts`` and insert the attempt row.
 
         Never lets the number of active tasks (dispatched, running, cancelling) across all
         nodes exceed ``global_limit``. A task is claimed by at most one caller, even with

@@ -26,6 +26,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
     ConcurrencyLimits,
@@ -56,6 +57,7 @@ from hetuflow.models import (
 )
 from hetuflow.store import _pg_agents as agent_sql
 from hetuflow.store import _pg_attempts as attempt_sql
+from hetuflow.store import _pg_broadcast as broadcast_sql
 from hetuflow.store import _pg_cron as cron_sql
 from hetuflow.store import _pg_rate_limits as rates_sql
 from hetuflow.store import _pg_task_stats as stats_sql
@@ -164,9 +166,24 @@ class PostgresStore:
     async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
         committed = Committed()
         async with self._db.transaction() as c:
+            await broadcast_sql.lock_children(c, task_id)  # a broadcast's, before the parent
             task = await workflow_sql.cancel_task(c, task_id, now, self._aging, reason, committed)
+            if task.broadcast_policy is not None:
+                await broadcast_sql.cancel_children(c, task.id, now)
+            elif task.broadcast_of is not None and task.status is TaskStatus.CANCELLED:
+                await broadcast_sql.settle(c, [task.broadcast_of], now)
         self._report(committed)
         return task
+
+    async def create_broadcast(
+        self, task: NewTask, *, policy: BroadcastPolicy, now: datetime
+    ) -> tuple[Task, list[Task]]:
+        async with self._db.transaction() as c:
+            return await broadcast_sql.create_broadcast(c, task, policy, now, self._aging)
+
+    async def list_broadcast_children(self, parent_id: UUID) -> list[Task]:
+        async with self._db.connection() as c:
+            return await broadcast_sql.list_children(c, parent_id)
 
     async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
         async with self._db.connection() as c:

@@ -27,6 +27,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
     ConcurrencyLimits,
@@ -57,6 +58,7 @@ from hetuflow.models import (
 )
 from hetuflow.store import _sqlite_agents as agent_sql
 from hetuflow.store import _sqlite_attempts as attempt_sql
+from hetuflow.store import _sqlite_broadcast as broadcast_sql
 from hetuflow.store import _sqlite_cron as cron_sql
 from hetuflow.store import _sqlite_rate_limits as rates_sql
 from hetuflow.store import _sqlite_task_stats as stats_sql
@@ -165,10 +167,18 @@ class SqliteStore:
     async def cancel_task(self, task_id: UUID, *, now: datetime, reason: str | None = None) -> Task:
         committed = Committed()
         task = await self._db.write(
-            workflow_sql.cancel_task, task_id, now, self._aging, reason, committed
+            broadcast_sql.cancel_task, task_id, now, self._aging, reason, committed
         )
         self._report(committed)
         return task
+
+    async def create_broadcast(
+        self, task: NewTask, *, policy: BroadcastPolicy, now: datetime
+    ) -> tuple[Task, list[Task]]:
+        return await self._db.write(broadcast_sql.create_broadcast, task, policy, now, self._aging)
+
+    async def list_broadcast_children(self, parent_id: UUID) -> list[Task]:
+        return await self._db.read(broadcast_sql.list_children, parent_id)
 
     async def list_keyed_tasks(self, key: str, *, statuses: Sequence[TaskStatus]) -> list[Task]:
         return await self._db.read(task_sql.list_keyed_tasks, key, statuses)

@@ -150,6 +150,7 @@ const REASONS = {
   global_limit: "the global concurrency limit is reached",
   concurrency_limit: "its concurrency key has its limit of tasks running",
   rate_limited: "a rate limit it names has no units left in its window",
+  agent_offline: "the agent it is pinned to (a broadcast) is not online",
   queued: "about to be dispatched",
 };
 function reasonText(reason) {

@@ -34,6 +34,7 @@ from hetuflow.models import (
     AgentStatus,
     Attempt,
     AttemptOutcome,
+    BroadcastPolicy,
     ConcurrencyStrategy,
     FailureKind,
     JSONObject,
@@ -327,6 +328,25 @@ class TaskCreate(_Input):
         "are cancelled to make room).",
     )
 
+    dispatch: Literal["one", "all"] = Field(
+        default="one",
+        description="`one` (default): one agent runs it. `all`: a broadcast, run once on "
+        "every agent that is online, enabled and matches its task type and capabilities now "
+        "(agents that connect later get nothing): the task made is a parent that no agent "
+        "runs, with one child pinned to each of those agents; the parent ends when every "
+        "child has, its `result` `{agent name: result}`. 409 `no_agent_for_broadcast` "
+        "(nothing created) when no agent matches. Not with `idempotency_key` or "
+        "`concurrency_key`, nor in a batch.",
+    )
+    broadcast: bool | None = Field(
+        default=None, description='Alias: `true` is `"dispatch": "all"`, `false` is `"one"`.'
+    )
+    broadcast_policy: BroadcastPolicy | None = Field(
+        default=None,
+        description="A broadcast's success rule: `all` (default: every child succeeded) or "
+        "`any` (one did). Otherwise it fails, its `error` naming the agents.",
+    )
+
     @model_validator(mode="after")
     def _one_start_time(self) -> TaskCreate:
         if self.scheduled_at is not None and self.delay_seconds is not None:
@@ -342,7 +362,24 @@ class TaskCreate(_Input):
             raise ValueError(
                 "max_concurrent_per_key and concurrency_strategy need a concurrency_key"
             )
+        if (
+            self.broadcast is not None
+            and "dispatch" in self.model_fields_set
+            and self.broadcast != (self.dispatch == "all")
+        ):
+            raise ValueError("broadcast and dispatch disagree: give one of them")
+        if self.broadcast_policy is not None and not self.is_broadcast:
+            raise ValueError('broadcast_policy needs "dispatch": "all" (or "broadcast": true)')
+        if self.is_broadcast and self.idempotency_key is not None:
+            raise ValueError("a broadcast takes no idempotency_key")
+        if self.is_broadcast and self.concurrency_key is not None:
+            raise ValueError("a broadcast takes no concurrency_key")
         return self
+
+    @property
+    def is_broadcast(self) -> bool:
+        """``dispatch: all``, or its alias ``broadcast: true``."""
+        return self.broadcast if self.broadcast is not None else self.dispatch == "all"
 
     @property
     def wanted_capabilities(self) -> list[str]:
@@ -381,8 +418,19 @@ class TaskCreate(_Input):
 
 class TaskBatchCreate(_Input):
     tasks: list[TaskCreate] = Field(
-        min_length=1, description="Tasks created together in one transaction, all or none."
+        min_length=1,
+        description="Tasks created together in one transaction, all or none. No broadcast "
+        '(`"dispatch": "all"`): create those one at a time with `POST /api/tasks`.',
     )
+
+    @model_validator(mode="after")
+    def _no_broadcast(self) -> TaskBatchCreate:
+        for index, task in enumerate(self.tasks):
+            if task.is_broadcast:
+                raise ValueError(
+                    f"tasks[{index}] is a broadcast: create it alone with POST /api/tasks"
+                )
+        return self
 
 
 class TaskOut(_Output):
@@ -399,8 +447,9 @@ class TaskOut(_Output):
         "scheduled_at or a retry backoff), `no_agent_for_task_type`, "
         "`no_agent_with_capabilities`, `agents_busy`, `global_limit`, `concurrency_limit` (its "
         "`concurrency_key` has its limit of tasks active), `rate_limited` (a rate limit it "
-        "names has no units left in its window: see `rate_limited_until`) or `queued` (about "
-        "to be dispatched). Null unless the task is pending.",
+        "names has no units left in its window: see `rate_limited_until`), `agent_offline` "
+        "(a broadcast child whose agent is not online and enabled) or `queued` (about to be "
+        "dispatched). Null unless the task is pending.",
     )
     scheduled_at: datetime
     timeout_seconds: float | None
@@ -436,6 +485,19 @@ class TaskOut(_Output):
         default=None,
         description="A `rate_limited` task: when a unit of the limits holding it back frees "
         "(the oldest dispatch leaves the window); it may need more. Null otherwise.",
+    )
+    broadcast_policy: BroadcastPolicy | None = Field(
+        default=None,
+        description="Set on a broadcast's parent (`waiting` until every child has ended; no "
+        "agent runs it); null for any other task.",
+    )
+    broadcast_of: UUID | None = Field(
+        default=None, description="A broadcast child: its parent; null for any other task."
+    )
+    pinned_agent_id: UUID | None = Field(
+        default=None,
+        description="A broadcast child: the only agent that may run it (while that agent is "
+        "offline it waits, `pending_reason: agent_offline`).",
     )
 
     @classmethod
@@ -478,6 +540,9 @@ class TaskOut(_Output):
             max_concurrent_per_key=task.max_concurrent_per_key,
             rate_limits=[RateLimitUseOut(name=u.name, units=u.units) for u in task.rate_limits],
             rate_limited_until=rate_limited_until if reason is PendingReason.RATE_LIMITED else None,
+            broadcast_policy=task.broadcast_policy,
+            broadcast_of=task.broadcast_of,
+            pinned_agent_id=task.pinned_agent_id,
         )
 
 
@@ -525,6 +590,9 @@ def task_json(
         "rate_limited_until": rate_limited_until
         if reason is PendingReason.RATE_LIMITED and task.status is TaskStatus.PENDING
         else None,
+        "broadcast_policy": task.broadcast_policy,
+        "broadcast_of": task.broadcast_of,
+        "pinned_agent_id": task.pinned_agent_id,
     }
 
 
@@ -544,6 +612,10 @@ class TaskPage(_Output):
     next: str | None = Field(
         description="Pass as `cursor` for the next page (opaque); null on the last page."
     )
+
+
+class TaskChildren(_Output):
+    items: list[TaskOut] = Field(description="A broadcast's children, by agent name.")
 
 
 class TaskBatchOut(_Output):

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
 from hetuflow.errors import InvalidInput
-from hetuflow.models import TaskCursor, TaskFilter, TaskStatus, id_prefix_range
+from hetuflow.models import BroadcastPolicy, TaskCursor, TaskFilter, TaskStatus, id_prefix_range
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import (
@@ -23,6 +23,7 @@ from hetuflow.server.api.schemas import (
     LogPage,
     TaskBatchCreate,
     TaskBatchOut,
+    TaskChildren,
     TaskCreate,
     TaskOut,
     TaskPage,
@@ -63,12 +64,17 @@ IdPrefix = Annotated[str, StringConstraints(max_length=36), AfterValidator(_id_p
     summary="Create a task",
     responses={
         200: {"model": TaskOut, "description": "The idempotency key matched: the existing task"},
-        **error_responses(400, 413, 422),
+        **error_responses(400, 409, 413, 422),
     },
 )
 async def create_task(body: TaskCreate, request: Request) -> Response:
     """Store a task and wake the dispatchers. **201** with the new task; **200** with the
-    existing one when `idempotency_key` was already used."""
+    existing one when `idempotency_key` was already used.
+
+    A broadcast (`"dispatch": "all"`): **201** with the parent (`waiting`,
+    `broadcast_policy` set); its children, one per matching agent, are listed by
+    `GET /api/tasks/{id}/children`. **409** `no_agent_for_broadcast` when no agent matches
+    (nothing is created)."""
     # The services straight from app.state, not through Depends: this route is the hot path.
     queue: TaskQueue = request.app.state.task_queue
     context: ServerContext = request.app.state.context
@@ -76,6 +82,9 @@ async def create_task(body: TaskCreate, request: Request) -> Response:
         now=context.clock.now(),
         default_backoff_seconds=context.config.scheduler.retry_interval_seconds,
     )
+    if body.is_broadcast:
+        parent, _ = await queue.create_broadcast(new, body.broadcast_policy or BroadcastPolicy.ALL)
+        return _json(task_json(parent), 201)
     task, created = await queue.create(new)
     reason = (await queue.explain_created([task])).get(task.id)
     return _json(task_json(task, reason), 201 if created else 200)
@@ -234,6 +243,20 @@ async def retry_task(task_id: UUID, queue: Queue) -> TaskOut:
     `POST /api/workflows/{id}/retry`, so its descendants follow)."""
     task = await queue.retry(task_id)
     return TaskOut.of(task, (await queue.explain([task])).get(task.id))
+
+
+@router.get(
+    "/{task_id}/children",
+    response_model=TaskChildren,
+    summary="List a broadcast's children",
+    responses=error_responses(404),
+)
+async def list_children(task_id: UUID, queue: Queue) -> TaskChildren:
+    """One child per agent the broadcast went to, by agent name (each `pinned_agent_id`);
+    empty for a task that is no broadcast parent."""
+    children = await queue.children(task_id)
+    reasons = await queue.explain(children)
+    return TaskChildren(items=[TaskOut.of(child, reasons.get(child.id)) for child in children])
 
 
 @router.get(
