@@ -293,7 +293,9 @@ async def release(
             committed,
         )
         pending.extend(uid(task_id) for task_id in released)  # the caller wakes dispatchers
-    ended = [uid(row["id"]) for row in rows if row["status"] in ("cancelled", "failed", "quarantined")]
+    ended = [
+        uid(row["id"]) for row in rows if row["status"] in ("cancelled", "failed", "quarantined")
+    ]
     if ended:  # --- broadcasts: the parent ends with its last child ---
         await broadcast_sql.settle(
             connection, await broadcast_sql.parents_of(connection, ended), stamp
