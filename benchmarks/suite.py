@@ -35,6 +35,8 @@ SCENARIOS = (
     "edge",
     "workflows",
 )
+ON_DEMAND = ("scaleout",)
+"""Scenarios run only when named in ``--only`` (PostgreSQL only, several minutes)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,15 @@ class Sizes:
     # (h) workflows: a chain of no-op steps; 100-step workflows created one after the other
     wf_chain_steps: int = 1000
     wf_create_repeats: int = 50
+    # (i) scale-out: node counts on one PostgreSQL; agents in all (agent i on node i mod N)
+    so_nodes: tuple[int, ...] = (1, 2, 3)
+    so_agents: int = 6
+    so_slots: int = 300
+    so_batch_tasks: int = 30_000
+    so_batch_size: int = 500
+    so_batch_in_flight: int = 6
+    so_pickup_rate: float = 200.0
+    so_pickup_seconds: float = 15.0
 
 
 FULL = Sizes()
@@ -100,6 +111,8 @@ QUICK = dataclasses.replace(
     edge_requests=1000,
     wf_chain_steps=300,
     wf_create_repeats=20,
+    so_batch_tasks=10_000,
+    so_pickup_seconds=6.0,
 )
 SMOKE = dataclasses.replace(
     FULL,
@@ -133,6 +146,14 @@ SMOKE = dataclasses.replace(
     edge_requests=40,
     wf_chain_steps=10,
     wf_create_repeats=3,
+    so_nodes=(1, 2),
+    so_agents=2,
+    so_slots=50,
+    so_batch_tasks=300,
+    so_batch_size=100,
+    so_batch_in_flight=2,
+    so_pickup_rate=20.0,
+    so_pickup_seconds=0.5,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
@@ -206,7 +227,17 @@ Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 
 
 def scenarios() -> dict[str, Scenario]:
-    from benchmarks import agents, cron, edge, latency, producer, recovery, throughput, workflows
+    from benchmarks import (
+        agents,
+        cron,
+        edge,
+        latency,
+        producer,
+        recovery,
+        scaleout,
+        throughput,
+        workflows,
+    )
 
     return {
         "throughput": throughput.run,
@@ -217,6 +248,7 @@ def scenarios() -> dict[str, Scenario]:
         "producer": producer.run,
         "edge": edge.run,
         "workflows": workflows.run,
+        "scaleout": scaleout.run,
     }
 
 
