@@ -213,6 +213,15 @@ ROWS = (
     Row("scaleout", "3 nodes: advisory-lock waiters", "nodes_3.waits.advisory_lock_waiters_mean",
         "backends", ""),
     Row("scaleout", "3 nodes: machine busy", "nodes_3.machine_busy_percent", "% all cores", ""),
+    Row("scaleout", "durable commit round trip p50", "durable_commit.p50_ms", "ms", ""),
+    Row("scaleout", "3 nodes, no global limit: batch", "nodes_3_no_global_limit.tasks_per_second",
+        "tasks/s", ""),
+    Row("scaleout", "3 nodes, no global limit: PostgreSQL CPU per task",
+        "nodes_3_no_global_limit.per_task.postgres_backends_cpu_ms", "ms", ""),
+    Row("scaleout", "3 nodes, no global limit: commits per task",
+        "nodes_3_no_global_limit.per_task.commits", "", ""),
+    Row("scaleout", "3 nodes, no global limit: pickup p99",
+        "nodes_3_no_global_limit.pickup.latency.p99_ms", "ms", ""),
 )  # fmt: skip
 
 

@@ -15,10 +15,17 @@ Then, on that cluster:
    ``SAMPLE_SECONDS`` from ``pg_stat_activity`` (``Lock:advisory`` = a claim or create
    waiting for the claim lock that keeps ``[scheduler] max_concurrent_tasks`` exact).
    Before the run the same counters are read over an idle window of ``IDLE_SECONDS`` (the
-   servers' loops, the suite's ``/api/stats`` polling) and that rate is subtracted.
+   servers' loops, the suite's ``/api/stats`` polling, which runs through both windows) and
+   that rate is subtracted (``per_task``; ``per_task_raw`` without). PostgreSQL 15 backends
+   that went idle report their counters up to 10 s late, so each reading of the counters
+   waits ``so_stats_settle_seconds`` after the work it should include.
 3. **Pickup latency**: an open loop of one ``bench-stamp`` task per ``POST /api/tasks`` at a
    fixed moderate rate, requests round-robin over the nodes; latency = handler start - the
    submit call's return (negative when the frame beats the answer), and from its start.
+
+The node counts in ``so_no_limit_nodes`` are measured again with ``[scheduler]
+max_concurrent_tasks = 0`` (no global limit: claims take no advisory lock), as
+``nodes_<N>_no_global_limit``: the lock's cost, A/B.
 
 The sampler and the counters read through a connection to the admin database, so their own
 transactions do not count in the measured database. CPU of PostgreSQL's shared processes
@@ -74,8 +81,8 @@ CHANNELS = (
     AGENT_DRAIN_CHANGED,
 )
 SAMPLE_SECONDS = 0.02
-IDLE_SECONDS = 3.0
-STATS_SETTLE_SECONDS = 1.2  # backends report pg_stat counters at most once a second
+IDLE_SECONDS = 5.0
+POLL_SECONDS = 0.1
 STAMP = {"task_type": "bench-stamp", "name": "bench-scaleout"}
 SETTLE_SECONDS = 10.0
 
@@ -99,7 +106,9 @@ class Nodes:
 
 
 @contextlib.asynccontextmanager
-async def nodes(context: Context, count: int) -> AsyncIterator[Nodes]:
+async def nodes(
+    context: Context, count: int, env: dict[str, str] | None = None
+) -> AsyncIterator[Nodes]:
     sizes = context.sizes
     async with database("postgres", context.workdir) as db:
         servers: list[Server] = []
@@ -109,9 +118,8 @@ async def nodes(context: Context, count: int) -> AsyncIterator[Nodes]:
         listener: asyncpg.Connection | None = None
         try:
             for index in range(count):  # one after the other: the first migrates
-                servers.append(
-                    await start_server(db, context.workdir, name=f"scaleout-{count}-node-{index}")
-                )
+                name = f"scaleout-{count}-node-{index}"
+                servers.append(await start_server(db, context.workdir, env, name=name))
             http = [server.http() for server in servers]
             ledger = Ledger(context.workdir / f"scaleout-{count}-{time.monotonic_ns()}.ledger")
             for index in range(sizes.so_agents):
@@ -330,42 +338,82 @@ async def _spread_batches(
             index += 1
 
 
-async def _idle_window(cluster: Nodes) -> Usage:
-    """The counters' rate with no tasks, polling ``/api/stats`` as the batch run does."""
-    await asyncio.sleep(STATS_SETTLE_SECONDS)
+class StatsPoller:
+    """``GET /api/stats`` every ``POLL_SECONDS`` for the whole measurement, idle windows
+    included, so that the idle rate subtracted from the run holds the same polling."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StatsPoller:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            numbers = await stats(self.http)
+            self.samples.append((time.monotonic(), numbers["tasks_by_status"]))
+            self.changed.set()
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def succeeded(self) -> int:
+        self.changed.clear()
+        await self.changed.wait()
+        return self.samples[-1][1]["succeeded"]
+
+    async def until_succeeded(self, target: int, timeout_seconds: float) -> float:
+        """The instant of the first sample with ``target`` tasks succeeded."""
+        async with asyncio.timeout(timeout_seconds):
+            while True:
+                self.changed.clear()
+                await self.changed.wait()
+                at, by_status = self.samples[-1]
+                if by_status["succeeded"] >= target:
+                    return at
+                if by_status["failed"] or by_status["timed_out"]:
+                    raise ScenarioFailed(f"tasks did not succeed: {by_status}")
+
+
+async def _idle_window(cluster: Nodes, settle: float) -> Usage:
+    """The counters' rate with no tasks (the servers' loops, the stats polling)."""
+    await asyncio.sleep(settle)
     before = await read(cluster)
-    deadline = time.monotonic() + IDLE_SECONDS
-    while time.monotonic() < deadline:
-        await stats(cluster.http[0])
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(STATS_SETTLE_SECONDS)
+    await asyncio.sleep(IDLE_SECONDS + settle)
     return used(before, await read(cluster))
 
 
 async def batch(cluster: Nodes, context: Context, total: int) -> dict[str, Any]:
     sizes = context.sizes
-    idle = await _idle_window(cluster)
-    base = (await stats(cluster.http[0]))["tasks_by_status"]["succeeded"]
-    load = machine_load()
-    before = await read(cluster)
-    channels_before = Counter(cluster.notifications)
-    sampler = WaitSampler(cluster)
-    sampler.start()
-    started = time.monotonic()
-    waiter = asyncio.create_task(_wait_done(cluster.http[0], base + total, timeout_seconds=600))
-    try:
-        await _spread_batches(cluster.http, total, sizes.so_batch_size, sizes.so_batch_in_flight)
-        samples = await waiter
-    finally:
-        waiter.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ScenarioFailed):
-            await waiter
-        waits = await sampler.stop()
-    elapsed = samples[-1][0] - started
-    in_run = used(before, await read(cluster))
-    await asyncio.sleep(STATS_SETTLE_SECONDS)  # the last commits' counters reach pg_stat
-    after = await read(cluster)
-    counted = used(before, after)
+    settle = sizes.so_stats_settle_seconds
+    async with StatsPoller(cluster.http[0]) as poller:
+        idle = await _idle_window(cluster, settle)
+        base = await poller.succeeded()
+        load = machine_load()
+        before = await read(cluster)
+        channels_before = Counter(cluster.notifications)
+        sampler = WaitSampler(cluster)
+        sampler.start()
+        started = time.monotonic()
+        try:
+            await _spread_batches(
+                cluster.http, total, sizes.so_batch_size, sizes.so_batch_in_flight
+            )
+            finished = await poller.until_succeeded(base + total, timeout_seconds=600)
+        finally:
+            waits = await sampler.stop()
+        in_run = used(before, await read(cluster))
+        await asyncio.sleep(settle)  # idle backends report their pg_stat counters late
+        counted = used(before, await read(cluster))
+    elapsed = finished - started
     # CPU up to the last completion; database counters including the settle (idle subtracted).
     window = Usage(
         in_run.seconds,
@@ -463,6 +511,23 @@ async def pickup(cluster: Nodes, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+async def durable_commit(count: int = 200) -> dict[str, Any]:
+    """The round trip of a transaction that must flush its commit record (``SELECT
+    txid_current()`` alone, ``synchronous_commit`` as configured), one after the other, in
+    the admin database: the least time a claim holds the advisory lock, which it keeps until
+    its commit is durable."""
+    connection = await asyncpg.connect(admin_url())
+    try:
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            await connection.fetchval("SELECT txid_current()")
+            times.append(time.perf_counter() - started)
+    finally:
+        await connection.close()
+    return summary_ms(times)
+
+
 async def run(context: Context) -> dict[str, Any]:
     sizes = context.sizes
     if context.db_kind != "postgres":
@@ -475,16 +540,22 @@ async def run(context: Context) -> dict[str, Any]:
         "pickup_rate_per_second": sizes.so_pickup_rate,
         "pickup_seconds": sizes.so_pickup_seconds,
     }
-    for count in sizes.so_nodes:
-        async with nodes(context, count) as cluster:
+    result["durable_commit"] = await durable_commit()
+    runs: list[tuple[int, str, str | None]] = [(n, f"nodes_{n}", None) for n in sizes.so_nodes]
+    runs += [(n, f"nodes_{n}_no_global_limit", "0") for n in sizes.so_no_limit_nodes]
+    for count, name, limit in runs:
+        env: dict[str, str] = (
+            {} if limit is None else {"HETUFLOW_SCHEDULER__MAX_CONCURRENT_TASKS": limit}
+        )
+        async with nodes(context, count, env) as cluster:
             await _spread_batches(cluster.http, 200 * count, 100, count)  # warm every node
             await _wait_done(cluster.http[0], 200 * count, timeout_seconds=120)
             numbers = await batch(cluster, context, sizes.so_batch_tasks)
             await pickup(cluster, 20, 0.5)  # warm-up of the single-create path
             numbers["pickup"] = await pickup(cluster, sizes.so_pickup_rate, sizes.so_pickup_seconds)
-            result[f"nodes_{count}"] = numbers
+            result[name] = numbers
             context.log(
-                f"  {count} node(s): {numbers['tasks_per_second']} tasks/s, pickup p99 "
+                f"  {name}: {numbers['tasks_per_second']} tasks/s, pickup p99 "
                 f"{numbers['pickup']['latency'].get('p99_ms')} ms"
             )
     return result

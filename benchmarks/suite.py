@@ -91,6 +91,10 @@ class Sizes:
     so_batch_in_flight: int = 6
     so_pickup_rate: float = 200.0
     so_pickup_seconds: float = 15.0
+    # node counts run again with ``max_concurrent_tasks = 0`` (no global limit, no claim lock)
+    so_no_limit_nodes: tuple[int, ...] = (3,)
+    # PostgreSQL 15 backends that went idle report their pg_stat counters up to 10 s late
+    so_stats_settle_seconds: float = 11.0
 
 
 FULL = Sizes()
@@ -154,6 +158,8 @@ SMOKE = dataclasses.replace(
     so_batch_in_flight=2,
     so_pickup_rate=20.0,
     so_pickup_seconds=0.5,
+    so_no_limit_nodes=(),
+    so_stats_settle_seconds=1.0,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
