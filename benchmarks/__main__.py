@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.harness import raise_fd_limit
 from benchmarks.report import machine, markdown, print_table, verdicts, versions
-from benchmarks.suite import MODES, SCENARIOS, run_database
+from benchmarks.suite import MODES, ON_DEMAND, SCENARIOS, run_database
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_true", help="smaller runs (about 3 min per db)")
     size.add_argument("--smoke", action="store_true", help="tiny runs: checks the suite works")
     run.add_argument(
-        "--only", default=",".join(SCENARIOS), help=f"comma-separated: {','.join(SCENARIOS)}"
+        "--only",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated: {','.join(SCENARIOS)} (the default), {','.join(ON_DEMAND)}"
+        " (only when named: 1, 2, 3 server nodes on one PostgreSQL)",
     )
     run.add_argument("--json", dest="json_path", help="write results here ('-': stdout)")
     run.add_argument("--profile", type=Path, help="py-spy the server under throughput load")
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(only) - set(SCENARIOS))
+    unknown = sorted(set(only) - {*SCENARIOS, *ON_DEMAND})
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(unknown)}")
     databases = ["sqlite", "postgres"] if args.db == "both" else [args.db]

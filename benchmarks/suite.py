@@ -35,6 +35,8 @@ SCENARIOS = (
     "edge",
     "workflows",
 )
+ON_DEMAND = ("scaleout",)
+"""Scenarios run only when named in ``--only`` (PostgreSQL only, several minutes)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,19 @@ class Sizes:
     wf_create_repeats: int = 50
     # (h) workflows: the items of a fan-out (map_over), each a no-op child step
     wf_map_items: int = 10_000
+    # (i) scale-out: node counts on one PostgreSQL; agents in all (agent i on node i mod N)
+    so_nodes: tuple[int, ...] = (1, 2, 3)
+    so_agents: int = 6
+    so_slots: int = 300
+    so_batch_tasks: int = 30_000
+    so_batch_size: int = 500
+    so_batch_in_flight: int = 6
+    so_pickup_rate: float = 200.0
+    so_pickup_seconds: float = 15.0
+    # node counts run again with ``max_concurrent_tasks = 0`` (no global limit, no claim lock)
+    so_no_limit_nodes: tuple[int, ...] = (3,)
+    # PostgreSQL 15 backends that went idle report their pg_stat counters up to 10 s late
+    so_stats_settle_seconds: float = 11.0
 
 
 FULL = Sizes()
@@ -103,6 +118,8 @@ QUICK = dataclasses.replace(
     wf_chain_steps=300,
     wf_create_repeats=20,
     wf_map_items=1000,
+    so_batch_tasks=10_000,
+    so_pickup_seconds=6.0,
 )
 SMOKE = dataclasses.replace(
     FULL,
@@ -137,6 +154,16 @@ SMOKE = dataclasses.replace(
     wf_chain_steps=10,
     wf_create_repeats=3,
     wf_map_items=50,
+    so_nodes=(1, 2),
+    so_agents=2,
+    so_slots=50,
+    so_batch_tasks=300,
+    so_batch_size=100,
+    so_batch_in_flight=2,
+    so_pickup_rate=20.0,
+    so_pickup_seconds=0.5,
+    so_no_limit_nodes=(),
+    so_stats_settle_seconds=1.0,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
@@ -210,7 +237,17 @@ Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 
 
 def scenarios() -> dict[str, Scenario]:
-    from benchmarks import agents, cron, edge, latency, producer, recovery, throughput, workflows
+    from benchmarks import (
+        agents,
+        cron,
+        edge,
+        latency,
+        producer,
+        recovery,
+        scaleout,
+        throughput,
+        workflows,
+    )
 
     return {
         "throughput": throughput.run,
@@ -221,6 +258,7 @@ def scenarios() -> dict[str, Scenario]:
         "producer": producer.run,
         "edge": edge.run,
         "workflows": workflows.run,
+        "scaleout": scaleout.run,
     }
 
 

@@ -124,12 +124,26 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(120)
-def test_throughput_and_producer_run_on_a_fresh_postgres_database(tmp_path: Path) -> None:
-    report = _suite(tmp_path, "--db", "postgres", "--only", "throughput,producer")
+@pytest.mark.timeout(240)
+def test_throughput_producer_and_scaleout_run_on_a_fresh_postgres_database(
+    tmp_path: Path,
+) -> None:
+    report = _suite(tmp_path, "--db", "postgres", "--only", "throughput,producer,scaleout")
     run = report["results"]["postgres"]
     assert run["database"]["synchronous_commit"] == "on"
     for mode in ("batch", "single"):
         assert _number(run["scenarios"]["throughput"][mode]["tasks_per_second"]) > 0
     for mode in ("sync", "async", "threads"):
         assert _number(run["scenarios"]["producer"][mode]["tasks_per_second"]) > 0
+
+    scaleout = run["scenarios"]["scaleout"]
+    for nodes in (1, 2):  # --smoke: one and two server nodes on one database
+        numbers = scaleout[f"nodes_{nodes}"]
+        assert _number(numbers["tasks_per_second"]) > 0
+        assert numbers["pickup"]["not_started"] == 0
+        _latency(numbers["pickup"]["latency"])
+        costs = numbers["per_task_raw"]
+        assert _number(costs["server_cpu_ms"]) > 0
+        assert _number(costs["commits"]) > 0  # pg_stat_database of the scenario's database
+        assert _number(costs["notifications"]) >= 0
+        _number(numbers["waits"]["advisory_lock_waiters_mean"])

@@ -161,8 +161,10 @@ class DatabaseConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    max_concurrent_tasks: int = Field(default=100, ge=1)
-    """Tasks held by agents at once, across all nodes."""
+    max_concurrent_tasks: int = Field(default=100, ge=0)
+    """Tasks held by agents at once, across all nodes. 0: no global limit (each agent's slots
+    still hold); on PostgreSQL claims then skip the cluster-wide advisory lock and the count
+    of active tasks that keep the limit exact (docs/deploy.md, "Where the bound moves")."""
     retry_interval_seconds: float = Field(default=60, ge=0)
     """Default base of the retry backoff."""
     cleanup_interval_seconds: float = Field(default=3600, gt=0)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from uuid import UUID
 
+import asyncpg
 import pytest
 
 from hetuflow.config import DatabaseConfig
 from hetuflow.models import AgentStatus, TaskStatus
+from hetuflow.store._pg_db import CLAIM_LOCK
 
 from .harness import Server, agent, eventually, fast_config, serve
 
@@ -92,6 +96,32 @@ async def test_global_limit_is_respected(database: DatabaseConfig) -> None:
         await owner.result(task)
         more = [f for client in (one, two) for f in await client.quiet(0.4)]
         assert sum(len(f["tasks"]) for f in more) == 1
+
+
+async def test_a_global_limit_of_zero_is_no_limit_and_takes_no_claim_lock(
+    database: DatabaseConfig,
+) -> None:
+    async with (
+        serve(fast_config(database, max_concurrent_tasks=0)) as server,
+        agent(server, "echo", slots=3) as one,
+        agent(server, "echo", slots=3) as two,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        if database.kind == "postgres":
+            # Another session holds the claim lock: a claim that took it would wait here.
+            holder = await asyncpg.connect(database.dsn)
+            stack.push_async_callback(holder.close)
+            await stack.enter_async_context(holder.transaction())
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+        ids = [await server.create_task(task_type="echo") for _ in range(7)]
+        held = 0
+        async with asyncio.timeout(5):
+            while held < 6:
+                frames = [*await one.quiet(0.1), *await two.quiet(0.1)]
+                held += sum(len(frame["tasks"]) for frame in frames)
+        assert held == 6  # only the agents' slots (3 + 3) bound what is held
+        response = await server.http.get(f"/api/tasks/{ids[-1]}")
+        assert response.json()["pending_reason"] == "agents_busy"
 
 
 async def test_a_future_task_is_handed_out_early_with_its_start_time(server: Server) -> None:

@@ -125,7 +125,7 @@ class TaskDispatcher:
         return ClaimRequest(
             groups,
             until=now + timedelta(seconds=scheduler.dispatch_lookahead_seconds),
-            global_limit=scheduler.max_concurrent_tasks,
+            global_limit=scheduler.max_concurrent_tasks or None,  # 0: no global limit
             key_limits=self._key_limits,
         )
 

@@ -336,7 +336,8 @@ class TaskQueue:
         full answer."""
         now = self.clock.now()
         agents = self.agents
-        room = agents is not None and agents.held_count() < self.scheduler.max_concurrent_tasks
+        limit = self.scheduler.max_concurrent_tasks  # 0: no global limit
+        room = agents is not None and (not limit or agents.held_count() < limit)
         startable: dict[tuple[str, tuple[str, ...]], bool] = {}
         reasons: dict[UUID, PendingReason] = {}
         rest: list[Task] = []
@@ -369,6 +370,8 @@ class TaskQueue:
         return reasons
 
     async def _global_limit_reached(self) -> bool:
+        if not self.scheduler.max_concurrent_tasks:
+            return False  # 0: no global limit
         counts = await self.store.count_tasks_by_type(statuses=sorted(ACTIVE_TASK_STATUSES))
         return sum(counts.values()) >= self.scheduler.max_concurrent_tasks
 
