@@ -342,6 +342,13 @@ def main() -> None:
         "--db", action="append", choices=["sqlite", "postgres"], help="default: both"
     )
     parser.add_argument(
+        "--scenario",
+        choices=["agents", "network"],
+        default="agents",
+        help="agents (default): kills, pauses, PostgreSQL faults; network: agents in a network "
+        "namespace of their own, their link cut and degraded (tests/chaos/network.py)",
+    )
+    parser.add_argument(
         "--restart-postgres",
         action="append",
         choices=["fast", "immediate"],
@@ -353,6 +360,10 @@ def main() -> None:
     arguments.db = arguments.db or ["sqlite", "postgres"]
     if arguments.restart_postgres and not arguments.full:
         parser.error("--restart-postgres needs --full")
+    if arguments.scenario == "network":
+        from . import network
+
+        sys.exit(asyncio.run(network.main_async(arguments)))
     sys.exit(asyncio.run(main_async(arguments)))
 
 
