@@ -3,6 +3,7 @@ random under a steady load, then the ledger held against the store (``ledger.che
 
 Run by ``scripts/chaos [--quick|--full]`` (``python -m chaos.run`` from ``tests/``) and, in
 its quick form, by ``tests/chaos/test_chaos.py`` in the normal suite. See docs/guarantees.md.
+``--scenario network`` runs ``network.py`` instead (agents behind a link cut and slowed).
 """
 
 from __future__ import annotations
@@ -361,6 +362,8 @@ def main() -> None:
     if arguments.restart_postgres and not arguments.full:
         parser.error("--restart-postgres needs --full")
     if arguments.scenario == "network":
+        if arguments.restart_postgres:
+            parser.error("--restart-postgres is for the agents scenario")
         from . import network
 
         sys.exit(asyncio.run(network.main_async(arguments)))
