@@ -71,9 +71,11 @@ def read(path: Path) -> list[Entry]:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected fault on an agent: ``kill`` (SIGKILL), ``pause`` (SIGSTOP for
-    ``seconds``), or ``node kill`` (the server node it was connected to was SIGKILLed;
-    ``seconds`` until it registered again on another)."""
+    """One injected fault: ``kill`` (SIGKILL), ``pause`` (SIGSTOP for ``seconds``), or
+    ``node kill`` (the server node the agent was connected to was SIGKILLed; ``seconds`` until
+    it registered again on another); the network scenario (``network.py``) adds ``cut`` (the
+    agent's link down or dropping every packet for ``seconds``) and ``degraded`` (latency and
+    loss for ``seconds``)."""
 
     kind: str
     agent: str
@@ -98,6 +100,10 @@ class Report:
     duplicate_causes: dict[str, int] = field(default_factory=dict)
     redispatch_after_kill: list[float] = field(default_factory=list)
     redispatch_after_pause: list[float] = field(default_factory=list)
+    redispatch_after_other: dict[str, list[float]] = field(default_factory=dict)
+    """Fault kinds other than kill and pause (``cut``, ``degraded``): fault → next dispatch."""
+    late_results: dict[str, int] = field(default_factory=dict)
+    """Duplicated runs that ran to their end (their result fenced), by cause."""
     faults: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -126,6 +132,11 @@ class Report:
             "faults": self.faults,
             "redispatch_after_kill_seconds": percentiles(self.redispatch_after_kill),
             "redispatch_after_pause_seconds": percentiles(self.redispatch_after_pause),
+            **{
+                f"redispatch_after_{kind}_seconds": percentiles(values)
+                for kind, values in sorted(self.redispatch_after_other.items())
+            },
+            **({"late_results": self.late_results} if self.late_results else {}),
         }
 
 
@@ -137,7 +148,13 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
     def at(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
-    return {"n": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1], 3)}
+    return {
+        "n": len(ordered),
+        "min": round(ordered[0], 3),
+        "p50": at(0.5),
+        "p99": at(0.99),
+        "max": round(ordered[-1], 3),
+    }
 
 
 def _result_ran_by(result: Any) -> tuple[int, str] | None:
@@ -156,7 +173,8 @@ def _result_ran_by(result: Any) -> tuple[int, str] | None:
 def _cause(agent: str, dispatched_at: float, faults: list[Fault]) -> str:
     """The fault that explains why an attempt held by ``agent`` was lost."""
     for fault in faults:
-        if fault.agent == agent and fault.at >= dispatched_at - 0.5:
+        # A fault that began after the dispatch, or lasted past it (a cut, a degraded link).
+        if fault.agent == agent and fault.at + fault.seconds >= dispatched_at - 0.5:
             return f"agent {fault.kind}"
     return "released (no fault on its agent)"
 
@@ -245,6 +263,8 @@ async def check(  # noqa: C901 - one pass per task, each rule a few lines
                 faults_by_agent[starts[number][0].agent],
             )
             report.duplicate_causes[cause] = report.duplicate_causes.get(cause, 0) + 1
+            if number in ends:
+                report.late_results[cause] = report.late_results.get(cause, 0) + 1
     await _redispatch(store, submitted, faults_by_agent, agent_names, report)
     return report
 
@@ -265,12 +285,19 @@ async def _redispatch(
             name = agent_names.get(attempt.agent_id, "")
             dispatched = attempt.dispatched_at.timestamp()
             again = following.dispatched_at.timestamp()
-            hits = [f for f in faults_by_agent.get(name, []) if dispatched - 0.5 <= f.at <= again]
+            hits = [
+                f
+                for f in faults_by_agent.get(name, [])
+                if dispatched - 0.5 <= f.at + f.seconds and f.at <= again
+            ]
             if not hits:
                 continue
             fault = hits[-1]
-            delay = again - fault.at
+            # From the fault; from the dispatch for one that came during a lasting fault.
+            delay = again - (fault.at if fault.at >= dispatched - 0.5 else dispatched)
             if fault.kind == "kill":
                 report.redispatch_after_kill.append(delay)
             elif fault.kind == "pause":
                 report.redispatch_after_pause.append(delay)
+            else:
+                report.redispatch_after_other.setdefault(fault.kind, []).append(delay)

@@ -3,6 +3,8 @@ random under a steady load, then the ledger held against the store (``ledger.che
 
 Run by ``scripts/chaos [--quick|--full]`` (``python -m chaos.run`` from ``tests/``) and, in
 its quick form, by ``tests/chaos/test_chaos.py`` in the normal suite. See docs/guarantees.md.
+``--scenario nodes`` runs ``nodes.py`` (three server nodes), ``--scenario network`` runs
+``network.py`` (agents behind a link cut and slowed).
 """
 
 from __future__ import annotations
@@ -375,11 +377,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--scenario",
-        choices=["agents", "nodes"],
+        choices=["agents", "nodes", "network"],
         default="agents",
         help="agents (default): agents killed and paused (PostgreSQL backends terminated too); "
         "nodes: three server nodes on one PostgreSQL, a random one SIGKILLed and restarted "
-        "under load and per-second cron jobs (PostgreSQL only)",
+        "under load and per-second cron jobs (PostgreSQL only); network: agents in a network "
+        "namespace of their own, their link cut and degraded (tests/chaos/network.py, as root)",
     )
     parser.add_argument(
         "--db", action="append", choices=["sqlite", "postgres"], help="default: both"
@@ -398,6 +401,12 @@ def main() -> None:
     arguments.db = arguments.db or ["sqlite", "postgres"]
     if arguments.restart_postgres and not arguments.full:
         parser.error("--restart-postgres needs --full")
+    if arguments.scenario == "network":
+        if arguments.restart_postgres:
+            parser.error("--restart-postgres is for the agents scenario")
+        from . import network
+
+        sys.exit(asyncio.run(network.main_async(arguments)))
     sys.exit(asyncio.run(main_async(arguments)))
 
 

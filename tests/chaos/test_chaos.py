@@ -1,8 +1,10 @@
-"""The chaos suite's quick forms in the normal test suite (``scripts/chaos --quick`` and
-``scripts/chaos --scenario nodes --quick`` run the same scenarios from the command line):
-6 real agents under load, 30 random SIGKILLs and SIGSTOP/SIGCONT pauses per database,
-PostgreSQL backends terminated at random; and three server nodes, one SIGKILLed at random every
-few seconds. The ledger must balance (see ``ledger.check``)."""
+"""The chaos suite's quick forms in the normal test suite (``scripts/chaos --quick``,
+``scripts/chaos --scenario nodes --quick`` and ``scripts/chaos --scenario network`` run the same
+scenarios from the command line): 6 real agents under load, 30 random SIGKILLs and
+SIGSTOP/SIGCONT pauses per database, PostgreSQL backends terminated at random; three server
+nodes, one SIGKILLed at random every few seconds; and agents behind a link that is cut and
+slowed (``network.py``, skipped where ``ip netns`` is not permitted). The ledger must balance
+(see ``ledger.check``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 from hetuflow.config import DatabaseConfig
 
+from . import network
 from .nodes import QUICK_NODES, run_nodes
 from .run import QUICK, run_scenario
 
@@ -50,3 +53,18 @@ async def test_random_node_kills_lose_nothing_and_agents_move_on(
     assert nodes.reconnects  # the kills hit agents, and they came back
     assert report.submitted >= 50
     assert figures["cron_tasks"] >= QUICK_NODES.cron_jobs * 20
+
+
+async def test_network_cuts_and_a_slow_link_lose_nothing(
+    database: DatabaseConfig, tmp_path: Path
+) -> None:
+    """3 agents in a network namespace of their own, 3 on the host; their link cut twice for
+    5 s (blackhole routes, then link down) and slowed for 10 s: their attempts re-dispatched
+    after the silence window, their late results refused, the ledger balanced."""
+    if reason := network.unavailable():
+        pytest.skip(reason)
+    report, figures = await network.run_network(network.QUICK, database, tmp_path)
+    print(json.dumps({**figures, **report.summary()}, indent=2))  # shown with -s or on failure
+    assert report.violations == []
+    assert network.demonstrated(report, figures) == []
+    assert report.faults == {"cut": 6, "degraded": 3}

@@ -90,6 +90,10 @@ async def test_a_stale_attempt_is_fenced_and_told_to_stop(server: Server) -> Non
                 "attempt": 1,
                 "reason": "superseded",
             }
+            # Counted for operators: a late report refused (hetuflow_reports_fenced_total).
+            registry = server.context.metrics.registry
+            fenced = {"report": "result"}
+            assert registry.get_sample_value("hetuflow_reports_fenced_total", fenced) == 1
             await second.result(current, result={"from": "current"})
             done = await server.wait_status(task_id, TaskStatus.SUCCEEDED)
             assert done.result == {"from": "current"}

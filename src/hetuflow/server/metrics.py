@@ -109,6 +109,13 @@ class Metrics:
             ["action"],
             registry=registry,
         )
+        self._fenced_reports = Counter(
+            "hetuflow_reports_fenced",
+            "Starts and results an agent sent for an attempt that is no longer its own (a stale"
+            " attempt: fenced by the database, the agent told to stop it), by report.",
+            ["report"],
+            registry=registry,
+        )
         self._ws_messages = Counter(
             "hetuflow_ws_messages",
             "WebSocket messages by direction (in: from an agent, out: to an agent) and type.",
@@ -213,6 +220,10 @@ class Metrics:
     def cron_misfired(self, action: str, count: int = 1) -> None:
         """``count`` ticks were late or blocked; ``action`` says what the policy did."""
         self._cron_misfires.labels(action).inc(count)
+
+    def report_fenced(self, report: Literal["start", "result"]) -> None:
+        """The database refused a start or result of a superseded attempt (a late report)."""
+        self._child(self._fenced_reports, report).inc()
 
     def ws_message(self, direction: Direction, message_type: str) -> None:
         """One WebSocket message went ``in`` (from an agent) or ``out`` (to an agent)."""

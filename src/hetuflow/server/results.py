@@ -177,6 +177,7 @@ class ResultWriter:
             if ok:
                 self._metrics.task_started(task_type)
             else:
+                self._metrics.report_fenced("start")
                 connection.send_cancel(start.ref.task_id, start.ref.attempt, "superseded")
 
     async def _write_logs(self, lines: list[LogLine]) -> None:
@@ -274,6 +275,7 @@ class ResultWriter:
         for (result, connection), outcome in zip(results, outcomes, strict=True):
             ref = result.ref
             if not outcome.accepted:
+                self._metrics.report_fenced("result")
                 connection.send_cancel(ref.task_id, ref.attempt, "superseded")
                 continue
             finished = True
