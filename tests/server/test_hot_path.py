@@ -133,3 +133,63 @@ async def test_a_create_on_sqlite_explains_itself_without_reading_the_agents(
         # fits, the store does (an agent row of another process). Several nodes (PostgreSQL):
         # agents of other nodes may have room, only the database knows.
         assert len(reads) == (2 if database.kind == "sqlite" else 3)
+
+
+async def test_a_get_on_sqlite_explains_a_pending_task_from_the_registry(
+    server: Server, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = server.context.store
+    reads: list[object] = []
+    list_agents = store.list_agents
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        if "statuses" in kwargs:  # the reaper's periodic list of every agent is not ours
+            reads.append(args)
+        return await list_agents(*args, **kwargs)
+
+    async with agent(server, "scrape", slots=1) as scraper:
+        first = await server.http.post("/api/tasks", json={"task_type": "scrape"})
+        assert first.json()["status"] == "dispatched"
+        await scraper.dispatched(1)
+        waiting = (await server.http.post("/api/tasks", json={"task_type": "scrape"})).json()
+        monkeypatch.setattr(store, "list_agents", counted)
+        read = (await server.http.get(f"/api/tasks/{waiting['id']}")).json()
+        listed = (await server.http.get("/api/tasks", params={"status": "pending"})).json()
+        assert read["pending_reason"] == "agents_busy"
+        assert [item["pending_reason"] for item in listed["items"]] == ["agents_busy"]
+        # SQLite: one server process, its registry holds every agent. PostgreSQL: agents of
+        # other nodes may have room; each read asks the database.
+        assert len(reads) == (0 if database.kind == "sqlite" else 2)
+        # Drained by an operator, the agent takes no work: not "busy" but gone, for the
+        # registry as for the store.
+        drained = await server.http.post(f"/api/agents/{scraper.agent_id}/drain")
+        assert drained.status_code == 200, drained.text
+        read = (await server.http.get(f"/api/tasks/{waiting['id']}")).json()
+        assert read["pending_reason"] == "no_agent_for_task_type"
+        more = (await server.http.post("/api/tasks", json={"task_type": "scrape"})).json()
+        assert more["pending_reason"] == "no_agent_for_task_type"
+
+
+async def test_a_postgres_store_call_sends_only_its_own_statements(
+    server: Server, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.kind != "postgres":
+        pytest.skip("PostgreSQL's connection pool")
+    from asyncpg.connection import Connection
+
+    sent: list[str] = []
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        original = getattr(Connection, name)
+
+        def counting(self: Any, query: str, *args: Any, _original: Any = original) -> Any:
+            sent.append(query)
+            return _original(self, query, *args)
+
+        monkeypatch.setattr(Connection, name, counting)
+    created = (await server.http.post("/api/tasks", json={"task_type": "none-here"})).json()
+    task = await server.context.store.get_task(UUID(created["id"]))
+    assert task is not None
+    assert "SELECT * FROM tasks WHERE id = $1" in sent
+    # A store call is its statements and nothing more: connections go back to the pool
+    # without asyncpg's reset query (one more round trip each time).
+    assert not any("RESET ALL" in query for query in sent)

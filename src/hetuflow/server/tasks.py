@@ -39,7 +39,7 @@ from hetuflow.models import (
 from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.metrics import Metrics
-from hetuflow.server.registry import AgentSvc
+from hetuflow.server.registry import AgentSvc, ConnectionState
 from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
 
 log = logging.getLogger("hetuflow.tasks")
@@ -227,7 +227,16 @@ class TaskQueue:
         In order: its start time is in the future; no online agent supports its task type;
         none of those has every required capability; all of those are full; the global
         ``max_concurrent_tasks`` is reached; otherwise it is queued for dispatch.
+
+        When this node sees every agent (``sees_every_agent``: SQLite, one server process)
+        its registry gives the same answer for a task some agent connected here could run,
+        without reading the store (``explain_created``); the store answers the rest.
         """
+        if self.sees_every_agent:
+            return await self.explain_created(tasks)
+        return await self._explain_from_store(tasks)
+
+    async def _explain_from_store(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
         pending = [task for task in tasks if task.status is TaskStatus.PENDING]
         if not pending:
             return {}
@@ -262,9 +271,9 @@ class TaskQueue:
         (``sees_every_agent``) and one connected here could run the task but has no free
         slot (the producer's usual case: its agents are busy), ``agents_busy`` (or
         ``global_limit``) comes from the registry too; the other tasks are explained from
-        the store, which also knows the agents' rows. Other nodes' held
-        tasks are not counted against the global limit here; ``GET /api/tasks/{id}`` gives the
-        full answer."""
+        the store, which also knows the agents' rows. Other nodes' held tasks are not counted
+        against the global limit here (with several nodes; ``GET /api/tasks/{id}`` gives the
+        full answer)."""
         now = self.clock.now()
         agents = self.agents
         room = agents is not None and agents.held_count() < self.scheduler.max_concurrent_tasks
@@ -292,7 +301,7 @@ class TaskQueue:
             else:
                 rest.append(task)
         if rest:
-            reasons.update(await self.explain(rest))
+            reasons.update(await self._explain_from_store(rest))
         return reasons
 
     async def _global_limit_reached(self) -> bool:
@@ -357,7 +366,9 @@ def _local_reason(task: Task, agents: AgentSvc, room: bool) -> PendingReason | N
     capable = [
         agent
         for agent in agents
-        if agent.registered
+        # Taking work, as the store's ``online`` agents: a draining agent is not one of them.
+        if agent.state is ConnectionState.REGISTERED
+        and not agent.drained_by_operator
         and agent.enabled
         and task.task_type in agent.task_types
         and agent.capabilities.issuperset(task.required_capabilities)
