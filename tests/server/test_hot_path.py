@@ -193,3 +193,37 @@ async def test_a_postgres_store_call_sends_only_its_own_statements(
     # A store call is its statements and nothing more: connections go back to the pool
     # without asyncpg's reset query (one more round trip each time).
     assert not any("RESET ALL" in query for query in sent)
+
+
+async def test_a_postgres_create_without_idempotency_key_is_one_statement(
+    server: Server, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.kind != "postgres":
+        pytest.skip("PostgreSQL's round trips")
+    from asyncpg.connection import Connection
+
+    store = server.context.store
+    sent: list[str] = []
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        original = getattr(Connection, name)
+
+        def counting(self: Any, query: str, *args: Any, _original: Any = original) -> Any:
+            if asyncio.current_task() is test:  # not the server's background loops
+                sent.append(" ".join(query.split()))
+            return _original(self, query, *args)
+
+        monkeypatch.setattr(Connection, name, counting)
+    test = asyncio.current_task()
+    now = SystemClock().now()
+    [(task, created)] = await store.create_tasks([NewTask(name="a", task_type="t")], now=now)
+    assert created
+    # A single INSERT is atomic: no BEGIN / COMMIT round trips around it.
+    assert len(sent) == 1
+    assert "INSERT INTO tasks" in sent[0]
+    # With an idempotency key a second statement may read the existing task: a transaction,
+    # and a replay still returns the first task.
+    keyed = NewTask(name="b", task_type="t", idempotency_key="k-1")
+    [(first, made)] = await store.create_tasks([keyed], now=now)
+    [(again, made_again)] = await store.create_tasks([keyed], now=now)
+    assert (made, made_again, again.id) == (True, False, first.id)
+    assert (await store.get_task(task.id)) is not None
