@@ -94,14 +94,13 @@ async def _busy_agent(server: Server, workdir: Path) -> Process:
     agent = start_agent(server, "cpu-agent", workdir, workdir / "ledger", slots=1)
     async with server.http() as http:
         hold = {"task_type": "bench-hold", "payload": {"seconds": 3600}}
+        task = (await http.post("/api/tasks", json=hold)).json()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            # Created until one runs: the agent may connect after the first is created.
-            task = (await http.post("/api/tasks", json=hold)).json()
-            await asyncio.sleep(0.5)
             if (await http.get(f"/api/tasks/{task['id']}")).json()["status"] == "running":
                 return agent
-        raise RuntimeError(f"the agent never ran a task:\n{agent.output()}")
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the agent never ran a task:\n{agent.output()}")
 
 
 async def _one_run(
