@@ -227,3 +227,28 @@ async def test_a_postgres_create_without_idempotency_key_is_one_statement(
     [(again, made_again)] = await store.create_tasks([keyed], now=now)
     assert (made, made_again, again.id) == (True, False, first.id)
     assert (await store.get_task(task.id)) is not None
+
+
+async def test_a_get_of_a_task_due_later_reads_no_agents(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = server.context.store
+    reads: list[object] = []
+    list_agents = store.list_agents
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        if "statuses" in kwargs:  # the reaper's periodic list of every agent is not ours
+            reads.append(args)
+        return await list_agents(*args, **kwargs)
+
+    later = await server.http.post("/api/tasks", json={"task_type": "t", "delay_seconds": 3600})
+    now = await server.http.post("/api/tasks", json={"task_type": "t"})
+    monkeypatch.setattr(store, "list_agents", counted)
+    read = (await server.http.get(f"/api/tasks/{later.json()['id']}")).json()
+    # ``scheduled`` whatever the agents: on every database, no read of them.
+    assert read["pending_reason"] == "scheduled"
+    assert reads == []
+    # A due task's reason depends on the agents: the store is asked (none connected here).
+    read = (await server.http.get(f"/api/tasks/{now.json()['id']}")).json()
+    assert read["pending_reason"] == "no_agent_for_task_type"
+    assert len(reads) == 1

@@ -237,25 +237,32 @@ class TaskQueue:
         return await self._explain_from_store(tasks)
 
     async def _explain_from_store(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
-        pending = [task for task in tasks if task.status is TaskStatus.PENDING]
-        if not pending:
-            return {}
+        """``explain`` from the store's agent rows; they are read only when some task's reason
+        depends on them (a task due later is ``scheduled`` whatever the agents)."""
         now = self.clock.now()
+        reasons: dict[UUID, PendingReason] = {}
+        due: list[Task] = []
+        for task in tasks:
+            if task.status is not TaskStatus.PENDING:
+                continue
+            if task.scheduled_at > now:
+                reasons[task.id] = PendingReason.SCHEDULED
+            else:
+                due.append(task)
+        keys_full = set() if self.concurrency is None else await self.concurrency.full(due)
+        for task in due:
+            if task.id in keys_full:
+                reasons[task.id] = PendingReason.CONCURRENCY_LIMIT
+        waiting = [task for task in due if task.id not in keys_full]
+        if not waiting:
+            return reasons
         agents = [
             agent
             for agent in await self.store.list_agents(statuses=[AgentStatus.ONLINE])
             if agent.enabled
         ]
         global_full: bool | None = None
-        reasons: dict[UUID, PendingReason] = {}
-        keys_full = set() if self.concurrency is None else await self.concurrency.full(pending)
-        for task in pending:
-            if task.scheduled_at > now:
-                reasons[task.id] = PendingReason.SCHEDULED
-                continue
-            if task.id in keys_full:
-                reasons[task.id] = PendingReason.CONCURRENCY_LIMIT
-                continue
+        for task in waiting:
             reason = _agent_reason(task, agents)
             if reason is None:
                 if global_full is None:
