@@ -147,3 +147,24 @@ def test_throughput_producer_and_scaleout_run_on_a_fresh_postgres_database(
         assert _number(costs["commits"]) > 0  # pg_stat_database of the scenario's database
         assert _number(costs["notifications"]) >= 0
         _number(numbers["waits"]["advisory_lock_waiters_mean"])
+
+
+@pytest.mark.timeout(120)
+def test_cpu_per_request_measures_every_hot_route(tmp_path: Path) -> None:
+    """``benchmarks/cpu_per_request.py`` (docs/benchmarks.md, server CPU per request)."""
+    out = tmp_path / "cpu.json"
+    sizes = ["--requests", "20", "--reps", "1", "--json", str(out)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cpu_per_request", "--db", "sqlite", "--agent", *sizes],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    [row] = json.loads(out.read_text())
+    assert row["pending_reason"] == "agents_busy"
+    for route in ("GET /healthz", "GET /api/tasks/{id}", "POST /api/tasks"):
+        assert row["routes"][route]["p50_ms"] > 0
+        assert row["routes"][route]["cpu_us"] >= 0

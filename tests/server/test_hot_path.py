@@ -133,3 +133,122 @@ async def test_a_create_on_sqlite_explains_itself_without_reading_the_agents(
         # fits, the store does (an agent row of another process). Several nodes (PostgreSQL):
         # agents of other nodes may have room, only the database knows.
         assert len(reads) == (2 if database.kind == "sqlite" else 3)
+
+
+async def test_a_get_on_sqlite_explains_a_pending_task_from_the_registry(
+    server: Server, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = server.context.store
+    reads: list[object] = []
+    list_agents = store.list_agents
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        if "statuses" in kwargs:  # the reaper's periodic list of every agent is not ours
+            reads.append(args)
+        return await list_agents(*args, **kwargs)
+
+    async with agent(server, "scrape", slots=1) as scraper:
+        first = await server.http.post("/api/tasks", json={"task_type": "scrape"})
+        assert first.json()["status"] == "dispatched"
+        await scraper.dispatched(1)
+        waiting = (await server.http.post("/api/tasks", json={"task_type": "scrape"})).json()
+        monkeypatch.setattr(store, "list_agents", counted)
+        read = (await server.http.get(f"/api/tasks/{waiting['id']}")).json()
+        listed = (await server.http.get("/api/tasks", params={"status": "pending"})).json()
+        assert read["pending_reason"] == "agents_busy"
+        assert [item["pending_reason"] for item in listed["items"]] == ["agents_busy"]
+        # SQLite: one server process, its registry holds every agent. PostgreSQL: agents of
+        # other nodes may have room; each read asks the database.
+        assert len(reads) == (0 if database.kind == "sqlite" else 2)
+        # Drained by an operator, the agent takes no work: not "busy" but gone, for the
+        # registry as for the store.
+        drained = await server.http.post(f"/api/agents/{scraper.agent_id}/drain")
+        assert drained.status_code == 200, drained.text
+        read = (await server.http.get(f"/api/tasks/{waiting['id']}")).json()
+        assert read["pending_reason"] == "no_agent_for_task_type"
+        more = (await server.http.post("/api/tasks", json={"task_type": "scrape"})).json()
+        assert more["pending_reason"] == "no_agent_for_task_type"
+
+
+async def test_a_postgres_store_call_sends_only_its_own_statements(
+    server: Server, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.kind != "postgres":
+        pytest.skip("PostgreSQL's connection pool")
+    from asyncpg.connection import Connection
+
+    sent: list[str] = []
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        original = getattr(Connection, name)
+
+        def counting(self: Any, query: str, *args: Any, _original: Any = original) -> Any:
+            sent.append(query)
+            return _original(self, query, *args)
+
+        monkeypatch.setattr(Connection, name, counting)
+    created = (await server.http.post("/api/tasks", json={"task_type": "none-here"})).json()
+    task = await server.context.store.get_task(UUID(created["id"]))
+    assert task is not None
+    assert "SELECT * FROM tasks WHERE id = $1" in sent
+    # A store call is its statements and nothing more: connections go back to the pool
+    # without asyncpg's reset query (one more round trip each time).
+    assert not any("RESET ALL" in query for query in sent)
+
+
+async def test_a_postgres_create_without_idempotency_key_is_one_statement(
+    server: Server, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.kind != "postgres":
+        pytest.skip("PostgreSQL's round trips")
+    from asyncpg.connection import Connection
+
+    store = server.context.store
+    sent: list[str] = []
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        original = getattr(Connection, name)
+
+        def counting(self: Any, query: str, *args: Any, _original: Any = original) -> Any:
+            if asyncio.current_task() is test:  # not the server's background loops
+                sent.append(" ".join(query.split()))
+            return _original(self, query, *args)
+
+        monkeypatch.setattr(Connection, name, counting)
+    test = asyncio.current_task()
+    now = SystemClock().now()
+    [(task, created)] = await store.create_tasks([NewTask(name="a", task_type="t")], now=now)
+    assert created
+    # A single INSERT is atomic: no BEGIN / COMMIT round trips around it.
+    assert len(sent) == 1
+    assert "INSERT INTO tasks" in sent[0]
+    # With an idempotency key a second statement may read the existing task: a transaction,
+    # and a replay still returns the first task.
+    keyed = NewTask(name="b", task_type="t", idempotency_key="k-1")
+    [(first, made)] = await store.create_tasks([keyed], now=now)
+    [(again, made_again)] = await store.create_tasks([keyed], now=now)
+    assert (made, made_again, again.id) == (True, False, first.id)
+    assert (await store.get_task(task.id)) is not None
+
+
+async def test_a_get_of_a_task_due_later_reads_no_agents(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = server.context.store
+    reads: list[object] = []
+    list_agents = store.list_agents
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        if "statuses" in kwargs:  # the reaper's periodic list of every agent is not ours
+            reads.append(args)
+        return await list_agents(*args, **kwargs)
+
+    later = await server.http.post("/api/tasks", json={"task_type": "t", "delay_seconds": 3600})
+    now = await server.http.post("/api/tasks", json={"task_type": "t"})
+    monkeypatch.setattr(store, "list_agents", counted)
+    read = (await server.http.get(f"/api/tasks/{later.json()['id']}")).json()
+    # ``scheduled`` whatever the agents: on every database, no read of them.
+    assert read["pending_reason"] == "scheduled"
+    assert reads == []
+    # A due task's reason depends on the agents: the store is asked (none connected here).
+    read = (await server.http.get(f"/api/tasks/{now.json()['id']}")).json()
+    assert read["pending_reason"] == "no_agent_for_task_type"
+    assert len(reads) == 1

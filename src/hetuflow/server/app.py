@@ -23,7 +23,7 @@ from hetuflow.clock import Clock, SystemClock
 from hetuflow.config import Config
 from hetuflow.models import ConcurrencyLimits
 from hetuflow.server import metrics
-from hetuflow.server.api import router as api_router
+from hetuflow.server.api import ROUTERS as API_ROUTERS
 from hetuflow.server.api.errors import install_error_handlers
 from hetuflow.server.auth import Authenticator, authorize_metrics
 from hetuflow.server.concurrency import ConcurrencyKeys
@@ -132,7 +132,8 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(AgentSocketRoute, gateway=engine.gateway, path="/ws")
     app.add_middleware(EdgeGuard, policy=EdgePolicy.of(config))  # outermost: /ws too
-    app.include_router(api_router)
+    for api_router, dependencies in API_ROUTERS:
+        app.include_router(api_router, dependencies=dependencies)
     app.include_router(metrics.router, dependencies=[Depends(authorize_metrics)])
     mount_console(app)
     return app

@@ -43,7 +43,7 @@ from hetuflow.models import (
 from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.metrics import Metrics
-from hetuflow.server.registry import AgentSvc
+from hetuflow.server.registry import AgentSvc, ConnectionState
 from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
 
 log = logging.getLogger("hetuflow.tasks")
@@ -262,39 +262,50 @@ class TaskQueue:
         it names has not its units left in the window; no online agent supports its task
         type; none of those has every required capability; all of those are full; the global
         ``max_concurrent_tasks`` is reached; otherwise it is queued for dispatch.
+
+        When this node sees every agent (``sees_every_agent``: SQLite, one server process)
+        its registry gives the same answer for a task some agent connected here could run,
+        without reading the store (``explain_created``); the store answers the rest.
         """
-        pending = [task for task in tasks if task.status is TaskStatus.PENDING]
-        if not pending:
-            return {}, {}
+        if self.sees_every_agent:
+            return await self._explain_here(tasks)
+        return await self._explain_from_store(tasks)
+
+    async def _explain_from_store(
+        self, tasks: Sequence[Task]
+    ) -> tuple[dict[UUID, PendingReason], dict[UUID, datetime | None]]:
+        """``explain_waits`` from the store's agent rows; they are read only when some task's
+        reason depends on them (a task due later is ``scheduled`` whatever the agents)."""
         now = self.clock.now()
-        limited = await self._rate_limited(pending, now)
+        reasons: dict[UUID, PendingReason] = {}
+        due: list[Task] = []
+        for task in tasks:
+            if task.status is not TaskStatus.PENDING:
+                continue
+            if task.scheduled_at > now:
+                reasons[task.id] = PendingReason.SCHEDULED
+            else:
+                due.append(task)
+        limited = await self._rate_limited(due, now)
+        keys_full = set() if self.concurrency is None else await self.concurrency.full(due)
+        waiting: list[Task] = []
+        for task in due:
+            if task.id in keys_full:
+                reasons[task.id] = PendingReason.CONCURRENCY_LIMIT
+            elif task.id in limited:
+                reasons[task.id] = PendingReason.RATE_LIMITED
+            else:
+                waiting.append(task)
+        if not waiting:
+            return reasons, limited
         agents = [
             agent
             for agent in await self.store.list_agents(statuses=[AgentStatus.ONLINE])
             if agent.enabled
         ]
         global_full: bool | None = None
-        reasons: dict[UUID, PendingReason] = {}
-        keys_full = set() if self.concurrency is None else await self.concurrency.full(pending)
-        for task in pending:
-            if task.scheduled_at > now:
-                reasons[task.id] = PendingReason.SCHEDULED
-                continue
-            if task.id in keys_full:
-                reasons[task.id] = PendingReason.CONCURRENCY_LIMIT
-                continue
-            if task.id in limited:
-                reasons[task.id] = PendingReason.RATE_LIMITED
-                continue
-            if task.pinned_agent_id is not None:  # a broadcast child: its agent or none
-                pinned = [agent for agent in agents if agent.id == task.pinned_agent_id]
-                if not pinned:
-                    reasons[task.id] = PendingReason.AGENT_OFFLINE
-                    continue
-                agents_for: Sequence[Agent] = pinned
-            else:
-                agents_for = agents
-            reason = _agent_reason(task, agents_for)
+        for task in waiting:
+            reason = _reason_among(task, agents)
             if reason is None:
                 if global_full is None:
                     global_full = await self._global_limit_reached()
@@ -325,15 +336,22 @@ class TaskQueue:
         return limited
 
     async def explain_created(self, tasks: Sequence[Task]) -> dict[UUID, PendingReason]:
-        """``explain`` for tasks just created, cheap on the hot path: a due task that an agent
+        """``explain`` for tasks just created (``_explain_here``)."""
+        reasons, _ = await self._explain_here(tasks)
+        return reasons
+
+    async def _explain_here(
+        self, tasks: Sequence[Task]
+    ) -> tuple[dict[UUID, PendingReason], dict[UUID, datetime | None]]:
+        """``explain_waits`` cheap on the hot path, for tasks just created: a due task that an agent
         connected to this node can start now is ``queued`` without reading the store (the
         dispatcher was woken and claims it at once). When this node sees every agent
         (``sees_every_agent``) and one connected here could run the task but has no free
         slot (the producer's usual case: its agents are busy), ``agents_busy`` (or
         ``global_limit``) comes from the registry too; the other tasks are explained from
-        the store, which also knows the agents' rows. Other nodes' held
-        tasks are not counted against the global limit here; ``GET /api/tasks/{id}`` gives the
-        full answer."""
+        the store, which also knows the agents' rows. Other nodes' held tasks are not counted
+        against the global limit here (with several nodes; ``GET /api/tasks/{id}`` gives the
+        full answer)."""
         now = self.clock.now()
         agents = self.agents
         limit = self.scheduler.max_concurrent_tasks  # 0: no global limit
@@ -365,9 +383,11 @@ class TaskQueue:
                 reasons[task.id] = reason
             else:
                 rest.append(task)
+        limited: dict[UUID, datetime | None] = {}
         if rest:
-            reasons.update(await self.explain(rest))
-        return reasons
+            more, limited = await self._explain_from_store(rest)
+            reasons.update(more)
+        return reasons, limited
 
     async def _global_limit_reached(self) -> bool:
         if not self.scheduler.max_concurrent_tasks:
@@ -430,6 +450,17 @@ def _refuse_broadcast(task: Task) -> None:
         )
 
 
+def _reason_among(task: Task, agents: Sequence[Agent]) -> PendingReason | None:
+    """``_agent_reason`` among ``agents``; a pinned task (a broadcast child) only among its
+    own agent, ``agent_offline`` when that one is not there."""
+    if task.pinned_agent_id is not None:
+        pinned = [agent for agent in agents if agent.id == task.pinned_agent_id]
+        if not pinned:
+            return PendingReason.AGENT_OFFLINE
+        return _agent_reason(task, pinned)
+    return _agent_reason(task, agents)
+
+
 def _agent_reason(task: Task, agents: Sequence[Agent]) -> PendingReason | None:
     """The agent-side reason a due task waits, or None if some capable agent has a free slot."""
     supporting = [agent for agent in agents if task.task_type in agent.supported_task_types]
@@ -452,7 +483,9 @@ def _local_reason(task: Task, agents: AgentSvc, room: bool) -> PendingReason | N
     capable = [
         agent
         for agent in agents
-        if agent.registered
+        # Taking work, as the store's ``online`` agents: a draining agent is not one of them.
+        if agent.state is ConnectionState.REGISTERED
+        and not agent.drained_by_operator
         and agent.enabled
         and task.task_type in agent.task_types
         and agent.capabilities.issuperset(task.required_capabilities)

@@ -91,6 +91,16 @@ async def _init(connection: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing to send. asyncpg's default sends ``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` each time a connection goes
+    back to the pool: one more round trip per store call. The store leaves no session state
+    on a pooled connection: its advisory locks are transaction-scoped
+    (``pg_advisory_xact_lock``), it declares no cursor, LISTENs only on the notifier's own
+    connection and sets nothing beyond ``SET TRANSACTION``. A transaction left open is still
+    rolled back: asyncpg does that before calling this."""
+
+
 class PgDatabase:
     def __init__(self, dsn: str, max_connections: int) -> None:
         self.dsn = dsn
@@ -105,6 +115,7 @@ class PgDatabase:
                 min_size=min(2, self.max_connections),
                 max_size=self.max_connections,
                 init=_init,
+                reset=_keep_session,
                 server_settings={"timezone": "UTC", "application_name": "hetuflow"},
             )
         except UNAVAILABLE as error:

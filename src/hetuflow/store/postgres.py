@@ -130,6 +130,13 @@ class PostgresStore:
     ) -> list[tuple[Task, bool]]:
         if not tasks:
             return []
+        if all(task.idempotency_key is None and not task.rate_limits for task in tasks):
+            # One INSERT statement, atomic on its own (all the rows or none): no BEGIN and
+            # COMMIT round trips around it. An idempotency key may need a second statement
+            # (reading the existing tasks), rate limits one more (checking their units):
+            # then a transaction.
+            async with self._db.connection() as c:
+                return await task_sql.insert_tasks(c, tasks, now, self._aging)
         async with self._db.transaction() as c:
             return await task_sql.insert_tasks(c, tasks, now, self._aging)
 

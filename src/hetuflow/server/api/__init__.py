@@ -8,6 +8,8 @@ off the check lets everything through.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 
 from hetuflow.server.api import (
@@ -25,24 +27,27 @@ from hetuflow.server.api import (
 )
 from hetuflow.server.auth import authorize, authorize_admin
 
-router = APIRouter()
-"""Every REST route, combined; the app factory includes this one router."""
 _protected = [Depends(authorize)]
-# Routes are matched in this order, one by one: the probes first (called every few seconds,
-# matched before the forty-odd API routes), then the tasks (the producer's hot path).
-router.include_router(system.router)  # /healthz and /readyz: always open
-router.include_router(tasks.router, dependencies=_protected)
-router.include_router(bulk.router, dependencies=_protected)
-router.include_router(workflows.router, dependencies=_protected)
-router.include_router(agents.router, dependencies=_protected)
-router.include_router(cron_jobs.router, dependencies=_protected)
-router.include_router(rate_limits.router, dependencies=_protected)
-router.include_router(system.stats_router, dependencies=_protected)
-router.include_router(insights.router, dependencies=_protected)
-router.include_router(events.router, dependencies=_protected)
-router.include_router(triggers.router, dependencies=_protected)
-# A hook's caller has no token: the hook's signature is checked instead.
-router.include_router(triggers.calls_router)
-router.include_router(tokens.router, dependencies=[Depends(authorize_admin)])
+ROUTERS: list[tuple[APIRouter, list[Any]]] = [
+    # Matched in this order, one by one: the probes first (called every few seconds, matched
+    # before the forty-odd API routes), then the tasks (the producer's hot path).
+    (system.router, []),  # /healthz and /readyz: always open
+    (tasks.router, _protected),
+    (bulk.router, _protected),
+    (workflows.router, _protected),
+    (agents.router, _protected),
+    (cron_jobs.router, _protected),
+    (rate_limits.router, _protected),
+    (system.stats_router, _protected),
+    (insights.router, _protected),
+    (events.router, _protected),
+    (triggers.router, _protected),
+    # A hook's caller has no token: the hook's signature is checked instead.
+    (triggers.calls_router, []),
+    (tokens.router, [Depends(authorize_admin)]),
+]
+"""Every REST router with its auth dependency. The app factory includes each one itself:
+each level of routers nested in routers is one more step of FastAPI's route matching on
+every request."""
 
-__all__ = ["router"]
+__all__ = ["ROUTERS"]
