@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from datetime import timedelta
+
+import pytest
 
 from hetuflow.models import (
     AttemptOutcome,
@@ -12,7 +17,9 @@ from hetuflow.models import (
     NewTask,
     TaskFilter,
 )
+from hetuflow.store._sqlite_search import INDEX_BATCH
 from hetuflow.store.base import Store
+from hetuflow.store.sqlite import SqliteStore
 
 from ._support import T0, ConnectAgent, group
 
@@ -116,3 +123,85 @@ async def test_a_text_in_most_tasks_pages_like_a_rare_one(store: Store) -> None:
     assert page.next is not None
     following = await store.list_tasks(query, limit=3, offset=0, after=page.next)
     assert [task.name for task in following.items] == matching[5:8]
+
+
+async def _index(store: Store) -> None:
+    """Run SQLite's deferred indexer now (PostgreSQL's index is kept in the write itself)."""
+    if isinstance(store, SqliteStore):
+        await store.index_search()
+        assert _pending(store) == 0
+
+
+def _pending(store: SqliteStore) -> int:
+    with contextlib.closing(sqlite3.connect(store.config.sqlite_path)) as connection:
+        return int(connection.execute("SELECT count(*) FROM tasks_search_pending").fetchone()[0])
+
+
+async def test_search_is_exact_before_and_after_the_index_catches_up(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """On SQLite a changed task waits for the indexer (``tasks_search_pending``); a search
+    reads its own text meanwhile, so it is found (or no longer found) at once."""
+    await store.create_tasks(
+        [NewTask("old", "t", payload={"k": "pomegranate"}), NewTask("keep", "t")], now=T0
+    )
+    assert await _names(store, "pomegranate") == ["old"]  # created, not yet indexed
+    await _index(store)
+    assert await _names(store, "pomegranate") == ["old"]  # from the index
+    agent = await connect("a1")
+    dispatches = await store.claim_tasks([group([agent], free=2)], now=T0)
+    by_name = {dispatch.task.name: dispatch.task for dispatch in dispatches}
+    await _finish(
+        store,
+        AttemptResult(
+            AttemptRef(by_name["old"].id, 1, agent.id),
+            AttemptOutcome.SUCCEEDED,
+            result="tangerine",
+        ),
+    )
+    await _finish(
+        store,
+        AttemptResult(
+            AttemptRef(by_name["keep"].id, 1, agent.id), AttemptOutcome.FAILED, error="papaya"
+        ),
+    )
+    # finished: the new result and error at once, the payload still (its index rows are stale)
+    assert await _names(store, "tangerine") == ["old"]
+    assert await _names(store, "papaya") == ["keep"]
+    assert await _names(store, "pomegranate") == ["old"]
+    await _index(store)
+    assert await _names(store, "tangerine") == ["old"]
+    assert await _names(store, "papaya") == ["keep"]
+    assert await _names(store, "pomegranate") == ["old"]
+    assert await store.delete_finished_tasks(finished_before=T0 + timedelta(hours=1), limit=5) == 2
+    # deleted: gone at once, though the index still holds their text until the indexer runs
+    for text in ("tangerine", "papaya", "pomegranate"):
+        assert await _names(store, text) == []
+    await _index(store)
+    for text in ("tangerine", "papaya", "pomegranate"):
+        assert await _names(store, text) == []
+
+
+async def test_a_backlog_is_indexed_in_bounded_batches(store: Store) -> None:
+    if not isinstance(store, SqliteStore):
+        pytest.skip("the deferred index is SQLite's")
+    tasks = [NewTask(f"n{i}", "t", payload={"i": f"item-{i:05d}"}) for i in range(INDEX_BATCH + 5)]
+    await store.create_tasks(tasks, now=T0)
+    assert _pending(store) == INDEX_BATCH + 5
+    assert await store.index_search() == INDEX_BATCH + 5  # two transactions
+    assert _pending(store) == 0
+    assert await _names(store, "item-02004") == [f"n{INDEX_BATCH + 4}"]
+    assert await store.index_search() == 0
+
+
+async def test_the_store_indexes_by_itself_within_seconds(store: Store) -> None:
+    if not isinstance(store, SqliteStore):
+        pytest.skip("the deferred index is SQLite's")
+    await store.create_tasks([NewTask("late", "t", payload={"k": "rambutan"})], now=T0)
+    assert _pending(store) == 1
+    for _ in range(100):  # up to 10 s on a busy machine; the store indexes every second
+        if not _pending(store):
+            break
+        await asyncio.sleep(0.1)
+    assert _pending(store) == 0
+    assert await _names(store, "rambutan") == ["late"]
