@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from hetuflow.config import DatabaseConfig
 from hetuflow.models import (
     AttemptOutcome,
     AttemptRef,
@@ -17,7 +18,7 @@ from hetuflow.models import (
     NewTask,
     TaskFilter,
 )
-from hetuflow.store._sqlite_search import INDEX_BATCH
+from hetuflow.store._sqlite_search import INDEX_BATCH, index_pending
 from hetuflow.store.base import Store
 from hetuflow.store.sqlite import SqliteStore
 
@@ -182,16 +183,51 @@ async def test_search_is_exact_before_and_after_the_index_catches_up(
         assert await _names(store, text) == []
 
 
-async def test_a_backlog_is_indexed_in_bounded_batches(store: Store) -> None:
+async def test_a_text_changed_away_is_no_longer_found_before_the_index_catches_up(
+    store: Store,
+) -> None:
+    """A task's indexed text that it no longer holds (any change of the five columns: here a
+    rename straight in the file) is not matched while the task waits for the indexer."""
     if not isinstance(store, SqliteStore):
         pytest.skip("the deferred index is SQLite's")
-    tasks = [NewTask(f"n{i}", "t", payload={"i": f"item-{i:05d}"}) for i in range(INDEX_BATCH + 5)]
-    await store.create_tasks(tasks, now=T0)
-    assert _pending(store) == INDEX_BATCH + 5
-    assert await store.index_search() == INDEX_BATCH + 5  # two transactions
-    assert _pending(store) == 0
-    assert await _names(store, "item-02004") == [f"n{INDEX_BATCH + 4}"]
-    assert await store.index_search() == 0
+    await store.create_tasks([NewTask("durian-job", "t")], now=T0)
+    await _index(store)
+    with contextlib.closing(sqlite3.connect(store.config.sqlite_path)) as connection:
+        connection.execute("UPDATE tasks SET name = 'lychee-job' WHERE name = 'durian-job'")
+        connection.commit()
+    assert await _names(store, "durian") == []  # the index still holds it: not trusted
+    assert await _names(store, "lychee") == ["lychee-job"]
+    await _index(store)
+    assert await _names(store, "durian") == []
+    assert await _names(store, "lychee") == ["lychee-job"]
+
+
+async def test_a_backlog_is_indexed_in_bounded_batches(database: DatabaseConfig) -> None:
+    if database.type != "sqlite":
+        pytest.skip("the deferred index is SQLite's")
+    store = SqliteStore(database, search_index_seconds=None)  # indexed only when asked
+    await store.open()
+    try:
+        tasks = [
+            NewTask(f"n{i}", "t", payload={"i": f"item-{i:05d}"}) for i in range(INDEX_BATCH + 5)
+        ]
+        await store.create_tasks(tasks, now=T0)
+        assert _pending(store) == INDEX_BATCH + 5
+        with contextlib.closing(
+            sqlite3.connect(database.sqlite_path, isolation_level=None)
+        ) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            assert index_pending(connection) == INDEX_BATCH  # one transaction takes a batch
+            connection.execute("COMMIT")
+        assert _pending(store) == 5
+        assert await _names(store, f"item-{INDEX_BATCH + 4:05d}") == [f"n{INDEX_BATCH + 4}"]
+        assert await store.index_search() == 5
+        assert _pending(store) == 0
+        assert await _names(store, f"item-{INDEX_BATCH + 4:05d}") == [f"n{INDEX_BATCH + 4}"]
+        assert await _names(store, "item-00001") == ["n1"]
+        assert await store.index_search() == 0
+    finally:
+        await store.close()
 
 
 async def test_the_store_indexes_by_itself_within_seconds(store: Store) -> None:

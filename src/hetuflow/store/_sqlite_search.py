@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 
-INDEX_BATCH = 2000
-"""Pending tasks moved into the index per write transaction (measured: ~20 ms for 2,000
-tasks with ~150-byte payloads and results, docs/benchmarks.md)."""
+INDEX_BATCH = 500
+"""Pending tasks moved into the index per write transaction: what a write that arrives
+meanwhile may wait for (measured: 20 to 60 us a task, so 10 to 30 ms a batch, on the shared
+2-core machine; docs/benchmarks.md). A backlog goes batch by batch, other writes between."""
 
 _BATCH = "SELECT task_rowid FROM tasks_search_pending WHERE task_rowid <= ?"
 

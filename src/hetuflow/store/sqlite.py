@@ -105,13 +105,17 @@ class SqliteStore:
         *,
         priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS,
         max_agent_crashes_per_task: int = DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
+        search_index_seconds: float | None = SEARCH_INDEX_SECONDS,
     ) -> None:
+        """``search_index_seconds``: how often the store indexes changed tasks for search by
+        itself; None: never (the caller runs ``index_search``, as tests do)."""
         self.config = database
         self._db = SqliteDatabase(database.sqlite_path)
         self._aging = Aging.of(priority_aging_seconds)
         self._crash_limit = max_agent_crashes_per_task
         self._workflow_finished: Callable[[WorkflowStatus], None] = ignore_finished
         self._tasks_created: Callable[[str, int], None] = ignore_created
+        self._index_every = search_index_seconds
         self._indexer: asyncio.Task[None] | None = None
 
     def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
@@ -132,7 +136,8 @@ class SqliteStore:
 
     async def open(self) -> None:
         await self._db.open()
-        self._indexer = asyncio.create_task(self._index_search_every_second())
+        if self._index_every is not None:
+            self._indexer = asyncio.create_task(self._index_search_regularly(self._index_every))
 
     async def close(self) -> None:
         if self._indexer is not None:
@@ -153,9 +158,9 @@ class SqliteStore:
             if batch < search_sql.INDEX_BATCH:
                 return moved
 
-    async def _index_search_every_second(self) -> None:
+    async def _index_search_regularly(self, seconds: float) -> None:
         while True:
-            await asyncio.sleep(SEARCH_INDEX_SECONDS)
+            await asyncio.sleep(seconds)
             try:
                 if await self._db.read(search_sql.any_pending):
                     await self.index_search()
