@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from datetime import timedelta
 
+import pytest
+
+from hetuflow.config import DatabaseConfig
 from hetuflow.models import (
     AttemptOutcome,
     AttemptRef,
@@ -12,7 +18,9 @@ from hetuflow.models import (
     NewTask,
     TaskFilter,
 )
+from hetuflow.store._sqlite_search import INDEX_BATCH, index_pending
 from hetuflow.store.base import Store
+from hetuflow.store.sqlite import SqliteStore
 
 from ._support import T0, ConnectAgent, group
 
@@ -116,3 +124,120 @@ async def test_a_text_in_most_tasks_pages_like_a_rare_one(store: Store) -> None:
     assert page.next is not None
     following = await store.list_tasks(query, limit=3, offset=0, after=page.next)
     assert [task.name for task in following.items] == matching[5:8]
+
+
+async def _index(store: Store) -> None:
+    """Run SQLite's deferred indexer now (PostgreSQL's index is kept in the write itself)."""
+    if isinstance(store, SqliteStore):
+        await store.index_search()
+        assert _pending(store) == 0
+
+
+def _pending(store: SqliteStore) -> int:
+    with contextlib.closing(sqlite3.connect(store.config.sqlite_path)) as connection:
+        return int(connection.execute("SELECT count(*) FROM tasks_search_pending").fetchone()[0])
+
+
+async def test_search_is_exact_before_and_after_the_index_catches_up(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """On SQLite a changed task waits for the indexer (``tasks_search_pending``); a search
+    reads its own text meanwhile, so it is found (or no longer found) at once."""
+    await store.create_tasks(
+        [NewTask("old", "t", payload={"k": "pomegranate"}), NewTask("keep", "t")], now=T0
+    )
+    assert await _names(store, "pomegranate") == ["old"]  # created, not yet indexed
+    await _index(store)
+    assert await _names(store, "pomegranate") == ["old"]  # from the index
+    agent = await connect("a1")
+    dispatches = await store.claim_tasks([group([agent], free=2)], now=T0)
+    by_name = {dispatch.task.name: dispatch.task for dispatch in dispatches}
+    await _finish(
+        store,
+        AttemptResult(
+            AttemptRef(by_name["old"].id, 1, agent.id),
+            AttemptOutcome.SUCCEEDED,
+            result="tangerine",
+        ),
+    )
+    await _finish(
+        store,
+        AttemptResult(
+            AttemptRef(by_name["keep"].id, 1, agent.id), AttemptOutcome.FAILED, error="papaya"
+        ),
+    )
+    # finished: the new result and error at once, the payload still (its index rows are stale)
+    assert await _names(store, "tangerine") == ["old"]
+    assert await _names(store, "papaya") == ["keep"]
+    assert await _names(store, "pomegranate") == ["old"]
+    await _index(store)
+    assert await _names(store, "tangerine") == ["old"]
+    assert await _names(store, "papaya") == ["keep"]
+    assert await _names(store, "pomegranate") == ["old"]
+    assert await store.delete_finished_tasks(finished_before=T0 + timedelta(hours=1), limit=5) == 2
+    # deleted: gone at once, though the index still holds their text until the indexer runs
+    for text in ("tangerine", "papaya", "pomegranate"):
+        assert await _names(store, text) == []
+    await _index(store)
+    for text in ("tangerine", "papaya", "pomegranate"):
+        assert await _names(store, text) == []
+
+
+async def test_a_text_changed_away_is_no_longer_found_before_the_index_catches_up(
+    store: Store,
+) -> None:
+    """A task's indexed text that it no longer holds (any change of the five columns: here a
+    rename straight in the file) is not matched while the task waits for the indexer."""
+    if not isinstance(store, SqliteStore):
+        pytest.skip("the deferred index is SQLite's")
+    await store.create_tasks([NewTask("durian-job", "t")], now=T0)
+    await _index(store)
+    with contextlib.closing(sqlite3.connect(store.config.sqlite_path)) as connection:
+        connection.execute("UPDATE tasks SET name = 'lychee-job' WHERE name = 'durian-job'")
+        connection.commit()
+    assert await _names(store, "durian") == []  # the index still holds it: not trusted
+    assert await _names(store, "lychee") == ["lychee-job"]
+    await _index(store)
+    assert await _names(store, "durian") == []
+    assert await _names(store, "lychee") == ["lychee-job"]
+
+
+async def test_a_backlog_is_indexed_in_bounded_batches(database: DatabaseConfig) -> None:
+    if database.type != "sqlite":
+        pytest.skip("the deferred index is SQLite's")
+    store = SqliteStore(database, search_index_seconds=None)  # indexed only when asked
+    await store.open()
+    try:
+        tasks = [
+            NewTask(f"n{i}", "t", payload={"i": f"item-{i:05d}"}) for i in range(INDEX_BATCH + 5)
+        ]
+        await store.create_tasks(tasks, now=T0)
+        assert _pending(store) == INDEX_BATCH + 5
+        with contextlib.closing(
+            sqlite3.connect(database.sqlite_path, isolation_level=None)
+        ) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            assert index_pending(connection) == INDEX_BATCH  # one transaction takes a batch
+            connection.execute("COMMIT")
+        assert _pending(store) == 5
+        assert await _names(store, f"item-{INDEX_BATCH + 4:05d}") == [f"n{INDEX_BATCH + 4}"]
+        assert await store.index_search() == 5
+        assert _pending(store) == 0
+        assert await _names(store, f"item-{INDEX_BATCH + 4:05d}") == [f"n{INDEX_BATCH + 4}"]
+        assert await _names(store, "item-00001") == ["n1"]
+        assert await store.index_search() == 0
+    finally:
+        await store.close()
+
+
+async def test_the_store_indexes_by_itself_within_seconds(store: Store) -> None:
+    if not isinstance(store, SqliteStore):
+        pytest.skip("the deferred index is SQLite's")
+    await store.create_tasks([NewTask("late", "t", payload={"k": "rambutan"})], now=T0)
+    assert _pending(store) == 1
+    for _ in range(100):  # up to 10 s on a busy machine; the store indexes every second
+        if not _pending(store):
+            break
+        await asyncio.sleep(0.1)
+    assert _pending(store) == 0
+    assert await _names(store, "rambutan") == ["late"]

@@ -478,13 +478,25 @@ def _phrase(text: str) -> str:
 
 def _text_clause(text: str, *, scan: bool = False) -> tuple[str, list[Any]]:
     """``text`` anywhere in a searched column (any case). From 3 characters on, through the
-    trigram index ``tasks_search``, unless ``scan``. A shorter text has no trigram: ``LIKE``
+    trigram index ``tasks_search``, unless ``scan``; a task that waits for the indexer
+    (``tasks_search_pending``, its index rows stale or missing) is matched by ``LIKE`` on its
+    own text instead, so the answer is exact before the indexer has run (``CROSS JOIN``: read
+    from the few pending rows, never from every task). A shorter text has no trigram: ``LIKE``
     (ASCII case folding) over every row."""
     if len(text) >= 3 and not scan:
-        return "rowid IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH ?)", [
-            _phrase(text)
-        ]
-    likes = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in SEARCHED_COLUMNS)
+        likes, values = _likes(text, "t.")
+        return (
+            "rowid IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH ?"
+            " AND rowid NOT IN (SELECT task_rowid FROM tasks_search_pending)"
+            " UNION ALL SELECT t.rowid FROM tasks_search_pending AS p"
+            f" CROSS JOIN tasks AS t ON t.rowid = p.task_rowid WHERE {likes})",
+            [_phrase(text), *values],
+        )
+    return _likes(text, "")
+
+
+def _likes(text: str, prefix: str) -> tuple[str, list[Any]]:
+    likes = " OR ".join(f"{prefix}{column} LIKE ? ESCAPE '\\'" for column in SEARCHED_COLUMNS)
     return f"({likes})", [like_pattern(text)] * len(SEARCHED_COLUMNS)
 
 

@@ -9,6 +9,9 @@ The SQL lives in ``_sqlite_tasks``, ``_sqlite_attempts``, ``_sqlite_agents`` and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -19,6 +22,7 @@ from hetuflow.config import (
     DEFAULT_PRIORITY_AGING_SECONDS,
     DatabaseConfig,
 )
+from hetuflow.errors import StoreUnavailable
 from hetuflow.models import (
     Agent,
     AgentRegistration,
@@ -61,6 +65,7 @@ from hetuflow.store import _sqlite_attempts as attempt_sql
 from hetuflow.store import _sqlite_broadcast as broadcast_sql
 from hetuflow.store import _sqlite_cron as cron_sql
 from hetuflow.store import _sqlite_rate_limits as rates_sql
+from hetuflow.store import _sqlite_search as search_sql
 from hetuflow.store import _sqlite_task_stats as stats_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
@@ -82,6 +87,12 @@ from hetuflow.triggers import (
 )
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
+logger = logging.getLogger(__name__)
+
+SEARCH_INDEX_SECONDS = 1.0
+"""How often the store moves the tasks whose text changed into the search index
+(``_sqlite_search``): a search finds them at once either way, through ``LIKE`` until then."""
+
 
 def _ping(connection: sqlite3.Connection) -> None:
     connection.execute("SELECT 1 FROM hetuflow_migrations LIMIT 1").fetchall()
@@ -94,13 +105,18 @@ class SqliteStore:
         *,
         priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS,
         max_agent_crashes_per_task: int = DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
+        search_index_seconds: float | None = SEARCH_INDEX_SECONDS,
     ) -> None:
+        """``search_index_seconds``: how often the store indexes changed tasks for search by
+        itself; None: never (the caller runs ``index_search``, as tests do)."""
         self.config = database
         self._db = SqliteDatabase(database.sqlite_path)
         self._aging = Aging.of(priority_aging_seconds)
         self._crash_limit = max_agent_crashes_per_task
         self._workflow_finished: Callable[[WorkflowStatus], None] = ignore_finished
         self._tasks_created: Callable[[str, int], None] = ignore_created
+        self._index_every = search_index_seconds
+        self._indexer: asyncio.Task[None] | None = None
 
     def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
         self._workflow_finished = listener
@@ -120,9 +136,36 @@ class SqliteStore:
 
     async def open(self) -> None:
         await self._db.open()
+        if self._index_every is not None:
+            self._indexer = asyncio.create_task(self._index_search_regularly(self._index_every))
 
     async def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexer
+            self._indexer = None
         await self._db.close()
+
+    async def index_search(self) -> int:
+        """Move every task whose text changed into the search index now, a bounded batch per
+        write transaction (other writes go in between); returns how many. The store does this
+        every second by itself; searches are exact before it too."""
+        moved = 0
+        while True:
+            batch = await self._db.write(search_sql.index_pending, search_sql.INDEX_BATCH)
+            moved += batch
+            if batch < search_sql.INDEX_BATCH:
+                return moved
+
+    async def _index_search_regularly(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                if await self._db.read(search_sql.any_pending):
+                    await self.index_search()
+            except (StoreUnavailable, sqlite3.Error) as error:  # the next round retries
+                logger.warning("search indexing failed: %s", error)
 
     async def ping(self) -> None:
         await self._db.read(_ping)
