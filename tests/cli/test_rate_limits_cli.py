@@ -78,8 +78,15 @@ def test_the_dispatcher_wakes_when_the_window_frees(server: Running) -> None:
         }
         ws.send(json.dumps(hello))
         assert json.loads(ws.recv(timeout=5))["type"] == "AgentRegistered"
+        # A stall fails here (and in the gaps below), not by the server closing a silent
+        # agent: Pings are answered, so a slow machine alone keeps the connection.
+        give_up = time.monotonic() + 3 * window + 10
         while len(arrivals) < 3:
-            frame = json.loads(ws.recv(timeout=10))
+            left = give_up - time.monotonic()
+            assert left > 0, f"only {len(arrivals)} of 3 tasks dispatched"
+            frame = json.loads(ws.recv(timeout=left))
+            if frame["type"] == "Ping":
+                ws.send(json.dumps({"type": "Pong"}))
             if frame["type"] != "TaskDispatch":
                 continue
             for dispatched in frame["tasks"]:

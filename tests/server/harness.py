@@ -20,6 +20,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from hetuflow.clock import Clock
 from hetuflow.config import Config, DatabaseConfig, SchedulerConfig
 from hetuflow.models import Task, TaskStatus
 from hetuflow.protocol import decode_server_message
@@ -93,9 +94,13 @@ def free_socket() -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serve(
-    config: Config, node_id: str = "node-test", *, store: Store | None = None
+    config: Config,
+    node_id: str = "node-test",
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Server]:
-    app = create_app(config, node_id=node_id, store=store)
+    app = create_app(config, node_id=node_id, store=store, clock=clock)
     sock = free_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(

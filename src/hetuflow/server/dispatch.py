@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -88,11 +89,11 @@ class TaskDispatcher:
         that such a task could take: a freed slot wakes the dispatcher anyway).
         """
         while True:
-            claimed, offered = await self._round()
+            claimed, offered, read_at = await self._round()
             if offered == 0:
                 return None
             if claimed < offered:
-                return await self._next_due()
+                return await self._next_due(read_at)
 
     async def create(self, tasks: Sequence[NewTask]) -> tuple[list[tuple[Task, bool]], bool]:
         """Create ``tasks`` (``Store.create_tasks``) and, in the same transaction, hand the
@@ -129,13 +130,16 @@ class TaskDispatcher:
             key_limits=self._key_limits,
         )
 
-    async def _round(self) -> tuple[int, int]:
+    async def _round(self) -> tuple[int, int, _Reading]:
+        """Claim once for every free slot: (claimed, offered, the instant the claim read)."""
+        clock = self._context.clock
         async with self._agents.lock:
             groups = self._agents.claim_groups()
             offered = sum(group.free_slots for group in groups)
+            now = clock.now()
+            read_at = _Reading(now, clock.monotonic())
             if offered == 0:
-                return 0, 0
-            now = self._context.clock.now()
+                return 0, 0, read_at
             request = self._request(groups, now)
             dispatches = await self._context.store.claim_tasks(
                 request.groups,
@@ -146,7 +150,7 @@ class TaskDispatcher:
             )
             self.rounds += 1
             self._route(dispatches)
-        return len(dispatches), offered
+        return len(dispatches), offered, read_at
 
     def _route(self, dispatches: list[Dispatch]) -> None:
         """Record each claimed attempt on its agent's connection and queue one frame each."""
@@ -173,10 +177,18 @@ class TaskDispatcher:
         for connection, tasks in frames.values():
             connection.send_dispatch(tasks)
 
-    async def _next_due(self) -> float | None:
+    async def _next_due(self, read_at: _Reading) -> float | None:
+        """When the next round is due, for what the claim read at ``read_at`` left pending.
+
+        Every instant is taken after the claim's own reading, never a later one: a round
+        takes time (the claim's commit, a loaded machine), and a task that enters the
+        lookahead window or a rate limit window that frees between the claim's reading and
+        this one must still set the timer (else nothing wakes the dispatcher for it). Such an
+        instant is already past: the next round is due at once.
+        """
         context = self._context
         lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
-        now = context.clock.now()
+        now = read_at.now
         upcoming = await context.store.next_scheduled_at(now=now + lookahead)
         # A rate limit's window frees at an exact instant: no lookahead (the claim then
         # would still find it without units).
@@ -185,4 +197,13 @@ class TaskDispatcher:
         if not instants:
             return None
         wait = (min(instants) - now).total_seconds()
-        return context.clock.monotonic() + max(wait, 0.0)
+        return read_at.monotonic + max(wait, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """One reading of the clock: the wall instant a claim used and the monotonic one beside
+    it (the dispatcher's timers are armed on the monotonic clock)."""
+
+    now: datetime
+    monotonic: float
