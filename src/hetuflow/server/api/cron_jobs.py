@@ -39,12 +39,12 @@ from hetuflow.server.api.schemas import (
     MAX_BACKOFF_SECONDS,
     MAX_RETRIES,
     MAX_TIMEOUT_SECONDS,
-    RETRY_BACKOFF_MAX_DESCRIPTION,
-    RETRY_JITTER_DESCRIPTION,
-    RETRY_ON_DESCRIPTION,
     Label,
     Name,
     Payload,
+    RetryBackoffMax,
+    RetryJitter,
+    RetryOn,
     TaskOut,
     retry_policy,
     storable_text,
@@ -169,23 +169,9 @@ class CronJobCreate(_Input):
         description="Wait before the first retry, doubled each time; default "
         "`[scheduler] retry_interval_seconds`.",
     )
-    retry_backoff_max_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_BACKOFF_SECONDS,
-        allow_inf_nan=False,
-        description=RETRY_BACKOFF_MAX_DESCRIPTION,
-    )
-    retry_jitter: float = Field(
-        default=0.0,
-        ge=0,
-        le=MAX_RETRY_JITTER,
-        allow_inf_nan=False,
-        description=RETRY_JITTER_DESCRIPTION,
-    )
-    retry_on: list[FailureKind] | None = Field(
-        default=None, max_length=16, description=RETRY_ON_DESCRIPTION
-    )
+    retry_backoff_max_seconds: RetryBackoffMax = None
+    retry_jitter: RetryJitter = 0.0
+    retry_on: RetryOn = None
     misfire_policy: MisfirePolicy = Field(default=MisfirePolicy.RUN_ONCE, description=_MISFIRE)
     catch_up_limit: int = Field(
         default=1,

@@ -157,6 +157,24 @@ RETRY_ON_DESCRIPTION = (
 )
 
 
+RetryBackoffMax = Annotated[
+    float | None,
+    Field(
+        ge=0, le=MAX_BACKOFF_SECONDS, allow_inf_nan=False, description=RETRY_BACKOFF_MAX_DESCRIPTION
+    ),
+]
+"""``retry_backoff_max_seconds`` of a task or cron job create (default None: 3600)."""
+RetryJitter = Annotated[
+    float,
+    Field(ge=0, le=MAX_RETRY_JITTER, allow_inf_nan=False, description=RETRY_JITTER_DESCRIPTION),
+]
+"""``retry_jitter`` of a task or cron job create (default 0)."""
+RetryOn = Annotated[
+    list[FailureKind] | None, Field(max_length=16, description=RETRY_ON_DESCRIPTION)
+]
+"""``retry_on`` of a task or cron job create (default None: every kind)."""
+
+
 def retry_policy(
     *,
     max_retries: int,
@@ -275,23 +293,9 @@ class TaskCreate(_Input):
         description="Wait before the first retry, doubled for each next one; default "
         "`[scheduler] retry_interval_seconds`.",
     )
-    retry_backoff_max_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_BACKOFF_SECONDS,
-        allow_inf_nan=False,
-        description=RETRY_BACKOFF_MAX_DESCRIPTION,
-    )
-    retry_jitter: float = Field(
-        default=0.0,
-        ge=0,
-        le=MAX_RETRY_JITTER,
-        allow_inf_nan=False,
-        description=RETRY_JITTER_DESCRIPTION,
-    )
-    retry_on: list[FailureKind] | None = Field(
-        default=None, max_length=16, description=RETRY_ON_DESCRIPTION
-    )
+    retry_backoff_max_seconds: RetryBackoffMax = None
+    retry_jitter: RetryJitter = 0.0
+    retry_on: RetryOn = None
     idempotency_key: Label | None = Field(
         default=None,
         description="A second create with the same key returns the existing task (200, not 201).",
