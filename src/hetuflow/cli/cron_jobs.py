@@ -28,6 +28,7 @@ from hetuflow.cli.common import (
     table,
     when,
 )
+from hetuflow.cli.flow_options import flow_fields, flow_options
 from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.cli.retry_options import retry_fields, retry_options
@@ -152,6 +153,7 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
 @click.option("--timeout-seconds", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True)
 @retry_options
+@flow_options
 @client_command
 def create_cron_job(
     cli: Cli,
@@ -170,9 +172,10 @@ def create_cron_job(
     start_deadline_seconds: float | None,
     timeout_seconds: float | None,
     max_retries: int,
-    **retry: Any,
+    **options: Any,
 ) -> None:
-    """Create a cron job (as POST /api/cron-jobs); the server checks the expression."""
+    """Create a cron job (as POST /api/cron-jobs); the server checks the expression and
+    the rate limits' names."""
     fields: dict[str, Any] = {
         "enabled": not disabled,
         "timezone": timezone,
@@ -182,7 +185,8 @@ def create_cron_job(
         "catch_up_limit": catch_up_limit,
         "overlap_policy": overlap_policy,
         "max_retries": max_retries,
-        **retry_fields(retry),
+        **retry_fields(options),
+        **flow_fields(options),
     }
     if start_deadline_seconds is not None:
         fields["start_deadline_seconds"] = start_deadline_seconds

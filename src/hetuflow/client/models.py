@@ -67,6 +67,8 @@ class Task(_Model):
     """A broadcast child: its parent."""
     pinned_agent_id: UUID | None = None
     """A broadcast child: the only agent that may run it."""
+    start_deadline_at: datetime | None = None
+    """A broadcast (``start_deadline_seconds``): a child still pending then ends failed."""
 
     @property
     def is_finished(self) -> bool:
@@ -160,6 +162,10 @@ class CronJob(BaseModel):
     timezone: str = "UTC"
     next_fire_at: datetime | None = None
     last_fire_at: datetime | None = None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
+    rate_limits: list[RateLimitUse] = []
+    """Given to every task it creates."""
 
 
 class TaskSpec(TypedDict, total=False):
@@ -180,3 +186,9 @@ class TaskSpec(TypedDict, total=False):
     retry_on: list[str]
     rate_limits: list[dict[str, Any]]
     idempotency_key: str
+    concurrency_key: str
+    max_concurrent_per_key: int
+    concurrency_strategy: str
+    dispatch: str
+    broadcast_policy: str
+    start_deadline_seconds: float

@@ -154,6 +154,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         pinned_agent_id=codec.uuid(row["pinned_agent_id"]),
         broadcast_of=codec.uuid(row["broadcast_of"]),
         broadcast_policy=None if policy is None else BroadcastPolicy(policy),
+        start_deadline_at=codec.time(row["start_deadline_at"]),
     )
 
 
@@ -290,6 +291,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
         workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
+        rate_limits=uses_of(row["rate_limits"], codec),
     )
 
 
@@ -342,7 +344,7 @@ def cron_columns(changes: CronJobChanges, codec: Codec) -> dict[str, Any]:
         value = getattr(changes, name)
         if value is not UNSET:
             columns[name] = value
-    for name, convert in _CRON_CONVERTED.items():
+    for name, convert in _CRON_CONVERTED.items():  # rate_limits: each store's set_rate_limits
         value = getattr(changes, name)
         if value is not UNSET:
             columns[name] = convert(value, codec)

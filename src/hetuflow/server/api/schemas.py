@@ -40,6 +40,7 @@ from hetuflow.models import (
     JSONObject,
     LogLine,
     NewAgent,
+    NewBroadcast,
     NewTask,
     PendingReason,
     Priority,
@@ -350,6 +351,17 @@ class TaskCreate(_Input):
         description="A broadcast's success rule: `all` (default: every child succeeded) or "
         "`any` (one did). Otherwise it fails, its `error` naming the agents.",
     )
+    start_deadline_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        description="A broadcast's bound on waiting for an agent: a child its agent has not "
+        "started this many seconds after the task's start time (`scheduled_at`, or now) ends "
+        "`failed`, its `error` naming the agent and how it was (offline, draining, disabled, "
+        "busy); the parent then settles by its `broadcast_policy`. Default: a child waits for "
+        'its agent without limit. Needs `"dispatch": "all"`.',
+    )
 
     @model_validator(mode="after")
     def _one_start_time(self) -> TaskCreate:
@@ -374,6 +386,10 @@ class TaskCreate(_Input):
             raise ValueError("broadcast and dispatch disagree: give one of them")
         if self.broadcast_policy is not None and not self.is_broadcast:
             raise ValueError('broadcast_policy needs "dispatch": "all" (or "broadcast": true)')
+        if self.start_deadline_seconds is not None and not self.is_broadcast:
+            raise ValueError(
+                'start_deadline_seconds needs "dispatch": "all" (or "broadcast": true)'
+            )
         if self.is_broadcast and self.idempotency_key is not None:
             raise ValueError("a broadcast takes no idempotency_key")
         if self.is_broadcast and self.concurrency_key is not None:
@@ -419,22 +435,24 @@ class TaskCreate(_Input):
             rate_limits=tuple(use.to_use() for use in self.rate_limits),
         )
 
+    def to_item(self, *, now: datetime, default_backoff_seconds: float) -> NewTask | NewBroadcast:
+        """``to_new_task``, or for a broadcast the ``NewBroadcast`` of it."""
+        task = self.to_new_task(now=now, default_backoff_seconds=default_backoff_seconds)
+        if not self.is_broadcast:
+            return task
+        return NewBroadcast(
+            task, self.broadcast_policy or BroadcastPolicy.ALL, self.start_deadline_seconds
+        )
+
 
 class TaskBatchCreate(_Input):
     tasks: list[TaskCreate] = Field(
         min_length=1,
-        description="Tasks created together in one transaction, all or none. No broadcast "
-        '(`"dispatch": "all"`): create those one at a time with `POST /api/tasks`.',
+        description="Tasks created together in one transaction, all or none. A broadcast "
+        '(`"dispatch": "all"`) among them is created with its children in that transaction; '
+        "its item is the parent. One that no agent matches fails the batch (409 "
+        "`no_agent_for_broadcast` naming `tasks[i]`): nothing is created.",
     )
-
-    @model_validator(mode="after")
-    def _no_broadcast(self) -> TaskBatchCreate:
-        for index, task in enumerate(self.tasks):
-            if task.is_broadcast:
-                raise ValueError(
-                    f"tasks[{index}] is a broadcast: create it alone with POST /api/tasks"
-                )
-        return self
 
 
 class TaskOut(_Output):
@@ -503,6 +521,11 @@ class TaskOut(_Output):
         description="A broadcast child: the only agent that may run it (while that agent is "
         "offline it waits, `pending_reason: agent_offline`).",
     )
+    start_deadline_at: datetime | None = Field(
+        default=None,
+        description="A broadcast's (parent and children) with `start_deadline_seconds`: a "
+        "child still pending then ends `failed`. Null otherwise.",
+    )
 
     @classmethod
     def of(
@@ -547,6 +570,7 @@ class TaskOut(_Output):
             broadcast_policy=task.broadcast_policy,
             broadcast_of=task.broadcast_of,
             pinned_agent_id=task.pinned_agent_id,
+            start_deadline_at=task.start_deadline_at,
         )
 
 
@@ -597,6 +621,7 @@ def task_json(
         "broadcast_policy": task.broadcast_policy,
         "broadcast_of": task.broadcast_of,
         "pinned_agent_id": task.pinned_agent_id,
+        "start_deadline_at": task.start_deadline_at,
     }
 
 
