@@ -256,7 +256,7 @@ async def test_a_batch_creates_tasks_and_broadcasts_together(
 ) -> None:
     a = await connect("a")
     b = await connect("b")
-    items = [
+    items: list[NewTask | NewBroadcast] = [
         NewTask("first", "t"),
         NewBroadcast(NewTask("everywhere", "t"), BroadcastPolicy.ANY),
         NewTask("last", "t", idempotency_key="k"),
@@ -283,7 +283,7 @@ async def test_a_broadcast_no_agent_matches_fails_the_whole_batch(
     store: Store, connect: ConnectAgent
 ) -> None:
     await connect("a")
-    items = [
+    items: list[NewTask | NewBroadcast] = [
         NewTask("plain", "t"),
         NewBroadcast(NewTask("ok", "t")),
         NewBroadcast(NewTask("gpu", "t", required_capabilities=("gpu",))),
