@@ -130,6 +130,17 @@ RETURNING t.*"""
 it. The children are locked before their parents (``settle``), the module's lock order."""
 
 
+async def any_expired(connection: Conn, now: datetime) -> bool:
+    """Whether a pending child is past its start deadline (one read, outside a transaction:
+    most passes find none)."""
+    found = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND start_deadline_at <= $1"
+        " AND broadcast_of IS NOT NULL)",
+        utc(now),
+    )
+    return bool(found)
+
+
 async def expire_children(connection: Conn, now: datetime) -> list[Task]:
     """``Store.expire_broadcast_children``: the pending children past their start deadline
     fail (their error naming the agent and how it was), and their parents settle."""

@@ -128,6 +128,19 @@ RETURNING *"""
 """Served by the partial index ``tasks_start_deadline``."""
 
 
+def any_expired(connection: sqlite3.Connection, now: datetime) -> bool:
+    """Whether a pending child is past its start deadline (a read: most passes find none and
+    take no write lock)."""
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE status = 'pending' AND start_deadline_at <= ?"
+            " AND broadcast_of IS NOT NULL LIMIT 1",
+            (micros(now),),
+        ).fetchone()
+        is not None
+    )
+
+
 def expire_children(connection: sqlite3.Connection, now: datetime) -> list[Task]:
     """``Store.expire_broadcast_children``: the pending children past their start deadline
     fail (their error naming the agent and how it was), and their parents settle."""

@@ -205,6 +205,9 @@ class PostgresStore:
             return await broadcast_sql.create_batch(c, items, now, self._aging)
 
     async def expire_broadcast_children(self, *, now: datetime) -> list[Task]:
+        async with self._db.connection() as c:
+            if not await broadcast_sql.any_expired(c, now):
+                return []
         async with self._db.transaction() as c:
             return await broadcast_sql.expire_children(c, now)
 

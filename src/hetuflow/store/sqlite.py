@@ -236,6 +236,8 @@ class SqliteStore:
         return await self._db.write(broadcast_sql.create_batch, items, now, self._aging)
 
     async def expire_broadcast_children(self, *, now: datetime) -> list[Task]:
+        if not await self._db.read(broadcast_sql.any_expired, now):
+            return []
         return await self._db.write(broadcast_sql.expire_children, now)
 
     async def list_broadcast_children(self, parent_id: UUID) -> list[Task]:
