@@ -148,3 +148,18 @@ def test_cron_jobs_and_tasks_take_every_flow_field(server: Running) -> None:
     )
     assert strategy.returncode == 2
     assert "--concurrency-strategy needs --concurrency-key" in strategy.stderr
+
+
+def test_create_cron_job_shows_its_key_and_limits(server: Running) -> None:
+    name = f"show-rl-{uuid.uuid4().hex[:6]}"
+    _json(
+        server,
+        f"./hetuflow-server create-rate-limit --name {name} --limit 5 --per-seconds 9 --json",
+    )
+    shown = server.run(
+        f"./hetuflow-server create-cron-job --name {name} --cron-expression @hourly"
+        f" --task-type sync --rate-limit {name}:3 --concurrency-key crm-2"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"{name}:3" in shown.stdout
+    assert "crm-2" in shown.stdout

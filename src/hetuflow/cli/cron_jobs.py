@@ -83,6 +83,20 @@ def _what(job: CronJob) -> tuple[str, str]:
     return "task type", job.task_type or "-"
 
 
+def _flow(job: CronJob) -> list[tuple[str, str]]:
+    """The key and rate limits its tasks get, when it has them."""
+    rows = []
+    if job.concurrency_key is not None:
+        limit = job.max_concurrent_per_key
+        rows.append(
+            ("concurrency key", escape(job.concurrency_key) + (f" (≤ {limit})" if limit else ""))
+        )
+    if job.rate_limits:
+        uses = ", ".join(f"{use.name}:{use.units}" for use in job.rate_limits)
+        rows.append(("rate limits", escape(uses)))
+    return rows
+
+
 def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
     if cli.as_json:
         cli.emit_json(job)
@@ -98,6 +112,7 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
                 ("next fire", _local(job.next_fire_at, job.timezone)),
                 ("misfire", str(_extra(job, "misfire_policy") or "-")),
                 ("overlap", str(_extra(job, "overlap_policy") or "-")),
+                *_flow(job),
             ],
             title=f"{verb} cron job [bold]{escape(job.name)}[/bold]",
         )
