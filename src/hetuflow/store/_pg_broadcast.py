@@ -121,11 +121,12 @@ UPDATE tasks AS t SET status = 'failed', finished_at = $1, updated_at = $1,
          FROM agents AS a WHERE a.id = t.pinned_agent_id),
         t.pinned_agent_id::text)
 FROM (SELECT id FROM tasks
-      WHERE status = 'pending' AND start_deadline_at <= $1 AND broadcast_of IS NOT NULL
+      WHERE status = 'pending' AND start_deadline_at <= $1
       ORDER BY id FOR UPDATE SKIP LOCKED) AS due
 WHERE t.id = due.id AND t.status = 'pending'
 RETURNING t.*"""
-"""Served by the partial index ``tasks_start_deadline``. ``SKIP LOCKED``: a child a claim
+"""Served by the partial index ``tasks_start_deadline``: only a broadcast's children are
+pending with a start deadline (its parent waits). ``SKIP LOCKED``: a child a claim
 (or another node's expiry) holds is left to it; the claim starts it, or the next pass ends
 it. The children are locked before their parents (``settle``), the module's lock order."""
 
@@ -134,8 +135,7 @@ async def any_expired(connection: Conn, now: datetime) -> bool:
     """Whether a pending child is past its start deadline (one read, outside a transaction:
     most passes find none)."""
     found = await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND start_deadline_at <= $1"
-        " AND broadcast_of IS NOT NULL)",
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND start_deadline_at <= $1)",
         utc(now),
     )
     return bool(found)

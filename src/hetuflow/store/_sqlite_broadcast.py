@@ -113,7 +113,8 @@ def create_batch(
 
 
 _EXPIRE = f"""
-UPDATE tasks SET status = 'failed', finished_at = :now, updated_at = :now,
+UPDATE tasks INDEXED BY tasks_start_deadline
+SET status = 'failed', finished_at = :now, updated_at = :now,
     error = '{NOT_STARTED_ERROR}: agent ' || coalesce(
         (SELECT CASE WHEN a.deleted_at IS NOT NULL THEN tasks.pinned_agent_id ELSE a.name END
             || ' was ' || CASE
@@ -123,9 +124,11 @@ UPDATE tasks SET status = 'failed', finished_at = :now, updated_at = :now,
                 ELSE a.status END
          FROM agents AS a WHERE a.id = tasks.pinned_agent_id),
         tasks.pinned_agent_id)
-WHERE status = 'pending' AND start_deadline_at <= :now AND broadcast_of IS NOT NULL
+WHERE status = 'pending' AND start_deadline_at <= :now
 RETURNING *"""
-"""Served by the partial index ``tasks_start_deadline``."""
+"""Read through the partial index ``tasks_start_deadline`` (INDEXED BY: left alone, SQLite
+reads every pending task through ``tasks_status_created``): only a broadcast's children are
+pending with a start deadline (its parent waits)."""
 
 
 def any_expired(connection: sqlite3.Connection, now: datetime) -> bool:
@@ -133,8 +136,8 @@ def any_expired(connection: sqlite3.Connection, now: datetime) -> bool:
     take no write lock)."""
     return (
         connection.execute(
-            "SELECT 1 FROM tasks WHERE status = 'pending' AND start_deadline_at <= ?"
-            " AND broadcast_of IS NOT NULL LIMIT 1",
+            "SELECT 1 FROM tasks INDEXED BY tasks_start_deadline"
+            " WHERE status = 'pending' AND start_deadline_at <= ? LIMIT 1",
             (micros(now),),
         ).fetchone()
         is not None
