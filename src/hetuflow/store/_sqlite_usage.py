@@ -1,0 +1,142 @@
+"""SQLite: how flow control is used right now (rate limits' windows, concurrency keys'
+active and waiting tasks), for the console and ``/metrics``. One read each, no lock.
+
+The same reads as ``_pg_usage`` (which says what they count); times are INTEGER
+microseconds, the type limits a JSON object.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+
+import orjson
+
+from hetuflow.models import (
+    ConcurrencyKeyUsage,
+    ConcurrencyLimits,
+    ConcurrencySummary,
+    RateLimit,
+    RateLimitState,
+    RateLimitUsage,
+)
+from hetuflow.store._sqlite_db import CODEC, micros
+
+_WINDOW = "s.name = r.name AND s.at > :now - CAST(r.per_seconds * 1000000 AS INTEGER)"
+
+_RATE_USAGE = f"""
+WITH used AS (
+    SELECT r.name, r.max_units, r.per_seconds, r.created_at,
+           (SELECT coalesce(sum(s.units), 0) FROM rate_limit_spends AS s WHERE {_WINDOW})
+               AS used,
+           (SELECT min(s.at) FROM rate_limit_spends AS s WHERE {_WINDOW}) AS oldest
+    FROM rate_limits AS r
+),
+waiting AS (
+    SELECT l.name, count(*) AS waiting
+    FROM tasks AS t JOIN task_rate_limits AS l ON l.task_id = t.id JOIN used AS u
+        ON u.name = l.name
+    WHERE t.status = 'pending' AND t.scheduled_at <= :now AND t.rate_limits IS NOT NULL
+      AND u.used + l.units > u.max_units
+    GROUP BY l.name
+)
+SELECT u.*, coalesce(w.waiting, 0) AS waiting
+FROM used AS u LEFT JOIN waiting AS w ON w.name = u.name
+ORDER BY u.name"""
+
+_KEYED = """
+WITH type_limits (task_type, max_per_key) AS (
+    SELECT key, value FROM json_each(:limits)
+),
+open AS (
+    SELECT t.concurrency_key AS key, t.task_type, t.status, t.scheduled_at,
+           coalesce(t.max_concurrent_per_key, l.max_per_key, 1) AS lim
+    FROM tasks AS t LEFT JOIN type_limits AS l ON l.task_type = t.task_type
+    WHERE t.concurrency_key IS NOT NULL
+      AND t.status IN ('cancelling', 'dispatched', 'pending', 'running') {where}
+),
+counted AS (
+    SELECT *, sum(CASE WHEN status <> 'pending' THEN 1 ELSE 0 END)
+                  OVER (PARTITION BY key) AS active
+    FROM open
+),
+keyed AS (
+    SELECT *, status = 'pending' AND scheduled_at <= :now AND active >= lim AS held
+    FROM counted
+)"""
+
+_KEYS = (
+    _KEYED
+    + """
+SELECT key, max(active) AS active, min(lim) AS lim,
+       sum(status = 'pending') AS pending, sum(held) AS waiting
+FROM keyed GROUP BY key
+ORDER BY max(active) DESC, sum(held) DESC, key
+LIMIT :limit"""
+)
+
+_SUMMARY = (
+    _KEYED
+    + """,
+keys AS (SELECT key, max(active) AS active, min(lim) AS lim FROM keyed GROUP BY key)
+SELECT NULL AS task_type,
+       (SELECT count(*) FROM keys WHERE active > 0) AS keys_active,
+       (SELECT count(*) FROM keys WHERE active >= lim) AS keys_at_limit
+UNION ALL
+SELECT task_type, count(*), 0 FROM keyed WHERE held GROUP BY task_type"""
+)
+
+
+def rate_limit_usage(connection: sqlite3.Connection, now: datetime) -> list[RateLimitUsage]:
+    usages = []
+    for row in connection.execute(_RATE_USAGE, {"now": micros(now)}):
+        created = CODEC.time(row["created_at"])
+        assert created is not None
+        limit = RateLimit(row["name"], row["max_units"], row["per_seconds"], created)
+        oldest = CODEC.time(row["oldest"])
+        free = None if oldest is None else oldest + timedelta(seconds=limit.per_seconds)
+        usages.append(RateLimitUsage(RateLimitState(limit, row["used"], free), row["waiting"]))
+    return usages
+
+
+def concurrency_key_usage(
+    connection: sqlite3.Connection,
+    limits: ConcurrencyLimits,
+    now: datetime,
+    *,
+    prefix: str | None,
+    key: str | None,
+    limit: int,
+) -> list[ConcurrencyKeyUsage]:
+    params: dict[str, object] = {
+        "limits": orjson.dumps(dict(limits.by_task_type)).decode(),
+        "now": micros(now),
+        "limit": limit,
+    }
+    where = ""
+    if key is not None:
+        params["key"] = key
+        where = "AND t.concurrency_key = :key"
+    elif prefix:
+        params["prefix"] = prefix
+        where = "AND substr(t.concurrency_key, 1, length(:prefix)) = :prefix"
+    rows = connection.execute(_KEYS.format(where=where), params).fetchall()
+    return [
+        ConcurrencyKeyUsage(row["key"], row["active"], row["lim"], row["pending"], row["waiting"])
+        for row in rows
+    ]
+
+
+def concurrency_summary(
+    connection: sqlite3.Connection, limits: ConcurrencyLimits, now: datetime
+) -> ConcurrencySummary:
+    params = {"limits": orjson.dumps(dict(limits.by_task_type)).decode(), "now": micros(now)}
+    rows = connection.execute(_SUMMARY.format(where=""), params).fetchall()
+    head = next(row for row in rows if row["task_type"] is None)
+    return ConcurrencySummary(
+        keys_active=head["keys_active"],
+        keys_at_limit=head["keys_at_limit"],
+        waiting_by_task_type={
+            row["task_type"]: row["keys_active"] for row in rows if row["task_type"] is not None
+        },
+    )
