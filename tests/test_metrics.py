@@ -160,7 +160,7 @@ async def test_flow_control_gauges_are_read_at_scrape_on_both_stores(
         limit = {"name": "crm-api", "limit": 1, "per_seconds": 60}
         assert (await client.post("/api/rate-limits", json=limit)).status_code == 201
         uses = [{"name": "crm-api"}]
-        tasks = [{"task_type": "r", "rate_limits": uses} for _ in range(3)]
+        tasks: list[dict[str, object]] = [{"task_type": "r", "rate_limits": uses} for _ in range(3)]
         tasks += [{"task_type": "report", "concurrency_key": "customer:1"} for _ in range(4)]
         tasks += [{"task_type": "mail", "concurrency_key": f"m:{n % 2}"} for n in range(4)]
         tasks += [{"task_type": "mail", "concurrency_key": "roomy", "max_concurrent_per_key": 3}]
