@@ -75,6 +75,7 @@ async def test_concurrency_keys_busiest_first_with_their_waiting_tasks(
             keyed("wide", "customer:3", limit=5),  # room left
             keyed("done", "tenant:9"),
             NewTask("plain", "t"),
+            keyed("nobody", "queue:idle", task_type="other"),  # no agent runs it: no active
         ],
         now=T0,
     )
@@ -94,6 +95,7 @@ async def test_concurrency_keys_busiest_first_with_their_waiting_tasks(
         ConcurrencyKeyUsage("customer:1", active=1, limit=1, pending=4, waiting=3),
         ConcurrencyKeyUsage("customer:3", active=1, limit=5, pending=0, waiting=0),
         ConcurrencyKeyUsage("tenant:9", active=1, limit=1, pending=0, waiting=0),
+        ConcurrencyKeyUsage("queue:idle", active=0, limit=1, pending=1, waiting=0),
     ]
     assert [k.key for k in await store.concurrency_key_usage(limits=LIMITS, now=now, limit=2)] == [
         "customer:2",
@@ -101,6 +103,8 @@ async def test_concurrency_keys_busiest_first_with_their_waiting_tasks(
     ]
     prefixed = await store.concurrency_key_usage(limits=LIMITS, now=now, prefix="cust", limit=10)
     assert [k.key for k in prefixed] == ["customer:2", "customer:1", "customer:3"]
+    idle = await store.concurrency_key_usage(limits=LIMITS, now=now, prefix="queue:", limit=10)
+    assert [k.key for k in idle] == ["queue:idle"]
     [one] = await store.concurrency_key_usage(limits=LIMITS, now=now, key="customer:1", limit=10)
     assert one.waiting == 3
     assert await store.concurrency_key_usage(limits=LIMITS, now=now, key="customer", limit=5) == []

@@ -47,51 +47,73 @@ ORDER BY u.name"""
 """Every limit's window ending at ``$1`` (one range read of ``rate_limit_spends_window`` per
 limit), and the due pending tasks it holds back (from the pending tasks' index)."""
 
-_KEYED = """
+_LIMIT = (
+    "coalesce(t.max_concurrent_per_key,"
+    " (SELECT l.max_per_key FROM type_limits AS l WHERE l.task_type = t.task_type), 1)"
+)
+"""A task's limit (``ConcurrencyLimits.of``)."""
+
+_BUSY = f"""
 WITH type_limits (task_type, max_per_key) AS (
     SELECT * FROM unnest($1::text[], $2::int[])
 ),
-open AS (
-    SELECT t.concurrency_key AS key, t.task_type, t.status, t.scheduled_at,
-           coalesce(t.max_concurrent_per_key, l.max_per_key, 1) AS lim
-    FROM tasks AS t LEFT JOIN type_limits AS l ON l.task_type = t.task_type
-    WHERE t.concurrency_key IS NOT NULL
-      AND t.status IN ('cancelling', 'dispatched', 'pending', 'running') {where}
-),
-counted AS (
-    SELECT *, sum(CASE WHEN status <> 'pending' THEN 1 ELSE 0 END)
-                  OVER (PARTITION BY key) AS active
-    FROM open
+active AS (
+    SELECT concurrency_key AS key, count(*) AS active FROM tasks
+    WHERE concurrency_key IS NOT NULL AND status IN ('cancelling', 'dispatched', 'running')
+      {{where}}
+    GROUP BY concurrency_key
 ),
 keyed AS (
-    SELECT *, status = 'pending' AND scheduled_at <= $3 AND active >= lim AS held
-    FROM counted
+    SELECT a.key, a.active, t.task_type, t.status, t.scheduled_at, {_LIMIT} AS lim
+    FROM active AS a JOIN tasks AS t ON t.concurrency_key = a.key
+    WHERE t.status IN ('cancelling', 'dispatched', 'pending', 'running')
+),
+held AS (
+    SELECT *, status = 'pending' AND scheduled_at <= $3 AND active >= lim AS held FROM keyed
 )"""
-"""Each unfinished keyed task with its limit, its key's active count, and whether its key
-holds it back now (``held``)."""
+"""The unfinished tasks of the keys with active tasks (read from the active tasks, then an
+index probe per such key: the keys with only pending tasks, however many, are not read),
+each with its limit, its key's active count and whether its key holds it back now."""
 
 _KEYS = (
-    _KEYED
-    + """
-SELECT key, max(active) AS active, min(lim) AS lim,
-       count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE held) AS waiting
-FROM keyed GROUP BY key
-ORDER BY max(active) DESC, count(*) FILTER (WHERE held) DESC, key
+    _BUSY
+    + f""",
+busy AS (
+    SELECT key, max(active) AS active, min(lim) AS lim,
+           count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE held) AS waiting
+    FROM held GROUP BY key
+    ORDER BY max(active) DESC, count(*) FILTER (WHERE held) DESC, key
+    LIMIT $4
+),
+idle AS (
+    SELECT t.concurrency_key AS key, 0 AS active, min({_LIMIT}) AS lim, count(*) AS pending,
+           0 AS waiting
+    FROM tasks AS t
+    WHERE t.concurrency_key IS NOT NULL AND t.status = 'pending' {{where_t}}
+      AND NOT EXISTS (SELECT 1 FROM active AS a WHERE a.key = t.concurrency_key)
+    GROUP BY t.concurrency_key ORDER BY t.concurrency_key
+    LIMIT $4
+)
+SELECT *, 0 AS part FROM busy UNION ALL SELECT *, 1 AS part FROM idle
+ORDER BY part, active DESC, waiting DESC, key
 LIMIT $4"""
 )
+"""The busiest keys (with active tasks), then the keys with only pending tasks, by key (read
+along ``tasks_concurrency_open``, stopping at the limit)."""
 
 _SUMMARY = (
-    _KEYED
+    _BUSY
     + """,
-keys AS (SELECT key, max(active) AS active, min(lim) AS lim FROM keyed GROUP BY key)
+keys AS (SELECT key, max(active) AS active, min(lim) AS lim FROM held GROUP BY key)
 SELECT NULL AS task_type,
-       (SELECT count(*) FROM keys WHERE active > 0) AS keys_active,
+       (SELECT count(*) FROM keys) AS keys_active,
        (SELECT count(*) FROM keys WHERE active >= lim) AS keys_at_limit
 UNION ALL
-SELECT task_type, count(*), 0 FROM keyed WHERE held GROUP BY task_type"""
+SELECT task_type, count(*), 0 FROM held WHERE held GROUP BY task_type"""
 )
-"""One row of key counts (``task_type`` NULL), then one per task type with tasks held."""
+"""One row of key counts (``task_type`` NULL), then one per task type with tasks held. A
+key with no active task holds nothing back (every limit is at least 1)."""
 
 
 def _type_limits(limits: ConcurrencyLimits) -> tuple[list[str], list[int]]:
@@ -123,11 +145,12 @@ async def concurrency_key_usage(
     where = ""
     if key is not None:
         args.append(key)
-        where = "AND t.concurrency_key = $5"
+        where = "AND concurrency_key = $5"
     elif prefix:
         args.append(prefix)
-        where = "AND starts_with(t.concurrency_key, $5)"
-    rows = await connection.fetch(_KEYS.format(where=where), *args)
+        where = "AND starts_with(concurrency_key, $5)"
+    sql = _KEYS.format(where=where, where_t=where.replace("concurrency_key", "t.concurrency_key"))
+    rows = await connection.fetch(sql, *args)
     return [
         ConcurrencyKeyUsage(row["key"], row["active"], row["lim"], row["pending"], row["waiting"])
         for row in rows

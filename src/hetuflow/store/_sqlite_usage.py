@@ -2,7 +2,9 @@
 active and waiting tasks), for the console and ``/metrics``. One read each, no lock.
 
 The same reads as ``_pg_usage`` (which says what they count); times are INTEGER
-microseconds, the type limits a JSON object.
+microseconds, the type limits a JSON object. Each read of keyed tasks repeats the condition of
+the partial index ``tasks_concurrency_open`` word for word: SQLite uses a partial index only
+for a query whose WHERE has its terms.
 """
 
 from __future__ import annotations
@@ -44,46 +46,69 @@ SELECT u.*, coalesce(w.waiting, 0) AS waiting
 FROM used AS u LEFT JOIN waiting AS w ON w.name = u.name
 ORDER BY u.name"""
 
-_KEYED = """
+_LIMIT = (
+    "coalesce(t.max_concurrent_per_key,"
+    " (SELECT l.max_per_key FROM type_limits AS l WHERE l.task_type = t.task_type), 1)"
+)
+
+_BUSY = f"""
 WITH type_limits (task_type, max_per_key) AS (
     SELECT key, value FROM json_each(:limits)
 ),
-open AS (
-    SELECT t.concurrency_key AS key, t.task_type, t.status, t.scheduled_at,
-           coalesce(t.max_concurrent_per_key, l.max_per_key, 1) AS lim
-    FROM tasks AS t LEFT JOIN type_limits AS l ON l.task_type = t.task_type
-    WHERE t.concurrency_key IS NOT NULL
-      AND t.status IN ('cancelling', 'dispatched', 'pending', 'running') {where}
-),
-counted AS (
-    SELECT *, sum(CASE WHEN status <> 'pending' THEN 1 ELSE 0 END)
-                  OVER (PARTITION BY key) AS active
-    FROM open
+active AS (
+    SELECT concurrency_key AS key, count(*) AS active FROM tasks
+    WHERE concurrency_key IS NOT NULL
+      AND status IN ('cancelling', 'dispatched', 'pending', 'running') AND status <> 'pending'
+      {{where}}
+    GROUP BY concurrency_key
 ),
 keyed AS (
+    SELECT a.key, a.active, t.task_type, t.status, t.scheduled_at, {_LIMIT} AS lim
+    FROM active AS a JOIN tasks AS t ON t.concurrency_key = a.key
+    WHERE t.status IN ('cancelling', 'dispatched', 'pending', 'running')
+),
+held AS (
     SELECT *, status = 'pending' AND scheduled_at <= :now AND active >= lim AS held
-    FROM counted
+    FROM keyed
 )"""
 
 _KEYS = (
-    _KEYED
-    + """
-SELECT key, max(active) AS active, min(lim) AS lim,
-       sum(status = 'pending') AS pending, sum(held) AS waiting
-FROM keyed GROUP BY key
-ORDER BY max(active) DESC, sum(held) DESC, key
+    _BUSY
+    + f""",
+busy AS (
+    SELECT key, max(active) AS active, min(lim) AS lim, sum(status = 'pending') AS pending,
+           sum(held) AS waiting
+    FROM held GROUP BY key
+    ORDER BY max(active) DESC, sum(held) DESC, key
+    LIMIT :limit
+),
+idle AS (
+    SELECT t.concurrency_key AS key, 0 AS active, min({_LIMIT}) AS lim, count(*) AS pending,
+           0 AS waiting
+    FROM tasks AS t
+    WHERE t.concurrency_key IS NOT NULL
+      AND t.status IN ('cancelling', 'dispatched', 'pending', 'running') AND t.status = 'pending'
+      {{where_t}}
+      AND NOT EXISTS (SELECT 1 FROM active AS a WHERE a.key = t.concurrency_key)
+    GROUP BY t.concurrency_key ORDER BY t.concurrency_key
+    LIMIT :limit
+)
+SELECT * FROM (
+    SELECT *, 0 AS part FROM busy UNION ALL SELECT *, 1 AS part FROM idle
+)
+ORDER BY part, active DESC, waiting DESC, key
 LIMIT :limit"""
 )
 
 _SUMMARY = (
-    _KEYED
+    _BUSY
     + """,
-keys AS (SELECT key, max(active) AS active, min(lim) AS lim FROM keyed GROUP BY key)
+keys AS (SELECT key, max(active) AS active, min(lim) AS lim FROM held GROUP BY key)
 SELECT NULL AS task_type,
-       (SELECT count(*) FROM keys WHERE active > 0) AS keys_active,
+       (SELECT count(*) FROM keys) AS keys_active,
        (SELECT count(*) FROM keys WHERE active >= lim) AS keys_at_limit
 UNION ALL
-SELECT task_type, count(*), 0 FROM keyed WHERE held GROUP BY task_type"""
+SELECT task_type, count(*), 0 FROM held WHERE held GROUP BY task_type"""
 )
 
 
@@ -116,11 +141,12 @@ def concurrency_key_usage(
     where = ""
     if key is not None:
         params["key"] = key
-        where = "AND t.concurrency_key = :key"
+        where = "AND concurrency_key = :key"
     elif prefix:
         params["prefix"] = prefix
-        where = "AND substr(t.concurrency_key, 1, length(:prefix)) = :prefix"
-    rows = connection.execute(_KEYS.format(where=where), params).fetchall()
+        where = "AND substr(concurrency_key, 1, length(:prefix)) = :prefix"
+    sql = _KEYS.format(where=where, where_t=where.replace("concurrency_key", "t.concurrency_key"))
+    rows = connection.execute(sql, params).fetchall()
     return [
         ConcurrencyKeyUsage(row["key"], row["active"], row["lim"], row["pending"], row["waiting"])
         for row in rows
