@@ -36,7 +36,7 @@ WITH used AS (
 waiting AS (
     SELECT l.name, count(*) AS waiting
     FROM tasks AS t JOIN task_rate_limits AS l ON l.task_id = t.id JOIN used AS u
-        ON u.name = l.name
+        ON u.name = l.name AND u.used > 0
     WHERE t.status = 'pending' AND t.scheduled_at <= $1 AND t.rate_limits IS NOT NULL
       AND u.used + l.units > u.max_units
     GROUP BY l.name
@@ -45,7 +45,9 @@ SELECT u.*, coalesce(w.waiting, 0) AS waiting
 FROM used AS u LEFT JOIN waiting AS w ON w.name = u.name
 ORDER BY u.name"""
 """Every limit's window ending at ``$1`` (one range read of ``rate_limit_spends_window`` per
-limit), and the due pending tasks it holds back (from the pending tasks' index)."""
+limit), and the due pending tasks it holds back (from the pending tasks' index). A limit with
+nothing spent in its window holds nothing back (no task asks more units than it allows), so
+the pending tasks are read only while some limit has spends."""
 
 _LIMIT = (
     "coalesce(t.max_concurrent_per_key,"

@@ -26,25 +26,22 @@ from hetuflow.store._sqlite_db import CODEC, micros
 
 _WINDOW = "s.name = r.name AND s.at > :now - CAST(r.per_seconds * 1000000 AS INTEGER)"
 
-_RATE_USAGE = f"""
-WITH used AS (
-    SELECT r.name, r.max_units, r.per_seconds, r.created_at,
-           (SELECT coalesce(sum(s.units), 0) FROM rate_limit_spends AS s WHERE {_WINDOW})
-               AS used,
-           (SELECT min(s.at) FROM rate_limit_spends AS s WHERE {_WINDOW}) AS oldest
-    FROM rate_limits AS r
-),
-waiting AS (
-    SELECT l.name, count(*) AS waiting
-    FROM tasks AS t JOIN task_rate_limits AS l ON l.task_id = t.id JOIN used AS u
-        ON u.name = l.name
-    WHERE t.status = 'pending' AND t.scheduled_at <= :now AND t.rate_limits IS NOT NULL
-      AND u.used + l.units > u.max_units
-    GROUP BY l.name
-)
-SELECT u.*, coalesce(w.waiting, 0) AS waiting
-FROM used AS u LEFT JOIN waiting AS w ON w.name = u.name
-ORDER BY u.name"""
+_RATE_STATES = f"""
+SELECT r.name, r.max_units, r.per_seconds, r.created_at,
+       (SELECT coalesce(sum(s.units), 0) FROM rate_limit_spends AS s WHERE {_WINDOW}) AS used,
+       (SELECT min(s.at) FROM rate_limit_spends AS s WHERE {_WINDOW}) AS oldest
+FROM rate_limits AS r ORDER BY r.name"""
+
+_RATE_WAITING = """
+SELECT l.name, count(*) AS waiting
+FROM tasks AS t JOIN task_rate_limits AS l ON l.task_id = t.id
+    JOIN json_each(:left) AS u ON u.key = l.name
+WHERE t.status = 'pending' AND t.scheduled_at <= :now AND t.rate_limits IS NOT NULL
+  AND l.units > u.value
+GROUP BY l.name"""
+"""The due pending tasks each limit of ``:left`` (name: units left) holds back: read only when
+some limit has spends in its window (with none, no task asks more than it has left)."""
+
 
 _LIMIT = (
     "coalesce(t.max_concurrent_per_key,"
@@ -113,15 +110,21 @@ SELECT task_type, count(*), 0 FROM held WHERE held GROUP BY task_type"""
 
 
 def rate_limit_usage(connection: sqlite3.Connection, now: datetime) -> list[RateLimitUsage]:
-    usages = []
-    for row in connection.execute(_RATE_USAGE, {"now": micros(now)}):
+    stamp = micros(now)
+    states = []
+    for row in connection.execute(_RATE_STATES, {"now": stamp}):
         created = CODEC.time(row["created_at"])
         assert created is not None
         limit = RateLimit(row["name"], row["max_units"], row["per_seconds"], created)
         oldest = CODEC.time(row["oldest"])
         free = None if oldest is None else oldest + timedelta(seconds=limit.per_seconds)
-        usages.append(RateLimitUsage(RateLimitState(limit, row["used"], free), row["waiting"]))
-    return usages
+        states.append(RateLimitState(limit, row["used"], free))
+    left = {state.limit.name: state.limit.limit - state.used for state in states if state.used}
+    waiting: dict[str, int] = {}
+    if left:
+        params = {"left": orjson.dumps(left).decode(), "now": stamp}
+        waiting = dict(connection.execute(_RATE_WAITING, params).fetchall())
+    return [RateLimitUsage(state, waiting.get(state.limit.name, 0)) for state in states]
 
 
 def concurrency_key_usage(
