@@ -133,3 +133,22 @@ async def test_nothing_in_use_reads_as_empty(store: Store) -> None:
     summary = await store.concurrency_summary(limits=LIMITS, now=T0)
     assert (summary.keys_active, summary.keys_at_limit) == (0, 0)
     assert dict(summary.waiting_by_task_type) == {}
+
+
+async def test_a_task_waits_on_a_limit_only_when_it_asks_more_than_is_left(
+    store: Store, connect: ConnectAgent
+) -> None:
+    agent = await connect("a", slots=10)
+    await store.create_rate_limit("bulk", 3, 60, now=T0)
+    two = (RateLimitUse("bulk", 2),)
+    await store.create_tasks([NewTask("first", "t", rate_limits=two)], now=T0)
+    assert len(await store.claim_tasks([group([agent])], now=T0)) == 1
+    await store.create_tasks(
+        [
+            NewTask("too-big", "t", rate_limits=two),
+            NewTask("fits", "t", rate_limits=(RateLimitUse("bulk", 1),)),
+        ],
+        now=T0,
+    )
+    [usage] = await store.rate_limit_usage(now=T0 + timedelta(seconds=1))
+    assert (usage.state.used, usage.waiting) == (2, 1)  # 1 unit left: "fits" is not held
