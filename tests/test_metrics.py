@@ -10,16 +10,19 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hetuflow.clock import FrozenClock
 from hetuflow.config import Config, DatabaseConfig
 from hetuflow.logging import LogFormat, configure_logging
+from hetuflow.models import AgentRegistration, ClaimGroup, ConcurrencyLimits, SlotOffer
 from hetuflow.server.app import create_app
-from hetuflow.server.metrics import Metrics
+from hetuflow.server.metrics import FLOW_TTL_SECONDS, Metrics
 
 Labels = dict[str, str]
 
@@ -141,3 +144,59 @@ def test_uvicorns_colour_copy_of_a_message_is_not_logged(log_format: LogFormat) 
     assert "color_message" not in line
     assert "\x1b" not in line
     assert "n1" in line  # other extra fields are still shown
+
+
+async def test_flow_control_gauges_are_read_at_scrape_on_both_stores(
+    database: DatabaseConfig,
+) -> None:
+    clock = FrozenClock(datetime(2030, 1, 1, 12, tzinfo=UTC))
+    config = Config(database=database, concurrency={"report": 2})
+    app = create_app(config, clock=clock)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
+    ):
+        limit = {"name": "crm-api", "limit": 1, "per_seconds": 60}
+        assert (await client.post("/api/rate-limits", json=limit)).status_code == 201
+        uses = [{"name": "crm-api"}]
+        tasks: list[dict[str, object]] = [{"task_type": "r", "rate_limits": uses} for _ in range(3)]
+        tasks += [{"task_type": "report", "concurrency_key": "customer:1"} for _ in range(4)]
+        tasks += [{"task_type": "mail", "concurrency_key": f"m:{n % 2}"} for n in range(4)]
+        tasks += [{"task_type": "mail", "concurrency_key": "roomy", "max_concurrent_per_key": 3}]
+        response = await client.post("/api/tasks/batch", json={"tasks": tasks})
+        assert response.status_code == 201, response.text
+        store = app.state.context.store
+        agent = await store.connect_agent(
+            AgentRegistration((), ("r", "report", "mail"), 100, name="far"),
+            node_id="elsewhere",
+            now=clock.now(),
+        )
+        group = ClaimGroup(
+            frozenset({"r", "report", "mail"}), frozenset(), (SlotOffer(agent.id, 100, 0),)
+        )
+        claimed = await store.claim_tasks(
+            [group], now=clock.now(), key_limits=ConcurrencyLimits({"report": 2})
+        )
+        assert len(claimed) == 1 + 2 + 2 + 1
+        text = (await client.get("/metrics")).text
+
+        crm = {"name": "crm-api"}
+        assert sample(text, "hetuflow_rate_limit_units", crm) == 1
+        assert sample(text, "hetuflow_rate_limit_window_seconds", crm) == 60
+        assert sample(text, "hetuflow_rate_limit_used_units", crm) == 1
+        assert sample(text, "hetuflow_rate_limit_waiting_tasks", crm) == 2
+        assert sample(text, "hetuflow_concurrency_keys_active") == 4  # customer:1, m:0, m:1, roomy
+        assert sample(text, "hetuflow_concurrency_keys_at_limit") == 3
+        waiting = "hetuflow_concurrency_waiting_tasks"
+        assert sample(text, waiting, {"task_type": "report"}) == 2
+        assert sample(text, waiting, {"task_type": "mail"}) == 2
+
+        # read at most once per FLOW_TTL_SECONDS: a scrape right after shows the last reading
+        assert (await client.delete("/api/rate-limits/crm-api")).status_code == 204
+        again = (await client.get("/metrics")).text
+        assert sample(again, "hetuflow_rate_limit_used_units", crm) == 1
+        clock.advance(FLOW_TTL_SECONDS)
+        later = (await client.get("/metrics")).text
+        assert 'hetuflow_rate_limit_units{name="crm-api"}' not in later  # its series are gone
+        assert sample(later, "hetuflow_concurrency_keys_active") == 4

@@ -265,6 +265,45 @@ class RateLimitState:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitUsage:
+    """A rate limit as the console and ``/metrics`` show it: its window at an instant, and
+    how many due pending tasks it holds back then."""
+
+    state: RateLimitState
+    waiting: int
+    """Due pending tasks that name it and ask more units than it has left in the window."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyKeyUsage:
+    """One concurrency key with unfinished tasks, as the console shows it."""
+
+    key: str
+    active: int
+    """Its tasks dispatched, running or cancelling (across all nodes)."""
+    limit: int
+    """Its limit: that of its unfinished tasks (``ConcurrencyLimits.of``; the smallest when
+    they declare different ones)."""
+    pending: int
+    """Its pending tasks (due or not)."""
+    waiting: int
+    """Its due pending tasks held back by its limit (``pending_reason: concurrency_limit``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencySummary:
+    """Concurrency keys in aggregate (``/metrics``: bounded labels however many keys)."""
+
+    keys_active: int
+    """Keys with at least one active task."""
+    keys_at_limit: int
+    """Keys with their limit of tasks active."""
+    waiting_by_task_type: Mapping[str, int]
+    """Due pending tasks held back by their key's limit, by task type (types with none are
+    absent)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ConcurrencyLimits:
     """The limit of a key when the task names none: ``[concurrency]`` by task type, else 1."""
 
@@ -883,6 +922,10 @@ class TaskFilter:
     id_range: tuple[UUID, UUID] | None = None
     """Ids from the first to the second, both included: the ids that start with a prefix
     (``id_prefix_range``)."""
+    concurrency_key: str | None = None
+    """Only tasks with this concurrency key (exactly)."""
+    rate_limit: str | None = None
+    """Only tasks that name this rate limit."""
     final: bool = False
     """Only dead letters (``DEAD_LETTER_STATUSES``): tasks that ended ``failed``, ``timed_out``
     or ``quarantined``, so will not run again by themselves, and that no task retries or

@@ -198,3 +198,48 @@ async def test_a_cron_job_change_keeps_a_limit_with_its_key(client: httpx.AsyncC
     )
     assert both.status_code == 200, both.text
     assert (both.json()["concurrency_key"], both.json()["max_concurrent_per_key"]) == (None, None)
+
+
+async def test_the_keys_in_use_busiest_first_and_the_tasks_waiting_on_one(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    hot = [await create(client, concurrency_key="customer:1", max_concurrent_per_key=1)]
+    hot += [await create(client, concurrency_key="customer:1", max_concurrent_per_key=1)]
+    await create(client, concurrency_key="customer:2")  # the "report" limit: 2
+    await create(client, concurrency_key="tenant:7")
+    assert len(await claim(app, 10)) == 3  # customer:1 holds its second back
+    keys = (await client.get("/api/concurrency-keys")).json()["items"]
+    assert keys == [
+        {
+            "key": "customer:1",
+            "active": 1,
+            "limit": 1,
+            "pending": 1,
+            "waiting": 1,
+            "at_limit": True,
+        },
+        {
+            "key": "customer:2",
+            "active": 1,
+            "limit": 2,
+            "pending": 0,
+            "waiting": 0,
+            "at_limit": False,
+        },
+        {"key": "tenant:7", "active": 1, "limit": 2, "pending": 0, "waiting": 0, "at_limit": False},
+    ]
+    prefixed = await client.get("/api/concurrency-keys", params={"prefix": "customer:", "limit": 1})
+    assert [k["key"] for k in prefixed.json()["items"]] == ["customer:1"]
+    exact = await client.get("/api/concurrency-keys", params={"key": "customer:2"})
+    assert [k["key"] for k in exact.json()["items"]] == ["customer:2"]
+    # the console's link: the tasks waiting on the key
+    params = {"concurrency_key": "customer:1", "status": "pending"}
+    waiting = (await client.get("/api/tasks", params=params)).json()["items"]
+    assert [t["pending_reason"] for t in waiting] == ["concurrency_limit"]
+    assert waiting[0]["id"] in {t["id"] for t in hot}
+    for bad in ({"limit": 0}, {"limit": 1001}, {"prefix": ""}, {"key": "k" * 201}):
+        response = await client.get("/api/concurrency-keys", params=bad)
+        assert response.status_code == 422, bad
+        assert response.json()["error"]["field"] == next(iter(bad))
+    bad_filter = await client.get("/api/tasks", params={"concurrency_key": "k" * 201})
+    assert bad_filter.status_code == 422

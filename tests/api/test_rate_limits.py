@@ -188,3 +188,41 @@ async def test_a_cron_job_naming_a_bad_limit_is_refused_and_nothing_changes(
     assert patch.json()["error"]["code"] == code
     unchanged = (await client.get(f"/api/cron-jobs/{job['id']}")).json()
     assert (unchanged["payload"], unchanged["rate_limits"]) == ({}, [])
+
+
+async def test_the_list_shows_use_waiting_tasks_and_filters_the_task_list(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await _limit(client, name="crm-api", limit=1, per_seconds=3600)
+    await _limit(client, name="idle", limit=5, per_seconds=1)
+    tasks = [await create(client, task_type="r", rate_limits=[{"name": "crm-api"}]) for _ in "abc"]
+    await create(client, task_type="r")
+    before = (await client.get("/api/rate-limits")).json()["items"]
+    assert [(i["name"], i["used"], i["waiting"]) for i in before] == [
+        ("crm-api", 0, 0),
+        ("idle", 0, 0),
+    ]
+    dispatch = await hold_task(app, "r")
+    listed = {i["name"]: i for i in (await client.get("/api/rate-limits")).json()["items"]}
+    assert (listed["crm-api"]["used"], listed["crm-api"]["waiting"]) == (1, 2)
+    assert listed["crm-api"]["next_free_at"] is not None
+    assert (listed["idle"]["used"], listed["idle"]["waiting"]) == (0, 0)
+    one = (await client.get("/api/rate-limits/crm-api")).json()
+    assert (one["used"], one["waiting"], one["next_free_at"]) == (
+        1,
+        2,
+        listed["crm-api"]["next_free_at"],
+    )
+    # the console's link: the tasks waiting on the limit
+    params = {"rate_limit": "crm-api", "status": "pending"}
+    waiting = (await client.get("/api/tasks", params=params)).json()
+    assert sorted(t["id"] for t in waiting["items"]) == sorted(
+        t["id"] for t in tasks if t["id"] != str(dispatch.task.id)
+    )
+    assert {t["pending_reason"] for t in waiting["items"]} == {"rate_limited"}
+    every = (await client.get("/api/tasks", params={"rate_limit": "crm-api"})).json()
+    assert every["total"] == 3
+    assert (await client.get("/api/tasks", params={"rate_limit": "idle"})).json()["total"] == 0
+    bad = await client.get("/api/tasks", params={"rate_limit": "x" * 201})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "rate_limit"

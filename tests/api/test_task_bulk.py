@@ -89,6 +89,35 @@ async def test_bulk_cancel_by_filter_selects_only_unfinished_matches(
     }
 
 
+async def test_bulk_cancel_of_the_tasks_waiting_on_a_key_or_a_rate_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    """The console's Limits view links to these lists; "select all matching" acts on them
+    only, never on every pending task."""
+    keyed = [await create(client, task_type="k", concurrency_key="customer:42") for _ in "ab"]
+    other = await create(client, task_type="k", concurrency_key="customer:43")
+    made = await client.post(
+        "/api/rate-limits", json={"name": "crm-api", "limit": 1, "per_seconds": 60}
+    )
+    assert made.status_code == 201
+    limited = await create(client, task_type="r", rate_limits=[{"name": "crm-api"}])
+    plain = await create(client, task_type="k")
+    by_key = {"status": ["pending"], "concurrency_key": "customer:42"}
+    response = await client.post("/api/tasks/bulk-cancel", json={"filter": by_key})
+    body = response.json()
+    assert (body["matched"], body["succeeded"]) == (2, 2), body
+    assert {item["id"] for item in body["items"]} == {task["id"] for task in keyed}
+    by_limit = {"rate_limit": "crm-api"}
+    response = await client.post("/api/tasks/bulk-cancel", json={"filter": by_limit})
+    assert [item["id"] for item in response.json()["items"]] == [limited["id"]]
+    for task in (other, plain):
+        assert (await client.get(f"/api/tasks/{task['id']}")).json()["status"] == "pending"
+    too_long = {"filter": {"concurrency_key": "k" * 201}}
+    bad = await client.post("/api/tasks/bulk-cancel", json=too_long)
+    assert bad.status_code == 422
+    assert "concurrency_key" in bad.json()["error"]["field"]
+
+
 async def test_bulk_is_bounded_by_max_batch_tasks(client: httpx.AsyncClient) -> None:
     """The test app allows 50 tasks per request."""
     ids = [str(uuid.uuid4()) for _ in range(51)]

@@ -232,6 +232,7 @@ def test_every_page_fits_the_screen(
             "workflows": ("/#/workflows", "#workflow-table tbody tr[data-id]"),
             "workflow": (f"/#/workflows/{workflow['id']}", "#workflow-dag .node"),
             "agent": (f"/#/agents/{agent['id']}", "#agent-details dt"),
+            "limits": ("/#/limits", "#rate-limit-table tbody tr"),
         }
         for name, (path, ready) in pages.items():
             page.goto(path)

@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 from websockets.sync.client import connect
 
 from .conftest import Running
@@ -163,3 +164,30 @@ def test_create_cron_job_shows_its_key_and_limits(server: Running) -> None:
     assert shown.returncode == 0, shown.stderr
     assert f"{name}:3" in shown.stdout
     assert "crm-2" in shown.stdout
+
+
+def test_keys_and_limits_in_use_and_the_tasks_waiting_on_them(server: Running) -> None:
+    key = f"cli-customer:{uuid.uuid4().hex[:6]}"
+    task_type = f"nobody-{key}"  # no agent runs it: the key's tasks stay pending
+    for _ in range(2):
+        response = httpx.post(
+            server.url + "/api/tasks", json={"task_type": task_type, "concurrency_key": key}
+        )
+        assert response.status_code == 201, response.text
+    listed = _json(server, f"./hetuflow-server list-concurrency-keys --key {key} --json")
+    assert listed == [
+        {"key": key, "active": 0, "limit": 1, "pending": 2, "waiting": 0, "at_limit": False}
+    ]
+    text = server.run("./hetuflow-server list-concurrency-keys --prefix cli-customer:")
+    assert text.returncode == 0, text.stderr
+    assert key in text.stdout
+    assert "WAITING" in text.stdout
+    tasks = _json(
+        server, f"./hetuflow-server list-tasks --concurrency-key {key} --status pending --json"
+    )
+    assert len(tasks["items"]) == 2
+    assert {item["concurrency_key"] for item in tasks["items"]} == {key}
+    limits = server.run("./hetuflow-server list-rate-limits")
+    assert "WAITING" in limits.stdout
+    none = _json(server, "./hetuflow-server list-tasks --rate-limit no-such-limit --json")
+    assert none["items"] == []

@@ -227,6 +227,28 @@ async def test_rate_limits_and_tasks_naming_them(async_client: AsyncClient) -> N
     assert gone.value.code == "rate_limit_not_found"
 
 
+async def test_keys_and_limits_in_use_and_the_tasks_waiting_on_them(
+    async_client: AsyncClient, client: Client
+) -> None:
+    await async_client.create_rate_limit("crm-api", 2, 60)
+    limited = await async_client.submit("nobody", rate_limits=[{"name": "crm-api"}])
+    [limit] = await async_client.list_rate_limits()
+    assert (limit.used, limit.waiting) == (0, 0)  # units left: it holds nothing back
+    keyed = await async_client.submit_many(
+        [{"task_type": "nobody", "concurrency_key": "customer:42"} for _ in "ab"]
+    )
+    await async_client.submit_many([{"task_type": "nobody", "concurrency_key": "tenant:1"}])
+    keys = await async_client.list_concurrency_keys(prefix="customer:")
+    assert [(k.key, k.active, k.limit, k.pending, k.waiting, k.at_limit) for k in keys] == [
+        ("customer:42", 0, 1, 2, 0, False)
+    ]
+    assert [k.key for k in client.list_concurrency_keys()] == ["customer:42", "tenant:1"]
+    assert [k.key for k in client.list_concurrency_keys(key="tenant:1", limit=1)] == ["tenant:1"]
+    page = await async_client.list_tasks(concurrency_key="customer:42", status="pending")
+    assert sorted(t.id for t in page.items) == sorted(t.id for t in keyed)
+    assert [t.id for t in client.list_tasks(rate_limit="crm-api").items] == [limited.id]
+
+
 def test_follow_logs_sync(client: Client, server_url: str) -> None:
     task = client.submit("t")
     client.cancel_task(task.id)

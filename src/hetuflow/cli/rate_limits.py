@@ -44,7 +44,8 @@ def create_rate_limit(cli: Cli, name: str, limit: int, per_seconds: float) -> No
 @click.command("list-rate-limits")
 @client_command
 def list_rate_limits(cli: Cli) -> None:
-    """List rate limits with the units used in the current window."""
+    """List rate limits with the units used in the current window, when the next frees, and
+    the due tasks each holds back (WAITING: list-tasks --rate-limit NAME --status pending)."""
     limits = cli.client.list_rate_limits()
     if cli.as_json:
         cli.emit_json(limits)
@@ -54,13 +55,14 @@ def list_rate_limits(cli: Cli) -> None:
             escape(limit.name),
             f"{limit.limit} / {limit.per_seconds:g} s",
             str(limit.used),
+            str(limit.waiting),
             when(limit.next_free_at) if limit.next_free_at else "-",
         ]
         for limit in limits
     ]
     stdout().print(
         table(
-            ["NAME", "LIMIT", "USED", "NEXT FREE"],
+            ["NAME", "LIMIT", "USED", "WAITING", "NEXT FREE"],
             rows,
             title=f"{len(limits)} rate limit{'s' if len(limits) != 1 else ''}",
         )

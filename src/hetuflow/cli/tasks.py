@@ -251,6 +251,14 @@ def dispatch_task(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> No
     help="Only dead letters: failed, timed out or quarantined tasks (no automatic retry"
     " left) that no task retries or replays yet. With --status: narrowed to those.",
 )
+@click.option(
+    "--concurrency-key",
+    help="Only tasks with this concurrency key; with --status pending, those waiting on it.",
+)
+@click.option(
+    "--rate-limit",
+    help="Only tasks that name this rate limit; with --status pending, those waiting on it.",
+)
 @client_command
 def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
     """List tasks, newest first, one page; the next page is --cursor NEXT (printed below the
@@ -278,6 +286,8 @@ def list_tasks(cli: Cli, status: tuple[str, ...], **options: Any) -> None:
         cursor=options["cursor"],
         include_total=options["include_total"],
         final=options["final"] or None,
+        concurrency_key=options["concurrency_key"],
+        rate_limit=options["rate_limit"],
     )
     if cli.as_json:
         cli.emit_json(page)

@@ -28,6 +28,7 @@ from hetuflow.client.errors import ClientError, ServerUnreachable, WaitTimeout
 from hetuflow.client.models import (
     Agent,
     Attempt,
+    ConcurrencyKey,
     CronJob,
     LogLine,
     RateLimit,
@@ -57,6 +58,7 @@ __all__ = [
     "Attempt",
     "Client",
     "ClientError",
+    "ConcurrencyKey",
     "CronJob",
     "EventDelivery",
     "Hook",

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 from hetuflow.client.models import (
     Agent,
     Attempt,
+    ConcurrencyKey,
     CronJob,
     LogLine,
     Stats,
@@ -175,6 +176,10 @@ class Calls:
         return Call("GET", "/api/stats", parse_one(Stats))
 
     @staticmethod
+    def list_concurrency_keys(params: Params) -> Call[list[ConcurrencyKey]]:
+        return Call("GET", "/api/concurrency-keys", parse_keys, params=params)
+
+    @staticmethod
     def rate_limit(method: str, name: str = "", body: Any = None) -> Call[Any]:
         path = "/api/rate-limits" + (f"/{quote(name, safe='')}" if name else "")
         return Call(method, path, parse_raw, body=body)
@@ -216,6 +221,8 @@ def task_query(
     include_total: bool | None = None,
     id_prefix: str | None = None,
     final: bool | None = None,
+    concurrency_key: str | None = None,
+    rate_limit: str | None = None,
 ) -> Params:
     return query(
         status=[status] if isinstance(status, str) else status,
@@ -231,7 +238,13 @@ def task_query(
         include_total=include_total,
         id_prefix=id_prefix,
         final=final,
+        concurrency_key=concurrency_key,
+        rate_limit=rate_limit,
     )
+
+
+def parse_keys(data: Any) -> list[ConcurrencyKey]:
+    return [ConcurrencyKey.model_validate(item) for item in data["items"]]
 
 
 def parse_job(data: Any) -> CronJob:

@@ -91,6 +91,20 @@ class RateLimit(_Model):
     used: int = 0
     """Units dispatched in the window that ends now."""
     next_free_at: datetime | None = None
+    waiting: int = 0
+    """Due pending tasks it holds back now (``list_tasks(rate_limit=name, status="pending")``)."""
+
+
+class ConcurrencyKey(_Model):
+    """A concurrency key in use: its active tasks of its limit, and the tasks waiting on it."""
+
+    key: str
+    active: int
+    limit: int
+    pending: int
+    waiting: int
+    """Due pending tasks its limit holds back (``pending_reason: concurrency_limit``)."""
+    at_limit: bool
 
 
 class TaskPage(_Model):

@@ -30,6 +30,7 @@ from hetuflow.client.http11 import SyncPool, WireError, endpoint, json_body
 from hetuflow.client.models import (
     Agent,
     Attempt,
+    ConcurrencyKey,
     CronJob,
     LogLine,
     RateLimit,
@@ -227,12 +228,16 @@ class Client:
         include_total: bool | None = None,
         id_prefix: str | None = None,
         final: bool | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
     ) -> TaskPage:
         """One page, newest first. Pass ``TaskPage.next`` as ``cursor`` for the next page
         (None on the last). ``TaskPage.total`` counts every match when ``include_total``
         (default: on a first page only). ``final=True``: only dead letters (failed, timed out
         or quarantined, not yet retried or replayed; docs/api.md). ``q`` is text anywhere in
-        the name, task type, payload, result or error (any case): ``list_tasks(q="acme")``."""
+        the name, task type, payload, result or error (any case): ``list_tasks(q="acme")``.
+        ``concurrency_key`` / ``rate_limit``: only the tasks with that key or naming that
+        limit; with ``status="pending"``, those waiting on it."""
         params = task_query(
             status,
             task_type,
@@ -247,6 +252,8 @@ class Client:
             include_total,
             id_prefix,
             final,
+            concurrency_key,
+            rate_limit,
         )
         return self._send(Calls.list_tasks(params))
 
@@ -443,6 +450,14 @@ class Client:
 
     def get_rate_limit(self, name: str) -> RateLimit:
         return RateLimit.model_validate(self._send(Calls.rate_limit("GET", name)))
+
+    def list_concurrency_keys(
+        self, *, prefix: str | None = None, key: str | None = None, limit: int = 50
+    ) -> list[ConcurrencyKey]:
+        """The concurrency keys with unfinished tasks, busiest first (most active, then most
+        waiting): those starting with ``prefix``, or only ``key``; at most ``limit``."""
+        params = query(prefix=prefix, key=key, limit=limit)
+        return self._send(Calls.list_concurrency_keys(params))
 
     def delete_rate_limit(self, name: str) -> None:
         self._send(Calls.rate_limit("DELETE", name))

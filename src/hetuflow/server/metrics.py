@@ -3,13 +3,15 @@
 The components that see an event call one ``Metrics`` method (``docs/monitoring.md`` lists
 which component calls which). Values that live in the database (pending tasks by task type)
 are read from the Store when ``/metrics`` is scraped, so every node reports the same numbers
-for them; counters and histograms count what happened on this node, and Prometheus sums them
-across nodes.
+for them (flow control, ``set_flow``: rate limits by name, concurrency keys in aggregate, at
+most once per ``flow_ttl_seconds``); counters and histograms count what happened on this node,
+and Prometheus sums them across nodes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -24,19 +26,22 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from hetuflow.errors import HetuflowError
-from hetuflow.models import TaskStatus
+from hetuflow.models import ConcurrencyLimits, ConcurrencySummary, RateLimitUsage, TaskStatus
 from hetuflow.store.base import Store
 
 Direction = Literal["in", "out"]
 
 DISPATCH_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RUN_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
+FLOW_TTL_SECONDS = 5.0
+"""The flow control gauges are read from the store at most this often (a scrape in between
+shows the last reading): their read grows with the unfinished keyed tasks."""
 
 
 class Metrics:
     """Every hetuflow metric, registered in ``self.registry`` (one per app)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, flow_ttl_seconds: float = FLOW_TTL_SECONDS) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         self._submitted = Counter(
@@ -142,6 +147,52 @@ class Metrics:
         )
         for status in ("succeeded", "failed", "cancelled"):
             self._workflows_finished.labels(status)
+        self._rate_limit_units = Gauge(
+            "hetuflow_rate_limit_units",
+            "Units a rate limit allows per window, by name (read from the database at scrape).",
+            ["name"],
+            registry=registry,
+        )
+        self._rate_limit_window = Gauge(
+            "hetuflow_rate_limit_window_seconds",
+            "A rate limit's window, by name.",
+            ["name"],
+            registry=registry,
+        )
+        self._rate_limit_used = Gauge(
+            "hetuflow_rate_limit_used_units",
+            "Units of a rate limit dispatched in the window that ends at the scrape, by name.",
+            ["name"],
+            registry=registry,
+        )
+        self._rate_limit_waiting = Gauge(
+            "hetuflow_rate_limit_waiting_tasks",
+            "Due pending tasks a rate limit holds back (they ask more units than it has left),"
+            " by name.",
+            ["name"],
+            registry=registry,
+        )
+        self._rate_limit_names: set[str] = set()
+        self._keys_active = Gauge(
+            "hetuflow_concurrency_keys_active",
+            "Concurrency keys with at least one active task (dispatched, running, cancelling).",
+            registry=registry,
+        )
+        self._keys_at_limit = Gauge(
+            "hetuflow_concurrency_keys_at_limit",
+            "Concurrency keys with their limit of tasks active.",
+            registry=registry,
+        )
+        self._key_waiting = Gauge(
+            "hetuflow_concurrency_waiting_tasks",
+            "Due pending tasks their concurrency key's limit holds back (pending_reason "
+            "concurrency_limit), by task type.",
+            ["task_type"],
+            registry=registry,
+        )
+        self._key_waiting_types: set[str] = set()
+        self._flow_ttl_seconds = flow_ttl_seconds
+        self._flow_read_at: float | None = None
         self._pending_types: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -194,6 +245,37 @@ class Metrics:
             self._quarantined.labels(task_type).set(count)
         self._quarantined_types |= counts.keys()
 
+    def set_flow(self, rate_limits: Sequence[RateLimitUsage], keys: ConcurrencySummary) -> None:
+        """Rate limits by name (a deleted one's series go) and concurrency keys in aggregate
+        (task types with no task held back drop to zero)."""
+        names = {usage.state.limit.name for usage in rate_limits}
+        for gone in self._rate_limit_names - names:
+            for gauge in (
+                self._rate_limit_units,
+                self._rate_limit_window,
+                self._rate_limit_used,
+                self._rate_limit_waiting,
+            ):
+                gauge.remove(gone)
+        for usage in rate_limits:
+            limit = usage.state.limit
+            self._rate_limit_units.labels(limit.name).set(limit.limit)
+            self._rate_limit_window.labels(limit.name).set(limit.per_seconds)
+            self._rate_limit_used.labels(limit.name).set(usage.state.used)
+            self._rate_limit_waiting.labels(limit.name).set(usage.waiting)
+        self._rate_limit_names = names
+        self._keys_active.set(keys.keys_active)
+        self._keys_at_limit.set(keys.keys_at_limit)
+        self._set_by_type(self._key_waiting, self._key_waiting_types, keys.waiting_by_task_type)
+
+    @staticmethod
+    def _set_by_type(gauge: Gauge, seen: set[str], counts: Mapping[str, int]) -> None:
+        for task_type in seen - counts.keys():
+            gauge.labels(task_type).set(0)
+        for task_type, count in counts.items():
+            gauge.labels(task_type).set(count)
+        seen |= counts.keys()
+
     # --- workflows ---------------------------------------------------------------------------
 
     def workflow_created(self) -> None:
@@ -240,17 +322,36 @@ class Metrics:
 
     # --- scrape -----------------------------------------------------------------------------
 
-    async def refresh_from_store(self, store: Store) -> None:
-        """Read the values that live in the database. A failing store counts a database
-        error and leaves the previous values, so a scrape still answers."""
+    async def refresh_from_store(
+        self,
+        store: Store,
+        *,
+        now: datetime,
+        monotonic: float,
+        limits: ConcurrencyLimits | None = None,
+    ) -> None:
+        """Read the values that live in the database (the flow control ones unless read less
+        than ``flow_ttl_seconds`` before ``monotonic``, with ``limits`` the ``[concurrency]``
+        limits). A failing store counts a database error and leaves the previous values, so a
+        scrape still answers."""
         try:
             counts = await store.count_tasks_by_type(statuses=(TaskStatus.PENDING,))
             quarantined = await store.count_tasks_by_type(statuses=(TaskStatus.QUARANTINED,))
+            flow = None
+            last = self._flow_read_at
+            if last is None or monotonic - last >= self._flow_ttl_seconds:
+                flow = (
+                    await store.rate_limit_usage(now=now),
+                    await store.concurrency_summary(limits=limits or ConcurrencyLimits(), now=now),
+                )
         except (HetuflowError, OSError):
             self.database_error("metrics_scrape")
             return
         self.set_pending(counts)
         self.set_quarantined(quarantined)
+        if flow is not None:
+            self.set_flow(*flow)
+            self._flow_read_at = monotonic
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -265,5 +366,10 @@ async def scrape_metrics(request: Request) -> Response:
     """Prometheus scrape endpoint (text exposition format)."""
     context = request.app.state.context
     metrics: Metrics = context.metrics
-    await metrics.refresh_from_store(context.store)
+    await metrics.refresh_from_store(
+        context.store,
+        now=context.clock.now(),
+        monotonic=context.clock.monotonic(),
+        limits=ConcurrencyLimits(dict(context.config.concurrency)),
+    )
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -305,6 +305,24 @@ text, the expression of the trigram index ``tasks_search`` (migration 0016; keep
 From 3 characters on an ``ILIKE`` of it reads that index."""
 
 
+def flow_clauses(query: TaskFilter) -> list[tuple[str, Any]]:
+    """The clauses (``?`` for the value) of ``query``'s concurrency key and rate limit: the
+    tasks of a key (the partial index ``tasks_concurrency_open`` for unfinished ones) or
+    naming a limit (a primary key probe of ``task_rate_limits`` per task)."""
+    clauses: list[tuple[str, Any]] = []
+    if query.concurrency_key is not None:
+        clauses.append(("concurrency_key = ?", query.concurrency_key))
+    if query.rate_limit is not None:
+        clauses.append(
+            (
+                "EXISTS (SELECT 1 FROM task_rate_limits AS l WHERE l.task_id = tasks.id"
+                " AND l.name = ?)",
+                query.rate_limit,
+            )
+        )
+    return clauses
+
+
 def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -324,6 +342,8 @@ def _filter(query: TaskFilter) -> tuple[str, list[Any]]:
         add("agent_id = ?", query.agent_id)
     if query.cron_job_id is not None:
         add("cron_job_id = ?", query.cron_job_id)
+    for clause, value in flow_clauses(query):
+        add(clause, value)
     if query.created_after is not None:
         add("created_at >= ?", utc(query.created_after))
     if query.created_before is not None:

@@ -427,6 +427,23 @@ UNHANDLED = "NOT EXISTS (SELECT 1 FROM tasks AS r WHERE r.replay_of = tasks.id)"
 """No task retries or replays it (``TaskFilter.final``; index ``tasks_replay_of``)."""
 
 
+def flow_clauses(query: TaskFilter) -> list[tuple[str, Any]]:
+    """The clauses (one ``?`` each) of ``query``'s concurrency key and rate limit: the tasks
+    of a key or naming a limit (a primary key probe of ``task_rate_limits`` per task)."""
+    clauses: list[tuple[str, Any]] = []
+    if query.concurrency_key is not None:
+        clauses.append(("concurrency_key = ?", query.concurrency_key))
+    if query.rate_limit is not None:
+        clauses.append(
+            (
+                "EXISTS (SELECT 1 FROM task_rate_limits AS l WHERE l.task_id = tasks.id"
+                " AND l.name = ?)",
+                query.rate_limit,
+            )
+        )
+    return clauses
+
+
 def _filter(query: TaskFilter, *, scan_text: bool = False) -> tuple[str, list[Any]]:
     """The WHERE clause of ``query``; its text through the search index unless ``scan_text``
     (``LIKE`` on every row the query reads)."""
@@ -447,6 +464,14 @@ def _filter(query: TaskFilter, *, scan_text: bool = False) -> tuple[str, list[An
     if query.cron_job_id is not None:
         clauses.append("cron_job_id = ?")
         params.append(str(query.cron_job_id))
+    if query.concurrency_key is not None:
+        clauses.append("concurrency_key = ?")
+        params.append(query.concurrency_key)
+    if query.rate_limit is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM task_rate_limits AS l WHERE l.task_id = tasks.id AND l.name = ?)"
+        )
+        params.append(query.rate_limit)
     if query.created_after is not None:
         clauses.append("created_at >= ?")
         params.append(micros(query.created_after))

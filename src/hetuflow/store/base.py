@@ -28,7 +28,9 @@ from hetuflow.models import (
     BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyKeyUsage,
     ConcurrencyLimits,
+    ConcurrencySummary,
     CronFire,
     CronJob,
     CronJobChanges,
@@ -46,6 +48,7 @@ from hetuflow.models import (
     PendingGroup,
     RateLimit,
     RateLimitState,
+    RateLimitUsage,
     Stats,
     Task,
     TaskCursor,
@@ -298,6 +301,39 @@ class Store(Protocol):
     async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
         """The earliest instant after ``now`` when a spend leaves the window of a rate limit
         that pending tasks name: when the dispatcher looks again."""
+        ...
+
+    # --- flow control in use (the console and /metrics) --------------------------------------
+
+    async def rate_limit_usage(self, *, now: datetime) -> list[RateLimitUsage]:
+        """Every rate limit, by name, with its window ending at ``now`` (as
+        ``rate_limit_states``) and how many due pending tasks it holds back: those that name
+        it and ask more units than it has left. One read (a range read of the spends per
+        limit, the pending tasks' rate limits); no lock; a snapshot."""
+        ...
+
+    async def concurrency_key_usage(
+        self,
+        *,
+        limits: ConcurrencyLimits,
+        now: datetime,
+        prefix: str | None = None,
+        key: str | None = None,
+        limit: int,
+    ) -> list[ConcurrencyKeyUsage]:
+        """The concurrency keys that have unfinished tasks (those starting with ``prefix``,
+        or only ``key``), busiest first (most active, then most waiting, then by key), at
+        most ``limit``: each with its active, pending and waiting tasks (due pending ones
+        its limit holds back, the claim's test with ``limits``) and its limit. One read over
+        the unfinished keyed tasks (the partial index ``tasks_concurrency_open``); no lock."""
+        ...
+
+    async def concurrency_summary(
+        self, *, limits: ConcurrencyLimits, now: datetime
+    ) -> ConcurrencySummary:
+        """Keys with active tasks, keys at their limit, and the due pending tasks held back
+        by their key by task type, over every key: one read, as ``concurrency_key_usage``,
+        whose answer does not grow with the number of keys."""
         ...
 
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:

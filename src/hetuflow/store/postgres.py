@@ -30,7 +30,9 @@ from hetuflow.models import (
     BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyKeyUsage,
     ConcurrencyLimits,
+    ConcurrencySummary,
     CronFire,
     CronJob,
     CronJobChanges,
@@ -48,6 +50,7 @@ from hetuflow.models import (
     PendingGroup,
     RateLimit,
     RateLimitState,
+    RateLimitUsage,
     Stats,
     Task,
     TaskCursor,
@@ -66,6 +69,7 @@ from hetuflow.store import _pg_task_stats as stats_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
 from hetuflow.store import _pg_triggers as trigger_sql
+from hetuflow.store import _pg_usage as usage_sql
 from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
@@ -279,6 +283,32 @@ class PostgresStore:
     async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
         async with self._db.connection() as c:
             return await rates_sql.next_free_at(c, now)
+
+    # --- flow control in use ---------------------------------------------------------------
+
+    async def rate_limit_usage(self, *, now: datetime) -> list[RateLimitUsage]:
+        async with self._db.connection() as c:
+            return await usage_sql.rate_limit_usage(c, now)
+
+    async def concurrency_key_usage(
+        self,
+        *,
+        limits: ConcurrencyLimits,
+        now: datetime,
+        prefix: str | None = None,
+        key: str | None = None,
+        limit: int,
+    ) -> list[ConcurrencyKeyUsage]:
+        async with self._db.connection() as c:
+            return await usage_sql.concurrency_key_usage(
+                c, limits, now, prefix=prefix, key=key, limit=limit
+            )
+
+    async def concurrency_summary(
+        self, *, limits: ConcurrencyLimits, now: datetime
+    ) -> ConcurrencySummary:
+        async with self._db.connection() as c:
+            return await usage_sql.concurrency_summary(c, limits, now)
 
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
         if not starts:

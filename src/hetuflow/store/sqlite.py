@@ -35,7 +35,9 @@ from hetuflow.models import (
     BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
+    ConcurrencyKeyUsage,
     ConcurrencyLimits,
+    ConcurrencySummary,
     CronFire,
     CronJob,
     CronJobChanges,
@@ -53,6 +55,7 @@ from hetuflow.models import (
     PendingGroup,
     RateLimit,
     RateLimitState,
+    RateLimitUsage,
     Stats,
     Task,
     TaskCursor,
@@ -72,6 +75,7 @@ from hetuflow.store import _sqlite_task_stats as stats_sql
 from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
 from hetuflow.store import _sqlite_triggers as trigger_sql
+from hetuflow.store import _sqlite_usage as usage_sql
 from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
@@ -297,6 +301,29 @@ class SqliteStore:
 
     async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
         return await self._db.read(rates_sql.next_free_at, now)
+
+    # --- flow control in use ---------------------------------------------------------------
+
+    async def rate_limit_usage(self, *, now: datetime) -> list[RateLimitUsage]:
+        return await self._db.read(usage_sql.rate_limit_usage, now)
+
+    async def concurrency_key_usage(
+        self,
+        *,
+        limits: ConcurrencyLimits,
+        now: datetime,
+        prefix: str | None = None,
+        key: str | None = None,
+        limit: int,
+    ) -> list[ConcurrencyKeyUsage]:
+        return await self._db.read(
+            usage_sql.concurrency_key_usage, limits, now, prefix=prefix, key=key, limit=limit
+        )
+
+    async def concurrency_summary(
+        self, *, limits: ConcurrencyLimits, now: datetime
+    ) -> ConcurrencySummary:
+        return await self._db.read(usage_sql.concurrency_summary, limits, now)
 
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
         if not starts:

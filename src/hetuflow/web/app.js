@@ -4,6 +4,7 @@ import { renderAgents } from "./agents.js";
 import { renderCronForm, renderCronJobs } from "./cron.js";
 import { renderDashboard } from "./dashboard.js";
 import { fill, h, setLive, setTimeMode, timeMode } from "./lib.js";
+import { renderLimits } from "./limits.js";
 import { renderTask, renderTaskForm, renderTasks } from "./tasks.js";
 import { renderTaskTypes } from "./types.js";
 import { renderWorkflow, renderWorkflows } from "./workflows.js";
@@ -21,6 +22,7 @@ const ROUTES = [
   [/^\/cron\/new$/, "cron", renderCronForm],
   [/^\/cron\/([0-9a-f-]{36})$/i, "cron", renderCronForm],
   [/^\/cron$/, "cron", renderCronJobs],
+  [/^\/limits$/, "limits", renderLimits],
 ];
 
 const view = document.getElementById("view");

@@ -14,7 +14,7 @@ function filterOf(query) {
   const filter = {};
   const statuses = query.getAll("status");
   if (statuses.length) filter.status = statuses;
-  for (const key of ["task_type", "agent_id", "cron_job_id", "created_after", "created_before", "q"]) {
+  for (const key of ["task_type", "agent_id", "cron_job_id", "created_after", "created_before", "q", "concurrency_key", "rate_limit"]) {
     if (query.get(key)) filter[key] = query.get(key);
   }
   if (query.get("final") === "true") filter.final = true; // the dead letters

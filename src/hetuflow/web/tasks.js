@@ -2,6 +2,7 @@
 // error, attempts, live logs, cancel / retry / replay), and the create form.
 import { unservedBanner } from "./alerts.js";
 import { createBulk } from "./bulk.js";
+import { perText, waitingHref } from "./limits.js";
 import {
   STATUSES, TERMINAL, api, badge, chips, delay, duration, errorText, fill, follow, h, loading,
   parsePayload, pretty, relative, setLive, toast, when, words,
@@ -42,6 +43,7 @@ export async function renderTasks(view, { query, signal }) {
     if (agent.value) params.set("agent_id", agent.value);
     if (text.value.trim()) params.set("q", text.value.trim());
     if (finalBox.checked) params.set("final", "true");
+    for (const key of FLOW_FILTERS) if (query.get(key)) params.set(key, query.get(key));
     location.hash = `#/tasks${params.size ? `?${params}` : ""}`;
   };
   for (const box of statusBoxes) box.firstChild.addEventListener("change", apply);
@@ -56,6 +58,7 @@ export async function renderTasks(view, { query, signal }) {
       h("form", { id: "task-filters", onsubmit: apply },
         h("div", { class: "statuses", role: "group", "aria-label": "Status" }, statusBoxes),
         h("div", { class: "filters" }, text, type, agent, finalLabel),
+        flowFilter(query),
         h("div", { class: "row" }, h("button", { type: "submit" }, "Apply"), h("a", { href: "#/tasks" }, "Clear"), summary)),
       types),
     h("section", { class: "panel" },
@@ -142,6 +145,23 @@ function emptyText(query) {
   return ["No tasks yet. ", h("a", { href: "#/tasks/new" }, "Create one"), ", or submit one with the CLI or POST /api/tasks."];
 }
 
+// The list filtered by what a task waits on (the Limits view links here).
+const FLOW_FILTERS = ["concurrency_key", "rate_limit"];
+const FLOW_LABELS = { concurrency_key: "Concurrency key", rate_limit: "Rate limit" };
+
+function flowFilter(query) {
+  const set = FLOW_FILTERS.filter((key) => query.get(key));
+  if (!set.length) return null;
+  return h("div", { class: "row small", id: "flow-filter" }, set.map((key) => {
+    const rest = new URLSearchParams(query);
+    rest.delete(key);
+    rest.delete("cursor");
+    rest.delete("from");
+    return h("span", { class: "chip" }, `${FLOW_LABELS[key]}: `, h("strong", { class: "mono" }, query.get(key)), " ",
+      h("a", { href: `#/tasks${rest.size ? `?${rest}` : ""}`, "aria-label": `Remove the ${FLOW_LABELS[key].toLowerCase()} filter` }, "×"));
+  }), h("a", { href: "#/limits" }, "Limits"));
+}
+
 const REASONS = {
   scheduled: "waiting for its start time",
   no_agent_for_task_type: "no agent supports this task type",
@@ -157,6 +177,46 @@ function reasonText(reason) {
   return REASONS[reason] || reason;
 }
 
+function clip(text, length = 160) {
+  const value = String(text ?? "");
+  return value.length > length ? `${value.slice(0, length)}…` : value;
+}
+
+/** Its key's limit and use: "2 of 2 active, 5 waiting". */
+function keyText(task, key) {
+  const limit = key ? key.limit : task.max_concurrent_per_key;
+  const parts = [];
+  if (key) parts.push(`${key.active} of ${key.limit} active`, `${key.waiting} waiting`);
+  else if (limit) parts.push(`limit ${limit}`);
+  return parts.length ? h("span", { class: "small muted", id: "key-use" }, `(${parts.join(", ")})`) : null;
+}
+
+/** A rate limit's window now: " — 100 of 100 used per minute, next unit frees in 12 s". */
+function rateText(limit) {
+  if (!limit) return null;
+  const free = limit.used >= limit.limit && limit.next_free_at ? `, next unit frees ${relative(limit.next_free_at)}` : "";
+  return h("span", { class: "small muted rate-use" }, ` — ${limit.used} of ${perText(limit)} used${free}`);
+}
+
+/** Why exactly: the key and its limit, or the rate limit and when it frees a unit. */
+function waitDetail(task, flow) {
+  if (task.pending_reason === "concurrency_limit" && task.concurrency_key) {
+    const key = flow.key;
+    return h("div", { class: "small", id: "wait-detail" }, "Key ", h("a", { href: waitingHref("concurrency_key", task.concurrency_key), class: "mono key" }, task.concurrency_key),
+      key ? `: ${key.active} of ${key.limit} active, ${key.waiting} waiting` : "");
+  }
+  if (task.pending_reason === "rate_limited") {
+    const lacking = (task.rate_limits || []).map((use) => flow.rates.get(use.name)).filter((limit) => limit && limit.used >= limit.limit);
+    return h("div", { class: "small", id: "wait-detail" },
+      lacking.length ? ["Rate limit ", lacking.map((limit, i) => [i ? ", " : "", h("a", { href: waitingHref("rate_limit", limit.name) }, limit.name), ` (${limit.used} of ${perText(limit)} used)`])] : "Rate limited",
+      task.rate_limited_until ? ["; it can run from ", h("span", { id: "rate-limited-until", title: when(task.rate_limited_until) }, `${when(task.rate_limited_until)} (${relative(task.rate_limited_until)})`)] : "");
+  }
+  if (task.pending_reason === "agent_offline" && task.pinned_agent_id) {
+    return h("div", { class: "small", id: "wait-detail" }, "Its broadcast pinned it to an agent that is not online.");
+  }
+  return null;
+}
+
 // --- one task ---------------------------------------------------------------------------------
 
 export async function renderTask(view, { id, query, signal }) {
@@ -169,10 +229,12 @@ export async function renderTask(view, { id, query, signal }) {
   const attempts = h("ol", { class: "timeline", id: "task-attempts" }, h("li", { class: "muted" }, "Loading…"));
   const logs = h("pre", { class: "logs", id: "task-logs", "aria-live": "off" });
   const logState = h("span", { class: "muted small", id: "log-state" }, "connecting…");
+  const children = h("section", { class: "panel", id: "broadcast-children", hidden: true });
   fill(view, header,
     h("div", { class: "grid" },
       h("section", { class: "panel" }, h("h2", {}, "Details"), details),
       h("section", { class: "panel" }, h("h2", {}, "Result"), outcome)),
+    children,
     h("div", { class: "grid" },
       h("section", { class: "panel" }, h("h2", {}, "Payload"), payload),
       h("section", { class: "panel" }, h("h2", {}, "Attempts"), attempts)),
@@ -210,7 +272,14 @@ export async function renderTask(view, { id, query, signal }) {
       h("dt", {}, "Task type"), h("dd", {}, task.task_type),
       h("dt", {}, "Priority"), h("dd", {}, task.priority),
       h("dt", {}, "Capabilities"), h("dd", {}, chips(task.required_capabilities)),
-      task.pending_reason ? [h("dt", {}, "Waiting"), h("dd", { id: "pending-reason" }, reasonText(task.pending_reason))] : null,
+      task.pending_reason ? [h("dt", {}, "Waiting"), h("dd", { id: "pending-reason" }, reasonText(task.pending_reason), waitDetail(task, flow))] : null,
+      task.concurrency_key ? [h("dt", {}, "Concurrency key"), h("dd", { id: "concurrency-key", class: "key" },
+        h("a", { href: waitingHref("concurrency_key", task.concurrency_key), class: "mono" }, task.concurrency_key), " ", keyText(task, flow.key))] : null,
+      task.rate_limits?.length ? [h("dt", {}, "Rate limits"), h("dd", { id: "task-rate-limits" }, task.rate_limits.map((use) =>
+        h("div", {}, h("a", { href: waitingHref("rate_limit", use.name) }, use.name), ` ${use.units} unit${use.units === 1 ? "" : "s"} per dispatch`,
+          rateText(flow.rates.get(use.name)))))] : null,
+      task.broadcast_of ? [h("dt", {}, "Broadcast of"), h("dd", {}, h("a", { href: `#/tasks/${task.broadcast_of}`, id: "broadcast-parent" }, task.broadcast_of.slice(0, 8)))] : null,
+      task.pinned_agent_id ? [h("dt", {}, "Pinned to"), h("dd", {}, h("a", { href: `#/agents/${task.pinned_agent_id}` }, agentName(task.pinned_agent_id)))] : null,
       h("dt", {}, "Agent"), h("dd", {}, agentName(task.agent_id)),
       h("dt", {}, "Attempts"), h("dd", {}, `${task.attempts} (retries allowed: ${task.max_retries})`),
       h("dt", {}, "Retries"), h("dd", { id: "retry-policy" }, retryText(task)),
@@ -233,7 +302,38 @@ export async function renderTask(view, { id, query, signal }) {
       h("div", { class: "small muted" }, `dispatched ${when(a.dispatched_at)}`,
         a.started_at ? ` · started after ${duration(a.dispatched_at, a.started_at)}` : "",
         a.finished_at ? ` · ${a.started_at ? "ran" : "ended after"} ${duration(a.started_at || a.dispatched_at, a.finished_at)}` : ""),
-      a.error ? h("div", { class: "small error" }, a.error) : null)) : h("li", { class: "muted" }, "Not dispatched yet."));
+      a.error ? h("div", { class: "small error" }, a.error) : null)) : h("li", { class: "muted" }, task.broadcast_policy ? "A broadcast is never dispatched itself: its children run, one per agent (below)." : "Not dispatched yet."));
+  };
+
+  // What a waiting task waits on: its key's use and the rate limits it names.
+  let flow = { key: null, rates: new Map() };
+  const readFlow = async () => {
+    const next = { key: null, rates: new Map() };
+    const waits = task.status === "pending" || task.status === "waiting";
+    if (task.concurrency_key && !TERMINAL.has(task.status)) {
+      const keys = await api("GET", `/api/concurrency-keys?${new URLSearchParams({ key: task.concurrency_key })}`, undefined, { signal });
+      next.key = keys.items[0] || null;
+    }
+    if (task.rate_limits?.length && waits) {
+      const limits = await api("GET", "/api/rate-limits", undefined, { signal });
+      next.rates = new Map(limits.items.map((limit) => [limit.name, limit]));
+    }
+    flow = next;
+  };
+
+  const drawChildren = (items) => {
+    children.hidden = false;
+    fill(children, h("div", { class: "spread" }, h("h2", {}, "Agents (broadcast)"),
+      h("span", { class: "muted small" }, `${task.broadcast_policy === "any" ? "succeeds when one agent succeeds" : "succeeds when every agent succeeds"}`)),
+    h("div", { class: "table-wrap" }, h("table", { id: "children-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Agent"), h("th", {}, "Status"), h("th", {}, "Result or error"), h("th", { class: "wide" }, "Finished"))),
+      h("tbody", {}, items.length ? items.map((child) => h("tr", { class: "link", dataset: { id: child.id, agent: agentName(child.pinned_agent_id) }, onclick: () => { location.hash = `#/tasks/${child.id}`; } },
+        h("td", {}, h("a", { href: `#/tasks/${child.id}` }, agentName(child.pinned_agent_id))),
+        h("td", {}, badge(child.status), child.pending_reason ? h("div", { class: "small muted" }, reasonText(child.pending_reason)) : null),
+        h("td", { class: "outcome" }, child.error ? h("span", { class: "error small" }, clip(child.error))
+          : child.status === "succeeded" ? h("code", {}, clip(JSON.stringify(child.result))) : h("span", { class: "muted" }, "—")),
+        h("td", { class: "wide", title: child.finished_at ? when(child.finished_at) : "" }, child.finished_at ? relative(child.finished_at) : "—")))
+        : h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No child: no agent matched."))))));
   };
 
   const refresh = async () => {
@@ -242,7 +342,9 @@ export async function renderTask(view, { id, query, signal }) {
       api("GET", `/api/tasks/${id}/attempts`, undefined, { signal }),
     ]);
     task = fresh;
+    await readFlow();
     draw(list.items);
+    if (task.broadcast_policy) drawChildren((await api("GET", `/api/tasks/${id}/children`, undefined, { signal })).items);
   };
 
   try {

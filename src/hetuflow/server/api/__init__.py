@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends
 from hetuflow.server.api import (
     agents,
     bulk,
+    concurrency_keys,
     cron_jobs,
     events,
     insights,
@@ -38,6 +39,7 @@ ROUTERS: list[tuple[APIRouter, list[Any]]] = [
     (agents.router, _protected),
     (cron_jobs.router, _protected),
     (rate_limits.router, _protected),
+    (concurrency_keys.router, _protected),
     (system.stats_router, _protected),
     (insights.router, _protected),
     (events.router, _protected),

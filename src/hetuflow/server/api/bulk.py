@@ -8,11 +8,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
-from hetuflow.models import TaskFilter, TaskStatus
+from hetuflow.models import MAX_CONCURRENCY_KEY_LENGTH, TaskFilter, TaskStatus
 from hetuflow.server.api.deps import Queue
 from hetuflow.server.api.errors import error_responses, status_for
 from hetuflow.server.api.schemas import (
     FINAL_DESCRIPTION,
+    RateLimitName,
     TaskOut,
     _Input,
     _Output,
@@ -25,6 +26,11 @@ router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
 FilterText = Annotated[
     str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable_text)
+]
+FilterKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_CONCURRENCY_KEY_LENGTH),
+    AfterValidator(storable_text),
 ]
 FilterDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
 
@@ -42,6 +48,12 @@ class BulkFilter(_Input):
         default=None,
         description="Text in the name, task type, payload, result or error (any case).",
     )
+    concurrency_key: FilterKey | None = Field(
+        default=None, description="Only tasks with this concurrency key (exactly)."
+    )
+    rate_limit: RateLimitName | None = Field(
+        default=None, description="Only tasks that name this rate limit."
+    )
     final: bool = Field(default=False, description=FINAL_DESCRIPTION)
 
     def to_filter(self) -> TaskFilter:
@@ -53,6 +65,8 @@ class BulkFilter(_Input):
             created_after=self.created_after,
             created_before=self.created_before,
             text=self.q,
+            concurrency_key=self.concurrency_key,
+            rate_limit=self.rate_limit,
             final=self.final,
         )
 

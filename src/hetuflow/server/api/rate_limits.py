@@ -1,4 +1,5 @@
-"""Rate limit routes: create, list, get, delete named rate limits (docs/api.md#rate-limits).
+"""Rate limit routes: create, list, get, delete named rate limits, each with its use of the
+current window and the tasks it holds back (docs/api.md#rate-limits).
 
 A task names the limits it spends from in ``rate_limits`` (``POST /api/tasks``); the claim of
 every node keeps each limit's window (docs/guarantees.md#rate-limits)."""
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import AfterValidator, Field
 
 from hetuflow.errors import RateLimitNotFound
-from hetuflow.models import MAX_RATE_LIMIT_NAME_LENGTH, RateLimit, RateLimitState
+from hetuflow.models import MAX_RATE_LIMIT_NAME_LENGTH, RateLimit, RateLimitState, RateLimitUsage
 from hetuflow.server.api.deps import Context
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import RateLimitName, _Input, _Output, storable_text
@@ -47,11 +48,19 @@ class RateLimitOut(_Output):
     created_at: datetime
     used: int = Field(description="Units dispatched in the window that ends now.")
     next_free_at: datetime | None = Field(
-        description="When the oldest dispatch of the window leaves it (null: none in it)."
+        description="When the oldest dispatch of the window leaves it, freeing its units "
+        "(null: none in it)."
+    )
+    waiting: int = Field(
+        default=0,
+        description="Due pending tasks it holds back now: they name it and ask more units "
+        "than it has left in the window (`pending_reason: rate_limited`, unless their "
+        "concurrency key holds them first). `GET /api/tasks?rate_limit=<name>&status=pending` "
+        "lists them.",
     )
 
     @classmethod
-    def of(cls, limit: RateLimit, state: RateLimitState | None) -> RateLimitOut:
+    def of(cls, limit: RateLimit, state: RateLimitState | None, waiting: int = 0) -> RateLimitOut:
         return cls(
             name=limit.name,
             limit=limit.limit,
@@ -59,7 +68,12 @@ class RateLimitOut(_Output):
             created_at=limit.created_at,
             used=0 if state is None else state.used,
             next_free_at=None if state is None else state.next_free_at,
+            waiting=waiting,
         )
+
+    @classmethod
+    def of_usage(cls, usage: RateLimitUsage) -> RateLimitOut:
+        return cls.of(usage.state.limit, usage.state, usage.waiting)
 
 
 class RateLimitList(_Output):
@@ -90,12 +104,10 @@ async def create_rate_limit(body: RateLimitCreate, context: Context) -> RateLimi
 
 @router.get("", response_model=RateLimitList, summary="List rate limits")
 async def list_rate_limits(context: Context) -> RateLimitList:
-    """Every limit with its use of the current window."""
-    limits = await context.store.list_rate_limits()
-    states = await context.store.rate_limit_states(
-        [limit.name for limit in limits], now=context.clock.now()
-    )
-    return RateLimitList(items=[RateLimitOut.of(limit, states.get(limit.name)) for limit in limits])
+    """Every limit with its use of the current window (`used`, `next_free_at`) and the
+    tasks it holds back (`waiting`), read in one snapshot."""
+    usages = await context.store.rate_limit_usage(now=context.clock.now())
+    return RateLimitList(items=[RateLimitOut.of_usage(usage) for usage in usages])
 
 
 @router.get(
@@ -105,10 +117,12 @@ async def list_rate_limits(context: Context) -> RateLimitList:
     responses=error_responses(404),
 )
 async def get_rate_limit(name: PathName, context: Context) -> RateLimitOut:
-    state = (await context.store.rate_limit_states([name], now=context.clock.now())).get(name)
-    if state is None:
+    """The limit with its use of the current window and the tasks it holds back."""
+    usages = await context.store.rate_limit_usage(now=context.clock.now())
+    usage = next((usage for usage in usages if usage.state.limit.name == name), None)
+    if usage is None:
         raise RateLimitNotFound(f"no rate limit named {name!r}", field="name")
-    return RateLimitOut.of(state.limit, state)
+    return RateLimitOut.of_usage(usage)
 
 
 @router.delete(

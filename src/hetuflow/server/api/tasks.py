@@ -12,7 +12,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
 from hetuflow.errors import InvalidInput
-from hetuflow.models import BroadcastPolicy, TaskCursor, TaskFilter, TaskStatus, id_prefix_range
+from hetuflow.models import (
+    MAX_CONCURRENCY_KEY_LENGTH,
+    BroadcastPolicy,
+    TaskCursor,
+    TaskFilter,
+    TaskStatus,
+    id_prefix_range,
+)
 from hetuflow.server.api.deps import Context, Queue
 from hetuflow.server.api.errors import error_responses
 from hetuflow.server.api.schemas import (
@@ -21,6 +28,7 @@ from hetuflow.server.api.schemas import (
     AttemptOut,
     LogLineOut,
     LogPage,
+    RateLimitName,
     TaskBatchCreate,
     TaskBatchOut,
     TaskChildren,
@@ -45,6 +53,11 @@ _STREAM_PAGE = 500
 
 QueryText = Annotated[
     str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable_text)
+]
+ConcurrencyKeyText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_CONCURRENCY_KEY_LENGTH),
+    AfterValidator(storable_text),
 ]
 QueryDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
 
@@ -152,6 +165,22 @@ async def list_tasks(
             examples=["0a1b2c3d"],
         ),
     ] = None,
+    concurrency_key: Annotated[
+        ConcurrencyKeyText | None,
+        Query(
+            description="Only tasks with this concurrency key (exactly); with "
+            "`status=pending`, the tasks waiting on it.",
+            examples=["customer:42"],
+        ),
+    ] = None,
+    rate_limit: Annotated[
+        RateLimitName | None,
+        Query(
+            description="Only tasks that name this rate limit; with `status=pending`, the "
+            "tasks waiting on it.",
+            examples=["crm-api"],
+        ),
+    ] = None,
     final: Annotated[bool, Query(description=FINAL_DESCRIPTION)] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[
@@ -190,6 +219,8 @@ async def list_tasks(
         created_before=created_before,
         text=q,
         id_range=None if id_prefix is None else id_prefix_range(id_prefix),
+        concurrency_key=concurrency_key,
+        rate_limit=rate_limit,
         final=final,
     )
     after = None
