@@ -57,7 +57,8 @@ async def create_broadcast(
             + ": nothing was created",
             field="dispatch",
         )
-    created = await insert_tasks(connection, [task] * (len(agents) + 1), now, aging)
+    child = replace(task, webhook_url=None)  # only the parent reports its end
+    created = await insert_tasks(connection, [task, *[child] * len(agents)], now, aging)
     parent, children = created[0][0], [made for made, _ in created[1:]]
     await connection.execute(
         "UPDATE tasks SET status = 'waiting', broadcast_policy = $2 WHERE id = $1",

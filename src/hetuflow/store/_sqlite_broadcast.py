@@ -60,7 +60,8 @@ def create_broadcast(
             + ": nothing was created",
             field="dispatch",
         )
-    created = create_tasks(connection, [task] * (len(agents) + 1), now, aging)
+    child = replace(task, webhook_url=None)  # only the parent reports its end
+    created = create_tasks(connection, [task, *[child] * len(agents)], now, aging)
     parent, children = created[0][0], [made for made, _ in created[1:]]
     connection.execute(
         "UPDATE tasks SET status = 'waiting', broadcast_policy = ? WHERE id = ?",
