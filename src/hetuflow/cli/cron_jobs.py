@@ -151,6 +151,10 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
 )
 @click.option("--timeout-seconds", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--webhook-url",
+    help="Every task it creates POSTs its final status to this http(s) URL (docs/webhooks.md).",
+)
 @retry_options
 @client_command
 def create_cron_job(
@@ -170,6 +174,7 @@ def create_cron_job(
     start_deadline_seconds: float | None,
     timeout_seconds: float | None,
     max_retries: int,
+    webhook_url: str | None,
     **retry: Any,
 ) -> None:
     """Create a cron job (as POST /api/cron-jobs); the server checks the expression."""
@@ -188,6 +193,8 @@ def create_cron_job(
         fields["start_deadline_seconds"] = start_deadline_seconds
     if timeout_seconds is not None:
         fields["timeout_seconds"] = timeout_seconds
+    if webhook_url is not None:
+        fields["webhook_url"] = webhook_url
     if (task_type is None) == (workflow_file is None):
         fail("give --task-type or --workflow-file (exactly one)", EXIT_USAGE)
     if workflow_file is not None:

@@ -51,6 +51,7 @@ from hetuflow.client.transport import (
     wire_error,
 )
 from hetuflow.client.triggers import EventDelivery, Hook, Trigger, TriggerCalls
+from hetuflow.client.webhooks import TaskWebhook
 from hetuflow.client.workflows import (
     WORKFLOW_ENDED,
     StepSpec,
@@ -154,6 +155,7 @@ class AsyncClient:
         idempotency_key: str | None = None,
         dispatch: Literal["one", "all"] | None = None,
         broadcast_policy: BroadcastPolicy | str | None = None,
+        webhook_url: str | None = None,
     ) -> Task:
         options = {
             "scheduled_at": scheduled_at,
@@ -168,6 +170,7 @@ class AsyncClient:
             "idempotency_key": idempotency_key,
             "dispatch": dispatch,
             "broadcast_policy": broadcast_policy,
+            "webhook_url": webhook_url,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
         if self._coalescer is None or dispatch == "all":  # a batch takes no broadcast
@@ -290,6 +293,12 @@ class AsyncClient:
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - loop.time()))
             await asyncio.sleep(pause)
+
+    async def webhook(self, task_id: UUID | str) -> TaskWebhook:
+        """How the task's final status is being delivered to its ``webhook_url``: one
+        ``WebhookDelivery`` per time it ended (state, attempts, last HTTP status or error,
+        next attempt)."""
+        return await self._send(Calls.webhook(task_id))
 
     async def attempts(self, task_id: UUID | str) -> list[Attempt]:
         return await self._send(Calls.attempts(task_id))

@@ -67,6 +67,8 @@ class Task(_Model):
     """A broadcast child: its parent."""
     pinned_agent_id: UUID | None = None
     """A broadcast child: the only agent that may run it."""
+    webhook_url: str | None = None
+    """Where its final status is POSTed (``Client.webhook`` shows how that went)."""
 
     @property
     def is_finished(self) -> bool:
@@ -160,6 +162,8 @@ class CronJob(BaseModel):
     timezone: str = "UTC"
     next_fire_at: datetime | None = None
     last_fire_at: datetime | None = None
+    webhook_url: str | None = None
+    """Given to every task it creates."""
 
 
 class TaskSpec(TypedDict, total=False):
@@ -180,3 +184,4 @@ class TaskSpec(TypedDict, total=False):
     retry_on: list[str]
     rate_limits: list[dict[str, Any]]
     idempotency_key: str
+    webhook_url: str

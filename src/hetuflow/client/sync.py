@@ -51,6 +51,7 @@ from hetuflow.client.transport import (
     wire_error,
 )
 from hetuflow.client.triggers import EventDelivery, Hook, Trigger, TriggerCalls
+from hetuflow.client.webhooks import TaskWebhook
 from hetuflow.client.workflows import (
     WORKFLOW_ENDED,
     StepSpec,
@@ -150,6 +151,7 @@ class Client:
         idempotency_key: str | None = None,
         dispatch: Literal["one", "all"] | None = None,
         broadcast_policy: BroadcastPolicy | str | None = None,
+        webhook_url: str | None = None,
     ) -> Task:
         """Create one task and return it (the existing one if ``idempotency_key`` matched).
         The retry options are those of ``POST /api/tasks`` (docs/guarantees.md#retries):
@@ -160,7 +162,10 @@ class Client:
         returned is its parent (``children`` lists the one per agent), which ends with the
         last of them, its ``result`` ``{agent name: result}`` (``broadcast_policy``: ``all``,
         the default, or ``any``). ``Conflict`` (``no_agent_for_broadcast``) when no agent
-        matches."""
+        matches.
+
+        ``webhook_url``: POST the task's final status there, signed (docs/webhooks.md;
+        ``verify_webhook`` checks it on the receiving side)."""
         options = {
             "scheduled_at": scheduled_at,
             "delay_seconds": delay_seconds,
@@ -174,6 +179,7 @@ class Client:
             "idempotency_key": idempotency_key,
             "dispatch": dispatch,
             "broadcast_policy": broadcast_policy,
+            "webhook_url": webhook_url,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
         if self._coalescer is None or dispatch == "all":  # a batch takes no broadcast
@@ -298,6 +304,12 @@ class Client:
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def webhook(self, task_id: UUID | str) -> TaskWebhook:
+        """How the task's final status is being delivered to its ``webhook_url``: one
+        ``WebhookDelivery`` per time it ended (state, attempts, last HTTP status or error,
+        next attempt)."""
+        return self._send(Calls.webhook(task_id))
 
     def attempts(self, task_id: UUID | str) -> list[Attempt]:
         return self._send(Calls.attempts(task_id))

@@ -39,6 +39,7 @@ from hetuflow.server.api.schemas import (
     MAX_BACKOFF_SECONDS,
     MAX_RETRIES,
     MAX_TIMEOUT_SECONDS,
+    WEBHOOK_URL_DESCRIPTION,
     Label,
     Name,
     Payload,
@@ -46,6 +47,7 @@ from hetuflow.server.api.schemas import (
     RetryJitter,
     RetryOn,
     TaskOut,
+    WebhookUrl,
     retry_policy,
     storable_text,
 )
@@ -69,7 +71,13 @@ _RETRY_FIELDS = frozenset(
     }
 )
 _NULLABLE = frozenset(
-    {"timeout_seconds", "start_deadline_seconds", "concurrency_key", "max_concurrent_per_key"}
+    {
+        "timeout_seconds",
+        "start_deadline_seconds",
+        "webhook_url",
+        "concurrency_key",
+        "max_concurrent_per_key",
+    }
 )
 
 Expression = Annotated[
@@ -105,6 +113,7 @@ _WORKFLOW = (
     " the tick history). The task fields (`payload`, `priority`, ...) do not apply; the steps"
     " carry their own."
 )
+_WEBHOOK = f"Given to every task it creates. {WEBHOOK_URL_DESCRIPTION}"
 _DEADLINE = (
     "Skip a tick (recorded as skipped, with why) when its task could only start more than "
     "this many seconds after the tick. None: no deadline."
@@ -183,6 +192,7 @@ class CronJobCreate(_Input):
     start_deadline_seconds: float | None = Field(
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=_DEADLINE
     )
+    webhook_url: WebhookUrl | None = Field(default=None, description=_WEBHOOK)
     concurrency_key: str | None = Field(
         default=None,
         min_length=1,
@@ -243,6 +253,7 @@ class CronJobCreate(_Input):
             catch_up_limit=self.catch_up_limit,
             overlap_policy=self.overlap_policy,
             start_deadline_seconds=self.start_deadline_seconds,
+            webhook_url=self.webhook_url,
             concurrency_key=self.concurrency_key,
             max_concurrent_per_key=self.max_concurrent_per_key,
             workflow=None if self.workflow is None else workflow_document(self.workflow),
@@ -283,6 +294,9 @@ class CronJobUpdate(_Input):
     overlap_policy: OverlapPolicy | None = Field(default=None, description=_OVERLAP)
     start_deadline_seconds: float | None = Field(
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=f"{_DEADLINE} null removes it."
+    )
+    webhook_url: WebhookUrl | None = Field(
+        default=None, description=f"{_WEBHOOK} null removes it (tasks already created keep theirs)."
     )
     concurrency_key: str | None = Field(
         default=None,
@@ -358,6 +372,9 @@ class CronJobOut(_Output):
     catch_up_limit: int
     overlap_policy: OverlapPolicy
     start_deadline_seconds: float | None
+    webhook_url: str | None = Field(
+        default=None, description="Given to every task it creates; null: none."
+    )
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     next_fire_at: datetime | None = Field(
@@ -395,6 +412,7 @@ class CronJobOut(_Output):
             catch_up_limit=job.catch_up_limit,
             overlap_policy=job.overlap_policy,
             start_deadline_seconds=job.start_deadline_seconds,
+            webhook_url=job.webhook_url,
             concurrency_key=job.concurrency_key,
             max_concurrent_per_key=job.max_concurrent_per_key,
             next_fire_at=job.next_fire_at,
