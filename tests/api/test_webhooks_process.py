@@ -129,6 +129,24 @@ def test_a_shell_task_reports_its_end_to_a_receiver_that_fails_first(running: Se
         bad = running.run("./hetuflow-server create-task --task-type shell --webhook-url ftp://x")
         assert bad.returncode != 0
         assert "webhook_url" in bad.stderr + bad.stdout
+
+        # A webhook_url naming the server's own API acts on nothing there (403 at its edge).
+        loop = client.submit(
+            "shell",
+            {"command": "true"},
+            webhook_url=f"{running.url}/api/tasks/{task['id']}/replay",
+        )
+        client.wait(loop.id, timeout_seconds=30, poll_interval_seconds=0.1)
+        deadline = time.monotonic() + 10
+        while not (looped := client.webhook(loop.id)).items or not looped.items[0].attempts:
+            assert time.monotonic() < deadline, looped
+            time.sleep(0.05)
+        while looped.items[0].last_status_code is None:
+            assert time.monotonic() < deadline, looped
+            time.sleep(0.05)
+            looped = client.webhook(loop.id)
+        assert looped.items[0].last_status_code == 403
+        assert client.list_tasks().total == 2  # nothing was replayed
     assert second.at - first.at >= 0.15  # backoff_seconds 0.2, no jitter
     event = verify_webhook(SECRET, second.headers, second.body)
     assert (event["event"], event["task_id"], event["status"]) == (

@@ -13,6 +13,7 @@ from hetuflow.models import (
     AttemptOutcome,
     AttemptRef,
     AttemptResult,
+    BroadcastPolicy,
     NewCronJob,
     NewTask,
     RetryPolicy,
@@ -21,6 +22,7 @@ from hetuflow.models import (
 )
 from hetuflow.store.base import Store
 from hetuflow.webhooks import DeliveryOutcome, DeliveryState
+from hetuflow.workflows import NewStep, NewWorkflow, check_workflow
 
 from ._support import T0, ConnectAgent, OpenStore, group
 
@@ -194,3 +196,41 @@ async def test_concurrent_claims_never_share_a_delivery(
     first, second = await asyncio.gather(drain(store), drain(other))
     assert len(first) + len(second) == 40
     assert len(set(first) | set(second)) == 40
+
+
+async def test_a_broadcast_reports_once_by_its_parent(store: Store, connect: ConnectAgent) -> None:
+    agents = [await connect("a"), await connect("b")]
+    parent, children = await store.create_broadcast(
+        NewTask("b", "t", webhook_url=URL), policy=BroadcastPolicy.ALL, now=T0
+    )
+    assert parent.webhook_url == URL
+    assert all(child.webhook_url is None for child in children)
+    for agent in agents:
+        [dispatch] = await store.claim_tasks([group([agent], free=1)], now=T0)
+        ref = AttemptRef(dispatch.task.id, dispatch.attempt, agent.id)
+        await store.finish_attempts(
+            [AttemptResult(ref, AttemptOutcome.SUCCEEDED, result=1)], now=LATER
+        )
+    for child in children:
+        assert await store.list_webhook_deliveries(child.id) == []
+    [delivery] = await store.list_webhook_deliveries(parent.id)
+    assert delivery.status is TaskStatus.SUCCEEDED
+    assert delivery.result == {"a": 1, "b": 1}
+
+
+async def test_a_cancelled_workflow_reports_each_step_that_names_a_url(store: Store) -> None:
+    workflow = NewWorkflow(
+        name="w",
+        steps=(
+            NewStep("first", NewTask("first", "t", webhook_url=URL)),
+            NewStep("second", NewTask("second", "t", webhook_url=URL), depends_on=("first",)),
+            NewStep("quiet", NewTask("quiet", "t")),
+        ),
+    )
+    created = await store.create_workflow(workflow, check_workflow(workflow), now=T0)
+    await store.cancel_workflow(created.id, now=LATER)
+    steps = {step.name: step.task.id for step in created.steps}
+    for name in ("first", "second"):
+        [delivery] = await store.list_webhook_deliveries(steps[name])
+        assert delivery.status is TaskStatus.CANCELLED
+    assert await store.list_webhook_deliveries(steps["quiet"]) == []
