@@ -125,12 +125,17 @@ class WebhookSender:
         self, client: httpx.AsyncClient, sends: asyncio.TaskGroup, secret: str
     ) -> float:
         """Claim what is due into the free slots and start sending it; return how long to
-        sleep (unless woken)."""
+        sleep (unless woken). An idle look is one indexed read, no write."""
         poll = self.config.poll_interval_seconds
         free = self.config.max_in_flight - self._in_flight
         if free <= 0:
             return poll  # a POST that ends wakes the loop
+        next_at = await self.store.next_webhook_attempt_at()
         now = self.clock.now()
+        if next_at is None:
+            return poll
+        if next_at > now:
+            return min(poll, (next_at - now).total_seconds())
         lease_until = now + timedelta(seconds=self.config.timeout_seconds) + LEASE_MARGIN
         claimed = await self.store.claim_webhook_deliveries(
             now=now, lease_until=lease_until, limit=free
@@ -140,13 +145,9 @@ class WebhookSender:
             sends.create_task(
                 self._send(client, delivery, secret), name=f"hetuflow-webhook-{delivery.id}"
             )
-        if len(claimed) == free:
-            return poll
-        next_at = await self.store.next_webhook_attempt_at()
-        if next_at is None:
-            return poll
-        wait = (next_at - self.clock.now()).total_seconds()
-        return min(poll, max(wait, 0.0 if claimed else MIN_IDLE_SECONDS))
+        if not claimed:
+            return MIN_IDLE_SECONDS  # due rows another node's claim holds: it commits soon
+        return poll if len(claimed) == free else 0.0
 
     async def _send(
         self, client: httpx.AsyncClient, delivery: WebhookDelivery, secret: str
