@@ -150,7 +150,6 @@ WebhookUrl = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_WEBHOOK_URL_LENGTH),
     AfterValidator(_webhook_url),
-    Field(description=WEBHOOK_URL_DESCRIPTION, examples=["https://hooks.example.com/hetuflow"]),
 ]
 """``webhook_url`` of a task or cron job create."""
 
@@ -378,7 +377,11 @@ class TaskCreate(_Input):
         description="A broadcast's success rule: `all` (default: every child succeeded) or "
         "`any` (one did). Otherwise it fails, its `error` naming the agents.",
     )
-    webhook_url: WebhookUrl | None = None
+    webhook_url: WebhookUrl | None = Field(
+        default=None,
+        description=WEBHOOK_URL_DESCRIPTION,
+        examples=["https://hooks.example.com/hetuflow"],
+    )
 
     @model_validator(mode="after")
     def _one_start_time(self) -> TaskCreate:
