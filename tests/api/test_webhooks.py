@@ -4,6 +4,7 @@ receiver on 127.0.0.1, signed; a receiver that fails first is retried with backo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -45,6 +46,7 @@ def _config(database: DatabaseConfig, webhooks: WebhooksConfig = FAST) -> Config
     )
 
 
+@contextlib.asynccontextmanager
 async def _running(config: Config) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     application = create_app(config)
     async with application.router.lifespan_context(application):
@@ -55,7 +57,7 @@ async def _running(config: Config) -> AsyncIterator[tuple[FastAPI, httpx.AsyncCl
 
 @pytest.fixture
 async def served(database: DatabaseConfig) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async for pair in _running(_config(database)):
+    async with _running(_config(database)) as pair:
         yield pair
 
 
@@ -120,13 +122,13 @@ async def test_a_bad_webhook_url_is_a_422_and_creates_nothing(
 async def test_without_a_secret_or_outside_allowed_hosts_a_webhook_is_refused(
     database: DatabaseConfig,
 ) -> None:
-    async for _, client in _running(_config(database, WebhooksConfig())):
+    async with _running(_config(database, WebhooksConfig())) as (_, client):
         body = {"task_type": "t", "webhook_url": "https://hooks.example.com/x"}
         error = _error(await client.post("/api/tasks", json=body), 422, "webhook_url")
         assert "[webhooks] secret" in error["message"]
         assert await _task_count(client) == 0
     allowed = WebhooksConfig(secret=SECRET, allowed_hosts=("*.example.com", "10.0.0.0/8"))
-    async for _, client in _running(_config(database, allowed)):
+    async with _running(_config(database, allowed)) as (_, client):
         for good in ("https://hooks.example.com/x", "http://10.1.2.3:9000/x"):
             answer = await client.post("/api/tasks", json={"task_type": "t", "webhook_url": good})
             assert answer.status_code == 201, answer.text
@@ -305,3 +307,26 @@ async def test_a_webhook_for_an_unknown_task_is_404(
 ) -> None:
     _, client = served
     _error(await client.get(f"/api/tasks/{uuid.uuid4()}/webhook"), 404)
+
+
+@pytest.mark.postgres
+async def test_two_nodes_send_each_delivery_once(pg_database: DatabaseConfig) -> None:
+    """Two server nodes on one PostgreSQL database, both woken by the outbox's NOTIFY, race
+    to claim: every delivery is POSTed once (one attempt each), by one of them."""
+    with receiving([200]) as receiver:
+        async with (
+            _running(_config(pg_database)) as (_, first),
+            _running(_config(pg_database)) as (_, second),
+        ):
+            tasks = {"tasks": [{"task_type": "t", "webhook_url": f"{receiver.url}/h"}] * 30}
+            created = (await first.post("/api/tasks/batch", json=tasks)).json()["items"]
+            for index, task in enumerate(created):
+                node = first if index % 2 else second
+                assert (await node.delete(f"/api/tasks/{task['id']}")).status_code == 200
+            posts = await receiver.wait_for(30)
+            for task in created:
+                shown = await _webhook_until(second, task["id"], "delivered")
+                assert shown["items"][0]["attempts"] == 1
+            assert len(receiver.received) == 30
+    assert len({post.headers["X-Hetuflow-Delivery-Id"] for post in posts}) == 30
+    assert {orjson.loads(post.body)["task_id"] for post in posts} == {t["id"] for t in created}

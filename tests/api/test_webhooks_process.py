@@ -130,6 +130,15 @@ def test_a_shell_task_reports_its_end_to_a_receiver_that_fails_first(running: Se
         assert bad.returncode != 0
         assert "webhook_url" in bad.stderr + bad.stdout
 
+        job = running.run(
+            "./hetuflow-server create-cron-job --name nightly --cron-expression '0 3 * * *'"
+            f" --task-type shell --webhook-url {url}"
+        )
+        assert job.returncode == 0, job.stderr
+        assert url in job.stdout
+        [listed] = client.list_cron_jobs()
+        assert listed.webhook_url == url
+
         # A webhook_url naming the server's own API acts on nothing there (403 at its edge).
         loop = client.submit(
             "shell",

@@ -87,17 +87,20 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
         cli.emit_json(job)
         return
     state = "enabled" if job.enabled else "[red]disabled[/red]"
+    pairs = [
+        ("id", str(job.id)),
+        ("schedule", f"{escape(job.cron_expression)} ({escape(job.timezone)})"),
+        (_what(job)[0], escape(_what(job)[1])),
+        ("state", state),
+        ("next fire", _local(job.next_fire_at, job.timezone)),
+        ("misfire", str(_extra(job, "misfire_policy") or "-")),
+        ("overlap", str(_extra(job, "overlap_policy") or "-")),
+    ]
+    if job.webhook_url is not None:
+        pairs.append(("webhook", escape(job.webhook_url)))
     stdout().print(
         details(
-            [
-                ("id", str(job.id)),
-                ("schedule", f"{escape(job.cron_expression)} ({escape(job.timezone)})"),
-                (_what(job)[0], escape(_what(job)[1])),
-                ("state", state),
-                ("next fire", _local(job.next_fire_at, job.timezone)),
-                ("misfire", str(_extra(job, "misfire_policy") or "-")),
-                ("overlap", str(_extra(job, "overlap_policy") or "-")),
-            ],
+            pairs,
             title=f"{verb} cron job [bold]{escape(job.name)}[/bold]",
         )
     )
