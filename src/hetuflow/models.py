@@ -383,6 +383,18 @@ class NewTask:
 
 
 @dataclass(frozen=True, slots=True)
+class NewBroadcast:
+    """A broadcast to create (docs/guarantees.md, Broadcast): ``task`` run once on every
+    agent that matches it now, a parent ending with its children per ``policy``."""
+
+    task: NewTask
+    policy: BroadcastPolicy = BroadcastPolicy.ALL
+    start_deadline_seconds: float | None = None
+    """A child its agent has not started this long after the broadcast's start time (its
+    ``scheduled_at``, or its creation) ends ``failed``; None: it waits for its agent."""
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     id: UUID
     name: str
@@ -418,6 +430,8 @@ class Task:
     """A broadcast parent (never dispatched; ends when its children have): when it succeeds."""
     webhook_url: str | None = None
     """Where its final status is POSTed (docs/webhooks.md)."""
+    start_deadline_at: datetime | None = None
+    """A broadcast's (parent and children): a child still pending then ends ``failed``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,6 +739,8 @@ class NewCronJob:
     workflow: JSONObject | None = None
     """A workflow document (as ``POST /api/workflows`` takes it): each tick starts one such
     workflow instead of a task (``task_type`` is then empty)."""
+    rate_limits: tuple[RateLimitUse, ...] = ()
+    """Named rate limits every task it creates spends from (each must exist)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -756,6 +772,13 @@ class CronJob:
     """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
     workflow: JSONObject | None = None
     """The workflow document each tick starts, instead of a task (docs/cron.md)."""
+    rate_limits: tuple[RateLimitUse, ...] = ()
+    """Given to every task it creates; deleting a limit takes it out of the job."""
+
+
+BatchItem = tuple[Task, bool, tuple[Task, ...]]
+"""What ``Store.create_batch`` made of one item: the task (a broadcast's parent), whether it
+was created (False: its idempotency key matched), and a broadcast's children."""
 
 
 class Unset(Enum):
@@ -799,6 +822,7 @@ class CronJobChanges:
     last_fire_at: datetime | Unset | None = UNSET
     last_task_id: UUID | Unset | None = UNSET
     workflow: JSONObject | Unset | None = UNSET
+    rate_limits: tuple[RateLimitUse, ...] | Unset = UNSET
 
     @property
     def empty(self) -> bool:

@@ -178,3 +178,23 @@ async def test_a_cron_job_gives_its_key_and_limit_to_its_tasks(client: httpx.Asy
     )
     assert alone.status_code == 422
     assert "max_concurrent_per_key needs a concurrency_key" in alone.text
+
+
+async def test_a_cron_job_change_keeps_a_limit_with_its_key(client: httpx.AsyncClient) -> None:
+    body = {"name": "nightly", "cron_expression": "0 2 * * *", "task_type": "report"}
+    job = (await client.post("/api/cron-jobs", json=body)).json()
+    alone = await client.patch(f"/api/cron-jobs/{job['id']}", json={"max_concurrent_per_key": 2})
+    assert alone.status_code == 422, alone.text
+    assert alone.json()["error"]["field"] == "max_concurrent_per_key"
+    keyed = await client.patch(
+        f"/api/cron-jobs/{job['id']}", json={"concurrency_key": "k", "max_concurrent_per_key": 2}
+    )
+    assert keyed.status_code == 200, keyed.text
+    dropped = await client.patch(f"/api/cron-jobs/{job['id']}", json={"concurrency_key": None})
+    assert dropped.status_code == 422, dropped.text
+    both = await client.patch(
+        f"/api/cron-jobs/{job['id']}",
+        json={"concurrency_key": None, "max_concurrent_per_key": None},
+    )
+    assert both.status_code == 200, both.text
+    assert (both.json()["concurrency_key"], both.json()["max_concurrent_per_key"]) == (None, None)

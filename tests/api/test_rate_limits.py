@@ -123,3 +123,68 @@ async def test_a_task_held_back_says_rate_limited_and_until_when(
     freed = (await client.get(f"/api/tasks/{waiting['id']}")).json()
     assert freed["pending_reason"] != "rate_limited"
     assert freed["rate_limited_until"] is None
+
+
+async def test_a_cron_job_gives_its_rate_limits_to_its_tasks(client: httpx.AsyncClient) -> None:
+    await _limit(client, name="crm-api", limit=100, per_seconds=60)
+    await _limit(client, name="mail", limit=1, per_seconds=1)
+    body = {
+        "name": "crm-sync",
+        "cron_expression": "*/5 * * * *",
+        "task_type": "sync",
+        "rate_limits": [{"name": "crm-api", "units": 2}, {"name": "mail"}],
+    }
+    response = await client.post("/api/cron-jobs", json=body)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    uses = [{"name": "crm-api", "units": 2}, {"name": "mail", "units": 1}]
+    assert job["rate_limits"] == uses
+    assert (await client.get(f"/api/cron-jobs/{job['id']}")).json()["rate_limits"] == uses
+    run = await client.post(f"/api/cron-jobs/{job['id']}/trigger")
+    assert run.status_code == 201, run.text
+    assert run.json()["rate_limits"] == uses
+    # A change replaces the list; [] removes them; null is refused.
+    changed = await client.patch(f"/api/cron-jobs/{job['id']}", json={"rate_limits": [uses[1]]})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["rate_limits"] == [uses[1]]
+    null = await client.patch(f"/api/cron-jobs/{job['id']}", json={"rate_limits": None})
+    assert null.status_code == 422
+    assert null.json()["error"]["field"] == "rate_limits"
+    # Deleting a limit takes it out of the job.
+    assert (await client.delete("/api/rate-limits/mail")).status_code == 204
+    assert (await client.get(f"/api/cron-jobs/{job['id']}")).json()["rate_limits"] == []
+    cleared = await client.patch(f"/api/cron-jobs/{job['id']}", json={"rate_limits": []})
+    assert cleared.json()["rate_limits"] == []
+
+
+@pytest.mark.parametrize(
+    ("uses", "code", "message"),
+    [
+        ([{"name": "nope"}], "rate_limit_unknown", "names rate limit 'nope', which does not exist"),
+        ([{"name": "crm-api", "units": 4}], "rate_limit_unknown", "asks 4 units"),
+        ([{"name": "crm-api"}, {"name": "crm-api"}], "invalid_input", "name each rate limit once"),
+        ([{"name": "crm-api", "units": 0}], "invalid_input", "greater than or equal to 1"),
+    ],
+)
+async def test_a_cron_job_naming_a_bad_limit_is_refused_and_nothing_changes(
+    client: httpx.AsyncClient, uses: list[dict[str, Any]], code: str, message: str
+) -> None:
+    await _limit(client, name="crm-api", limit=3, per_seconds=60)
+    body = {"name": "j", "cron_expression": "@daily", "task_type": "sync", "rate_limits": uses}
+    response = await client.post("/api/cron-jobs", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert message in error["message"]
+    assert error["field"].startswith("rate_limits")
+    assert (await client.get("/api/cron-jobs")).json()["items"] == []
+    made = await client.post("/api/cron-jobs", json={**body, "rate_limits": []})
+    assert made.status_code == 201, made.text
+    job = made.json()
+    patch = await client.patch(
+        f"/api/cron-jobs/{job['id']}", json={"payload": {"x": 1}, "rate_limits": uses}
+    )
+    assert patch.status_code == 422, patch.text
+    assert patch.json()["error"]["code"] == code
+    unchanged = (await client.get(f"/api/cron-jobs/{job['id']}")).json()
+    assert (unchanged["payload"], unchanged["rate_limits"]) == ({}, [])

@@ -24,3 +24,12 @@ def test_a_broadcast_without_agents_and_a_policy_alone_are_refused(server: Runni
     listed = server.run("./hetuflow-server list-tasks --json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["items"] == []
+
+
+def test_a_start_deadline_needs_all_agents(server: Running) -> None:
+    alone = server.run("./hetuflow-server create-task --task-type shell --start-deadline 30")
+    assert alone.returncode == 2
+    assert "--start-deadline needs --all-agents" in alone.stderr
+    shown = server.run("./hetuflow-server create-task --help")
+    assert "--start-deadline" in shown.stdout
+    assert "--concurrency-key" in shown.stdout

@@ -101,3 +101,65 @@ def test_the_dispatcher_wakes_when_the_window_frees(server: Running) -> None:
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     for gap in gaps:
         assert window - 0.2 <= gap <= window + 1.0, gaps  # never sooner; promptly after
+
+
+def test_cron_jobs_and_tasks_take_every_flow_field(server: Running) -> None:
+    """create-cron-job and create-task cover the rate limits and the concurrency key of
+    their API bodies; a bad name or a limit alone is refused and creates nothing."""
+    name = f"cron-rl-{uuid.uuid4().hex[:6]}"
+    _json(
+        server,
+        f"./hetuflow-server create-rate-limit --name {name} --limit 5 --per-seconds 60 --json",
+    )
+    job = _json(
+        server,
+        f"./hetuflow-server create-cron-job --name {name} --cron-expression @daily"
+        f" --task-type sync --rate-limit {name}:2 --concurrency-key crm"
+        " --max-concurrent-per-key 3 --json",
+    )
+    assert job["rate_limits"] == [{"name": name, "units": 2}]
+    assert (job["concurrency_key"], job["max_concurrent_per_key"]) == ("crm", 3)
+    run = _json(server, f"./hetuflow-server trigger-cron-job {job['id']} --json")
+    assert run["rate_limits"] == [{"name": name, "units": 2}]
+    assert run["concurrency_key"] == "crm"
+    unknown = server.run(
+        "./hetuflow-server create-cron-job --name bad-rl --cron-expression @daily"
+        " --task-type sync --rate-limit nope"
+    )
+    assert unknown.returncode == 1
+    assert "names rate limit 'nope', which does not exist" in unknown.stderr
+    jobs = _json(server, "./hetuflow-server list-cron-jobs --json")
+    assert "bad-rl" not in [j["name"] for j in jobs]
+    alone = server.run(
+        "./hetuflow-server create-cron-job --name bad-key --cron-expression @daily"
+        " --task-type sync --max-concurrent-per-key 2"
+    )
+    assert alone.returncode == 2
+    assert "--max-concurrent-per-key needs --concurrency-key" in alone.stderr
+
+    task = _json(
+        server,
+        "./hetuflow-server create-task --task-type cli-flow --concurrency-key customer:42"
+        " --max-concurrent-per-key 2 --concurrency-strategy cancel_newest --json",
+    )
+    assert (task["concurrency_key"], task["max_concurrent_per_key"]) == ("customer:42", 2)
+    strategy = server.run(
+        "./hetuflow-server create-task --task-type cli-flow --concurrency-strategy cancel_newest"
+    )
+    assert strategy.returncode == 2
+    assert "--concurrency-strategy needs --concurrency-key" in strategy.stderr
+
+
+def test_create_cron_job_shows_its_key_and_limits(server: Running) -> None:
+    name = f"show-rl-{uuid.uuid4().hex[:6]}"
+    _json(
+        server,
+        f"./hetuflow-server create-rate-limit --name {name} --limit 5 --per-seconds 9 --json",
+    )
+    shown = server.run(
+        f"./hetuflow-server create-cron-job --name {name} --cron-expression @hourly"
+        f" --task-type sync --rate-limit {name}:3 --concurrency-key crm-2"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"{name}:3" in shown.stdout
+    assert "crm-2" in shown.stdout

@@ -17,6 +17,7 @@ from hetuflow.models import (
     AttemptResult,
     BroadcastPolicy,
     Dispatch,
+    NewBroadcast,
     NewTask,
     Task,
     TaskFilter,
@@ -245,3 +246,136 @@ async def test_concurrent_last_finishes_settle_the_parent_once(
         done = await _reread(store, parent.id)
         assert done.status is TaskStatus.SUCCEEDED, round_
         assert done.result == {agent.name: agent.name for agent in agents}
+
+
+# --- broadcasts in a batch ----------------------------------------------------------------------
+
+
+async def test_a_batch_creates_tasks_and_broadcasts_together(
+    store: Store, connect: ConnectAgent
+) -> None:
+    a = await connect("a")
+    b = await connect("b")
+    items: list[NewTask | NewBroadcast] = [
+        NewTask("first", "t"),
+        NewBroadcast(NewTask("everywhere", "t"), BroadcastPolicy.ANY),
+        NewTask("last", "t", idempotency_key="k"),
+    ]
+    made = await store.create_batch(items, now=T0)
+    assert [(task.name, created) for task, created, _ in made] == [
+        ("first", True),
+        ("everywhere", True),
+        ("last", True),
+    ]
+    parent, _, children = made[1]
+    assert (parent.status, parent.broadcast_policy) == (TaskStatus.WAITING, BroadcastPolicy.ANY)
+    assert [c.pinned_agent_id for c in children] == [a.id, b.id]
+    assert made[0][2] == made[2][2] == ()
+    assert await _reread(store, parent.id) == parent
+    stored = await store.list_broadcast_children(parent.id)
+    assert [(c.id, c.status) for c in stored] == [(c.id, TaskStatus.PENDING) for c in children]
+    # The idempotency key of a plain task still answers with the existing task.
+    again = await store.create_batch([NewTask("last", "t", idempotency_key="k")], now=LATER)
+    assert [(task.id, created) for task, created, _ in again] == [(made[2][0].id, False)]
+
+
+async def test_a_broadcast_no_agent_matches_fails_the_whole_batch(
+    store: Store, connect: ConnectAgent
+) -> None:
+    await connect("a")
+    items: list[NewTask | NewBroadcast] = [
+        NewTask("plain", "t"),
+        NewBroadcast(NewTask("ok", "t")),
+        NewBroadcast(NewTask("gpu", "t", required_capabilities=("gpu",))),
+    ]
+    with pytest.raises(NoAgentForBroadcast, match=r"^tasks\[2\]: no online, enabled") as error:
+        await store.create_batch(items, now=T0)
+    assert error.value.field == "tasks[2].dispatch"
+    assert (await store.list_tasks(TaskFilter(), limit=10)).items == []
+
+
+# --- start deadline ---------------------------------------------------------------------------
+
+
+async def test_a_child_not_started_by_its_deadline_fails_and_the_parent_settles(
+    store: Store, connect: ConnectAgent
+) -> None:
+    a = await connect("a")
+    b = await connect("b")
+    parent, children = await store.create_broadcast(
+        NewTask("b", "t"), policy=BroadcastPolicy.ALL, now=T0, start_deadline_seconds=30
+    )
+    deadline = T0 + timedelta(seconds=30)
+    assert parent.start_deadline_at == deadline
+    assert {c.start_deadline_at for c in children} == {deadline}
+    assert (await _reread(store, children[0].id)).start_deadline_at == deadline
+    [held] = await store.claim_tasks([group([a])], now=T0)
+    await store.set_agent_status(b.id, AgentStatus.OFFLINE, session=b.session, now=T0)
+    # Before the deadline nothing ends.
+    assert await store.expire_broadcast_children(now=deadline - timedelta(seconds=1)) == []
+    [expired] = await store.expire_broadcast_children(now=deadline)
+    assert expired.pinned_agent_id == b.id
+    assert expired.status is TaskStatus.FAILED
+    assert expired.error == "not started by its start deadline: agent b was offline"
+    assert expired.finished_at == deadline
+    assert await _reread(store, expired.id) == expired
+    # a's child was started: it runs on; the parent settles when it ends.
+    assert (await _reread(store, parent.id)).status is TaskStatus.WAITING
+    assert await store.expire_broadcast_children(now=deadline + timedelta(hours=1)) == []
+    await store.finish_attempts([_result(held, AttemptOutcome.SUCCEEDED, "ok")], now=LATER)
+    done = await _reread(store, parent.id)
+    assert (done.status, done.result) == (TaskStatus.FAILED, {"a": "ok", "b": None})
+    assert done.error == "failed on 1 of 2 agents: b (failed)"
+
+
+async def test_the_deadline_counts_from_the_start_time_and_any_policy_succeeds(
+    store: Store, connect: ConnectAgent
+) -> None:
+    a = await connect("a")
+    b = await connect("b")
+    start = T0 + timedelta(minutes=10)
+    parent, _ = await store.create_broadcast(
+        NewTask("b", "t", scheduled_at=start),
+        policy=BroadcastPolicy.ANY,
+        now=T0,
+        start_deadline_seconds=5,
+    )
+    await store.set_agent_enabled(b.id, False, now=T0)  # after: it has its child
+    assert parent.start_deadline_at == start + timedelta(seconds=5)
+    [held] = await store.claim_tasks([group([a])], now=start)
+    await store.finish_attempts([_result(held, AttemptOutcome.SUCCEEDED, 1)], now=start)
+    assert await store.expire_broadcast_children(now=start + timedelta(seconds=4)) == []
+    [expired] = await store.expire_broadcast_children(now=start + timedelta(seconds=5))
+    assert expired.error == "not started by its start deadline: agent b was disabled"
+    done = await _reread(store, parent.id)
+    assert (done.status, done.result) == (TaskStatus.SUCCEEDED, {"a": 1, "b": None})
+
+
+async def test_without_a_deadline_a_child_waits(store: Store, connect: ConnectAgent) -> None:
+    b = await connect("b")
+    parent, _ = await _broadcast(store)
+    assert parent.start_deadline_at is None
+    await store.set_agent_status(b.id, AgentStatus.OFFLINE, session=b.session, now=T0)
+    assert await store.expire_broadcast_children(now=T0 + timedelta(days=365)) == []
+    plain = await store.create_tasks([NewTask("plain", "t")], now=T0)
+    assert plain[0][0].start_deadline_at is None
+
+
+async def test_concurrent_expiries_end_each_child_once(
+    store: Store, connect: ConnectAgent, open_store: OpenStore, database: DatabaseConfig
+) -> None:
+    """Every node's reaper expires at once: each child ends once, the parent settles once."""
+    agents = [await connect(f"a{index}") for index in range(5)]
+    parent, children = await store.create_broadcast(
+        NewTask("b", "t"), policy=BroadcastPolicy.ALL, now=T0, start_deadline_seconds=1
+    )
+    for agent in agents:
+        await store.set_agent_status(agent.id, AgentStatus.OFFLINE, session=agent.session, now=T0)
+    nodes = [store] + [await open_store() for _ in range(3)]
+    when = T0 + timedelta(seconds=2)
+    ended = await asyncio.gather(*(node.expire_broadcast_children(now=when) for node in nodes))
+    assert sorted(task.id for batch in ended for task in batch) == sorted(c.id for c in children)
+    done = await _reread(store, parent.id)
+    assert done.status is TaskStatus.FAILED
+    assert done.error is not None
+    assert done.error.startswith("failed on 5 of 5 agents")

@@ -28,6 +28,7 @@ from hetuflow.cli.common import (
     table,
     when,
 )
+from hetuflow.cli.flow_options import flow_fields, flow_options
 from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.cli.retry_options import retry_fields, retry_options
@@ -82,6 +83,20 @@ def _what(job: CronJob) -> tuple[str, str]:
     return "task type", job.task_type or "-"
 
 
+def _flow(job: CronJob) -> list[tuple[str, str]]:
+    """The key and rate limits its tasks get, when it has them."""
+    rows = []
+    if job.concurrency_key is not None:
+        limit = job.max_concurrent_per_key
+        rows.append(
+            ("concurrency key", escape(job.concurrency_key) + (f" (≤ {limit})" if limit else ""))
+        )
+    if job.rate_limits:
+        uses = ", ".join(f"{use.name}:{use.units}" for use in job.rate_limits)
+        rows.append(("rate limits", escape(uses)))
+    return rows
+
+
 def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
     if cli.as_json:
         cli.emit_json(job)
@@ -100,7 +115,7 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
         pairs.append(("webhook", escape(job.webhook_url)))
     stdout().print(
         details(
-            pairs,
+            [*pairs, *_flow(job)],
             title=f"{verb} cron job [bold]{escape(job.name)}[/bold]",
         )
     )
@@ -159,6 +174,7 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
     help="Every task it creates POSTs its final status to this http(s) URL (docs/webhooks.md).",
 )
 @retry_options
+@flow_options
 @client_command
 def create_cron_job(
     cli: Cli,
@@ -178,9 +194,10 @@ def create_cron_job(
     timeout_seconds: float | None,
     max_retries: int,
     webhook_url: str | None,
-    **retry: Any,
+    **options: Any,
 ) -> None:
-    """Create a cron job (as POST /api/cron-jobs); the server checks the expression."""
+    """Create a cron job (as POST /api/cron-jobs); the server checks the expression and
+    the rate limits' names."""
     fields: dict[str, Any] = {
         "enabled": not disabled,
         "timezone": timezone,
@@ -190,7 +207,8 @@ def create_cron_job(
         "catch_up_limit": catch_up_limit,
         "overlap_policy": overlap_policy,
         "max_retries": max_retries,
-        **retry_fields(retry),
+        **retry_fields(options),
+        **flow_fields(options),
     }
     if start_deadline_seconds is not None:
         fields["start_deadline_seconds"] = start_deadline_seconds

@@ -27,11 +27,12 @@ from hetuflow.cli.common import (
     table,
     when,
 )
+from hetuflow.cli.flow_options import flow_fields, flow_options
 from hetuflow.cli.ids import short
 from hetuflow.cli.options import MultiValueCommand, MultiValueOption
 from hetuflow.cli.retry_options import retry_fields, retry_options
 from hetuflow.client import LogLine, Task, WaitTimeout
-from hetuflow.models import PendingReason, Priority, TaskStatus
+from hetuflow.models import ConcurrencyStrategy, PendingReason, Priority, TaskStatus
 
 PRIORITIES = click.Choice([priority.value for priority in Priority])
 STATUSES = [status.value for status in TaskStatus]
@@ -70,11 +71,11 @@ def _task_options(func: Any) -> Any:
         click.option("--max-retries", type=click.IntRange(min=0), help="Retries after failure."),
         click.option("--idempotency-key", help="Return the existing task for a repeated key."),
         click.option(
-            "--rate-limit",
-            "rate_limits",
-            cls=MultiValueOption,
-            help="Rate limits it spends from when dispatched, NAME or NAME:UNITS"
-            " (space-separated; create-rate-limit makes one).",
+            "--concurrency-strategy",
+            type=click.Choice([strategy.value for strategy in ConcurrencyStrategy]),
+            help="With --concurrency-key, when the key is at its limit: queue (wait, the"
+            " default), cancel_newest (this task is created cancelled) or cancel_in_progress"
+            " (the oldest tasks with the key are cancelled).",
         ),
         click.option(
             "--all-agents",
@@ -95,6 +96,13 @@ def _task_options(func: Any) -> Any:
             " [webhooks] secret, retried with backoff (docs/webhooks.md).",
         ),
         click.option(
+            "--start-deadline",
+            "start_deadline_seconds",
+            type=click.FloatRange(min=0, min_open=True),
+            help="With --all-agents: a run its agent has not started this many seconds after"
+            " the task's start time ends failed (its agent away or busy); default: it waits.",
+        ),
+        click.option(
             "--wait", is_flag=True, help="Wait until it finishes; exit 1 unless it succeeded."
         ),
         click.option(
@@ -106,6 +114,7 @@ def _task_options(func: Any) -> Any:
         ),
     ]
     func = retry_options(func)  # listed after these
+    func = flow_options(func)
     for option in reversed(options):
         func = option(func)
     return func
@@ -119,6 +128,11 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
     broadcast = bool(options["all_agents"])
     if options["broadcast_policy"] is not None and not broadcast:
         fail("--broadcast-policy needs --all-agents", EXIT_USAGE)
+    if options["start_deadline_seconds"] is not None and not broadcast:
+        fail("--start-deadline needs --all-agents", EXIT_USAGE)
+    flow = flow_fields(options)
+    if options["concurrency_strategy"] is not None and "concurrency_key" not in flow:
+        fail("--concurrency-strategy needs --concurrency-key", EXIT_USAGE)
     task = cli.client.submit(
         options["task_type"],
         payload,
@@ -130,11 +144,13 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
         timeout_seconds=options["timeout"],
         max_retries=options["max_retries"],
         idempotency_key=options["idempotency_key"],
-        rate_limits=_rate_limits(options["rate_limits"]) or None,
+        **flow,
+        concurrency_strategy=options["concurrency_strategy"],
         **retry_fields(options),
         dispatch="all" if broadcast else None,
         broadcast_policy=options["broadcast_policy"],
         webhook_url=options["webhook_url"],
+        start_deadline_seconds=options["start_deadline_seconds"],
     )
     if broadcast and not cli.as_json:
         agents = [
@@ -160,17 +176,6 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
             stdout().print(f"error: {escape(task.error)}")
     if options["wait"] and task.status is not TaskStatus.SUCCEEDED:
         raise SystemExit(1)
-
-
-def _rate_limits(given: tuple[str, ...]) -> list[dict[str, Any]]:
-    """``--rate-limit NAME[:UNITS] …`` as the API's ``rate_limits``."""
-    uses = []
-    for item in given:
-        name, _, units = item.rpartition(":") if ":" in item else (item, "", "1")
-        if not name or not units.isdigit() or int(units) < 1:
-            fail(f"--rate-limit {item!r} is not NAME or NAME:UNITS (UNITS ≥ 1)", EXIT_USAGE)
-        uses.append({"name": name, "units": int(units)})
-    return uses
 
 
 @click.command("create-task", cls=MultiValueCommand)

@@ -153,9 +153,13 @@ class AsyncClient:
         retry_on: Sequence[str] | None = None,
         rate_limits: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        max_concurrent_per_key: int | None = None,
+        concurrency_strategy: str | None = None,
         dispatch: Literal["one", "all"] | None = None,
         broadcast_policy: BroadcastPolicy | str | None = None,
         webhook_url: str | None = None,
+        start_deadline_seconds: float | None = None,
     ) -> Task:
         options = {
             "scheduled_at": scheduled_at,
@@ -168,12 +172,18 @@ class AsyncClient:
             "retry_on": None if retry_on is None else list(retry_on),
             "rate_limits": None if rate_limits is None else [dict(use) for use in rate_limits],
             "idempotency_key": idempotency_key,
+            "concurrency_key": concurrency_key,
+            "max_concurrent_per_key": max_concurrent_per_key,
+            "concurrency_strategy": concurrency_strategy,
             "dispatch": dispatch,
             "broadcast_policy": broadcast_policy,
             "webhook_url": webhook_url,
+            "start_deadline_seconds": start_deadline_seconds,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
-        if self._coalescer is None or dispatch == "all":  # a batch takes no broadcast
+        if (
+            self._coalescer is None or dispatch == "all"
+        ):  # a broadcast alone: its answer is the parent
             return await self._create(body)
         return await self._coalescer.submit(body)
 

@@ -69,6 +69,8 @@ class Task(_Model):
     """A broadcast child: the only agent that may run it."""
     webhook_url: str | None = None
     """Where its final status is POSTed (``Client.webhook`` shows how that went)."""
+    start_deadline_at: datetime | None = None
+    """A broadcast (``start_deadline_seconds``): a child still pending then ends failed."""
 
     @property
     def is_finished(self) -> bool:
@@ -163,6 +165,9 @@ class CronJob(BaseModel):
     next_fire_at: datetime | None = None
     last_fire_at: datetime | None = None
     webhook_url: str | None = None
+    concurrency_key: str | None = None
+    max_concurrent_per_key: int | None = None
+    rate_limits: list[RateLimitUse] = []
     """Given to every task it creates."""
 
 
@@ -185,3 +190,9 @@ class TaskSpec(TypedDict, total=False):
     rate_limits: list[dict[str, Any]]
     idempotency_key: str
     webhook_url: str
+    concurrency_key: str
+    max_concurrent_per_key: int
+    concurrency_strategy: str
+    dispatch: str
+    broadcast_policy: str
+    start_deadline_seconds: float

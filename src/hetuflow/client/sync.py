@@ -149,9 +149,13 @@ class Client:
         retry_on: Sequence[str] | None = None,
         rate_limits: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        max_concurrent_per_key: int | None = None,
+        concurrency_strategy: str | None = None,
         dispatch: Literal["one", "all"] | None = None,
         broadcast_policy: BroadcastPolicy | str | None = None,
         webhook_url: str | None = None,
+        start_deadline_seconds: float | None = None,
     ) -> Task:
         """Create one task and return it (the existing one if ``idempotency_key`` matched).
         The retry options are those of ``POST /api/tasks`` (docs/guarantees.md#retries):
@@ -162,7 +166,12 @@ class Client:
         returned is its parent (``children`` lists the one per agent), which ends with the
         last of them, its ``result`` ``{agent name: result}`` (``broadcast_policy``: ``all``,
         the default, or ``any``). ``Conflict`` (``no_agent_for_broadcast``) when no agent
-        matches.
+        matches. ``start_deadline_seconds`` (a broadcast only): a child its agent has not
+        started that long after the task's start time ends ``failed``.
+
+        ``concurrency_key``: at most ``max_concurrent_per_key`` tasks with the key run at
+        once, across all nodes; ``concurrency_strategy`` (``queue``, ``cancel_newest``,
+        ``cancel_in_progress``) says what happens when the key is at its limit.
 
         ``webhook_url``: POST the task's final status there, signed (docs/webhooks.md;
         ``verify_webhook`` checks it on the receiving side)."""
@@ -177,12 +186,18 @@ class Client:
             "retry_on": None if retry_on is None else list(retry_on),
             "rate_limits": None if rate_limits is None else [dict(use) for use in rate_limits],
             "idempotency_key": idempotency_key,
+            "concurrency_key": concurrency_key,
+            "max_concurrent_per_key": max_concurrent_per_key,
+            "concurrency_strategy": concurrency_strategy,
             "dispatch": dispatch,
             "broadcast_policy": broadcast_policy,
             "webhook_url": webhook_url,
+            "start_deadline_seconds": start_deadline_seconds,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
-        if self._coalescer is None or dispatch == "all":  # a batch takes no broadcast
+        if (
+            self._coalescer is None or dispatch == "all"
+        ):  # a broadcast alone: its answer is the parent
             return self._create(body)
         return self._coalescer.submit(body)
 
@@ -193,7 +208,10 @@ class Client:
         return self._submit(Calls.submit_many(bodies))
 
     def submit_many(self, tasks: Sequence[TaskSpec | Mapping[str, Any]]) -> list[Task]:
-        """Create many tasks in one transaction (all or none), in order."""
+        """Create many tasks in one transaction (all or none), in order. A spec with
+        ``"dispatch": "all"`` is a broadcast: its item is the parent (``children`` lists the
+        one per agent); one with no matching agent fails the whole batch (``Conflict``
+        ``no_agent_for_broadcast`` naming ``tasks[i]``), nothing created."""
         return self._submit(Calls.submit_many(tasks))
 
     def get_task(self, task_id: UUID | str) -> Task:

@@ -102,6 +102,18 @@ class CronJobs:
                 " workflows takes only overlap_policy allow",
                 field="overlap_policy",
             )
+        key = job.concurrency_key if changes.concurrency_key is UNSET else changes.concurrency_key
+        limit = (
+            job.max_concurrent_per_key
+            if changes.max_concurrent_per_key is UNSET
+            else changes.max_concurrent_per_key
+        )
+        if key is None and limit is not None:
+            raise InvalidInput(
+                "max_concurrent_per_key needs a concurrency_key (removing the key: send"
+                " max_concurrent_per_key null too)",
+                field="max_concurrent_per_key",
+            )
         expression = (
             job.cron_expression if changes.cron_expression is UNSET else changes.cron_expression
         )

@@ -174,6 +174,11 @@ class LifecycleSvc:
             logger.info("reaped %d silent agent(s)", len(reaped))
             await self._drop_reaped(reaped)
             await context.notifier.publish(TASKS_READY, "")
+        # Broadcast children their agent did not start by their start deadline end failed
+        # (docs/guarantees.md, Broadcast): checked once a pass, on every node.
+        expired = await context.store.expire_broadcast_children(now=now)
+        if expired:
+            logger.info("%d broadcast child(ren) not started by their start deadline", len(expired))
         self._passes += 1
         if self._passes % REFRESH_ENABLED_EVERY == 1:
             await self._refresh_enabled()

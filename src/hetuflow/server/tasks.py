@@ -31,6 +31,7 @@ from hetuflow.models import (
     Agent,
     AgentStatus,
     BroadcastPolicy,
+    NewBroadcast,
     NewTask,
     Page,
     PendingReason,
@@ -134,19 +135,60 @@ class TaskQueue:
             if not future.done():
                 future.set_result(result)
 
-    async def create_many(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+    async def create_many(self, tasks: Sequence[NewTask | NewBroadcast]) -> list[tuple[Task, bool]]:
         """Create tasks in one transaction (all or none), then wake the dispatchers.
 
-        Each task actually created counts in ``hetuflow_tasks_submitted_total`` (when the
-        queue was given ``metrics``); an idempotent replay does not."""
+        A ``NewBroadcast`` among them is created with its children in that transaction (its
+        result: the parent); one no agent matches fails the whole batch
+        (``NoAgentForBroadcast`` naming ``tasks[i]``). Each task actually created counts in
+        ``hetuflow_tasks_submitted_total`` (when the queue was given ``metrics``; a
+        broadcast's children, not its parent); an idempotent replay does not."""
         if not tasks:
             raise InvalidInput("give at least one task", field="tasks")
         if len(tasks) > self.max_batch_tasks:
             raise InvalidInput(
                 f"at most {self.max_batch_tasks} tasks per batch, got {len(tasks)}", field="tasks"
             )
-        self._check_payloads(tasks)
-        return await self._store_tasks(tasks)
+        plain = [item.task if isinstance(item, NewBroadcast) else item for item in tasks]
+        self._check_payloads(plain)
+        if not any(isinstance(item, NewBroadcast) for item in tasks):
+            return await self._store_tasks(plain)
+        return await self._store_batch(tasks)
+
+    async def _store_batch(
+        self, items: Sequence[NewTask | NewBroadcast]
+    ) -> list[tuple[Task, bool]]:
+        """A batch with broadcasts (``Store.create_batch``): no group commit and no dispatch
+        in the create's transaction; the dispatchers are woken after it."""
+        for index, item in enumerate(items):
+            if isinstance(item, NewBroadcast):
+                _refuse_keys(item.task, f"tasks[{index}].")
+        made = await self.store.create_batch(items, now=self.clock.now())
+        results = [(task, created) for task, created, _ in made]
+        keyed = [
+            (item, result)
+            for item, result in zip(items, results, strict=True)
+            if isinstance(item, NewTask) and item.concurrency_strategy
+        ]
+        if self.concurrency is not None and keyed:
+            applied = await self.concurrency.apply(
+                [item for item, _ in keyed], [result for _, result in keyed], self._cancel_for_key
+            )
+            replaced = {
+                before[0].id: after for (_, before), after in zip(keyed, applied, strict=True)
+            }
+            results = [replaced.get(task.id, (task, created)) for task, created in results]
+        if self.metrics is not None:
+            submitted: Counter[str] = Counter()
+            for task, created, children in made:
+                if children:
+                    submitted[task.task_type] += len(children)
+                elif created:
+                    submitted[task.task_type] += 1
+            for task_type, count in submitted.items():
+                self.metrics.task_submitted(task_type, count)
+        await self._publish(TASKS_READY)
+        return results
 
     async def _store_tasks(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
         if self.dispatcher is not None:
@@ -165,19 +207,21 @@ class TaskQueue:
         return results
 
     async def create_broadcast(
-        self, task: NewTask, policy: BroadcastPolicy = BroadcastPolicy.ALL
+        self,
+        task: NewTask,
+        policy: BroadcastPolicy = BroadcastPolicy.ALL,
+        start_deadline_seconds: float | None = None,
     ) -> tuple[Task, list[Task]]:
         """A broadcast (docs/guarantees.md, Broadcast): the parent and one child pinned to
         each agent that matches now (``Store.create_broadcast``), then the dispatchers are
         woken. ``NoAgentForBroadcast`` (nothing created) when none matches; ``InvalidInput``
-        for an idempotency or concurrency key (a broadcast takes neither)."""
-        if task.idempotency_key is not None:
-            raise InvalidInput("a broadcast takes no idempotency_key", field="idempotency_key")
-        if task.concurrency_key is not None:
-            raise InvalidInput("a broadcast takes no concurrency_key", field="concurrency_key")
+        for an idempotency or concurrency key (a broadcast takes neither).
+        ``start_deadline_seconds``: a child not started that long after the start time
+        ends failed (``Store.expire_broadcast_children``)."""
+        _refuse_keys(task, "")
         self._check_payloads([task])
         parent, children = await self.store.create_broadcast(
-            task, policy=policy, now=self.clock.now()
+            task, policy=policy, now=self.clock.now(), start_deadline_seconds=start_deadline_seconds
         )
         if self.metrics is not None:
             self.metrics.task_submitted(task.task_type, len(children))
@@ -449,6 +493,15 @@ class TaskQueue:
             await self.notifier.publish(channel, payload)
         except Exception:
             log.warning("could not publish %s %r", channel, payload, exc_info=True)
+
+
+def _refuse_keys(task: NewTask, where: str) -> None:
+    """``InvalidInput`` for a broadcast with an idempotency or concurrency key (``where``:
+    the item's place in a batch, ``tasks[i].``)."""
+    if task.idempotency_key is not None:
+        raise InvalidInput("a broadcast takes no idempotency_key", field=f"{where}idempotency_key")
+    if task.concurrency_key is not None:
+        raise InvalidInput("a broadcast takes no concurrency_key", field=f"{where}concurrency_key")
 
 
 def _refuse_broadcast(task: Task) -> None:

@@ -14,14 +14,86 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
-from hetuflow.models import BroadcastPolicy, JSONObject, SlotOffer, TaskStatus
+from hetuflow.errors import NoAgentForBroadcast
+from hetuflow.models import (
+    BatchItem,
+    BroadcastPolicy,
+    JSONObject,
+    NewBroadcast,
+    NewTask,
+    SlotOffer,
+    Task,
+    TaskStatus,
+)
 
 DELETED_AGENT_ERROR = "its agent was deleted"
 """The error of a pending child whose agent is deleted: it is cancelled."""
 PARENT_CANCELLED_ERROR = "its broadcast was cancelled"
 """The error of a child not yet dispatched when its parent was cancelled."""
+
+
+NOT_STARTED_ERROR = "not started by its start deadline"
+"""The start of the error of a child still pending at its start deadline: it failed; the
+rest names its agent and how that agent was (``... : agent web-1 was offline``)."""
+
+
+def start_deadline(broadcast: NewBroadcast, now: datetime) -> datetime | None:
+    """The instant a child still pending ends: ``start_deadline_seconds`` after the
+    broadcast's start time (its ``scheduled_at``, or now if that is earlier or not given)."""
+    if broadcast.start_deadline_seconds is None:
+        return None
+    start = now if broadcast.task.scheduled_at is None else max(now, broadcast.task.scheduled_at)
+    return start + timedelta(seconds=broadcast.start_deadline_seconds)
+
+
+def no_agent(task: NewTask) -> NoAgentForBroadcast:
+    """The error of a broadcast that no agent matches (nothing is created)."""
+    wanted = (
+        f" with capabilities {sorted(task.required_capabilities)}"
+        if task.required_capabilities
+        else ""
+    )
+    return NoAgentForBroadcast(
+        f"no online, enabled agent runs task type {task.task_type!r}{wanted}: nothing was created",
+        field="dispatch",
+    )
+
+
+def in_batch(error: NoAgentForBroadcast, index: int) -> NoAgentForBroadcast:
+    """``error`` of the broadcast at ``index`` of a batch, naming the item."""
+    return NoAgentForBroadcast(
+        f"tasks[{index}]: {error.message}", field=f"tasks[{index}].{error.field or 'dispatch'}"
+    )
+
+
+def split_batch(
+    items: Sequence[NewTask | NewBroadcast],
+) -> tuple[list[NewTask], list[tuple[int, NewBroadcast]]]:
+    """A batch's plain tasks (in order) and its broadcasts with their indexes."""
+    plain = [item for item in items if isinstance(item, NewTask)]
+    broadcasts = [(i, item) for i, item in enumerate(items) if isinstance(item, NewBroadcast)]
+    return plain, broadcasts
+
+
+def join_batch(
+    items: Sequence[NewTask | NewBroadcast],
+    plain: Sequence[tuple[Task, bool]],
+    broadcasts: dict[int, tuple[Task, list[Task]]],
+) -> list[BatchItem]:
+    """The results of ``split_batch``'s parts, back in the batch's order."""
+    made = iter(plain)
+    joined: list[BatchItem] = []
+    for index, item in enumerate(items):
+        if isinstance(item, NewBroadcast):
+            parent, children = broadcasts[index]
+            joined.append((parent, True, tuple(children)))
+        else:
+            task, created = next(made)
+            joined.append((task, created, ()))
+    return joined
 
 
 @dataclass(frozen=True, slots=True)

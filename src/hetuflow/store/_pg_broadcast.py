@@ -16,12 +16,18 @@ from uuid import UUID
 
 from hetuflow.clock import utc
 from hetuflow.errors import NoAgentForBroadcast
-from hetuflow.models import BroadcastPolicy, NewTask, Task, TaskStatus
+from hetuflow.models import BatchItem, BroadcastPolicy, NewBroadcast, NewTask, Task, TaskStatus
 from hetuflow.store._broadcast import (
     DELETED_AGENT_ERROR,
+    NOT_STARTED_ERROR,
     PARENT_CANCELLED_ERROR,
     ChildEnd,
+    in_batch,
+    join_batch,
+    no_agent,
     settle_parent,
+    split_batch,
+    start_deadline,
 )
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
@@ -39,45 +45,110 @@ then cancels the child pinned to it; heartbeats and status changes do not wait."
 
 
 async def create_broadcast(
-    connection: Conn, task: NewTask, policy: BroadcastPolicy, now: datetime, aging: Aging
+    connection: Conn, broadcast: NewBroadcast, now: datetime, aging: Aging
 ) -> tuple[Task, list[Task]]:
     """The parent (waiting) and one pending child per matching agent, pinned to it;
     ``NoAgentForBroadcast`` (nothing written) when no agent matches."""
+    task = broadcast.task
     agents = await connection.fetch(
         _MATCHING_AGENTS, task.task_type, sorted(set(task.required_capabilities))
     )
     if not agents:
-        raise NoAgentForBroadcast(
-            f"no online, enabled agent runs task type {task.task_type!r}"
-            + (
-                f" with capabilities {sorted(task.required_capabilities)}"
-                if task.required_capabilities
-                else ""
-            )
-            + ": nothing was created",
-            field="dispatch",
-        )
+        raise no_agent(task)
     child = replace(task, webhook_url=None)  # only the parent reports its end
     created = await insert_tasks(connection, [task, *[child] * len(agents)], now, aging)
     parent, children = created[0][0], [made for made, _ in created[1:]]
+    deadline = start_deadline(broadcast, now)
     await connection.execute(
-        "UPDATE tasks SET status = 'waiting', broadcast_policy = $2 WHERE id = $1",
+        "UPDATE tasks SET status = 'waiting', broadcast_policy = $2, start_deadline_at = $3"
+        " WHERE id = $1",
         parent.id,
-        policy.value,
+        broadcast.policy.value,
+        deadline,
     )
     await connection.execute(
-        """UPDATE tasks AS t SET pinned_agent_id = c.agent_id, broadcast_of = $3
+        """UPDATE tasks AS t SET pinned_agent_id = c.agent_id, broadcast_of = $3,
+            start_deadline_at = $4
         FROM unnest($1::uuid[], $2::uuid[]) AS c(id, agent_id) WHERE t.id = c.id""",
         [child.id for child in children],
         [row["id"] for row in agents],
         parent.id,
+        deadline,
     )
-    parent = replace(parent, status=TaskStatus.WAITING, broadcast_policy=policy)
+    parent = replace(
+        parent,
+        status=TaskStatus.WAITING,
+        broadcast_policy=broadcast.policy,
+        start_deadline_at=deadline,
+    )
     children = [
-        replace(child, pinned_agent_id=uid(row["id"]), broadcast_of=parent.id)
+        replace(
+            child,
+            pinned_agent_id=uid(row["id"]),
+            broadcast_of=parent.id,
+            start_deadline_at=deadline,
+        )
         for child, row in zip(children, agents, strict=True)
     ]
     return parent, children
+
+
+async def create_batch(
+    connection: Conn, items: Sequence[NewTask | NewBroadcast], now: datetime, aging: Aging
+) -> list[BatchItem]:
+    """``Store.create_batch``: the plain tasks, then each broadcast, in the caller's
+    transaction; a broadcast no agent matches raises ``NoAgentForBroadcast`` naming its item
+    (the transaction rolls back: nothing is created)."""
+    plain, broadcasts = split_batch(items)
+    made = await insert_tasks(connection, plain, now, aging) if plain else []
+    parents: dict[int, tuple[Task, list[Task]]] = {}
+    for index, broadcast in broadcasts:
+        try:
+            parents[index] = await create_broadcast(connection, broadcast, now, aging)
+        except NoAgentForBroadcast as error:
+            raise in_batch(error, index) from error
+    return join_batch(items, made, parents)
+
+
+_EXPIRE = f"""
+UPDATE tasks AS t SET status = 'failed', finished_at = $1, updated_at = $1,
+    error = '{NOT_STARTED_ERROR}: agent ' || coalesce(
+        (SELECT CASE WHEN a.deleted_at IS NOT NULL THEN t.pinned_agent_id::text ELSE a.name END
+            || ' was ' || CASE
+                WHEN a.deleted_at IS NOT NULL THEN 'deleted'
+                WHEN NOT a.enabled THEN 'disabled'
+                WHEN a.status = 'online' THEN 'online (busy, or the task held back)'
+                ELSE a.status END
+         FROM agents AS a WHERE a.id = t.pinned_agent_id),
+        t.pinned_agent_id::text)
+FROM (SELECT id FROM tasks
+      WHERE status = 'pending' AND start_deadline_at <= $1
+      ORDER BY id FOR UPDATE SKIP LOCKED) AS due
+WHERE t.id = due.id AND t.status = 'pending'
+RETURNING t.*"""
+"""Served by the partial index ``tasks_start_deadline``: only a broadcast's children are
+pending with a start deadline (its parent waits). ``SKIP LOCKED``: a child a claim
+(or another node's expiry) holds is left to it; the claim starts it, or the next pass ends
+it. The children are locked before their parents (``settle``), the module's lock order."""
+
+
+async def any_expired(connection: Conn, now: datetime) -> bool:
+    """Whether a pending child is past its start deadline (one read, outside a transaction:
+    most passes find none)."""
+    found = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND start_deadline_at <= $1)",
+        utc(now),
+    )
+    return bool(found)
+
+
+async def expire_children(connection: Conn, now: datetime) -> list[Task]:
+    """``Store.expire_broadcast_children``: the pending children past their start deadline
+    fail (their error naming the agent and how it was), and their parents settle."""
+    rows = await connection.fetch(_EXPIRE, utc(now))
+    expired = [task_from(row, CODEC) for row in rows]
+    await settle(connection, [task.broadcast_of for task in expired if task.broadcast_of], now)
+    return expired
 
 
 async def list_children(connection: Conn, parent_id: UUID) -> list[Task]:

@@ -8,28 +8,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
 from hetuflow.clock import utc
-from hetuflow.errors import CronJobNameTaken, CronJobNotFound
+from hetuflow.errors import CronJobNameTaken, CronJobNotFound, RateLimitUnknown
 from hetuflow.models import (
+    UNSET,
     CronFire,
     CronJob,
     CronJobChanges,
     CronTick,
     NewCronJob,
     NewTask,
+    RateLimitUse,
     Task,
     TickOutcome,
 )
+from hetuflow.store import _pg_rate_limits as rates_sql
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CODEC, Conn, uid
 from hetuflow.store._pg_tasks import insert_tasks
 from hetuflow.store._pg_workflows import create_workflow
-from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
+from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from, uses_json
 from hetuflow.workflows import check_workflow
 
 
@@ -84,7 +88,11 @@ async def create_cron_job(
         raise CronJobNameTaken(f"a cron job named {job.name!r} exists", field="name") from error
     if row is None:
         raise ValueError("INSERT ... RETURNING gave no row")
-    return cron_job_from(row, CODEC)
+    created = cron_job_from(row, CODEC)
+    if job.rate_limits:
+        await set_rate_limits(connection, created.id, job.rate_limits)
+        created = replace(created, rate_limits=job.rate_limits)
+    return created
 
 
 async def get_cron_job(connection: Conn, cron_job_id: UUID) -> CronJob | None:
@@ -114,7 +122,50 @@ async def update_cron_job(
         raise CronJobNameTaken(f"a cron job named {name!r} exists", field="name") from error
     if row is None:
         raise _not_found(cron_job_id)
-    return cron_job_from(row, CODEC)
+    updated = cron_job_from(row, CODEC)
+    if changes.rate_limits is not UNSET:
+        await set_rate_limits(connection, cron_job_id, changes.rate_limits)
+        updated = replace(updated, rate_limits=changes.rate_limits)
+    return updated
+
+
+_UNKNOWN = (
+    "a cron job names rate limit {}, which does not exist (POST /api/rate-limits creates one)"
+)
+
+
+async def set_rate_limits(
+    connection: Conn, cron_job_id: UUID, uses: Sequence[RateLimitUse]
+) -> None:
+    """The job's rate limits become ``uses`` (its column and its ``cron_job_rate_limits``
+    rows), in the caller's transaction; ``RateLimitUnknown`` for a limit that does not exist
+    or more units than it allows, as for a task. The foreign key holds the limits' rows
+    (``KEY SHARE``): a delete of one of them waits, then takes it out of the job."""
+    await connection.execute("DELETE FROM cron_job_rate_limits WHERE cron_job_id = $1", cron_job_id)
+    await connection.execute(
+        "UPDATE cron_jobs SET rate_limits = $2 WHERE id = $1", cron_job_id, uses_json(uses)
+    )
+    if not uses:
+        return
+    names, units = [use.name for use in uses], [use.units for use in uses]
+    missing = await connection.fetchval(
+        "SELECT n FROM unnest($1::text[]) AS n"
+        " WHERE NOT EXISTS (SELECT 1 FROM rate_limits WHERE name = n) LIMIT 1",
+        names,
+    )
+    try:
+        if missing is not None:
+            raise RateLimitUnknown(_UNKNOWN.format(repr(missing)), field="rate_limits")
+        await connection.execute(
+            "INSERT INTO cron_job_rate_limits (cron_job_id, name, units)"
+            " SELECT $1, u.name, u.units FROM unnest($2::text[], $3::int[]) AS u(name, units)",
+            cron_job_id,
+            names,
+            units,
+        )
+    except asyncpg.ForeignKeyViolationError as error:  # deleted since the read above
+        raise RateLimitUnknown(_UNKNOWN.format("a rate limit"), field="rate_limits") from error
+    await rates_sql.check_cron_units(connection, cron_job_id)
 
 
 async def delete_cron_job(connection: Conn, cron_job_id: UUID) -> None:

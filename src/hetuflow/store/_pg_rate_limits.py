@@ -65,6 +65,16 @@ async def list_rate_limits(connection: Conn) -> list[RateLimit]:
 
 
 async def delete_rate_limit(connection: Conn, name: str) -> None:
+    """Delete a limit, and take it out of the cron jobs that name it (their later tasks are
+    dispatched as if they never named it); its rows of ``cron_job_rate_limits`` cascade."""
+    await connection.execute(
+        """UPDATE cron_jobs SET rate_limits = (
+            SELECT jsonb_agg(u.value ORDER BY u.position)
+            FROM jsonb_array_elements(cron_jobs.rate_limits) WITH ORDINALITY AS u(value, position)
+            WHERE u.value ->> 'name' <> $1)
+        WHERE id IN (SELECT cron_job_id FROM cron_job_rate_limits WHERE name = $1)""",
+        name,
+    )
     status = await connection.execute("DELETE FROM rate_limits WHERE name = $1", name)
     if status.endswith(" 0"):
         raise RateLimitNotFound(f"no rate limit named {name!r}", field="name")
@@ -113,6 +123,23 @@ async def check_units(connection: Conn, task_ids: Sequence[object]) -> None:
     if row is not None:
         raise RateLimitUnknown(
             f"a task asks {row['units']} units of rate limit {row['name']!r}, which allows"
+            f" {row['max_units']} per window",
+            field="rate_limits",
+        )
+
+
+async def check_cron_units(connection: Conn, cron_job_id: object) -> None:
+    """``RateLimitUnknown`` if the cron job asks more units of a limit than it allows in a
+    window (its tasks could never run)."""
+    row = await connection.fetchrow(
+        "SELECT l.name, l.units, r.max_units FROM cron_job_rate_limits AS l"
+        " JOIN rate_limits AS r ON r.name = l.name"
+        " WHERE l.cron_job_id = $1 AND l.units > r.max_units LIMIT 1",
+        cron_job_id,
+    )
+    if row is not None:
+        raise RateLimitUnknown(
+            f"a cron job asks {row['units']} units of rate limit {row['name']!r}, which allows"
             f" {row['max_units']} per window",
             field="rate_limits",
         )

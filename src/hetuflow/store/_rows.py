@@ -155,6 +155,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         broadcast_of=codec.uuid(row["broadcast_of"]),
         broadcast_policy=None if policy is None else BroadcastPolicy(policy),
         webhook_url=row["webhook_url"],
+        start_deadline_at=codec.time(row["start_deadline_at"]),
     )
 
 
@@ -293,6 +294,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
         workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
+        rate_limits=uses_of(row["rate_limits"], codec),
     )
 
 
@@ -346,7 +348,7 @@ def cron_columns(changes: CronJobChanges, codec: Codec) -> dict[str, Any]:
         value = getattr(changes, name)
         if value is not UNSET:
             columns[name] = value
-    for name, convert in _CRON_CONVERTED.items():
+    for name, convert in _CRON_CONVERTED.items():  # rate_limits: each store's set_rate_limits
         value = getattr(changes, name)
         if value is not UNSET:
             columns[name] = convert(value, codec)

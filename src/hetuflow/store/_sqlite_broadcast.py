@@ -13,13 +13,19 @@ from datetime import datetime
 from uuid import UUID
 
 from hetuflow.errors import NoAgentForBroadcast
-from hetuflow.models import BroadcastPolicy, NewTask, Task, TaskStatus
+from hetuflow.models import BatchItem, BroadcastPolicy, NewBroadcast, NewTask, Task, TaskStatus
 from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._broadcast import (
     DELETED_AGENT_ERROR,
+    NOT_STARTED_ERROR,
     PARENT_CANCELLED_ERROR,
     ChildEnd,
+    in_batch,
+    join_batch,
+    no_agent,
     settle_parent,
+    split_batch,
+    start_deadline,
 )
 from hetuflow.store._claims import Aging
 from hetuflow.store._rows import task_from, task_status
@@ -38,51 +44,114 @@ ORDER BY name"""
 
 
 def create_broadcast(
-    connection: sqlite3.Connection,
-    task: NewTask,
-    policy: BroadcastPolicy,
-    now: datetime,
-    aging: Aging,
+    connection: sqlite3.Connection, broadcast: NewBroadcast, now: datetime, aging: Aging
 ) -> tuple[Task, list[Task]]:
     """The parent (waiting) and one pending child per matching agent, pinned to it;
     ``NoAgentForBroadcast`` (nothing written) when no agent matches."""
+    task = broadcast.task
     agents = connection.execute(
         _MATCHING_AGENTS, (task.task_type, id_list(sorted(set(task.required_capabilities))))
     ).fetchall()
     if not agents:
-        raise NoAgentForBroadcast(
-            f"no online, enabled agent runs task type {task.task_type!r}"
-            + (
-                f" with capabilities {sorted(task.required_capabilities)}"
-                if task.required_capabilities
-                else ""
-            )
-            + ": nothing was created",
-            field="dispatch",
-        )
+        raise no_agent(task)
     child = replace(task, webhook_url=None)  # only the parent reports its end
     created = create_tasks(connection, [task, *[child] * len(agents)], now, aging)
     parent, children = created[0][0], [made for made, _ in created[1:]]
+    deadline = start_deadline(broadcast, now)
     connection.execute(
-        "UPDATE tasks SET status = 'waiting', broadcast_policy = ? WHERE id = ?",
-        (policy.value, str(parent.id)),
+        "UPDATE tasks SET status = 'waiting', broadcast_policy = ?, start_deadline_at = ?"
+        " WHERE id = ?",
+        (broadcast.policy.value, CODEC.put_time(deadline), str(parent.id)),
     )
     connection.execute(
-        """UPDATE tasks SET pinned_agent_id = c.value ->> 1, broadcast_of = ?
+        """UPDATE tasks SET pinned_agent_id = c.value ->> 1, broadcast_of = ?,
+            start_deadline_at = ?
         FROM json_each(?) AS c WHERE tasks.id = c.value ->> 0""",
         (
             str(parent.id),
+            CODEC.put_time(deadline),
             json_rows(
                 [(str(child.id), row["id"]) for child, row in zip(children, agents, strict=True)]
             ),
         ),
     )
-    parent = replace(parent, status=TaskStatus.WAITING, broadcast_policy=policy)
+    parent = replace(
+        parent,
+        status=TaskStatus.WAITING,
+        broadcast_policy=broadcast.policy,
+        start_deadline_at=deadline,
+    )
     children = [
-        replace(child, pinned_agent_id=UUID(row["id"]), broadcast_of=parent.id)
+        replace(
+            child,
+            pinned_agent_id=UUID(row["id"]),
+            broadcast_of=parent.id,
+            start_deadline_at=deadline,
+        )
         for child, row in zip(children, agents, strict=True)
     ]
     return parent, children
+
+
+def create_batch(
+    connection: sqlite3.Connection,
+    items: Sequence[NewTask | NewBroadcast],
+    now: datetime,
+    aging: Aging,
+) -> list[BatchItem]:
+    """``Store.create_batch``: the plain tasks, then each broadcast, in one transaction;
+    a broadcast no agent matches raises ``NoAgentForBroadcast`` naming its item (the
+    caller's transaction rolls back: nothing is created)."""
+    plain, broadcasts = split_batch(items)
+    made = create_tasks(connection, plain, now, aging) if plain else []
+    parents: dict[int, tuple[Task, list[Task]]] = {}
+    for index, broadcast in broadcasts:
+        try:
+            parents[index] = create_broadcast(connection, broadcast, now, aging)
+        except NoAgentForBroadcast as error:
+            raise in_batch(error, index) from error
+    return join_batch(items, made, parents)
+
+
+_EXPIRE = f"""
+UPDATE tasks INDEXED BY tasks_start_deadline
+SET status = 'failed', finished_at = :now, updated_at = :now,
+    error = '{NOT_STARTED_ERROR}: agent ' || coalesce(
+        (SELECT CASE WHEN a.deleted_at IS NOT NULL THEN tasks.pinned_agent_id ELSE a.name END
+            || ' was ' || CASE
+                WHEN a.deleted_at IS NOT NULL THEN 'deleted'
+                WHEN NOT a.enabled THEN 'disabled'
+                WHEN a.status = 'online' THEN 'online (busy, or the task held back)'
+                ELSE a.status END
+         FROM agents AS a WHERE a.id = tasks.pinned_agent_id),
+        tasks.pinned_agent_id)
+WHERE status = 'pending' AND start_deadline_at <= :now
+RETURNING *"""
+"""Read through the partial index ``tasks_start_deadline`` (INDEXED BY: left alone, SQLite
+reads every pending task through ``tasks_status_created``): only a broadcast's children are
+pending with a start deadline (its parent waits)."""
+
+
+def any_expired(connection: sqlite3.Connection, now: datetime) -> bool:
+    """Whether a pending child is past its start deadline (a read: most passes find none and
+    take no write lock)."""
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks INDEXED BY tasks_start_deadline"
+            " WHERE status = 'pending' AND start_deadline_at <= ? LIMIT 1",
+            (micros(now),),
+        ).fetchone()
+        is not None
+    )
+
+
+def expire_children(connection: sqlite3.Connection, now: datetime) -> list[Task]:
+    """``Store.expire_broadcast_children``: the pending children past their start deadline
+    fail (their error naming the agent and how it was), and their parents settle."""
+    rows = connection.execute(_EXPIRE, {"now": micros(now)}).fetchall()
+    expired = [task_from(row, CODEC) for row in rows]
+    settle(connection, [str(task.broadcast_of) for task in expired if task.broadcast_of], now)
+    return expired
 
 
 def list_children(connection: sqlite3.Connection, parent_id: UUID) -> list[Task]:

@@ -5,23 +5,27 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
 from hetuflow.errors import CronJobNameTaken, CronJobNotFound
 from hetuflow.models import (
+    UNSET,
     CronFire,
     CronJob,
     CronJobChanges,
     CronTick,
     NewCronJob,
     NewTask,
+    RateLimitUse,
     Task,
     TickOutcome,
 )
+from hetuflow.store import _sqlite_rate_limits as rates_sql
 from hetuflow.store._claims import Aging
-from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from
-from hetuflow.store._sqlite_db import CODEC, micros
+from hetuflow.store._rows import cron_columns, cron_job_from, cron_tick_from, uses_json
+from hetuflow.store._sqlite_db import CODEC, json_rows, micros
 from hetuflow.store._sqlite_tasks import insert_task
 from hetuflow.store._sqlite_workflows import create_workflow
 from hetuflow.workflows import NewWorkflow, check_workflow
@@ -81,7 +85,11 @@ def create_cron_job(
         ).fetchone()
     except sqlite3.IntegrityError as error:
         raise _name_taken(job.name) from error
-    return cron_job_from(row, CODEC)
+    created = cron_job_from(row, CODEC)
+    if job.rate_limits:
+        set_rate_limits(connection, job_id, job.rate_limits)
+        created = replace(created, rate_limits=job.rate_limits)
+    return created
 
 
 def get_cron_job(connection: sqlite3.Connection, cron_job_id: UUID) -> CronJob | None:
@@ -109,7 +117,34 @@ def update_cron_job(
         raise _name_taken(changes.name) from error
     if row is None:
         raise CronJobNotFound(f"cron job {cron_job_id} does not exist", field="cron_job_id")
-    return cron_job_from(row, CODEC)
+    updated = cron_job_from(row, CODEC)
+    if changes.rate_limits is not UNSET:
+        set_rate_limits(connection, str(cron_job_id), changes.rate_limits)
+        updated = replace(updated, rate_limits=changes.rate_limits)
+    return updated
+
+
+def set_rate_limits(
+    connection: sqlite3.Connection, cron_job_id: str, uses: Sequence[RateLimitUse]
+) -> None:
+    """The job's rate limits become ``uses`` (its column and its ``cron_job_rate_limits``
+    rows); ``RateLimitUnknown`` (the caller's transaction rolls back) for a limit that does
+    not exist or more units than it allows, as for a task."""
+    connection.execute("DELETE FROM cron_job_rate_limits WHERE cron_job_id = ?", (cron_job_id,))
+    column = uses_json(uses)
+    connection.execute(
+        "UPDATE cron_jobs SET rate_limits = ? WHERE id = ?",
+        (None if column is None else CODEC.put_json(column), cron_job_id),
+    )
+    if not uses:
+        return
+    document = json_rows([(cron_job_id, use.name, use.units) for use in uses])
+    rates_sql.check_uses(connection, document, "a cron job")
+    connection.execute(
+        "INSERT INTO cron_job_rate_limits (cron_job_id, name, units)"
+        " SELECT c.value ->> 0, c.value ->> 1, c.value ->> 2 FROM json_each(?) AS c",
+        (document,),
+    )
 
 
 def delete_cron_job(connection: sqlite3.Connection, cron_job_id: UUID) -> None:

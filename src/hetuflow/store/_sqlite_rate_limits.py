@@ -59,6 +59,15 @@ def list_rate_limits(connection: sqlite3.Connection) -> list[RateLimit]:
 
 
 def delete_rate_limit(connection: sqlite3.Connection, name: str) -> None:
+    """Delete a limit, and take it out of the cron jobs that name it (their later tasks are
+    dispatched as if they never named it); its rows of ``cron_job_rate_limits`` cascade."""
+    connection.execute(
+        """UPDATE cron_jobs SET rate_limits = (
+            SELECT CASE WHEN count(*) = 0 THEN NULL ELSE json_group_array(json(u.value)) END
+            FROM json_each(cron_jobs.rate_limits) AS u WHERE u.value ->> 'name' <> ?)
+        WHERE id IN (SELECT cron_job_id FROM cron_job_rate_limits WHERE name = ?)""",
+        (name, name),
+    )
     if connection.execute("DELETE FROM rate_limits WHERE name = ?", (name,)).rowcount == 0:
         raise RateLimitNotFound(f"no rate limit named {name!r}", field="name")
 
@@ -102,6 +111,19 @@ def insert_uses(connection: sqlite3.Connection, uses: Sequence[tuple[str, str, i
     limit that does not exist, or asks more units of one than it allows in a window (it
     could never run)."""
     document = json_rows(uses)
+    check_uses(connection, document, "a task")
+    connection.execute(
+        "INSERT OR IGNORE INTO task_rate_limits (task_id, name, units)"
+        " SELECT c.value ->> 0, c.value ->> 1, c.value ->> 2 FROM json_each(?) AS c"
+        " WHERE EXISTS (SELECT 1 FROM tasks WHERE id = c.value ->> 0)",
+        (document,),
+    )
+
+
+def check_uses(connection: sqlite3.Connection, document: str, who: str) -> None:
+    """``RateLimitUnknown`` if one of the uses of ``document`` (``json_rows`` of (owner id,
+    name, units)) names a limit that does not exist, or asks more units of one than it
+    allows in a window; ``who`` ("a task", "a cron job") names the owner in the message."""
     row = connection.execute(
         "SELECT c.value ->> 1 AS name, c.value ->> 2 AS units, r.max_units"
         " FROM json_each(?) AS c LEFT JOIN rate_limits AS r ON r.name = c.value ->> 1"
@@ -111,21 +133,15 @@ def insert_uses(connection: sqlite3.Connection, uses: Sequence[tuple[str, str, i
     if row is not None:
         if row["max_units"] is None:
             raise RateLimitUnknown(
-                f"a task names rate limit {row['name']!r}, which does not exist"
+                f"{who} names rate limit {row['name']!r}, which does not exist"
                 " (POST /api/rate-limits creates one)",
                 field="rate_limits",
             )
         raise RateLimitUnknown(
-            f"a task asks {row['units']} units of rate limit {row['name']!r}, which allows"
+            f"{who} asks {row['units']} units of rate limit {row['name']!r}, which allows"
             f" {row['max_units']} per window",
             field="rate_limits",
         )
-    connection.execute(
-        "INSERT OR IGNORE INTO task_rate_limits (task_id, name, units)"
-        " SELECT c.value ->> 0, c.value ->> 1, c.value ->> 2 FROM json_each(?) AS c"
-        " WHERE EXISTS (SELECT 1 FROM tasks WHERE id = c.value ->> 0)",
-        (document,),
-    )
 
 
 def next_free_at(connection: sqlite3.Connection, now: datetime) -> datetime | None:

@@ -24,6 +24,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    BatchItem,
     BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
@@ -38,6 +39,7 @@ from hetuflow.models import (
     LogBudget,
     LogLine,
     NewAgent,
+    NewBroadcast,
     NewCronJob,
     NewTask,
     Page,
@@ -171,7 +173,12 @@ class Store(Protocol):
         ...
 
     async def create_broadcast(
-        self, task: NewTask, *, policy: BroadcastPolicy, now: datetime
+        self,
+        task: NewTask,
+        *,
+        policy: BroadcastPolicy,
+        now: datetime,
+        start_deadline_seconds: float | None = None,
     ) -> tuple[Task, list[Task]]:
         """Create a broadcast in one transaction: the parent (``waiting``, never dispatched)
         and one pending child per agent that is online, enabled, not deleted, runs
@@ -179,11 +186,32 @@ class Store(Protocol):
         (``pinned_agent_id``: ``claim_tasks`` gives it to that agent only). The parent ends in
         the transaction that ends its last child, whichever path ends it (``finish_attempts``,
         ``release_agent``, ``cancel_task``, ``delete_agent``, which cancels the deleted
-        agent's pending children): per ``policy``, succeeded or failed, its result
-        ``{agent name: child's result}``. Of children ending concurrently (PostgreSQL, any
-        number of nodes) exactly one settles the parent. Raises ``NoAgentForBroadcast``
-        (nothing written) when no agent matches. ``task`` carries no idempotency or
-        concurrency key (``TaskQueue`` refuses them)."""
+        agent's pending children, ``expire_broadcast_children``): per ``policy``, succeeded or
+        failed, its result ``{agent name: child's result}``. Of children ending concurrently
+        (PostgreSQL, any number of nodes) exactly one settles the parent. Raises
+        ``NoAgentForBroadcast`` (nothing written) when no agent matches. ``task`` carries no
+        idempotency or concurrency key (``TaskQueue`` refuses them).
+
+        ``start_deadline_seconds``: the parent and children get ``start_deadline_at``, that
+        long after the start time (``task.scheduled_at``, or ``now`` if later or None)."""
+        ...
+
+    async def create_batch(
+        self, items: Sequence[NewTask | NewBroadcast], *, now: datetime
+    ) -> list[BatchItem]:
+        """Create plain tasks (as ``create_tasks``) and broadcasts (as ``create_broadcast``)
+        in one transaction, all or none; one result per item, in order (a broadcast's: its
+        parent, True, its children). A broadcast that no agent matches raises
+        ``NoAgentForBroadcast`` naming its item (``tasks[i]``) and nothing is written."""
+        ...
+
+    async def expire_broadcast_children(self, *, now: datetime) -> list[Task]:
+        """End the broadcast children still ``pending`` at their ``start_deadline_at``:
+        ``failed``, their ``error`` starting ``not started by its start deadline`` and naming
+        the agent and how it was (offline, draining, disabled, online but busy). Their
+        parents settle in the same transaction. Conditional on ``pending``: a child a claim
+        took first is left to run; on PostgreSQL a child locked by a claim is skipped (the
+        next call ends it if it is still pending), so concurrent callers end each once."""
         ...
 
     async def list_broadcast_children(self, parent_id: UUID) -> list[Task]:

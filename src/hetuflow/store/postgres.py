@@ -26,6 +26,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    BatchItem,
     BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
@@ -40,6 +41,7 @@ from hetuflow.models import (
     LogBudget,
     LogLine,
     NewAgent,
+    NewBroadcast,
     NewCronJob,
     NewTask,
     Page,
@@ -185,10 +187,31 @@ class PostgresStore:
         return task
 
     async def create_broadcast(
-        self, task: NewTask, *, policy: BroadcastPolicy, now: datetime
+        self,
+        task: NewTask,
+        *,
+        policy: BroadcastPolicy,
+        now: datetime,
+        start_deadline_seconds: float | None = None,
     ) -> tuple[Task, list[Task]]:
+        broadcast = NewBroadcast(task, policy, start_deadline_seconds)
         async with self._db.transaction() as c:
-            return await broadcast_sql.create_broadcast(c, task, policy, now, self._aging)
+            return await broadcast_sql.create_broadcast(c, broadcast, now, self._aging)
+
+    async def create_batch(
+        self, items: Sequence[NewTask | NewBroadcast], *, now: datetime
+    ) -> list[BatchItem]:
+        if not items:
+            return []
+        async with self._db.transaction() as c:
+            return await broadcast_sql.create_batch(c, items, now, self._aging)
+
+    async def expire_broadcast_children(self, *, now: datetime) -> list[Task]:
+        async with self._db.connection() as c:
+            if not await broadcast_sql.any_expired(c, now):
+                return []
+        async with self._db.transaction() as c:
+            return await broadcast_sql.expire_children(c, now)
 
     async def list_broadcast_children(self, parent_id: UUID) -> list[Task]:
         async with self._db.connection() as c:

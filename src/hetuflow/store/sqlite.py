@@ -31,6 +31,7 @@ from hetuflow.models import (
     AttemptRef,
     AttemptResult,
     AttemptStart,
+    BatchItem,
     BroadcastPolicy,
     ClaimGroup,
     ClaimRequest,
@@ -45,6 +46,7 @@ from hetuflow.models import (
     LogBudget,
     LogLine,
     NewAgent,
+    NewBroadcast,
     NewCronJob,
     NewTask,
     Page,
@@ -218,9 +220,27 @@ class SqliteStore:
         return task
 
     async def create_broadcast(
-        self, task: NewTask, *, policy: BroadcastPolicy, now: datetime
+        self,
+        task: NewTask,
+        *,
+        policy: BroadcastPolicy,
+        now: datetime,
+        start_deadline_seconds: float | None = None,
     ) -> tuple[Task, list[Task]]:
-        return await self._db.write(broadcast_sql.create_broadcast, task, policy, now, self._aging)
+        broadcast = NewBroadcast(task, policy, start_deadline_seconds)
+        return await self._db.write(broadcast_sql.create_broadcast, broadcast, now, self._aging)
+
+    async def create_batch(
+        self, items: Sequence[NewTask | NewBroadcast], *, now: datetime
+    ) -> list[BatchItem]:
+        if not items:
+            return []
+        return await self._db.write(broadcast_sql.create_batch, items, now, self._aging)
+
+    async def expire_broadcast_children(self, *, now: datetime) -> list[Task]:
+        if not await self._db.read(broadcast_sql.any_expired, now):
+            return []
+        return await self._db.write(broadcast_sql.expire_children, now)
 
     async def list_broadcast_children(self, parent_id: UUID) -> list[Task]:
         return await self._db.read(broadcast_sql.list_children, parent_id)

@@ -20,6 +20,7 @@ from pydantic import (
 from hetuflow.errors import InvalidInput
 from hetuflow.models import (
     MAX_CONCURRENCY_KEY_LENGTH,
+    MAX_RATE_LIMITS_PER_TASK,
     MAX_RETRY_JITTER,
     CronJob,
     CronJobChanges,
@@ -43,6 +44,8 @@ from hetuflow.server.api.schemas import (
     Label,
     Name,
     Payload,
+    RateLimitUseOut,
+    RateLimitUses,
     RetryBackoffMax,
     RetryJitter,
     RetryOn,
@@ -114,6 +117,12 @@ _WORKFLOW = (
     " carry their own."
 )
 _WEBHOOK = f"Given to every task it creates. {WEBHOOK_URL_DESCRIPTION}"
+_RATE_LIMITS = (
+    "Named rate limits every task it creates spends from when dispatched (`units` each,"
+    " default 1), as a task's `rate_limits`: an unknown name, or more units than the limit"
+    " allows, is a 422 `rate_limit_unknown` and nothing is saved. Deleting a limit takes it"
+    " out of the jobs that name it."
+)
 _DEADLINE = (
     "Skip a tick (recorded as skipped, with why) when its task could only start more than "
     "this many seconds after the tick. None: no deadline."
@@ -206,6 +215,12 @@ class CronJobCreate(_Input):
         le=1_000_000,
         description="The key's limit; default the `[concurrency]` limit of the task type, else 1.",
     )
+    rate_limits: RateLimitUses = Field(
+        default_factory=list,
+        max_length=MAX_RATE_LIMITS_PER_TASK,
+        description=_RATE_LIMITS,
+        examples=[[{"name": "crm-api", "units": 1}]],
+    )
 
     @model_validator(mode="after")
     def _key_with_limit(self) -> CronJobCreate:
@@ -257,6 +272,7 @@ class CronJobCreate(_Input):
             concurrency_key=self.concurrency_key,
             max_concurrent_per_key=self.max_concurrent_per_key,
             workflow=None if self.workflow is None else workflow_document(self.workflow),
+            rate_limits=tuple(use.to_use() for use in self.rate_limits),
         )
 
 
@@ -307,6 +323,12 @@ class CronJobUpdate(_Input):
     max_concurrent_per_key: int | None = Field(
         default=None, ge=1, le=1_000_000, description="null: the `[concurrency]` default."
     )
+    rate_limits: RateLimitUses | None = Field(
+        default=None,
+        max_length=MAX_RATE_LIMITS_PER_TASK,
+        description=f"{_RATE_LIMITS} Replaces the job's list (`[]` removes them; tasks already"
+        " created keep theirs).",
+    )
 
     def to_changes(self, job: CronJob) -> CronJobChanges:
         """The ``CronJobChanges`` of the fields sent (the others left ``UNSET``)."""
@@ -319,6 +341,8 @@ class CronJobUpdate(_Input):
                 continue
             if key == "required_capabilities":
                 value = tuple(dict.fromkeys(value))
+            if key == "rate_limits":
+                value = tuple(use.to_use() for use in value)
             if key == "workflow":
                 value = workflow_document(value)
                 changes["task_type"] = ""
@@ -377,6 +401,9 @@ class CronJobOut(_Output):
     )
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    rate_limits: list[RateLimitUseOut] = Field(
+        default_factory=list, description="Given to every task it creates."
+    )
     next_fire_at: datetime | None = Field(
         description="The next tick to be settled (fired or skipped). Null when disabled "
         "before its first tick."
@@ -415,6 +442,7 @@ class CronJobOut(_Output):
             webhook_url=job.webhook_url,
             concurrency_key=job.concurrency_key,
             max_concurrent_per_key=job.max_concurrent_per_key,
+            rate_limits=[RateLimitUseOut(name=u.name, units=u.units) for u in job.rate_limits],
             next_fire_at=job.next_fire_at,
             last_fire_at=job.last_fire_at,
             last_task_id=job.last_task_id,

@@ -40,6 +40,7 @@ from hetuflow.models import (
     JSONObject,
     LogLine,
     NewAgent,
+    NewBroadcast,
     NewTask,
     PendingReason,
     Priority,
@@ -382,6 +383,17 @@ class TaskCreate(_Input):
         description=WEBHOOK_URL_DESCRIPTION,
         examples=["https://hooks.example.com/hetuflow"],
     )
+    start_deadline_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        description="A broadcast's bound on waiting for an agent: a child its agent has not "
+        "started this many seconds after the task's start time (`scheduled_at`, or now) ends "
+        "`failed`, its `error` naming the agent and how it was (offline, draining, disabled, "
+        "busy); the parent then settles by its `broadcast_policy`. Default: a child waits for "
+        'its agent without limit. Needs `"dispatch": "all"`.',
+    )
 
     @model_validator(mode="after")
     def _one_start_time(self) -> TaskCreate:
@@ -406,6 +418,10 @@ class TaskCreate(_Input):
             raise ValueError("broadcast and dispatch disagree: give one of them")
         if self.broadcast_policy is not None and not self.is_broadcast:
             raise ValueError('broadcast_policy needs "dispatch": "all" (or "broadcast": true)')
+        if self.start_deadline_seconds is not None and not self.is_broadcast:
+            raise ValueError(
+                'start_deadline_seconds needs "dispatch": "all" (or "broadcast": true)'
+            )
         if self.is_broadcast and self.idempotency_key is not None:
             raise ValueError("a broadcast takes no idempotency_key")
         if self.is_broadcast and self.concurrency_key is not None:
@@ -452,22 +468,24 @@ class TaskCreate(_Input):
             webhook_url=self.webhook_url,
         )
 
+    def to_item(self, *, now: datetime, default_backoff_seconds: float) -> NewTask | NewBroadcast:
+        """``to_new_task``, or for a broadcast the ``NewBroadcast`` of it."""
+        task = self.to_new_task(now=now, default_backoff_seconds=default_backoff_seconds)
+        if not self.is_broadcast:
+            return task
+        return NewBroadcast(
+            task, self.broadcast_policy or BroadcastPolicy.ALL, self.start_deadline_seconds
+        )
+
 
 class TaskBatchCreate(_Input):
     tasks: list[TaskCreate] = Field(
         min_length=1,
-        description="Tasks created together in one transaction, all or none. No broadcast "
-        '(`"dispatch": "all"`): create those one at a time with `POST /api/tasks`.',
+        description="Tasks created together in one transaction, all or none. A broadcast "
+        '(`"dispatch": "all"`) among them is created with its children in that transaction; '
+        "its item is the parent. One that no agent matches fails the batch (409 "
+        "`no_agent_for_broadcast` naming `tasks[i]`): nothing is created.",
     )
-
-    @model_validator(mode="after")
-    def _no_broadcast(self) -> TaskBatchCreate:
-        for index, task in enumerate(self.tasks):
-            if task.is_broadcast:
-                raise ValueError(
-                    f"tasks[{index}] is a broadcast: create it alone with POST /api/tasks"
-                )
-        return self
 
 
 class TaskOut(_Output):
@@ -541,6 +559,11 @@ class TaskOut(_Output):
         description="Where its final status is POSTed (`GET /api/tasks/{id}/webhook` shows "
         "how that went); null: nowhere.",
     )
+    start_deadline_at: datetime | None = Field(
+        default=None,
+        description="A broadcast's (parent and children) with `start_deadline_seconds`: a "
+        "child still pending then ends `failed`. Null otherwise.",
+    )
 
     @classmethod
     def of(
@@ -586,6 +609,7 @@ class TaskOut(_Output):
             broadcast_of=task.broadcast_of,
             pinned_agent_id=task.pinned_agent_id,
             webhook_url=task.webhook_url,
+            start_deadline_at=task.start_deadline_at,
         )
 
 
@@ -637,6 +661,7 @@ def task_json(
         "broadcast_of": task.broadcast_of,
         "pinned_agent_id": task.pinned_agent_id,
         "webhook_url": task.webhook_url,
+        "start_deadline_at": task.start_deadline_at,
     }
 
 

@@ -85,7 +85,9 @@ async def create_task(body: TaskCreate, request: Request) -> Response:
         default_backoff_seconds=context.config.scheduler.retry_interval_seconds,
     )
     if body.is_broadcast:
-        parent, _ = await queue.create_broadcast(new, body.broadcast_policy or BroadcastPolicy.ALL)
+        parent, _ = await queue.create_broadcast(
+            new, body.broadcast_policy or BroadcastPolicy.ALL, body.start_deadline_seconds
+        )
         return _json(task_json(parent), 201)
     task, created = await queue.create(new)
     reason = (await queue.explain_created([task])).get(task.id)
@@ -97,15 +99,19 @@ async def create_task(body: TaskCreate, request: Request) -> Response:
     status_code=201,
     response_model=TaskBatchOut,
     summary="Create many tasks in one transaction",
-    responses=error_responses(400, 413, 422),
+    responses=error_responses(400, 409, 413, 422),
 )
 async def create_tasks(body: TaskBatchCreate, queue: Queue, context: Context) -> Response:
     """All the tasks are created, or none (one transaction). At most
-    `[server] max_batch_tasks` per request."""
+    `[server] max_batch_tasks` per request.
+
+    A broadcast item (`"dispatch": "all"`) is created with its children in the same
+    transaction; its item in the answer is the parent. **409** `no_agent_for_broadcast`
+    naming the item (`tasks[i]`) when no agent matches one: nothing is created."""
     now = context.clock.now()
     backoff = context.config.scheduler.retry_interval_seconds
     results = await queue.create_many(
-        [item.to_new_task(now=now, default_backoff_seconds=backoff) for item in body.tasks]
+        [item.to_item(now=now, default_backoff_seconds=backoff) for item in body.tasks]
     )
     reasons = await queue.explain_created([task for task, _ in results])
     answer = {
