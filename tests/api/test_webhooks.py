@@ -8,7 +8,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,10 +17,12 @@ import pytest
 from fastapi import FastAPI
 
 from hetuflow.client import verify_webhook
+from hetuflow.clock import FrozenClock
 from hetuflow.config import Config, DatabaseConfig, SchedulerConfig, ServerConfig, WebhooksConfig
 from hetuflow.errors import SignatureInvalid
-from hetuflow.models import AttemptOutcome, AttemptRef, AttemptResult
+from hetuflow.models import AttemptOutcome, AttemptRef, AttemptResult, NewTask
 from hetuflow.server.app import create_app
+from hetuflow.store import create_store
 
 from .helpers import context_of, hold_task
 from .webhook_receiver import receiving
@@ -47,8 +49,10 @@ def _config(database: DatabaseConfig, webhooks: WebhooksConfig = FAST) -> Config
 
 
 @contextlib.asynccontextmanager
-async def _running(config: Config) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    application = create_app(config)
+async def _running(
+    config: Config, clock: FrozenClock | None = None
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    application = create_app(config, clock=clock)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8080") as http:
@@ -330,3 +334,35 @@ async def test_two_nodes_send_each_delivery_once(pg_database: DatabaseConfig) ->
             assert len(receiver.received) == 30
     assert len({post.headers["X-Hetuflow-Delivery-Id"] for post in posts}) == 30
     assert {orjson.loads(post.body)["task_id"] for post in posts} == {t["id"] for t in created}
+
+
+async def test_a_delivery_claimed_by_a_node_that_died_is_sent_after_its_lease(
+    database: DatabaseConfig,
+) -> None:
+    """A node claimed a delivery and died before recording anything (its lease is in the
+    database, nothing else): no node sends it during the lease; once it ends, one does, with
+    the same delivery id (at least once)."""
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    lease_until = start + timedelta(seconds=40)
+    dead = create_store(database)
+    await dead.open()
+    try:
+        with receiving([200]) as receiver:
+            url = f"{receiver.url}/h"
+            [(task, _)] = await dead.create_tasks([NewTask("n", "t", webhook_url=url)], now=start)
+            await dead.cancel_task(task.id, now=start)
+            [claimed] = await dead.claim_webhook_deliveries(
+                now=start, lease_until=lease_until, limit=1
+            )
+            clock = FrozenClock(start)
+            async with _running(_config(database), clock) as (_, client):
+                await asyncio.sleep(0.3)  # several looks (poll 0.05 s): none may send it
+                assert receiver.received == []
+                clock.set(lease_until)
+                [post] = await receiver.wait_for(1)
+                shown = await _webhook_until(client, str(task.id), "delivered")
+    finally:
+        await dead.close()
+    assert post.headers["X-Hetuflow-Delivery-Id"] == str(claimed.id)
+    verify_webhook(SECRET, post.headers, post.body, now=lease_until)
+    assert shown["items"][0]["attempts"] == 2  # the dead node's claim counted one
