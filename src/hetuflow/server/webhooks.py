@@ -74,14 +74,11 @@ def check_webhook_target(url: str | None, config: WebhooksConfig, *, field: str)
 class WebhookSender:
     """Sends due webhook deliveries for one node. See the module docstring."""
 
-    def __init__(
-        self, context: ServerContext, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, context: ServerContext) -> None:
         self.context = context
         self.store = context.store
         self.clock = context.clock
         self.config: WebhooksConfig = context.config.webhooks
-        self._transport = transport
         self._wake = asyncio.Event()
         self._in_flight = 0
         self._random = random.Random()
@@ -104,9 +101,7 @@ class WebhookSender:
         )
         timeout = httpx.Timeout(self.config.timeout_seconds)
         async with (
-            httpx.AsyncClient(
-                timeout=timeout, follow_redirects=False, transport=self._transport
-            ) as client,
+            httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
             asyncio.TaskGroup() as sends,
         ):
             while True:
@@ -192,7 +187,7 @@ class WebhookSender:
                 return answer.status_code, None, True  # the body is not read
         except httpx.TimeoutException:
             return None, f"timed out after {self.config.timeout_seconds:g} s", True
-        except httpx.HTTPError as error:
+        except Exception as error:  # refused, reset, TLS, a URL httpx will not send to...
             return None, f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH], True
 
     def _outcome(
