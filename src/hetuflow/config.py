@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from hetuflow.errors import ConfigInvalid
+from hetuflow.webhooks import check_allowed_hosts
 
 ENV_PREFIX = "HETUFLOW_"
 DEFAULT_CONFIG_FILE = "config.toml"
@@ -208,11 +209,68 @@ class AuthConfig(_Section):
     """With auth on, serve ``/metrics`` without a token (else a viewer token is needed)."""
 
 
+MIN_WEBHOOK_SECRET_LENGTH = 16
+
+
+class WebhooksConfig(_Section):
+    """``[webhooks]``: outgoing webhooks (docs/webhooks.md)."""
+
+    secret: str | None = None
+    """Signs every delivery (HMAC-SHA256, as incoming hook calls are signed); the same on
+    every node. Unset: tasks and cron jobs with a ``webhook_url`` are refused (422) and
+    nothing is delivered. Never shown in an answer or a log."""
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    """POSTs of one delivery before it is given up."""
+    backoff_seconds: float = Field(default=10.0, ge=0, le=86_400)
+    """Wait after the first failed POST, doubled after each next one..."""
+    max_backoff_seconds: float = Field(default=3600.0, ge=0, le=7 * 86_400)
+    """...up to this."""
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    """The random fraction of each wait (as a task's ``retry_jitter``)."""
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """One POST's limit (connect, send, answer); a claim's lease is this plus 30 s."""
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    """Longest sleep between looks at the outbox. A new delivery wakes PostgreSQL nodes at
+    once (NOTIFY); on SQLite it is sent within this interval. A retry is timed exactly."""
+    max_in_flight: int = Field(default=16, ge=1, le=1000)
+    """POSTs one node sends at once."""
+    allowed_hosts: tuple[str, ...] = ()
+    """If set, a ``webhook_url`` must name one of these hosts (``hooks.example.com``,
+    ``*.example.com``, an IP address or a CIDR network): others are refused (422) at create
+    and given up at delivery. Empty: any host."""
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_WEBHOOK_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        """The environment gives one string: ``a.example.com,10.0.0.0/8``."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_allowed_hosts(value)
+
+    def __repr_args__(self) -> Any:
+        """Everything but the secret (a config printed in a log or a traceback)."""
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name == "secret" and value is not None else value)
+
+
 class Config(_Section):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     auth: AuthConfig = AuthConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     concurrency: dict[str, Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default_factory=dict)
     """``[concurrency]``: the limit of a concurrency key by task type (``"report" = 2``), for
     a keyed task that names no ``max_concurrent_per_key``; a type not listed: 1."""

@@ -417,6 +417,8 @@ class NewTask:
     """The finished task this one retries or replays (``TaskQueue.retry``)."""
     rate_limits: tuple[RateLimitUse, ...] = ()
     """Named rate limits it spends from when dispatched (each must exist)."""
+    webhook_url: str | None = None
+    """Where its final status is POSTed (docs/webhooks.md); checked http(s) URL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +467,8 @@ class Task:
     """A broadcast child: its parent task."""
     broadcast_policy: BroadcastPolicy | None = None
     """A broadcast parent (never dispatched; ends when its children have): when it succeeds."""
+    webhook_url: str | None = None
+    """Where its final status is POSTed (docs/webhooks.md)."""
     start_deadline_at: datetime | None = None
     """A broadcast's (parent and children): a child still pending then ends ``failed``."""
 
@@ -767,6 +771,8 @@ class NewCronJob:
     catch_up_limit: int = 1
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     start_deadline_seconds: float | None = None
+    webhook_url: str | None = None
+    """Given to every task it creates (docs/webhooks.md)."""
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     workflow: JSONObject | None = None
@@ -798,6 +804,8 @@ class CronJob:
     last_task_id: UUID | None
     created_at: datetime
     updated_at: datetime
+    webhook_url: str | None = None
+    """Given to every task it creates (docs/webhooks.md)."""
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
@@ -846,6 +854,7 @@ class CronJobChanges:
     catch_up_limit: int | Unset = UNSET
     overlap_policy: OverlapPolicy | Unset = UNSET
     start_deadline_seconds: float | Unset | None = UNSET
+    webhook_url: str | Unset | None = UNSET
     concurrency_key: str | Unset | None = UNSET
     max_concurrent_per_key: int | Unset | None = UNSET
     next_fire_at: datetime | Unset | None = UNSET
@@ -889,8 +898,8 @@ class CronFire:
 
 def spec_of(task: Task) -> NewTask:
     """A new task with ``task``'s spec (name, type, payload, priority, capabilities, timeout,
-    retry policy, concurrency key and limit), due now; not its idempotency key nor its cron
-    link."""
+    retry policy, concurrency key and limit, webhook URL), due now; not its idempotency key
+    nor its cron link."""
     return NewTask(
         name=task.name,
         task_type=task.task_type,
@@ -902,6 +911,7 @@ def spec_of(task: Task) -> NewTask:
         concurrency_key=task.concurrency_key,
         max_concurrent_per_key=task.max_concurrent_per_key,
         rate_limits=task.rate_limits,
+        webhook_url=task.webhook_url,
     )
 
 

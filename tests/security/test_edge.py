@@ -165,6 +165,33 @@ async def test_proxied_requests_are_refused_while_auth_is_off(
         assert await http.task_count() == 0
 
 
+async def test_a_webhook_delivery_cannot_act_on_a_hetuflow_server(
+    sqlite_database: DatabaseConfig,
+) -> None:
+    """A task whose webhook_url names this server's own API (docs/webhooks.md#security): the
+    delivery is refused before any route, with auth off or on, so it cannot retry, trigger
+    or create anything (nor loop)."""
+    delivery = {"X-Hetuflow-Delivery-Id": "0d3c8a43-5b2e-4c44-9a31-5f0f6d1c2b7e"}
+    async with client_of(open_config(sqlite_database), "http://127.0.0.1:8080") as http:
+        created = await http.post("/api/tasks", json=TASK)
+        assert created.status_code == 201
+        task_id = created.json()["id"]
+        await http.delete(f"/api/tasks/{task_id}")
+        for path in (f"/api/tasks/{task_id}/retry", f"/api/tasks/{task_id}/replay", "/api/tasks"):
+            refused = await http.post(path, json=TASK, headers=delivery)
+            assert (refused.status_code, error_code(refused)) == (403, "webhook_delivery_refused")
+        assert "webhook_url" in refused.json()["error"]["message"]
+        assert await http.task_count() == 1
+    config = Config(database=sqlite_database, auth=AuthConfig(enabled=True))
+    async with client_of(config, "http://scheduler.example.com") as http:
+        context = context_of(http.app)
+        secret, _ = await issue_token(
+            context.store, name="op", role=Role.OPERATOR, now=context.clock.now()
+        )
+        refused = await http.post("/api/tasks", json=TASK, headers={**bearer(secret), **delivery})
+        assert (refused.status_code, error_code(refused)) == (403, "webhook_delivery_refused")
+
+
 # --- auth on ----------------------------------------------------------------------------------
 
 

@@ -102,18 +102,20 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
         cli.emit_json(job)
         return
     state = "enabled" if job.enabled else "[red]disabled[/red]"
+    pairs = [
+        ("id", str(job.id)),
+        ("schedule", f"{escape(job.cron_expression)} ({escape(job.timezone)})"),
+        (_what(job)[0], escape(_what(job)[1])),
+        ("state", state),
+        ("next fire", _local(job.next_fire_at, job.timezone)),
+        ("misfire", str(_extra(job, "misfire_policy") or "-")),
+        ("overlap", str(_extra(job, "overlap_policy") or "-")),
+    ]
+    if job.webhook_url is not None:
+        pairs.append(("webhook", escape(job.webhook_url)))
     stdout().print(
         details(
-            [
-                ("id", str(job.id)),
-                ("schedule", f"{escape(job.cron_expression)} ({escape(job.timezone)})"),
-                (_what(job)[0], escape(_what(job)[1])),
-                ("state", state),
-                ("next fire", _local(job.next_fire_at, job.timezone)),
-                ("misfire", str(_extra(job, "misfire_policy") or "-")),
-                ("overlap", str(_extra(job, "overlap_policy") or "-")),
-                *_flow(job),
-            ],
+            [*pairs, *_flow(job)],
             title=f"{verb} cron job [bold]{escape(job.name)}[/bold]",
         )
     )
@@ -167,6 +169,10 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
 )
 @click.option("--timeout-seconds", type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--webhook-url",
+    help="Every task it creates POSTs its final status to this http(s) URL (docs/webhooks.md).",
+)
 @retry_options
 @flow_options
 @client_command
@@ -187,6 +193,7 @@ def create_cron_job(
     start_deadline_seconds: float | None,
     timeout_seconds: float | None,
     max_retries: int,
+    webhook_url: str | None,
     **options: Any,
 ) -> None:
     """Create a cron job (as POST /api/cron-jobs); the server checks the expression and
@@ -207,6 +214,8 @@ def create_cron_job(
         fields["start_deadline_seconds"] = start_deadline_seconds
     if timeout_seconds is not None:
         fields["timeout_seconds"] = timeout_seconds
+    if webhook_url is not None:
+        fields["webhook_url"] = webhook_url
     if (task_type is None) == (workflow_file is None):
         fail("give --task-type or --workflow-file (exactly one)", EXIT_USAGE)
     if workflow_file is not None:

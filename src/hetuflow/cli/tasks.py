@@ -91,6 +91,11 @@ def _task_options(func: Any) -> Any:
             "when one did (any).",
         ),
         click.option(
+            "--webhook-url",
+            help="POST its final status to this http(s) URL, signed with the server's"
+            " [webhooks] secret, retried with backoff (docs/webhooks.md).",
+        ),
+        click.option(
             "--start-deadline",
             "start_deadline_seconds",
             type=click.FloatRange(min=0, min_open=True),
@@ -144,6 +149,7 @@ def _submit(cli: Cli, capabilities: tuple[str, ...], **options: Any) -> None:
         **retry_fields(options),
         dispatch="all" if broadcast else None,
         broadcast_policy=options["broadcast_policy"],
+        webhook_url=options["webhook_url"],
         start_deadline_seconds=options["start_deadline_seconds"],
     )
     if broadcast and not cli.as_json:
@@ -388,6 +394,8 @@ def _show(task: Task, names: dict[str, str]) -> list[tuple[str, str]]:
     if task.broadcast_of is not None:
         pairs.append(("broadcast", f"child of {task.broadcast_of}"))
         pairs.append(("pinned to", _agent(task.pinned_agent_id, names)))
+    if task.webhook_url is not None:
+        pairs.append(("webhook", escape(task.webhook_url)))
     return pairs
 
 

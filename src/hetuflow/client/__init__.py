@@ -17,6 +17,7 @@ body; ``ServerUnreachable`` when nothing answers at the URL; ``WaitTimeout`` fro
 Both clients build their requests with the same builders (``calls.py``), so they cannot drift
 apart. The package, by noun: ``errors``, ``models``, ``calls`` (request builders),
 ``transport`` (httpx glue, SSE), ``workflows`` and ``triggers`` (their models and calls),
+``webhooks`` (delivery models, ``verify_webhook`` for receivers of outgoing webhooks),
 ``http11`` (the lean keep-alive client of ``submit`` and ``submit_many``), ``sync``
 (``Client``), ``async_`` (``AsyncClient``).
 """
@@ -41,6 +42,7 @@ from hetuflow.client.models import (
 from hetuflow.client.sync import Client
 from hetuflow.client.transport import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV
 from hetuflow.client.triggers import EventDelivery, Hook, Trigger
+from hetuflow.client.webhooks import TaskWebhook, WebhookDelivery, verify_webhook
 from hetuflow.client.workflows import (
     StepSpec,
     Workflow,
@@ -71,10 +73,13 @@ __all__ = [
     "Task",
     "TaskPage",
     "TaskSpec",
+    "TaskWebhook",
     "Trigger",
     "WaitTimeout",
+    "WebhookDelivery",
     "Workflow",
     "WorkflowPage",
     "WorkflowStep",
     "WorkflowSummary",
+    "verify_webhook",
 ]

@@ -52,6 +52,7 @@ from hetuflow.client.transport import (
     wire_error,
 )
 from hetuflow.client.triggers import EventDelivery, Hook, Trigger, TriggerCalls
+from hetuflow.client.webhooks import TaskWebhook
 from hetuflow.client.workflows import (
     WORKFLOW_ENDED,
     StepSpec,
@@ -158,6 +159,7 @@ class AsyncClient:
         concurrency_strategy: str | None = None,
         dispatch: Literal["one", "all"] | None = None,
         broadcast_policy: BroadcastPolicy | str | None = None,
+        webhook_url: str | None = None,
         start_deadline_seconds: float | None = None,
     ) -> Task:
         options = {
@@ -176,6 +178,7 @@ class AsyncClient:
             "concurrency_strategy": concurrency_strategy,
             "dispatch": dispatch,
             "broadcast_policy": broadcast_policy,
+            "webhook_url": webhook_url,
             "start_deadline_seconds": start_deadline_seconds,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
@@ -307,6 +310,12 @@ class AsyncClient:
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - loop.time()))
             await asyncio.sleep(pause)
+
+    async def webhook(self, task_id: UUID | str) -> TaskWebhook:
+        """How the task's final status is being delivered to its ``webhook_url``: one
+        ``WebhookDelivery`` per time it ended (state, attempts, last HTTP status or error,
+        next attempt)."""
+        return await self._send(Calls.webhook(task_id))
 
     async def attempts(self, task_id: UUID | str) -> list[Attempt]:
         return await self._send(Calls.attempts(task_id))

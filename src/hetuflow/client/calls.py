@@ -24,6 +24,7 @@ from hetuflow.client.models import (
     TaskPage,
     TaskSpec,
 )
+from hetuflow.client.webhooks import TaskWebhook
 from hetuflow.models import Priority, TaskStatus
 
 T = TypeVar("T")
@@ -141,6 +142,10 @@ class Calls:
     @staticmethod
     def children(task_id: UUID | str) -> Call[list[Task]]:
         return Call("GET", f"/api/tasks/{task_id}/children", parse_items(Task))
+
+    @staticmethod
+    def webhook(task_id: UUID | str) -> Call[TaskWebhook]:
+        return Call("GET", f"/api/tasks/{task_id}/webhook", parse_one(TaskWebhook))
 
     @staticmethod
     def attempts(task_id: UUID | str) -> Call[list[Attempt]]:

@@ -67,6 +67,8 @@ class Task(_Model):
     """A broadcast child: its parent."""
     pinned_agent_id: UUID | None = None
     """A broadcast child: the only agent that may run it."""
+    webhook_url: str | None = None
+    """Where its final status is POSTed (``Client.webhook`` shows how that went)."""
     start_deadline_at: datetime | None = None
     """A broadcast (``start_deadline_seconds``): a child still pending then ends failed."""
 
@@ -176,6 +178,7 @@ class CronJob(BaseModel):
     timezone: str = "UTC"
     next_fire_at: datetime | None = None
     last_fire_at: datetime | None = None
+    webhook_url: str | None = None
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     rate_limits: list[RateLimitUse] = []
@@ -200,6 +203,7 @@ class TaskSpec(TypedDict, total=False):
     retry_on: list[str]
     rate_limits: list[dict[str, Any]]
     idempotency_key: str
+    webhook_url: str
     concurrency_key: str
     max_concurrent_per_key: int
     concurrency_strategy: str

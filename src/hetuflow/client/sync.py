@@ -52,6 +52,7 @@ from hetuflow.client.transport import (
     wire_error,
 )
 from hetuflow.client.triggers import EventDelivery, Hook, Trigger, TriggerCalls
+from hetuflow.client.webhooks import TaskWebhook
 from hetuflow.client.workflows import (
     WORKFLOW_ENDED,
     StepSpec,
@@ -154,6 +155,7 @@ class Client:
         concurrency_strategy: str | None = None,
         dispatch: Literal["one", "all"] | None = None,
         broadcast_policy: BroadcastPolicy | str | None = None,
+        webhook_url: str | None = None,
         start_deadline_seconds: float | None = None,
     ) -> Task:
         """Create one task and return it (the existing one if ``idempotency_key`` matched).
@@ -170,7 +172,10 @@ class Client:
 
         ``concurrency_key``: at most ``max_concurrent_per_key`` tasks with the key run at
         once, across all nodes; ``concurrency_strategy`` (``queue``, ``cancel_newest``,
-        ``cancel_in_progress``) says what happens when the key is at its limit."""
+        ``cancel_in_progress``) says what happens when the key is at its limit.
+
+        ``webhook_url``: POST the task's final status there, signed (docs/webhooks.md;
+        ``verify_webhook`` checks it on the receiving side)."""
         options = {
             "scheduled_at": scheduled_at,
             "delay_seconds": delay_seconds,
@@ -187,6 +192,7 @@ class Client:
             "concurrency_strategy": concurrency_strategy,
             "dispatch": dispatch,
             "broadcast_policy": broadcast_policy,
+            "webhook_url": webhook_url,
             "start_deadline_seconds": start_deadline_seconds,
         }
         body = task_body(task_type, payload, name, priority, required_capabilities, options)
@@ -323,6 +329,12 @@ class Client:
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def webhook(self, task_id: UUID | str) -> TaskWebhook:
+        """How the task's final status is being delivered to its ``webhook_url``: one
+        ``WebhookDelivery`` per time it ended (state, attempts, last HTTP status or error,
+        next attempt)."""
+        return self._send(Calls.webhook(task_id))
 
     def attempts(self, task_id: UUID | str) -> list[Attempt]:
         return self._send(Calls.attempts(task_id))

@@ -95,6 +95,7 @@ def create_app(
         sees_every_agent=config.database.kind == "sqlite",  # one server process
         dispatcher=engine.dispatcher,
         concurrency=ConcurrencyKeys(context.store, ConcurrencyLimits(dict(config.concurrency))),
+        webhooks=config.webhooks,
     )
 
     @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from hetuflow.server.api.workflow_schemas import workflow_from_document
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_policy import cron_task
 from hetuflow.server.tasks import TaskQueue
+from hetuflow.server.webhooks import check_webhook_target
 from hetuflow.server.workflows import check_payloads
 from hetuflow.store.base import CRON_CHANGED
 from hetuflow.workflows import NewWorkflow, check_workflow
@@ -61,6 +62,8 @@ class CronJobs:
         )
 
     async def create(self, job: NewCronJob) -> CronJob:
+        check_webhook_target(job.webhook_url, self.context.config.webhooks, field="webhook_url")
+        _no_webhook_with_workflow(job.workflow, job.webhook_url)
         if job.workflow is not None:
             self.workflow_of(job.workflow)
         schedule = parse(job.cron_expression, job.timezone)
@@ -85,6 +88,13 @@ class CronJobs:
         if changes.workflow is not UNSET and changes.workflow is not None:
             self.workflow_of(changes.workflow)
         workflow = job.workflow if changes.workflow is UNSET else changes.workflow
+        if changes.webhook_url is not UNSET:
+            check_webhook_target(
+                changes.webhook_url, self.context.config.webhooks, field="webhook_url"
+            )
+        _no_webhook_with_workflow(
+            workflow, job.webhook_url if changes.webhook_url is UNSET else changes.webhook_url
+        )
         overlap = job.overlap_policy if changes.overlap_policy is UNSET else changes.overlap_policy
         if workflow is not None and overlap is not OverlapPolicy.ALLOW:
             raise InvalidInput(
@@ -188,3 +198,12 @@ class CronJobs:
             await self.context.notifier.publish(CRON_CHANGED)
         except Exception:
             log.warning("could not publish %s", CRON_CHANGED, exc_info=True)
+
+
+def _no_webhook_with_workflow(workflow: object, webhook_url: str | None) -> None:
+    if workflow is not None and webhook_url is not None:
+        raise InvalidInput(
+            "webhook_url is given to the tasks a cron job creates; a cron job that starts"
+            " workflows takes none",
+            field="webhook_url",
+        )

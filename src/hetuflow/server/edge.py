@@ -18,6 +18,10 @@ answers in the API's error shape, before any token is checked:
    own (same host and port as the ``Host`` header) or one of ``[server] allowed_origins``.
    Clients that are not browsers (the CLI, the SDK, agents, curl) send no ``Origin`` and pass.
    This holds with auth on too: a cross-site page must not open ``/ws`` even with a token.
+4. **Webhook deliveries** (403 ``webhook_delivery_refused``): a request carrying
+   ``X-Hetuflow-Delivery-Id`` is an outgoing webhook of a hetuflow server (docs/webhooks.md),
+   pointed at this server's own API (or another node's). It changes nothing here: a task whose
+   ``webhook_url`` names ``/api/tasks/{id}/retry`` cannot retry tasks, nor loop.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from starlette.websockets import WebSocket
 from hetuflow.config import DEFAULT_PORTS, Config, normalize_origin
 from hetuflow.protocol import CloseCode
 from hetuflow.server.auth import READ_METHODS
+from hetuflow.webhooks import DELIVERY_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 """Hold no data: answered whatever the ``Host`` (probes address a node by its IP)."""
 PROXY_HEADERS = frozenset({b"forwarded", b"x-real-ip"})
 PROXY_HEADER_PREFIX = b"x-forwarded-"
+DELIVERY_HEADER = DELIVERY_ID_HEADER.lower().encode()
 """Servers without the WebSocket denial-response extension get a close before accept."""
 
 
@@ -84,6 +90,7 @@ class EdgePolicy:
     def check(self, scope: Scope) -> Refusal | None:
         """Why this request or handshake is refused; None when it may go on."""
         host_header = origin = None
+        delivery = False
         proxied: list[str] = []
         for name, value in scope["headers"]:  # one pass: this runs for every request
             if name == b"host":
@@ -92,6 +99,15 @@ class EdgePolicy:
                 origin = value.decode("latin-1")
             elif name in PROXY_HEADERS or name.startswith(PROXY_HEADER_PREFIX):
                 proxied.append(name.decode("latin-1"))
+            elif name == DELIVERY_HEADER:
+                delivery = True
+        if delivery:
+            return Refusal(
+                403,
+                "webhook_delivery_refused",
+                "this is a hetuflow webhook delivery (X-Hetuflow-Delivery-Id): a task's"
+                " webhook_url must not point at a hetuflow server's own API (docs/webhooks.md)",
+            )
         host = parse_host(host_header) if host_header is not None else None
         # no Host at all (HTTP/1.0 tools) is no browser: every browser sends one
         probe = scope["type"] == "http" and scope.get("path") in PROBE_PATHS

@@ -1,9 +1,9 @@
 """SchedulerEngine: the background loops of one server node, in one task group.
 
 Built once by the app factory. ``run`` subscribes to the Notifier channels, starts every loop
-(dispatcher, result writer, heartbeat flush, reaper, grace, cancel routing, cleanup and the
-cron service) in one ``asyncio.TaskGroup``, sets ``started`` and runs until
-cancelled. On the way out it closes every agent connection with 1001 (going away) so agents
+(dispatcher, result writer, heartbeat flush, reaper, grace, cancel routing, cleanup, the
+cron service and the webhook sender) in one ``asyncio.TaskGroup``, sets ``started`` and runs
+until cancelled. On the way out it closes every agent connection with 1001 (going away) so agents
 reconnect, to another node if there is one, and writes the reports still queued.
 """
 
@@ -28,6 +28,7 @@ from hetuflow.server.registration import AGENT_CONNECTED
 from hetuflow.server.registry import AgentSvc
 from hetuflow.server.resilience import supervise
 from hetuflow.server.results import ResultWriter
+from hetuflow.server.webhooks import WebhookSender
 from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASK_CANCEL, TASKS_READY
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class SchedulerEngine:
             on_disconnect=self.lifecycle.begin_grace,
         )
         self.presence = Presence(context, self.agents, self.dispatcher, self.reconciler)
+        self.webhooks = WebhookSender(context)
 
     async def _attempts_finished(self) -> None:
         """Results were accepted: slots are free here, and retries or the global limit may
@@ -76,6 +78,7 @@ class SchedulerEngine:
             ("cancel-routing", self.lifecycle.run_cancels),
             ("cleanup", self.lifecycle.run_cleanup),
             ("cron", CronService(self.context).run),
+            ("webhooks", self.webhooks.run),
         ]
 
     async def run(self) -> None:

@@ -193,6 +193,15 @@ class Metrics:
         self._key_waiting_types: set[str] = set()
         self._flow_ttl_seconds = flow_ttl_seconds
         self._flow_read_at: float | None = None
+        self._webhook_deliveries = Counter(
+            "hetuflow_webhook_deliveries",
+            "POSTs of outgoing webhooks (docs/webhooks.md) by outcome: delivered (2xx), "
+            "retried (failed, another attempt is due later), given_up (failed, no attempt left).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("delivered", "retried", "given_up"):
+            self._webhook_deliveries.labels(outcome)
         self._pending_types: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -315,6 +324,10 @@ class Metrics:
         """Several messages at once (e.g. one per item of a batched frame)."""
         for message_type in message_types:
             self._ws_messages.labels(direction, message_type).inc()
+
+    def webhook_delivery(self, outcome: Literal["delivered", "retried", "given_up"]) -> None:
+        """One webhook POST ended so (a delivery given up counts once, at its last POST)."""
+        self._child(self._webhook_deliveries, outcome).inc()
 
     def database_error(self, operation: str) -> None:
         """A Store call failed (``StoreUnavailable`` or a driver error); ``operation`` names it."""

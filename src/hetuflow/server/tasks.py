@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 
 from hetuflow.clock import Clock
-from hetuflow.config import SchedulerConfig
+from hetuflow.config import SchedulerConfig, WebhooksConfig
 from hetuflow.errors import (
     InvalidInput,
     PayloadTooLarge,
@@ -45,6 +45,7 @@ from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.metrics import Metrics
 from hetuflow.server.registry import AgentSvc, ConnectionState
+from hetuflow.server.webhooks import check_webhook_target
 from hetuflow.store.base import TASK_CANCEL, TASKS_READY, Notifier, Store
 
 log = logging.getLogger("hetuflow.tasks")
@@ -73,6 +74,7 @@ class TaskQueue:
         dispatcher: TaskDispatcher | None = None,
         sees_every_agent: bool = False,
         concurrency: ConcurrencyKeys | None = None,
+        webhooks: WebhooksConfig | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -81,6 +83,8 @@ class TaskQueue:
         self.max_batch_tasks = max_batch_tasks
         self.metrics = metrics
         self.max_payload_bytes = max_payload_bytes
+        self.webhooks = webhooks
+        """Checks ``webhook_url`` (``check_webhook_target``); None: not checked."""
         self.agents = agents
         """This node's connected agents (``explain_created``); None: always ask the store."""
         self.sees_every_agent = sees_every_agent and agents is not None
@@ -231,7 +235,15 @@ class TaskQueue:
         return await self.store.list_broadcast_children(task_id)
 
     def _check_payloads(self, tasks: Sequence[NewTask]) -> None:
-        """``PayloadTooLarge`` for a payload over ``max_payload_bytes`` as compact JSON."""
+        """``PayloadTooLarge`` for a payload over ``max_payload_bytes`` as compact JSON;
+        ``InvalidInput`` for a ``webhook_url`` this server cannot deliver to."""
+        if self.webhooks is not None:
+            for index, task in enumerate(tasks):
+                check_webhook_target(
+                    task.webhook_url,
+                    self.webhooks,
+                    field="webhook_url" if len(tasks) == 1 else f"tasks[{index}].webhook_url",
+                )
         limit = self.max_payload_bytes
         if limit is None:
             return

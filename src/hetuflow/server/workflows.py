@@ -17,6 +17,7 @@ import orjson
 from hetuflow.errors import PayloadTooLarge, TaskAlreadyFinished, WorkflowNotFound
 from hetuflow.models import Page
 from hetuflow.server.tasks import TaskQueue
+from hetuflow.server.webhooks import check_webhook_target
 from hetuflow.store.base import TASKS_READY
 from hetuflow.workflows import NewWorkflow, Workflow, WorkflowSummary, check_workflow
 
@@ -48,6 +49,11 @@ class WorkflowService:
         ordered = check_workflow(workflow)
         check_payloads(workflow, self._queue.max_payload_bytes)
         queue = self._queue
+        if queue.webhooks is not None:
+            for step in workflow.steps:
+                check_webhook_target(
+                    step.task.webhook_url, queue.webhooks, field=f"steps.{step.name}.webhook_url"
+                )
         created = await queue.store.create_workflow(workflow, ordered, now=queue.clock.now())
         if queue.metrics is not None:
             queue.metrics.workflow_created()

@@ -55,7 +55,8 @@ async def create_broadcast(
     )
     if not agents:
         raise no_agent(task)
-    created = await insert_tasks(connection, [task] * (len(agents) + 1), now, aging)
+    child = replace(task, webhook_url=None)  # only the parent reports its end
+    created = await insert_tasks(connection, [task, *[child] * len(agents)], now, aging)
     parent, children = created[0][0], [made for made, _ in created[1:]]
     deadline = start_deadline(broadcast, now)
     await connection.execute(

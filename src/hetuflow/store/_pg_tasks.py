@@ -64,14 +64,15 @@ WITH inserted AS (
         timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
         idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id,
         attempts, claim_key, concurrency_key, max_concurrent_per_key, backoff_jitter,
-        retry_on, replay_of, rate_limits)
+        retry_on, replay_of, rate_limits, webhook_url)
     SELECT n.id, n.name, n.task_type, n.priority, n.payload, n.required_capabilities,
            CASE WHEN n.agent_id IS NULL THEN 'pending' ELSE 'dispatched' END,
            coalesce(n.scheduled_at, $2), n.timeout_seconds, n.max_retries,
            n.backoff_seconds, n.backoff_factor, n.max_backoff_seconds, n.idempotency_key,
            n.cron_job_id, n.cron_tick_at, $2, $2, n.agent_id,
            CASE WHEN n.agent_id IS NULL THEN 0 ELSE 1 END, n.claim_key, n.concurrency_key,
-           n.max_concurrent_per_key, n.backoff_jitter, n.retry_on, n.replay_of, n.rate_limits
+           n.max_concurrent_per_key, n.backoff_jitter, n.retry_on, n.replay_of, n.rate_limits,
+           n.webhook_url
     FROM json_to_recordset($1::json) AS n(
         ord int, id uuid, name text, task_type text, priority smallint, payload jsonb,
         required_capabilities text[], scheduled_at timestamptz, timeout_seconds float8,
@@ -79,7 +80,7 @@ WITH inserted AS (
         max_backoff_seconds float8, idempotency_key text, cron_job_id uuid,
         cron_tick_at timestamptz, agent_id uuid, claim_key bigint, concurrency_key text,
         max_concurrent_per_key int, backoff_jitter float8, retry_on text[], replay_of uuid,
-        rate_limits jsonb)
+        rate_limits jsonb, webhook_url text)
     ORDER BY n.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, agent_id, attempts, rate_limits
@@ -250,6 +251,7 @@ async def create_and_claim_tasks(
                 "retry_on": new.retry.retry_on,
                 "replay_of": new.replay_of,
                 "rate_limits": uses_json(new.rate_limits),
+                "webhook_url": new.webhook_url,
             }
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
         ]

@@ -154,6 +154,7 @@ def task_from(row: Row, codec: Codec) -> Task:
         pinned_agent_id=codec.uuid(row["pinned_agent_id"]),
         broadcast_of=codec.uuid(row["broadcast_of"]),
         broadcast_policy=None if policy is None else BroadcastPolicy(policy),
+        webhook_url=row["webhook_url"],
         start_deadline_at=codec.time(row["start_deadline_at"]),
     )
 
@@ -218,6 +219,7 @@ def new_task(
         max_concurrent_per_key=new.max_concurrent_per_key,
         replay_of=new.replay_of,
         rate_limits=new.rate_limits,
+        webhook_url=new.webhook_url,
     )
 
 
@@ -288,6 +290,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         last_task_id=codec.uuid(row["last_task_id"]),
         created_at=_must_time(codec, row["created_at"]),
         updated_at=_must_time(codec, row["updated_at"]),
+        webhook_url=row["webhook_url"],
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
         workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
@@ -330,6 +333,7 @@ _CRON_PLAIN = (
     "timeout_seconds",
     "catch_up_limit",
     "start_deadline_seconds",
+    "webhook_url",
     "concurrency_key",
     "max_concurrent_per_key",
     "enabled",

@@ -54,7 +54,8 @@ def create_broadcast(
     ).fetchall()
     if not agents:
         raise no_agent(task)
-    created = create_tasks(connection, [task] * (len(agents) + 1), now, aging)
+    child = replace(task, webhook_url=None)  # only the parent reports its end
+    created = create_tasks(connection, [task, *[child] * len(agents)], now, aging)
     parent, children = created[0][0], [made for made, _ in created[1:]]
     deadline = start_deadline(broadcast, now)
     connection.execute(

@@ -48,8 +48,10 @@ def create_cron_job(
                 required_capabilities, timeout_seconds, max_retries, backoff_seconds,
                 backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
                 overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at,
-                concurrency_key, max_concurrent_per_key, workflow, backoff_jitter, retry_on)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                concurrency_key, max_concurrent_per_key, workflow, backoff_jitter, retry_on,
+                webhook_url)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                    ?)
             RETURNING *""",
             (
                 job_id,
@@ -78,6 +80,7 @@ def create_cron_job(
                 None if job.workflow is None else CODEC.put_json(job.workflow),
                 job.retry.jitter,
                 CODEC.put_texts(job.retry.retry_on),
+                job.webhook_url,
             ),
         ).fetchone()
     except sqlite3.IntegrityError as error:

@@ -63,11 +63,11 @@ _INSERT_COLUMNS = (
     " timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,"
     " idempotency_key, cron_job_id, cron_tick_at, created_at, updated_at, agent_id, attempts,"
     " claim_key, concurrency_key, max_concurrent_per_key, backoff_jitter, retry_on, replay_of,"
-    " rate_limits"
+    " rate_limits, webhook_url"
 )
 _INSERT_TASKS = f"""
 INSERT INTO tasks ({_INSERT_COLUMNS})
-SELECT {", ".join(f"value ->> {n}" for n in range(27))}
+SELECT {", ".join(f"value ->> {n}" for n in range(28))}
 FROM json_each(?) WHERE true
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 """One statement per batch (``json_rows``), in batch order: the first of two tasks with one
@@ -257,6 +257,7 @@ def prepare_tasks(
                 CODEC.put_texts(retry.retry_on),
                 CODEC.put_uuid(new.replay_of),
                 None if not new.rate_limits else CODEC.put_json(uses_json(new.rate_limits)),
+                new.webhook_url,
             ]
         )
     fresh = FreshTasks(tasks, ids, created_at, keys, [row[0] for row in rows]) if claim else None

@@ -69,6 +69,7 @@ from hetuflow.triggers import (
     TriggeredTask,
     TriggeredWorkflow,
 )
+from hetuflow.webhooks import DeliveryOutcome, WebhookDelivery
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
@@ -759,6 +760,43 @@ class Store(Protocol):
         """The delivery of ``event_id`` as a replay would see it (``created`` False)."""
         ...
 
+    # --- outgoing webhooks (docs/webhooks.md) -------------------------------------------------
+    #
+    # A task with a ``webhook_url`` that changes into a final status gets one delivery row in
+    # the transaction that changes it, whatever the path (``finish_attempts``,
+    # ``release_agent``, ``cancel_task``, a workflow or broadcast settle...): a database
+    # trigger writes it, so no path can forget it and none writes it twice. Deleting the task
+    # (``delete_finished_tasks``) deletes its deliveries.
+
+    async def claim_webhook_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookDelivery]:
+        """Take up to ``limit`` pending deliveries due at ``now`` (oldest due first): count an
+        attempt, set ``next_attempt_at = lease_until`` and a new ``claim_token`` on each, in
+        one transaction. A delivery is claimed by one caller at a time across all nodes
+        (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the single writer on SQLite); once its
+        lease ends without an outcome recorded (the claimer died), it is due again."""
+        ...
+
+    async def record_webhook_attempt(
+        self, delivery_id: UUID, claim_token: UUID, outcome: DeliveryOutcome, *, now: datetime
+    ) -> bool:
+        """Record what the claimed POST came to (state, next attempt, HTTP status, error),
+        only if ``claim_token`` is still the delivery's and it is pending: a claimer whose
+        lease ended and whose delivery was claimed again changes nothing. Returns whether it
+        was recorded."""
+        ...
+
+    async def list_webhook_deliveries(self, task_id: UUID) -> list[WebhookDelivery]:
+        """The task's deliveries, oldest first (one per time it ended; empty without a
+        ``webhook_url``)."""
+        ...
+
+    async def next_webhook_attempt_at(self) -> datetime | None:
+        """The earliest ``next_attempt_at`` of a pending delivery (maybe past: due now), or
+        None: when the delivery service looks again. One indexed read."""
+        ...
+
 
 class Notifier(Protocol):
     """Wakes engine loops, in this process and on other nodes. Separate from state.
@@ -788,6 +826,9 @@ TASKS_READY = "hetuflow_tasks_ready"
 TASK_CANCEL = "hetuflow_task_cancel"
 """Payload ``<task_id>:<attempt>:<agent_id>``: the node holding that agent sends TaskCancel."""
 CRON_CHANGED = "hetuflow_cron_changed"
+WEBHOOKS_DUE = "hetuflow_webhooks_due"
+"""A delivery was written (PostgreSQL: ``pg_notify`` by the outbox trigger, at commit): the
+delivery services should claim. SQLite publishes nothing: its service polls."""
 AGENT_DRAIN_CHANGED = "hetuflow_agent_drain_changed"
 """Payload ``<agent_id>:1`` (drained by an operator) or ``<agent_id>:0`` (resumed): the node
 holding that agent's connection stops or starts dispatching to it."""

@@ -70,6 +70,7 @@ from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
 from hetuflow.store import _pg_triggers as trigger_sql
 from hetuflow.store import _pg_usage as usage_sql
+from hetuflow.store import _pg_webhooks as webhook_sql
 from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._pg_db import PgDatabase
@@ -85,6 +86,7 @@ from hetuflow.triggers import (
     TriggeredTask,
     TriggeredWorkflow,
 )
+from hetuflow.webhooks import DeliveryOutcome, WebhookDelivery
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 
@@ -645,3 +647,25 @@ class PostgresStore:
         async with self._db.transaction() as c:  # the event and its tasks in one snapshot
             await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             return await trigger_sql.get_event(c, event_id)
+
+    # --- outgoing webhooks --------------------------------------------------------------------
+
+    async def claim_webhook_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookDelivery]:
+        async with self._db.transaction() as c:
+            return await webhook_sql.claim_deliveries(c, now, lease_until, limit)
+
+    async def record_webhook_attempt(
+        self, delivery_id: UUID, claim_token: UUID, outcome: DeliveryOutcome, *, now: datetime
+    ) -> bool:
+        async with self._db.connection() as c:
+            return await webhook_sql.record_attempt(c, delivery_id, claim_token, outcome, now)
+
+    async def list_webhook_deliveries(self, task_id: UUID) -> list[WebhookDelivery]:
+        async with self._db.connection() as c:
+            return await webhook_sql.list_deliveries(c, task_id)
+
+    async def next_webhook_attempt_at(self) -> datetime | None:
+        async with self._db.connection() as c:
+            return await webhook_sql.next_attempt_at(c)

@@ -76,6 +76,7 @@ from hetuflow.store import _sqlite_tasks as task_sql
 from hetuflow.store import _sqlite_tokens as token_sql
 from hetuflow.store import _sqlite_triggers as trigger_sql
 from hetuflow.store import _sqlite_usage as usage_sql
+from hetuflow.store import _sqlite_webhooks as webhook_sql
 from hetuflow.store import _sqlite_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
 from hetuflow.store._sqlite_db import SqliteDatabase
@@ -91,6 +92,7 @@ from hetuflow.triggers import (
     TriggeredTask,
     TriggeredWorkflow,
 )
+from hetuflow.webhooks import DeliveryOutcome, WebhookDelivery
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
 logger = logging.getLogger(__name__)
@@ -616,3 +618,23 @@ class SqliteStore:
 
     async def get_event(self, event_id: str) -> EventDelivery | None:
         return await self._db.read(trigger_sql.get_event, event_id)
+
+    # --- outgoing webhooks --------------------------------------------------------------------
+
+    async def claim_webhook_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookDelivery]:
+        return await self._db.write(webhook_sql.claim_deliveries, now, lease_until, limit)
+
+    async def record_webhook_attempt(
+        self, delivery_id: UUID, claim_token: UUID, outcome: DeliveryOutcome, *, now: datetime
+    ) -> bool:
+        return await self._db.write(
+            webhook_sql.record_attempt, delivery_id, claim_token, outcome, now
+        )
+
+    async def list_webhook_deliveries(self, task_id: UUID) -> list[WebhookDelivery]:
+        return await self._db.read(webhook_sql.list_deliveries, task_id)
+
+    async def next_webhook_attempt_at(self) -> datetime | None:
+        return await self._db.read(webhook_sql.next_attempt_at)

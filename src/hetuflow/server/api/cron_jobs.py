@@ -40,6 +40,7 @@ from hetuflow.server.api.schemas import (
     MAX_BACKOFF_SECONDS,
     MAX_RETRIES,
     MAX_TIMEOUT_SECONDS,
+    WEBHOOK_URL_DESCRIPTION,
     Label,
     Name,
     Payload,
@@ -49,6 +50,7 @@ from hetuflow.server.api.schemas import (
     RetryJitter,
     RetryOn,
     TaskOut,
+    WebhookUrl,
     retry_policy,
     storable_text,
 )
@@ -72,7 +74,13 @@ _RETRY_FIELDS = frozenset(
     }
 )
 _NULLABLE = frozenset(
-    {"timeout_seconds", "start_deadline_seconds", "concurrency_key", "max_concurrent_per_key"}
+    {
+        "timeout_seconds",
+        "start_deadline_seconds",
+        "webhook_url",
+        "concurrency_key",
+        "max_concurrent_per_key",
+    }
 )
 
 Expression = Annotated[
@@ -108,6 +116,7 @@ _WORKFLOW = (
     " the tick history). The task fields (`payload`, `priority`, ...) do not apply; the steps"
     " carry their own."
 )
+_WEBHOOK = f"Given to every task it creates. {WEBHOOK_URL_DESCRIPTION}"
 _RATE_LIMITS = (
     "Named rate limits every task it creates spends from when dispatched (`units` each,"
     " default 1), as a task's `rate_limits`: an unknown name, or more units than the limit"
@@ -192,6 +201,7 @@ class CronJobCreate(_Input):
     start_deadline_seconds: float | None = Field(
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=_DEADLINE
     )
+    webhook_url: WebhookUrl | None = Field(default=None, description=_WEBHOOK)
     concurrency_key: str | None = Field(
         default=None,
         min_length=1,
@@ -258,6 +268,7 @@ class CronJobCreate(_Input):
             catch_up_limit=self.catch_up_limit,
             overlap_policy=self.overlap_policy,
             start_deadline_seconds=self.start_deadline_seconds,
+            webhook_url=self.webhook_url,
             concurrency_key=self.concurrency_key,
             max_concurrent_per_key=self.max_concurrent_per_key,
             workflow=None if self.workflow is None else workflow_document(self.workflow),
@@ -299,6 +310,9 @@ class CronJobUpdate(_Input):
     overlap_policy: OverlapPolicy | None = Field(default=None, description=_OVERLAP)
     start_deadline_seconds: float | None = Field(
         default=None, gt=0, le=MAX_DEADLINE_SECONDS, description=f"{_DEADLINE} null removes it."
+    )
+    webhook_url: WebhookUrl | None = Field(
+        default=None, description=f"{_WEBHOOK} null removes it (tasks already created keep theirs)."
     )
     concurrency_key: str | None = Field(
         default=None,
@@ -382,6 +396,9 @@ class CronJobOut(_Output):
     catch_up_limit: int
     overlap_policy: OverlapPolicy
     start_deadline_seconds: float | None
+    webhook_url: str | None = Field(
+        default=None, description="Given to every task it creates; null: none."
+    )
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     rate_limits: list[RateLimitUseOut] = Field(
@@ -422,6 +439,7 @@ class CronJobOut(_Output):
             catch_up_limit=job.catch_up_limit,
             overlap_policy=job.overlap_policy,
             start_deadline_seconds=job.start_deadline_seconds,
+            webhook_url=job.webhook_url,
             concurrency_key=job.concurrency_key,
             max_concurrent_per_key=job.max_concurrent_per_key,
             rate_limits=[RateLimitUseOut(name=u.name, units=u.units) for u in job.rate_limits],

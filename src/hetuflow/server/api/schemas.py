@@ -51,6 +51,12 @@ from hetuflow.models import (
     TaskStatus,
     retry_on_of,
 )
+from hetuflow.webhooks import (
+    MAX_WEBHOOK_URL_LENGTH,
+    DeliveryState,
+    WebhookDelivery,
+    check_webhook_url,
+)
 
 MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0
 MAX_TIMEOUT_SECONDS = 365 * 24 * 3600.0
@@ -126,6 +132,27 @@ RateLimitName = Annotated[
     AfterValidator(storable_text),
 ]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
+
+WEBHOOK_URL_DESCRIPTION = (
+    "POST the task's final status here once it ends (succeeded, failed or timed out with no "
+    "retry left, cancelled, skipped, quarantined; not a failed attempt that is retried), "
+    "signed with the server's `[webhooks] secret`, retried with backoff until the receiver "
+    "answers 2xx (docs/webhooks.md). An absolute http:// or https:// URL with a host, no "
+    "credentials, no fragment, at most 2048 characters; 422 when the server has no "
+    "`[webhooks] secret` or the host is not in `[webhooks] allowed_hosts`."
+)
+
+
+def _webhook_url(value: str) -> str:
+    return check_webhook_url(storable_text(value))
+
+
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_WEBHOOK_URL_LENGTH),
+    AfterValidator(_webhook_url),
+]
+"""``webhook_url`` of a task or cron job create."""
 
 
 class _Input(BaseModel):
@@ -351,6 +378,11 @@ class TaskCreate(_Input):
         description="A broadcast's success rule: `all` (default: every child succeeded) or "
         "`any` (one did). Otherwise it fails, its `error` naming the agents.",
     )
+    webhook_url: WebhookUrl | None = Field(
+        default=None,
+        description=WEBHOOK_URL_DESCRIPTION,
+        examples=["https://hooks.example.com/hetuflow"],
+    )
     start_deadline_seconds: float | None = Field(
         default=None,
         gt=0,
@@ -433,6 +465,7 @@ class TaskCreate(_Input):
             if self.concurrency_key is None
             else self.concurrency_strategy,
             rate_limits=tuple(use.to_use() for use in self.rate_limits),
+            webhook_url=self.webhook_url,
         )
 
     def to_item(self, *, now: datetime, default_backoff_seconds: float) -> NewTask | NewBroadcast:
@@ -521,6 +554,11 @@ class TaskOut(_Output):
         description="A broadcast child: the only agent that may run it (while that agent is "
         "offline it waits, `pending_reason: agent_offline`).",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        description="Where its final status is POSTed (`GET /api/tasks/{id}/webhook` shows "
+        "how that went); null: nowhere.",
+    )
     start_deadline_at: datetime | None = Field(
         default=None,
         description="A broadcast's (parent and children) with `start_deadline_seconds`: a "
@@ -570,6 +608,7 @@ class TaskOut(_Output):
             broadcast_policy=task.broadcast_policy,
             broadcast_of=task.broadcast_of,
             pinned_agent_id=task.pinned_agent_id,
+            webhook_url=task.webhook_url,
             start_deadline_at=task.start_deadline_at,
         )
 
@@ -621,6 +660,7 @@ def task_json(
         "broadcast_policy": task.broadcast_policy,
         "broadcast_of": task.broadcast_of,
         "pinned_agent_id": task.pinned_agent_id,
+        "webhook_url": task.webhook_url,
         "start_deadline_at": task.start_deadline_at,
     }
 
@@ -628,6 +668,54 @@ def task_json(
 def encode_json(value: Any) -> bytes:
     """JSON as pydantic writes it for the API (UTC datetimes with ``Z``)."""
     return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+
+class WebhookDeliveryOut(_Output):
+    id: UUID = Field(description="Sent as `X-Hetuflow-Delivery-Id` on every attempt.")
+    url: str
+    status: TaskStatus = Field(description="The task's final status it reports.")
+    state: DeliveryState = Field(
+        description="`pending` (due at `next_attempt_at`, or being sent), `delivered` (the "
+        "receiver answered 2xx) or `given_up` (`[webhooks] max_attempts` POSTs failed)."
+    )
+    attempts: int = Field(description="POSTs started so far.")
+    next_attempt_at: datetime | None = Field(
+        description="When a pending delivery is sent (again); null once it ended."
+    )
+    last_attempt_at: datetime | None
+    last_status_code: int | None = Field(
+        description="The receiver's HTTP status at the last attempt; null when none came."
+    )
+    last_error: str | None = Field(
+        description="Why the last attempt failed (`answered HTTP 500`, `timed out after 10 "
+        "s`, a connection error); null when it succeeded."
+    )
+    delivered_at: datetime | None
+    created_at: datetime = Field(description="When the task ended and the delivery was written.")
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryOut:
+        return cls(
+            id=delivery.id,
+            url=delivery.url,
+            status=delivery.status,
+            state=delivery.state,
+            attempts=delivery.attempts,
+            next_attempt_at=delivery.next_attempt_at,
+            last_attempt_at=delivery.last_attempt_at,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            delivered_at=delivery.delivered_at,
+            created_at=delivery.created_at,
+        )
+
+
+class TaskWebhookOut(_Output):
+    webhook_url: str | None = Field(description="The task's; null: it reports to nowhere.")
+    items: list[WebhookDeliveryOut] = Field(
+        description="One delivery per time the task ended (once, unless a workflow retry ran "
+        "it again), oldest first; empty until it ends."
+    )
 
 
 class TaskPage(_Output):

@@ -35,6 +35,8 @@ from hetuflow.server.api.schemas import (
     TaskCreate,
     TaskOut,
     TaskPage,
+    TaskWebhookOut,
+    WebhookDeliveryOut,
     encode_json,
     storable_text,
     task_json,
@@ -294,6 +296,23 @@ async def list_children(task_id: UUID, queue: Queue) -> TaskChildren:
     children = await queue.children(task_id)
     reasons = await queue.explain(children)
     return TaskChildren(items=[TaskOut.of(child, reasons.get(child.id)) for child in children])
+
+
+@router.get(
+    "/{task_id}/webhook",
+    response_model=TaskWebhookOut,
+    summary="Show how a task's final status is being delivered",
+    responses=error_responses(404),
+)
+async def task_webhook(task_id: UUID, queue: Queue, context: Context) -> TaskWebhookOut:
+    """The task's `webhook_url` and its deliveries (docs/webhooks.md): state, attempts, the
+    last HTTP status or error, and when the next attempt is due."""
+    task = await queue.get(task_id)
+    deliveries = await context.store.list_webhook_deliveries(task_id)
+    return TaskWebhookOut(
+        webhook_url=task.webhook_url,
+        items=[WebhookDeliveryOut.of(delivery) for delivery in deliveries],
+    )
 
 
 @router.get(

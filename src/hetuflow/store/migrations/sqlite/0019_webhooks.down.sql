@@ -1,0 +1,4 @@
+DROP TRIGGER tasks_webhook;
+DROP TABLE webhook_deliveries;
+ALTER TABLE cron_jobs DROP COLUMN webhook_url;
+ALTER TABLE tasks DROP COLUMN webhook_url;
