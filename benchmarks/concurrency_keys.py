@@ -1,7 +1,8 @@
 """(j) Concurrency keys: keyed throughput against unkeyed batch throughput, same run, same setup.
 
-One server, ``ck_agents`` agents with ``ck_slots`` slots each, on a fresh database. After a
-warm-up, two runs on that cluster, one after the other:
+Two runs, one after the other, each on a fresh database with its own server and
+``ck_agents`` agents of ``ck_slots`` slots (the same config), warmed up alike (200 unkeyed,
+then 200 keyed tasks), so each starts from the same empty tables:
 
 1. **unkeyed**: ``ck_tasks`` no-op tasks over ``POST /api/tasks/batch`` (as the throughput
    scenario's batch run: ``ck_batch_size`` per request, ``ck_batch_in_flight`` in flight);
@@ -10,7 +11,7 @@ warm-up, two runs on that cluster, one after the other:
 
 Each rate is tasks / (last completion seen - first submit), completions counted through
 ``GET /api/stats`` (``benchmarks.throughput.measure``'s way); ``ratio`` = keyed / unkeyed (the
-target: >= 0.5). The unkeyed run goes first, on the emptier database.
+target: >= 0.5).
 
 Then the attempt history of the keyed tasks is read from the database (every attempt's
 ``dispatched_at`` and ``finished_at``, the server's clock at the claim and at the result's
@@ -199,18 +200,23 @@ async def run(context: Context) -> dict[str, Any]:
         "batch_size": sizes.ck_batch_size,
         "batch_requests_in_flight": sizes.ck_batch_in_flight,
     }
-    async with context.cluster(
-        "concurrency-keys", agents=sizes.ck_agents, slots=sizes.ck_slots
-    ) as cluster:
-        await measure_batches(cluster, [NOOP] * 200)  # warm-up
-        await measure_batches(cluster, keyed_tasks(200, min(sizes.ck_keys, 200)))
-        unkeyed = await measure_batches(cluster, [NOOP] * sizes.ck_tasks)
-        result["unkeyed"] = unkeyed
-        context.log(f"  unkeyed: {unkeyed['tasks_per_second']} tasks/s")
-        keyed = await measure_batches(cluster, keyed_tasks(sizes.ck_tasks, sizes.ck_keys))
-        result["keyed"] = keyed
-        context.log(f"  keyed: {keyed['tasks_per_second']} tasks/s")
-        history = key_overlaps(await keyed_attempts(cluster.db))
+    history: dict[str, Any] = {}
+    for run_name in ("unkeyed", "keyed"):
+        async with context.cluster(
+            f"concurrency-keys-{run_name}", agents=sizes.ck_agents, slots=sizes.ck_slots
+        ) as cluster:
+            await measure_batches(cluster, [NOOP] * 200)  # warm-up
+            await measure_batches(cluster, keyed_tasks(200, min(sizes.ck_keys, 200)))
+            tasks = (
+                [NOOP] * sizes.ck_tasks
+                if run_name == "unkeyed"
+                else keyed_tasks(sizes.ck_tasks, sizes.ck_keys)
+            )
+            result[run_name] = await measure_batches(cluster, tasks)
+            context.log(f"  {run_name}: {result[run_name]['tasks_per_second']} tasks/s")
+            if run_name == "keyed":
+                history = key_overlaps(await keyed_attempts(cluster.db))
+    unkeyed, keyed = result["unkeyed"], result["keyed"]
     result["ratio"] = round(keyed["tasks_per_second"] / unkeyed["tasks_per_second"], 3)
     result["history"] = history
     context.log(

@@ -98,12 +98,13 @@ _MORE_CANDIDATES = _CANDIDATES.replace(
   AND (rate_limits IS NULL OR NOT EXISTS (
       SELECT 1 FROM task_rate_limits AS l
       WHERE l.task_id = tasks.id AND l.name IN (SELECT value FROM json_each(?))))
-  AND id NOT IN (SELECT value FROM json_each(?))
+  AND (claim_key, id) > (?, ?)
 ORDER BY""",
 )
-"""The candidates past the concurrency keys and rate limits a claim found full (and the ones
-it took): only a claim that passed a candidate over runs it (``_concurrency``,
-``_rate_limits``)."""
+"""The candidates after the last one a claim saw (its claim key and id), past the
+concurrency keys and rate limits it found full: only a claim that passed a candidate over runs
+it (``_concurrency``, ``_rate_limits``). The index scan starts after that candidate, so a claim
+reads each pending task at most once."""
 
 _ACTIVE_BY_KEY = f"""
 SELECT concurrency_key, count(*) AS count FROM tasks
@@ -149,19 +150,19 @@ def _candidates(
     )
     pinned = id_list(offered_agents(group.offers))
     taken: list[Row] = []
+    after: tuple[int, str] | None = None  # the last candidate seen, in claim order
     while True:
         asked = want - len(taken)
-        if not gate.full and not rates.full:
+        if after is None:
             cursor = connection.execute(
                 _CANDIDATES, (horizon, task_types, capabilities, pinned, asked)
             )
         else:
-            taken_ids = id_list([row["id"] for row in taken])
             full = id_list(sorted(gate.full))
             spent = id_list(sorted(rates.full))
             cursor = connection.execute(
                 _MORE_CANDIDATES,
-                (horizon, task_types, capabilities, pinned, full, spent, taken_ids, asked),
+                (horizon, task_types, capabilities, pinned, full, spent, *after, asked),
             )
         rows = cursor.fetchall()
         if keys := gate.unknown(rows):
@@ -176,6 +177,7 @@ def _candidates(
         taken.extend(admitted)
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
+        after = (rows[-1]["claim_key"], rows[-1]["id"])
 
 
 _INSERT_ATTEMPTS = """
