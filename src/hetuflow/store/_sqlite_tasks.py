@@ -78,7 +78,7 @@ SELECT {CLAIMED_COLUMNS}, claim_key, concurrency_key, max_concurrent_per_key, ra
        pinned_agent_id,
        (SELECT s.workflow_id FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS workflow_id,
        (SELECT s.name FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS step
-FROM tasks
+FROM tasks INDEXED BY tasks_claim
 WHERE status = 'pending'
   AND scheduled_at <= ?
   AND task_type IN (SELECT value FROM json_each(?))
@@ -89,8 +89,11 @@ WHERE status = 'pending'
 ORDER BY claim_key, id
 LIMIT ?"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
-in order (see ``_claims``). The fourth parameter: the group's agents with a free slot, the
-only ones a pinned task (a broadcast child, ``_broadcast``) may go to."""
+in order up to the limit (see ``_claims``). ``INDEXED BY``: without statistics the planner took
+``tasks_status_created`` for ``status = 'pending'`` and sorted every pending task to return
+the first few (about 100 ms a claim with 100,000 tasks waiting, 4 ms this way). The fourth
+parameter: the group's agents with a free slot, the only ones a pinned task (a broadcast
+child, ``_broadcast``) may go to."""
 
 _MORE_CANDIDATES = _CANDIDATES.replace(
     "ORDER BY",
