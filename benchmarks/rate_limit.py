@@ -146,7 +146,8 @@ async def run(context: Context) -> dict[str, Any]:
         by_node[f"node_{node}"] += 1
     result.update(
         {
-            "max_in_any_window": most_in_window(times, window),
+            "max_in_any_window": (most := most_in_window(times, window)),
+            "window_excess": most - limit,
             "rate_per_second": round(rate, 2),
             "rate_error_percent": round(
                 100 * (rate - limit / per_seconds) / (limit / per_seconds), 2
