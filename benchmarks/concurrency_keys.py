@@ -13,12 +13,24 @@ Each rate is tasks / (last completion seen - first submit), completions counted 
 ``GET /api/stats`` (``benchmarks.throughput.measure``'s way); ``ratio`` = keyed / unkeyed (the
 target: >= 0.5).
 
-Then the attempt history of the keyed tasks is read from the database (every attempt's
-``dispatched_at`` and ``finished_at``, the server's clock at the claim and at the result's
-write) and swept per key: an attempt is active from its dispatch to its finish (a finish at the
-same instant as the next dispatch frees first). ``max_active_per_key`` is the most attempts of
-one key active at once (the target: 1) and ``overlaps`` the attempts dispatched while another
-of their key was active. An attempt without ``finished_at`` counts as active to the end.
+On the keyed run's cluster, ``ck_hold_tasks`` more keyed tasks over the same keys follow, each
+a ``bench-hold`` of ``ck_hold_seconds``: a no-op runs for microseconds, so two of its attempts
+dispatched at once would rarely overlap in their runs; a task that holds its key for 20 ms
+would (``hold_run`` below).
+
+Then the attempt history of the keyed tasks is read from the database and swept per key
+(at one instant an end comes before a start; an attempt without ``finished_at`` is open to the
+end), three ways:
+
+- ``run``: from ``started_at`` to ``finished_at`` of every keyed attempt, both the agent's
+  clock at the handler's start and end (``max_per_key``: the target is 1; ``overlaps``);
+- ``hold_run``: the same, for the ``bench-hold`` tasks only: the check that could see a key
+  over its limit;
+- ``dispatched``: from ``dispatched_at`` (the server's reading of the clock when its dispatch
+  round began) to ``finished_at``. A round reads the clock before it takes the claim's lock
+  and passes over the pending tasks, and counts a key's active tasks only then, so a finish
+  that committed in between frees the key for an attempt stamped before that finish. These
+  overlaps (and ``largest_overlap_ms``) measure how stale the stamps are, not the limit.
 """
 
 from __future__ import annotations
@@ -114,7 +126,7 @@ async def measure_batches(cluster: Cluster, tasks: Sequence[Task]) -> dict[str, 
 # --- the attempt history ----------------------------------------------------------------------
 
 _HISTORY_SQLITE = """
-SELECT t.concurrency_key, a.dispatched_at, a.started_at, a.finished_at
+SELECT t.concurrency_key, a.dispatched_at, a.started_at, a.finished_at, t.task_type
 FROM attempts AS a JOIN tasks AS t ON t.id = a.task_id
 WHERE t.concurrency_key IS NOT NULL"""
 
@@ -122,12 +134,15 @@ _HISTORY_POSTGRES = """
 SELECT t.concurrency_key,
        (extract(epoch FROM a.dispatched_at) * 1000000)::bigint AS dispatched_at,
        (extract(epoch FROM a.started_at) * 1000000)::bigint AS started_at,
-       (extract(epoch FROM a.finished_at) * 1000000)::bigint AS finished_at
+       (extract(epoch FROM a.finished_at) * 1000000)::bigint AS finished_at,
+       t.task_type
 FROM attempts AS a JOIN tasks AS t ON t.id = a.task_id
 WHERE t.concurrency_key IS NOT NULL"""
 
-Attempt = tuple[str, int, int | None, int | None]
-"""(concurrency key, dispatched at, started at, finished at): microseconds since the epoch."""
+Attempt = tuple[str, int, int | None, int | None, str]
+"""(concurrency key, dispatched at, started at, finished at, task type); the instants in
+microseconds since the epoch."""
+HOLD = "bench-hold"
 
 FOREVER = 2**62
 
@@ -139,7 +154,7 @@ async def keyed_attempts(db: Database) -> list[Attempt]:
 
         def read() -> list[Attempt]:
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
-                return [(k, d, s, f) for k, d, s, f in c.execute(_HISTORY_SQLITE)]
+                return [(k, d, s, f, t) for k, d, s, f, t in c.execute(_HISTORY_SQLITE)]
 
         return await asyncio.to_thread(read)
     connection = await asyncpg.connect(db.url)
@@ -147,7 +162,7 @@ async def keyed_attempts(db: Database) -> list[Attempt]:
         rows = await connection.fetch(_HISTORY_POSTGRES)
     finally:
         await connection.close()
-    return [(row[0], row[1], row[2], row[3]) for row in rows]
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def sweep(spans_by_key: dict[str, list[tuple[int, int]]]) -> dict[str, Any]:
@@ -169,25 +184,44 @@ def sweep(spans_by_key: dict[str, list[tuple[int, int]]]) -> dict[str, Any]:
 
 
 def key_overlaps(attempts: Sequence[Attempt]) -> dict[str, Any]:
-    """Each key's attempts, as dispatched (``dispatched_at`` to ``finished_at``) and as run
-    (``started_at``, else ``dispatched_at``, to ``finished_at``)."""
+    """Each key's attempts as run, as run by the ``bench-hold`` tasks, and as dispatched (see
+    the module's docstring)."""
     held: dict[str, list[tuple[int, int]]] = defaultdict(list)
     ran: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    hold: dict[str, list[tuple[int, int]]] = defaultdict(list)
     unfinished = 0
-    for key, dispatched, started, finished in attempts:
+    for key, dispatched, started, finished, task_type in attempts:
         if finished is None:
             unfinished += 1
         end = FOREVER if finished is None else finished
         held[key].append((dispatched, end))
-        ran[key].append((dispatched if started is None else started, end))
+        span = (dispatched if started is None else started, end)
+        ran[key].append(span)
+        if task_type == HOLD:
+            hold[key].append(span)
     return {
         "keys": len(held),
         "attempts": len(attempts),
+        "hold_attempts": sum(len(spans) for spans in hold.values()),
         "unfinished_attempts": unfinished,
         "without_started_at": sum(1 for a in attempts if a[2] is None),
         "run": sweep(ran),
+        "hold_run": sweep(hold),
         "dispatched": sweep(held),
     }
+
+
+def hold_tasks(total: int, keys: int, seconds: float) -> list[Task]:
+    return [
+        {
+            "task_type": HOLD,
+            "name": "bench-hold",
+            "payload": {"seconds": seconds},
+            "concurrency_key": f"key-{index % keys}",
+            "max_concurrent_per_key": 1,
+        }
+        for index in range(total)
+    ]
 
 
 async def run(context: Context) -> dict[str, Any]:
@@ -215,15 +249,18 @@ async def run(context: Context) -> dict[str, Any]:
             result[run_name] = await measure_batches(cluster, tasks)
             context.log(f"  {run_name}: {result[run_name]['tasks_per_second']} tasks/s")
             if run_name == "keyed":
+                holds = hold_tasks(sizes.ck_hold_tasks, sizes.ck_keys, sizes.ck_hold_seconds)
+                result["hold"] = await measure_batches(cluster, holds)
                 history = key_overlaps(await keyed_attempts(cluster.db))
     unkeyed, keyed = result["unkeyed"], result["keyed"]
     result["ratio"] = round(keyed["tasks_per_second"] / unkeyed["tasks_per_second"], 3)
     result["history"] = history
     context.log(
         f"  ratio {result['ratio']}; runs: most per key {history['run']['max_per_key']},"
-        f" overlaps {history['run']['overlaps']}; dispatched-to-finished stamps: overlaps"
+        f" overlaps {history['run']['overlaps']}; holding tasks: overlaps"
+        f" {history['hold_run']['overlaps']}; dispatched-to-finished stamps: overlaps"
         f" {history['dispatched']['overlaps']}"
     )
-    if history["attempts"] < sizes.ck_tasks:
+    if history["attempts"] < sizes.ck_tasks + sizes.ck_hold_tasks:
         raise ScenarioFailed(f"only {history['attempts']} keyed attempts in the history")
     return result

@@ -105,6 +105,9 @@ class Sizes:
     ck_batch_in_flight: int = 2
     ck_agents: int = 2
     ck_slots: int = 1000
+    # then keyed tasks that each hold their key for ``ck_hold_seconds`` (the overlap check)
+    ck_hold_tasks: int = 10_000
+    ck_hold_seconds: float = 0.02
     # (k) rate limit: ``rl_limit`` per ``rl_per_seconds``, measured over ``rl_seconds``, with
     # ``rl_nodes`` server nodes on one PostgreSQL; tasks for ``rl_seconds`` + 2 windows
     rl_limit: int = 500
@@ -187,6 +190,7 @@ SMOKE = dataclasses.replace(
     ck_batch_size=100,
     ck_agents=1,
     ck_slots=50,
+    ck_hold_tasks=40,
     rl_limit=50,
     rl_seconds=1.0,
     rl_agents=2,

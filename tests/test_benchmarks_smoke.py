@@ -181,6 +181,8 @@ def _keys(scenario: dict[str, Any]) -> None:
     assert history["unfinished_attempts"] == 0
     assert history["run"]["max_per_key"] == 1
     assert history["run"]["overlaps"] == 0
+    assert history["hold_attempts"] > 0  # tasks that hold their key for a while
+    assert history["hold_run"]["max_per_key"] == 1
 
 
 @pytest.mark.timeout(120)
