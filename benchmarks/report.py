@@ -227,6 +227,19 @@ ROWS = (
         "nodes_3_no_global_limit.per_task.commits", "", ""),
     Row("scaleout", "3 nodes, no global limit: pickup p99",
         "nodes_3_no_global_limit.pickup.latency.p99_ms", "ms", ""),
+    Row("concurrency_keys", "unkeyed batch, end to end", "unkeyed.tasks_per_second", "tasks/s",
+        ""),
+    Row("concurrency_keys", "1,000 keys limited to 1, end to end", "keyed.tasks_per_second",
+        "tasks/s", ""),
+    Row("concurrency_keys", "keyed / unkeyed", "ratio", "", ">= 0.5", _at_least(0.5)),
+    Row("concurrency_keys", "most attempts of a key running at once", "history.run.max_per_key",
+        "", "1", _at_most(1)),
+    Row("concurrency_keys", "keyed: machine busy", "keyed.machine_busy_percent", "% all cores",
+        ""),
+    Row("rate_limit", "dispatched rate (2 nodes)", "rate_per_second", "/s", ""),
+    Row("rate_limit", "dispatched rate - limit", "rate_error_percent", "%", "within ±2",
+        lambda value, _db: abs(value) <= 2),
+    Row("rate_limit", "most in any window - limit", "window_excess", "", "<= 0", _at_most(0)),
 )  # fmt: skip
 
 

@@ -107,9 +107,19 @@ class Nodes:
 
 @contextlib.asynccontextmanager
 async def nodes(
-    context: Context, count: int, env: dict[str, str] | None = None
+    context: Context,
+    count: int,
+    env: dict[str, str] | None = None,
+    *,
+    agents_count: int | None = None,
+    slots: int | None = None,
+    label: str = "scaleout",
 ) -> AsyncIterator[Nodes]:
+    """``count`` servers on a fresh database and ``agents_count`` agents of ``slots`` slots
+    (by default ``so_agents`` of ``so_slots``), agent ``i`` on node ``i mod count``."""
     sizes = context.sizes
+    agents_count = sizes.so_agents if agents_count is None else agents_count
+    slots = sizes.so_slots if slots is None else slots
     async with database("postgres", context.workdir) as db:
         servers: list[Server] = []
         agents: list[Process] = []
@@ -118,17 +128,15 @@ async def nodes(
         listener: asyncpg.Connection | None = None
         try:
             for index in range(count):  # one after the other: the first migrates
-                name = f"scaleout-{count}-node-{index}"
+                name = f"{label}-{count}-node-{index}"
                 servers.append(await start_server(db, context.workdir, env, name=name))
             http = [server.http() for server in servers]
-            ledger = Ledger(context.workdir / f"scaleout-{count}-{time.monotonic_ns()}.ledger")
-            for index in range(sizes.so_agents):
+            ledger = Ledger(context.workdir / f"{label}-{count}-{time.monotonic_ns()}.ledger")
+            for index in range(agents_count):
                 server = servers[index % count]
-                name = f"scaleout-{count}-agent-{index}"
-                agents.append(
-                    start_agent(server, name, context.workdir, ledger.path, slots=sizes.so_slots)
-                )
-            await wait_agents_online(http[0], sizes.so_agents)
+                name = f"{label}-{count}-agent-{index}"
+                agents.append(start_agent(server, name, context.workdir, ledger.path, slots=slots))
+            await wait_agents_online(http[0], agents_count)
             admin = await asyncpg.connect(admin_url())
             listener = await asyncpg.connect(db.url)
             cluster = Nodes(db, servers, agents, http, ledger, admin, listener)

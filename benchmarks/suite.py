@@ -35,8 +35,9 @@ SCENARIOS = (
     "edge",
     "workflows",
 )
-ON_DEMAND = ("scaleout",)
-"""Scenarios run only when named in ``--only`` (PostgreSQL only, several minutes)."""
+ON_DEMAND = ("scaleout", "concurrency_keys", "rate_limit")
+"""Scenarios run only when named in ``--only`` (several minutes each; ``scaleout`` and
+``rate_limit`` on PostgreSQL only)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,24 @@ class Sizes:
     so_no_limit_nodes: tuple[int, ...] = (3,)
     # PostgreSQL 15 backends that went idle report their pg_stat counters up to 10 s late
     so_stats_settle_seconds: float = 11.0
+    # (j) concurrency keys: the same tasks unkeyed, then over ``ck_keys`` keys limited to 1
+    ck_tasks: int = 100_000
+    ck_keys: int = 1000
+    ck_batch_size: int = 500
+    ck_batch_in_flight: int = 2
+    ck_agents: int = 2
+    ck_slots: int = 1000
+    # then keyed tasks that each hold their key for ``ck_hold_seconds`` (the overlap check)
+    ck_hold_tasks: int = 10_000
+    ck_hold_seconds: float = 0.02
+    # (k) rate limit: ``rl_limit`` per ``rl_per_seconds``, measured over ``rl_seconds``, with
+    # ``rl_nodes`` server nodes on one PostgreSQL; tasks for ``rl_seconds`` + 2 windows
+    rl_limit: int = 500
+    rl_per_seconds: float = 1.0
+    rl_seconds: float = 10.0
+    rl_nodes: int = 2
+    rl_agents: int = 4
+    rl_slots: int = 500
 
 
 FULL = Sizes()
@@ -120,6 +139,8 @@ QUICK = dataclasses.replace(
     wf_map_items=1000,
     so_batch_tasks=10_000,
     so_pickup_seconds=6.0,
+    ck_tasks=20_000,
+    rl_seconds=5.0,
 )
 SMOKE = dataclasses.replace(
     FULL,
@@ -164,6 +185,16 @@ SMOKE = dataclasses.replace(
     so_pickup_seconds=0.5,
     so_no_limit_nodes=(),
     so_stats_settle_seconds=1.0,
+    ck_tasks=300,
+    ck_keys=20,
+    ck_batch_size=100,
+    ck_agents=1,
+    ck_slots=50,
+    ck_hold_tasks=40,
+    rl_limit=50,
+    rl_seconds=1.0,
+    rl_agents=2,
+    rl_slots=50,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
@@ -239,10 +270,12 @@ Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 def scenarios() -> dict[str, Scenario]:
     from benchmarks import (
         agents,
+        concurrency_keys,
         cron,
         edge,
         latency,
         producer,
+        rate_limit,
         recovery,
         scaleout,
         throughput,
@@ -259,6 +292,8 @@ def scenarios() -> dict[str, Scenario]:
         "edge": edge.run,
         "workflows": workflows.run,
         "scaleout": scaleout.run,
+        "concurrency_keys": concurrency_keys.run,
+        "rate_limit": rate_limit.run,
     }
 
 

@@ -168,3 +168,40 @@ def test_cpu_per_request_measures_every_hot_route(tmp_path: Path) -> None:
     for route in ("GET /healthz", "GET /api/tasks/{id}", "POST /api/tasks"):
         assert row["routes"][route]["p50_ms"] > 0
         assert row["routes"][route]["cpu_us"] >= 0
+
+
+def _keys(scenario: dict[str, Any]) -> None:
+    """The concurrency keys scenario: both runs measured, every keyed attempt in the history,
+    no key ever with two attempts running at once."""
+    for run in ("unkeyed", "keyed"):
+        assert _number(scenario[run]["tasks_per_second"]) > 0
+    assert _number(scenario["ratio"]) > 0
+    history = scenario["history"]
+    assert history["attempts"] >= scenario["keyed"]["tasks"]
+    assert history["unfinished_attempts"] == 0
+    assert history["run"]["max_per_key"] == 1
+    assert history["run"]["overlaps"] == 0
+    assert history["hold_attempts"] > 0  # tasks that hold their key for a while
+    assert history["hold_run"]["max_per_key"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_concurrency_keys_runs_on_sqlite(tmp_path: Path) -> None:
+    report = _suite(
+        tmp_path, "--db", "sqlite", "--only", "concurrency_keys", "--workdir", str(tmp_path)
+    )
+    _keys(report["results"]["sqlite"]["scenarios"]["concurrency_keys"])
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_rate_limit_and_concurrency_keys_run_on_postgres(tmp_path: Path) -> None:
+    report = _suite(tmp_path, "--db", "postgres", "--only", "rate_limit,concurrency_keys")
+    scenarios = report["results"]["postgres"]["scenarios"]
+    _keys(scenarios["concurrency_keys"])
+    rate = scenarios["rate_limit"]
+    assert rate["nodes"] == 2
+    assert sum(rate["by_node"].values()) == rate["tasks"]
+    assert rate["max_in_any_window"] <= rate["limit"]  # the limit holds across the nodes
+    assert _number(rate["rate_per_second"]) > 0
+    assert len(rate["per_window"]) >= 2

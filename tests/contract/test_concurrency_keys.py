@@ -136,3 +136,23 @@ async def test_claimers_racing_never_exceed_a_key_limit(
                 await finish(claimer, dispatch)
                 finished += 1
     assert await store.count_active_by_key(keys) == {}
+
+
+async def test_a_claim_reads_on_past_many_full_keys_to_the_first_task_of_each_free_one(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """Five layers of ten keys limited to 1 (a layer a second after the one before), then a
+    key met only in the fourth layer and an unkeyed task last: the claim's first candidates
+    fill every key, the next read goes on past them (not from the start again) and still
+    finds the late key and the unkeyed task behind all of them."""
+    agent = await connect("a", slots=20)
+    for layer in range(5):
+        tasks = [keyed(f"L{layer}-k{k}", f"k{k}", 1) for k in range(10)]
+        if layer == 3:
+            tasks.append(keyed("late", "late", 1))
+        await store.create_tasks(tasks, now=T0 + timedelta(seconds=layer))
+    await store.create_tasks([keyed("plain", None)], now=T0 + timedelta(seconds=9))
+    got = await store.claim_tasks([group([agent], free=12)], now=T0 + timedelta(seconds=10))
+    names = sorted(d.task.name for d in got)
+    assert names == sorted([*(f"L0-k{k}" for k in range(10)), "late", "plain"])
+    assert await store.claim_tasks([group([agent], free=8)], now=T0 + timedelta(seconds=10)) == []

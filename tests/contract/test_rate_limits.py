@@ -159,3 +159,30 @@ async def test_claimers_racing_never_exceed_a_rate_limit(
         assert len(in_window) <= 5, (start, in_window)
     assert len(dispatched_at) == 40
     assert dispatched_at.count(0) == 5  # the first window filled at once
+
+
+async def test_a_claim_behind_another_in_time_still_counts_every_spend_of_its_window(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """Two nodes' claims may commit in the other order than they read the clock (the later
+    reading takes the lock first). The earlier one still counts every spend of its window,
+    even after the later one, which read the limit and pruned its old spends, committed."""
+    agent = await connect("a1", slots=100, task_types=["t", "u"])
+    await store.create_rate_limit("x", 2, 1, now=T0)
+    await store.create_rate_limit("y", 1, 100, now=T0)
+    await store.create_tasks([NewTask("y0", "u", rate_limits=(RateLimitUse("y", 1),))], now=T0)
+    assert [
+        d.task.name for d in await store.claim_tasks([group([agent], task_types=["u"])], now=T0)
+    ] == ["y0"]
+    await store.create_tasks([limited("x1", ("x", 1)), limited("x2", ("x", 1))], now=T0)
+    assert sorted(await _claim(store, agent, 0.6)) == ["x1", "x2"]  # x is full until 1.6
+    both = NewTask("xy", "u", rate_limits=(RateLimitUse("x", 1), RateLimitUse("y", 1)))
+    await store.create_tasks([both, limited("x3", ("x", 1)), limited("x4", ("x", 1))], now=T0)
+    # at 1.7 a claim meets xy: it reads x (and drops spends that left its window), y holds it
+    later = await store.claim_tasks(
+        [group([agent], task_types=["u"])], now=T0 + timedelta(seconds=1.7)
+    )
+    assert later == []
+    # a claim that read the clock at 1.5, committing after it: x1 and x2 are in its window
+    assert await _claim(store, agent, 1.5) == []
+    assert sorted(await _claim(store, agent, 1.6)) == ["x3", "x4"]

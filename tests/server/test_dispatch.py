@@ -149,3 +149,31 @@ async def test_a_draining_agent_gets_nothing(server: Server) -> None:
         task_id = await server.create_task(task_type="echo")
         assert await client.quiet(0.3) == []
         assert (await server.task(task_id)).status == TaskStatus.PENDING
+
+
+async def test_a_create_no_slot_could_take_a_task_of_only_stores_and_its_round_dispatches(
+    server: Server,
+) -> None:
+    """A batch whose tasks all carry a concurrency key (or rate limits, or an idempotency
+    key) is only stored: the create runs no claim of its own; the round it wakes dispatches
+    its tasks. A batch with a task a free slot can take places that one in the create."""
+    async with agent(server, "echo", slots=4) as client:
+        keyed = [{"name": f"k{i}", "task_type": "echo", "concurrency_key": f"c{i}"} for i in (1, 2)]
+        rounds = server.engine.dispatcher.rounds
+        response = await server.http.post("/api/tasks/batch", json={"tasks": keyed})
+        assert response.status_code == 201, response.text
+        items = response.json()["items"]
+        assert [item["status"] for item in items] == ["pending", "pending"]
+        got = await client.dispatched(2)
+        assert {t["task_id"] for t in got} == {item["id"] for item in items}
+        assert server.engine.dispatcher.rounds > rounds
+        mixed = [{"name": "plain", "task_type": "echo"}, {**keyed[0], "name": "k3"}]
+        response = await server.http.post("/api/tasks/batch", json={"tasks": mixed})
+        plain, k3 = response.json()["items"]
+        assert plain["status"] == "dispatched"  # placed in the create's own transaction
+        assert k3["status"] == "pending"  # its key c1 is held by k1
+        [placed] = await client.dispatched(1)
+        assert placed["task_id"] == plain["id"]
+        await client.result(next(t for t in got if t["task_id"] == items[0]["id"]))
+        [then] = await client.dispatched(1)
+        assert then["task_id"] == k3["id"]

@@ -14,7 +14,9 @@ round fills every offered slot another round follows at once (more work may be w
 ``create`` makes a round part of a create: the tasks are inserted and the free slots of this
 node's agents are filled in one transaction (``Store.create_and_claim_tasks``), and the frames
 go out before the creator answers. A task submitted while a slot is free reaches its agent
-one durable commit after the request, not two, and is never written as pending at all.
+one durable commit after the request, not two, and is never written as pending at all. A
+create none of whose tasks a slot could take there (``NewTask.placeable_at_create``: keyed,
+rate-limited or idempotent tasks) only stores them; the round it wakes claims them.
 """
 
 from __future__ import annotations
@@ -103,7 +105,13 @@ class TaskDispatcher:
         async with self._agents.lock:
             groups = self._agents.claim_groups()
             now = self._context.clock.now()
-            if not any(group.free_slots for group in groups):
+            if not any(group.free_slots for group in groups) or not any(
+                task.placeable_at_create for task in tasks
+            ):
+                # No slot, or no new task a slot could take in this transaction (all keyed,
+                # rate-limited or idempotent): the next round claims, woken by the creator.
+                # A claim here would cost the create a whole round (with keys: a pass over
+                # every pending task) under the agents' lock, for no task of its own.
                 created = await store.create_tasks(tasks, now=now)
                 return created, any(new for _, new in created)
             try:

@@ -126,7 +126,7 @@ class FreshTasks:
                 (keys[index], texts[index]),
             )
             for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
-            if new.idempotency_key is None and new.concurrency_key is None and not new.rate_limits
+            if new.placeable_at_create
         ]
         fresh.sort(key=lambda item: item.order)
         self._waiting = fresh

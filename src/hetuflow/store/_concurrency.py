@@ -9,8 +9,11 @@ key's active tasks in the database (``count``); on PostgreSQL it first takes the
 advisory lock, so the keyed claims of every node are serialised from the count to the commit
 and each sees the others' dispatches: exact with several nodes. A claim that meets no keyed
 task takes no lock and counts nothing, so unkeyed work pays nothing but one ``IS NULL`` test.
-A key found full is left out of the claim's next candidate queries (they fetch the rest of
-the wanted tasks past it), so a full key never holds back the tasks behind it.
+A key found full, or filled by the claim itself, is left out of the claim's next candidate
+queries (they fetch the rest of the wanted tasks past it), so a full key never holds back the
+tasks behind it. Those queries read on from the last candidate the claim saw (in claim
+order): what it passed over stays passed over, so a claim reads each pending task at most
+once however many keys it finds full.
 """
 
 from __future__ import annotations
@@ -61,4 +64,6 @@ class KeyGate:
             self.full.add(key)
             return False
         self._active[key] = active + 1
+        if active + 1 >= limit:
+            self.full.add(key)  # full now: the next candidate queries leave it out at once
         return True

@@ -12,6 +12,7 @@ from hetuflow.clock import utc
 from hetuflow.errors import RateLimitNameTaken, RateLimitNotFound, RateLimitUnknown
 from hetuflow.models import RateLimit, RateLimitState
 from hetuflow.store._pg_db import Conn
+from hetuflow.store._rate_limits import PRUNE_MARGIN_SECONDS
 
 _WINDOW = "s.name = r.name AND s.at > $2::timestamptz - make_interval(secs => r.per_seconds)"
 
@@ -23,11 +24,12 @@ FROM rate_limits AS r WHERE r.name = ANY($1::text[])"""
 """Each limit with the units spent in the window that ends at ``$2`` and its oldest spend
 (``rate_limit_spends_window``: one range read per limit)."""
 
-_PRUNE = """
+_PRUNE = f"""
 DELETE FROM rate_limit_spends AS s USING rate_limits AS r
 WHERE s.name = r.name AND s.name = ANY($1::text[])
-  AND s.at <= $2::timestamptz - make_interval(secs => r.per_seconds)"""
-"""Spends that left every window a claim from ``$2`` on can count."""
+  AND s.at <= $2::timestamptz - make_interval(secs => r.per_seconds + {PRUNE_MARGIN_SECONDS})"""
+"""Spends that left every window a claim from ``$2`` on can count, ``PRUNE_MARGIN_SECONDS``
+ago (a claim reading the clock a little before ``$2`` may still commit after this one)."""
 
 _NEXT_FREE = """
 SELECT min(s.at + make_interval(secs => r.per_seconds))

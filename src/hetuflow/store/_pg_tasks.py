@@ -125,6 +125,13 @@ it from the column's statistics (most tasks need no capability), where it guesse
 keeps one row in 200: with that guess it sorted every pending task instead of reading the
 index in order up to the limit."""
 
+_CANDIDATES_AFTER = _CANDIDATES.replace(
+    "ORDER BY", "  AND (claim_key, id) > ($9::bigint, $10::uuid)\nORDER BY"
+)
+"""The candidates after the last one a claim saw (``$9``, ``$10``: its claim key and id), for
+the claim's next query when it passed candidates over: the index scan starts there, so a
+claim reads each pending task at most once."""
+
 _DISPATCH = f"""
 WITH dispatched AS (
     UPDATE tasks AS t
@@ -514,19 +521,23 @@ async def _candidates(
     left."""
     task_types, capabilities = sorted(group.task_types), sorted(group.capabilities)
     taken: list[asyncpg.Record] = []
+    after: tuple[int, UUID] | None = None  # the last candidate seen, in claim order
     while True:
         asked = want - len(taken)
-        rows = await connection.fetch(
-            _CANDIDATES,
+        arguments = (
             horizon,
             task_types,
             capabilities,
-            [*chosen, *(row["id"] for row in taken)],
+            chosen,
             asked,
             sorted(gate.full),
             sorted(rates.full),
             offered_agents(group.offers),
         )
+        if after is None:
+            rows = await connection.fetch(_CANDIDATES, *arguments)
+        else:
+            rows = await connection.fetch(_CANDIDATES_AFTER, *arguments, *after)
         # --- concurrency keys: only a claim that meets a keyed task locks and counts ---
         if keys := gate.unknown(rows):
             if not gate.locked:
@@ -548,6 +559,7 @@ async def _candidates(
         taken.extend(admitted)
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
+        after = (rows[-1]["claim_key"], rows[-1]["id"])
 
 
 def _pinned(pick: Pick[asyncpg.Record]) -> UUID | None:

@@ -10,6 +10,10 @@ candidate first takes the claim's advisory lock (as concurrency keys do), so the
 every node are serialised from the count to the commit: exact across nodes, given their
 clocks agree. A claim that meets no rate-limited task reads and locks nothing more.
 
+Spends are kept ``PRUNE_MARGIN_SECONDS`` past their window before a claim deletes them: two
+nodes' claims may take the lock in the other order than they read the clock (the later reading
+first), and the earlier reading must still find every spend of its window.
+
 A limit found without its units is left out of the claim's next candidate queries, so it never
 holds back the tasks behind it. A limit that no longer exists (deleted) no longer limits.
 """
@@ -21,6 +25,11 @@ from typing import Any
 
 from hetuflow.models import RateLimitState, RateLimitUse
 from hetuflow.store._rows import Codec, Row, uses_of
+
+PRUNE_MARGIN_SECONDS = 5.0
+"""How long a spend is kept after it left its window: how far behind another claim's (already
+committed) reading of the clock a claim's own reading may be and still count every spend of
+its window (a claim waiting for the lock, on a loaded machine)."""
 
 
 class RateGate:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from hetuflow.errors import RateLimitNameTaken, RateLimitNotFound, RateLimitUnknown
 from hetuflow.models import RateLimit, RateLimitState
+from hetuflow.store._rate_limits import PRUNE_MARGIN_SECONDS
 from hetuflow.store._rows import Row
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 
@@ -20,11 +21,13 @@ SELECT r.name, r.max_units, r.per_seconds, r.created_at,
        (SELECT min(s.at) FROM rate_limit_spends AS s WHERE {_WINDOW}) AS oldest
 FROM rate_limits AS r WHERE r.name IN (SELECT value FROM json_each(?))"""
 
-_PRUNE = """
+_PRUNE = f"""
 DELETE FROM rate_limit_spends
 WHERE name IN (SELECT value FROM json_each(?))
-  AND at <= ? - (SELECT CAST(r.per_seconds * 1000000 AS INTEGER) FROM rate_limits AS r
-                 WHERE r.name = rate_limit_spends.name)"""
+  AND at <= ? - (SELECT CAST((r.per_seconds + {PRUNE_MARGIN_SECONDS}) * 1000000 AS INTEGER)
+                 FROM rate_limits AS r WHERE r.name = rate_limit_spends.name)"""
+"""Spends that left every window a claim from the instant given on can count,
+``PRUNE_MARGIN_SECONDS`` ago (see ``_rate_limits``)."""
 
 _NEXT_FREE = """
 SELECT min(s.at + CAST(r.per_seconds * 1000000 AS INTEGER))

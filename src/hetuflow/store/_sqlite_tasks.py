@@ -78,7 +78,7 @@ SELECT {CLAIMED_COLUMNS}, claim_key, concurrency_key, max_concurrent_per_key, ra
        pinned_agent_id,
        (SELECT s.workflow_id FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS workflow_id,
        (SELECT s.name FROM workflow_steps AS s WHERE s.task_id = tasks.id) AS step
-FROM tasks
+FROM tasks INDEXED BY tasks_claim
 WHERE status = 'pending'
   AND scheduled_at <= ?
   AND task_type IN (SELECT value FROM json_each(?))
@@ -89,8 +89,11 @@ WHERE status = 'pending'
 ORDER BY claim_key, id
 LIMIT ?"""
 """Served by the partial index ``tasks_claim (claim_key, id) WHERE status = 'pending'``, read
-in order (see ``_claims``). The fourth parameter: the group's agents with a free slot, the
-only ones a pinned task (a broadcast child, ``_broadcast``) may go to."""
+in order up to the limit (see ``_claims``). ``INDEXED BY``: without statistics the planner took
+``tasks_status_created`` for ``status = 'pending'`` and sorted every pending task to return
+the first few (about 100 ms a claim with 100,000 tasks waiting, 4 ms this way). The fourth
+parameter: the group's agents with a free slot, the only ones a pinned task (a broadcast
+child, ``_broadcast``) may go to."""
 
 _MORE_CANDIDATES = _CANDIDATES.replace(
     "ORDER BY",
@@ -98,12 +101,13 @@ _MORE_CANDIDATES = _CANDIDATES.replace(
   AND (rate_limits IS NULL OR NOT EXISTS (
       SELECT 1 FROM task_rate_limits AS l
       WHERE l.task_id = tasks.id AND l.name IN (SELECT value FROM json_each(?))))
-  AND id NOT IN (SELECT value FROM json_each(?))
+  AND (claim_key, id) > (?, ?)
 ORDER BY""",
 )
-"""The candidates past the concurrency keys and rate limits a claim found full (and the ones
-it took): only a claim that passed a candidate over runs it (``_concurrency``,
-``_rate_limits``)."""
+"""The candidates after the last one a claim saw (its claim key and id), past the
+concurrency keys and rate limits it found full: only a claim that passed a candidate over runs
+it (``_concurrency``, ``_rate_limits``). The index scan starts after that candidate, so a claim
+reads each pending task at most once."""
 
 _ACTIVE_BY_KEY = f"""
 SELECT concurrency_key, count(*) AS count FROM tasks
@@ -149,19 +153,19 @@ def _candidates(
     )
     pinned = id_list(offered_agents(group.offers))
     taken: list[Row] = []
+    after: tuple[int, str] | None = None  # the last candidate seen, in claim order
     while True:
         asked = want - len(taken)
-        if not gate.full and not rates.full:
+        if after is None:
             cursor = connection.execute(
                 _CANDIDATES, (horizon, task_types, capabilities, pinned, asked)
             )
         else:
-            taken_ids = id_list([row["id"] for row in taken])
             full = id_list(sorted(gate.full))
             spent = id_list(sorted(rates.full))
             cursor = connection.execute(
                 _MORE_CANDIDATES,
-                (horizon, task_types, capabilities, pinned, full, spent, taken_ids, asked),
+                (horizon, task_types, capabilities, pinned, full, spent, *after, asked),
             )
         rows = cursor.fetchall()
         if keys := gate.unknown(rows):
@@ -176,6 +180,7 @@ def _candidates(
         taken.extend(admitted)
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
+        after = (rows[-1]["claim_key"], rows[-1]["id"])
 
 
 _INSERT_ATTEMPTS = """
