@@ -420,6 +420,15 @@ class NewTask:
     webhook_url: str | None = None
     """Where its final status is POSTed (docs/webhooks.md); checked http(s) URL."""
 
+    @property
+    def placeable_at_create(self) -> bool:
+        """Whether the claim in its create's own transaction may dispatch it. Not with an
+        idempotency key (it may exist already), a concurrency key or rate limits (their
+        counts are a dispatch round's to check): those are only stored."""
+        return (
+            self.idempotency_key is None and self.concurrency_key is None and not self.rate_limits
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class NewBroadcast:
@@ -431,15 +440,6 @@ class NewBroadcast:
     start_deadline_seconds: float | None = None
     """A child its agent has not started this long after the broadcast's start time (its
     ``scheduled_at``, or its creation) ends ``failed``; None: it waits for its agent."""
-
-    @property
-    def placeable_at_create(self) -> bool:
-        """Whether the claim in its create's own transaction may dispatch it. Not with an
-        idempotency key (it may exist already), a concurrency key or rate limits (their
-        counts are a dispatch round's to check): those are only stored."""
-        return (
-            self.idempotency_key is None and self.concurrency_key is None and not self.rate_limits
-        )
 
 
 @dataclass(frozen=True, slots=True)
