@@ -230,7 +230,7 @@ async def test_bulk_retry_of_the_dead_letters_and_replay(
     assert sorted(item.id for item in retried.items) == sorted(t.id for t in dead)
     fresh = [item.task for item in retried.items]
     assert all(t is not None and t.status is TaskStatus.PENDING for t in fresh)
-    assert sorted(t.replay_of for t in fresh if t is not None) == sorted(t.id for t in dead)
+    assert {t.replay_of for t in fresh if t is not None} == {t.id for t in dead}
     assert (await async_client.list_tasks(final=True)).items == []
     again = await async_client.bulk_retry(final=True)  # nothing left: safe to repeat
     assert (again.matched, again.items) == (0, [])
