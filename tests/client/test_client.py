@@ -260,6 +260,8 @@ def test_bulk_cancel_by_filter_and_replay_sync(client: Client) -> None:
     assert sorted(item.id for item in result.items) == sorted(t.id for t in made)
     assert {client.get_task(t.id).status for t in made} == {TaskStatus.CANCELLED}
     assert client.list_tasks(task_type="other").items[0].status is TaskStatus.PENDING
+    keyed = [t.id for t in client.iter_tasks(concurrency_key="tenant:1", page_size=2)]
+    assert sorted(keyed) == sorted(t.id for t in made)
     replayed = client.replay_task(made[0].id)
     assert (replayed.replay_of, replayed.concurrency_key) == (made[0].id, "tenant:1")
     retried = client.bulk_retry([made[1].id])

@@ -258,9 +258,12 @@ class AsyncClient:
         q: str | None = None,
         page_size: int = 500,
         final: bool | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
     ) -> AsyncIterator[Task]:
         """Every matching task, newest first, page by page (following ``next``; no count):
-        each task that exists when the walk starts comes once, tasks created meanwhile not."""
+        each task that exists when the walk starts comes once, tasks created meanwhile not.
+        The filters are ``list_tasks``'s."""
         cursor: str | None = None
         while True:
             page = await self.list_tasks(
@@ -275,6 +278,8 @@ class AsyncClient:
                 cursor=cursor,
                 include_total=False,
                 final=final,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
             )
             for task in page.items:
                 yield task

@@ -276,9 +276,12 @@ class Client:
         q: str | None = None,
         page_size: int = 500,
         final: bool | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
     ) -> Iterator[Task]:
         """Every matching task, newest first, page by page (following ``next``; no count):
-        each task that exists when the walk starts comes once, tasks created meanwhile not."""
+        each task that exists when the walk starts comes once, tasks created meanwhile not.
+        The filters are ``list_tasks``'s."""
         cursor: str | None = None
         while True:
             page = self.list_tasks(
@@ -293,6 +296,8 @@ class Client:
                 cursor=cursor,
                 include_total=False,
                 final=final,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
             )
             yield from page.items
             if page.next is None:
