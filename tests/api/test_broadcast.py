@@ -55,6 +55,7 @@ async def test_bad_broadcasts_are_refused(
     response = await client.post("/api/tasks", json={"task_type": "probe", **body})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_input"
+    assert "JSON object" not in response.json()["error"]["message"]
     assert (await client.get("/api/tasks")).json()["items"] == []
 
 

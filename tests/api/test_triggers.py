@@ -86,6 +86,24 @@ async def test_a_trigger_is_created_read_listed_and_deleted(client: httpx.AsyncC
             "task",
         ),
         ({"task": {"task_type": "t", "bogus": 1}}, "task.bogus"),
+        ({"task": {"task_type": "t", "dispatch": "all"}}, "task"),
+        ({"task": {"task_type": "t", "broadcast": True}}, "task"),
+        (
+            {"task": {"task_type": "t", "webhook_url": "https://hooks.example.com/x"}},
+            "task.webhook_url",
+        ),
+        (
+            {
+                "workflow": {
+                    "name": "w",
+                    "steps": [
+                        {"name": "a", "task_type": "t", "webhook_url": "https://h.example.com/"}
+                    ],
+                },
+                "task": None,
+            },
+            "workflow.steps.a.webhook_url",
+        ),
         ({"name": ""}, "name"),
     ],
 )
@@ -96,6 +114,54 @@ async def test_a_bad_trigger_is_refused_and_nothing_is_created(
     error = _error(await client.post("/api/triggers", json=body), 422, "invalid_input")
     assert error["field"] == field, error
     assert (await client.get("/api/triggers")).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (
+            {"task": {"task_type": "t", "rate_limits": [{"name": "nope"}]}},
+            "task.rate_limits",
+            "the trigger's task names rate limit 'nope', which does not exist",
+        ),
+        (
+            {"task": {"task_type": "t", "rate_limits": [{"name": "crm-api", "units": 6}]}},
+            "task.rate_limits",
+            "the trigger's task asks 6 units of rate limit 'crm-api', which allows 5 per window",
+        ),
+        (
+            {
+                "task": None,
+                "workflow": {
+                    "name": "w",
+                    "steps": [
+                        {"name": "a", "task_type": "t", "rate_limits": [{"name": "crm-api"}]},
+                        {"name": "b", "task_type": "t", "rate_limits": [{"name": "gone"}]},
+                    ],
+                },
+            },
+            "workflow.steps.b.rate_limits",
+            "the trigger's workflow step b names rate limit 'gone', which does not exist",
+        ),
+    ],
+)
+async def test_a_trigger_naming_a_rate_limit_it_cannot_use_is_refused(
+    client: httpx.AsyncClient, change: dict[str, Any], field: str, message: str
+) -> None:
+    """Refused when made, not at every event of its key later (each would be a 422)."""
+    limit = {"name": "crm-api", "limit": 5, "per_seconds": 60}
+    assert (await client.post("/api/rate-limits", json=limit)).status_code == 201
+    body = {"name": "t", "event": "order.created", "task": INVOICE, **change}
+    error = _error(await client.post("/api/triggers", json=body), 422, "rate_limit_unknown")
+    assert error["field"] == field, error
+    assert error["message"].startswith(message), error
+    assert (await client.get("/api/triggers")).json()["items"] == []
+    fine = {
+        "name": "ok",
+        "event": "order.created",
+        "task": {"task_type": "t", "rate_limits": [{"name": "crm-api", "units": 5}]},
+    }
+    assert (await client.post("/api/triggers", json=fine)).status_code == 201
 
 
 async def test_an_event_creates_one_task_per_matching_trigger_once(

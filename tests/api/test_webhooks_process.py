@@ -125,6 +125,12 @@ def test_a_shell_task_reports_its_end_to_a_receiver_that_fails_first(running: Se
 
         shown_text = running.run(f"./hetuflow-server show-task {task['id']}")
         assert url in shown_text.stdout
+        # the deliveries, as GET /api/tasks/{id}/webhook shows them: delivered at the 2nd POST
+        assert "Webhook" in shown_text.stdout
+        [row] = [line for line in shown_text.stdout.splitlines() if "delivered" in line]
+        assert str(shown.items[-1].id)[:8] in row
+        assert " 2 " in row
+        assert " 200 " in row
 
         bad = running.run("./hetuflow-server create-task --task-type shell --webhook-url ftp://x")
         assert bad.returncode != 0

@@ -211,6 +211,65 @@ async def test_retry_options_and_the_dead_letter_view(
     assert [t.id async for t in async_client.iter_tasks(status="failed", final=False)] == [task.id]
 
 
+async def test_bulk_retry_of_the_dead_letters_and_replay(
+    async_client: AsyncClient, app: FastAPI
+) -> None:
+    dead = [await async_client.submit(kind, retry_on=["timed_out"]) for kind in ("d1", "d2")]
+    for kind in ("d1", "d2"):
+        await _run_one(app, kind, AttemptOutcome.FAILED)
+    letters = (await async_client.list_tasks(final=True)).items
+    assert sorted(t.id for t in letters) == sorted(t.id for t in dead)
+
+    retried = await async_client.bulk_retry(final=True)
+    assert (retried.succeeded, retried.failed, retried.matched, retried.truncated) == (
+        2,
+        0,
+        2,
+        False,
+    )
+    assert sorted(item.id for item in retried.items) == sorted(t.id for t in dead)
+    fresh = [item.task for item in retried.items]
+    assert all(t is not None and t.status is TaskStatus.PENDING for t in fresh)
+    assert {t.replay_of for t in fresh if t is not None} == {t.id for t in dead}
+    assert (await async_client.list_tasks(final=True)).items == []
+    again = await async_client.bulk_retry(final=True)  # nothing left: safe to repeat
+    assert (again.matched, again.items) == (0, [])
+
+    # by ids: one cancelled, one already finished (its error is the single route's)
+    pending = [item.task.id for item in retried.items if item.task is not None]
+    cancelled = await async_client.bulk_cancel([pending[0], dead[0].id])
+    assert [(item.id, item.ok) for item in cancelled.items] == [
+        (pending[0], True),
+        (dead[0].id, False),
+    ]
+    error = cancelled.items[1].error
+    assert error is not None
+    assert (error.code, error.status) == ("task_already_finished", 409)
+    with pytest.raises(ValueError, match="either ids or filters"):
+        await async_client.bulk_cancel([pending[1]], task_type="d2")
+
+    replayed = await async_client.replay_task(pending[0])  # a cancelled task, run again
+    assert (replayed.replay_of, replayed.status) == (pending[0], TaskStatus.PENDING)
+
+
+def test_bulk_cancel_by_filter_and_replay_sync(client: Client) -> None:
+    made = [client.submit("bulk", concurrency_key="tenant:1") for _ in range(3)]
+    client.submit("other")
+    result = client.bulk_cancel(task_type="bulk", concurrency_key="tenant:1")
+    assert (result.succeeded, result.matched) == (3, 3)
+    assert sorted(item.id for item in result.items) == sorted(t.id for t in made)
+    assert {client.get_task(t.id).status for t in made} == {TaskStatus.CANCELLED}
+    assert client.list_tasks(task_type="other").items[0].status is TaskStatus.PENDING
+    keyed = [t.id for t in client.iter_tasks(concurrency_key="tenant:1", page_size=2)]
+    assert sorted(keyed) == sorted(t.id for t in made)
+    replayed = client.replay_task(made[0].id)
+    assert (replayed.replay_of, replayed.concurrency_key) == (made[0].id, "tenant:1")
+    retried = client.bulk_retry([made[1].id])
+    assert retried.succeeded == 1
+    assert retried.items[0].task is not None
+    assert retried.items[0].task.replay_of == made[1].id
+
+
 async def test_rate_limits_and_tasks_naming_them(async_client: AsyncClient) -> None:
     made = await async_client.create_rate_limit("crm-api", 2, 60)
     assert (made.name, made.limit, made.per_seconds, made.used) == ("crm-api", 2, 60, 0)
@@ -274,6 +333,12 @@ def test_response_models_match_the_server_schemas(client: Client) -> None:
         (sdk.Hook, "HookCreated"),
         (sdk.RateLimit, "RateLimitOut"),
         (sdk.RateLimitUse, "RateLimitUseOut"),
+        (sdk.ConcurrencyKey, "ConcurrencyKeyOut"),
+        (sdk.TaskWebhook, "TaskWebhookOut"),
+        (sdk.WebhookDelivery, "WebhookDeliveryOut"),
+        (sdk.BulkResult, "BulkOut"),
+        (sdk.BulkItem, "BulkItem"),
+        (sdk.BulkError, "BulkError"),
     ]
     for model, schema in pairs:
         missing = set(model.model_fields) - set(schemas[schema]["properties"])

@@ -181,6 +181,8 @@ STATUS_STYLES = {
     "failed": "red",
     "timed_out": "red",
     "quarantined": "bold red",
+    "delivered": "green",
+    "given_up": "red",
     "cancelled": "dim",
     "skipped": "dim",
     "online": "green",

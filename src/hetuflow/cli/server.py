@@ -28,6 +28,7 @@ from rich.markup import escape
 from hetuflow import __version__
 from hetuflow.cli import agents as agent_commands
 from hetuflow.cli import auth as auth_commands
+from hetuflow.cli import bulk as bulk_commands
 from hetuflow.cli import concurrency_keys as concurrency_key_commands
 from hetuflow.cli import cron_jobs as cron_commands
 from hetuflow.cli import rate_limits as rate_limit_commands
@@ -75,6 +76,7 @@ def main() -> None:
 
 
 task_commands.register(main)
+bulk_commands.register(main)
 agent_commands.register(main)
 cron_commands.register(main)
 rate_limit_commands.register(main)

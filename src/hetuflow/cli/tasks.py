@@ -1,5 +1,5 @@
 """Task commands of ``hetuflow-server``: create-task, dispatch-task, list-tasks, show-task,
-cancel-task, retry-task, logs."""
+cancel-task, retry-task, logs. (Bulk ones and replay-task: ``hetuflow.cli.bulk``.)"""
 
 from __future__ import annotations
 
@@ -394,6 +394,26 @@ def _show(task: Task, names: dict[str, str]) -> list[tuple[str, str]]:
     if task.broadcast_of is not None:
         pairs.append(("broadcast", f"child of {task.broadcast_of}"))
         pairs.append(("pinned to", _agent(task.pinned_agent_id, names)))
+    if task.pending_reason is not None:
+        pairs.append(("waiting", task.pending_reason))
+    if task.rate_limited_until is not None:
+        pairs.append(("can run from", when(task.rate_limited_until)))
+    if task.concurrency_key is not None:
+        limit = task.max_concurrent_per_key
+        pairs.append(
+            (
+                "concurrency key",
+                escape(task.concurrency_key) + (f" (limit {limit})" if limit else ""),
+            )
+        )
+    if task.rate_limits:
+        uses = ", ".join(
+            f"{use.name} ({use.units} unit{'s' * (use.units != 1)})" for use in task.rate_limits
+        )
+        pairs.append(("rate limits", escape(uses)))
+    if task.cron_job_id is not None:
+        pairs.append(("cron job", str(task.cron_job_id)))
+        pairs.append(("cron tick", when(task.cron_tick_at)))
     if task.webhook_url is not None:
         pairs.append(("webhook", escape(task.webhook_url)))
     return pairs
@@ -418,6 +438,31 @@ def show_task(cli: Cli, task_id: str) -> None:
     names = ids.agent_names(cli) if task.agent_id is not None or attempts or pinned else {}
     console = stdout()
     console.print(details(_show(task, names)))
+    if task.webhook_url is not None:
+        deliveries = cli.client.webhook(task.id).items
+        if deliveries:
+            rows = [
+                [
+                    short(delivery.id),
+                    styled(delivery.state.value),
+                    str(delivery.attempts),
+                    "-" if delivery.last_status_code is None else str(delivery.last_status_code),
+                    escape(delivery.last_error or ""),
+                    when(delivery.next_attempt_at) if delivery.next_attempt_at else "-",
+                    when(delivery.delivered_at) if delivery.delivered_at else "-",
+                ]
+                for delivery in deliveries
+            ]
+            columns = [
+                "DELIVERY",
+                "STATE",
+                "ATTEMPTS",
+                "LAST HTTP",
+                "LAST ERROR",
+                "NEXT",
+                "DELIVERED",
+            ]
+            console.print(table(columns, rows, title="Webhook"))
     if children:
         rows = [
             [

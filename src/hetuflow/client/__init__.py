@@ -25,6 +25,7 @@ apart. The package, by noun: ``errors``, ``models``, ``calls`` (request builders
 from __future__ import annotations
 
 from hetuflow.client.async_ import AsyncClient
+from hetuflow.client.bulk import BulkError, BulkItem, BulkResult
 from hetuflow.client.errors import ClientError, ServerUnreachable, WaitTimeout
 from hetuflow.client.models import (
     Agent,
@@ -58,6 +59,9 @@ __all__ = [
     "Agent",
     "AsyncClient",
     "Attempt",
+    "BulkError",
+    "BulkItem",
+    "BulkResult",
     "Client",
     "ClientError",
     "ConcurrencyKey",

@@ -208,5 +208,6 @@ class TaskSpec(TypedDict, total=False):
     max_concurrent_per_key: int
     concurrency_strategy: str
     dispatch: str
+    broadcast: bool
     broadcast_policy: str
     start_deadline_seconds: float

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import httpx
 
+from hetuflow.client.bulk import BulkCalls, BulkResult, bulk_body
 from hetuflow.client.calls import (
     Call,
     Calls,
@@ -275,9 +276,12 @@ class Client:
         q: str | None = None,
         page_size: int = 500,
         final: bool | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
     ) -> Iterator[Task]:
         """Every matching task, newest first, page by page (following ``next``; no count):
-        each task that exists when the walk starts comes once, tasks created meanwhile not."""
+        each task that exists when the walk starts comes once, tasks created meanwhile not.
+        The filters are ``list_tasks``'s."""
         cursor: str | None = None
         while True:
             page = self.list_tasks(
@@ -292,6 +296,8 @@ class Client:
                 cursor=cursor,
                 include_total=False,
                 final=final,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
             )
             yield from page.items
             if page.next is None:
@@ -309,6 +315,80 @@ class Client:
         """A new task with the same spec as a failed, timed-out, cancelled or quarantined
         one; its ``replay_of`` names the original."""
         return self._send(Calls.retry_task(task_id))
+
+    def bulk_cancel(
+        self,
+        ids: Sequence[UUID | str] | None = None,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        agent_id: UUID | str | None = None,
+        cron_job_id: UUID | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        q: str | None = None,
+        final: bool | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
+    ) -> BulkResult:
+        """Cancel many tasks, each as ``cancel_task`` would: ``ids``, or every unfinished
+        task matching the filters (those of ``list_tasks``). One outcome per task
+        (``BulkResult.items``); at most ``[server] max_batch_tasks`` per call
+        (``truncated``: call again for the rest)."""
+        body = bulk_body(
+            ids,
+            status=status,
+            task_type=task_type,
+            agent_id=agent_id,
+            cron_job_id=cron_job_id,
+            created_after=created_after,
+            created_before=created_before,
+            q=q,
+            final=final,
+            concurrency_key=concurrency_key,
+            rate_limit=rate_limit,
+        )
+        return self._send(BulkCalls.act("cancel", body))
+
+    def bulk_retry(
+        self,
+        ids: Sequence[UUID | str] | None = None,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        agent_id: UUID | str | None = None,
+        cron_job_id: UUID | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        q: str | None = None,
+        final: bool | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
+    ) -> BulkResult:
+        """Retry many tasks, each as ``retry_task`` would: ``ids``, or every task matching
+        the filters (those of ``list_tasks``; ``final=True``: the dead letters, each of which
+        leaves that list once retried). One outcome per task (``BulkResult.items``, the new
+        task in ``task``); at most ``[server] max_batch_tasks`` per call (``truncated``: call
+        again for the rest)."""
+        body = bulk_body(
+            ids,
+            status=status,
+            task_type=task_type,
+            agent_id=agent_id,
+            cron_job_id=cron_job_id,
+            created_after=created_after,
+            created_before=created_before,
+            q=q,
+            final=final,
+            concurrency_key=concurrency_key,
+            rate_limit=rate_limit,
+        )
+        return self._send(BulkCalls.act("retry", body))
+
+    def replay_task(self, task_id: UUID | str) -> Task:
+        """Run a finished task (succeeded ones too) again as a new task with the same spec;
+        its ``replay_of`` names the original."""
+        return self._send(BulkCalls.replay(task_id))
 
     def wait(
         self,

@@ -27,11 +27,13 @@ from hetuflow.errors import (
     InvalidInput,
     NoTrigger,
     PayloadTooLarge,
+    RateLimitUnknown,
     TriggerNotFound,
     WorkflowInvalid,
 )
 from hetuflow.models import JSONObject, NewTask
 from hetuflow.server.tasks import TaskQueue
+from hetuflow.server.webhooks import check_webhook_target
 from hetuflow.store.base import TASKS_READY
 from hetuflow.triggers import (
     EVENT_ID_HEADER,
@@ -86,15 +88,48 @@ class TriggerService:
         if (trigger.task is None) == (trigger.workflow is None):
             raise InvalidInput("give a trigger a task or a workflow (one of them)", field="task")
         now = self._queue.clock.now()
+        tasks: list[tuple[str, NewTask]] = []
         try:
             if trigger.task is not None:
-                self._specs.task(trigger.task, now=now)
+                tasks.append(("task", self._specs.task(trigger.task, now=now)))
             if trigger.workflow is not None:
-                check_workflow(self._specs.workflow(trigger.workflow, now=now))
+                workflow = self._specs.workflow(trigger.workflow, now=now)
+                check_workflow(workflow)
+                tasks += [(f"workflow.steps.{step.name}", step.task) for step in workflow.steps]
         except ValueError as error:  # the routes parse specs first: a caller that did not
             field = "task" if trigger.task is not None else "workflow"
             raise InvalidInput(f"the trigger's {field}: {error}", field=field) from error
+        await self._check_targets(tasks)
         return await self._queue.store.create_trigger(trigger, now=now)
+
+    async def _check_targets(self, tasks: list[tuple[str, NewTask]]) -> None:
+        """Refuse now what every event of the key would be refused for later: a
+        ``webhook_url`` this server cannot deliver to (``InvalidInput``), a rate limit that
+        does not exist or allows fewer units than asked (``RateLimitUnknown``). A check, not
+        a lock: a limit deleted after the trigger was made fails its events with the same
+        422 ``rate_limit_unknown``."""
+        webhooks = self._queue.webhooks
+        if webhooks is not None:
+            for field, task in tasks:
+                check_webhook_target(task.webhook_url, webhooks, field=f"{field}.webhook_url")
+        if not any(task.rate_limits for _, task in tasks):
+            return
+        allowed = {limit.name: limit.limit for limit in await self._queue.store.list_rate_limits()}
+        for field, task in tasks:
+            for use in task.rate_limits:
+                limit = allowed.get(use.name)
+                if limit is None:
+                    raise RateLimitUnknown(
+                        f"the trigger's {field.replace('.steps.', ' step ')} names rate limit"
+                        f" {use.name!r}, which does not exist (POST /api/rate-limits creates one)",
+                        field=f"{field}.rate_limits",
+                    )
+                if use.units > limit:
+                    raise RateLimitUnknown(
+                        f"the trigger's {field.replace('.steps.', ' step ')} asks {use.units}"
+                        f" units of rate limit {use.name!r}, which allows {limit} per window",
+                        field=f"{field}.rate_limits",
+                    )
 
     async def list_triggers(self, event_key: str | None = None) -> list[Trigger]:
         return await self._queue.store.list_triggers(event_key=event_key)

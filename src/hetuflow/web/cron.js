@@ -5,6 +5,7 @@ import {
   displayZone, viewerZone, when, words,
 } from "./lib.js";
 import { drawTicks } from "./cron_ticks.js";
+import { waitingHref } from "./limits.js";
 
 const PRIORITIES = ["low", "normal", "high", "critical"];
 const MISFIRE = ["run_once", "skip", "catch_up"];
@@ -229,8 +230,9 @@ export async function renderCronForm(view, { id, signal }) {
       ]);
       fill(extra,
         h("section", { class: "panel" }, h("h2", {}, "Next fires"),
-          h("dl", { class: "kv small" }, h("dt", {}, "Enabled"), h("dd", {}, job.enabled ? "yes" : "no"),
-            h("dt", {}, "Capabilities"), h("dd", {}, chips(job.required_capabilities))),
+          h("dl", { class: "kv small", id: "cron-flow" }, h("dt", {}, "Enabled"), h("dd", {}, job.enabled ? "yes" : "no"),
+            h("dt", {}, "Capabilities"), h("dd", {}, chips(job.required_capabilities)),
+            flowRows(job)),
           h("ol", { id: "next-fires", class: "small" }, fireTimes(fires).map((t) => h("li", {}, `${when(t, job.timezone)} (${job.timezone})`,
             h("div", { class: "muted" }, `${when(t)} (${displayZone()}), ${relative(t)}`))))));
       drawTicks(history, job, listOf(ticks));
@@ -247,4 +249,20 @@ export async function renderCronForm(view, { id, signal }) {
       if (!signal.aborted) await loadExtra();
     }
   }
+}
+
+/** What every task of the job carries for flow control and reporting: its webhook, its
+ * concurrency key and limit, the rate limits it names (each linking to the tasks it holds). */
+function flowRows(job) {
+  const uses = job.rate_limits || [];
+  return [
+    h("dt", {}, "Webhook"), h("dd", { id: "cron-webhook-url", class: job.webhook_url ? "mono" : "muted" }, job.webhook_url || "none"),
+    h("dt", {}, "Concurrency key"), h("dd", { id: "cron-concurrency-key" }, job.concurrency_key
+      ? [h("a", { href: waitingHref("concurrency_key", job.concurrency_key), class: "mono" }, job.concurrency_key),
+        job.max_concurrent_per_key ? ` (at most ${job.max_concurrent_per_key} at once)` : ""]
+      : h("span", { class: "muted" }, "none")),
+    h("dt", {}, "Rate limits"), h("dd", { id: "cron-rate-limits" }, uses.length
+      ? uses.map((use, i) => [i ? ", " : "", h("a", { href: waitingHref("rate_limit", use.name) }, use.name), ` ${use.units} unit${use.units === 1 ? "" : "s"}`])
+      : h("span", { class: "muted" }, "none")),
+  ];
 }

@@ -230,11 +230,13 @@ export async function renderTask(view, { id, query, signal }) {
   const logs = h("pre", { class: "logs", id: "task-logs", "aria-live": "off" });
   const logState = h("span", { class: "muted small", id: "log-state" }, "connecting…");
   const children = h("section", { class: "panel", id: "broadcast-children", hidden: true });
+  const webhook = h("section", { class: "panel", id: "task-webhook", hidden: true });
   fill(view, header,
     h("div", { class: "grid" },
       h("section", { class: "panel" }, h("h2", {}, "Details"), details),
       h("section", { class: "panel" }, h("h2", {}, "Result"), outcome)),
     children,
+    webhook,
     h("div", { class: "grid" },
       h("section", { class: "panel" }, h("h2", {}, "Payload"), payload),
       h("section", { class: "panel" }, h("h2", {}, "Attempts"), attempts)),
@@ -345,7 +347,18 @@ export async function renderTask(view, { id, query, signal }) {
     await readFlow();
     draw(list.items);
     if (task.broadcast_policy) drawChildren((await api("GET", `/api/tasks/${id}/children`, undefined, { signal })).items);
+    await readWebhook();
   };
+
+  // Its outgoing webhook (docs/webhooks.md): where its final status goes and how that goes.
+  let deliveries = [];
+  const readWebhook = async () => {
+    if (!task.webhook_url) return;
+    deliveries = (await api("GET", `/api/tasks/${id}/webhook`, undefined, { signal })).items;
+    drawWebhook(webhook, task, deliveries);
+  };
+  // Still to be told: a delivery is pending (being sent, or waiting for its next attempt).
+  const webhookOpen = () => Boolean(task.webhook_url) && deliveries.some((d) => d.state === "pending");
 
   try {
     agentNames = new Map((await api("GET", "/api/agents", undefined, { signal })).items.map((a) => [a.id, a.name]));
@@ -388,6 +401,43 @@ export async function renderTask(view, { id, query, signal }) {
       if (!signal.aborted) setLive(false);
     }
   }
+  // The task ended: its webhook delivery may still be retried; follow it until it settles.
+  while (!signal.aborted && webhookOpen()) {
+    await delay(1000, signal);
+    if (signal.aborted) break;
+    try {
+      await readWebhook();
+    } catch (error) {
+      if (!signal.aborted) setLive(false);
+    }
+  }
+}
+
+const DELIVERY_BADGES = { pending: "pending", delivered: "succeeded", given_up: "failed" };
+
+/** The webhook panel: the URL, then each delivery's state, attempts, last answer and times. */
+function drawWebhook(section, task, items) {
+  section.hidden = false;
+  // "HTTP 500" (the error would only repeat it), or why no answer came.
+  const last = (d) => {
+    const answered = d.last_status_code !== null && d.last_status_code !== undefined;
+    const error = d.last_error && !(answered && d.last_error === `answered HTTP ${d.last_status_code}`) ? d.last_error : null;
+    if (!answered && !error) return h("span", { class: "muted" }, d.attempts ? "—" : "not sent yet");
+    return [answered ? `HTTP ${d.last_status_code}` : null, error ? h("span", { class: "error" }, answered ? ` — ${error}` : error) : null];
+  };
+  fill(section,
+    h("div", { class: "spread" }, h("h2", {}, "Webhook"), h("span", { class: "muted small" }, "its final status is POSTed here, signed, retried until answered 2xx")),
+    h("dl", { class: "kv" }, h("dt", {}, "URL"), h("dd", { class: "mono", id: "webhook-url" }, task.webhook_url),
+      items.length ? items.map((d) => h("div", { class: "delivery", dataset: { id: d.id, state: d.state } },
+        h("dt", {}, "Delivery"), h("dd", { class: "delivery-state" }, badge(DELIVERY_BADGES[d.state] || d.state, d.state.replace("_", " ")),
+          h("span", { class: "small muted" }, ` of its ${String(d.status).replace("_", " ")} status · id `, h("span", { class: "mono" }, d.id.slice(0, 8)))),
+        h("dt", {}, "Attempts"), h("dd", { class: "delivery-attempts" }, String(d.attempts)),
+        h("dt", {}, "Last answer"), h("dd", { class: "delivery-last" }, last(d),
+          d.last_attempt_at ? h("span", { class: "small muted", title: when(d.last_attempt_at) }, ` (${relative(d.last_attempt_at)})`) : null),
+        d.state === "pending" && d.next_attempt_at ? [h("dt", {}, "Next attempt"),
+          h("dd", { class: "delivery-next", title: when(d.next_attempt_at) }, `${when(d.next_attempt_at)} (${relative(d.next_attempt_at)})`)] : null,
+        d.delivered_at ? [h("dt", {}, "Delivered"), h("dd", { class: "delivery-delivered" }, when(d.delivered_at))] : null))
+        : [h("dt", {}, "Delivery"), h("dd", { class: "muted", id: "webhook-none" }, TERMINAL.has(task.status) ? "none recorded" : "sent once the task ends")]));
 }
 
 // --- create -----------------------------------------------------------------------------------

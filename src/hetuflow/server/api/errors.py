@@ -207,6 +207,9 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
         message = "request body is required: send a JSON object"
     elif loc == ("body",) and isinstance(first.get("input"), bytes | str):
         message = "request body must be a JSON object sent with Content-Type: application/json"
+    elif loc == ("body",) and kind == "value_error":
+        # A rule across fields (a model validator): its own words say what is wrong.
+        message = _describe(first)
     elif loc == ("body",):
         message = f"request body must be a JSON object: {_describe(first)}"
     else:

@@ -103,7 +103,9 @@ class TriggerCreate(_Input):
     task: TaskCreate | None = Field(
         default=None,
         description="The task to create, as `POST /api/tasks` takes it (no `idempotency_key`: "
-        "the event id makes it once; `concurrency_strategy` `queue` only). The event comes "
+        "the event id makes it once; `concurrency_strategy` `queue` only; no broadcast). The "
+        "task's `webhook_url` and `rate_limits` are checked when the trigger is made (422). "
+        "The event comes "
         f"under the payload key `{EVENT_PAYLOAD_KEY}`: `{{key, id, data}}`. Give `task` or "
         "`workflow`.",
     )
@@ -132,6 +134,10 @@ class TriggerCreate(_Input):
         if task.idempotency_key is not None:
             raise ValueError(
                 "a trigger's task takes no idempotency_key: each event id creates it once"
+            )
+        if task.is_broadcast:
+            raise ValueError(
+                "a trigger's task cannot be a broadcast (dispatch 'all'): an event creates one task"
             )
         if task.concurrency_strategy is not ConcurrencyStrategy.QUEUE:
             raise ValueError("a trigger's task may only use concurrency_strategy 'queue'")
