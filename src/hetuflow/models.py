@@ -415,6 +415,11 @@ class Task:
     broadcast_policy: BroadcastPolicy | None = None
     """A broadcast parent (never dispatched; ends when its children have): when it succeeds."""
 
+    def is_due_pending(self, now: datetime) -> bool:
+        """Pending and due: why it waits may depend on the agents (a task due later is
+        ``scheduled`` whatever they are)."""
+        return self.status is TaskStatus.PENDING and self.scheduled_at <= now
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:

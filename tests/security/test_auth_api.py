@@ -260,3 +260,27 @@ async def test_the_openapi_document_declares_the_bearer_scheme(app: FastAPI) -> 
     }
     assert document["paths"]["/api/tasks"]["get"]["security"] == [{"token": []}]
     assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+async def test_a_task_read_checks_tokens_alike_before_and_in_fastapi(
+    client: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """``GET /api/tasks/{id}`` with a canonical id is answered before FastAPI
+    (``hot_reads``); with the id's bare hex by the route behind ``authorize``."""
+    created = await client.post(
+        "/api/tasks", json={"task_type": "t"}, headers=bearer(tokens[Role.OPERATOR])
+    )
+    task_id = created.json()["id"]
+    cases: list[tuple[dict[str, str], int]] = [
+        ({}, 401),
+        ({"Authorization": "Bearer hf_notarealtoken"}, 401),
+        ({"Authorization": "Basic YWRtaW46YWRtaW4="}, 401),
+        (bearer(tokens[Role.AGENT]), 403),
+        (bearer(tokens[Role.VIEWER]), 200),
+    ]
+    for headers, status in cases:
+        short = await client.get(f"/api/tasks/{task_id}", headers=headers)
+        routed = await client.get(f"/api/tasks/{task_id.replace('-', '')}", headers=headers)
+        assert short.status_code == routed.status_code == status, headers
+        assert short.json() == routed.json()
+        assert short.headers.get("www-authenticate") == routed.headers.get("www-authenticate")

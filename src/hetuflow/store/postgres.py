@@ -152,6 +152,15 @@ class PostgresStore:
         async with self._db.connection() as c:
             return await task_sql.get_task(c, task_id)
 
+    async def get_task_and_agents(
+        self, task_id: UUID, *, now: datetime
+    ) -> tuple[Task | None, list[Agent] | None]:
+        async with self._db.connection() as c:
+            task = await task_sql.get_task(c, task_id)
+            if task is None or not task.is_due_pending(now):
+                return task, None
+            return task, await agent_sql.list_agents(c, [AgentStatus.ONLINE])
+
     async def list_tasks(
         self,
         query: TaskFilter,

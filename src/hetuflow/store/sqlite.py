@@ -191,6 +191,11 @@ class SqliteStore:
     async def get_task(self, task_id: UUID) -> Task | None:
         return await self._db.read(task_sql.get_task, task_id)
 
+    async def get_task_and_agents(
+        self, task_id: UUID, *, now: datetime
+    ) -> tuple[Task | None, list[Agent] | None]:
+        return await self._db.read(_task_and_agents, task_id, now)
+
     async def list_tasks(
         self,
         query: TaskFilter,
@@ -569,3 +574,13 @@ class SqliteStore:
 
     async def get_event(self, event_id: str) -> EventDelivery | None:
         return await self._db.read(trigger_sql.get_event, event_id)
+
+
+def _task_and_agents(
+    connection: sqlite3.Connection, task_id: UUID, now: datetime
+) -> tuple[Task | None, list[Agent] | None]:
+    """``get_task_and_agents`` in one read transaction."""
+    task = task_sql.get_task(connection, task_id)
+    if task is None or not task.is_due_pending(now):
+        return task, None
+    return task, agent_sql.list_agents(connection, [AgentStatus.ONLINE])

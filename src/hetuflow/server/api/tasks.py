@@ -209,10 +209,20 @@ async def list_tasks(
 )
 async def get_task(task_id: UUID, request: Request) -> Response:
     """A pending task says why it is not running in `pending_reason`."""
-    queue: TaskQueue = request.app.state.task_queue  # hot path: no Depends
-    task = await queue.get(task_id)
-    reasons, waits = await queue.explain_waits([task])
-    return _json(task_json(task, reasons.get(task.id), waits.get(task.id)), 200)
+    # Usually answered before FastAPI by ``hot_reads.HotReads`` (same body, same checks);
+    # this route documents it and answers the ids that path leaves to FastAPI.
+    queue: TaskQueue = request.app.state.task_queue
+    return _json_bytes(await task_body(queue, task_id), 200)
+
+
+async def task_body(queue: TaskQueue, task_id: UUID) -> bytes:
+    """``GET /api/tasks/{id}``'s body: the task and why it waits (``TaskNotFound``)."""
+    task, reason, wait = await queue.get_explained(task_id)
+    return encode_json(task_json(task, reason, wait))
+
+
+def _json_bytes(body: bytes, status_code: int) -> Response:
+    return Response(body, status_code, media_type="application/json")
 
 
 @router.delete(
