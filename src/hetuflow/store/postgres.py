@@ -156,10 +156,7 @@ class PostgresStore:
         self, task_id: UUID, *, now: datetime
     ) -> tuple[Task | None, list[Agent] | None]:
         async with self._db.connection() as c:
-            task = await task_sql.get_task(c, task_id)
-            if task is None or not task.is_due_pending(now):
-                return task, None
-            return task, await agent_sql.list_agents(c, [AgentStatus.ONLINE])
+            return await agent_sql.get_task_and_agents(c, task_id, now)
 
     async def list_tasks(
         self,
