@@ -25,7 +25,7 @@ from hetuflow.models import ConcurrencyLimits
 from hetuflow.server import metrics
 from hetuflow.server.api import ROUTERS as API_ROUTERS
 from hetuflow.server.api.errors import install_error_handlers, unavailable_log
-from hetuflow.server.api.hot_reads import HotReads
+from hetuflow.server.api.hot_routes import HotRoutes
 from hetuflow.server.auth import Authenticator, authorize_metrics
 from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.console import mount_console
@@ -131,8 +131,9 @@ def create_app(
         metrics_open=config.auth.metrics_open,
     )
     app.add_middleware(  # innermost: inside CatchAll, BodySizeLimit and EdgeGuard
-        HotReads,
+        HotRoutes,
         queue=task_queue,
+        context=context,
         authenticator=app.state.authenticator,
         unavailable_log=unavailable_log(app),
     )

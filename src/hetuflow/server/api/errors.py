@@ -145,7 +145,7 @@ async def _hetuflow_error(request: Request, error: Exception) -> JSONResponse:
 def hetuflow_error_response(unavailable_log: QuietLog, error: HetuflowError) -> JSONResponse:
     """The answer to a domain error: its status from the one table, its code, its message;
     ``WWW-Authenticate`` on a 401. Also used by the routes answered outside FastAPI
-    (``hot_reads``)."""
+    (``hot_routes``)."""
     status = status_for(error)
     if isinstance(error, Unavailable):
         # The database is away: every request says so; one line per kind, no traceback.

@@ -75,19 +75,29 @@ async def create_task(body: TaskCreate, request: Request) -> Response:
     `broadcast_policy` set); its children, one per matching agent, are listed by
     `GET /api/tasks/{id}/children`. **409** `no_agent_for_broadcast` when no agent matches
     (nothing is created)."""
-    # The services straight from app.state, not through Depends: this route is the hot path.
+    # Usually answered before FastAPI by ``hot_routes.HotRoutes`` (``created_body``, the
+    # same checks); this route documents it and answers what that path leaves to FastAPI.
     queue: TaskQueue = request.app.state.task_queue
     context: ServerContext = request.app.state.context
+    answer, status = await created_body(queue, context, body)
+    return _json_bytes(answer, status)
+
+
+async def created_body(
+    queue: TaskQueue, context: ServerContext, body: TaskCreate
+) -> tuple[bytes, int]:
+    """``POST /api/tasks``'s body and status: 201 with the new task, 200 with the existing one
+    of an idempotency key already used."""
     new = body.to_new_task(
         now=context.clock.now(),
         default_backoff_seconds=context.config.scheduler.retry_interval_seconds,
     )
     if body.is_broadcast:
         parent, _ = await queue.create_broadcast(new, body.broadcast_policy or BroadcastPolicy.ALL)
-        return _json(task_json(parent), 201)
+        return encode_json(task_json(parent)), 201
     task, created = await queue.create(new)
     reason = (await queue.explain_created([task])).get(task.id)
-    return _json(task_json(task, reason), 201 if created else 200)
+    return encode_json(task_json(task, reason)), 201 if created else 200
 
 
 @router.post(
@@ -209,7 +219,7 @@ async def list_tasks(
 )
 async def get_task(task_id: UUID, request: Request) -> Response:
     """A pending task says why it is not running in `pending_reason`."""
-    # Usually answered before FastAPI by ``hot_reads.HotReads`` (same body, same checks);
+    # Usually answered before FastAPI by ``hot_routes.HotRoutes`` (same body, same checks);
     # this route documents it and answers the ids that path leaves to FastAPI.
     queue: TaskQueue = request.app.state.task_queue
     return _json_bytes(await task_body(queue, task_id), 200)
