@@ -12,7 +12,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from hetuflow.models import AgentRegistration
+from hetuflow.models import AgentRegistration, TaskStatus
 
 from .helpers import context_of
 
@@ -123,4 +123,4 @@ async def test_a_bad_create_is_refused_as_before(
     )
     assert answer.status_code == status, answer.text
     assert answer.json()["error"]["code"] == code
-    assert (await context_of(app).store.stats()).tasks_by_status.get("pending", 0) == 0
+    assert (await context_of(app).store.stats()).tasks_by_status.get(TaskStatus.PENDING, 0) == 0
