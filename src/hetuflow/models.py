@@ -481,6 +481,11 @@ class Task:
     start_deadline_at: datetime | None = None
     """A broadcast's (parent and children): a child still pending then ends ``failed``."""
 
+    def is_due_pending(self, now: datetime) -> bool:
+        """Pending and due: why it waits may depend on the agents (a task due later is
+        ``scheduled`` whatever they are)."""
+        return self.status is TaskStatus.PENDING and self.scheduled_at <= now
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:

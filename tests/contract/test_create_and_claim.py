@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from datetime import timedelta
+from typing import Any
 
+import pytest
+
+from hetuflow.errors import AgentNotFound
 from hetuflow.models import (
     AttemptOutcome,
     AttemptRef,
@@ -13,7 +19,9 @@ from hetuflow.models import (
     Priority,
     TaskStatus,
 )
+from hetuflow.store._pg_db import CLAIM_LOCK
 from hetuflow.store.base import Store
+from hetuflow.store.postgres import PostgresStore
 
 from ._support import T0, ConnectAgent, group, stored
 
@@ -137,3 +145,56 @@ async def test_without_a_free_slot_it_only_creates(store: Store, connect: Connec
     )
     assert dispatches == []
     assert [task.status for task, _ in created] == [TaskStatus.PENDING]
+
+
+async def test_a_limited_claim_that_fails_writes_nothing(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """Under the global limit (the claim lock held from the transaction's start on
+    PostgreSQL) a claim that fails is undone whole, and the store carries on."""
+    agent = await connect("a1")
+    ghost = dataclasses.replace(agent, id=uuid.uuid4())
+    [(waiting, _)] = await store.create_tasks([NewTask("stored", "t")], now=T0)
+    with pytest.raises(AgentNotFound):
+        await store.create_and_claim_tasks(
+            [NewTask("fresh", "t")], ClaimRequest([group([ghost])], global_limit=10), now=T0
+        )
+    with pytest.raises(AgentNotFound):
+        await store.claim_tasks([group([ghost])], now=T0, global_limit=10)
+    stats = await store.stats()
+    assert stats.tasks_by_status[TaskStatus.PENDING] == 1
+    assert stats.tasks_by_status[TaskStatus.DISPATCHED] == 0
+    [claimed] = await store.claim_tasks([group([agent], free=1)], now=T0, global_limit=10)
+    assert claimed.task.id == waiting.id
+    _, dispatches = await store.create_and_claim_tasks(
+        [NewTask("fresh", "t")], ClaimRequest([group([agent], free=1)], global_limit=10), now=T0
+    )
+    assert len(dispatches) == 1
+
+
+async def test_a_limited_claim_on_postgres_begins_holding_the_claim_lock(
+    store: Store, connect: ConnectAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not isinstance(store, PostgresStore):
+        pytest.skip("PostgreSQL's round trips")
+    from asyncpg.connection import Connection
+
+    agent = await connect("a1")
+    sent: list[str] = []
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        original = getattr(Connection, name)
+
+        def counting(self: Any, query: str, *args: Any, _original: Any = original) -> Any:
+            sent.append(" ".join(query.split()))
+            return _original(self, query, *args)
+
+        monkeypatch.setattr(Connection, name, counting)
+    _, dispatches = await store.create_and_claim_tasks(
+        [NewTask("n", "t")], ClaimRequest([group([agent])], global_limit=10), now=T0
+    )
+    assert len(dispatches) == 1
+    # BEGIN and the lock in one round trip; no second lock; the count right after
+    assert sent[0] == f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
+    assert not any(query.startswith("SELECT pg_advisory_xact_lock") for query in sent)
+    assert sent[1].startswith("SELECT count(*) FROM tasks")
+    assert sent[-1] == "COMMIT"

@@ -11,11 +11,13 @@ import pytest
 
 from hetuflow.errors import TaskAlreadyFinished, TaskNotFound
 from hetuflow.models import (
+    AgentStatus,
     AttemptOutcome,
     AttemptRef,
     AttemptResult,
     AttemptStart,
     LogLine,
+    NewAgent,
     NewTask,
     Priority,
     RetryPolicy,
@@ -206,3 +208,24 @@ async def test_stats_and_counts(store: Store, connect: ConnectAgent) -> None:
     assert finished == [(T0 + timedelta(minutes=1), TaskStatus.CANCELLED, 1)]
     assert finished[0][0].tzinfo is UTC
     assert await store.count_finished_tasks(since=T0, until=T0 + timedelta(seconds=60)) == []
+
+
+async def test_get_task_and_agents_reads_the_agents_only_for_a_due_pending_task(
+    store: Store, connect: ConnectAgent
+) -> None:
+    online = await connect("a1", task_types=("t",))
+    await store.create_agent(NewAgent("offline-one"), now=T0)
+    later = T0 + timedelta(hours=1)
+    [(due, _), (scheduled, _)] = await store.create_tasks(
+        [NewTask("due", "t"), NewTask("later", "t", scheduled_at=later)], now=T0
+    )
+    task, agents = await store.get_task_and_agents(due.id, now=T0)
+    assert task == await store.get_task(due.id)
+    assert agents == await store.list_agents(statuses=[AgentStatus.ONLINE])
+    assert [agent.id for agent in agents or []] == [online.id]
+    assert await store.get_task_and_agents(scheduled.id, now=T0) == (scheduled, None)
+    # due by then: the agents again
+    assert (await store.get_task_and_agents(scheduled.id, now=later))[1] is not None
+    assert await store.get_task_and_agents(uuid.uuid4(), now=T0) == (None, None)
+    cancelled = await store.cancel_task(due.id, now=T0)
+    assert await store.get_task_and_agents(due.id, now=T0) == (cancelled, None)

@@ -260,3 +260,58 @@ async def test_the_openapi_document_declares_the_bearer_scheme(app: FastAPI) -> 
     }
     assert document["paths"]["/api/tasks"]["get"]["security"] == [{"token": []}]
     assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+async def test_a_task_read_checks_tokens_alike_before_and_in_fastapi(
+    client: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """``GET /api/tasks/{id}`` with a canonical id is answered before FastAPI
+    (``hot_routes``); with the id's bare hex by the route behind ``authorize``."""
+    created = await client.post(
+        "/api/tasks", json={"task_type": "t"}, headers=bearer(tokens[Role.OPERATOR])
+    )
+    task_id = created.json()["id"]
+    cases: list[tuple[dict[str, str], int]] = [
+        ({}, 401),
+        ({"Authorization": "Bearer hf_notarealtoken"}, 401),
+        ({"Authorization": "Basic YWRtaW46YWRtaW4="}, 401),
+        (bearer(tokens[Role.AGENT]), 403),
+        (bearer(tokens[Role.VIEWER]), 200),
+    ]
+    for headers, status in cases:
+        short = await client.get(f"/api/tasks/{task_id}", headers=headers)
+        routed = await client.get(f"/api/tasks/{task_id.replace('-', '')}", headers=headers)
+        assert short.status_code == routed.status_code == status, headers
+        assert short.json() == routed.json()
+        assert short.headers.get("www-authenticate") == routed.headers.get("www-authenticate")
+
+
+async def test_a_create_checks_tokens_alike_before_and_in_fastapi(
+    client: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """``POST /api/tasks`` with ``application/json`` is answered before FastAPI
+    (``hot_routes``); with another JSON type by the route behind ``authorize``. The token is
+    checked where FastAPI checks it: after the body is read as JSON, before it is validated."""
+    cases: list[tuple[dict[str, str], bytes, int]] = [
+        ({}, b'{"task_type": "t"}', 401),
+        ({}, b"{not json", 400),
+        ({}, b'{"task_type": ""}', 401),
+        (bearer(tokens[Role.VIEWER]), b'{"task_type": "t"}', 403),
+        (bearer(tokens[Role.AGENT]), b'{"task_type": "t"}', 403),
+        (bearer(tokens[Role.OPERATOR]), b'{"task_type": ""}', 422),
+        (bearer(tokens[Role.OPERATOR]), b'{"task_type": "t", "idempotency_key": "k"}', 201),
+    ]
+    for headers, body, status in cases:
+        short = await client.post(
+            "/api/tasks", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        routed = await client.post(
+            "/api/tasks",
+            content=body,
+            headers={**headers, "Content-Type": "application/vnd.test+json"},
+        )
+        assert short.status_code == status, (headers, body, short.text)
+        # the second create of an idempotency key answers 200 with the same task
+        assert routed.status_code == (200 if status == 201 else status), (headers, body)
+        assert short.json() == routed.json()
+        assert short.headers.get("www-authenticate") == routed.headers.get("www-authenticate")

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,8 @@ async def test_a_foreign_host_is_refused_with_auth_off(sqlite_database: Database
         assert error_code(created) == "host_not_trusted"
         assert "trusted_hosts" in created.json()["error"]["message"]
         assert (await http.get("/api/tasks")).status_code == 400  # reads too: DNS rebinding
+        one = await http.get(f"/api/tasks/{uuid.uuid4()}")  # answered before FastAPI
+        assert (one.status_code, error_code(one)) == (400, "host_not_trusted")
         assert (await http.get("/")).status_code == 400
         assert (await http.get("/healthz")).status_code == 200  # probes: no data, any Host
         assert await http.task_count() == 0
@@ -162,6 +165,8 @@ async def test_proxied_requests_are_refused_while_auth_is_off(
         assert error_code(created) == "proxy_requires_auth"
         assert "[auth] enabled = true" in created.json()["error"]["message"]
         assert (await http.get("/api/stats", headers=dict([header]))).status_code == 403
+        one = await http.get(f"/api/tasks/{uuid.uuid4()}", headers=dict([header]))
+        assert (one.status_code, error_code(one)) == (403, "proxy_requires_auth")
         assert await http.task_count() == 0
 
 

@@ -153,13 +153,18 @@ async def test_a_get_on_sqlite_explains_a_pending_task_from_the_registry(
         await scraper.dispatched(1)
         waiting = (await server.http.post("/api/tasks", json={"task_type": "scrape"})).json()
         monkeypatch.setattr(store, "list_agents", counted)
+        single_reads: list[str] = []
+        for name in ("get_task", "get_task_and_agents"):
+            monkeypatch.setattr(store, name, _counting(getattr(store, name), name, single_reads))
         read = (await server.http.get(f"/api/tasks/{waiting['id']}")).json()
+        # the task and (when it is due and pending) the online agents: one store call
+        assert single_reads == ["get_task_and_agents"]
         listed = (await server.http.get("/api/tasks", params={"status": "pending"})).json()
         assert read["pending_reason"] == "agents_busy"
         assert [item["pending_reason"] for item in listed["items"]] == ["agents_busy"]
         # SQLite: one server process, its registry holds every agent. PostgreSQL: agents of
-        # other nodes may have room; each read asks the database.
-        assert len(reads) == (0 if database.kind == "sqlite" else 2)
+        # other nodes may have room; the list asks the database.
+        assert len(reads) == (0 if database.kind == "sqlite" else 1)
         # Drained by an operator, the agent takes no work: not "busy" but gone, for the
         # registry as for the store.
         drained = await server.http.post(f"/api/agents/{scraper.agent_id}/drain")
@@ -234,21 +239,39 @@ async def test_a_get_of_a_task_due_later_reads_no_agents(
 ) -> None:
     store = server.context.store
     reads: list[object] = []
+    agents_read: list[bool] = []
     list_agents = store.list_agents
+    get_task_and_agents = store.get_task_and_agents
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         if "statuses" in kwargs:  # the reaper's periodic list of every agent is not ours
             reads.append(args)
         return await list_agents(*args, **kwargs)
 
+    async def with_agents(*args: Any, **kwargs: Any) -> Any:
+        task, agents = await get_task_and_agents(*args, **kwargs)
+        agents_read.append(agents is not None)
+        return task, agents
+
     later = await server.http.post("/api/tasks", json={"task_type": "t", "delay_seconds": 3600})
     now = await server.http.post("/api/tasks", json={"task_type": "t"})
     monkeypatch.setattr(store, "list_agents", counted)
+    monkeypatch.setattr(store, "get_task_and_agents", with_agents)
     read = (await server.http.get(f"/api/tasks/{later.json()['id']}")).json()
     # ``scheduled`` whatever the agents: on every database, no read of them.
     assert read["pending_reason"] == "scheduled"
-    assert reads == []
-    # A due task's reason depends on the agents: the store is asked (none connected here).
+    assert agents_read == [False]
+    # A due task's reason depends on the agents: the store reads them with the task (none
+    # connected here), in the same call.
     read = (await server.http.get(f"/api/tasks/{now.json()['id']}")).json()
     assert read["pending_reason"] == "no_agent_for_task_type"
-    assert len(reads) == 1
+    assert agents_read == [False, True]
+    assert reads == []
+
+
+def _counting(read: Any, name: str, calls: list[str]) -> Any:
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return await read(*args, **kwargs)
+
+    return counted

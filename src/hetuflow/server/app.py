@@ -24,7 +24,8 @@ from hetuflow.config import Config
 from hetuflow.models import ConcurrencyLimits
 from hetuflow.server import metrics
 from hetuflow.server.api import ROUTERS as API_ROUTERS
-from hetuflow.server.api.errors import install_error_handlers
+from hetuflow.server.api.errors import install_error_handlers, unavailable_log
+from hetuflow.server.api.hot_routes import HotRoutes
 from hetuflow.server.auth import Authenticator, authorize_metrics
 from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.console import mount_console
@@ -129,6 +130,13 @@ def create_app(
         context.clock,
         enabled=config.auth_enabled,
         metrics_open=config.auth.metrics_open,
+    )
+    app.add_middleware(  # innermost: inside CatchAll, BodySizeLimit and EdgeGuard
+        HotRoutes,
+        queue=task_queue,
+        context=context,
+        authenticator=app.state.authenticator,
+        unavailable_log=unavailable_log(app),
     )
     install_error_handlers(app)
     app.add_middleware(AgentSocketRoute, gateway=engine.gateway, path="/ws")

@@ -290,6 +290,17 @@ class TaskQueue:
             raise TaskNotFound(f"no task with id {task_id}", field="task_id")
         return task
 
+    async def get_explained(
+        self, task_id: UUID
+    ) -> tuple[Task, PendingReason | None, datetime | None]:
+        """A task (``TaskNotFound``), why it waits when pending, and for a ``rate_limited``
+        one when a unit frees (``explain_waits``)."""
+        task, online = await self.store.get_task_and_agents(task_id, now=self.clock.now())
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+        reasons, waits = await self.explain_waits([task], online=online)
+        return task, reasons.get(task.id), waits.get(task.id)
+
     async def list(
         self,
         query: TaskFilter,
@@ -309,7 +320,7 @@ class TaskQueue:
         return reasons
 
     async def explain_waits(
-        self, tasks: Sequence[Task]
+        self, tasks: Sequence[Task], *, online: Sequence[Agent] | None = None
     ) -> tuple[dict[UUID, PendingReason], dict[UUID, datetime | None]]:
         """Why each pending task in ``tasks`` is not running, from one look at the agents,
         and for a ``rate_limited`` one when a unit of the limits holding it back frees.
@@ -322,16 +333,20 @@ class TaskQueue:
         When this node sees every agent (``sees_every_agent``: SQLite, one server process)
         its registry gives the same answer for a task some agent connected here could run,
         without reading the store (``explain_created``); the store answers the rest.
+
+        ``online``: the online agents, already read with the tasks (``get_task_and_agents``);
+        None: read them when needed.
         """
         if self.sees_every_agent:
-            return await self._explain_here(tasks)
-        return await self._explain_from_store(tasks)
+            return await self._explain_here(tasks, online)
+        return await self._explain_from_store(tasks, online)
 
     async def _explain_from_store(
-        self, tasks: Sequence[Task]
+        self, tasks: Sequence[Task], online: Sequence[Agent] | None = None
     ) -> tuple[dict[UUID, PendingReason], dict[UUID, datetime | None]]:
-        """``explain_waits`` from the store's agent rows; they are read only when some task's
-        reason depends on them (a task due later is ``scheduled`` whatever the agents)."""
+        """``explain_waits`` from the store's agent rows (``online``, or read here); they are
+        read only when some task's reason depends on them (a task due later is ``scheduled``
+        whatever the agents)."""
         now = self.clock.now()
         reasons: dict[UUID, PendingReason] = {}
         due: list[Task] = []
@@ -354,11 +369,9 @@ class TaskQueue:
                 waiting.append(task)
         if not waiting:
             return reasons, limited
-        agents = [
-            agent
-            for agent in await self.store.list_agents(statuses=[AgentStatus.ONLINE])
-            if agent.enabled
-        ]
+        if online is None:
+            online = await self.store.list_agents(statuses=[AgentStatus.ONLINE])
+        agents = [agent for agent in online if agent.enabled]
         global_full: bool | None = None
         for task in waiting:
             reason = _reason_among(task, agents)
@@ -397,7 +410,7 @@ class TaskQueue:
         return reasons
 
     async def _explain_here(
-        self, tasks: Sequence[Task]
+        self, tasks: Sequence[Task], online: Sequence[Agent] | None = None
     ) -> tuple[dict[UUID, PendingReason], dict[UUID, datetime | None]]:
         """``explain_waits`` cheap on the hot path, for tasks just created: a due task that an agent
         connected to this node can start now is ``queued`` without reading the store (the
@@ -441,7 +454,7 @@ class TaskQueue:
                 rest.append(task)
         limited: dict[UUID, datetime | None] = {}
         if rest:
-            more, limited = await self._explain_from_store(rest)
+            more, limited = await self._explain_from_store(rest, online)
             reasons.update(more)
         return reasons, limited
 

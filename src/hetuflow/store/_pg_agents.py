@@ -11,12 +11,12 @@ import asyncpg
 
 from hetuflow.clock import utc
 from hetuflow.errors import AgentDeleted, AgentNameTaken, AgentNotFound
-from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent
+from hetuflow.models import Agent, AgentRegistration, AgentStatus, AttemptRef, NewAgent, Task
 from hetuflow.store._claims import Aging
 from hetuflow.store._pg_attempts import release
 from hetuflow.store._pg_broadcast import cancel_pinned
 from hetuflow.store._pg_db import CODEC, Conn, uid
-from hetuflow.store._rows import agent_from
+from hetuflow.store._rows import agent_from, task_from
 from hetuflow.store._rules import (
     ACTIVE_SQL,
     agent_online,
@@ -55,6 +55,53 @@ SET capabilities = excluded.capabilities,
     node_id = excluded.node_id, session = agents.session + 1,
     connected_at = excluded.connected_at, last_heartbeat_at = excluded.connected_at
 RETURNING id"""
+
+
+_AGENT_FIELDS = (
+    "id",
+    "name",
+    "capabilities",
+    "supported_task_types",
+    "max_concurrent_tasks",
+    "enabled",
+    "drained",
+    "status",
+    "node_id",
+    "session",
+    "running",
+    "last_heartbeat_at",
+    "connected_at",
+    "created_at",
+)
+ONLINE_AGENTS_ARRAY = f"""ARRAY(
+    SELECT ROW({", ".join(f"a.{name}" for name in _AGENT_FIELDS)})
+    FROM ({_LIVE} AND a.status = 'online') AS a ORDER BY a.name)"""
+"""The online agents (``list_agents``) as one array of anonymous records, their fields in
+the order of ``_AGENT_FIELDS``: a statement reads them beside another row in one round trip
+(``get_task_and_agents``)."""
+
+
+def agents_from_array(records: Sequence[tuple[object, ...]]) -> list[Agent]:
+    """The agents of an ``ONLINE_AGENTS_ARRAY`` column."""
+    return [agent_from(dict(zip(_AGENT_FIELDS, record, strict=True)), CODEC) for record in records]
+
+
+_TASK_AND_AGENTS = f"""
+SELECT t.*, CASE WHEN t.status = 'pending' AND t.scheduled_at <= $2
+                 THEN {ONLINE_AGENTS_ARRAY} END AS online_agents
+FROM tasks AS t WHERE t.id = $1"""
+
+
+async def get_task_and_agents(
+    connection: Conn, task_id: UUID, now: datetime
+) -> tuple[Task | None, list[Agent] | None]:
+    """``Store.get_task_and_agents`` in one statement: the online agents ride in an array
+    column, filled only for a pending task due at ``now`` (``Task.is_due_pending``)."""
+    row = await connection.fetchrow(_TASK_AND_AGENTS, task_id, now)
+    if row is None:
+        return None, None
+    records = row["online_agents"]
+    return task_from(row, CODEC), None if records is None else agents_from_array(records)
 
 
 async def get_agent(connection: Conn, agent_id: UUID) -> Agent | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -153,6 +154,22 @@ class PgDatabase:
         """A pooled connection inside one transaction (READ COMMITTED)."""
         async with self.connection() as connection, connection.transaction():
             yield connection
+
+    @asynccontextmanager
+    async def locked_transaction(self, lock: int) -> AsyncIterator[Conn]:
+        """``transaction`` begun holding ``pg_advisory_xact_lock(lock)``: ``BEGIN`` and the
+        lock go as one simple query, one round trip instead of two (a claim takes the claim
+        lock first thing). Committed when the block ends, rolled back when it raises."""
+        async with self.connection() as connection:
+            await connection.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(lock)})")
+            try:
+                yield connection
+            except BaseException:
+                if not connection.is_closed() and connection.is_in_transaction():
+                    with contextlib.suppress(Exception):  # the pool rolls back what is left
+                        await connection.execute("ROLLBACK")
+                raise
+            await connection.execute("COMMIT")
 
 
 class _OneLine(logging.Filter):

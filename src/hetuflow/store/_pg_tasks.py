@@ -203,9 +203,12 @@ async def create_and_claim_tasks(
     claim: ClaimRequest | None,
     now: datetime,
     aging: Aging,
+    *,
+    locked: bool = False,
 ) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
     """``insert_tasks`` after a claim round (``claim_tasks``) in the same transaction: a new
-    task a slot takes is inserted dispatched, with its attempt row (see ``_claims``)."""
+    task a slot takes is inserted dispatched, with its attempt row (see ``_claims``).
+    ``locked``: the transaction already holds the claim lock."""
     stamp = utc(now)
     ids = [uuid.uuid4() for _ in tasks]
     created_micros = epoch_micros(stamp)
@@ -229,6 +232,7 @@ async def create_and_claim_tasks(
             claim.global_limit,
             fresh,
             claim.key_limits,
+            locked=locked,
         )
         placed = fresh.placed
     rows_json = orjson.dumps(
@@ -456,20 +460,19 @@ async def claim_tasks(
     global_limit: int | None,
     fresh: FreshTasks | None = None,
     key_limits: ConcurrencyLimits | None = None,
+    *,
+    locked: bool = False,
 ) -> list[Dispatch]:
     """Claim stored pending tasks and, given ``fresh``, tasks of the batch being created
-    (placed there; the caller inserts them dispatched, with their attempt rows)."""
+    (placed there; the caller inserts them dispatched, with their attempt rows).
+    ``locked``: the transaction already holds the claim lock (``locked_transaction``)."""
     horizon = utc(until if until is not None else now)
     remaining: int | None = None
     gate = KeyGate(key_limits)
+    gate.locked = locked
     rates = RateGate(CODEC)
     if global_limit is not None:
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-        gate.locked = True
-        active = await connection.fetchval(
-            f"SELECT count(*) FROM tasks WHERE status IN {ACTIVE_SQL}"
-        )
-        remaining = max(global_limit - active, 0)
+        remaining = await _room_under_limit(connection, global_limit, gate)
     chosen: list[UUID] = []
     agents: list[UUID] = []
     ordered: list[Dispatch | tuple[UUID, UUID]] = []  # claim order: fresh, or (task, agent)
@@ -503,6 +506,16 @@ async def claim_tasks(
         elif (row := by_id.get(entry[0])) is not None:
             dispatches.append(Dispatch(claimed_from(row, CODEC), row["attempts"], entry[1]))
     return dispatches
+
+
+async def _room_under_limit(connection: Conn, global_limit: int, gate: KeyGate) -> int:
+    """How many more tasks the global limit lets be held, under the claim lock (taken here
+    unless the transaction holds it already)."""
+    if not gate.locked:
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+        gate.locked = True
+    active = await connection.fetchval(f"SELECT count(*) FROM tasks WHERE status IN {ACTIVE_SQL}")
+    return max(global_limit - int(active), 0)
 
 
 async def _candidates(

@@ -129,6 +129,15 @@ class Store(Protocol):
 
     async def get_task(self, task_id: UUID) -> Task | None: ...
 
+    async def get_task_and_agents(
+        self, task_id: UUID, *, now: datetime
+    ) -> tuple[Task | None, list[Agent] | None]:
+        """The task, and when it is pending and due at ``now`` (why it waits may depend on
+        the agents) the online agents as ``list_agents`` gives them; None otherwise. One read
+        of both (``GET /api/tasks/{id}``, its hot path): one snapshot on SQLite, one pooled
+        connection on PostgreSQL."""
+        ...
+
     async def list_tasks(
         self,
         query: TaskFilter,

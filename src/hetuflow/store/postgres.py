@@ -73,7 +73,7 @@ from hetuflow.store import _pg_usage as usage_sql
 from hetuflow.store import _pg_webhooks as webhook_sql
 from hetuflow.store import _pg_workflows as workflow_sql
 from hetuflow.store._claims import Aging, offered_task_types
-from hetuflow.store._pg_db import PgDatabase
+from hetuflow.store._pg_db import CLAIM_LOCK, PgDatabase
 from hetuflow.store._workflow_rows import Committed, ignore_created, ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
 from hetuflow.triggers import (
@@ -153,12 +153,23 @@ class PostgresStore:
     ) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
         if not tasks:
             return [], []
-        async with self._db.transaction() as c:
-            return await task_sql.create_and_claim_tasks(c, tasks, claim, now, self._aging)
+        if claim.global_limit is None:
+            async with self._db.transaction() as c:
+                return await task_sql.create_and_claim_tasks(c, tasks, claim, now, self._aging)
+        async with self._db.locked_transaction(CLAIM_LOCK) as c:  # the claim's first step
+            return await task_sql.create_and_claim_tasks(
+                c, tasks, claim, now, self._aging, locked=True
+            )
 
     async def get_task(self, task_id: UUID) -> Task | None:
         async with self._db.connection() as c:
             return await task_sql.get_task(c, task_id)
+
+    async def get_task_and_agents(
+        self, task_id: UUID, *, now: datetime
+    ) -> tuple[Task | None, list[Agent] | None]:
+        async with self._db.connection() as c:
+            return await agent_sql.get_task_and_agents(c, task_id, now)
 
     async def list_tasks(
         self,
@@ -243,9 +254,14 @@ class PostgresStore:
             # wakes the dispatcher again once committed.
             if not await task_sql.any_due(c, types, until or now):
                 return []
-        async with self._db.transaction() as c:
+        if global_limit is None:
+            async with self._db.transaction() as c:
+                return await task_sql.claim_tasks(
+                    c, groups, now, until, global_limit, key_limits=key_limits
+                )
+        async with self._db.locked_transaction(CLAIM_LOCK) as c:  # the claim's first step
             return await task_sql.claim_tasks(
-                c, groups, now, until, global_limit, key_limits=key_limits
+                c, groups, now, until, global_limit, key_limits=key_limits, locked=True
             )
 
     async def count_active_by_key(self, keys: Sequence[str]) -> dict[str, int]:

@@ -199,6 +199,11 @@ class SqliteStore:
     async def get_task(self, task_id: UUID) -> Task | None:
         return await self._db.read(task_sql.get_task, task_id)
 
+    async def get_task_and_agents(
+        self, task_id: UUID, *, now: datetime
+    ) -> tuple[Task | None, list[Agent] | None]:
+        return await self._db.read(_task_and_agents, task_id, now)
+
     async def list_tasks(
         self,
         query: TaskFilter,
@@ -638,3 +643,13 @@ class SqliteStore:
 
     async def next_webhook_attempt_at(self) -> datetime | None:
         return await self._db.read(webhook_sql.next_attempt_at)
+
+
+def _task_and_agents(
+    connection: sqlite3.Connection, task_id: UUID, now: datetime
+) -> tuple[Task | None, list[Agent] | None]:
+    """``get_task_and_agents`` in one read transaction."""
+    task = task_sql.get_task(connection, task_id)
+    if task is None or not task.is_due_pending(now):
+        return task, None
+    return task, agent_sql.list_agents(connection, [AgentStatus.ONLINE])

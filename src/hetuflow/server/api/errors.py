@@ -139,11 +139,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 async def _hetuflow_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HetuflowError)
+    return hetuflow_error_response(request.app.state.unavailable_log, error)
+
+
+def hetuflow_error_response(unavailable_log: QuietLog, error: HetuflowError) -> JSONResponse:
+    """The answer to a domain error: its status from the one table, its code, its message;
+    ``WWW-Authenticate`` on a 401. Also used by the routes answered outside FastAPI
+    (``hot_routes``)."""
     status = status_for(error)
     if isinstance(error, Unavailable):
         # The database is away: every request says so; one line per kind, no traceback.
-        quiet: QuietLog = request.app.state.unavailable_log
-        quiet.warning(error.code, f"requests answered 503 {error.code}: {error.message}")
+        unavailable_log.warning(error.code, f"requests answered 503 {error.code}: {error.message}")
     elif status >= 500:
         log.error("request failed: %s", error, exc_info=error)
     headers = {"WWW-Authenticate": 'Bearer realm="hetuflow"'} if status == 401 else None
@@ -241,9 +247,17 @@ async def _unicode_error(_: Request, error: Exception) -> JSONResponse:
     )
 
 
+def unavailable_log(app: FastAPI) -> QuietLog:
+    """The app's one log of 503 answers (one line per kind while the database is away)."""
+    quiet: QuietLog | None = getattr(app.state, "unavailable_log", None)
+    if quiet is None:
+        quiet = app.state.unavailable_log = QuietLog(log)
+    return quiet
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the exception handlers and the two middlewares on ``app``."""
-    app.state.unavailable_log = QuietLog(log)
+    unavailable_log(app)
     app.add_exception_handler(HetuflowError, _hetuflow_error)
     app.add_exception_handler(UnicodeEncodeError, _unicode_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -90,9 +90,19 @@ async def create_task(body: TaskCreate, request: Request) -> Response:
     `broadcast_policy` set); its children, one per matching agent, are listed by
     `GET /api/tasks/{id}/children`. **409** `no_agent_for_broadcast` when no agent matches
     (nothing is created)."""
-    # The services straight from app.state, not through Depends: this route is the hot path.
+    # Usually answered before FastAPI by ``hot_routes.HotRoutes`` (``created_body``, the
+    # same checks); this route documents it and answers what that path leaves to FastAPI.
     queue: TaskQueue = request.app.state.task_queue
     context: ServerContext = request.app.state.context
+    answer, status = await created_body(queue, context, body)
+    return _json_bytes(answer, status)
+
+
+async def created_body(
+    queue: TaskQueue, context: ServerContext, body: TaskCreate
+) -> tuple[bytes, int]:
+    """``POST /api/tasks``'s body and status: 201 with the new task, 200 with the existing one
+    of an idempotency key already used."""
     new = body.to_new_task(
         now=context.clock.now(),
         default_backoff_seconds=context.config.scheduler.retry_interval_seconds,
@@ -101,10 +111,10 @@ async def create_task(body: TaskCreate, request: Request) -> Response:
         parent, _ = await queue.create_broadcast(
             new, body.broadcast_policy or BroadcastPolicy.ALL, body.start_deadline_seconds
         )
-        return _json(task_json(parent), 201)
+        return encode_json(task_json(parent)), 201
     task, created = await queue.create(new)
     reason = (await queue.explain_created([task])).get(task.id)
-    return _json(task_json(task, reason), 201 if created else 200)
+    return encode_json(task_json(task, reason)), 201 if created else 200
 
 
 @router.post(
@@ -248,10 +258,20 @@ async def list_tasks(
 )
 async def get_task(task_id: UUID, request: Request) -> Response:
     """A pending task says why it is not running in `pending_reason`."""
-    queue: TaskQueue = request.app.state.task_queue  # hot path: no Depends
-    task = await queue.get(task_id)
-    reasons, waits = await queue.explain_waits([task])
-    return _json(task_json(task, reasons.get(task.id), waits.get(task.id)), 200)
+    # Usually answered before FastAPI by ``hot_routes.HotRoutes`` (same body, same checks);
+    # this route documents it and answers the ids that path leaves to FastAPI.
+    queue: TaskQueue = request.app.state.task_queue
+    return _json_bytes(await task_body(queue, task_id), 200)
+
+
+async def task_body(queue: TaskQueue, task_id: UUID) -> bytes:
+    """``GET /api/tasks/{id}``'s body: the task and why it waits (``TaskNotFound``)."""
+    task, reason, wait = await queue.get_explained(task_id)
+    return encode_json(task_json(task, reason, wait))
+
+
+def _json_bytes(body: bytes, status_code: int) -> Response:
+    return Response(body, status_code, media_type="application/json")
 
 
 @router.delete(
