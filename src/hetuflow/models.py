@@ -520,6 +520,8 @@ class ClaimedTask(NamedTuple):
     workflow_id: UUID | None = None
     step: str | None = None
     """The workflow and step name of a workflow step (None: not a step)."""
+    broadcast_of: UUID | None = None
+    """A broadcast child's parent task (None: not a broadcast child)."""
 
 
 @dataclass(frozen=True, slots=True)

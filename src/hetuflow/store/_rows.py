@@ -161,7 +161,7 @@ def task_from(row: Row, codec: Codec) -> Task:
 
 CLAIMED_COLUMNS = (
     "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts, parents,"
-    " max_retries, cron_job_id, cron_tick_at"
+    " max_retries, cron_job_id, cron_tick_at, broadcast_of"
 )
 """The columns ``claimed_from`` reads (and the attempt count the claim increments); ``parents``
 is NULL except for a released workflow step. The claims also select ``workflow_id`` and
@@ -183,6 +183,7 @@ def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
         codec.time(row["cron_tick_at"]),
         codec.uuid(row["workflow_id"]),
         row["step"],
+        codec.uuid(row["broadcast_of"]),
     )
 
 
