@@ -23,6 +23,7 @@ from hetuflow.models import (
     AttemptOutcome,
     BroadcastPolicy,
     ClaimedTask,
+    ConcurrencyStrategy,
     CronJob,
     CronJobChanges,
     CronTick,
@@ -294,6 +295,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         webhook_url=row["webhook_url"],
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
+        concurrency_strategy=ConcurrencyStrategy(row["concurrency_strategy"]),
         workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
         rate_limits=uses_of(row["rate_limits"], codec),
     )
@@ -368,6 +370,7 @@ _CRON_CONVERTED: dict[str, Callable[[Any, Codec], Any]] = {
     "priority": lambda value, codec: value.rank,
     "misfire_policy": lambda value, codec: value.value,
     "overlap_policy": lambda value, codec: value.value,
+    "concurrency_strategy": lambda value, codec: value.value,
     "next_fire_at": lambda value, codec: codec.put_time(value),
     "last_fire_at": lambda value, codec: codec.put_time(value),
     "last_task_id": lambda value, codec: codec.put_uuid(value),
