@@ -525,6 +525,8 @@ class ClaimedTask(NamedTuple):
     workflow_id: UUID | None = None
     step: str | None = None
     """The workflow and step name of a workflow step (None: not a step)."""
+    broadcast_of: UUID | None = None
+    """A broadcast child's parent task (None: not a broadcast child)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -789,6 +791,8 @@ class NewCronJob:
     """Given to every task it creates (docs/webhooks.md)."""
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    concurrency_strategy: ConcurrencyStrategy = ConcurrencyStrategy.QUEUE
+    """Given to every task it creates: what is done when the key is at its limit then."""
     workflow: JSONObject | None = None
     """A workflow document (as ``POST /api/workflows`` takes it): each tick starts one such
     workflow instead of a task (``task_type`` is then empty)."""
@@ -823,6 +827,8 @@ class CronJob:
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
     """Given to every task it creates (docs/guarantees.md#concurrency-keys)."""
+    concurrency_strategy: ConcurrencyStrategy = ConcurrencyStrategy.QUEUE
+    """Given to every task it creates: what is done when the key is at its limit then."""
     workflow: JSONObject | None = None
     """The workflow document each tick starts, instead of a task (docs/cron.md)."""
     rate_limits: tuple[RateLimitUse, ...] = ()
@@ -871,6 +877,7 @@ class CronJobChanges:
     webhook_url: str | Unset | None = UNSET
     concurrency_key: str | Unset | None = UNSET
     max_concurrent_per_key: int | Unset | None = UNSET
+    concurrency_strategy: ConcurrencyStrategy | Unset = UNSET
     next_fire_at: datetime | Unset | None = UNSET
     last_fire_at: datetime | Unset | None = UNSET
     last_task_id: UUID | Unset | None = UNSET

@@ -208,6 +208,8 @@ class DispatchedTask(_Message):
     workflow_id: str | None = None
     step: str | None = None
     """The workflow and step name of a workflow step; absent otherwise."""
+    broadcast_of: str | None = None
+    """A broadcast child's parent task (``dispatch: all``); absent otherwise."""
 
 
 class TaskDispatch(_Message):
@@ -356,6 +358,7 @@ class DispatchedTaskFrame(TypedDict):
     cron_tick_at: NotRequired[datetime | None]
     workflow_id: NotRequired[str]
     step: NotRequired[str | None]
+    broadcast_of: NotRequired[str]
 
 
 class TaskDispatchFrame(TypedDict):
@@ -422,6 +425,8 @@ def dispatched_task_frame(
     if task.workflow_id is not None:
         frame["workflow_id"] = str(task.workflow_id)
         frame["step"] = task.step
+    if task.broadcast_of is not None:
+        frame["broadcast_of"] = str(task.broadcast_of)
     return frame
 
 

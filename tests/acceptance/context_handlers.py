@@ -1,7 +1,7 @@
 """Handlers for the task-context acceptance test (``--module context_handlers``).
 
 ``ctx_echo`` returns what its ``TaskContext`` says about the task (attempt, retries,
-schedule, cron run, workflow step), as JSON; it fails its first attempt when
+schedule, cron run, workflow step, broadcast parent), as JSON; it fails its first attempt when
 ``payload["fail_first"]`` is set, so a retry shows its own attempt number."""
 
 from __future__ import annotations
@@ -30,4 +30,5 @@ def echo(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         "cron_tick_at": _iso(ctx.cron_tick_at),
         "workflow_id": ctx.workflow_id,
         "step": ctx.step,
+        "broadcast_of": ctx.broadcast_of,
     }

@@ -1,5 +1,6 @@
 """Acceptance: a handler knows its context (``TaskContext``): attempt and retries, when the
-task was due, the cron job and logical tick that created it, the workflow and step it is.
+task was due, the cron job and logical tick that created it, the workflow and step it is,
+the broadcast it is a child of.
 A real server process and a real agent process, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
@@ -99,3 +100,17 @@ async def test_the_handler_sees_attempt_retries_schedule_cron_tick_and_workflow_
                 assert task["result"]["workflow_id"] == workflow["id"]
                 assert task["result"]["step"] == step["name"]
                 assert task["result"]["attempt"] == 1
+                assert task["result"]["broadcast_of"] is None
+
+            # a broadcast child: the parent it is a copy of
+            response = await http.http.post(
+                "/api/tasks", json={"task_type": "ctx_echo", "dispatch": "all"}
+            )
+            assert response.status_code == 201, response.text
+            parent = response.json()["id"]
+            await succeeded(http, parent)  # ends with its last child
+            response = await http.http.get(f"/api/tasks/{parent}/children")
+            [child] = response.json()["items"]
+            task = await succeeded(http, child["id"])
+            assert task["result"]["broadcast_of"] == parent
+            assert task["result"]["workflow_id"] is None

@@ -202,6 +202,62 @@ async def test_a_cron_job_change_keeps_a_limit_with_its_key(client: httpx.AsyncC
     assert (both.json()["concurrency_key"], both.json()["max_concurrent_per_key"]) == (None, None)
 
 
+async def test_a_cron_job_gives_its_concurrency_strategy_to_its_tasks(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {
+        "name": "nightly",
+        "cron_expression": "0 2 * * *",
+        "task_type": "report",
+        "concurrency_key": "nightly-report",
+        "max_concurrent_per_key": 1,
+        "concurrency_strategy": "cancel_newest",
+    }
+    response = await client.post("/api/cron-jobs", json=body)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["concurrency_strategy"] == "cancel_newest"
+    assert (await client.get(f"/api/cron-jobs/{job['id']}")).json() == job
+    url = f"/api/cron-jobs/{job['id']}"
+    first, extra = [(await client.post(f"{url}/trigger")).json() for _ in range(2)]
+    assert (await get(client, first["id"]))["status"] == "pending"
+    assert extra["status"] == "cancelled"  # the key was at its limit: the newest goes
+    assert "concurrency key 'nightly-report'" in extra["error"]
+    changed = await client.patch(url, json={"concurrency_strategy": "cancel_in_progress"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["concurrency_strategy"] == "cancel_in_progress"
+    newest = (await client.post(f"{url}/trigger")).json()
+    assert (await get(client, first["id"]))["status"] == "cancelled"  # the oldest goes
+    assert (await get(client, newest["id"]))["status"] == "pending"
+    # the strategy needs the key, on create and on a change
+    alone = await client.post(
+        "/api/cron-jobs",
+        json={**body, "name": "other", "concurrency_key": None, "max_concurrent_per_key": None},
+    )
+    assert alone.status_code == 422, alone.text
+    assert "concurrency_strategy needs a concurrency_key" in alone.text
+    dropped = await client.patch(
+        url, json={"concurrency_key": None, "max_concurrent_per_key": None}
+    )
+    assert dropped.status_code == 422, dropped.text
+    assert dropped.json()["error"]["field"] == "concurrency_strategy"
+    assert (await client.patch(url, json={"concurrency_strategy": None})).status_code == 422
+    both = await client.patch(
+        url,
+        json={
+            "concurrency_key": None,
+            "max_concurrent_per_key": None,
+            "concurrency_strategy": "queue",
+        },
+    )
+    assert both.status_code == 200, both.text
+    assert (both.json()["concurrency_key"], both.json()["concurrency_strategy"]) == (None, "queue")
+    bad = await client.post(
+        "/api/cron-jobs", json={**body, "name": "x", "concurrency_strategy": "y"}
+    )
+    assert bad.status_code == 422
+
+
 async def test_the_keys_in_use_busiest_first_and_the_tasks_waiting_on_one(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:

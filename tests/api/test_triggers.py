@@ -164,6 +164,25 @@ async def test_a_trigger_naming_a_rate_limit_it_cannot_use_is_refused(
     assert (await client.post("/api/triggers", json=fine)).status_code == 201
 
 
+async def test_deleting_a_rate_limit_keeps_the_triggers_naming_it_working(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in ("crm-api", "mail"):
+        limit = {"name": name, "limit": 5, "per_seconds": 60}
+        assert (await client.post("/api/rate-limits", json=limit)).status_code == 201
+    uses = [{"name": "crm-api", "units": 2}, {"name": "mail", "units": 1}]
+    task = {"task_type": "t", "rate_limits": uses}
+    made = await client.post("/api/triggers", json={"name": "t", "event": "k", "task": task})
+    assert made.status_code == 201, made.text
+    assert (await client.delete("/api/rate-limits/crm-api")).status_code == 204
+    trigger = (await client.get(f"/api/triggers/{made.json()['id']}")).json()
+    assert trigger["task"]["rate_limits"] == [{"name": "mail", "units": 1}]
+    sent = await client.post("/api/events", json={"key": "k"})
+    assert sent.status_code == 201, sent.text
+    [created] = sent.json()["tasks"]
+    assert created["rate_limits"] == [{"name": "mail", "units": 1}]
+
+
 async def test_an_event_creates_one_task_per_matching_trigger_once(
     client: httpx.AsyncClient,
 ) -> None:

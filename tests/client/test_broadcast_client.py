@@ -80,9 +80,12 @@ async def test_submit_and_cron_jobs_carry_keys_and_limits(async_client: AsyncCli
         concurrency_key="crm",
     )
     assert [(use.name, use.units) for use in job.rate_limits] == [("crm-api", 2)]
-    assert job.concurrency_key == "crm"
-    changed = await async_client.update_cron_job(job.id, rate_limits=[])
+    assert (job.concurrency_key, job.concurrency_strategy) == ("crm", "queue")
+    changed = await async_client.update_cron_job(
+        job.id, rate_limits=[], concurrency_strategy="cancel_newest"
+    )
     assert changed.rate_limits == []
+    assert changed.concurrency_strategy == "cancel_newest"
     with pytest.raises(ClientError) as unknown:
         await async_client.update_cron_job(job.id, rate_limits=[{"name": "nope"}])
     assert (unknown.value.status, unknown.value.code) == (422, "rate_limit_unknown")

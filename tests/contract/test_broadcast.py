@@ -106,6 +106,7 @@ async def test_a_pinned_child_is_claimed_only_for_its_agent(
     assert {(d.task.id, d.agent_id) for d in both} == {
         (child.id, child.pinned_agent_id) for child in children
     }
+    assert [d.task.broadcast_of for d in both] == [parent.id, parent.id]  # the handler's too
     assert await store.claim_tasks([group([a, b, c])], now=T0) == []
     assert (await _reread(store, parent.id)).status is TaskStatus.WAITING
 

@@ -158,3 +158,42 @@ async def test_an_event_creates_workflows_once(store: Store) -> None:
     assert [t.name for t in again.tasks] == ["a"]
     assert (await store.list_workflows(limit=10, offset=0)).total == 1
     assert (await store.list_tasks(TaskFilter(), limit=10)).total == 3
+
+
+async def test_deleting_a_rate_limit_takes_it_out_of_the_triggers_that_name_it(
+    store: Store,
+) -> None:
+    await store.create_rate_limit("crm", 5, 60, now=T0)
+    await store.create_rate_limit("mail", 5, 60, now=T0)
+    crm, mail = {"name": "crm", "units": 2}, {"name": "mail", "units": 1}
+    task = await store.create_trigger(
+        NewTrigger("task", "k", {}, task={"task_type": "t", "rate_limits": [crm, mail]}), now=T0
+    )
+    only = await store.create_trigger(
+        NewTrigger("only", "k", {}, task={"task_type": "t", "rate_limits": [crm]}), now=T0
+    )
+    steps = [
+        {"name": "a", "task_type": "t", "rate_limits": [mail, crm]},
+        {"name": "b", "task_type": "t", "depends_on": ["a"]},
+    ]
+    flow = await store.create_trigger(
+        NewTrigger("flow", "k", {}, workflow={"name": "w", "steps": steps}), now=T0
+    )
+    other = await store.create_trigger(
+        NewTrigger("other", "k", {}, task={"task_type": "t", "rate_limits": [mail]}), now=T0
+    )
+    await store.delete_rate_limit("crm")
+    assert await store.get_trigger(other.id) == other  # names only what is left
+    changed = await store.get_trigger(task.id)
+    assert changed is not None
+    assert changed.task == {"task_type": "t", "rate_limits": [mail]}
+    emptied = await store.get_trigger(only.id)
+    assert emptied is not None
+    assert emptied.task == {"task_type": "t"}
+    stepped = await store.get_trigger(flow.id)
+    assert stepped is not None
+    assert stepped.task is None
+    assert stepped.workflow == {
+        "name": "w",
+        "steps": [{"name": "a", "task_type": "t", "rate_limits": [mail]}, steps[1]],
+    }

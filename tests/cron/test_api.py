@@ -335,6 +335,40 @@ async def test_ticks_show_fired_and_skipped(
     assert after["next_fire_at"] == "2024-05-01T10:03:00Z"
 
 
+async def test_fired_ticks_apply_the_jobs_concurrency_strategy(
+    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    job = await create(
+        client,
+        cron_expression="* * * * *",
+        concurrency_key="k",
+        max_concurrent_per_key=1,
+        concurrency_strategy="cancel_newest",
+    )
+    service = CronService(context_of(app))
+
+    async def fire(minute: int) -> dict[str, Any]:
+        clock.set(datetime(2024, 5, 1, 10, minute, tzinfo=UTC))
+        await service.fire_due()
+        last = (await client.get(f"/api/cron-jobs/{job['id']}")).json()["last_task_id"]
+        task: dict[str, Any] = (await client.get(f"/api/tasks/{last}")).json()
+        assert task["cron_tick_at"] == f"2024-05-01T10:{minute:02}:00Z"
+        return task
+
+    first = await fire(1)
+    assert first["status"] == "pending"
+    second = await fire(2)  # the key is at its limit: the new task is cancelled
+    assert second["status"] == "cancelled"
+    assert "concurrency key 'k'" in second["error"]
+    response = await client.patch(
+        f"/api/cron-jobs/{job['id']}", json={"concurrency_strategy": "cancel_in_progress"}
+    )
+    assert response.status_code == 200, response.text
+    third = await fire(3)  # the oldest unfinished task makes room
+    assert third["status"] == "pending"
+    assert (await client.get(f"/api/tasks/{first['id']}")).json()["status"] == "cancelled"
+
+
 async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     paths = schema["paths"]

@@ -199,3 +199,29 @@ def test_a_cron_job_that_starts_a_workflow(cli: Invoke, tmp_path: Path) -> None:
     [job] = json.loads(cli("list-cron-jobs", "--json").output)
     assert (job["task_type"], job["workflow"]["steps"][0]["name"]) == (None, "a")
     assert "report" in cli("list-cron-jobs").output
+
+
+def test_a_cron_job_with_a_concurrency_strategy(cli: Invoke) -> None:
+    base = ["create-cron-job", "--cron-expression", "0 2 * * *", "--task-type", "t"]
+    created = cli(
+        *base,
+        "--name",
+        "keyed",
+        "--concurrency-key",
+        "nightly",
+        "--concurrency-strategy",
+        "cancel_in_progress",
+    )
+    assert created.exit_code == 0, created.output
+    assert "concurrency strategy" in created.output
+    assert "cancel_in_progress" in created.output
+    [job] = json.loads(cli("list-cron-jobs", "--json").output)
+    assert (job["concurrency_key"], job["concurrency_strategy"]) == (
+        "nightly",
+        "cancel_in_progress",
+    )
+    alone = cli(*base, "--name", "alone", "--concurrency-strategy", "cancel_newest")
+    assert alone.exit_code == 2
+    assert "--concurrency-strategy needs --concurrency-key" in alone.output
+    unknown = cli(*base, "--name", "u", "--concurrency-key", "k", "--concurrency-strategy", "x")
+    assert unknown.exit_code == 2

@@ -45,13 +45,19 @@ TASK = ClaimedTask(
     cron_tick_at=T0,
     workflow_id=uuid.uuid4(),
     step="b",
+    broadcast_of=uuid.uuid4(),
 )
 
 
 def test_a_dispatch_frame_decodes_as_task_dispatch_with_every_field() -> None:
     later = T0 + timedelta(seconds=3)
     plain = TASK._replace(
-        parents=None, max_retries=0, cron_job_id=None, cron_tick_at=None, workflow_id=None
+        parents=None,
+        max_retries=0,
+        cron_job_id=None,
+        cron_tick_at=None,
+        workflow_id=None,
+        broadcast_of=None,
     )
     frame = task_dispatch_frame(
         [dispatched_task_frame(TASK, 2, later), dispatched_task_frame(plain, 1, None)]
@@ -75,6 +81,7 @@ def test_a_dispatch_frame_decodes_as_task_dispatch_with_every_field() -> None:
                 cron_tick_at=T0,
                 workflow_id=str(TASK.workflow_id),
                 step="b",
+                broadcast_of=str(TASK.broadcast_of),
             ),
             DispatchedTask(
                 task_id=str(TASK.id),
@@ -90,7 +97,7 @@ def test_a_dispatch_frame_decodes_as_task_dispatch_with_every_field() -> None:
         ]
     )
     bare = dispatched_task_frame(plain, 1, None)
-    for absent in ("parents", "cron_job_id", "cron_tick_at", "workflow_id", "step"):
+    for absent in ("parents", "cron_job_id", "cron_tick_at", "workflow_id", "step", "broadcast_of"):
         assert absent not in bare  # absent, not null
 
 

@@ -83,6 +83,7 @@ class TaskContext:
         "_outbox",
         "_redact",
         "attempt",
+        "broadcast_of",
         "cron_job_id",
         "cron_tick_at",
         "max_retries",
@@ -119,6 +120,7 @@ class TaskContext:
         cron_tick_at: datetime | None = None,
         workflow_id: str | None = None,
         step: str | None = None,
+        broadcast_of: str | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -143,6 +145,9 @@ class TaskContext:
         self.workflow_id = workflow_id
         self.step = step
         """The workflow and step name of a workflow step; None otherwise."""
+        self.broadcast_of = broadcast_of
+        """A broadcast child's parent task (the task created with ``dispatch: all``, whose
+        ``GET /api/tasks/{id}/children`` lists every agent's child); None otherwise."""
         self.started_at: datetime | None = None
         self._outbox = outbox
         self._max_line_bytes = max_line_bytes

@@ -207,6 +207,7 @@ class Slots:
                 cron_tick_at=task.cron_tick_at,
                 workflow_id=task.workflow_id,
                 step=task.step,
+                broadcast_of=task.broadcast_of,
             )
             job = Job(task, handler, ctx)
             self._jobs[key] = job

@@ -38,6 +38,7 @@ from hetuflow.client import CronJob
 PRIORITIES = ["low", "normal", "high", "critical"]
 MISFIRE_POLICIES = ["skip", "run_once", "catch_up"]
 OVERLAP_POLICIES = ["allow", "skip", "queue", "cancel_previous"]
+CONCURRENCY_STRATEGIES = ["queue", "cancel_newest", "cancel_in_progress"]
 TICK_STYLES = {"fired": "[green]fired[/green]", "skipped": "[yellow]skipped[/yellow]"}
 
 
@@ -91,6 +92,8 @@ def _flow(job: CronJob) -> list[tuple[str, str]]:
         rows.append(
             ("concurrency key", escape(job.concurrency_key) + (f" (≤ {limit})" if limit else ""))
         )
+        if job.concurrency_strategy != "queue":
+            rows.append(("concurrency strategy", escape(job.concurrency_strategy)))
     if job.rate_limits:
         uses = ", ".join(f"{use.name}:{use.units}" for use in job.rate_limits)
         rows.append(("rate limits", escape(uses)))
@@ -175,6 +178,13 @@ def _print_job(cli: Cli, job: CronJob, verb: str) -> None:
 )
 @retry_options
 @flow_options
+@click.option(
+    "--concurrency-strategy",
+    type=click.Choice(CONCURRENCY_STRATEGIES),
+    help="With --concurrency-key, when the key is at its limit as a task is created: queue"
+    " (wait, the default), cancel_newest (the new task is created cancelled) or"
+    " cancel_in_progress (the oldest tasks with the key are cancelled).",
+)
 @client_command
 def create_cron_job(
     cli: Cli,
@@ -194,6 +204,7 @@ def create_cron_job(
     timeout_seconds: float | None,
     max_retries: int,
     webhook_url: str | None,
+    concurrency_strategy: str | None,
     **options: Any,
 ) -> None:
     """Create a cron job (as POST /api/cron-jobs); the server checks the expression and
@@ -216,6 +227,10 @@ def create_cron_job(
         fields["timeout_seconds"] = timeout_seconds
     if webhook_url is not None:
         fields["webhook_url"] = webhook_url
+    if concurrency_strategy is not None:
+        if "concurrency_key" not in fields:
+            fail("--concurrency-strategy needs --concurrency-key", EXIT_USAGE)
+        fields["concurrency_strategy"] = concurrency_strategy
     if (task_type is None) == (workflow_file is None):
         fail("give --task-type or --workflow-file (exactly one)", EXIT_USAGE)
     if workflow_file is not None:

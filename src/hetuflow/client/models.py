@@ -181,6 +181,9 @@ class CronJob(BaseModel):
     webhook_url: str | None = None
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    concurrency_strategy: str = "queue"
+    """Given to every task it creates: ``queue``, ``cancel_newest`` or
+    ``cancel_in_progress`` (with ``concurrency_key``)."""
     rate_limits: list[RateLimitUse] = []
     """Given to every task it creates."""
 

@@ -504,9 +504,10 @@ class Client:
         payload: Mapping[str, Any] | None = None,
         **fields: Any,
     ) -> CronJob:
-        """Fields beyond the seed's (timezone, priority, policies, …) go in ``fields``. A job
-        that starts a workflow at each tick: ``task_type=None, workflow={...}`` (the document
-        ``submit_workflow`` sends: ``name``, ``steps``, ``on_failure``)."""
+        """Fields beyond the seed's (timezone, priority, policies, ``concurrency_key``,
+        ``concurrency_strategy``, …) go in ``fields``. A job that starts a workflow at each
+        tick: ``task_type=None, workflow={...}`` (the document ``submit_workflow`` sends:
+        ``name``, ``steps``, ``on_failure``)."""
         body = jsonable(
             {
                 "name": name,

@@ -17,6 +17,8 @@ from hetuflow.cron import parse
 from hetuflow.errors import CronJobNotFound, InvalidInput, PayloadTooLarge, WorkflowInvalid
 from hetuflow.models import (
     UNSET,
+    ConcurrencyLimits,
+    ConcurrencyStrategy,
     CronJob,
     CronJobChanges,
     CronTick,
@@ -26,6 +28,7 @@ from hetuflow.models import (
     TaskStatus,
 )
 from hetuflow.server.api.workflow_schemas import workflow_from_document
+from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_policy import cron_task
 from hetuflow.server.tasks import TaskQueue
@@ -59,11 +62,21 @@ class CronJobs:
             context.clock,
             context.config.scheduler,
             metrics=context.metrics,
+            concurrency=ConcurrencyKeys(
+                context.store, ConcurrencyLimits(dict(context.config.concurrency))
+            ),
         )
 
     async def create(self, job: NewCronJob) -> CronJob:
         check_webhook_target(job.webhook_url, self.context.config.webhooks, field="webhook_url")
         _no_webhook_with_workflow(job.workflow, job.webhook_url)
+        if (
+            job.concurrency_key is None
+            and job.concurrency_strategy is not ConcurrencyStrategy.QUEUE
+        ):
+            raise InvalidInput(
+                "concurrency_strategy needs a concurrency_key", field="concurrency_strategy"
+            )
         if job.workflow is not None:
             self.workflow_of(job.workflow)
         schedule = parse(job.cron_expression, job.timezone)
@@ -113,6 +126,17 @@ class CronJobs:
                 "max_concurrent_per_key needs a concurrency_key (removing the key: send"
                 " max_concurrent_per_key null too)",
                 field="max_concurrent_per_key",
+            )
+        strategy = (
+            job.concurrency_strategy
+            if changes.concurrency_strategy is UNSET
+            else changes.concurrency_strategy
+        )
+        if key is None and strategy is not ConcurrencyStrategy.QUEUE:
+            raise InvalidInput(
+                f"concurrency_strategy {strategy.value} needs a concurrency_key (removing the"
+                " key: send concurrency_strategy queue too)",
+                field="concurrency_strategy",
             )
         expression = (
             job.cron_expression if changes.cron_expression is UNSET else changes.cron_expression

@@ -208,6 +208,7 @@ def cron_task(job: CronJob, tick: datetime | None, scheduled_at: datetime | None
         cron_tick_at=tick,
         concurrency_key=job.concurrency_key,
         max_concurrent_per_key=job.max_concurrent_per_key,
+        concurrency_strategy=job.concurrency_strategy,
         webhook_url=job.webhook_url,
         rate_limits=job.rate_limits,
     )

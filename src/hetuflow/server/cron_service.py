@@ -49,14 +49,18 @@ from hetuflow.errors import (
     TimeZoneInvalid,
 )
 from hetuflow.models import (
+    ConcurrencyLimits,
+    ConcurrencyStrategy,
     CronFire,
     CronJob,
     CronJobChanges,
+    NewTask,
     OverlapPolicy,
     Task,
     TickOutcome,
 )
 from hetuflow.server.api.workflow_schemas import workflow_from_document
+from hetuflow.server.concurrency import ConcurrencyKeys
 from hetuflow.server.context import ServerContext
 from hetuflow.server.cron_policy import Decision, decide, fire_of, unschedulable
 from hetuflow.server.resilience import StoreRetry
@@ -80,6 +84,9 @@ class CronService:
         self.store = context.store
         self.clock = context.clock
         self.lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
+        self.concurrency = ConcurrencyKeys(
+            context.store, ConcurrencyLimits(dict(context.config.concurrency))
+        )
         self.tasks = TaskQueue(
             context.store,
             context.notifier,
@@ -235,7 +242,31 @@ class CronService:
                     self.context.metrics.cron_misfired(decision.late)
             elif decision.outcome is TickOutcome.SKIPPED:
                 self.context.metrics.cron_misfired("skipped")
+        await self._apply_strategies(
+            [
+                (fire.task, task)
+                for fire, (won, task) in zip(fires, results, strict=True)
+                if won and fire.task is not None and task is not None
+            ]
+        )
         return fired
+
+    async def _apply_strategies(self, fired: list[tuple[NewTask, Task]]) -> None:
+        """The concurrency strategies of the tasks just fired (``cancel_newest``,
+        ``cancel_in_progress``), as for a task created through the API, after the commit."""
+        keyed = [
+            (new, task)
+            for new, task in fired
+            if new.concurrency_strategy not in (None, ConcurrencyStrategy.QUEUE)
+        ]
+        if not keyed:
+            return
+        try:
+            await self.concurrency.apply(
+                [new for new, _ in keyed], [(task, True) for _, task in keyed], self.tasks.cancel
+            )
+        except HetuflowError as error:  # the ticks are recorded; a task ended or went meanwhile
+            log.warning("concurrency strategy of %d cron tasks: %s", len(keyed), error)
 
     def _fire_of(self, job: CronJob, decision: Decision, now: datetime) -> CronFire:
         """The fire to record; a fired tick of a job that starts workflows starts its

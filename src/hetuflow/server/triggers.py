@@ -106,8 +106,8 @@ class TriggerService:
         """Refuse now what every event of the key would be refused for later: a
         ``webhook_url`` this server cannot deliver to (``InvalidInput``), a rate limit that
         does not exist or allows fewer units than asked (``RateLimitUnknown``). A check, not
-        a lock: a limit deleted after the trigger was made fails its events with the same
-        422 ``rate_limit_unknown``."""
+        a lock: a limit deleted after the trigger was made is taken out of its templates by the
+        delete (``Store.delete_rate_limit``)."""
         webhooks = self._queue.webhooks
         if webhooks is not None:
             for field, task in tasks:

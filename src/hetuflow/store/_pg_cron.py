@@ -53,9 +53,9 @@ async def create_cron_job(
                 backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
                 overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at,
                 concurrency_key, max_concurrent_per_key, workflow, backoff_jitter, retry_on,
-                webhook_url)
+                webhook_url, concurrency_strategy)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18, $19, $20, $20, $21, $22, $23, $24, $25, $26)
+                    $17, $18, $19, $20, $20, $21, $22, $23, $24, $25, $26, $27)
             RETURNING *""",
             uuid.uuid4(),
             job.name,
@@ -83,6 +83,7 @@ async def create_cron_job(
             job.retry.jitter,
             list(job.retry.retry_on),
             job.webhook_url,
+            job.concurrency_strategy.value,
         )
     except asyncpg.UniqueViolationError as error:
         raise CronJobNameTaken(f"a cron job named {job.name!r} exists", field="name") from error

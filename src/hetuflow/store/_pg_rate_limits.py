@@ -11,8 +11,8 @@ import asyncpg
 from hetuflow.clock import utc
 from hetuflow.errors import RateLimitNameTaken, RateLimitNotFound, RateLimitUnknown
 from hetuflow.models import RateLimit, RateLimitState
-from hetuflow.store._pg_db import Conn
-from hetuflow.store._rate_limits import PRUNE_MARGIN_SECONDS
+from hetuflow.store._pg_db import CODEC, Conn
+from hetuflow.store._rate_limits import PRUNE_MARGIN_SECONDS, trigger_without
 
 _WINDOW = "s.name = r.name AND s.at > $2::timestamptz - make_interval(secs => r.per_seconds)"
 
@@ -67,8 +67,9 @@ async def list_rate_limits(connection: Conn) -> list[RateLimit]:
 
 
 async def delete_rate_limit(connection: Conn, name: str) -> None:
-    """Delete a limit, and take it out of the cron jobs that name it (their later tasks are
-    dispatched as if they never named it); its rows of ``cron_job_rate_limits`` cascade."""
+    """Delete a limit, and take it out of the cron jobs and the triggers' templates that name
+    it (their later tasks are created and dispatched as if they never named it); its rows of
+    ``cron_job_rate_limits`` cascade."""
     await connection.execute(
         """UPDATE cron_jobs SET rate_limits = (
             SELECT jsonb_agg(u.value ORDER BY u.position)
@@ -77,6 +78,12 @@ async def delete_rate_limit(connection: Conn, name: str) -> None:
         WHERE id IN (SELECT cron_job_id FROM cron_job_rate_limits WHERE name = $1)""",
         name,
     )
+    for row in await connection.fetch("SELECT id, task, workflow FROM triggers FOR UPDATE"):
+        changed = trigger_without(CODEC.json(row["task"]), CODEC.json(row["workflow"]), name)
+        if changed is not None:
+            await connection.execute(
+                "UPDATE triggers SET task = $2, workflow = $3 WHERE id = $1", row["id"], *changed
+            )
     status = await connection.execute("DELETE FROM rate_limits WHERE name = $1", name)
     if status.endswith(" 0"):
         raise RateLimitNotFound(f"no rate limit named {name!r}", field="name")

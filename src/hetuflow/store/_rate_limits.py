@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from hetuflow.models import RateLimitState, RateLimitUse
+from hetuflow.models import JSONObject, RateLimitState, RateLimitUse
 from hetuflow.store._rows import Codec, Row, uses_of
 
 PRUNE_MARGIN_SECONDS = 5.0
@@ -105,3 +105,38 @@ class RateGate:
             for use in uses
             if self._left.get(use.name) is not None
         ]
+
+
+def _spec_without(spec: JSONObject, name: str) -> JSONObject | None:
+    """A task spec (as ``POST /api/tasks`` takes it) without its use of ``name``; ``None``
+    when it names no such limit. A spec left naming none loses its ``rate_limits``."""
+    uses = spec.get("rate_limits")
+    if not isinstance(uses, list):
+        return None
+    kept = [use for use in uses if not (isinstance(use, dict) and use.get("name") == name)]
+    if len(kept) == len(uses):
+        return None
+    changed = {key: value for key, value in spec.items() if key != "rate_limits"}
+    if kept:
+        changed["rate_limits"] = kept
+    return changed
+
+
+def trigger_without(
+    task: JSONObject | None, workflow: JSONObject | None, name: str
+) -> tuple[JSONObject | None, JSONObject | None] | None:
+    """A trigger's task or workflow template without the uses of rate limit ``name`` (a
+    deleted limit: its later events create their tasks as if it never named it); ``None``
+    when neither names it."""
+    if task is not None:
+        changed = _spec_without(task, name)
+        return None if changed is None else (changed, None)
+    if workflow is None or not isinstance(workflow.get("steps"), list):
+        return None
+    steps = []
+    touched = False
+    for step in workflow["steps"]:
+        changed = _spec_without(step, name) if isinstance(step, dict) else None
+        touched = touched or changed is not None
+        steps.append(step if changed is None else changed)
+    return (None, {**workflow, "steps": steps}) if touched else None

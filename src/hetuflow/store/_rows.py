@@ -23,6 +23,7 @@ from hetuflow.models import (
     AttemptOutcome,
     BroadcastPolicy,
     ClaimedTask,
+    ConcurrencyStrategy,
     CronJob,
     CronJobChanges,
     CronTick,
@@ -161,7 +162,7 @@ def task_from(row: Row, codec: Codec) -> Task:
 
 CLAIMED_COLUMNS = (
     "id, name, task_type, priority, payload, timeout_seconds, scheduled_at, attempts, parents,"
-    " max_retries, cron_job_id, cron_tick_at"
+    " max_retries, cron_job_id, cron_tick_at, broadcast_of"
 )
 """The columns ``claimed_from`` reads (and the attempt count the claim increments); ``parents``
 is NULL except for a released workflow step. The claims also select ``workflow_id`` and
@@ -183,6 +184,7 @@ def claimed_from(row: Row, codec: Codec) -> ClaimedTask:
         codec.time(row["cron_tick_at"]),
         codec.uuid(row["workflow_id"]),
         row["step"],
+        codec.uuid(row["broadcast_of"]),
     )
 
 
@@ -293,6 +295,7 @@ def cron_job_from(row: Row, codec: Codec) -> CronJob:
         webhook_url=row["webhook_url"],
         concurrency_key=row["concurrency_key"],
         max_concurrent_per_key=row["max_concurrent_per_key"],
+        concurrency_strategy=ConcurrencyStrategy(row["concurrency_strategy"]),
         workflow=None if row["workflow"] is None else codec.json(row["workflow"]),
         rate_limits=uses_of(row["rate_limits"], codec),
     )
@@ -367,6 +370,7 @@ _CRON_CONVERTED: dict[str, Callable[[Any, Codec], Any]] = {
     "priority": lambda value, codec: value.rank,
     "misfire_policy": lambda value, codec: value.value,
     "overlap_policy": lambda value, codec: value.value,
+    "concurrency_strategy": lambda value, codec: value.value,
     "next_fire_at": lambda value, codec: codec.put_time(value),
     "last_fire_at": lambda value, codec: codec.put_time(value),
     "last_task_id": lambda value, codec: codec.put_uuid(value),

@@ -49,9 +49,9 @@ def create_cron_job(
                 backoff_factor, max_backoff_seconds, enabled, misfire_policy, catch_up_limit,
                 overlap_policy, start_deadline_seconds, next_fire_at, created_at, updated_at,
                 concurrency_key, max_concurrent_per_key, workflow, backoff_jitter, retry_on,
-                webhook_url)
+                webhook_url, concurrency_strategy)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                    ?)
+                    ?, ?)
             RETURNING *""",
             (
                 job_id,
@@ -81,6 +81,7 @@ def create_cron_job(
                 job.retry.jitter,
                 CODEC.put_texts(job.retry.retry_on),
                 job.webhook_url,
+                job.concurrency_strategy.value,
             ),
         ).fetchone()
     except sqlite3.IntegrityError as error:

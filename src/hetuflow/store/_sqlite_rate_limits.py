@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from hetuflow.errors import RateLimitNameTaken, RateLimitNotFound, RateLimitUnknown
 from hetuflow.models import RateLimit, RateLimitState
-from hetuflow.store._rate_limits import PRUNE_MARGIN_SECONDS
+from hetuflow.store._rate_limits import PRUNE_MARGIN_SECONDS, trigger_without
 from hetuflow.store._rows import Row
 from hetuflow.store._sqlite_db import CODEC, id_list, json_rows, micros
 
@@ -62,8 +62,9 @@ def list_rate_limits(connection: sqlite3.Connection) -> list[RateLimit]:
 
 
 def delete_rate_limit(connection: sqlite3.Connection, name: str) -> None:
-    """Delete a limit, and take it out of the cron jobs that name it (their later tasks are
-    dispatched as if they never named it); its rows of ``cron_job_rate_limits`` cascade."""
+    """Delete a limit, and take it out of the cron jobs and the triggers' templates that name
+    it (their later tasks are created and dispatched as if they never named it); its rows of
+    ``cron_job_rate_limits`` cascade."""
     connection.execute(
         """UPDATE cron_jobs SET rate_limits = (
             SELECT CASE WHEN count(*) = 0 THEN NULL ELSE json_group_array(json(u.value)) END
@@ -71,6 +72,16 @@ def delete_rate_limit(connection: sqlite3.Connection, name: str) -> None:
         WHERE id IN (SELECT cron_job_id FROM cron_job_rate_limits WHERE name = ?)""",
         (name, name),
     )
+    for row in connection.execute("SELECT id, task, workflow FROM triggers").fetchall():
+        task, workflow = (
+            None if row[k] is None else CODEC.json(row[k]) for k in ("task", "workflow")
+        )
+        changed = trigger_without(task, workflow, name)
+        if changed is not None:
+            connection.execute(
+                "UPDATE triggers SET task = ?, workflow = ? WHERE id = ?",
+                (*(None if part is None else CODEC.put_json(part) for part in changed), row["id"]),
+            )
     if connection.execute("DELETE FROM rate_limits WHERE name = ?", (name,)).rowcount == 0:
         raise RateLimitNotFound(f"no rate limit named {name!r}", field="name")
 

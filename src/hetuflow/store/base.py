@@ -297,7 +297,8 @@ class Store(Protocol):
 
     async def delete_rate_limit(self, name: str) -> None:
         """Delete a rate limit with its spends; the tasks that named it are no longer held
-        back by it. ``RateLimitNotFound`` if there is none."""
+        back by it; in the same transaction it is taken out of the cron jobs and the
+        triggers' task templates that name it. ``RateLimitNotFound`` if there is none."""
         ...
 
     async def rate_limit_states(

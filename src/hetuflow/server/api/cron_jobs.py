@@ -22,6 +22,7 @@ from hetuflow.models import (
     MAX_CONCURRENCY_KEY_LENGTH,
     MAX_RATE_LIMITS_PER_TASK,
     MAX_RETRY_JITTER,
+    ConcurrencyStrategy,
     CronJob,
     CronJobChanges,
     CronTick,
@@ -123,6 +124,12 @@ _RATE_LIMITS = (
     " allows, is a 422 `rate_limit_unknown` and nothing is saved. Deleting a limit takes it"
     " out of the jobs that name it."
 )
+_STRATEGY = (
+    "Given to every task it creates, as a task's `concurrency_strategy`: when the key is at its"
+    " limit as the task is created, `queue` (wait; the default), `cancel_newest` (the new task"
+    " is created cancelled) or `cancel_in_progress` (the oldest unfinished tasks with the key"
+    " are cancelled to make room). Needs `concurrency_key`."
+)
 _DEADLINE = (
     "Skip a tick (recorded as skipped, with why) when its task could only start more than "
     "this many seconds after the tick. None: no deadline."
@@ -215,6 +222,9 @@ class CronJobCreate(_Input):
         le=1_000_000,
         description="The key's limit; default the `[concurrency]` limit of the task type, else 1.",
     )
+    concurrency_strategy: ConcurrencyStrategy = Field(
+        default=ConcurrencyStrategy.QUEUE, description=_STRATEGY
+    )
     rate_limits: RateLimitUses = Field(
         default_factory=list,
         max_length=MAX_RATE_LIMITS_PER_TASK,
@@ -226,6 +236,11 @@ class CronJobCreate(_Input):
     def _key_with_limit(self) -> CronJobCreate:
         if self.max_concurrent_per_key is not None and self.concurrency_key is None:
             raise ValueError("max_concurrent_per_key needs a concurrency_key")
+        if (
+            self.concurrency_strategy is not ConcurrencyStrategy.QUEUE
+            and self.concurrency_key is None
+        ):
+            raise ValueError("concurrency_strategy needs a concurrency_key")
         return self
 
     def _task_type_or_workflow(self) -> None:
@@ -271,6 +286,7 @@ class CronJobCreate(_Input):
             webhook_url=self.webhook_url,
             concurrency_key=self.concurrency_key,
             max_concurrent_per_key=self.max_concurrent_per_key,
+            concurrency_strategy=self.concurrency_strategy,
             workflow=None if self.workflow is None else workflow_document(self.workflow),
             rate_limits=tuple(use.to_use() for use in self.rate_limits),
         )
@@ -322,6 +338,11 @@ class CronJobUpdate(_Input):
     )
     max_concurrent_per_key: int | None = Field(
         default=None, ge=1, le=1_000_000, description="null: the `[concurrency]` default."
+    )
+    concurrency_strategy: ConcurrencyStrategy | None = Field(
+        default=None,
+        description=f"{_STRATEGY} Tasks already created keep theirs; removing the key needs"
+        " `queue` too.",
     )
     rate_limits: RateLimitUses | None = Field(
         default=None,
@@ -401,6 +422,9 @@ class CronJobOut(_Output):
     )
     concurrency_key: str | None = None
     max_concurrent_per_key: int | None = None
+    concurrency_strategy: ConcurrencyStrategy = Field(
+        default=ConcurrencyStrategy.QUEUE, description="Given to every task it creates."
+    )
     rate_limits: list[RateLimitUseOut] = Field(
         default_factory=list, description="Given to every task it creates."
     )
@@ -442,6 +466,7 @@ class CronJobOut(_Output):
             webhook_url=job.webhook_url,
             concurrency_key=job.concurrency_key,
             max_concurrent_per_key=job.max_concurrent_per_key,
+            concurrency_strategy=job.concurrency_strategy,
             rate_limits=[RateLimitUseOut(name=u.name, units=u.units) for u in job.rate_limits],
             next_fire_at=job.next_fire_at,
             last_fire_at=job.last_fire_at,

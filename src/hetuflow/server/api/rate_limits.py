@@ -133,7 +133,9 @@ async def get_rate_limit(name: PathName, context: Context) -> RateLimitOut:
 )
 async def delete_rate_limit(name: PathName, context: Context) -> Response:
     """The tasks that named it are no longer held back by it (they are dispatched as any
-    other); their `rate_limits` still show the name."""
+    other); their `rate_limits` still show the name. It is taken out of the cron jobs and the
+    triggers that name it, in the same transaction: their later tasks are created without
+    it."""
     await context.store.delete_rate_limit(name)
     try:
         await context.notifier.publish(TASKS_READY, "")
