@@ -151,6 +151,7 @@ def test_a_cron_job_page_shows_its_webhook_key_and_rate_limits(
             "webhook_url": receiver.url,
             "concurrency_key": "tenant:9",
             "max_concurrent_per_key": 2,
+            "concurrency_strategy": "cancel_newest",
             "rate_limits": [{"name": "crm-api", "units": 3}],
         },
     )
@@ -161,7 +162,9 @@ def test_a_cron_job_page_shows_its_webhook_key_and_rate_limits(
     )
     page.goto(f"/#/cron/{job['id']}")
     expect(page.locator("#cron-webhook-url")).to_have_text(receiver.url, timeout=SLOW)
-    expect(page.locator("#cron-concurrency-key")).to_have_text("tenant:9 (at most 2 at once)")
+    expect(page.locator("#cron-concurrency-key")).to_have_text(
+        "tenant:9 (at most 2 at once), cancel_newest"
+    )
     expect(page.locator("#cron-rate-limits")).to_have_text("crm-api 3 units")
     screenshot(page, "cron-job-flow")
     page.locator("#cron-rate-limits a").click()

@@ -259,7 +259,8 @@ function flowRows(job) {
     h("dt", {}, "Webhook"), h("dd", { id: "cron-webhook-url", class: job.webhook_url ? "mono" : "muted" }, job.webhook_url || "none"),
     h("dt", {}, "Concurrency key"), h("dd", { id: "cron-concurrency-key" }, job.concurrency_key
       ? [h("a", { href: waitingHref("concurrency_key", job.concurrency_key), class: "mono" }, job.concurrency_key),
-        job.max_concurrent_per_key ? ` (at most ${job.max_concurrent_per_key} at once)` : ""]
+        job.max_concurrent_per_key ? ` (at most ${job.max_concurrent_per_key} at once)` : "",
+        job.concurrency_strategy && job.concurrency_strategy !== "queue" ? `, ${job.concurrency_strategy}` : ""]
       : h("span", { class: "muted" }, "none")),
     h("dt", {}, "Rate limits"), h("dd", { id: "cron-rate-limits" }, uses.length
       ? uses.map((use, i) => [i ? ", " : "", h("a", { href: waitingHref("rate_limit", use.name) }, use.name), ` ${use.units} unit${use.units === 1 ? "" : "s"}`])
