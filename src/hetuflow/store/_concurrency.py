@@ -35,6 +35,9 @@ class KeyGate:
         """Keys at their limit: the claim's next candidate queries leave them out."""
         self.locked = False
         """Whether the claim holds the lock keyed claims take (PostgreSQL)."""
+        self.most = 1
+        """The largest limit of the keyed candidates met: how many tasks of one key a claim
+        may take (PostgreSQL reads that many of each key with room, ``_pg_tasks``)."""
 
     def unknown(self, rows: Iterable[Row]) -> list[str]:
         """The keys of ``rows`` not counted yet, sorted."""
@@ -56,9 +59,10 @@ class KeyGate:
         key = row["concurrency_key"]
         if key is None:
             return True
+        limit = self._limits.of(row["task_type"], row["max_concurrent_per_key"])
+        self.most = max(self.most, limit)
         if key in self.full:
             return False
-        limit = self._limits.of(row["task_type"], row["max_concurrent_per_key"])
         active = self._active.get(key, 0)
         if active >= limit:
             self.full.add(key)
