@@ -182,3 +182,22 @@ async def test_a_key_met_late_with_room_for_several_gives_them_in_claim_order(
     assert [d.task.name for d in got] == ["f0", "b0", "u0", "b1"]
     then = await store.claim_tasks([group([agent], free=4)], now=now)
     assert [d.task.name for d in then] == ["b2", "u1"]
+
+
+async def test_past_a_full_key_a_small_claim_among_many_keys_reads_on_in_claim_order(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """A full key first, then more keys than a small claim takes (on PostgreSQL this claim
+    reads on in claim order instead of probing every key): the same tasks as any claim."""
+    agent = await connect("a", slots=10)
+    order = [
+        *(keyed(f"hot{i}", "hot", 1) for i in range(3)),
+        *(keyed(f"k{i}", f"key{i}", 1) for i in range(12)),
+    ]
+    for second, task in enumerate(order):
+        await store.create_tasks([task], now=T0 + timedelta(seconds=second))
+    now = T0 + timedelta(seconds=20)
+    got = await store.claim_tasks([group([agent], free=3)], now=now)
+    assert [d.task.name for d in got] == ["hot0", "k0", "k1"]
+    then = await store.claim_tasks([group([agent], free=2)], now=now)
+    assert [d.task.name for d in then] == ["k2", "k3"]

@@ -35,6 +35,9 @@ class KeyGate:
         """Keys at their limit: the claim's next candidate queries leave them out."""
         self.locked = False
         """Whether the claim holds the lock keyed claims take (PostgreSQL)."""
+        self.few: bool | None = None
+        """Whether pending tasks have few distinct keys (PostgreSQL, ``_pg_tasks``; None:
+        not counted yet)."""
         self.most = 1
         """The largest limit of the keyed candidates met: how many tasks of one key a claim
         may take (PostgreSQL reads that many of each key with room, ``_pg_tasks``)."""

@@ -137,18 +137,26 @@ _CANDIDATES_AFTER = _CANDIDATES.replace(
 the claim's next query when it passed candidates over: the index scan starts there, so a
 claim reads each pending task at most once."""
 
-_CANDIDATES_BY_KEY = f"""
+_PENDING_KEYS = """
 WITH RECURSIVE keys AS (
-    (SELECT concurrency_key AS key FROM tasks
+    (SELECT concurrency_key AS key, 1 AS n FROM tasks
      WHERE status = 'pending' AND concurrency_key IS NOT NULL
      ORDER BY concurrency_key LIMIT 1)
     UNION ALL
     SELECT (SELECT t.concurrency_key FROM tasks AS t
             WHERE t.status = 'pending' AND t.concurrency_key IS NOT NULL
               AND t.concurrency_key > keys.key
-            ORDER BY t.concurrency_key LIMIT 1)
-    FROM keys WHERE keys.key IS NOT NULL
-), streams AS (
+            ORDER BY t.concurrency_key LIMIT 1), keys.n + 1
+    FROM keys WHERE keys.key IS NOT NULL AND keys.n < {cap}
+)"""
+"""The distinct keys of pending tasks, a skip scan: one index probe (``tasks_claim_keyed``)
+per key, up to ``{cap}`` keys."""
+
+_COUNT_PENDING_KEYS = _PENDING_KEYS.format(cap="$1") + "\nSELECT count(key) FROM keys"
+
+_CANDIDATES_BY_KEY = (
+    _PENDING_KEYS.format(cap="2147483647")
+    + f""", streams AS (
     (SELECT id FROM tasks
      WHERE status = 'pending' AND concurrency_key IS NULL{_CANDIDATE_FILTERS}
        AND (claim_key, id) > ($9::bigint, $10::uuid)
@@ -169,13 +177,15 @@ WHERE t.status = 'pending'
 ORDER BY t.claim_key, t.id
 LIMIT $5
 FOR UPDATE OF t SKIP LOCKED"""
+)
 """The candidates after ``$9``, ``$10`` once the claim has found keys full (``$6``), without
 reading the tasks of those keys: the unkeyed stream (index ``tasks_claim_unkeyed``) merged in
 claim order with the first ``$11`` tasks of each key not full (a skip scan over the distinct
 keys of ``tasks_claim_keyed``, then a probe of that index per key). The same rows, in the same
 order, as ``_CANDIDATES_AFTER`` up to the ``$11``-th task of any key; ``_candidates`` stops
 reading there unless that key is full by then. A round costs about a probe per pending key
-instead of a pass over every pending task of the full keys (migration 0022)."""
+instead of a pass over every pending task of the full keys (migration 0022), so a claim
+takes this read only while the pending keys are few (``_few_keys``)."""
 
 NO_CANDIDATE_YET = (-(2**63), UUID(int=0))
 """Before every task in claim order: the start of ``_CANDIDATES_BY_KEY``."""
@@ -595,7 +605,8 @@ async def _candidates(
             sorted(rates.full),
             offered_agents(group.offers),
         )
-        by_key = bool(gate.full)  # keys found full: read only the keys with room
+        # keys found full: read only the keys with room, if they are few
+        by_key = bool(gate.full) and await _few_keys(connection, gate, want)
         per_key = min(asked, gate.most)
         if by_key:
             start = NO_CANDIDATE_YET if after is None else after
@@ -615,6 +626,17 @@ async def _candidates(
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
         after = (rows[-1]["claim_key"], rows[-1]["id"])
+
+
+async def _few_keys(connection: Conn, gate: KeyGate, want: int) -> bool:
+    """Whether pending tasks have fewer distinct keys than the claim's size (its wanted tasks
+    plus twice the keys it found full), counted once per claim: then a probe per key
+    (``_CANDIDATES_BY_KEY``) costs less than reading on past full keys, and a claim that
+    counts too many has spent no more probes than that size."""
+    if gate.few is None:
+        cap = want + 2 * len(gate.full)
+        gate.few = int(await connection.fetchval(_COUNT_PENDING_KEYS, cap)) < cap
+    return gate.few
 
 
 async def _meet(
