@@ -13,7 +13,9 @@ A key found full, or filled by the claim itself, is left out of the claim's next
 queries (they fetch the rest of the wanted tasks past it), so a full key never holds back the
 tasks behind it. Those queries read on from the last candidate the claim saw (in claim
 order): what it passed over stays passed over, so a claim reads each pending task at most
-once however many keys it finds full.
+once however many keys it finds full. On PostgreSQL, while pending tasks have few distinct
+keys, those queries read only the unkeyed tasks and the first tasks of each key with room, in
+the same order, and not the tasks of the full keys at all (``_pg_tasks``).
 """
 
 from __future__ import annotations
