@@ -157,35 +157,35 @@ _COUNT_PENDING_KEYS = _PENDING_KEYS.format(cap="$1") + "\nSELECT count(key) FROM
 _CANDIDATES_BY_KEY = (
     _PENDING_KEYS.format(cap="2147483647")
     + f""", streams AS (
-    (SELECT id FROM tasks
-     WHERE status = 'pending' AND concurrency_key IS NULL{_CANDIDATE_FILTERS}
-       AND (claim_key, id) > ($9::bigint, $10::uuid)
-     ORDER BY claim_key, id
-     LIMIT $5)
+    SELECT * FROM (
+        SELECT {_CANDIDATE_COLUMNS} FROM tasks
+        WHERE status = 'pending' AND concurrency_key IS NULL{_CANDIDATE_FILTERS}
+          AND (claim_key, id) > ($9::bigint, $10::uuid)
+        ORDER BY claim_key, id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED) AS unkeyed
     UNION ALL
-    SELECT heads.id FROM keys CROSS JOIN LATERAL (
-        SELECT id FROM tasks
+    SELECT heads.* FROM keys CROSS JOIN LATERAL (
+        SELECT {_CANDIDATE_COLUMNS} FROM tasks
         WHERE status = 'pending' AND concurrency_key = keys.key{_CANDIDATE_FILTERS}
           AND (claim_key, id) > ($9::bigint, $10::uuid)
         ORDER BY claim_key, id
-        LIMIT $11) AS heads
+        LIMIT $11
+        FOR UPDATE SKIP LOCKED) AS heads
     WHERE keys.key IS NOT NULL AND NOT (keys.key = ANY($6::text[]))
 )
-SELECT {", ".join(f"t.{c.strip()}" for c in _CANDIDATE_COLUMNS.split(","))}
-FROM tasks AS t JOIN streams AS s ON t.id = s.id
-WHERE t.status = 'pending'
-ORDER BY t.claim_key, t.id
-LIMIT $5
-FOR UPDATE OF t SKIP LOCKED"""
+SELECT * FROM streams ORDER BY claim_key, id LIMIT $5"""
 )
 """The candidates after ``$9``, ``$10`` once the claim has found keys full (``$6``), without
 reading the tasks of those keys: the unkeyed stream (index ``tasks_claim_unkeyed``) merged in
 claim order with the first ``$11`` tasks of each key not full (a skip scan over the distinct
-keys of ``tasks_claim_keyed``, then a probe of that index per key). The same rows, in the same
-order, as ``_CANDIDATES_AFTER`` up to the ``$11``-th task of any key; ``_candidates`` stops
-reading there unless that key is full by then. A round costs about a probe per pending key
-instead of a pass over every pending task of the full keys (migration 0022), so a claim
-takes this read only while the pending keys are few (``_few_keys``)."""
+keys of ``tasks_claim_keyed``, then a probe of that index per key), each stream locking what
+it reads, skipping tasks locked by other claims as ``_CANDIDATES_AFTER`` does (so a few more
+tasks than the merge keeps stay locked until the claim ends, as the ones it passes over do).
+The same rows, in the same order, as ``_CANDIDATES_AFTER`` up to the ``$11``-th task of any
+key; ``_candidates`` stops reading there unless that key is full by then. A round costs about
+a probe per pending key instead of a pass over every pending task of the full keys (migration
+0022), so a claim takes this read only while the pending keys are few (``_few_keys``)."""
 
 NO_CANDIDATE_YET = (-(2**63), UUID(int=0))
 """Before every task in claim order: the start of ``_CANDIDATES_BY_KEY``."""
