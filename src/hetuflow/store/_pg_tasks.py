@@ -149,8 +149,8 @@ WITH RECURSIVE keys AS (
             ORDER BY t.concurrency_key LIMIT 1), keys.n + 1
     FROM keys WHERE keys.key IS NOT NULL AND keys.n < {cap}
 )"""
-"""The distinct keys of pending tasks, a skip scan: one index probe (``tasks_claim_keyed``)
-per key, up to ``{cap}`` keys."""
+"""The distinct keys of pending tasks, a skip scan: one index probe (the planner picks
+``tasks_concurrency_open`` or ``tasks_claim_keyed``) per key, up to ``{cap}`` keys."""
 
 _COUNT_PENDING_KEYS = _PENDING_KEYS.format(cap="$1") + "\nSELECT count(key) FROM keys"
 
