@@ -156,3 +156,48 @@ async def test_a_claim_reads_on_past_many_full_keys_to_the_first_task_of_each_fr
     names = sorted(d.task.name for d in got)
     assert names == sorted([*(f"L0-k{k}" for k in range(10)), "late", "plain"])
     assert await store.claim_tasks([group([agent], free=8)], now=T0 + timedelta(seconds=10)) == []
+
+
+async def test_a_key_met_late_with_room_for_several_gives_them_in_claim_order(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """A key limited to 1 fills the claim's first read; past it, a key limited to 4 is met
+    for the first time, its tasks between unkeyed ones: the claim takes them in claim order,
+    exactly as one read of every pending task would (on PostgreSQL the read past full keys
+    takes so many tasks of each key at a time; where a key ends that read with room left,
+    its next task may still come first)."""
+    agent = await connect("a", slots=10)
+    order = [
+        *(keyed(f"f{i}", "f", 1) for i in range(4)),
+        keyed("b0", "big", 4),
+        keyed("u0", None),
+        keyed("b1", "big", 4),
+        keyed("b2", "big", 4),
+        keyed("u1", None),
+    ]
+    for second, task in enumerate(order):  # one second apart: a strict claim order
+        await store.create_tasks([task], now=T0 + timedelta(seconds=second))
+    now = T0 + timedelta(seconds=20)
+    got = await store.claim_tasks([group([agent], free=4)], now=now)
+    assert [d.task.name for d in got] == ["f0", "b0", "u0", "b1"]
+    then = await store.claim_tasks([group([agent], free=4)], now=now)
+    assert [d.task.name for d in then] == ["b2", "u1"]
+
+
+async def test_past_a_full_key_a_small_claim_among_many_keys_reads_on_in_claim_order(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """A full key first, then more keys than a small claim takes (on PostgreSQL this claim
+    reads on in claim order instead of probing every key): the same tasks as any claim."""
+    agent = await connect("a", slots=10)
+    order = [
+        *(keyed(f"hot{i}", "hot", 1) for i in range(3)),
+        *(keyed(f"k{i}", f"key{i}", 1) for i in range(12)),
+    ]
+    for second, task in enumerate(order):
+        await store.create_tasks([task], now=T0 + timedelta(seconds=second))
+    now = T0 + timedelta(seconds=20)
+    got = await store.claim_tasks([group([agent], free=3)], now=now)
+    assert [d.task.name for d in got] == ["hot0", "k0", "k1"]
+    then = await store.claim_tasks([group([agent], free=2)], now=now)
+    assert [d.task.name for d in then] == ["k2", "k3"]

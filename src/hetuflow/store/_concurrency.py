@@ -13,7 +13,9 @@ A key found full, or filled by the claim itself, is left out of the claim's next
 queries (they fetch the rest of the wanted tasks past it), so a full key never holds back the
 tasks behind it. Those queries read on from the last candidate the claim saw (in claim
 order): what it passed over stays passed over, so a claim reads each pending task at most
-once however many keys it finds full.
+once however many keys it finds full. On PostgreSQL, while pending tasks have few distinct
+keys, those queries read only the unkeyed tasks and the first tasks of each key with room, in
+the same order, and not the tasks of the full keys at all (``_pg_tasks``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class KeyGate:
         """Keys at their limit: the claim's next candidate queries leave them out."""
         self.locked = False
         """Whether the claim holds the lock keyed claims take (PostgreSQL)."""
+        self.few: bool | None = None
+        """Whether pending tasks have few distinct keys (PostgreSQL, ``_pg_tasks``; None:
+        not counted yet)."""
+        self.most = 1
+        """The largest limit of the keyed candidates met: how many tasks of one key a claim
+        may take (PostgreSQL reads that many of each key with room, ``_pg_tasks``)."""
 
     def unknown(self, rows: Iterable[Row]) -> list[str]:
         """The keys of ``rows`` not counted yet, sorted."""
@@ -56,9 +64,10 @@ class KeyGate:
         key = row["concurrency_key"]
         if key is None:
             return True
+        limit = self._limits.of(row["task_type"], row["max_concurrent_per_key"])
+        self.most = max(self.most, limit)
         if key in self.full:
             return False
-        limit = self._limits.of(row["task_type"], row["max_concurrent_per_key"])
         active = self._active.get(key, 0)
         if active >= limit:
             self.full.add(key)

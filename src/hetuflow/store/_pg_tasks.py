@@ -99,19 +99,24 @@ SELECT id FROM inserted"""
 seventeen arrays of hundreds of values each cost the server more CPU than the rest of a
 create."""
 
-_CANDIDATES = """
-SELECT id, claim_key, task_type, concurrency_key, max_concurrent_per_key, rate_limits,
-       pinned_agent_id
-FROM tasks
-WHERE status = 'pending'
+_CANDIDATE_COLUMNS = (
+    "id, claim_key, task_type, concurrency_key, max_concurrent_per_key, rate_limits,"
+    " pinned_agent_id"
+)
+_CANDIDATE_FILTERS = """
   AND scheduled_at <= $1
   AND task_type = ANY($2::text[])
   AND (required_capabilities = '{}' OR required_capabilities <@ $3::text[])
   AND NOT (id = ANY($4::uuid[]))
-  AND (concurrency_key IS NULL OR NOT (concurrency_key = ANY($6::text[])))
   AND (rate_limits IS NULL OR NOT EXISTS (
       SELECT 1 FROM task_rate_limits AS l WHERE l.task_id = tasks.id AND l.name = ANY($7::text[])))
-  AND (pinned_agent_id IS NULL OR pinned_agent_id = ANY($8::uuid[]))
+  AND (pinned_agent_id IS NULL OR pinned_agent_id = ANY($8::uuid[]))"""
+
+_CANDIDATES = f"""
+SELECT {_CANDIDATE_COLUMNS}
+FROM tasks
+WHERE status = 'pending'{_CANDIDATE_FILTERS}
+  AND (concurrency_key IS NULL OR NOT (concurrency_key = ANY($6::text[])))
 ORDER BY claim_key, id
 LIMIT $5
 FOR UPDATE SKIP LOCKED"""
@@ -131,6 +136,59 @@ _CANDIDATES_AFTER = _CANDIDATES.replace(
 """The candidates after the last one a claim saw (``$9``, ``$10``: its claim key and id), for
 the claim's next query when it passed candidates over: the index scan starts there, so a
 claim reads each pending task at most once."""
+
+_PENDING_KEYS = """
+WITH RECURSIVE keys AS (
+    (SELECT concurrency_key AS key, 1 AS n FROM tasks
+     WHERE status = 'pending' AND concurrency_key IS NOT NULL
+     ORDER BY concurrency_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.concurrency_key FROM tasks AS t
+            WHERE t.status = 'pending' AND t.concurrency_key IS NOT NULL
+              AND t.concurrency_key > keys.key
+            ORDER BY t.concurrency_key LIMIT 1), keys.n + 1
+    FROM keys WHERE keys.key IS NOT NULL AND keys.n < {cap}
+)"""
+"""The distinct keys of pending tasks, a skip scan: one index probe (the planner picks
+``tasks_concurrency_open`` or ``tasks_claim_keyed``) per key, up to ``{cap}`` keys."""
+
+_COUNT_PENDING_KEYS = _PENDING_KEYS.format(cap="$1") + "\nSELECT count(key) FROM keys"
+
+_CANDIDATES_BY_KEY = (
+    _PENDING_KEYS.format(cap="2147483647")
+    + f""", streams AS (
+    SELECT * FROM (
+        SELECT {_CANDIDATE_COLUMNS} FROM tasks
+        WHERE status = 'pending' AND concurrency_key IS NULL{_CANDIDATE_FILTERS}
+          AND (claim_key, id) > ($9::bigint, $10::uuid)
+        ORDER BY claim_key, id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED) AS unkeyed
+    UNION ALL
+    SELECT heads.* FROM keys CROSS JOIN LATERAL (
+        SELECT {_CANDIDATE_COLUMNS} FROM tasks
+        WHERE status = 'pending' AND concurrency_key = keys.key{_CANDIDATE_FILTERS}
+          AND (claim_key, id) > ($9::bigint, $10::uuid)
+        ORDER BY claim_key, id
+        LIMIT $11
+        FOR UPDATE SKIP LOCKED) AS heads
+    WHERE keys.key IS NOT NULL AND NOT (keys.key = ANY($6::text[]))
+)
+SELECT * FROM streams ORDER BY claim_key, id LIMIT $5"""
+)
+"""The candidates after ``$9``, ``$10`` once the claim has found keys full (``$6``), without
+reading the tasks of those keys: the unkeyed stream (index ``tasks_claim_unkeyed``) merged in
+claim order with the first ``$11`` tasks of each key not full (a skip scan over the distinct
+keys of ``tasks_claim_keyed``, then a probe of that index per key), each stream locking what
+it reads, skipping tasks locked by other claims as ``_CANDIDATES_AFTER`` does (so a few more
+tasks than the merge keeps stay locked until the claim ends, as the ones it passes over do).
+The same rows, in the same order, as ``_CANDIDATES_AFTER`` up to the ``$11``-th task of any
+key; ``_candidates`` stops reading there unless that key is full by then. A round costs about
+a probe per pending key instead of a pass over every pending task of the full keys (migration
+0022), so a claim takes this read only while the pending keys are few (``_few_keys``)."""
+
+NO_CANDIDATE_YET = (-(2**63), UUID(int=0))
+"""Before every task in claim order: the start of ``_CANDIDATES_BY_KEY``."""
 
 _DISPATCH = f"""
 WITH dispatched AS (
@@ -547,32 +605,78 @@ async def _candidates(
             sorted(rates.full),
             offered_agents(group.offers),
         )
-        if after is None:
+        # keys found full: read only the keys with room, if they are few
+        by_key = bool(gate.full) and await _few_keys(connection, gate, want)
+        per_key = min(asked, gate.most)
+        if by_key:
+            start = NO_CANDIDATE_YET if after is None else after
+            rows = await connection.fetch(_CANDIDATES_BY_KEY, *arguments, *start, per_key)
+        elif after is None:
             rows = await connection.fetch(_CANDIDATES, *arguments)
         else:
             rows = await connection.fetch(_CANDIDATES_AFTER, *arguments, *after)
-        # --- concurrency keys: only a claim that meets a keyed task locks and counts ---
-        if keys := gate.unknown(rows):
-            if not gate.locked:
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-                gate.locked = True
-            counts = await connection.fetch(_ACTIVE_BY_KEY, keys)
-            gate.counted(keys, {row["concurrency_key"]: row["count"] for row in counts})
-        # --- rate limits: only a claim that meets a rate-limited task locks and reads ---
-        if names := rates.unknown(rows):
-            if not gate.locked:
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-                gate.locked = True
-            rates.read(names, await rates_sql.rate_limit_states(connection, names, now))
-        admitted = []
-        for row in rows:  # in claim order, each taking its units before the next is seen
-            if rates.fits(row) and gate.admit(row):
-                rates.spend(row)
-                admitted.append(row)
+        await _meet(connection, rows, gate, rates, now)
+        admitted, cut = _admit(rows, gate, rates, per_key if by_key else None)
         taken.extend(admitted)
+        if cut is not None:  # read on from there
+            if len(taken) == want:
+                return taken
+            after = cut
+            continue
         if len(admitted) == len(rows) or len(rows) < asked:
             return taken  # nothing passed over, or nothing more to find
         after = (rows[-1]["claim_key"], rows[-1]["id"])
+
+
+async def _few_keys(connection: Conn, gate: KeyGate, want: int) -> bool:
+    """Whether pending tasks have fewer distinct keys than the claim's size (its wanted tasks
+    plus twice the keys it found full), counted once per claim: then a probe per key
+    (``_CANDIDATES_BY_KEY``) costs less than reading on past full keys, and a claim that
+    counts too many has spent no more probes than that size."""
+    if gate.few is None:
+        cap = want + 2 * len(gate.full)
+        gate.few = int(await connection.fetchval(_COUNT_PENDING_KEYS, cap)) < cap
+    return gate.few
+
+
+async def _meet(
+    connection: Conn, rows: list[asyncpg.Record], gate: KeyGate, rates: RateGate, now: datetime
+) -> None:
+    """Count the keys and read the rate limits of ``rows`` the claim has not met yet, under
+    the claim lock."""
+    # --- concurrency keys: only a claim that meets a keyed task locks and counts ---
+    if keys := gate.unknown(rows):
+        if not gate.locked:
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+            gate.locked = True
+        counts = await connection.fetch(_ACTIVE_BY_KEY, keys)
+        gate.counted(keys, {row["concurrency_key"]: row["count"] for row in counts})
+    # --- rate limits: only a claim that meets a rate-limited task locks and reads ---
+    if names := rates.unknown(rows):
+        if not gate.locked:
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+            gate.locked = True
+        rates.read(names, await rates_sql.rate_limit_states(connection, names, now))
+
+
+def _admit(
+    rows: list[asyncpg.Record], gate: KeyGate, rates: RateGate, per_key: int | None
+) -> tuple[list[asyncpg.Record], tuple[int, UUID] | None]:
+    """The candidates of ``rows`` within their limits, in claim order, each taking its units
+    before the next is seen. ``per_key``: the rows are ``_CANDIDATES_BY_KEY``'s, at most that
+    many of a key; at a key's last one, if the key still has room, its next task may come
+    before the rest of the rows: the rows stop there and its place comes back (else None)."""
+    admitted = []
+    read: dict[str, int] = {}  # by key: its rows met
+    for row in rows:
+        if rates.fits(row) and gate.admit(row):
+            rates.spend(row)
+            admitted.append(row)
+        if per_key is not None and (key := row["concurrency_key"]) is not None:
+            read[key] = read.get(key, 0) + 1
+            if read[key] == per_key and key not in gate.full:
+                return admitted, (row["claim_key"], row["id"])
+    return admitted, None
 
 
 def _pinned(pick: Pick[asyncpg.Record]) -> UUID | None:

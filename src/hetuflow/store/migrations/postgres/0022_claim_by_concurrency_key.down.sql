@@ -1,0 +1,2 @@
+DROP INDEX tasks_claim_keyed;
+DROP INDEX tasks_claim_unkeyed;

@@ -1,0 +1,2 @@
+-- Nothing on SQLite: its claim reads tasks_claim in order (the PostgreSQL indexes of this
+-- version serve a claim that SQLite's single writer does not need).
