@@ -192,6 +192,22 @@ export function setLive(state) {
   live.textContent = state ? "live" : "reconnecting";
 }
 
+/** Run ``load`` now and every ``everyMs`` while ``signal`` holds: the header's live mark says
+ * whether the last one worked, a failure is also shown as a toast. */
+export async function reload(load, signal, everyMs) {
+  while (!signal.aborted) {
+    try {
+      await load();
+      setLive(true);
+    } catch (error) {
+      if (signal.aborted) return;
+      setLive(false);
+      toast(errorText(error), true);
+    }
+    await delay(everyMs, signal);
+  }
+}
+
 // --- messages ---------------------------------------------------------------------------------
 
 let toastTimer = 0;

@@ -1,7 +1,7 @@
 // Limits: flow control in use. The rate limits (units used in the window now, the tasks they
 // hold back, when the next unit frees) and the busiest concurrency keys (active of limit, the
 // tasks waiting on each), every count linking to the tasks behind it; re-read every 2 seconds.
-import { api, badge, delay, errorText, fill, h, relative, setLive, toast, when } from "./lib.js";
+import { api, badge, fill, h, relative, reload, when } from "./lib.js";
 
 const KEYS = 50;
 
@@ -93,15 +93,5 @@ export async function renderLimits(view, { query, signal }) {
     drawRates(rates.items);
     drawKeys(keys.items);
   };
-  while (!signal.aborted) {
-    try {
-      await load();
-      setLive(true);
-    } catch (error) {
-      if (signal.aborted) return;
-      setLive(false);
-      toast(errorText(error), true);
-    }
-    await delay(2000, signal);
-  }
+  await reload(load, signal, 2000);
 }

@@ -5,7 +5,7 @@ import { createBulk } from "./bulk.js";
 import { perText, waitingHref } from "./limits.js";
 import {
   STATUSES, TERMINAL, api, badge, chips, delay, duration, errorText, fill, follow, h, loading,
-  parsePayload, pretty, relative, setLive, toast, when, words,
+  parsePayload, pretty, relative, reload, setLive, toast, when, words,
 } from "./lib.js";
 
 const PAGE = 50;
@@ -116,17 +116,7 @@ export async function renderTasks(view, { query, signal }) {
       page.next ? link("Next", page.next, from + shown) : null);
   };
   // The list follows changes: reload every 2 seconds while on screen.
-  while (!signal.aborted) {
-    try {
-      await load();
-      setLive(true);
-    } catch (error) {
-      if (signal.aborted) return;
-      setLive(false);
-      toast(errorText(error), true);
-    }
-    await delay(2000, signal);
-  }
+  await reload(load, signal, 2000);
 }
 
 /** The retry policy in words: backoff, its cap and jitter, and the failure kinds retried. */

@@ -1,7 +1,7 @@
 // Task types: the recent tasks grouped by type, with counts by status and queue-wait /
 // run-time percentiles (GET /api/stats/task-types), plus the no-agent banner.
 import { unservedBanner } from "./alerts.js";
-import { STATUSES, api, badge, delay, errorText, fill, h, loading, seconds, setLive, toast } from "./lib.js";
+import { STATUSES, api, badge, fill, h, loading, reload, seconds } from "./lib.js";
 
 const WINDOWS = [["900", "15 min"], ["3600", "1 hour"], ["86400", "24 hours"], ["604800", "7 days"]];
 
@@ -40,15 +40,5 @@ export async function renderTaskTypes(view, { query, signal }) {
       + "Queue wait: from due to first start. Run time: from first start to finish, retries included.";
   };
 
-  while (!signal.aborted) {
-    try {
-      draw(await api("GET", `/api/stats/task-types?window_seconds=${windowSeconds}`, undefined, { signal }));
-      setLive(true);
-    } catch (error) {
-      if (signal.aborted) return;
-      setLive(false);
-      toast(errorText(error), true);
-    }
-    await delay(5000, signal);
-  }
+  await reload(async () => draw(await api("GET", `/api/stats/task-types?window_seconds=${windowSeconds}`, undefined, { signal })), signal, 5000);
 }

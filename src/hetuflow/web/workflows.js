@@ -1,6 +1,8 @@
 // Workflows: the list, and one workflow's DAG drawn live (nodes coloured by status, edges
 // from depends_on), with its steps' table and cancel.
-import { api, badge, delay, duration, errorText, fill, follow, h, loading, relative, setLive, toast, when } from "./lib.js";
+import {
+  api, badge, duration, errorText, fill, follow, h, loading, relative, reload, setLive, toast, when,
+} from "./lib.js";
 
 const PAGE = 50;
 const ORDER = ["waiting", "pending", "dispatched", "running", "cancelling", "succeeded", "failed", "timed_out", "cancelled", "skipped"];
@@ -44,17 +46,7 @@ export async function renderWorkflows(view, { query, signal }) {
       page.items.length ? h("span", { class: "muted small" }, `${offset + 1}–${offset + page.items.length} of ${page.total}`) : null,
       offset + page.items.length < page.total ? h("a", { class: "button", href: `#/workflows?offset=${offset + PAGE}` }, "Older") : null);
   };
-  while (!signal.aborted) {
-    try {
-      await load();
-      setLive(true);
-    } catch (error) {
-      if (signal.aborted) return;
-      setLive(false);
-      toast(errorText(error), true);
-    }
-    await delay(2000, signal);
-  }
+  await reload(load, signal, 2000);
 }
 
 // --- the DAG layout -----------------------------------------------------------------------------
