@@ -98,6 +98,33 @@ def _at_least(limit: float) -> Callable[[float, str], bool]:
     return lambda value, _db: value >= limit
 
 
+def _scaleout_rows(label: str, key: str) -> tuple[Row, ...]:
+    """The rows of one cluster size of the scaleout scenario (``label``: "2 nodes")."""
+    return (
+        Row("scaleout", f"{label}: batch, end to end", f"{key}.tasks_per_second", "tasks/s", ""),
+        Row("scaleout", f"{label}: pickup p50", f"{key}.pickup.latency.p50_ms", "ms", ""),
+        Row("scaleout", f"{label}: pickup p99", f"{key}.pickup.latency.p99_ms", "ms", ""),
+        Row("scaleout", f"{label}: server CPU per task", f"{key}.per_task.server_cpu_ms", "ms", ""),
+        Row(
+            "scaleout",
+            f"{label}: PostgreSQL CPU per task",
+            f"{key}.per_task.postgres_backends_cpu_ms",
+            "ms",
+            "",
+        ),
+        Row("scaleout", f"{label}: commits per task", f"{key}.per_task.commits", "", ""),
+        Row("scaleout", f"{label}: NOTIFYs per task", f"{key}.per_task.notifications", "", ""),
+        Row(
+            "scaleout",
+            f"{label}: advisory-lock waiters",
+            f"{key}.waits.advisory_lock_waiters_mean",
+            "backends",
+            "",
+        ),
+        Row("scaleout", f"{label}: machine busy", f"{key}.machine_busy_percent", "% all cores", ""),
+    )
+
+
 ROWS = (
     Row("throughput", "batch submit, end to end", "batch.tasks_per_second", "tasks/s",
         ">= 10,000", _at_least(10_000)),
@@ -185,39 +212,11 @@ ROWS = (
         "steps/s", ">= 5,000", _at_least(5000)),
     Row("workflows", "fan-out, submit to end", "fan_out.total_steps_per_second", "steps/s", ""),
     Row("workflows", "fan-out, server CPU", "fan_out.cpu_percent.server", "% core", ""),
-    Row("scaleout", "1 node: batch, end to end", "nodes_1.tasks_per_second", "tasks/s", ""),
-    Row("scaleout", "1 node: pickup p50", "nodes_1.pickup.latency.p50_ms", "ms", ""),
-    Row("scaleout", "1 node: pickup p99", "nodes_1.pickup.latency.p99_ms", "ms", ""),
-    Row("scaleout", "1 node: server CPU per task", "nodes_1.per_task.server_cpu_ms", "ms", ""),
-    Row("scaleout", "1 node: PostgreSQL CPU per task", "nodes_1.per_task.postgres_backends_cpu_ms",
-        "ms", ""),
-    Row("scaleout", "1 node: commits per task", "nodes_1.per_task.commits", "", ""),
-    Row("scaleout", "1 node: NOTIFYs per task", "nodes_1.per_task.notifications", "", ""),
-    Row("scaleout", "1 node: advisory-lock waiters", "nodes_1.waits.advisory_lock_waiters_mean",
-        "backends", ""),
-    Row("scaleout", "1 node: machine busy", "nodes_1.machine_busy_percent", "% all cores", ""),
-    Row("scaleout", "2 nodes: batch, end to end", "nodes_2.tasks_per_second", "tasks/s", ""),
-    Row("scaleout", "2 nodes: pickup p50", "nodes_2.pickup.latency.p50_ms", "ms", ""),
-    Row("scaleout", "2 nodes: pickup p99", "nodes_2.pickup.latency.p99_ms", "ms", ""),
-    Row("scaleout", "2 nodes: server CPU per task", "nodes_2.per_task.server_cpu_ms", "ms", ""),
-    Row("scaleout", "2 nodes: PostgreSQL CPU per task", "nodes_2.per_task.postgres_backends_cpu_ms",
-        "ms", ""),
-    Row("scaleout", "2 nodes: commits per task", "nodes_2.per_task.commits", "", ""),
-    Row("scaleout", "2 nodes: NOTIFYs per task", "nodes_2.per_task.notifications", "", ""),
-    Row("scaleout", "2 nodes: advisory-lock waiters", "nodes_2.waits.advisory_lock_waiters_mean",
-        "backends", ""),
-    Row("scaleout", "2 nodes: machine busy", "nodes_2.machine_busy_percent", "% all cores", ""),
-    Row("scaleout", "3 nodes: batch, end to end", "nodes_3.tasks_per_second", "tasks/s", ""),
-    Row("scaleout", "3 nodes: pickup p50", "nodes_3.pickup.latency.p50_ms", "ms", ""),
-    Row("scaleout", "3 nodes: pickup p99", "nodes_3.pickup.latency.p99_ms", "ms", ""),
-    Row("scaleout", "3 nodes: server CPU per task", "nodes_3.per_task.server_cpu_ms", "ms", ""),
-    Row("scaleout", "3 nodes: PostgreSQL CPU per task", "nodes_3.per_task.postgres_backends_cpu_ms",
-        "ms", ""),
-    Row("scaleout", "3 nodes: commits per task", "nodes_3.per_task.commits", "", ""),
-    Row("scaleout", "3 nodes: NOTIFYs per task", "nodes_3.per_task.notifications", "", ""),
-    Row("scaleout", "3 nodes: advisory-lock waiters", "nodes_3.waits.advisory_lock_waiters_mean",
-        "backends", ""),
-    Row("scaleout", "3 nodes: machine busy", "nodes_3.machine_busy_percent", "% all cores", ""),
+    *(
+        row
+        for nodes in (1, 2, 3)
+        for row in _scaleout_rows(f"{nodes} node{'s' if nodes > 1 else ''}", f"nodes_{nodes}")
+    ),
     Row("scaleout", "durable commit round trip p50", "durable_commit.p50_ms", "ms", ""),
     Row("scaleout", "3 nodes, no global limit: batch", "nodes_3_no_global_limit.tasks_per_second",
         "tasks/s", ""),
