@@ -39,6 +39,32 @@ async def replay_task(connection: Conn, task_id: UUID, now: datetime, aging: Agi
     return dataclasses.replace(task, replay_of=source.id)
 
 
+def _summary(group: str) -> str:
+    """The rest of a summary read after its ``recent`` CTE (the tasks summarised, with
+    ``status``, ``started_at``, ``finished_at``, ``due_at`` and the ``group`` column): per
+    group, the count by status and the wait and run p50 and p95."""
+    return f"""
+, counts AS (
+    SELECT {group}, jsonb_object_agg(status, n) AS by_status
+    FROM (SELECT {group}, status, count(*) AS n FROM recent GROUP BY {group}, status) c
+    GROUP BY {group}
+), durations AS (
+    SELECT {group},
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY wait) AS wait_p50,
+           percentile_disc(0.95) WITHIN GROUP (ORDER BY wait) AS wait_p95,
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY run) AS run_p50,
+           percentile_disc(0.95) WITHIN GROUP (ORDER BY run) AS run_p95
+    FROM (SELECT {group},
+                 extract(epoch FROM started_at - due_at)::float8 AS wait,
+                 extract(epoch FROM finished_at - started_at)::float8 AS run
+          FROM recent WHERE started_at IS NOT NULL) s
+    GROUP BY {group}
+)
+SELECT c.{group}, c.by_status, d.wait_p50, d.wait_p95, d.run_p50, d.run_p95
+FROM counts c LEFT JOIN durations d USING ({group})
+ORDER BY c.{group}"""
+
+
 _TYPE_STATS = """
 WITH recent AS (
     SELECT task_type, status, started_at, finished_at,
@@ -48,26 +74,7 @@ WITH recent AS (
     WHERE created_at >= $1
     ORDER BY created_at DESC
     LIMIT $2
-), counts AS (
-    SELECT task_type, jsonb_object_agg(status, n) AS by_status
-    FROM (SELECT task_type, status, count(*) AS n FROM recent GROUP BY task_type, status) c
-    GROUP BY task_type
-), durations AS (
-    SELECT task_type,
-           percentile_disc(0.5) WITHIN GROUP (ORDER BY wait) AS wait_p50,
-           percentile_disc(0.95) WITHIN GROUP (ORDER BY wait) AS wait_p95,
-           percentile_disc(0.5) WITHIN GROUP (ORDER BY run) AS run_p50,
-           percentile_disc(0.95) WITHIN GROUP (ORDER BY run) AS run_p95
-    FROM (SELECT task_type,
-                 extract(epoch FROM started_at - due_at)::float8 AS wait,
-                 extract(epoch FROM finished_at - started_at)::float8 AS run
-          FROM recent WHERE started_at IS NOT NULL) s
-    GROUP BY task_type
-)
-SELECT c.task_type, c.by_status,
-       d.wait_p50, d.wait_p95, d.run_p50, d.run_p95
-FROM counts c LEFT JOIN durations d USING (task_type)
-ORDER BY c.task_type"""
+)""" + _summary("task_type")
 """One read. ``percentile_disc``: the value at rank ceil(p * N) (nearest rank), as the SQLite
 store computes it; aggregates skip NULLs, so unfinished tasks only count for the wait."""
 
@@ -97,25 +104,7 @@ WITH recent AS (
     WHERE finished_at >= $1 AND finished_at < $3 AND status IN {TERMINAL_SQL}
     ORDER BY finished_at DESC
     LIMIT $4
-), counts AS (
-    SELECT bucket, jsonb_object_agg(status, n) AS by_status
-    FROM (SELECT bucket, status, count(*) AS n FROM recent GROUP BY bucket, status) c
-    GROUP BY bucket
-), durations AS (
-    SELECT bucket,
-           percentile_disc(0.5) WITHIN GROUP (ORDER BY wait) AS wait_p50,
-           percentile_disc(0.95) WITHIN GROUP (ORDER BY wait) AS wait_p95,
-           percentile_disc(0.5) WITHIN GROUP (ORDER BY run) AS run_p50,
-           percentile_disc(0.95) WITHIN GROUP (ORDER BY run) AS run_p95
-    FROM (SELECT bucket,
-                 extract(epoch FROM started_at - due_at)::float8 AS wait,
-                 extract(epoch FROM finished_at - started_at)::float8 AS run
-          FROM recent WHERE started_at IS NOT NULL) s
-    GROUP BY bucket
-)
-SELECT c.bucket, c.by_status, d.wait_p50, d.wait_p95, d.run_p50, d.run_p95
-FROM counts c LEFT JOIN durations d USING (bucket)
-ORDER BY c.bucket"""
+)""" + _summary("bucket")
 """One read through ``tasks_finished``; percentiles as in ``_TYPE_STATS``."""
 
 

@@ -39,6 +39,31 @@ def replay_task(connection: sqlite3.Connection, task_id: UUID, now: datetime, ag
     return dataclasses.replace(task, replay_of=source.id)
 
 
+def _summary(group: str) -> str:
+    """The rest of a summary read after its ``recent`` CTE (the tasks summarised, with
+    ``status``, ``started_at``, ``finished_at``, ``due_at`` and the ``group`` column): rows of
+    (kind, group, what, value): each status's count, then the wait and run p50 and p95."""
+    return f"""
+, durations AS (
+    SELECT 'wait' AS kind, {group}, started_at - due_at AS d
+    FROM recent WHERE started_at IS NOT NULL
+    UNION ALL
+    SELECT 'run', {group}, finished_at - started_at
+    FROM recent WHERE started_at IS NOT NULL AND finished_at IS NOT NULL
+), ranked AS (
+    SELECT kind, {group}, d,
+           row_number() OVER (PARTITION BY kind, {group} ORDER BY d) AS n,
+           count(*) OVER (PARTITION BY kind, {group}) AS total
+    FROM durations
+)
+SELECT 'count' AS kind, {group}, status AS what, count(*) AS value
+FROM recent GROUP BY {group}, status
+UNION ALL
+SELECT kind, {group}, 'p50', d FROM ranked WHERE n = (total * 50 + 99) / 100
+UNION ALL
+SELECT kind, {group}, 'p95', d FROM ranked WHERE n = (total * 95 + 99) / 100"""
+
+
 _TYPE_STATS = """
 WITH recent AS (
     SELECT task_type, status, started_at, finished_at,
@@ -48,24 +73,7 @@ WITH recent AS (
     WHERE created_at >= ?
     ORDER BY created_at DESC
     LIMIT ?
-), durations AS (
-    SELECT 'wait' AS kind, task_type, started_at - due_at AS d
-    FROM recent WHERE started_at IS NOT NULL
-    UNION ALL
-    SELECT 'run', task_type, finished_at - started_at
-    FROM recent WHERE started_at IS NOT NULL AND finished_at IS NOT NULL
-), ranked AS (
-    SELECT kind, task_type, d,
-           row_number() OVER (PARTITION BY kind, task_type ORDER BY d) AS n,
-           count(*) OVER (PARTITION BY kind, task_type) AS total
-    FROM durations
-)
-SELECT 'count' AS kind, task_type, status AS what, count(*) AS value
-FROM recent GROUP BY task_type, status
-UNION ALL
-SELECT kind, task_type, 'p50', d FROM ranked WHERE n = (total * 50 + 99) / 100
-UNION ALL
-SELECT kind, task_type, 'p95', d FROM ranked WHERE n = (total * 95 + 99) / 100"""
+)""" + _summary("task_type")
 """One read. Percentiles by nearest rank (the value at rank ceil(p * N)), as PostgreSQL's
 ``percentile_disc``; durations in microseconds."""
 
@@ -106,24 +114,7 @@ WITH recent AS (
     WHERE finished_at >= ?1 AND finished_at < ?3 AND status IN {TERMINAL_SQL}
     ORDER BY finished_at DESC
     LIMIT ?4
-), durations AS (
-    SELECT 'wait' AS kind, bucket, started_at - due_at AS d
-    FROM recent WHERE started_at IS NOT NULL
-    UNION ALL
-    SELECT 'run', bucket, finished_at - started_at
-    FROM recent WHERE started_at IS NOT NULL
-), ranked AS (
-    SELECT kind, bucket, d,
-           row_number() OVER (PARTITION BY kind, bucket ORDER BY d) AS n,
-           count(*) OVER (PARTITION BY kind, bucket) AS total
-    FROM durations
-)
-SELECT 'count' AS kind, bucket, status AS what, count(*) AS value
-FROM recent GROUP BY bucket, status
-UNION ALL
-SELECT kind, bucket, 'p50', d FROM ranked WHERE n = (total * 50 + 99) / 100
-UNION ALL
-SELECT kind, bucket, 'p95', d FROM ranked WHERE n = (total * 95 + 99) / 100"""
+)""" + _summary("bucket")
 """One read through ``tasks_finished``; percentiles as in ``_TYPE_STATS``."""
 
 
