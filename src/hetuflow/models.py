@@ -647,6 +647,11 @@ class ClaimGroup:
         return sum(offer.free_slots for offer in self.offers)
 
 
+def offered_task_types(groups: Sequence[ClaimGroup]) -> list[str]:
+    """Every task type some group with a free slot runs, sorted."""
+    return sorted({t for group in groups if group.free_slots > 0 for t in group.task_types})
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """The offer of a dispatch round (``Store.claim_tasks``' arguments), for a claim made in
@@ -656,6 +661,20 @@ class ClaimRequest:
     until: datetime | None = None
     global_limit: int | None = None
     key_limits: ConcurrencyLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOutlook:
+    """What a dispatch round reads before it claims (``Store.dispatch_outlook``, one read):
+    whether there is anything to claim, and if not, when to look again."""
+
+    due: bool
+    """A pending task of an offered type is due by the round's ``until``."""
+    next_scheduled_at: datetime | None
+    """The earliest ``scheduled_at`` after ``until`` among pending tasks (of any type)."""
+    next_rate_limit_free_at: datetime | None
+    """The earliest instant after ``now`` when a spend leaves the window of a rate limit
+    that pending tasks name."""
 
 
 P = TypeVar("P")

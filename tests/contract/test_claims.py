@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from hetuflow.models import ClaimedTask, ClaimGroup, NewTask, Priority, SlotOffer, TaskStatus
+from hetuflow.models import (
+    ClaimedTask,
+    ClaimGroup,
+    DispatchOutlook,
+    NewTask,
+    Priority,
+    SlotOffer,
+    TaskStatus,
+)
 from hetuflow.store.base import Store
 
 from ._support import T0, ConnectAgent, OpenStore, group
@@ -91,14 +99,25 @@ async def test_future_tasks_wait_unless_inside_until(store: Store, connect: Conn
         now=T0,
     )
     assert await store.claim_tasks([group([agent])], now=T0) == []
-    assert await store.next_scheduled_at(now=T0) == soon
-    [ahead] = await store.claim_tasks([group([agent])], now=T0, until=T0 + timedelta(seconds=3))
+    assert await store.dispatch_outlook(["t"], now=T0, until=T0) == DispatchOutlook(
+        False, soon, None
+    )
+    within = T0 + timedelta(seconds=3)
+    assert await store.dispatch_outlook(["t"], now=T0, until=within) == DispatchOutlook(
+        True, later, None
+    )
+    assert not (await store.dispatch_outlook(["other"], now=T0, until=within)).due
+    [ahead] = await store.claim_tasks([group([agent])], now=T0, until=within)
     assert ahead.task.name == "soon"
     assert ahead.task.scheduled_at == soon
-    assert await store.next_scheduled_at(now=T0) == later
+    assert await store.dispatch_outlook(["t"], now=T0, until=T0) == DispatchOutlook(
+        False, later, None
+    )
     [due] = await store.claim_tasks([group([agent])], now=later)
     assert due.task.name == "later"
-    assert await store.next_scheduled_at(now=T0) is None
+    assert await store.dispatch_outlook(["t"], now=T0, until=T0) == DispatchOutlook(
+        False, None, None
+    )
 
 
 async def test_least_loaded_agent_first(store: Store, connect: ConnectAgent) -> None:

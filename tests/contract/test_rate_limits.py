@@ -67,14 +67,15 @@ async def test_the_claim_keeps_each_window_within_the_limit(
     assert await _claim(store, agent, 59.9) == []
     state = (await store.rate_limit_states(["crm-api"], now=T0 + timedelta(seconds=59)))["crm-api"]
     assert (state.used, state.next_free_at) == (3, T0 + timedelta(seconds=60))
-    assert await store.next_rate_limit_free_at(now=T0 + timedelta(seconds=50)) == T0 + timedelta(
-        seconds=60
-    )
+    at = T0 + timedelta(seconds=50)
+    outlook = await store.dispatch_outlook(["t"], now=at, until=at)
+    assert outlook.next_rate_limit_free_at == T0 + timedelta(seconds=60)
     assert await _claim(store, agent, 60) == ["n3"]  # the spend at 0 left the window
     assert await _claim(store, agent, 79) == []
     assert await _claim(store, agent, 80) == ["n4"]
     assert await _claim(store, agent, 100) == ["n5"]
-    assert await store.next_rate_limit_free_at(now=T0 + timedelta(seconds=100)) is None
+    at = T0 + timedelta(seconds=100)
+    assert (await store.dispatch_outlook(["t"], now=at, until=at)).next_rate_limit_free_at is None
 
 
 async def test_a_limit_without_units_never_holds_back_the_tasks_behind_it(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from hetuflow.models import ClaimGroup, NewTask, Priority, SlotOffer
+from hetuflow.models import ClaimGroup, NewTask, Priority, SlotOffer, offered_task_types
 from hetuflow.store._claims import (
     EPOCH,
     STRICT_STEP_MICROS,
@@ -15,7 +15,6 @@ from hetuflow.store._claims import (
     Order,
     claim_order,
     epoch_micros,
-    offered_task_types,
 )
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

@@ -6,8 +6,12 @@ slot was freed, an agent connected, the earliest future ``scheduled_at`` comes w
 lookahead window, or a rate limit that pending tasks wait for frees a unit (the instant its
 oldest dispatch leaves the window). There is no polling timer.
 
-A round makes one ``claim_tasks`` call for every group of agents with free slots and pushes
-one ``TaskDispatch`` frame per agent. Tasks due within ``dispatch_lookahead_seconds`` are
+A round first reads the ``dispatch_outlook``: whether any pending task of the offered types is
+due, and if none is, when to look again (the earliest ``scheduled_at`` beyond the lookahead, the
+instant a rate limit frees a unit): one read, which is all most rounds cost, since most follow
+a freed slot and find nothing. When something is due, the round makes one ``claim_tasks``
+call for every group of agents with free slots and pushes one ``TaskDispatch`` frame per
+agent. Tasks due within ``dispatch_lookahead_seconds`` are
 handed out early with ``start_at`` so the agent starts them on the exact instant. While a
 round fills every offered slot another round follows at once (more work may be waiting).
 
@@ -34,9 +38,11 @@ from hetuflow.models import (
     ClaimRequest,
     ConcurrencyLimits,
     Dispatch,
+    DispatchOutlook,
     NewTask,
     Task,
     TaskStatus,
+    offered_task_types,
 )
 from hetuflow.protocol import DispatchedTaskFrame, dispatched_task_frame
 from hetuflow.server.context import ServerContext
@@ -91,11 +97,11 @@ class TaskDispatcher:
         that such a task could take: a freed slot wakes the dispatcher anyway).
         """
         while True:
-            claimed, offered, read_at = await self._round()
+            claimed, offered, read_at, outlook = await self._round()
             if offered == 0:
                 return None
             if claimed < offered:
-                return await self._next_due(read_at)
+                return await self._next_due(read_at, outlook)
 
     async def create(self, tasks: Sequence[NewTask]) -> tuple[list[tuple[Task, bool]], bool]:
         """Create ``tasks`` (``Store.create_tasks``) and, in the same transaction, hand the
@@ -138,18 +144,24 @@ class TaskDispatcher:
             key_limits=self._key_limits,
         )
 
-    async def _round(self) -> tuple[int, int, _Reading]:
-        """Claim once for every free slot: (claimed, offered, the instant the claim read)."""
+    async def _round(self) -> tuple[int, int, _Reading, DispatchOutlook | None]:
+        """Claim once for every free slot: (claimed, offered, the instant the claim read, and
+        the outlook read then when it found nothing due, so no claim was made)."""
         clock = self._context.clock
+        store = self._context.store
         async with self._agents.lock:
             groups = self._agents.claim_groups()
             offered = sum(group.free_slots for group in groups)
             now = clock.now()
             read_at = _Reading(now, clock.monotonic())
             if offered == 0:
-                return 0, 0, read_at
+                return 0, 0, read_at, None
             request = self._request(groups, now)
-            dispatches = await self._context.store.claim_tasks(
+            until = request.until or now
+            outlook = await store.dispatch_outlook(offered_task_types(groups), now=now, until=until)
+            if not outlook.due:
+                return 0, offered, read_at, outlook
+            dispatches = await store.claim_tasks(
                 request.groups,
                 now=now,
                 until=request.until,
@@ -158,7 +170,7 @@ class TaskDispatcher:
             )
             self.rounds += 1
             self._route(dispatches)
-        return len(dispatches), offered, read_at
+        return len(dispatches), offered, read_at, None
 
     def _route(self, dispatches: list[Dispatch]) -> None:
         """Record each claimed attempt on its agent's connection and queue one frame each."""
@@ -185,8 +197,9 @@ class TaskDispatcher:
         for connection, tasks in frames.values():
             connection.send_dispatch(tasks)
 
-    async def _next_due(self, read_at: _Reading) -> float | None:
-        """When the next round is due, for what the claim read at ``read_at`` left pending.
+    async def _next_due(self, read_at: _Reading, outlook: DispatchOutlook | None) -> float | None:
+        """When the next round is due, for what the claim read at ``read_at`` left pending
+        (``outlook``: read then, when no claim was made; else it is read now).
 
         Every instant is taken after the claim's own reading, never a later one: a round
         takes time (the claim's commit, a loaded machine), and a task that enters the
@@ -197,10 +210,12 @@ class TaskDispatcher:
         context = self._context
         lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
         now = read_at.now
-        upcoming = await context.store.next_scheduled_at(now=now + lookahead)
+        if outlook is None:
+            outlook = await context.store.dispatch_outlook((), now=now, until=now + lookahead)
+        upcoming = outlook.next_scheduled_at
         # A rate limit's window frees at an exact instant: no lookahead (the claim then
         # would still find it without units).
-        free_at = await context.store.next_rate_limit_free_at(now=now)
+        free_at = outlook.next_rate_limit_free_at
         instants = [at for at in (upcoming and upcoming - lookahead, free_at) if at is not None]
         if not instants:
             return None

@@ -64,11 +64,6 @@ class Aging:
         return max(due_micros, created_micros) - rank * self.step_micros
 
 
-def offered_task_types(groups: Sequence[ClaimGroup]) -> list[str]:
-    """Every task type some group with a free slot runs, sorted."""
-    return sorted({t for group in groups if group.free_slots > 0 for t in group.task_types})
-
-
 @dataclass(frozen=True, slots=True)
 class Fresh:
     """A task of the batch being created that a slot may take at once."""

@@ -31,12 +31,14 @@ WHERE s.name = r.name AND s.name = ANY($1::text[])
 """Spends that left every window a claim from ``$2`` on can count, ``PRUNE_MARGIN_SECONDS``
 ago (a claim reading the clock a little before ``$2`` may still commit after this one)."""
 
-_NEXT_FREE = """
+NEXT_FREE_SQL = """
 SELECT min(s.at + make_interval(secs => r.per_seconds))
 FROM rate_limits AS r JOIN rate_limit_spends AS s ON s.name = r.name
-WHERE s.at + make_interval(secs => r.per_seconds) > $1
+WHERE s.at + make_interval(secs => r.per_seconds) > {now}
   AND EXISTS (SELECT 1 FROM task_rate_limits AS l JOIN tasks AS t ON t.id = l.task_id
               WHERE l.name = r.name AND t.status = 'pending')"""
+"""The earliest instant after ``{now}`` when a spend leaves the window of a limit that pending
+tasks name (``Store.dispatch_outlook``)."""
 
 
 def _limit(row: asyncpg.Record) -> RateLimit:
@@ -152,10 +154,3 @@ async def check_cron_units(connection: Conn, cron_job_id: object) -> None:
             f" {row['max_units']} per window",
             field="rate_limits",
         )
-
-
-async def next_free_at(connection: Conn, now: datetime) -> datetime | None:
-    """The earliest instant after ``now`` when a spend leaves the window of a limit that
-    pending tasks name (the dispatcher's timer)."""
-    value = await connection.fetchval(_NEXT_FREE, utc(now))
-    return None if value is None else utc(value)

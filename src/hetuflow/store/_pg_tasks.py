@@ -29,6 +29,7 @@ from hetuflow.models import (
     ClaimRequest,
     ConcurrencyLimits,
     Dispatch,
+    DispatchOutlook,
     HeldTask,
     NewTask,
     Page,
@@ -734,12 +735,25 @@ async def any_due(connection: Conn, task_types: Sequence[str], until: datetime) 
     return bool(found)
 
 
-async def next_scheduled_at(connection: Conn, now: datetime) -> datetime | None:
-    value = await connection.fetchval(
-        "SELECT min(scheduled_at) FROM tasks WHERE status = 'pending' AND scheduled_at > $1",
-        utc(now),
+_OUTLOOK = f"""
+SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND scheduled_at <= $1
+               AND task_type = ANY($2::text[])) AS due,
+       (SELECT min(scheduled_at) FROM tasks WHERE status = 'pending' AND scheduled_at > $1)
+           AS next_scheduled_at,
+       ({rates_sql.NEXT_FREE_SQL.format(now="$3")}) AS next_rate_limit_free_at"""
+
+
+async def dispatch_outlook(
+    connection: Conn, task_types: Sequence[str], now: datetime, until: datetime
+) -> DispatchOutlook:
+    """``Store.dispatch_outlook`` in one statement."""
+    row = await connection.fetchrow(_OUTLOOK, utc(until), list(task_types), utc(now))
+    assert row is not None
+    return DispatchOutlook(
+        bool(row["due"]),
+        CODEC.time(row["next_scheduled_at"]),
+        CODEC.time(row["next_rate_limit_free_at"]),
     )
-    return CODEC.time(value)
 
 
 async def delete_finished_tasks(connection: Conn, finished_before: datetime, limit: int) -> int:

@@ -28,6 +28,7 @@ from hetuflow.models import (
     ClaimRequest,
     ConcurrencyLimits,
     Dispatch,
+    DispatchOutlook,
     HeldTask,
     NewTask,
     Page,
@@ -701,12 +702,19 @@ def any_due(connection: sqlite3.Connection, task_types: Sequence[str], until: da
     return bool(row[0])
 
 
-def next_scheduled_at(connection: sqlite3.Connection, now: datetime) -> datetime | None:
-    value = connection.execute(
+def dispatch_outlook(
+    connection: sqlite3.Connection, task_types: Sequence[str], now: datetime, until: datetime
+) -> DispatchOutlook:
+    """``Store.dispatch_outlook``: three statements in one read transaction (one hop)."""
+    scheduled = connection.execute(
         "SELECT min(scheduled_at) FROM tasks WHERE status = 'pending' AND scheduled_at > ?",
-        (micros(now),),
+        (micros(until),),
     ).fetchone()[0]
-    return CODEC.time(value)
+    return DispatchOutlook(
+        any_due(connection, task_types, until),
+        CODEC.time(scheduled),
+        rates_sql.next_free_at(connection, now),
+    )
 
 
 def delete_finished_tasks(

@@ -36,6 +36,7 @@ from hetuflow.models import (
     CronJobChanges,
     CronTick,
     Dispatch,
+    DispatchOutlook,
     FinishOutcome,
     HeldTask,
     LogBudget,
@@ -279,8 +280,15 @@ class Store(Protocol):
         with none are left out. A snapshot: for explaining, not for deciding."""
         ...
 
-    async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
-        """The earliest ``scheduled_at`` after ``now`` among pending tasks (dispatcher timer)."""
+    async def dispatch_outlook(
+        self, task_types: Sequence[str], *, now: datetime, until: datetime
+    ) -> DispatchOutlook:
+        """In one read: whether a pending task of ``task_types`` is due by ``until`` (a claim
+        could take it, capabilities allowing), the earliest ``scheduled_at`` after ``until``
+        among pending tasks, and the earliest instant after ``now`` when a spend leaves the
+        window of a rate limit that pending tasks name: the dispatcher's check before a claim
+        and its timer after one. A snapshot: a task made pending after it wakes the
+        dispatcher again once committed."""
         ...
 
     # --- rate limits (docs/guarantees.md#rate-limits) -----------------------------------------
@@ -307,11 +315,6 @@ class Store(Protocol):
         """The limits of ``names`` that exist, with the units dispatched in the window that
         ends at ``now`` and when its oldest spend leaves it. A snapshot: for explaining;
         the claim reads its own under its lock."""
-        ...
-
-    async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
-        """The earliest instant after ``now`` when a spend leaves the window of a rate limit
-        that pending tasks name: when the dispatcher looks again."""
         ...
 
     # --- flow control in use (the console and /metrics) --------------------------------------

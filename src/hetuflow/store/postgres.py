@@ -38,6 +38,7 @@ from hetuflow.models import (
     CronJobChanges,
     CronTick,
     Dispatch,
+    DispatchOutlook,
     FinishOutcome,
     HeldTask,
     LogBudget,
@@ -59,6 +60,7 @@ from hetuflow.models import (
     TaskTypeStats,
     TickOutcome,
     TimelineBucket,
+    offered_task_types,
 )
 from hetuflow.store import _pg_agents as agent_sql
 from hetuflow.store import _pg_attempts as attempt_sql
@@ -72,7 +74,7 @@ from hetuflow.store import _pg_triggers as trigger_sql
 from hetuflow.store import _pg_usage as usage_sql
 from hetuflow.store import _pg_webhooks as webhook_sql
 from hetuflow.store import _pg_workflows as workflow_sql
-from hetuflow.store._claims import Aging, offered_task_types
+from hetuflow.store._claims import Aging
 from hetuflow.store._pg_db import CLAIM_LOCK, PgDatabase
 from hetuflow.store._workflow_rows import Committed, ignore_created, ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
@@ -270,9 +272,11 @@ class PostgresStore:
         async with self._db.connection() as c:
             return await task_sql.count_active_by_key(c, keys)
 
-    async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
+    async def dispatch_outlook(
+        self, task_types: Sequence[str], *, now: datetime, until: datetime
+    ) -> DispatchOutlook:
         async with self._db.connection() as c:
-            return await task_sql.next_scheduled_at(c, now)
+            return await task_sql.dispatch_outlook(c, task_types, now, until)
 
     # --- rate limits ----------------------------------------------------------------------------
 
@@ -297,10 +301,6 @@ class PostgresStore:
             return {}
         async with self._db.connection() as c:
             return await rates_sql.rate_limit_states(c, names, now)
-
-    async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
-        async with self._db.connection() as c:
-            return await rates_sql.next_free_at(c, now)
 
     # --- flow control in use ---------------------------------------------------------------
 

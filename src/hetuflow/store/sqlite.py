@@ -43,6 +43,7 @@ from hetuflow.models import (
     CronJobChanges,
     CronTick,
     Dispatch,
+    DispatchOutlook,
     FinishOutcome,
     HeldTask,
     LogBudget,
@@ -64,6 +65,7 @@ from hetuflow.models import (
     TaskTypeStats,
     TickOutcome,
     TimelineBucket,
+    offered_task_types,
 )
 from hetuflow.store import _sqlite_agents as agent_sql
 from hetuflow.store import _sqlite_attempts as attempt_sql
@@ -78,7 +80,7 @@ from hetuflow.store import _sqlite_triggers as trigger_sql
 from hetuflow.store import _sqlite_usage as usage_sql
 from hetuflow.store import _sqlite_webhooks as webhook_sql
 from hetuflow.store import _sqlite_workflows as workflow_sql
-from hetuflow.store._claims import Aging, offered_task_types
+from hetuflow.store._claims import Aging
 from hetuflow.store._sqlite_db import SqliteDatabase
 from hetuflow.store._workflow_rows import Committed, ignore_created, ignore_finished
 from hetuflow.tokens import ApiToken, NewApiToken
@@ -283,8 +285,10 @@ class SqliteStore:
             return {}
         return await self._db.read(task_sql.count_active_by_key, keys)
 
-    async def next_scheduled_at(self, *, now: datetime) -> datetime | None:
-        return await self._db.read(task_sql.next_scheduled_at, now)
+    async def dispatch_outlook(
+        self, task_types: Sequence[str], *, now: datetime, until: datetime
+    ) -> DispatchOutlook:
+        return await self._db.read(task_sql.dispatch_outlook, task_types, now, until)
 
     # --- rate limits ----------------------------------------------------------------------------
 
@@ -305,9 +309,6 @@ class SqliteStore:
         if not names:
             return {}
         return await self._db.read(rates_sql.rate_limit_states, names, now)
-
-    async def next_rate_limit_free_at(self, *, now: datetime) -> datetime | None:
-        return await self._db.read(rates_sql.next_free_at, now)
 
     # --- flow control in use ---------------------------------------------------------------
 
