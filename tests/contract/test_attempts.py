@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import pytest
+
+from hetuflow.config import DatabaseConfig
 from hetuflow.models import (
     Agent,
     AttemptOutcome,
@@ -210,3 +213,30 @@ async def test_logs_keep_order_per_task(store: Store, connect: ConnectAgent) -> 
     assert lines[3].stream == "stderr"
     assert [line.seq for line in await store.list_logs(task_id, after_seq=2, limit=1)] == [3]
     assert [line.line for line in await store.list_logs(task_id, attempt=2)] == ["retry line"]
+
+
+async def test_a_postgres_finish_looks_tasks_up_by_key_on_a_new_database(
+    store: Store, database: DatabaseConfig
+) -> None:
+    """The finish's statement joins its batch (a JSON document) to the tasks by id. Told the
+    batch's length, the planner looks the few rows up by key; assuming 100 rows (its guess for
+    any set-returning function) it read a new database's whole tasks table at every flush."""
+    if database.kind != "postgres":
+        pytest.skip("PostgreSQL's planner")
+    import asyncpg
+    import orjson
+
+    from hetuflow.store._pg_attempts import _FINISH
+
+    for _ in range(30):
+        await store.create_tasks([NewTask("t", "t") for _ in range(100)], now=T0)
+    connection = await asyncpg.connect(database.url)
+    try:
+        task_id = await connection.fetchval("SELECT id FROM tasks LIMIT 1")
+        change = {"id": str(task_id), "number": 1, "status": "succeeded", "finished": True}
+        rows = await connection.fetch("EXPLAIN " + _FINISH, orjson.dumps([change]).decode(), T0, 1)
+    finally:
+        await connection.close()
+    plan = "\n".join(row[0] for row in rows)
+    assert "Index Scan using tasks_pkey on tasks" in plan, plan
+    assert "Seq Scan on tasks" not in plan, plan

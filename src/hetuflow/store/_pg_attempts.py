@@ -69,6 +69,7 @@ WITH c AS (
         failures int,
         retry_at timestamptz, finished boolean, started_at timestamptz, ended_at timestamptz,
         outcome text)
+    LIMIT $3
 ), finished AS (
     UPDATE tasks AS t
     SET status = c.status, result = c.result, error = c.task_error, failures = c.failures,
@@ -85,7 +86,14 @@ SET finished_at = c.ended_at, outcome = c.outcome, error = c.error,
 FROM c WHERE a.task_id = c.id AND a.number = c.number"""
 """One statement for a batch of accepted results. The batch travels as one JSON document
 (encoded by orjson, parsed by PostgreSQL): binding a dozen arrays of hundreds of values each
-cost more of the server's CPU than the rest of the finish."""
+cost more of the server's CPU than the rest of the finish. ``LIMIT $3`` (the batch's length)
+tells the planner how many rows the document holds (else it assumes 100 for any set-returning
+function): against 100, reading the tasks and attempts tables whole for a hash join looked
+cheaper than 100 lookups by key up to some ten thousand rows. With the true count it looks
+rows up by key once the tables hold a few hundred rows (about a thousand in a generic plan,
+which assumes 10). A plan cached while the
+tables were nearly empty still scans them until PostgreSQL analyzes them (autovacuum, within
+a minute or so of a new database's first tasks)."""
 
 _POISON = """($5::int > 0 AND t.status <> 'cancelling' AND 1 + (
     SELECT count(*) FROM attempts AS p WHERE p.task_id = t.id AND p.outcome = 'lost') >= $5::int)"""
@@ -226,7 +234,7 @@ async def finish_attempts(
             }
         )
     if changes:
-        await connection.execute(_FINISH, orjson.dumps(changes).decode(), stamp)
+        await connection.execute(_FINISH, orjson.dumps(changes).decode(), stamp, len(changes))
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         aging = aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
         await settle(connection, ended_steps, stamp, aging, committed)
