@@ -38,6 +38,7 @@ mapped to ``StoreUnavailable`` (retry later). Anything else the database raises 
 refuses, a constraint) is about the statement and propagates as is."""
 
 CLAIM_LOCK = 0x6865_7475_636C  # "hetucl": serialises claimers so the global limit is exact
+STATISTICS_LOCK = 0x6865_7475_7374  # "hetust": one node at a time analyzes young tables
 
 
 class PgCodec:

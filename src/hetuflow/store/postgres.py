@@ -4,20 +4,27 @@ Each write method is one transaction on a pooled connection. Exclusivity comes f
 database: ``FOR UPDATE SKIP LOCKED`` for claims (plus a transaction-scoped advisory lock when a
 global limit must be exact across nodes), conditional updates for fences, unique keys for
 names, idempotency keys and cron ticks. The SQL lives in ``_pg_tasks``, ``_pg_attempts``,
-``_pg_agents`` and ``_pg_cron``.
+``_pg_agents`` and ``_pg_cron``. Beside the pool, an open store runs one task of its own:
+the check that keeps young tables' planner statistics up (``_pg_statistics``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
+
+import asyncpg
 
 from hetuflow.config import (
     DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
     DEFAULT_PRIORITY_AGING_SECONDS,
     DatabaseConfig,
 )
+from hetuflow.errors import StoreUnavailable
 from hetuflow.models import (
     Agent,
     AgentRegistration,
@@ -67,6 +74,7 @@ from hetuflow.store import _pg_attempts as attempt_sql
 from hetuflow.store import _pg_broadcast as broadcast_sql
 from hetuflow.store import _pg_cron as cron_sql
 from hetuflow.store import _pg_rate_limits as rates_sql
+from hetuflow.store import _pg_statistics as planner_sql
 from hetuflow.store import _pg_task_stats as stats_sql
 from hetuflow.store import _pg_tasks as task_sql
 from hetuflow.store import _pg_tokens as token_sql
@@ -91,6 +99,11 @@ from hetuflow.triggers import (
 from hetuflow.webhooks import DeliveryOutcome, WebhookDelivery
 from hetuflow.workflows import NewStep, NewWorkflow, Workflow, WorkflowStatus, WorkflowSummary
 
+logger = logging.getLogger(__name__)
+
+STATISTICS_SECONDS = 5.0
+"""How often an open store checks whether young tables outgrew their planner statistics."""
+
 
 class PostgresStore:
     def __init__(
@@ -99,13 +112,18 @@ class PostgresStore:
         *,
         priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_SECONDS,
         max_agent_crashes_per_task: int = DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
+        statistics_seconds: float | None = STATISTICS_SECONDS,
     ) -> None:
+        """``statistics_seconds``: how often the store checks whether the busiest tables
+        outgrew their planner statistics (``_pg_statistics``); None: never."""
         self.config = database
         self._db = PgDatabase(database.dsn, database.max_connections)
         self._aging = Aging.of(priority_aging_seconds)
         self._crash_limit = max_agent_crashes_per_task
         self._workflow_finished: Callable[[WorkflowStatus], None] = ignore_finished
         self._tasks_created: Callable[[str, int], None] = ignore_created
+        self._statistics_every = statistics_seconds
+        self._statistics: asyncio.Task[None] | None = None
 
     def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
         self._workflow_finished = listener
@@ -125,9 +143,42 @@ class PostgresStore:
 
     async def open(self) -> None:
         await self._db.open()
+        if self._statistics_every is not None:
+            self._statistics = asyncio.create_task(
+                self._keep_statistics(self._statistics_every), name="hetuflow-pg-statistics"
+            )
 
     async def close(self) -> None:
+        if self._statistics is not None:
+            self._statistics.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._statistics
+            self._statistics = None
         await self._db.close()
+
+    async def analyze_outgrown_tables(self) -> list[str]:
+        """ANALYZE the busiest tables that outgrew their planner statistics; returns which
+        (none when another node was at it). The store does this every few seconds itself."""
+        async with self._db.connection() as c:
+            tables = await planner_sql.outgrown(c)
+        if not tables:
+            return []
+        async with self._db.transaction() as c:
+            return tables if await planner_sql.analyze(c, tables) else []
+
+    async def _keep_statistics(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.analyze_outgrown_tables()
+            except asyncpg.InsufficientPrivilegeError as error:
+                logger.warning(
+                    "cannot ANALYZE the tables (%s): leaving planner statistics to autovacuum",
+                    error,
+                )
+                return
+            except (StoreUnavailable, asyncpg.PostgresError) as error:  # the next round retries
+                logger.warning("analyzing outgrown tables failed: %s", error)
 
     async def ping(self) -> None:
         async with self._db.connection() as connection:

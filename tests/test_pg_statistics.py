@@ -1,0 +1,75 @@
+"""PostgreSQL: the store analyzes the busiest tables while they outgrow their statistics.
+
+A new database's plans are made for empty tables; until autovacuum analyzes them (about a
+minute), every result flush read the whole tasks table. Autovacuum is off for the tables here,
+so what analyzes them is the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+
+from hetuflow.config import DatabaseConfig
+from hetuflow.models import NewTask
+from hetuflow.store.postgres import PostgresStore
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+ROWS = 3000
+
+
+async def _reltuples(connection: asyncpg.Connection, table: str) -> float:
+    value: float = await connection.fetchval(
+        "SELECT reltuples FROM pg_class WHERE relname = $1", table
+    )
+    return value
+
+
+async def _fill(store: PostgresStore, connection: asyncpg.Connection) -> None:
+    for table in ("tasks", "attempts"):
+        await connection.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    for _ in range(ROWS // 100):
+        await store.create_tasks([NewTask("t", "t") for _ in range(100)], now=T0)
+
+
+async def test_outgrown_tables_are_analyzed_once_and_not_again(
+    pg_database: DatabaseConfig,
+) -> None:
+    store = PostgresStore(pg_database, statistics_seconds=None)
+    await store.open()
+    connection = await asyncpg.connect(pg_database.url)
+    try:
+        await _fill(store, connection)
+        assert await _reltuples(connection, "tasks") < ROWS  # never analyzed: -1
+        analyzed: list[str] = []
+        for _ in range(100):  # the table's row count reaches the statistics views within ~1 s
+            analyzed = await store.analyze_outgrown_tables()
+            if analyzed:
+                break
+            await asyncio.sleep(0.05)
+        assert analyzed == ["tasks"]  # attempts: empty
+        assert await _reltuples(connection, "tasks") == ROWS
+        assert await store.analyze_outgrown_tables() == []  # its statistics fit it now
+    finally:
+        await connection.close()
+        await store.close()
+
+
+async def test_an_open_store_keeps_the_statistics_by_itself(pg_database: DatabaseConfig) -> None:
+    store = PostgresStore(pg_database, statistics_seconds=0.1)
+    await store.open()
+    connection = await asyncpg.connect(pg_database.url)
+    try:
+        await _fill(store, connection)
+        for _ in range(100):
+            if await _reltuples(connection, "tasks") > 0:
+                break
+            await asyncio.sleep(0.05)
+        # Analyzed by the store while it filled: (once the file had doubled, perhaps again)
+        assert await _reltuples(connection, "tasks") > ROWS / 4
+    finally:
+        await connection.close()
+        await store.close()
