@@ -138,6 +138,30 @@ async def test_the_global_limit_counts_new_and_stored_tasks(
     assert stats.tasks_by_status[TaskStatus.PENDING] == 3
 
 
+async def test_the_global_limit_caps_a_claim_of_stored_tasks(
+    store: Store, connect: ConnectAgent
+) -> None:
+    """More pending tasks and free slots than the limit leaves room for: the claim takes
+    the first ones in claim order up to the limit, then none (PostgreSQL reads the count
+    with the candidates)."""
+    agent = await connect("a1", slots=10)
+    for i in range(6):  # one a second: claimed in that order
+        await store.create_tasks([NewTask(f"s{i}", "t")], now=T0 + timedelta(seconds=i))
+    at = T0 + timedelta(minutes=1)
+    [first] = await store.claim_tasks([group([agent], free=1)], now=at, global_limit=10)
+    assert first.task.name == "s0"
+    more = await store.claim_tasks([group([agent], free=9)], now=at, global_limit=3)
+    assert sorted(d.task.name for d in more) == ["s1", "s2"]
+    assert await store.claim_tasks([group([agent], free=7)], now=at, global_limit=3) == []
+    _, dispatches = await store.create_and_claim_tasks(
+        [NewTask("fresh", "t")], ClaimRequest([group([agent], free=7)], global_limit=4), now=at
+    )
+    assert [d.task.name for d in dispatches] == ["s3"]  # stored first, then the limit
+    stats = await store.stats()
+    assert stats.tasks_by_status[TaskStatus.DISPATCHED] == 4
+    assert stats.tasks_by_status[TaskStatus.PENDING] == 3
+
+
 async def test_without_a_free_slot_it_only_creates(store: Store, connect: ConnectAgent) -> None:
     agent = await connect("a1")
     created, dispatches = await store.create_and_claim_tasks(
@@ -193,8 +217,9 @@ async def test_a_limited_claim_on_postgres_begins_holding_the_claim_lock(
         [NewTask("n", "t")], ClaimRequest([group([agent])], global_limit=10), now=T0
     )
     assert len(dispatches) == 1
-    # BEGIN and the lock in one round trip; no second lock; the count right after
+    # BEGIN and the lock in one round trip; no second lock; the count with the candidates
     assert sent[0] == f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
     assert not any(query.startswith("SELECT pg_advisory_xact_lock") for query in sent)
-    assert sent[1].startswith("SELECT count(*) FROM tasks")
+    assert sent[1].startswith("SELECT a.active, c.* FROM (SELECT count(*) AS active FROM tasks")
+    assert len(sent) == 4  # then the INSERT and COMMIT: four round trips
     assert sent[-1] == "COMMIT"

@@ -131,6 +131,16 @@ it from the column's statistics (most tasks need no capability), where it guesse
 keeps one row in 200: with that guess it sorted every pending task instead of reading the
 index in order up to the limit."""
 
+_CANDIDATES_COUNTED = f"""
+SELECT a.active, c.*
+FROM (SELECT count(*) AS active FROM tasks WHERE status IN {ACTIVE_SQL}) AS a
+LEFT JOIN LATERAL ({_CANDIDATES}) AS c ON true"""
+"""``_CANDIDATES`` with the number of active tasks beside them (one row of it alone when there
+is no candidate): a claim under the global limit whose transaction holds the claim lock reads
+the count in its first candidates' statement, one round trip instead of two. The statement
+starts after the lock was granted, so its snapshot sees every claim committed before (as the
+count's own statement did)."""
+
 _CANDIDATES_AFTER = _CANDIDATES.replace(
     "ORDER BY", "  AND (claim_key, id) > ($9::bigint, $10::uuid)\nORDER BY"
 )
@@ -526,22 +536,24 @@ async def claim_tasks(
     (placed there; the caller inserts them dispatched, with their attempt rows).
     ``locked``: the transaction already holds the claim lock (``locked_transaction``)."""
     horizon = utc(until if until is not None else now)
-    remaining: int | None = None
     gate = KeyGate(key_limits)
     gate.locked = locked
     rates = RateGate(CODEC)
-    if global_limit is not None:
-        remaining = await _room_under_limit(connection, global_limit, gate)
+    # The room under the global limit: counted with the first candidates when the claim
+    # lock is held already, else here (taking the lock).
+    room = _Room(global_limit, with_candidates=locked)
+    if global_limit is not None and not locked:
+        room.remaining = await _room_under_limit(connection, global_limit, gate)
     chosen: list[UUID] = []
     agents: list[UUID] = []
     ordered: list[Dispatch | tuple[UUID, UUID]] = []  # claim order: fresh, or (task, agent)
     for group in groups:
-        want = group.free_slots if remaining is None else min(group.free_slots, remaining)
+        want = room.cap(group.free_slots)
         if want <= 0 or not group.task_types:
             continue
-        rows = await _candidates(connection, group, horizon, chosen, want, gate, rates, now)
+        rows = await _candidates(connection, group, horizon, chosen, want, gate, rates, now, room)
         stored = [((row["claim_key"], str(row["id"])), row) for row in rows]
-        picks = claim_order(fresh, group, horizon, stored, want)
+        picks = claim_order(fresh, group, horizon, stored, room.cap(want))
         assigned = assign_least_loaded(picks, group.offers, _pinned)  # pinned: to its agent
         for pick, agent_id in assigned:
             if pick.row is not None:
@@ -551,8 +563,7 @@ async def claim_tasks(
             elif pick.fresh is not None and fresh is not None:
                 fresh.place(pick.fresh, agent_id)
                 ordered.append(Dispatch(pick.fresh.task, 1, agent_id))
-        if remaining is not None:
-            remaining -= len(assigned)
+        room.took(len(assigned))
     if rates.met:  # --- rate limits: the spends, in the claim's transaction ---
         spent = rates.spent_by(set(chosen))
         await rates_sql.record_spends(connection, spent, sorted(rates.met), now)
@@ -577,6 +588,32 @@ async def _room_under_limit(connection: Conn, global_limit: int, gate: KeyGate) 
     return max(global_limit - int(active), 0)
 
 
+class _Room:
+    """How many more tasks a claim may hold under the global limit (``remaining``; None: no
+    limit, or not counted yet). ``unread``: the count is to come with the claim's first
+    candidates' statement (``_CANDIDATES_COUNTED``)."""
+
+    def __init__(self, global_limit: int | None, *, with_candidates: bool) -> None:
+        self.global_limit = global_limit
+        self.unread = global_limit is not None and with_candidates
+        self.remaining: int | None = None
+
+    def cap(self, wanted: int) -> int:
+        return wanted if self.remaining is None else min(wanted, self.remaining)
+
+    def took(self, count: int) -> None:
+        if self.remaining is not None:
+            self.remaining -= count
+
+    def read(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        """Take the count off ``rows`` (``_CANDIDATES_COUNTED``'s); the candidates among
+        them, at most the room."""
+        assert self.global_limit is not None
+        room = max(self.global_limit - int(rows[0]["active"]), 0)
+        self.remaining, self.unread = room, False
+        return [row for row in rows if row["id"] is not None][:room]
+
+
 async def _candidates(
     connection: Conn,
     group: ClaimGroup,
@@ -586,11 +623,13 @@ async def _candidates(
     gate: KeyGate,
     rates: RateGate,
     now: datetime,
+    room: _Room,
 ) -> list[asyncpg.Record]:
     """Up to ``want`` pending candidates of ``group``, locked, in claim order, within their
     concurrency keys' limits and their rate limits' windows: candidates over a limit are
     passed over and the query repeated past them until ``want`` are found or none are
-    left."""
+    left. When ``room`` is unread, the first query also counts the active tasks, and ``want``
+    shrinks to the room under the global limit."""
     task_types, capabilities = sorted(group.task_types), sorted(group.capabilities)
     taken: list[asyncpg.Record] = []
     after: tuple[int, UUID] | None = None  # the last candidate seen, in claim order
@@ -612,6 +651,12 @@ async def _candidates(
         if by_key:
             start = NO_CANDIDATE_YET if after is None else after
             rows = await connection.fetch(_CANDIDATES_BY_KEY, *arguments, *start, per_key)
+        elif room.unread:  # the claim's first statement after its lock
+            rows = room.read(await connection.fetch(_CANDIDATES_COUNTED, *arguments))
+            want = room.cap(want)
+            asked = min(asked, want)
+            if want == 0:
+                return taken
         elif after is None:
             rows = await connection.fetch(_CANDIDATES, *arguments)
         else:
