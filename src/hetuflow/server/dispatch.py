@@ -7,13 +7,13 @@ lookahead window, or a rate limit that pending tasks wait for frees a unit (the 
 oldest dispatch leaves the window). There is no polling timer.
 
 A round first reads the ``dispatch_outlook``: whether any pending task of the offered types is
-due, and if none is, when to look again (the earliest ``scheduled_at`` beyond the lookahead, the
-instant a rate limit frees a unit): one read, which is all most rounds cost, since most follow
-a freed slot and find nothing. When something is due, the round makes one ``claim_tasks``
-call for every group of agents with free slots and pushes one ``TaskDispatch`` frame per
-agent. Tasks due within ``dispatch_lookahead_seconds`` are
-handed out early with ``start_at`` so the agent starts them on the exact instant. While a
-round fills every offered slot another round follows at once (more work may be waiting).
+due, and if none is, when to look again (the earliest ``scheduled_at`` beyond the lookahead,
+the instant a rate limit frees a unit). That one read is all most rounds cost, since most
+follow a freed slot and find nothing. When something is due, the round makes one
+``claim_tasks`` call for every group of agents with free slots and pushes one
+``TaskDispatch`` frame per agent. Tasks due within ``dispatch_lookahead_seconds`` are handed
+out early with ``start_at`` so the agent starts them on the exact instant. While a round
+fills every offered slot another round follows at once (more work may be waiting).
 
 ``create`` makes a round part of a create: the tasks are inserted and the free slots of this
 node's agents are filled in one transaction (``Store.create_and_claim_tasks``), and the frames
