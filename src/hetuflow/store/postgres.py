@@ -24,7 +24,6 @@ from hetuflow.config import (
     DEFAULT_PRIORITY_AGING_SECONDS,
     DatabaseConfig,
 )
-from hetuflow.errors import StoreUnavailable
 from hetuflow.models import (
     Agent,
     AgentRegistration,
@@ -177,7 +176,7 @@ class PostgresStore:
                     error,
                 )
                 return
-            except (StoreUnavailable, asyncpg.PostgresError) as error:  # the next round retries
+            except Exception as error:  # the database is away, a deadlock...: the next round
                 logger.warning("analyzing outgrown tables failed: %s", error)
 
     async def ping(self) -> None:
