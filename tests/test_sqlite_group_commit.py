@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from hetuflow.errors import StoreUnavailable
-from hetuflow.store import _sqlite_db as sqlite_db
 from hetuflow.store._sqlite_db import SqliteDatabase
 
 
@@ -78,32 +76,5 @@ async def test_a_database_error_inside_one_write_fails_only_it(tmp_path: Path) -
         with pytest.raises(sqlite3.IntegrityError):  # a unique key: the first one is stored
             await db.write(_insert, 1)
         assert await db.read(_count) == 2
-    finally:
-        await db.close()
-
-
-async def test_while_creates_flow_a_joining_write_waits_for_the_next_to_share_its_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What agents report (a result) waits, while creates keep coming, for the next create
-    to commit with it: one fsync for both instead of the create waiting for the result's.
-    When creates do not flow it commits at once. (Windows widened: no timing is tested.)"""
-    monkeypatch.setattr(sqlite_db, "JOIN_WAIT_SECONDS", 5.0)
-    monkeypatch.setattr(sqlite_db, "CREATES_FLOWING_SECONDS", 5.0)
-    db, statements = await _open(tmp_path / "hetuflow.db")
-    try:
-        started = time.monotonic()
-        await db.write_joining(_insert, 100)  # one plain write so far (the table): no flow yet
-        assert time.monotonic() - started < 2.5
-        await db.write(_insert, 104)
-        await db.write(_insert, 105)  # two plain writes close together: creates flow
-        statements.clear()
-        joining = asyncio.ensure_future(db.write_joining(_insert, 106))
-        await asyncio.sleep(0.05)  # the lane holds it, waiting for company
-        assert not joining.done()
-        assert await db.write(_insert, 107) == 107
-        assert await joining == 106
-        assert statements.count("COMMIT") == 1, statements  # one commit for both
-        assert await db.read(_count) == 5
     finally:
         await db.close()

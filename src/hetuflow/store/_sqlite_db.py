@@ -145,13 +145,6 @@ class _Lane:
 
 _Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
-JOIN_WAIT_SECONDS = 0.001
-"""How long a joining write (what agents report: ``SqliteDatabase.write_joining``) waits for
-another write to share its commit, when creates are coming in (``CREATES_FLOWING_SECONDS``)."""
-CREATES_FLOWING_SECONDS = 0.003
-"""Plain writes (creates) come in when the last two were served at most this far apart and
-the last one at most this long ago: a joining write then waits for the next."""
-
 MAX_GROUP_WRITES = 64
 """At most this many queued write transactions share one commit (``_WriterLane``)."""
 WRITE_SAVEPOINT = "hetuflow_write"
@@ -164,20 +157,8 @@ class _WriterLane(_Lane):
     Each one still runs alone in its own savepoint, in order, and sees the ones before it;
     one that fails is rolled back to its savepoint and fails alone. Every caller is answered
     only after the shared ``COMMIT`` (durable: ``synchronous=FULL``), and if that fails every
-    call of the group fails. A single queued write runs exactly as before.
-
-    Only a joining write waits for company, and only while plain writes (creates) keep coming
-    (``CREATES_FLOWING_SECONDS``): then it waits up to
-    ``JOIN_WAIT_SECONDS`` for the next write to share its commit. A serial producer's create
-    then commits together with the result of the task before it, one fsync for both, instead
-    of waiting for that result's own commit to end (the result arrives just before the next
-    create, and is committing when it comes). Otherwise a group is only what was already
-    queued."""
-
-    def __init__(self, name: str) -> None:
-        self._plain_at = -1.0  # monotonic: when the last group with a plain write was served
-        self._plain_gap = float("inf")  # seconds between the last two such groups
-        super().__init__(name)
+    call of the group fails. A single queued write runs exactly as before. Nothing waits
+    for company: a group is only what was already queued."""
 
     def _serve(self) -> None:
         held: deque[_Call | None] = deque()  # taken from the queue while grouping, not run
@@ -188,7 +169,7 @@ class _WriterLane(_Lane):
             group = [call]
             while _groupable(call) and len(group) < MAX_GROUP_WRITES:
                 try:
-                    more = self._next_member(group)
+                    more = self._calls.get_nowait()
                 except queue.Empty:
                     break
                 if more is None or not _groupable(more):
@@ -199,27 +180,12 @@ class _WriterLane(_Lane):
                 _run_call(call)
             else:
                 _run_group(group)
-            if _groupable(call) and not all(m[2] is _joining_transaction for m in group):
-                now = time.monotonic()
-                self._plain_gap, self._plain_at = now - self._plain_at, now
             del call, group  # drop references before blocking on the next call
-
-    def _next_member(self, group: list[_Call]) -> _Call | None:
-        """The next queued call, waiting a little for it when the group is a lone joining
-        write and creates are coming in; ``queue.Empty`` when there is none."""
-        if (
-            len(group) == 1
-            and group[0][2] is _joining_transaction
-            and self._plain_gap < CREATES_FLOWING_SECONDS
-            and time.monotonic() - self._plain_at < CREATES_FLOWING_SECONDS
-        ):
-            return self._calls.get(timeout=JOIN_WAIT_SECONDS)
-        return self._calls.get_nowait()
 
 
 def _groupable(call: _Call) -> bool:
     fn, args = call[2], call[3]
-    return fn in (_transaction, _joining_transaction) and args[1] == "BEGIN IMMEDIATE"
+    return fn is _transaction and args[1] == "BEGIN IMMEDIATE"
 
 
 def _run_call(call: _Call) -> None:
@@ -369,24 +335,7 @@ class SqliteDatabase:
         **kwargs: P.kwargs,
     ) -> T:
         """Run ``fn(connection, ...)`` in one write transaction on the writer thread."""
-        return await self._write(_transaction, lambda c: fn(c, *args, **kwargs))
-
-    async def write_joining(
-        self,
-        fn: Callable[Concatenate[sqlite3.Connection, P], T],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """``write`` for what agents report: while creates keep coming, it waits up to
-        ``JOIN_WAIT_SECONDS`` for the next write to share its commit (``_WriterLane``)."""
-        return await self._write(_joining_transaction, lambda c: fn(c, *args, **kwargs))
-
-    async def _write(self, how: Callable[..., Any], call: Callable[[sqlite3.Connection], T]) -> T:
-        lane = self._writer
-        connection = self._connections.get("writer")
-        if lane is None or connection is None:
-            raise StoreUnavailable("the SQLite store is not open")
-        result: T = await lane.run(how, connection, "BEGIN IMMEDIATE", call)
+        result = await self._run("writer", "BEGIN IMMEDIATE", lambda c: fn(c, *args, **kwargs))
         self._writes += 1
         if self._writes >= CHECKPOINT_EVERY_WRITES:
             self._start_checkpoint()
@@ -412,11 +361,14 @@ class SqliteDatabase:
         **kwargs: P.kwargs,
     ) -> T:
         """Run ``fn(connection, ...)`` in one read transaction (a snapshot) on the reader thread."""
-        lane = self._reader
-        connection = self._connections.get("reader")
+        return await self._run("reader", "BEGIN", lambda c: fn(c, *args, **kwargs))
+
+    async def _run(self, role: str, begin: str, call: Callable[[sqlite3.Connection], T]) -> T:
+        lane = self._writer if role == "writer" else self._reader
+        connection = self._connections.get(role)
         if lane is None or connection is None:
             raise StoreUnavailable("the SQLite store is not open")
-        return await lane.run(_transaction, connection, "BEGIN", lambda c: fn(c, *args, **kwargs))
+        return await lane.run(_transaction, connection, begin, call)
 
 
 def _transaction(
@@ -436,13 +388,6 @@ def _transaction(
         if isinstance(error, sqlite3.OperationalError):
             raise StoreUnavailable(f"SQLite error: {error}") from error
         raise
-
-
-def _joining_transaction(
-    connection: sqlite3.Connection, begin: str, call: Callable[[sqlite3.Connection], T]
-) -> T:
-    """``_transaction`` for a joining write (the writer lane tells them apart by function)."""
-    return _transaction(connection, begin, call)
 
 
 def _checkpoint(connection: sqlite3.Connection) -> None:

@@ -336,7 +336,7 @@ class SqliteStore:
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
         if not starts:
             return []
-        return await self._db.write_joining(attempt_sql.start_attempts, starts)
+        return await self._db.write(attempt_sql.start_attempts, starts)
 
     async def finish_attempts(
         self, results: Sequence[AttemptResult], *, now: datetime
@@ -344,7 +344,7 @@ class SqliteStore:
         if not results:
             return []
         committed = Committed()
-        outcomes = await self._db.write_joining(
+        outcomes = await self._db.write(
             attempt_sql.finish_attempts, results, now, self._aging, committed
         )
         self._report(committed)
@@ -352,7 +352,7 @@ class SqliteStore:
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
         if refs:
-            await self._db.write_joining(attempt_sql.set_progress, refs)
+            await self._db.write(attempt_sql.set_progress, refs)
 
     async def release_agent(
         self,
@@ -383,7 +383,7 @@ class SqliteStore:
         self, lines: Sequence[LogLine], *, budget: LogBudget | None = None
     ) -> None:
         if lines:
-            await self._db.write_joining(attempt_sql.append_logs, lines, budget)
+            await self._db.write(attempt_sql.append_logs, lines, budget)
 
     async def list_logs(
         self, task_id: UUID, *, after_seq: int = 0, attempt: int | None = None, limit: int = 1000
