@@ -8,7 +8,9 @@ so what analyzes them is the store.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -71,5 +73,30 @@ async def test_an_open_store_keeps_the_statistics_by_itself(pg_database: Databas
         # Analyzed by the store while it filled: (once the file had doubled, perhaps again)
         assert await _reltuples(connection, "tasks") > ROWS / 4
     finally:
+        await connection.close()
+        await store.close()
+
+
+async def test_a_user_that_may_not_analyze_the_tables_does_not_try(
+    pg_database: DatabaseConfig,
+) -> None:
+    from hetuflow.store._pg_statistics import outgrown
+
+    store = PostgresStore(pg_database, statistics_seconds=None)
+    await store.open()
+    connection = await asyncpg.connect(pg_database.url)
+    role = f"hetuflow_reader_{uuid.uuid4().hex[:8]}"
+    try:
+        await _fill(store, connection)
+        as_store: Any = connection  # the store's own calls take a pooled connection
+        assert await outgrown(as_store) == ["tasks"]  # the owner may
+        await connection.execute(f"CREATE ROLE {role}")
+        await connection.execute(f"GRANT SELECT ON tasks, attempts TO {role}")
+        await connection.execute(f"SET ROLE {role}")
+        assert await outgrown(as_store) == []
+        await connection.execute("RESET ROLE")
+    finally:
+        await connection.execute(f"DROP OWNED BY {role}")
+        await connection.execute(f"DROP ROLE IF EXISTS {role}")
         await connection.close()
         await store.close()

@@ -91,9 +91,8 @@ tells the planner how many rows the document holds (else it assumes 100 for any 
 function): against 100, reading the tasks and attempts tables whole for a hash join looked
 cheaper than 100 lookups by key up to some ten thousand rows. With the true count it looks
 rows up by key once the tables hold a few hundred rows (about a thousand in a generic plan,
-which assumes 10). A plan cached while the
-tables were nearly empty still scans them until PostgreSQL analyzes them (autovacuum, within
-a minute or so of a new database's first tasks)."""
+which assumes 10). A plan cached while the tables were nearly empty still reads them whole
+until they are analyzed again (``_pg_statistics``)."""
 
 _POISON = """($5::int > 0 AND t.status <> 'cancelling' AND 1 + (
     SELECT count(*) FROM attempts AS p WHERE p.task_id = t.id AND p.outcome = 'lost') >= $5::int)"""

@@ -5,17 +5,18 @@ prepared statement's generic plan until the statistics change. A new database's 
 empty: the plans the server's connections cache in their first seconds read ``tasks`` and
 ``attempts`` whole (the cheapest way to read a nearly empty table), and go on reading them
 whole, at every result flush and every claim, while the tables grow, until autovacuum analyzes
-them (it looks once a minute, ``autovacuum_naptime``). Seen: 2,000 to 3,000 sequential scans
-of ``tasks`` in 10 s of a serial producer on a new database; with the statistics kept up, a
-ninth as many rows read and 9 to 14 % more tasks a second.
+them (it looks once a minute, ``autovacuum_naptime``). Seen: some 2,000 sequential scans of
+``tasks`` and as many of ``attempts`` in 10 s of 8 producer threads on a new database, 4 to 11
+million rows read; with the statistics kept up, a sixth as many rows and 6 to 12 % more tasks a
+second (docs/benchmarks.md, fifth round).
 
 So the store checks every few seconds whether a table's file is more than twice the size its
 statistics recorded (and at least ``MIN_PAGES``), and if so analyzes it: often while a table is
 young, then less and less (doubling), and never for a table whose size is stable; autovacuum
 keeps those. The file's size is read, not the row counts of ``pg_stat_user_tables``, which a
 busy connection reports only every 10 s or so. Several nodes may check at once: one analyzes,
-the others skip (an advisory lock). A database user that may not ANALYZE the tables (not their
-owner) leaves it to autovacuum.
+the others skip (an advisory lock). A database user that may not ANALYZE the tables (neither
+their owner nor a member of its role) does not try: autovacuum keeps them.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ _OUTGROWN = """
 SELECT c.relname FROM pg_class AS c,
     LATERAL (SELECT pg_relation_size(c.oid) / current_setting('block_size')::int AS pages) AS f
 WHERE c.relname = ANY($1::text[]) AND c.relnamespace = to_regnamespace(current_schema())
+  AND pg_has_role(c.relowner, 'USAGE')
   AND f.pages >= $2 AND f.pages > 2 * greatest(c.relpages, 0)
 ORDER BY c.relname"""
 
 
 async def outgrown(connection: Conn) -> list[str]:
     """The tables of ``TABLES`` whose file is more than twice the size their statistics
-    recorded."""
+    recorded, among those this database user may analyze."""
     rows = await connection.fetch(_OUTGROWN, list(TABLES), MIN_PAGES)
     return [row["relname"] for row in rows]
 

@@ -17,8 +17,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from hetuflow.config import (
     DEFAULT_MAX_AGENT_CRASHES_PER_TASK,
     DEFAULT_PRIORITY_AGING_SECONDS,
@@ -170,12 +168,6 @@ class PostgresStore:
             await asyncio.sleep(seconds)
             try:
                 await self.analyze_outgrown_tables()
-            except asyncpg.InsufficientPrivilegeError as error:
-                logger.warning(
-                    "cannot ANALYZE the tables (%s): leaving planner statistics to autovacuum",
-                    error,
-                )
-                return
             except Exception as error:  # the database is away, a deadlock...: the next round
                 logger.warning("analyzing outgrown tables failed: %s", error)
 
