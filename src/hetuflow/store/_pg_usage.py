@@ -22,6 +22,7 @@ from hetuflow.models import (
     RateLimitUsage,
 )
 from hetuflow.store._pg_db import Conn
+from hetuflow.store._rules import ACTIVE_SQL
 
 _WINDOW = "s.name = r.name AND s.at > $1::timestamptz - make_interval(secs => r.per_seconds)"
 
@@ -61,7 +62,7 @@ WITH type_limits (task_type, max_per_key) AS (
 ),
 active AS (
     SELECT concurrency_key AS key, count(*) AS active FROM tasks
-    WHERE concurrency_key IS NOT NULL AND status IN ('cancelling', 'dispatched', 'running')
+    WHERE concurrency_key IS NOT NULL AND status IN {ACTIVE_SQL}
       {{where}}
     GROUP BY concurrency_key
 ),
