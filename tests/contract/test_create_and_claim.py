@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from datetime import timedelta
@@ -23,7 +24,7 @@ from hetuflow.store._pg_db import CLAIM_LOCK
 from hetuflow.store.base import Store
 from hetuflow.store.postgres import PostgresStore
 
-from ._support import T0, ConnectAgent, group, stored
+from ._support import T0, ConnectAgent, OpenStore, group, stored
 
 
 async def test_new_tasks_are_inserted_dispatched_with_their_attempt(
@@ -196,14 +197,10 @@ async def test_a_limited_claim_that_fails_writes_nothing(
     assert len(dispatches) == 1
 
 
-async def test_a_limited_claim_on_postgres_begins_holding_the_claim_lock(
-    store: Store, connect: ConnectAgent, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not isinstance(store, PostgresStore):
-        pytest.skip("PostgreSQL's round trips")
+def _count_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements asyncpg connections send from now on, one per round trip."""
     from asyncpg.connection import Connection
 
-    agent = await connect("a1")
     sent: list[str] = []
     for name in ("execute", "fetch", "fetchrow", "fetchval"):
         original = getattr(Connection, name)
@@ -213,13 +210,103 @@ async def test_a_limited_claim_on_postgres_begins_holding_the_claim_lock(
             return _original(self, query, *args)
 
         monkeypatch.setattr(Connection, name, counting)
-    _, dispatches = await store.create_and_claim_tasks(
-        [NewTask("n", "t")], ClaimRequest([group([agent])], global_limit=10), now=T0
+    return sent
+
+
+async def test_on_postgres_new_tasks_placed_with_nothing_due_before_them_are_one_statement(
+    store: Store, connect: ConnectAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No stored task is due and the global limit has room: the create is one statement
+    (``place_at_create``), its own transaction, where the claim takes four round trips."""
+    if not isinstance(store, PostgresStore):
+        pytest.skip("PostgreSQL's round trips")
+    agent = await connect("a1", slots=2)
+    later = T0 + timedelta(hours=1)
+    await store.create_tasks([NewTask("later", "t", scheduled_at=later)], now=T0)
+    await store.create_tasks([NewTask("other type", "u")], now=T0)
+    sent = _count_statements(monkeypatch)
+    created, dispatches = await store.create_and_claim_tasks(
+        [NewTask(f"n{i}", "t") for i in range(3)],
+        ClaimRequest([group([agent])], global_limit=10),
+        now=T0,
     )
-    assert len(dispatches) == 1
+    assert len(sent) == 1
+    assert sent[0].startswith("WITH gate AS MATERIALIZED (SELECT hetuflow_place_at_create(")
+    placed = {d.task.id for d in dispatches}
+    assert len(placed) == 2  # equal claim keys: in id order
+    for task, new in created:
+        assert task.status is (TaskStatus.DISPATCHED if task.id in placed else TaskStatus.PENDING)
+        assert new
+        assert await store.get_task(task.id) == task
+    assert [a.agent_id for a in await store.list_attempts(dispatches[0].task.id)] == [agent.id]
+    assert (await store.get_agent(agent.id)).running == 2  # type: ignore[union-attr]
+
+
+async def test_on_postgres_a_ghost_agent_fails_the_one_statement_and_writes_nothing(
+    store: Store, connect: ConnectAgent
+) -> None:
+    if not isinstance(store, PostgresStore):
+        pytest.skip("PostgreSQL's one-statement create")
+    agent = await connect("a1")
+    ghost = dataclasses.replace(agent, id=uuid.uuid4())
+    with pytest.raises(AgentNotFound):
+        await store.create_and_claim_tasks(
+            [NewTask("fresh", "t")], ClaimRequest([group([ghost])], global_limit=10), now=T0
+        )
+    assert sum((await store.stats()).tasks_by_status.values()) == 0
+
+
+async def test_a_limited_claim_on_postgres_begins_holding_the_claim_lock(
+    store: Store, connect: ConnectAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored task is due: the one-statement create finds its gate closed (nothing
+    written), and the whole claim follows; the next creates go to the claim at once."""
+    if not isinstance(store, PostgresStore):
+        pytest.skip("PostgreSQL's round trips")
+    agent = await connect("a1", slots=3)
+    await store.create_tasks([NewTask("stored", "t")], now=T0 - timedelta(seconds=1))
+    sent = _count_statements(monkeypatch)
+    _, dispatches = await store.create_and_claim_tasks(
+        [NewTask("n", "t")], ClaimRequest([group([agent], free=1)], global_limit=10), now=T0
+    )
+    assert [d.task.name for d in dispatches] == ["stored"]  # claim order: the stored first
+    assert sent[0].startswith("WITH gate AS MATERIALIZED")
     # BEGIN and the lock in one round trip; no second lock; the count with the candidates
-    assert sent[0] == f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
+    assert sent[1] == f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
     assert not any(query.startswith("SELECT pg_advisory_xact_lock") for query in sent)
-    assert sent[1].startswith("SELECT a.active, c.* FROM (SELECT count(*) AS active FROM tasks")
-    assert len(sent) == 4  # then the INSERT and COMMIT: four round trips
+    assert sent[2].startswith("SELECT a.active, c.* FROM (SELECT count(*) AS active FROM tasks")
+    assert len(sent) == 6  # then the stored task's dispatch, the INSERT and COMMIT
     assert sent[-1] == "COMMIT"
+    sent.clear()
+    _, dispatches = await store.create_and_claim_tasks(
+        [NewTask("m", "t")],
+        ClaimRequest([group([agent], free=1)], global_limit=10),
+        now=T0 + timedelta(seconds=1),
+    )
+    assert [d.task.name for d in dispatches] == ["n"]
+    assert len(sent) == 5  # the gate was closed a moment ago: straight to the claim
+    assert sent[0] == f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
+
+
+async def test_concurrent_creates_on_several_nodes_respect_the_global_limit(
+    store: Store, connect: ConnectAgent, open_store: OpenStore
+) -> None:
+    """Four nodes create at once with free slots and nothing stored: on PostgreSQL each
+    tries the one statement, whose gate counts the active tasks after taking the claim lock,
+    so the creates after the first find it closed and claim what room is left."""
+    agents = [await connect(f"a{i}", slots=5) for i in range(4)]
+    creators = [store, *[await open_store() for _ in range(3)]]
+    results = await asyncio.gather(
+        *(
+            creator.create_and_claim_tasks(
+                [NewTask(f"n{i}-{j}", "t") for j in range(5)],
+                ClaimRequest([group([agents[i]])], global_limit=7),
+                now=T0,
+            )
+            for i, creator in enumerate(creators)
+        )
+    )
+    assert sum(len(dispatches) for _, dispatches in results) == 7
+    stats = await store.stats()
+    assert stats.tasks_by_status[TaskStatus.DISPATCHED] == 7
+    assert stats.tasks_by_status[TaskStatus.PENDING] == 13

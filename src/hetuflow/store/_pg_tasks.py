@@ -58,8 +58,8 @@ from hetuflow.store._rules import ACTIVE_SQL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_TASK_STATUSES)) + ")"
 
-_INSERT_TASKS = """
-WITH inserted AS (
+_INSERT_TEMPLATE = """
+WITH {gate}inserted AS (
     INSERT INTO tasks (
         id, name, task_type, priority, payload, required_capabilities, status, scheduled_at,
         timeout_seconds, max_retries, backoff_seconds, backoff_factor, max_backoff_seconds,
@@ -82,7 +82,7 @@ WITH inserted AS (
         cron_tick_at timestamptz, agent_id uuid, claim_key bigint, concurrency_key text,
         max_concurrent_per_key int, backoff_jitter float8, retry_on text[], replay_of uuid,
         rate_limits jsonb, webhook_url text)
-    ORDER BY n.ord
+    {where}ORDER BY n.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, agent_id, attempts, rate_limits
 ), recorded AS (
@@ -95,10 +95,21 @@ WITH inserted AS (
     CROSS JOIN LATERAL jsonb_to_recordset(i.rate_limits) AS u(name text, units int)
     WHERE i.rate_limits IS NOT NULL
 )
-SELECT id FROM inserted"""
+{select}"""
+
+_INSERT_TASKS = _INSERT_TEMPLATE.format(gate="", where="", select="SELECT id FROM inserted")
 """The batch travels as one JSON document (encoded by orjson, parsed by PostgreSQL): binding
 seventeen arrays of hundreds of values each cost the server more CPU than the rest of a
 create."""
+
+_INSERT_PLACED = _INSERT_TEMPLATE.format(
+    gate="gate AS MATERIALIZED (SELECT hetuflow_place_at_create($3, $4, $5, $6, $7) AS open),\n",
+    where="WHERE (SELECT open FROM gate)\n    ",
+    select="SELECT (SELECT open FROM gate) AS open, (SELECT count(*) FROM inserted) AS inserted",
+)
+"""``place_at_create``'s one statement: the gate (migration 0023: the claim lock under a
+global limit, the room under it, no pending task due first), then the insert of the batch,
+placed tasks dispatched with their attempts, only if the gate is open. Its own transaction."""
 
 _CANDIDATE_COLUMNS = (
     "id, claim_key, task_type, concurrency_key, max_concurrent_per_key, rate_limits,"
@@ -280,15 +291,7 @@ async def create_and_claim_tasks(
     ``locked``: the transaction already holds the claim lock."""
     stamp = utc(now)
     ids = [uuid.uuid4() for _ in tasks]
-    created_micros = epoch_micros(stamp)
-    claim_keys = [
-        aging.key(
-            created_micros if new.scheduled_at is None else epoch_micros(new.scheduled_at),
-            created_micros,
-            new.priority.rank,
-        )
-        for new in tasks
-    ]
+    claim_keys = _claim_keys(tasks, stamp, aging)
     dispatches: list[Dispatch] = []
     placed: dict[int, tuple[UUID, int]] = {}
     if claim is not None and claim.groups:
@@ -304,38 +307,7 @@ async def create_and_claim_tasks(
             locked=locked,
         )
         placed = fresh.placed
-    rows_json = orjson.dumps(
-        [
-            {
-                "ord": index,
-                "id": task_id,
-                "name": new.name,
-                "task_type": new.task_type,
-                "priority": new.priority.rank,
-                "payload": new.payload,
-                "required_capabilities": new.required_capabilities,
-                "scheduled_at": CODEC.put_time(new.scheduled_at),
-                "timeout_seconds": new.timeout_seconds,
-                "max_retries": new.retry.max_retries,
-                "backoff_seconds": new.retry.backoff_seconds,
-                "backoff_factor": new.retry.backoff_factor,
-                "max_backoff_seconds": new.retry.max_backoff_seconds,
-                "idempotency_key": new.idempotency_key,
-                "cron_job_id": new.cron_job_id,
-                "cron_tick_at": CODEC.put_time(new.cron_tick_at),
-                "agent_id": placed[index][0] if index in placed else None,
-                "claim_key": claim_keys[index],
-                "concurrency_key": new.concurrency_key,
-                "max_concurrent_per_key": new.max_concurrent_per_key,
-                "backoff_jitter": new.retry.jitter,
-                "retry_on": new.retry.retry_on,
-                "replay_of": new.replay_of,
-                "rate_limits": uses_json(new.rate_limits),
-                "webhook_url": new.webhook_url,
-            }
-            for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
-        ]
-    ).decode()
+    rows_json = _rows_json(tasks, ids, claim_keys, placed)
     try:
         rows = await connection.fetch(_INSERT_TASKS, rows_json, stamp)
     except asyncpg.ForeignKeyViolationError as error:
@@ -369,6 +341,116 @@ async def create_and_claim_tasks(
         else:
             results.append((existing[new.idempotency_key or ""], False))
     return results, dispatches
+
+
+async def place_at_create(
+    connection: Conn, tasks: Sequence[NewTask], claim: ClaimRequest, now: datetime, aging: Aging
+) -> tuple[list[tuple[Task, bool]], list[Dispatch]] | None:
+    """``create_and_claim_tasks`` in one statement, its own transaction, when it can be: the
+    new tasks go to the free slots of ``claim`` in claim order, as a claim round would place
+    them when no stored task is due before them. None (nothing written) when the gate is
+    closed: a pending task of the offered types is due, or the global limit leaves less room
+    than the placed tasks need; the caller then makes the whole claim.
+
+    Only for batches that are all ``placeable_at_create`` (no idempotency key: every task is
+    inserted). One round trip where the claim takes four."""
+    stamp = utc(now)
+    ids = [uuid.uuid4() for _ in tasks]
+    claim_keys = _claim_keys(tasks, stamp, aging)
+    fresh = FreshTasks(tasks, ids, stamp, claim_keys)
+    horizon = utc(claim.until if claim.until is not None else now)
+    dispatches = _place_fresh(claim, fresh, horizon)
+    types = sorted({task_type for group in claim.groups for task_type in group.task_types})
+    arguments = (CLAIM_LOCK, claim.global_limit, len(dispatches), types, horizon)
+    rows_json = _rows_json(tasks, ids, claim_keys, fresh.placed)
+    try:
+        row = await connection.fetchrow(_INSERT_PLACED, rows_json, stamp, *arguments)
+    except asyncpg.ForeignKeyViolationError as error:
+        if (problem := missing_reference(error)) is None:
+            raise
+        raise problem from error
+    assert row is not None
+    if not row["open"]:
+        return None
+    built = [
+        new_task(new, i, stamp, fresh.placed.get(index))
+        for index, (new, i) in enumerate(zip(tasks, ids, strict=True))
+    ]
+    return [(task, True) for task in built], dispatches
+
+
+def _place_fresh(claim: ClaimRequest, fresh: FreshTasks, horizon: datetime) -> list[Dispatch]:
+    """Place the new tasks as ``claim_tasks`` would with no stored candidate: each group's
+    free slots (capped by the global limit) take them in claim order, least loaded first."""
+    dispatches: list[Dispatch] = []
+    room = claim.global_limit
+    for group in claim.groups:
+        want = group.free_slots if room is None else min(group.free_slots, room)
+        if want <= 0 or not group.task_types:
+            continue
+        picks: list[Pick[asyncpg.Record]] = claim_order(fresh, group, horizon, [], want)
+        assigned = assign_least_loaded(picks, group.offers, _pinned)
+        for pick, agent_id in assigned:
+            if pick.fresh is not None:
+                fresh.place(pick.fresh, agent_id)
+                dispatches.append(Dispatch(pick.fresh.task, 1, agent_id))
+        if room is not None:
+            room -= len(assigned)
+    return dispatches
+
+
+def _claim_keys(tasks: Sequence[NewTask], stamp: datetime, aging: Aging) -> list[int]:
+    """Each new task's claim key, created at ``stamp``."""
+    created_micros = epoch_micros(stamp)
+    return [
+        aging.key(
+            created_micros if new.scheduled_at is None else epoch_micros(new.scheduled_at),
+            created_micros,
+            new.priority.rank,
+        )
+        for new in tasks
+    ]
+
+
+def _rows_json(
+    tasks: Sequence[NewTask],
+    ids: Sequence[UUID],
+    claim_keys: Sequence[int],
+    placed: dict[int, tuple[UUID, int]],
+) -> str:
+    """The batch as ``_INSERT_TASKS`` reads it; a placed task names its agent."""
+    return orjson.dumps(
+        [
+            {
+                "ord": index,
+                "id": task_id,
+                "name": new.name,
+                "task_type": new.task_type,
+                "priority": new.priority.rank,
+                "payload": new.payload,
+                "required_capabilities": new.required_capabilities,
+                "scheduled_at": CODEC.put_time(new.scheduled_at),
+                "timeout_seconds": new.timeout_seconds,
+                "max_retries": new.retry.max_retries,
+                "backoff_seconds": new.retry.backoff_seconds,
+                "backoff_factor": new.retry.backoff_factor,
+                "max_backoff_seconds": new.retry.max_backoff_seconds,
+                "idempotency_key": new.idempotency_key,
+                "cron_job_id": new.cron_job_id,
+                "cron_tick_at": CODEC.put_time(new.cron_tick_at),
+                "agent_id": placed[index][0] if index in placed else None,
+                "claim_key": claim_keys[index],
+                "concurrency_key": new.concurrency_key,
+                "max_concurrent_per_key": new.max_concurrent_per_key,
+                "backoff_jitter": new.retry.jitter,
+                "retry_on": new.retry.retry_on,
+                "replay_of": new.replay_of,
+                "rate_limits": uses_json(new.rate_limits),
+                "webhook_url": new.webhook_url,
+            }
+            for index, (new, task_id) in enumerate(zip(tasks, ids, strict=True))
+        ]
+    ).decode()
 
 
 async def get_task(connection: Conn, task_id: UUID) -> Task | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
@@ -100,6 +101,11 @@ logger = logging.getLogger(__name__)
 
 STATISTICS_SECONDS = 5.0
 """How often an open store checks whether young tables outgrew their planner statistics."""
+PLACE_BACKOFF_SECONDS = 1.0
+"""After a create found ``place_at_create``'s gate closed (a stored task due first, or the
+global limit), creates make the whole claim for this long before trying the one statement
+again: a closed gate costs its round trip on top of the claim's four, and what closed it
+(keyed tasks waiting for their key, a queue longer than the slots) usually lasts."""
 
 
 class PostgresStore:
@@ -121,6 +127,8 @@ class PostgresStore:
         self._tasks_created: Callable[[str, int], None] = ignore_created
         self._statistics_every = statistics_seconds
         self._statistics: asyncio.Task[None] | None = None
+        self._place_closed_until = 0.0
+        """``time.monotonic()`` until which creates skip ``place_at_create``."""
 
     def on_workflow_finished(self, listener: Callable[[WorkflowStatus], None]) -> None:
         self._workflow_finished = listener
@@ -197,6 +205,13 @@ class PostgresStore:
     ) -> tuple[list[tuple[Task, bool]], list[Dispatch]]:
         if not tasks:
             return [], []
+        placeable = all(task.placeable_at_create for task in tasks)
+        if claim.groups and placeable and time.monotonic() >= self._place_closed_until:
+            async with self._db.connection() as c:
+                done = await task_sql.place_at_create(c, tasks, claim, now, self._aging)
+            if done is not None:
+                return done
+            self._place_closed_until = time.monotonic() + PLACE_BACKOFF_SECONDS
         if claim.global_limit is None:
             async with self._db.transaction() as c:
                 return await task_sql.create_and_claim_tasks(c, tasks, claim, now, self._aging)

@@ -1,0 +1,1 @@
+DROP FUNCTION hetuflow_place_at_create(bigint, int, int, text[], timestamptz);

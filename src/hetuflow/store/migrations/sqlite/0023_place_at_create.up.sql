@@ -1,0 +1,2 @@
+-- Nothing on SQLite: its create and claim are one write transaction on the writer thread, no
+-- round trips to save (the PostgreSQL function of this version saves three).
