@@ -22,6 +22,7 @@ from hetuflow.clock import utc
 from hetuflow.config import DEFAULT_PRIORITY_AGING_SECONDS
 from hetuflow.models import (
     Attempt,
+    AttemptOutcome,
     AttemptRef,
     AttemptResult,
     AttemptStart,
@@ -94,6 +95,40 @@ rows up by key once the tables hold a few hundred rows (about a thousand in a ge
 which assumes 10). A plan cached while the tables were nearly empty still reads them whole
 until they are analyzed again (``_pg_statistics``)."""
 
+_FINISH_SUCCEEDED = f"""
+WITH c AS (
+    SELECT * FROM json_to_recordset($1::json) AS c(
+        id uuid, number int, agent_id uuid, result jsonb, error text, started_at timestamptz,
+        ended_at timestamptz)
+    LIMIT $3
+), locked AS MATERIALIZED (
+    SELECT t.id FROM tasks AS t WHERE t.id IN (SELECT id FROM c) ORDER BY t.id FOR UPDATE
+), finished AS (
+    UPDATE tasks AS t
+    SET status = CASE WHEN t.status = 'cancelling' THEN 'cancelled' ELSE 'succeeded' END,
+        result = c.result, error = c.error, finished_at = $2,
+        started_at = coalesce(t.started_at, c.started_at), updated_at = $2
+    FROM c
+    WHERE t.id = ANY (ARRAY(SELECT id FROM locked)) AND t.id = c.id
+      AND t.attempts = c.number AND t.agent_id = c.agent_id AND t.status IN {ACTIVE_SQL}
+      AND t.broadcast_of IS NULL
+      AND NOT EXISTS (SELECT 1 FROM workflow_steps AS s WHERE s.task_id = t.id)
+    RETURNING t.id, t.task_type, t.status
+), ended AS (
+    UPDATE attempts AS a
+    SET finished_at = c.ended_at, outcome = 'succeeded', error = c.error,
+        started_at = coalesce(a.started_at, c.started_at)
+    FROM finished JOIN c ON c.id = finished.id
+    WHERE a.task_id = c.id AND a.number = c.number
+)
+SELECT id, task_type, status FROM finished"""
+"""``finish_succeeded``: a batch of succeeded attempts in one statement, its own transaction.
+Its task rows are locked in id order first (``locked``, read whole by the ``ARRAY``
+subquery before any row is updated), as ``lock_tasks`` does. The fence is the ``WHERE``, as
+in ``_START``, and the decision is ``decide_finish``'s for a success: ``succeeded``, or
+``cancelled`` while cancelling. Workflow steps and broadcast children are left alone: their
+end settles more than the task (``finish_attempts``)."""
+
 _POISON = """($5::int > 0 AND t.status <> 'cancelling' AND 1 + (
     SELECT count(*) FROM attempts AS p WHERE p.task_id = t.id AND p.outcome = 'lost') >= $5::int)"""
 """The attempt released is the ``$5``-th of the task lost with its agent: quarantine it. Read
@@ -159,6 +194,51 @@ async def start_attempts(connection: Conn, starts: Sequence[AttemptStart]) -> li
     )
     accepted = {(uid(row["id"]), row["attempts"], uid(row["agent_id"])) for row in rows}
     return [(s.ref.task_id, s.ref.attempt, s.ref.agent_id) in accepted for s in starts]
+
+
+async def finish_succeeded(
+    connection: Conn, results: Sequence[AttemptResult], now: datetime
+) -> dict[int, FinishOutcome]:
+    """Write the succeeded attempts of ``results`` whose task is no workflow step or broadcast
+    child and that the agent still holds, in one statement (``_FINISH_SUCCEEDED``): one round
+    trip where ``finish_attempts`` takes five in its transaction. Returns the outcome of each
+    result written, by its index; the rest are for ``finish_attempts``. Only the first
+    result of a task in the batch is tried here, so the ones after it are decided after it,
+    as in one transaction."""
+    first: dict[UUID, int] = {}
+    for index, result in enumerate(results):
+        first.setdefault(result.ref.task_id, index)
+    chosen = [
+        index for index in first.values() if results[index].outcome is AttemptOutcome.SUCCEEDED
+    ]
+    if not chosen:
+        return {}
+    stamp = utc(now)
+    rows = [
+        {
+            "id": results[index].ref.task_id,
+            "number": results[index].ref.attempt,
+            "agent_id": results[index].ref.agent_id,
+            "result": results[index].result,
+            "error": results[index].error,
+            "started_at": results[index].started_at,
+            "ended_at": results[index].finished_at or stamp,
+        }
+        for index in chosen
+    ]
+    written = {
+        uid(row["id"]): row
+        for row in await connection.fetch(
+            _FINISH_SUCCEEDED, orjson.dumps(rows).decode(), stamp, len(rows)
+        )
+    }
+    outcomes: dict[int, FinishOutcome] = {}
+    for index in chosen:
+        ref = results[index].ref
+        row = written.get(ref.task_id)
+        if row is not None:
+            outcomes[index] = FinishOutcome(ref, True, row["task_type"], task_status(row["status"]))
+    return outcomes
 
 
 async def finish_attempts(

@@ -396,11 +396,20 @@ class PostgresStore:
     ) -> list[FinishOutcome]:
         if not results:
             return []
-        committed = Committed()
-        async with self._db.transaction() as c:
-            outcomes = await attempt_sql.finish_attempts(c, results, now, self._aging, committed)
-        self._report(committed)
-        return outcomes
+        # Plain successes in one statement first; what it leaves (failures, workflow steps,
+        # broadcast children, fenced results) in one transaction after it. Each result is
+        # written whole either way; the two parts are two transactions.
+        async with self._db.connection() as c:
+            done = await attempt_sql.finish_succeeded(c, results, now)
+        rest = [result for index, result in enumerate(results) if index not in done]
+        later: list[FinishOutcome] = []
+        if rest:
+            committed = Committed()
+            async with self._db.transaction() as c:
+                later = await attempt_sql.finish_attempts(c, rest, now, self._aging, committed)
+            self._report(committed)
+        remaining = iter(later)
+        return [done[index] if index in done else next(remaining) for index in range(len(results))]
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
         if refs:
