@@ -9,8 +9,9 @@ oldest dispatch leaves the window). There is no polling timer.
 A round first reads the ``dispatch_outlook``: whether any pending task of the offered types is
 due, and if none is, when to look again (the earliest ``scheduled_at`` beyond the lookahead,
 the instant a rate limit frees a unit). That one read is all most rounds cost, since most
-follow a freed slot and find nothing. When something is due, the round makes one
-``claim_tasks`` call for every group of agents with free slots and pushes one
+follow a freed slot and find nothing; it is read outside the agents' lock, so a create
+waiting to claim does not wait for it. When something is due, the round takes the lock,
+makes one ``claim_tasks`` call for every group of agents with free slots and pushes one
 ``TaskDispatch`` frame per agent. Tasks due within ``dispatch_lookahead_seconds`` are handed
 out early with ``start_at`` so the agent starts them on the exact instant. While a round
 fills every offered slot another round follows at once (more work may be waiting).
@@ -59,6 +60,7 @@ class TaskDispatcher:
         self._wake = asyncio.Event()
         self.rounds = 0
         self._key_limits = ConcurrencyLimits(dict(context.config.concurrency))
+        self._lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
 
     def wake(self, payload: str = "") -> None:
         """Ask for a dispatch round (a Notifier callback, or called directly)."""
@@ -139,7 +141,7 @@ class TaskDispatcher:
         scheduler = self._context.config.scheduler
         return ClaimRequest(
             groups,
-            until=now + timedelta(seconds=scheduler.dispatch_lookahead_seconds),
+            until=now + self._lookahead,
             global_limit=scheduler.max_concurrent_tasks or None,  # 0: no global limit
             key_limits=self._key_limits,
         )
@@ -149,18 +151,27 @@ class TaskDispatcher:
         the outlook read then when it found nothing due, so no claim was made)."""
         clock = self._context.clock
         store = self._context.store
+        # The outlook is read outside the agents' lock: most rounds end with it, and creates
+        # waiting for the lock would wait for that read too. A task that becomes due after it
+        # was read wakes the dispatcher again (its creator, the scheduler or a freed slot).
+        groups = self._agents.claim_groups()
+        offered = sum(group.free_slots for group in groups)
+        now = clock.now()
+        read_at = _Reading(now, clock.monotonic())
+        if offered == 0:
+            return 0, 0, read_at, None
+        until = now + self._lookahead
+        outlook = await store.dispatch_outlook(offered_task_types(groups), now=now, until=until)
+        if not outlook.due:
+            return 0, offered, read_at, outlook
         async with self._agents.lock:
+            # The slots again (a create may have taken some meanwhile); the instant stays the
+            # one the outlook read, so the timer set after the claim counts from it.
             groups = self._agents.claim_groups()
             offered = sum(group.free_slots for group in groups)
-            now = clock.now()
-            read_at = _Reading(now, clock.monotonic())
             if offered == 0:
                 return 0, 0, read_at, None
             request = self._request(groups, now)
-            until = request.until or now
-            outlook = await store.dispatch_outlook(offered_task_types(groups), now=now, until=until)
-            if not outlook.due:
-                return 0, offered, read_at, outlook
             dispatches = await store.claim_tasks(
                 request.groups,
                 now=now,
