@@ -205,3 +205,24 @@ def test_rate_limit_and_concurrency_keys_run_on_postgres(tmp_path: Path) -> None
     assert rate["max_in_any_window"] <= rate["limit"]  # the limit holds across the nodes
     assert _number(rate["rate_per_second"]) > 0
     assert len(rate["per_window"]) >= 2
+
+
+@pytest.mark.timeout(240)
+def test_the_ab_runner_alternates_two_trees(tmp_path: Path) -> None:
+    """``python -m benchmarks.ab`` with this tree as both sides: one line per run, in turn."""
+    argv = ["--before", str(ROOT), "--db", "sqlite", "--mode", "sync", "--tasks", "20"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ab", *argv, "--pairs", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    runs = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [run["tree"] for run in runs] == ["before", "after"]
+    for run in runs:
+        assert (run["db"], run["mode"]) == ("sqlite", "sync")
+        _number(run["p50_ms"])
+        assert _number(run["tasks_per_second"]) > 0
