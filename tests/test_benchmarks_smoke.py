@@ -20,7 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _suite(tmp_path: Path, *args: str) -> dict[str, Any]:
+def _module(*argv: str) -> str:
+    """``python -m <argv>`` from the repository's root, against the tests' PostgreSQL; its
+    output (the run must succeed)."""
     env = {
         **os.environ,
         "HETUFLOW_BENCH_DATABASE_URL": os.environ.get(
@@ -28,7 +30,7 @@ def _suite(tmp_path: Path, *args: str) -> dict[str, Any]:
         ),
     }
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "--smoke", "--json", "-", *args],
+        [sys.executable, "-m", *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -37,7 +39,13 @@ def _suite(tmp_path: Path, *args: str) -> dict[str, Any]:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    report: dict[str, Any] = json.loads(completed.stdout)
+    return completed.stdout
+
+
+def _suite(tmp_path: Path, *args: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(
+        _module("benchmarks", "run", "--smoke", "--json", "-", *args)
+    )
     return report
 
 
@@ -211,16 +219,8 @@ def test_rate_limit_and_concurrency_keys_run_on_postgres(tmp_path: Path) -> None
 def test_the_ab_runner_alternates_two_trees(tmp_path: Path) -> None:
     """``python -m benchmarks.ab`` with this tree as both sides: one line per run, in turn."""
     argv = ["--before", str(ROOT), "--db", "sqlite", "--mode", "sync", "--tasks", "20"]
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ab", *argv, "--pairs", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=220,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    runs = [json.loads(line) for line in completed.stdout.splitlines()]
+    output = _module("benchmarks.ab", *argv, "--pairs", "1")
+    runs = [json.loads(line) for line in output.splitlines()]
     assert [run["tree"] for run in runs] == ["before", "after"]
     for run in runs:
         assert (run["db"], run["mode"]) == ("sqlite", "sync")
