@@ -105,7 +105,7 @@ create."""
 _INSERT_PLACED = _INSERT_TEMPLATE.format(
     gate="gate AS MATERIALIZED (SELECT hetuflow_place_at_create($3, $4, $5, $6, $7) AS open),\n",
     where="WHERE (SELECT open FROM gate)\n    ",
-    select="SELECT (SELECT open FROM gate) AS open, (SELECT count(*) FROM inserted) AS inserted",
+    select="SELECT (SELECT open FROM gate) AS open",
 )
 """``place_at_create``'s one statement: the gate (migration 0023: the claim lock under a
 global limit, the room under it, no pending task due first), then the insert of the batch,

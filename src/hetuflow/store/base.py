@@ -358,7 +358,10 @@ class Store(Protocol):
     async def finish_attempts(
         self, results: Sequence[AttemptResult], *, now: datetime
     ) -> list[FinishOutcome]:
-        """Record attempt results in one transaction (fenced by attempt number and agent).
+        """Record attempt results (fenced by attempt number and agent), each result whole and
+        decided as if in one transaction in batch order. (SQLite writes the batch in one
+        transaction; PostgreSQL writes plain successes in one statement first and the rest in
+        one transaction after it: a failure between the two leaves the first part written.)
 
         Accepted only when the attempt is the task's current one, held by that agent, and the
         task is active. Then: succeeded -> task succeeded with the result; cancelled, or any
