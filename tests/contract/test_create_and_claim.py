@@ -20,6 +20,7 @@ from hetuflow.models import (
     Priority,
     TaskStatus,
 )
+from hetuflow.store import postgres
 from hetuflow.store._pg_db import CLAIM_LOCK
 from hetuflow.store.base import Store
 from hetuflow.store.postgres import PostgresStore
@@ -265,6 +266,7 @@ async def test_a_limited_claim_on_postgres_begins_holding_the_claim_lock(
         pytest.skip("PostgreSQL's round trips")
     agent = await connect("a1", slots=3)
     await store.create_tasks([NewTask("stored", "t")], now=T0 - timedelta(seconds=1))
+    monkeypatch.setattr(postgres, "PLACE_BACKOFF_SECONDS", 60.0)  # however slow this machine
     sent = _count_statements(monkeypatch)
     _, dispatches = await store.create_and_claim_tasks(
         [NewTask("n", "t")], ClaimRequest([group([agent], free=1)], global_limit=10), now=T0
