@@ -33,7 +33,7 @@ from hetuflow.models import (
 )
 from hetuflow.store import _pg_broadcast as broadcast_sql
 from hetuflow.store._claims import Aging
-from hetuflow.store._pg_db import CODEC, Conn, uid
+from hetuflow.store._pg_db import CODEC, Conn, sized, uid
 from hetuflow.store._pg_workflows import lock_workflows_of, settle
 from hetuflow.store._rows import FENCE_COLUMNS, attempt_from, log_from, retry_of, task_status
 from hetuflow.store._rules import (
@@ -70,7 +70,7 @@ WITH c AS (
         failures int,
         retry_at timestamptz, finished boolean, started_at timestamptz, ended_at timestamptz,
         outcome text)
-    LIMIT $3
+    LIMIT {limit}
 ), finished AS (
     UPDATE tasks AS t
     SET status = c.status, result = c.result, error = c.task_error, failures = c.failures,
@@ -87,20 +87,20 @@ SET finished_at = c.ended_at, outcome = c.outcome, error = c.error,
 FROM c WHERE a.task_id = c.id AND a.number = c.number"""
 """One statement for a batch of accepted results. The batch travels as one JSON document
 (encoded by orjson, parsed by PostgreSQL): binding a dozen arrays of hundreds of values each
-cost more of the server's CPU than the rest of the finish. ``LIMIT $3`` (the batch's length)
-tells the planner how many rows the document holds (else it assumes 100 for any set-returning
-function): against 100, reading the tasks and attempts tables whole for a hash join looked
-cheaper than 100 lookups by key up to some ten thousand rows. With the true count it looks
-rows up by key once the tables hold a few hundred rows (about a thousand in a generic plan,
-which assumes 10). A plan cached while the tables were nearly empty still reads them whole
-until they are analyzed again (``_pg_statistics``)."""
+cost more of the server's CPU than the rest of the finish. ``LIMIT {limit}`` (``sized``: the
+batch's length, rounded up to a power of two) tells the planner how many rows the document
+holds (else it assumes 100 for any set-returning function): against 100, reading the tasks
+and attempts tables whole for a hash join looked cheaper than 100 lookups by key up to some
+ten thousand rows. With the true count it looks rows up by key once the tables hold a few
+hundred rows. A plan cached while the tables were nearly empty still reads them whole until
+they are analyzed again (``_pg_statistics``)."""
 
 _FINISH_SUCCEEDED = f"""
 WITH c AS (
     SELECT * FROM json_to_recordset($1::json) AS c(
         id uuid, number int, agent_id uuid, result jsonb, error text, started_at timestamptz,
         ended_at timestamptz)
-    LIMIT $3
+    LIMIT {{limit}}
 ), locked AS MATERIALIZED (
     SELECT t.id FROM tasks AS t WHERE t.id IN (SELECT id FROM c) ORDER BY t.id FOR UPDATE
 ), finished AS (
@@ -229,7 +229,7 @@ async def finish_succeeded(
     written = {
         uid(row["id"]): row
         for row in await connection.fetch(
-            _FINISH_SUCCEEDED, orjson.dumps(rows).decode(), stamp, len(rows)
+            sized(_FINISH_SUCCEEDED, len(rows)), orjson.dumps(rows).decode(), stamp
         )
     }
     outcomes: dict[int, FinishOutcome] = {}
@@ -313,7 +313,9 @@ async def finish_attempts(
             }
         )
     if changes:
-        await connection.execute(_FINISH, orjson.dumps(changes).decode(), stamp, len(changes))
+        await connection.execute(
+            sized(_FINISH, len(changes)), orjson.dumps(changes).decode(), stamp
+        )
     if ended_steps:  # --- workflows: the release is part of this transaction ---
         aging = aging or Aging.of(DEFAULT_PRIORITY_AGING_SECONDS)
         await settle(connection, ended_steps, stamp, aging, committed)
