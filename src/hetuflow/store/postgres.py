@@ -390,7 +390,7 @@ class PostgresStore:
     async def start_attempts(self, starts: Sequence[AttemptStart]) -> list[bool]:
         if not starts:
             return []
-        async with self._db.transaction() as c:
+        async with self._db.transaction(generic_plans=True) as c:
             return await attempt_sql.start_attempts(c, starts)
 
     async def finish_attempts(
@@ -407,7 +407,7 @@ class PostgresStore:
         later: list[FinishOutcome] = []
         if rest:
             committed = Committed()
-            async with self._db.transaction() as c:
+            async with self._db.transaction(generic_plans=True) as c:
                 later = await attempt_sql.finish_attempts(c, rest, now, self._aging, committed)
             self._report(committed)
         remaining = iter(later)
@@ -415,7 +415,7 @@ class PostgresStore:
 
     async def set_progress(self, refs: Sequence[tuple[AttemptRef, float]]) -> None:
         if refs:
-            async with self._db.transaction() as c:
+            async with self._db.transaction(generic_plans=True) as c:
                 await attempt_sql.set_progress(c, refs)
 
     async def release_agent(
@@ -427,7 +427,7 @@ class PostgresStore:
         session: int | None = None,
     ) -> list[UUID]:
         committed = Committed()
-        async with self._db.transaction() as c:
+        async with self._db.transaction(generic_plans=True) as c:
             pending = await agent_sql.release_agent(
                 c,
                 agent_id,
@@ -449,7 +449,7 @@ class PostgresStore:
         self, lines: Sequence[LogLine], *, budget: LogBudget | None = None
     ) -> None:
         if lines:
-            async with self._db.transaction() as c:
+            async with self._db.transaction(generic_plans=True) as c:
                 await attempt_sql.append_logs(c, lines, budget)
 
     async def list_logs(
