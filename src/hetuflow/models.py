@@ -574,12 +574,20 @@ class FinishOutcome:
     ``accepted`` is False when the attempt was superseded (another attempt is current, the
     task is finished, or the agent does not hold it): the agent must stop that work.
     ``task_type`` and ``status`` (after the change) are None when the task no longer exists.
+    ``ended_step``: the attempt ended a workflow step, whose workflow was settled in the same
+    transaction: steps that depended on it may be pending now.
     """
 
     ref: AttemptRef
     accepted: bool
     task_type: str | None
     status: TaskStatus | None
+    ended_step: bool = False
+
+    @property
+    def made_pending(self) -> bool:
+        """Whether writing it may have left tasks pending: a retry, or a step that ended."""
+        return self.accepted and (self.status is TaskStatus.PENDING or self.ended_step)
 
 
 @dataclass(frozen=True, slots=True)

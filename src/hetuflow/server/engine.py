@@ -29,7 +29,7 @@ from hetuflow.server.registry import AgentSvc
 from hetuflow.server.resilience import supervise
 from hetuflow.server.results import ResultWriter
 from hetuflow.server.webhooks import WebhookSender
-from hetuflow.store.base import AGENT_DRAIN_CHANGED, TASK_CANCEL, TASKS_READY
+from hetuflow.store.base import AGENT_DRAIN_CHANGED, SLOTS_FREED, TASK_CANCEL, TASKS_READY
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,14 @@ class SchedulerEngine:
         self.presence = Presence(context, self.agents, self.dispatcher, self.reconciler)
         self.webhooks = WebhookSender(context)
 
-    async def _attempts_finished(self) -> None:
-        """Results were accepted: slots are free here, and retries or the global limit may
-        let any node dispatch more."""
-        self.dispatcher.wake()
-        await self.context.notifier.publish(TASKS_READY, "")
+    async def _attempts_finished(self, made_pending: bool) -> None:
+        """Results were accepted: slots are free here, and retries, released workflow steps
+        or the global limit may let any node dispatch more. Without retries or steps
+        (``made_pending`` False) nothing new is pending: a dispatcher that found nothing due
+        for its offered task types skips the round (``SLOTS_FREED``)."""
+        payload = "" if made_pending else SLOTS_FREED
+        self.dispatcher.wake(payload)
+        await self.context.notifier.publish(TASKS_READY, payload)
 
     def _loops(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]]:
         return [

@@ -20,6 +20,7 @@ from hetuflow.server.dispatch import TaskDispatcher
 from hetuflow.server.reconcile import Reconciler, reconcile_interval
 from hetuflow.server.registry import AgentConnection, AgentSvc
 from hetuflow.server.resilience import StoreRetry
+from hetuflow.store.base import TASKS_READY
 
 logger = logging.getLogger("hetuflow.server.gateway")  # the gateway's log, as before the split
 
@@ -117,18 +118,21 @@ class Presence:
         store may have declared one offline that this node still holds): stop what they run,
         close with 4010 and give back what was claimed for them since."""
         context = self._context
+        released: list[UUID] = []
         async with self._agents.lock:
             for agent_id in agent_ids:
                 connection = self._agents.current(agent_id)
                 if connection is None:
                     continue
                 # Released first: if that fails, the connection stays for the next flush.
-                await context.store.release_agent(agent_id, now=context.clock.now())
+                released += await context.store.release_agent(agent_id, now=context.clock.now())
                 self._agents.detach(connection)
                 for task_id, attempt in connection.give_back():
                     connection.send_cancel(task_id, attempt, "superseded")
                 connection.close(CloseCode.AGENT_DELETED, "agent deleted")
                 logger.warning("agent %s was deleted: its connection is closed", connection.name)
+        if released:  # what they held is pending again
+            await context.notifier.publish(TASKS_READY, "")
 
     async def run_heartbeats(self) -> None:
         """Engine loop: flush heartbeats every couple of seconds, and reconcile when due."""

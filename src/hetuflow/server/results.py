@@ -58,7 +58,7 @@ class ResultWriter:
         clock: Clock,
         metrics: Metrics,
         budget: LogBudget,
-        on_finished: Callable[[], Awaitable[None]],
+        on_finished: Callable[[bool], Awaitable[None]],
         *,
         max_log_line_bytes: int,
     ) -> None:
@@ -272,6 +272,7 @@ class ResultWriter:
             [result for result, _ in results], now=self._clock.now()
         )
         finished = False
+        made_pending = False
         for (result, connection), outcome in zip(results, outcomes, strict=True):
             ref = result.ref
             if not outcome.accepted:
@@ -279,13 +280,14 @@ class ResultWriter:
                 connection.send_cancel(ref.task_id, ref.attempt, "superseded")
                 continue
             finished = True
+            made_pending = made_pending or outcome.made_pending
             task_type = outcome.task_type
             if task_type is not None:
                 if result.started_at is not None:
                     self._metrics.task_started(task_type)
                 self._metrics.task_finished(task_type, result.outcome.value, _run_seconds(result))
         if finished:
-            await self._on_finished()
+            await self._on_finished(made_pending)
 
 
 def _describe(error: Exception) -> str:

@@ -291,8 +291,11 @@ async def finish_attempts(
         held[ref.task_id] = Held(
             finish.status, state.attempts, state.agent_id, finish.failures, state.retry
         )
-        outcomes.append(FinishOutcome(ref, True, task_types[ref.task_id], finish.status))
-        if finish.finished and ref.task_id in steps:
+        ended_step = finish.finished and ref.task_id in steps
+        outcomes.append(
+            FinishOutcome(ref, True, task_types[ref.task_id], finish.status, ended_step)
+        )
+        if ended_step:
             ended_steps.append(ref.task_id)
         if finish.finished and ref.task_id in parents:
             ended_children.append(uid(parents[ref.task_id]))

@@ -198,8 +198,9 @@ def finish_attempts(
                 started,
             )
         )
-        outcomes.append(FinishOutcome(ref, True, task_type, finish.status))
-        if finish.finished and rows[task_id]["step"]:
+        ended_step = bool(finish.finished and rows[task_id]["step"])
+        outcomes.append(FinishOutcome(ref, True, task_type, finish.status, ended_step))
+        if ended_step:
             ended_steps.append(task_id)
         if finish.finished:
             ended.append(task_id)

@@ -838,7 +838,13 @@ class NotifyCallback(Protocol):
 
 # Channels
 TASKS_READY = "hetuflow_tasks_ready"
-"""New pending tasks (or tasks back to pending): dispatchers should claim."""
+"""New pending tasks (or tasks back to pending): dispatchers should claim. Payload ``""``, or
+``SLOTS_FREED``."""
+SLOTS_FREED = "slots"
+"""``TASKS_READY``'s payload when attempts ended and made no task pending (no retry, no
+workflow step): slots are free, and under a global limit the cluster has room. A dispatcher
+whose last round found nothing due for the task types it offers, and that was not woken
+since, has nothing to claim for them and skips the round (``TaskDispatcher.wake``)."""
 TASK_CANCEL = "hetuflow_task_cancel"
 """Payload ``<task_id>:<attempt>:<agent_id>``: the node holding that agent sends TaskCancel."""
 CRON_CHANGED = "hetuflow_cron_changed"
