@@ -127,3 +127,34 @@ async def test_reconnects_and_wakes_subscribers_after_a_drop(
     await first.publish(CHANNEL, "after")
     await inbox.wait_for("after")
     assert inbox.payloads == ["", "after"]
+
+
+@pytest.mark.postgres
+async def test_a_notification_that_may_wait_is_sent_once_with_its_repeats(
+    notifiers: Callable[[], PostgresNotifier],
+) -> None:
+    """``within_seconds``: repeats published while it waits are one NOTIFY; the local
+    subscribers hear each at once; a publish that may not wait sends what waits with it."""
+    first, second = notifiers(), notifiers()
+    local, remote = Inbox(), Inbox()
+    first.subscribe(CHANNEL, local)
+    second.subscribe(CHANNEL, remote)
+    await first.open()
+    await second.open()
+
+    for _ in range(5):  # a flush every 10 ms
+        await first.publish(CHANNEL, "slots", within_seconds=0.2)
+        await asyncio.sleep(0.01)
+    assert local.payloads == ["slots"] * 5
+    await remote.wait_for("slots")
+    await first.publish(CHANNEL, "end")  # sent at once: what arrives after it came later
+    await remote.wait_for("end")
+    assert remote.payloads == ["slots", "end"]
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await first.publish(CHANNEL, "lazy", within_seconds=60)
+    await first.publish(CHANNEL, "eager")
+    await remote.wait_for("eager")
+    assert remote.payloads[-2:] == ["lazy", "eager"]  # the waiting one went along, in order
+    assert loop.time() - started < 30

@@ -33,6 +33,9 @@ from hetuflow.store.base import AGENT_DRAIN_CHANGED, SLOTS_FREED, TASK_CANCEL, T
 
 logger = logging.getLogger(__name__)
 
+SLOTS_FREED_WITHIN_SECONDS = 0.005
+"""How late other nodes may hear of slots freed here (``Notifier.publish``)."""
+
 
 class SchedulerEngine:
     def __init__(self, context: ServerContext) -> None:
@@ -67,9 +70,17 @@ class SchedulerEngine:
         or the global limit may let any node dispatch more. Without retries or steps
         (``made_pending`` False) nothing new is pending: a dispatcher that found nothing due
         for its offered task types skips the round (``SLOTS_FREED``)."""
-        payload = "" if made_pending else SLOTS_FREED
-        self.dispatcher.wake(payload)
-        await self.context.notifier.publish(TASKS_READY, payload)
+        if made_pending:
+            self.dispatcher.wake()
+            await self.context.notifier.publish(TASKS_READY)
+            return
+        self.dispatcher.wake(SLOTS_FREED)
+        # Only a node held back by the global limit can use slots freed here: hearing of
+        # them a few milliseconds late, in one NOTIFY with the flushes' meanwhile, costs it
+        # little (one NOTIFY per flush was a round trip of each serial producer's task).
+        await self.context.notifier.publish(
+            TASKS_READY, SLOTS_FREED, within_seconds=SLOTS_FREED_WITHIN_SECONDS
+        )
 
     def _loops(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]]:
         return [

@@ -825,7 +825,12 @@ class Notifier(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, channel: str, payload: str = "") -> None: ...
+    async def publish(
+        self, channel: str, payload: str = "", *, within_seconds: float = 0.0
+    ) -> None:
+        """Wake this process's subscribers now, and the other nodes' at most
+        ``within_seconds`` later: repeats published meanwhile reach them once."""
+        ...
 
     def subscribe(self, channel: str, callback: NotifyCallback) -> None:
         """Call ``callback(payload)`` (synchronously, on the event loop) for each message."""

@@ -45,8 +45,10 @@ class LocalNotifier:
     async def close(self) -> None:
         return None
 
-    async def publish(self, channel: str, payload: str = "") -> None:
-        self._subscribers.deliver(channel, payload)
+    async def publish(
+        self, channel: str, payload: str = "", *, within_seconds: float = 0.0
+    ) -> None:
+        self._subscribers.deliver(channel, payload)  # no other node
 
     def subscribe(self, channel: str, callback: NotifyCallback) -> None:
         self._subscribers.add(channel, callback)

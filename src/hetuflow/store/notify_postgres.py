@@ -10,7 +10,10 @@ been lost meanwhile. Delivery stays a hint; loops re-read the Store.
 ``publish`` does not wait for PostgreSQL: with ``synchronous_commit`` on, each NOTIFY is a
 durable commit, and awaiting it put a WAL flush into every task create and every result
 flush. A sender task (also owned by ``open``/``close``) sends what was published meanwhile in
-one statement, dropping repeats of a notification still waiting to be sent. The connection
+one statement, dropping repeats of a notification still waiting to be sent. A notification
+published ``within_seconds`` waits up to that long for company (the freed slots of each
+result flush, ``SLOTS_FREED``: a serial producer's every task sent one statement for them);
+one published without waits for nothing and takes the waiting ones along. The connection
 runs with ``synchronous_commit = off``: a notification is a hint, and its commit need not wait
 for a WAL flush (one flush fewer per result flush and per create that leaves tasks pending).
 """
@@ -55,6 +58,7 @@ class PostgresNotifier:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._outgoing: dict[tuple[str, str], None] = {}  # (channel, payload), in order
+        self._send_at: float | None = None  # the loop's time by which the outgoing are sent
         self._send = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
@@ -92,20 +96,35 @@ class PostgresNotifier:
             except _FAILURES:
                 connection.terminate()
 
-    async def publish(self, channel: str, payload: str = "") -> None:
-        """Wake this node's subscribers now, and queue the NOTIFY for the other nodes."""
+    async def publish(
+        self, channel: str, payload: str = "", *, within_seconds: float = 0.0
+    ) -> None:
+        """Wake this node's subscribers now, and queue the NOTIFY for the other nodes (sent
+        at once, or at most ``within_seconds`` later)."""
         self._subscribers.deliver(channel, payload)
         self._outgoing[(channel, payload)] = None
-        self._send.set()
+        send_at = asyncio.get_running_loop().time() + within_seconds
+        if self._send_at is None or send_at < self._send_at:
+            self._send_at = send_at
+            self._send.set()
 
     async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._send.wait()
             self._send.clear()
+            # Until the earliest instant asked for; a publish asking for an earlier one
+            # sets the event again.
+            while self._send_at is not None and (wait := self._send_at - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._send.wait()
+                self._send.clear()
             await self._send_outgoing()
 
     async def _send_outgoing(self) -> None:
         """NOTIFY everything queued, in order, in one statement (one commit)."""
+        self._send_at = None
         if not self._outgoing:
             return
         pending, self._outgoing = list(self._outgoing), {}
