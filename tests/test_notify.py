@@ -68,16 +68,24 @@ async def notifiers(
         await notifier.close()
 
 
-@pytest.mark.postgres
-async def test_publish_wakes_other_nodes_once_and_self_once(
+async def two_nodes(
     notifiers: Callable[[], PostgresNotifier],
-) -> None:
+) -> tuple[PostgresNotifier, Inbox, PostgresNotifier, Inbox]:
+    """Two open notifiers (two nodes), each with an inbox on ``CHANNEL``."""
     first, second = notifiers(), notifiers()
     first_inbox, second_inbox = Inbox(), Inbox()
     first.subscribe(CHANNEL, first_inbox)
     second.subscribe(CHANNEL, second_inbox)
     await first.open()
     await second.open()
+    return first, first_inbox, second, second_inbox
+
+
+@pytest.mark.postgres
+async def test_publish_wakes_other_nodes_once_and_self_once(
+    notifiers: Callable[[], PostgresNotifier],
+) -> None:
+    first, first_inbox, second, second_inbox = await two_nodes(notifiers)
     assert first.listener_pid != second.listener_pid
 
     await second.publish(CHANNEL, "from-second")
@@ -135,13 +143,7 @@ async def test_a_notification_that_may_wait_is_sent_once_with_its_repeats(
 ) -> None:
     """``within_seconds``: repeats published while it waits are one NOTIFY; the local
     subscribers hear each at once; a publish that may not wait sends what waits with it."""
-    first, second = notifiers(), notifiers()
-    local, remote = Inbox(), Inbox()
-    first.subscribe(CHANNEL, local)
-    second.subscribe(CHANNEL, remote)
-    await first.open()
-    await second.open()
-
+    first, local, _, remote = await two_nodes(notifiers)
     for _ in range(5):  # a flush every 10 ms
         await first.publish(CHANNEL, "slots", within_seconds=0.2)
         await asyncio.sleep(0.01)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -215,31 +218,41 @@ async def test_logs_keep_order_per_task(store: Store, connect: ConnectAgent) -> 
     assert [line.line for line in await store.list_logs(task_id, attempt=2)] == ["retry line"]
 
 
+@contextlib.asynccontextmanager
+async def _postgres_with_tasks(
+    store: Store, database: DatabaseConfig
+) -> AsyncIterator[tuple[Any, str]]:
+    """3,000 tasks in the store, a plain connection to its PostgreSQL database and one task's
+    id (skips on SQLite)."""
+    if database.kind != "postgres":
+        pytest.skip("PostgreSQL's planner")
+    import asyncpg
+
+    for _ in range(30):
+        await store.create_tasks([NewTask("t", "t") for _ in range(100)], now=T0)
+    connection = await asyncpg.connect(database.url)
+    try:
+        yield connection, str(await connection.fetchval("SELECT id FROM tasks LIMIT 1"))
+    finally:
+        await connection.close()
+
+
 async def test_a_postgres_finish_looks_tasks_up_by_key_on_a_new_database(
     store: Store, database: DatabaseConfig
 ) -> None:
     """The finish's statement joins its batch (a JSON document) to the tasks by id. Told the
     batch's length, the planner looks the few rows up by key; assuming 100 rows (its guess for
     any set-returning function) it read a new database's whole tasks table at every flush."""
-    if database.kind != "postgres":
-        pytest.skip("PostgreSQL's planner")
-    import asyncpg
     import orjson
 
     from hetuflow.store._pg_attempts import _FINISH
     from hetuflow.store._pg_db import sized
 
-    for _ in range(30):
-        await store.create_tasks([NewTask("t", "t") for _ in range(100)], now=T0)
-    connection = await asyncpg.connect(database.url)
-    try:
-        task_id = await connection.fetchval("SELECT id FROM tasks LIMIT 1")
-        change = {"id": str(task_id), "number": 1, "status": "succeeded", "finished": True}
+    async with _postgres_with_tasks(store, database) as (connection, task_id):
+        change = {"id": task_id, "number": 1, "status": "succeeded", "finished": True}
         rows = await connection.fetch(
             "EXPLAIN " + sized(_FINISH, 1), orjson.dumps([change]).decode(), T0
         )
-    finally:
-        await connection.close()
     plan = "\n".join(row[0] for row in rows)
     assert "Index Scan using tasks_pkey on tasks" in plan, plan
     assert "Seq Scan on tasks" not in plan, plan
@@ -254,32 +267,23 @@ async def test_a_postgres_finish_is_not_planned_at_every_execution(
     execution anew. With ``LIMIT $3`` (the batch's length as a parameter) the finish was
     planned again at most flushes, at 350-700 µs each, more than running it. The generic
     plan shows the parameter (``$1``) where a plan made for the values shows the document."""
-    if database.kind != "postgres":
-        pytest.skip("PostgreSQL's planner")
-    import asyncpg
     import orjson
 
     from hetuflow.store import _pg_attempts
     from hetuflow.store._pg_db import sized
 
-    for _ in range(30):
-        await store.create_tasks([NewTask("t", "t") for _ in range(100)], now=T0)
-    connection = await asyncpg.connect(database.url)
-    try:
+    async with _postgres_with_tasks(store, database) as (connection, task_id):
         await connection.execute("ANALYZE tasks, attempts")
-        task_id = await connection.fetchval("SELECT id FROM tasks LIMIT 1")
         sql = sized(getattr(_pg_attempts, statement), 1)
         await connection.execute(f"PREPARE finish (json, timestamptz) AS {sql}")
         # _FINISH writes what its transaction decided; _FINISH_SUCCEEDED's fence refuses an
         # attempt 7 of an undispatched task
-        change = {"id": str(task_id), "number": 7, "agent_id": str(uuid.uuid4())}
+        change = {"id": task_id, "number": 7, "agent_id": str(uuid.uuid4())}
         change |= {"status": "succeeded", "finished": True, "failures": 0}
         execute = f"EXECUTE finish ('{orjson.dumps([change]).decode()}', '{T0.isoformat()}')"
         for _ in range(8):  # a plan for the values each of the first five times, then it picks
             await connection.execute(execute)
         rows = await connection.fetch(f"EXPLAIN (VERBOSE) {execute}")
-    finally:
-        await connection.close()
     plan = "\n".join(row[0] for row in rows)
     assert "json_to_recordset($1)" in plan, plan
     assert "Index Scan using tasks_pkey on public.tasks" in plan, plan
