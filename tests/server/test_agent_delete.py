@@ -127,6 +127,35 @@ async def test_an_agent_deleted_while_this_node_holds_it_is_closed_and_its_work_
         assert again["attempt"] == held["attempt"] + 1
 
 
+async def test_work_released_from_a_deleted_agent_reaches_an_idle_agent_at_once(
+    database: DatabaseConfig,
+) -> None:
+    """The delete releases the work and wakes the dispatchers, also one that had found
+    nothing due (it passes over slots freed by plain results): the other agent was connected
+    before, and no other event comes (the reconnect grace, whose end would release the work
+    too, is a minute here)."""
+    config = fast_config(database, reconnect_grace_seconds=60)
+    async with serve(config) as server, agent(server, "echo", slots=1, name="stale") as stale:
+        store = server.context.store
+        task_id = await server.create_task(task_type="echo")
+        [held] = await stale.dispatched(1)
+        async with agent(server, "echo", slots=1, name="idle") as idle:
+            await server.engine.dispatcher.dispatch()  # nothing due: the dispatcher is idle
+            record = await store.get_agent(UUID(stale.agent_id))
+            assert record is not None
+            now = server.context.clock.now()
+            await store.set_agent_status(
+                record.id, AgentStatus.OFFLINE, session=record.session, now=now
+            )
+            deleted = await server.http.delete(f"/api/agents/{stale.agent_id}")
+            assert deleted.status_code == 204, deleted.text
+            await stale.send({"type": "AgentHeartbeat"})
+            assert await stale.closed() == (4010, "agent deleted")
+            [again] = await idle.dispatched(1)
+            assert UUID(again["task_id"]) == task_id
+            assert again["attempt"] == held["attempt"] + 1
+
+
 @pytest.mark.postgres
 async def test_delete_across_nodes_goes_by_the_store_record(pg_database: DatabaseConfig) -> None:
     config = fast_config(pg_database)

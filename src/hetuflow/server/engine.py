@@ -69,12 +69,11 @@ class SchedulerEngine:
         """Results were accepted: slots are free here, and retries, released workflow steps
         or the global limit may let any node dispatch more. Without retries or steps
         (``made_pending`` False) nothing new is pending: a dispatcher that found nothing due
-        for its offered task types skips the round (``SLOTS_FREED``)."""
+        for its offered task types skips the round (``SLOTS_FREED``). ``publish`` wakes this
+        node's dispatcher at once (it subscribes to ``TASKS_READY``)."""
         if made_pending:
-            self.dispatcher.wake()
             await self.context.notifier.publish(TASKS_READY)
             return
-        self.dispatcher.wake(SLOTS_FREED)
         # Only a node held back by the global limit can use slots freed here: hearing of
         # them a few milliseconds late, in one NOTIFY with the flushes' meanwhile, costs it
         # little (one NOTIFY per flush was a round trip of each serial producer's task).
