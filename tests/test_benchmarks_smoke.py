@@ -113,7 +113,7 @@ def test_every_scenario_reports_numbers_on_sqlite(tmp_path: Path) -> None:
         assert _number(producer[mode]["tasks_per_second"]) > 0
 
     edge = scenarios["edge"]
-    for route in ("healthz", "get_task", "create_task"):
+    for route in ("healthz", "get_task", "create_task", "create_task_durable"):
         _latency(edge[route]["server"])
         _latency(edge[route]["bare_starlette"])
         _number(edge[route]["overhead_ms"])
