@@ -226,3 +226,17 @@ def test_the_ab_runner_alternates_two_trees(tmp_path: Path) -> None:
         assert (run["db"], run["mode"]) == ("sqlite", "sync")
         _number(run["p50_ms"])
         assert _number(run["tasks_per_second"]) > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_the_connection_use_benchmark_reports_each_kind() -> None:
+    """``python -m benchmarks.pg_roundtrip`` (docs/benchmarks.md, eighth round)."""
+    output = _module("benchmarks.pg_roundtrip", "--count", "20")
+    kinds = [line.split(":")[0] for line in output.splitlines()]
+    assert kinds == [
+        "bare connection",
+        "asyncpg pool",
+        "PgDatabase.connection",
+        "pool acquire + release alone",
+    ]
