@@ -151,6 +151,23 @@ async def test_a_draining_agent_gets_nothing(server: Server) -> None:
         assert (await server.task(task_id)).status == TaskStatus.PENDING
 
 
+async def test_a_create_that_finds_no_free_slot_does_not_wait_for_the_agents_lock(
+    server: Server,
+) -> None:
+    """With every slot busy a create claims nothing, so it stores its task without the
+    agents' lock (a claim round or another create may hold it meanwhile); the round its
+    ``TASKS_READY`` wakes, or the next freed slot's, dispatches the task."""
+    async with agent(server, "echo", slots=1) as client:
+        await server.create_task(task_type="echo")
+        [busy] = await client.dispatched(1)
+        async with server.engine.agents.lock:  # a claim round in progress, say
+            waiting = await asyncio.wait_for(server.create_task(task_type="echo"), 5)
+            assert (await server.task(waiting)).status == TaskStatus.PENDING
+        await client.result(busy)
+        [then] = await client.dispatched(1)
+        assert UUID(then["task_id"]) == waiting
+
+
 async def test_a_create_no_slot_could_take_a_task_of_only_stores_and_its_round_dispatches(
     server: Server,
 ) -> None:

@@ -27,7 +27,8 @@ node's agents are filled in one transaction (``Store.create_and_claim_tasks``), 
 go out before the creator answers. A task submitted while a slot is free reaches its agent
 one durable commit after the request, not two, and is never written as pending at all. A
 create none of whose tasks a slot could take there (``NewTask.placeable_at_create``: keyed,
-rate-limited or idempotent tasks) only stores them; the round it wakes claims them.
+rate-limited or idempotent tasks), or that finds every slot busy, only stores them, without
+the agents' lock; the round it wakes claims them.
 """
 
 from __future__ import annotations
@@ -129,32 +130,35 @@ class TaskDispatcher:
         ones this node's free slots can take to their agents. Also says whether any created
         task is still pending (then other nodes' dispatchers should hear of it)."""
         store = self._context.store
-        async with self._agents.lock:
-            groups = self._agents.claim_groups()
-            now = self._context.clock.now()
-            if not any(group.free_slots for group in groups) or not any(
-                task.placeable_at_create for task in tasks
-            ):
-                # No slot, or no new task a slot could take in this transaction (all keyed,
-                # rate-limited or idempotent): the next round claims, woken by the creator.
-                # A claim here would cost the create a whole round (with keys: a pass over
-                # every pending task) under the agents' lock, for no task of its own.
-                created = await store.create_tasks(tasks, now=now)
-                return created, any(new for _, new in created)
-            try:
-                created, dispatches = await store.create_and_claim_tasks(
-                    tasks, self._request(groups, now), now=now
-                )
-            except AgentNotFound as problem:
-                # An agent connected here has no row any more (the whole write was undone):
-                # the tasks are created pending; the agent's connection is dropped on the
-                # next heartbeat flush. The creator never sees this.
-                logger.warning("placing new tasks failed (%s): created pending", problem)
-                created = await store.create_tasks(tasks, now=now)
-                return created, any(new for _, new in created)
-            self._route(dispatches)
-        waiting = any(new and task.status is TaskStatus.PENDING for task, new in created)
-        return created, waiting
+        if self._agents.has_free_slots() and any(task.placeable_at_create for task in tasks):
+            async with self._agents.lock:
+                groups = self._agents.claim_groups()  # again: a round may have taken them
+                now = self._context.clock.now()
+                if groups:
+                    try:
+                        created, dispatches = await store.create_and_claim_tasks(
+                            tasks, self._request(groups, now), now=now
+                        )
+                    except AgentNotFound as problem:
+                        # An agent connected here has no row any more (the whole write was
+                        # undone): the tasks are created pending, below; the agent's
+                        # connection is dropped on the next heartbeat flush. The creator
+                        # never sees this.
+                        logger.warning("placing new tasks failed (%s): created pending", problem)
+                    else:
+                        self._route(dispatches)
+                        waiting = any(
+                            new and task.status is TaskStatus.PENDING for task, new in created
+                        )
+                        return created, waiting
+        # No slot, or no new task a slot could take in this transaction (all keyed,
+        # rate-limited or idempotent): the tasks are only stored, outside the agents' lock
+        # (they claim nothing, so creates and claim rounds need not take turns for them), and
+        # the round the creator's ``TASKS_READY`` wakes claims them. A claim here would cost
+        # the create a whole round (with keys: a pass over every pending task) under the lock,
+        # for no task of its own.
+        created = await store.create_tasks(tasks, now=self._context.clock.now())
+        return created, any(new for _, new in created)
 
     def _request(self, groups: Sequence[ClaimGroup], now: datetime) -> ClaimRequest:
         scheduler = self._context.config.scheduler

@@ -376,6 +376,10 @@ class AgentSvc:
         """Attempts held by the agents connected here."""
         return sum(len(connection.held) for connection in self._by_agent.values())
 
+    def has_free_slots(self) -> bool:
+        """Whether an agent connected here has a free slot (for any of its task types)."""
+        return any(c.free_slots > 0 and c.task_types for c in self._by_agent.values())
+
     def can_start(self, task_type: str, required_capabilities: Iterable[str]) -> bool:
         """Whether an agent connected here has a free slot for a task of this type that
         needs these capabilities."""
