@@ -1,12 +1,15 @@
-"""``GET /api/tasks/{id}`` and ``POST /api/tasks`` are answered before FastAPI
-(``hot_routes``) for the usual requests (a canonical id; a JSON body that is a valid task) and
-by the FastAPI routes for the rest: both give the same answers."""
+"""``GET /api/tasks/{id}``, ``POST /api/tasks`` and ``POST /api/tasks/batch`` are answered
+before FastAPI (``hot_routes``) for the usual requests (a canonical id; a JSON body that is a
+valid task or batch) and by the FastAPI routes for the rest: both give the same answers."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import fastapi.dependencies.utils
+import fastapi.routing
 import httpx
 import orjson
 import pytest
@@ -124,3 +127,78 @@ async def test_a_bad_create_is_refused_as_before(
     assert answer.status_code == status, answer.text
     assert answer.json()["error"]["code"] == code
     assert (await context_of(app).store.stats()).tasks_by_status.get(TaskStatus.PENDING, 0) == 0
+
+
+async def test_a_batch_answers_alike_on_both_paths(client: httpx.AsyncClient) -> None:
+    batch = {
+        "tasks": [
+            {"task_type": "t", "name": "a", "idempotency_key": "b-1"},
+            {"task_type": "t", "name": "b", "idempotency_key": "b-2"},
+        ]
+    }
+    first = await client.post("/api/tasks/batch", json=batch)  # HotRoutes
+    text = await client.post(  # JSON of another Content-Type: the FastAPI route
+        "/api/tasks/batch",
+        content=orjson.dumps(batch),
+        headers={"Content-Type": "application/vnd.test+json"},
+    )
+    assert first.status_code == text.status_code == 201, first.text
+    assert first.json()["created"] == [True, True]
+    assert text.json()["created"] == [False, False]  # the idempotency keys: the same tasks
+    assert first.json()["items"] == text.json()["items"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        (b"{not json", 400, "malformed_json", None),
+        (b'{"tasks": []}', 422, "invalid_input", "tasks"),
+        (b'{"tasks": [{"task_type": "t"}, {"task_type": ""}]}', 422, "invalid_input", None),
+        (b'{"tasks": [{"task_type": "t", "payload": {"x": 1}}], "extra": 1}', 422, None, None),
+    ],
+)
+async def test_a_bad_batch_is_refused_as_before(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    body: bytes,
+    status: int,
+    code: str | None,
+    field: str | None,
+) -> None:
+    """A body that is not a valid batch goes on to FastAPI as received: its answers stand,
+    and nothing of it is created."""
+    answers = [
+        await client.post("/api/tasks/batch", content=body, headers={"Content-Type": kind})
+        for kind in ("application/json", "application/vnd.test+json")
+    ]
+    assert answers[0].status_code == answers[1].status_code == status, answers[0].text
+    assert answers[0].json() == answers[1].json()
+    if code is not None:
+        assert answers[0].json()["error"]["code"] == code
+    if field is not None:
+        assert answers[0].json()["error"]["field"] == field
+    assert (await context_of(app).store.stats()).tasks_by_status.get(TaskStatus.PENDING, 0) == 0
+
+
+async def test_the_usual_requests_skip_fastapi(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid create, batch or read never reaches FastAPI's routes (which solve their
+    dependencies for every request they answer)."""
+    solved = 0
+    solve = fastapi.dependencies.utils.solve_dependencies  # what fastapi.routing calls
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal solved
+        solved += 1
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    one = await client.post("/api/tasks", json={"task_type": "t"})
+    many = await client.post("/api/tasks/batch", json={"tasks": [{"task_type": "t"}] * 2})
+    read = await client.get(f"/api/tasks/{one.json()['id']}")
+    assert (one.status_code, many.status_code, read.status_code) == (201, 201, 200)
+    assert solved == 0
+    listed = await client.get("/api/tasks")  # any other route: FastAPI's
+    assert listed.status_code == 200
+    assert solved == 1

@@ -1,24 +1,27 @@
-"""The two hottest routes, answered before FastAPI: ``GET /api/tasks/{id}`` and
-``POST /api/tasks``.
+"""The hottest routes, answered before FastAPI: ``GET /api/tasks/{id}``, ``POST /api/tasks``
+and ``POST /api/tasks/batch``.
 
 A producer creates its tasks one request each and polls them (the SDK's ``submit`` and
-``wait``); nothing else is sent as often. Through FastAPI each paid for route matching over
+``wait``), or in batches (the SDK's coalesced ``submit`` of many threads, ``submit_many``);
+nothing else is sent as often. Through FastAPI each paid for route matching over
 some sixty routes, dependency solving (``authorize``, the path parameter, the body), the
 exception middleware and the exit stacks: two thirds of a read's CPU in process, more than the
 store read. ``HotRoutes`` is a pure ASGI middleware inside ``EdgeGuard``, ``BodySizeLimit``
 and ``CatchAll`` (so the host, origin and proxy checks, the body limit and the 500 shape apply
-as before) that answers exactly these two requests itself, the way FastAPI would:
+as before) that answers exactly these requests itself, the way FastAPI would:
 
 - the same token check as the ``authorize`` dependency (``Authenticator.check`` with the
   request's headers: a viewer token to read, an operator token to create; 401 with
   ``WWW-Authenticate`` / 403 as before), made where FastAPI makes it: after the body is read
   as JSON, before it is validated;
-- the same bodies (``tasks.task_body``, ``tasks.created_body``) and the same answers to
+- the same bodies (``tasks.task_body``, ``tasks.created_body``, ``tasks.created_batch_body``)
+  and the same answers to
   domain errors (``errors.hetuflow_error_response``: 404 ``task_not_found``, 413, 409, 503…);
 - everything else goes on to FastAPI, whose routes stay and document these two in the
   OpenAPI document: any other path, method or form of id, a create whose ``Content-Type`` is
   not ``application/json``, and a create whose body is not valid JSON or not a valid task
-  (it is handed on as received, so FastAPI answers its 400 or 422 exactly as before).
+  or batch (it is handed on as received, so FastAPI answers its 400 or 422 exactly as
+  before).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hetuflow.errors import HetuflowError
 from hetuflow.server.api.errors import hetuflow_error_response
-from hetuflow.server.api.schemas import TaskCreate
-from hetuflow.server.api.tasks import created_body, task_body
+from hetuflow.server.api.schemas import TaskBatchCreate, TaskCreate
+from hetuflow.server.api.tasks import created_batch_body, created_body, task_body
 from hetuflow.server.auth import Authenticator
 from hetuflow.server.context import ServerContext
 from hetuflow.server.resilience import QuietLog
@@ -41,14 +44,16 @@ from hetuflow.server.tasks import TaskQueue
 from hetuflow.tokens import Role
 
 TASKS_PATH = "/api/tasks"
+BATCH_PATH = "/api/tasks/batch"
 TASK_PREFIX = "/api/tasks/"
+_CREATES = frozenset({TASKS_PATH, BATCH_PATH})
 _ID_LENGTH = 36
 _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 
 
 class HotRoutes:
-    """ASGI middleware: answer ``GET /api/tasks/{id}`` and ``POST /api/tasks`` itself, pass
-    everything else on."""
+    """ASGI middleware: answer ``GET /api/tasks/{id}``, ``POST /api/tasks`` and ``POST
+    /api/tasks/batch`` itself, pass everything else on."""
 
     def __init__(
         self,
@@ -73,8 +78,8 @@ class HotRoutes:
                 if task_id is not None:
                     await self._get_task(task_id, scope, receive, send)
                     return
-            elif method == "POST" and scope["path"] == TASKS_PATH and _sends_json(scope):
-                await self._create_task(scope, receive, send)
+            elif method == "POST" and scope["path"] in _CREATES and _sends_json(scope):
+                await self._create(scope["path"] == BATCH_PATH, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -87,7 +92,8 @@ class HotRoutes:
             return
         await Response(body, 200, media_type="application/json")(scope, receive, send)
 
-    async def _create_task(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _create(self, batch: bool, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /api/tasks`` (or ``/batch`` when ``batch``)."""
         messages, received = await _read_body(receive)
         replay = _replaying(messages, receive)
         if received is None:  # the client left: FastAPI does what it did
@@ -103,13 +109,16 @@ class HotRoutes:
         except HetuflowError as error:
             await self._refuse(error, scope, receive, send)
             return
-        try:
-            task = TaskCreate.model_validate(document)  # as FastAPI's body field
+        try:  # as FastAPI's body field
+            valid = (TaskBatchCreate if batch else TaskCreate).model_validate(document)
         except Exception:  # invalid: FastAPI answers its 422 (or its 400) as before
             await self.app(scope, replay, send)
             return
         try:
-            body, status = await created_body(self.queue, self.context, task)
+            if isinstance(valid, TaskBatchCreate):
+                body, status = await created_batch_body(self.queue, self.context, valid), 201
+            else:
+                body, status = await created_body(self.queue, self.context, valid)
         except HetuflowError as error:
             await self._refuse(error, scope, receive, send)
             return

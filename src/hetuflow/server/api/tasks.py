@@ -131,6 +131,14 @@ async def create_tasks(body: TaskBatchCreate, queue: Queue, context: Context) ->
     A broadcast item (`"dispatch": "all"`) is created with its children in the same
     transaction; its item in the answer is the parent. **409** `no_agent_for_broadcast`
     naming the item (`tasks[i]`) when no agent matches one: nothing is created."""
+    # Usually answered before FastAPI by ``hot_routes.HotRoutes`` (``created_batch_body``).
+    return _json_bytes(await created_batch_body(queue, context, body), 201)
+
+
+async def created_batch_body(
+    queue: TaskQueue, context: ServerContext, body: TaskBatchCreate
+) -> bytes:
+    """``POST /api/tasks/batch``'s body (201): the tasks, and which of them were created."""
     now = context.clock.now()
     backoff = context.config.scheduler.retry_interval_seconds
     results = await queue.create_many(
@@ -141,12 +149,7 @@ async def create_tasks(body: TaskBatchCreate, queue: Queue, context: Context) ->
         "items": [task_json(task, reasons.get(task.id)) for task, _ in results],
         "created": [created for _, created in results],
     }
-    return _json(answer, 201)
-
-
-def _json(content: object, status_code: int) -> Response:
-    """A body the route built itself (``response_model`` still documents it)."""
-    return Response(encode_json(content), status_code, media_type="application/json")
+    return encode_json(answer)
 
 
 @router.get("", response_model=TaskPage, summary="List tasks", responses=error_responses(422))
@@ -271,6 +274,7 @@ async def task_body(queue: TaskQueue, task_id: UUID) -> bytes:
 
 
 def _json_bytes(body: bytes, status_code: int) -> Response:
+    """A body the route built itself (``response_model`` still documents it)."""
     return Response(body, status_code, media_type="application/json")
 
 
