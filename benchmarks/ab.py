@@ -5,7 +5,8 @@
 ``--before`` is another checkout of the repository (e.g. ``git archive <commit> | tar -x -C
 /tmp/base``). Each run is a process of its own with ``PYTHONPATH=<tree>/src:<tree>`` (that
 tree's ``hetuflow`` and ``benchmarks``), which the server and agent it starts inherit, on a
-fresh cluster (one agent with 8 slots, fresh database), 300 warm-up submits, then
+fresh cluster (one agent with 8 slots unless ``--slots`` says otherwise, fresh database), 300
+warm-up submits, then
 ``producer.measure``. Runs alternate, before first, so a machine whose speed drifts over
 minutes weighs on both sides alike. One JSON line per run.
 """
@@ -29,9 +30,9 @@ HERE = Path(__file__).resolve().parent.parent
 WARMUP = 300
 
 
-async def _one(db: str, mode: str, tasks: int) -> dict[str, Any]:
+async def _one(db: str, mode: str, tasks: int, slots: int) -> dict[str, Any]:
     context = Context(db, MODES["quick"], Path(tempfile.mkdtemp(prefix="hetuflow-ab-")))
-    async with context.cluster("ab", agents=1, slots=producer.SLOTS) as cluster:
+    async with context.cluster("ab", agents=1, slots=slots) as cluster:
         await producer.measure(cluster, "sync", WARMUP)
         result = await producer.measure(cluster, mode, tasks)
     return {
@@ -49,7 +50,7 @@ def _run_in(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     # This file, with the tree's ``benchmarks`` and ``hetuflow`` (the tree before may not
     # have this file): the script's own directory comes first on sys.path, not its parent.
     argv = [sys.executable, str(Path(__file__).resolve()), "--one", "--db", args.db]
-    argv += ["--mode", args.mode, "--tasks", str(args.tasks)]
+    argv += ["--mode", args.mode, "--tasks", str(args.tasks), "--slots", str(args.slots)]
     done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True, check=True)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -61,10 +62,13 @@ def main() -> None:
     parser.add_argument("--mode", choices=["sync", "async", "threads"], default="sync")
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--slots", type=int, default=producer.SLOTS, help="the agent's slots (1: mostly busy)"
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(asyncio.run(_one(args.db, args.mode, args.tasks))))
+        print(json.dumps(asyncio.run(_one(args.db, args.mode, args.tasks, args.slots))))
         return
     if args.before is None:
         parser.error("--before is required")

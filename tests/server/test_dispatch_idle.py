@@ -77,3 +77,34 @@ async def test_a_slot_of_a_type_the_idle_round_did_not_offer_wakes_a_round(
         await server.wait_status(first, TaskStatus.SUCCEEDED)
         [frame] = await busy.dispatched(1)
         assert frame["task_id"] == str(waiting)
+
+
+async def test_a_backlog_is_claimed_without_reading_the_outlook_each_time(
+    database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a claim that filled every slot it offered, the next round claims at once: with
+    tasks waiting for a busy agent, each freed slot costs a claim, not an outlook read and a
+    claim. The claim that finds the queue empty ends the backlog (the outlook is read then)."""
+    async with serve(fast_config(database)) as server, agent(server, "t", slots=1) as client:
+        ids = [await server.create_task(task_type="t") for _ in range(BACKLOG)]
+        [frame] = await client.dispatched(1)  # the first, placed at its create
+        outlooks = count_outlooks(server, monkeypatch)
+        done = []
+        for _ in range(BACKLOG):
+            await client.result(frame)
+            done.append(frame["task_id"])
+            if len(done) < BACKLOG:
+                [frame] = await client.dispatched(1)
+        assert sorted(done) == sorted(str(task_id) for task_id in ids)
+        for task_id in ids:
+            await server.wait_status(task_id, TaskStatus.SUCCEEDED)
+        await server.engine.results.drain()
+        await eventually(lambda: _at_most(outlooks, 3))  # the first round, the last, slack 1
+        assert outlooks() <= 3, outlooks()
+
+
+BACKLOG = 8
+
+
+async def _at_most(outlooks: Callable[[], int], count: int) -> bool:
+    return outlooks() <= count

@@ -10,11 +10,15 @@ A round first reads the ``dispatch_outlook``: whether any pending task of the of
 due, and if none is, when to look again (the earliest ``scheduled_at`` beyond the lookahead,
 the instant a rate limit frees a unit). That one read is all most rounds cost, since most
 follow a freed slot and find nothing; it is read outside the agents' lock, so a create
-waiting to claim does not wait for it. When something is due, the round takes the lock,
-makes one ``claim_tasks`` call for every group of agents with free slots and pushes one
-``TaskDispatch`` frame per agent. Tasks due within ``dispatch_lookahead_seconds`` are handed
-out early with ``start_at`` so the agent starts them on the exact instant. While a round
-fills every offered slot another round follows at once (more work may be waiting).
+waiting to claim does not wait for it. After a claim that filled every slot it offered (a
+backlog: agents take tasks as fast as their slots free), the next round claims at once,
+without the outlook: it would say that something is due. A claim that leaves a slot free
+ends the backlog, and the outlook is read after it, as after any such claim. When something
+is due, the round takes the lock, makes one ``claim_tasks`` call for every group of agents
+with free slots and pushes one ``TaskDispatch`` frame per agent. Tasks due within
+``dispatch_lookahead_seconds`` are handed out early with ``start_at`` so the agent starts them
+on the exact instant. While a round fills every offered slot another round follows at once
+(more work may be waiting).
 
 Slots freed by results that made no task pending (no retry, no workflow step: the
 ``SLOTS_FREED`` payload) wake the dispatcher only when it may have something to claim for
@@ -68,6 +72,9 @@ class TaskDispatcher:
         self._wake = asyncio.Event()
         self._idle_types: frozenset[str] | None = None
         """The task types the last round found nothing due for, with nothing woken since."""
+        self._backlog = False
+        """The last claim filled every slot it offered: more is likely due, so the next round
+        claims without reading the outlook first (``_round``)."""
         self.rounds = 0
         self._key_limits = ConcurrencyLimits(dict(context.config.concurrency))
         self._lookahead = timedelta(seconds=context.config.scheduler.dispatch_lookahead_seconds)
@@ -185,13 +192,14 @@ class TaskDispatcher:
             return 0, 0, read_at, None
         until = now + self._lookahead
         self._idle_types = None
-        task_types = offered_task_types(groups)
-        outlook = await store.dispatch_outlook(task_types, now=now, until=until)
-        if not outlook.due:
-            # A wake during the read set the event: the round after this one reads again
-            # (and ends this idleness) before any freed slot could be passed over.
-            self._idle_types = frozenset(task_types)
-            return 0, offered, read_at, outlook
+        if not self._backlog:
+            task_types = offered_task_types(groups)
+            outlook = await store.dispatch_outlook(task_types, now=now, until=until)
+            if not outlook.due:
+                # A wake during the read set the event: the round after this one reads again
+                # (and ends this idleness) before any freed slot could be passed over.
+                self._idle_types = frozenset(task_types)
+                return 0, offered, read_at, outlook
         async with self._agents.lock:
             # The slots again (a create may have taken some meanwhile); the instant stays the
             # one the outlook read, so the timer set after the claim counts from it.
@@ -209,6 +217,7 @@ class TaskDispatcher:
             )
             self.rounds += 1
             self._route(dispatches)
+        self._backlog = len(dispatches) >= offered
         return len(dispatches), offered, read_at, None
 
     def _route(self, dispatches: list[Dispatch]) -> None:
