@@ -850,18 +850,6 @@ async def _dispatch(
         raise problem from error
 
 
-async def any_due(connection: Conn, task_types: Sequence[str], until: datetime) -> bool:
-    """Whether a pending task of one of ``task_types`` is due by ``until`` (a claim could take
-    it, capabilities allowing)."""
-    found = await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND scheduled_at <= $1"
-        " AND task_type = ANY($2::text[]))",
-        utc(until),
-        list(task_types),
-    )
-    return bool(found)
-
-
 _OUTLOOK = f"""
 SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND scheduled_at <= $1
                AND task_type = ANY($2::text[])) AS due,

@@ -309,12 +309,8 @@ class PostgresStore:
         types = offered_task_types(groups)
         if not types:
             return []
-        async with self._db.connection() as c:
-            # Most rounds follow a freed slot and find nothing: one plain read says so without
-            # the claim's transaction, lock and count. A task made pending after this read
-            # wakes the dispatcher again once committed.
-            if not await task_sql.any_due(c, types, until or now):
-                return []
+        # No read of its own first: the dispatcher claims after its outlook found something
+        # due, or right after a claim that filled every slot (a backlog).
         if global_limit is None:
             async with self._db.transaction() as c:
                 return await task_sql.claim_tasks(

@@ -271,11 +271,8 @@ class SqliteStore:
         types = offered_task_types(groups)
         if not types:
             return []
-        # Most rounds follow a freed slot and find nothing: the reader says so without taking
-        # the writer (the one thread every write waits for). A task made pending after this
-        # read wakes the dispatcher again once committed.
-        if not await self._db.read(task_sql.any_due, types, until or now):
-            return []
+        # No read of its own first: the dispatcher claims after its outlook (on the reader)
+        # found something due, or right after a claim that filled every slot (a backlog).
         return await self._db.write(
             task_sql.claim_tasks, groups, now, until, global_limit, None, key_limits
         )
