@@ -172,3 +172,27 @@ async def test_close_waits_for_a_use_in_progress(db: PgDatabase) -> None:
     leave.set()
     await asyncio.wait_for(asyncio.gather(user, closing), DEADLINE_SECONDS)
     assert db._idle == []
+
+
+async def test_a_use_waiting_for_a_connection_gets_the_next_one_back(db: PgDatabase) -> None:
+    """Every connection busy: a use waits in the pool's ``acquire``, and the next connection
+    to come back goes to it, not to the list kept back (else it would wait while others
+    pass it by)."""
+    inside = [asyncio.Event() for _ in range(db.max_connections)]
+    leave = asyncio.Event()
+
+    async def hold(entered: asyncio.Event) -> None:
+        async with db.connection() as connection:
+            entered.set()
+            await leave.wait()
+            await connection.fetchval("SELECT 1")
+
+    holders = [asyncio.create_task(hold(entered)) for entered in inside]
+    await asyncio.gather(*(entered.wait() for entered in inside))
+    waiting = asyncio.create_task(_pid(db))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    leave.set()
+    await asyncio.wait_for(asyncio.gather(*holders), DEADLINE_SECONDS)
+    await asyncio.wait_for(waiting, DEADLINE_SECONDS)
+    assert 1 <= len(db._idle) <= db.max_connections  # the rest went back to the pool

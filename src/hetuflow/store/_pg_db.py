@@ -149,6 +149,9 @@ class PgDatabase:
         self._pool: asyncpg.Pool | None = None
         self._idle: list[tuple[Conn, float]] = []
         """Connections kept back, each with the instant it came back (``time.monotonic``)."""
+        self._acquiring = 0
+        """Uses waiting in the pool's ``acquire`` (every connection busy): a connection that
+        comes back goes to the pool then, where they wait, not to ``_idle``."""
 
     async def open(self) -> None:
         _quiet_pool_floor_warnings()
@@ -200,18 +203,27 @@ class PgDatabase:
             if _open(kept):
                 return kept
             await pool.release(kept)  # lost while kept back (the database restarted)
+        self._acquiring += 1
         try:
             connection: Conn = await pool.acquire()
         except UNAVAILABLE as error:
             raise StoreUnavailable(f"PostgreSQL is not available: {error}") from error
         except asyncpg.PostgresError as error:
             raise StoreUnavailable(f"PostgreSQL refused a connection: {error}") from error
+        finally:
+            self._acquiring -= 1
         return connection
 
     async def _give_back(self, pool: asyncpg.Pool, connection: Conn) -> None:
-        """Keep a cleanly used connection back; release the one kept back longest when it has
-        not been used for ``IDLE_SECONDS``."""
-        if self._pool is not pool or not _open(connection) or connection.is_in_transaction():
+        """Keep a cleanly used connection back, unless a use waits for one in the pool's
+        ``acquire``; release the one kept back longest when it has not been used for
+        ``IDLE_SECONDS``."""
+        if (
+            self._acquiring
+            or self._pool is not pool
+            or not _open(connection)
+            or connection.is_in_transaction()
+        ):
             await pool.release(connection)
             return
         now = time.monotonic()
