@@ -141,7 +141,8 @@ class PgDatabase:
     connection still open) puts its connection on ``_idle`` instead, still acquired from the
     pool, and the next use takes it from there (the last one back first, so a quiet store keeps
     using few). Every other end goes through the pool's ``release`` as before: it rolls back,
-    or closes a broken or cancelled connection, and the pool opens new ones."""
+    or closes a broken or cancelled connection, and the pool opens new ones. So does every
+    connection that comes back while a use waits in the pool's ``acquire``."""
 
     def __init__(self, dsn: str, max_connections: int) -> None:
         self.dsn = dsn
