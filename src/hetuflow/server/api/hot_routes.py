@@ -15,9 +15,9 @@ as before) that answers exactly these requests itself, the way FastAPI would:
   ``WWW-Authenticate`` / 403 as before), made where FastAPI makes it: after the body is read
   as JSON, before it is validated;
 - the same bodies (``tasks.task_body``, ``tasks.created_body``, ``tasks.created_batch_body``)
-  and the same answers to
-  domain errors (``errors.hetuflow_error_response``: 404 ``task_not_found``, 413, 409, 503…);
-- everything else goes on to FastAPI, whose routes stay and document these two in the
+  and the same answers to domain errors (``errors.hetuflow_error_response``: 404
+  ``task_not_found``, 413, 409, 503…);
+- everything else goes on to FastAPI, whose routes stay and document these in the
   OpenAPI document: any other path, method or form of id, a create whose ``Content-Type`` is
   not ``application/json``, and a create whose body is not valid JSON or not a valid task
   or batch (it is handed on as received, so FastAPI answers its 400 or 422 exactly as
