@@ -190,7 +190,8 @@ async def test_a_use_waiting_for_a_connection_gets_the_next_one_back(db: PgDatab
     holders = [asyncio.create_task(hold(entered)) for entered in inside]
     await asyncio.gather(*(entered.wait() for entered in inside))
     waiting = asyncio.create_task(_pid(db))
-    await asyncio.sleep(0.05)
+    while not db._acquiring:  # noqa: ASYNC110 - until it waits in the pool's acquire
+        await asyncio.sleep(0)
     assert not waiting.done()
     leave.set()
     await asyncio.wait_for(asyncio.gather(*holders), DEADLINE_SECONDS)

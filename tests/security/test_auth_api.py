@@ -301,17 +301,57 @@ async def test_a_create_checks_tokens_alike_before_and_in_fastapi(
         (bearer(tokens[Role.OPERATOR]), b'{"task_type": ""}', 422),
         (bearer(tokens[Role.OPERATOR]), b'{"task_type": "t", "idempotency_key": "k"}', 201),
     ]
+    # the second create of an idempotency key answers 200 with the same task
+    await _checked_alike(client, "/api/tasks", cases, created_again=200)
+
+
+async def test_a_batch_checks_tokens_alike_before_and_in_fastapi(
+    client: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """``POST /api/tasks/batch`` too (``hot_routes`` answers it since the eighth round): no
+    role below operator creates anything through it, on either path."""
+    one = b'{"tasks": [{"task_type": "t", "idempotency_key": "b"}]}'
+    cases: list[tuple[dict[str, str], bytes, int]] = [
+        ({}, one, 401),
+        ({}, b"{not json", 400),
+        ({}, b'{"tasks": []}', 401),
+        (bearer(tokens[Role.VIEWER]), one, 403),
+        (bearer(tokens[Role.AGENT]), one, 403),
+        (bearer(tokens[Role.OPERATOR]), b'{"tasks": []}', 422),
+        (bearer(tokens[Role.OPERATOR]), one, 201),
+    ]
+    # the second batch of an idempotency key answers 201 with the same task, not created
+    answers = await _checked_alike(client, "/api/tasks/batch", cases, created_again=201)
+    assert answers[-1].json()["created"] == [True]
+
+
+async def _checked_alike(
+    client: httpx.AsyncClient,
+    path: str,
+    cases: list[tuple[dict[str, str], bytes, int]],
+    *,
+    created_again: int,
+) -> list[httpx.Response]:
+    """Each case sent before FastAPI (``application/json``) and then to the route (another
+    JSON type): the status the case names, and the same answer on both paths. The answers
+    before FastAPI, in order."""
+    shorts = []
     for headers, body, status in cases:
         short = await client.post(
-            "/api/tasks", content=body, headers={**headers, "Content-Type": "application/json"}
+            path, content=body, headers={**headers, "Content-Type": "application/json"}
         )
         routed = await client.post(
-            "/api/tasks",
-            content=body,
-            headers={**headers, "Content-Type": "application/vnd.test+json"},
+            path, content=body, headers={**headers, "Content-Type": "application/vnd.test+json"}
         )
         assert short.status_code == status, (headers, body, short.text)
-        # the second create of an idempotency key answers 200 with the same task
-        assert routed.status_code == (200 if status == 201 else status), (headers, body)
-        assert short.json() == routed.json()
+        assert routed.status_code == (created_again if status == 201 else status), (headers, body)
+        # the same answer (a batch's items: ``created`` says False the second time)
+        assert _same(short.json()) == _same(routed.json())
         assert short.headers.get("www-authenticate") == routed.headers.get("www-authenticate")
+        shorts.append(short)
+    return shorts
+
+
+def _same(answer: Any) -> Any:
+    """What both paths answer alike: a batch's items, or the whole answer."""
+    return answer["items"] if isinstance(answer, dict) and "items" in answer else answer
